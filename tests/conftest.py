@@ -1,0 +1,206 @@
+"""Shared fixtures: an isolated database and Redis per test run, the app, clients.
+
+Isolation: the suite runs against SQLite by default (a file in a temp folder)
+or, when ``TEST_DATABASE_URL`` names a PostgreSQL server, against a database
+of its own that it creates and drops. Redis is the machine's server
+(``TEST_REDIS_URL``, default 127.0.0.1:6379) on a database number this run
+claims with a lock key, plus a key prefix of its own for pub/sub; when no
+Redis answers, a private redis-server is started. So two runs can share a
+machine.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from app.embedded_redis import start_redis_server  # noqa: E402
+
+RUN_ID = uuid.uuid4().hex[:8]
+REDIS_LOCK_KEY = "herald-test-run-lock"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _claim_redis_db(base_url: str) -> str | None:
+    """Claim a Redis database number no other test run is using."""
+    for number in range(1, 16):
+        client = redis_lib.Redis.from_url(base_url, db=number, socket_connect_timeout=1)
+        try:
+            if client.set(REDIS_LOCK_KEY, RUN_ID, nx=True, ex=6 * 3600):
+                client.flushdb()
+                client.set(REDIS_LOCK_KEY, RUN_ID, ex=6 * 3600)
+                return f"{base_url.rstrip('/')}/{number}"
+        except redis_lib.ConnectionError:
+            return None
+    raise RuntimeError("all Redis databases 1-15 are claimed by other test runs")
+
+
+@pytest.fixture(scope="session")
+def test_env(tmp_path_factory):
+    """Point every create_app() and every child process at this run's resources."""
+    instance = tmp_path_factory.mktemp("instance")
+    private_redis = None
+    redis_url = _claim_redis_db(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379"))
+    if redis_url is None:
+        port = free_port()
+        private_redis = start_redis_server(instance / "redis", port=port)
+        redis_url = f"redis://127.0.0.1:{port}/0"
+
+    pg_server = os.environ.get("TEST_DATABASE_URL")
+    pg_name = None
+    if pg_server:
+        pg_name = f"herald_test_{RUN_ID}"
+        admin = create_engine(pg_server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{pg_name}"'))
+        admin.dispose()
+        database_url = make_url(pg_server).set(database=pg_name).render_as_string(hide_password=False)
+    else:
+        database_url = f"sqlite:///{instance / 'test.db'}"
+
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "HERALD_REDIS_PREFIX": f"herald-test-{RUN_ID}",
+        "SECRET_KEY": secrets.token_hex(32),
+        "HERALD_INSTANCE_PATH": str(instance),
+        "HERALD_BASE_URL": "http://127.0.0.1:5000",
+        "HERALD_TEST_MODE": "1",
+    }
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    yield env
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    client = redis_lib.Redis.from_url(redis_url)
+    try:
+        client.flushdb()
+    except redis_lib.ConnectionError:
+        pass
+    if private_redis:
+        private_redis.terminate()
+    if pg_name:
+        admin = create_engine(pg_server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def app(test_env):
+    """One app for the run, its schema built by the real migrations."""
+    from flask_migrate import upgrade
+
+    from app import create_app
+
+    application = create_app({"TESTING": True, "WTF_CSRF_ENABLED": False, "RATELIMIT_ENABLED": True})
+    with application.app_context():
+        upgrade()
+    return application
+
+
+@pytest.fixture(autouse=True)
+def _clean_state(request):
+    """Every test starts with empty tables and an empty Redis database."""
+    if "app" not in request.fixturenames:
+        yield
+        return
+    application = request.getfixturevalue("app")
+    from app.extensions import db
+    from app.redis_client import get_redis
+
+    with application.app_context():
+        _truncate_all(db)
+        redis_conn = get_redis()
+        redis_conn.flushdb()
+        redis_conn.set(REDIS_LOCK_KEY, RUN_ID, ex=6 * 3600)
+        yield
+        db.session.remove()
+
+
+def _truncate_all(db) -> None:
+    db.session.remove()
+    tables = [t.name for t in reversed(db.metadata.sorted_tables)]
+    with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(text(f'DELETE FROM "{table}"'))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def redis_conn(app):
+    from app.redis_client import get_redis
+
+    return get_redis()
+
+
+def wait_for_port(port: int, timeout: float = 20.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited early with code {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def live_server(app, test_env, tmp_path_factory):
+    """Herald under gunicorn with gevent workers, as in production, on a free loopback port."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("live") / "gunicorn.log"
+    env = {**os.environ, **test_env, "HERALD_BASE_URL": f"http://127.0.0.1:{port}"}
+    log = open(log_path, "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", "1000",
+         "-b", f"127.0.0.1:{port}", "--timeout", "60", "wsgi:app"],
+        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, process=process)
+    except RuntimeError:
+        process.kill()
+        raise RuntimeError(log_path.read_text()[-3000:]) from None
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()

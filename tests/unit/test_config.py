@@ -1,0 +1,41 @@
+import pytest
+
+from app.config import ConfigError, from_environment
+
+
+def test_defaults_use_instance_folder_sqlite_and_embedded_redis(tmp_path):
+    config = from_environment({}, instance_path=tmp_path)
+    assert config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'herald.db'}"
+    assert config["REDIS_URL"] == f"unix://{tmp_path / 'redis.sock'}"
+    assert config["REDIS_EMBEDDED"] is True
+
+
+def test_secret_key_is_generated_once_and_kept(tmp_path):
+    first = from_environment({}, instance_path=tmp_path)["SECRET_KEY"]
+    second = from_environment({}, instance_path=tmp_path)["SECRET_KEY"]
+    assert first == second and len(first) >= 32
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_postgres_url_gets_the_psycopg2_driver(tmp_path):
+    config = from_environment({"DATABASE_URL": "postgresql://u@127.0.0.1/db"}, instance_path=tmp_path)
+    assert config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql+psycopg://")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("DATABASE_URL", "not a url", "DATABASE_URL"),
+        ("DATABASE_URL", "mysql://x@y/z", "DATABASE_URL must be sqlite"),
+        ("REDIS_URL", "http://127.0.0.1:6379", "REDIS_URL"),
+        ("HERALD_BASE_URL", "example.com", "HERALD_BASE_URL"),
+        ("SECRET_KEY", "short", "SECRET_KEY"),
+        ("SMTP_URL", "localhost:25", "SMTP_URL"),
+        ("HERALD_MARKETING_CAP_PER_HOUR", "many", "HERALD_MARKETING_CAP_PER_HOUR"),
+    ],
+)
+def test_malformed_setting_names_itself_in_one_line(tmp_path, name, value, message):
+    with pytest.raises(ConfigError) as error:
+        from_environment({name: value}, instance_path=tmp_path)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
