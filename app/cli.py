@@ -1,9 +1,16 @@
-"""``flask`` commands: accounts, keys, and the long-running processes."""
+"""``flask`` commands. Each domain keeps its commands next to its code; this registers them."""
 from __future__ import annotations
 
-import click
 from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    pass
+    from app.api.commands import create_api_key
+    from app.console.commands import create_staff
+    from app.demo import seed_demo
+    from app.launcher import up
+    from jobs.scheduler import scheduler_command
+    from jobs.worker import worker_command
+
+    for command in (create_api_key, create_staff, seed_demo, up, scheduler_command, worker_command):
+        app.cli.add_command(command)

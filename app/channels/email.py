@@ -1,0 +1,1 @@
+"""Email over SMTP (filled in by the delivery core)."""

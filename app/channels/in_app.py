@@ -1,0 +1,1 @@
+"""In-app channel (filled in by the delivery core)."""

@@ -1,0 +1,1 @@
+"""RQ job functions, the worker and the scheduler entry points."""
