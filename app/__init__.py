@@ -42,10 +42,12 @@ def create_app(config: dict | None = None) -> Flask:
     from app import auth, cli, errors, health  # noqa: F401  (auth registers the user loader)
     from app.api import bp as api_bp
     from app.console import bp as console_bp
+    from app.inbox import bp as inbox_bp
 
     app.register_blueprint(health.bp)
     app.register_blueprint(console_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(inbox_bp)
     csrf.exempt(api_bp)
     errors.init_app(app)
     cli.init_app(app)

@@ -204,3 +204,65 @@ def live_server(app, test_env, tmp_path_factory):
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+
+
+@pytest.fixture
+def api_key(app):
+    from app.api.keys import create_api_key
+
+    _row, plaintext = create_api_key("test-suite")
+    return plaintext
+
+
+class ApiClient:
+    """The Flask test client with the API key attached, for reading like a caller's code."""
+
+    def __init__(self, client, key: str):
+        self.client, self.headers = client, {"Authorization": f"Bearer {key}"}
+
+    def __getattr__(self, method):
+        def call(path, headers=None, **kwargs):
+            return getattr(self.client, method)(path, headers={**self.headers, **(headers or {})}, **kwargs)
+
+        return call
+
+
+@pytest.fixture
+def api(client, api_key):
+    return ApiClient(client, api_key)
+
+
+@pytest.fixture
+def run_jobs(app):
+    """Drain the queues in this process with Herald's own worker class (burst mode)."""
+    from jobs.worker import build_worker
+
+    def run(include_scheduled: bool = False) -> None:
+        from rq import Queue
+
+        from app.config import QUEUE_NAMES
+        from app.redis_client import get_redis
+
+        if include_scheduled:
+            for name in QUEUE_NAMES:
+                queue = Queue(name, connection=get_redis())
+                for job_id in queue.scheduled_job_registry.get_job_ids():
+                    queue.scheduled_job_registry.remove(job_id)
+                    queue.enqueue_job(queue.fetch_job(job_id))
+        build_worker().work(burst=True, with_scheduler=False, logging_level="WARNING")
+
+    return run
+
+
+@pytest.fixture
+def smtp_server(app):
+    from app.channels import close_all
+    from tests.peers.smtp import SmtpServer
+
+    server = SmtpServer(free_port()).start()
+    saved = app.config.get("SMTP_URL")
+    app.config["SMTP_URL"] = server.url
+    yield server
+    close_all()
+    app.config["SMTP_URL"] = saved
+    server.stop()

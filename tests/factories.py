@@ -13,7 +13,7 @@ def make_recipient(**fields) -> Recipient:
     number = next(_counter)
     values = {
         "external_id": f"user-{number}",
-        "email": f"user{number}@example.test",
+        "email": f"user{number}@example.com",
         "phone": None,
         "timezone": "Europe/Lisbon",
         "locale": "en",
@@ -26,7 +26,7 @@ def make_recipient(**fields) -> Recipient:
     return recipient
 
 
-def make_staff(email: str = "admin@example.test", password: str = "correct horse battery", role: str = "admin") -> StaffUser:
+def make_staff(email: str = "admin@example.com", password: str = "correct horse battery", role: str = "admin") -> StaffUser:
     staff = StaffUser(email=email, role=role)
     staff.set_password(password)
     db.session.add(staff)

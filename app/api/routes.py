@@ -1,1 +1,219 @@
-"""API resources (filled in by the delivery core)."""
+"""The /v1 resources. Each view: parse, call one function, serialise."""
+from __future__ import annotations
+
+from flask import abort, current_app, g, jsonify, render_template, request
+from pydantic import BaseModel, ValidationError
+
+from app.accept import IdempotencyConflict, UnknownRecipient, UnknownTemplate, accept_notification
+from app.api import bp, schemas
+from app.api.auth import authenticate
+from app.api.openapi import build_openapi
+from app.delivery.endpoints import push_endpoint_problem
+from app.extensions import db
+from app.inbox import store
+from app.models import Notification, Recipient
+from app.recipients import erase_recipient, find_recipient, register_device, remove_device, set_preferences, upsert_recipient
+
+bp.before_request(authenticate)
+
+
+class BadRequest(Exception):
+    def __init__(self, fields: list[dict], message: str = "the request is invalid"):
+        self.fields, self.message = fields, message
+
+
+@bp.errorhandler(BadRequest)
+def _bad_request(error: BadRequest):
+    return jsonify({"error": {"code": "invalid_request", "message": error.message, "fields": error.fields}}), 400
+
+
+def _error(status: int, code: str, message: str):
+    return jsonify({"error": {"code": code, "message": message}}), status
+
+
+def parse_body(model: type[BaseModel]):
+    """Validate the JSON body against a schema; every problem is reported with its field path."""
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict):
+        raise BadRequest([{"field": "(body)", "message": "the body must be a JSON object"}], "the body must be a JSON object")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as error:
+        raise BadRequest([
+            {"field": ".".join(str(part) for part in e["loc"]) or "(body)", "message": e["msg"].removeprefix("Value error, ")}
+            for e in error.errors()
+        ]) from None
+
+
+def dump(model: type[BaseModel], **fields) -> dict:
+    return model.model_validate(fields).model_dump(mode="json")
+
+
+def recipient_or_404(user_id: str) -> Recipient:
+    recipient = find_recipient(user_id)
+    if recipient is None:
+        abort(404, f"user {user_id!r} does not exist")
+    return recipient
+
+
+def user_json(r: Recipient) -> dict:
+    quiet = {"start": r.quiet_start.strftime("%H:%M"), "end": r.quiet_end.strftime("%H:%M")} if r.quiet_start and r.quiet_end else None
+    return dump(schemas.User, user_id=r.external_id, email=r.email, phone=r.phone, timezone=r.timezone, locale=r.locale,
+                attributes=r.attributes or {}, quiet_hours=quiet, hard_stop=r.hard_stop, created_at=r.created_at, updated_at=r.updated_at)
+
+
+def inbox_item_json(n: Notification) -> dict:
+    return dump(schemas.InboxItem, id=n.id, type=n.type, category=n.category, title=n.title, body=n.body, data=n.data or {},
+                collapse_key=n.collapse_key, created_at=n.inbox_at or n.created_at, read=n.read_at is not None)
+
+
+# -- users -------------------------------------------------------------------------------------
+
+USER_ID = "<string(maxlength=255):user_id>"
+
+
+@bp.put(f"/users/{USER_ID}")
+def put_user(user_id: str):
+    recipient, created = upsert_recipient(user_id, parse_body(schemas.UserUpsert))
+    return jsonify(user_json(recipient)), (201 if created else 200)
+
+
+@bp.get(f"/users/{USER_ID}")
+def get_user(user_id: str):
+    return jsonify(user_json(recipient_or_404(user_id)))
+
+
+@bp.delete(f"/users/{USER_ID}")
+def delete_user(user_id: str):
+    erase_recipient(recipient_or_404(user_id), actor=f"api:{g.api_key.name}")
+    return "", 204
+
+
+@bp.get(f"/users/{USER_ID}/preferences")
+def get_preferences(user_id: str):
+    recipient = recipient_or_404(user_id)
+    return jsonify(preferences_json(recipient))
+
+
+@bp.put(f"/users/{USER_ID}/preferences")
+def put_preferences(user_id: str):
+    recipient = recipient_or_404(user_id)
+    set_preferences(recipient, parse_body(schemas.PreferencesUpdate))
+    return jsonify(preferences_json(recipient))
+
+
+def preferences_json(r: Recipient) -> dict:
+    quiet = {"start": r.quiet_start.strftime("%H:%M"), "end": r.quiet_end.strftime("%H:%M")} if r.quiet_start and r.quiet_end else None
+    items = [{"channel": p.channel, "category": p.category, "enabled": p.enabled}
+             for p in sorted(r.preferences, key=lambda p: (p.channel, p.category))]
+    return dump(schemas.Preferences, preferences=items, quiet_hours=quiet, hard_stop=r.hard_stop)
+
+
+@bp.post(f"/users/{USER_ID}/devices")
+def post_device(user_id: str):
+    recipient = recipient_or_404(user_id)
+    fields = parse_body(schemas.DeviceCreate)
+    if fields.subscription:
+        problem = push_endpoint_problem(fields.subscription.endpoint, current_app.config.get("ALLOW_LOOPBACK_PUSH", False))
+        if problem:
+            raise BadRequest([{"field": "subscription.endpoint", "message": problem}])
+    device, created = register_device(recipient, fields)
+    body = dump(schemas.Device, id=device.id, platform=device.platform, active=device.active, created_at=device.created_at)
+    return jsonify(body), (201 if created else 200)
+
+
+@bp.delete(f"/users/{USER_ID}/devices/<int:device_id>")
+def delete_device(user_id: str, device_id: int):
+    if not remove_device(recipient_or_404(user_id), device_id):
+        abort(404, f"device {device_id} is not registered to user {user_id!r}")
+    return "", 204
+
+
+# -- notifications -----------------------------------------------------------------------------
+
+@bp.post("/notifications")
+def post_notification():
+    payload = parse_body(schemas.NotificationCreate)
+    header_key = request.headers.get("Idempotency-Key", "").strip() or None
+    if header_key and payload.idempotency_key and header_key != payload.idempotency_key:
+        raise BadRequest([{"field": "idempotency_key", "message": "differs from the Idempotency-Key header"}])
+    key = header_key or payload.idempotency_key
+    if key and len(key) > 255:
+        raise BadRequest([{"field": "idempotency_key", "message": "at most 255 characters"}])
+    try:
+        accepted = accept_notification(payload, g.api_key.id, key)
+    except UnknownRecipient:
+        return _error(404, "unknown_user", f"user {payload.user_id!r} does not exist; create it with PUT /v1/users/{{user_id}}")
+    except UnknownTemplate:
+        raise BadRequest([{"field": "template", "message": f"no template with key {payload.template!r}"}]) from None
+    except IdempotencyConflict:
+        return _error(409, "idempotency_conflict", "this Idempotency-Key was used in the last 24 h with a different request body")
+    return jsonify(dump(schemas.NotificationAccepted, id=accepted.id, status=accepted.status)), 202
+
+
+NOTIFICATION_ID = "<string(length=32):notification_id>"
+
+
+def notification_or_404(notification_id: str) -> Notification:
+    notification = db.session.get(Notification, notification_id)
+    if notification is None:
+        abort(404, f"notification {notification_id!r} does not exist")
+    return notification
+
+
+@bp.get(f"/notifications/{NOTIFICATION_ID}")
+def get_notification(notification_id: str):
+    n = notification_or_404(notification_id)
+    recipient = db.session.get(Recipient, n.recipient_id)
+    deliveries = [
+        {"channel": d.channel, "status": d.status, "attempts": d.attempts, "reason": d.reason, "error_code": d.error_code,
+         "last_error": d.last_error, "not_before": d.not_before,
+         "events": [{"status": e.status, "detail": e.detail, "at": e.created_at} for e in d.events]}
+        for d in n.deliveries
+    ]
+    return jsonify(dump(schemas.NotificationOut, id=n.id, user_id=recipient.external_id, type=n.type, category=n.category,
+                        priority=n.priority, status=n.status, title=n.title, body=n.body, data=n.data or {},
+                        collapse_key=n.collapse_key, created_at=n.created_at, read_at=n.read_at, deliveries=deliveries))
+
+
+@bp.get(f"/users/{USER_ID}/notifications")
+def list_notifications(user_id: str):
+    recipient = recipient_or_404(user_id)
+    limit_text = request.args.get("limit", "20")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= store.MAX_LIMIT:
+        raise BadRequest([{"field": "limit", "message": f"must be an integer from 1 to {store.MAX_LIMIT}"}])
+    unread_text = request.args.get("unread_only", "false").lower()
+    if unread_text not in ("true", "false", "1", "0"):
+        raise BadRequest([{"field": "unread_only", "message": "must be true or false"}])
+    try:
+        items, next_cursor = store.inbox_page(recipient.id, int(limit_text), request.args.get("cursor") or None,
+                                              unread_text in ("true", "1"))
+    except store.BadCursor as error:
+        raise BadRequest([{"field": "cursor", "message": str(error)}]) from None
+    return jsonify(dump(schemas.InboxPage, items=[inbox_item_json(n) for n in items], next_cursor=next_cursor,
+                        unread_count=store.unread_count(recipient.id)))
+
+
+@bp.patch(f"/notifications/{NOTIFICATION_ID}/read")
+def read_notification(notification_id: str):
+    notification = notification_or_404(notification_id)
+    store.mark_read(notification)
+    return jsonify(inbox_item_json(notification))
+
+
+@bp.post(f"/users/{USER_ID}/notifications/read-all")
+def read_all(user_id: str):
+    count = store.mark_all_read(recipient_or_404(user_id).id)
+    return jsonify(dump(schemas.ReadAllResult, marked_read=count))
+
+
+# -- documentation -----------------------------------------------------------------------------
+
+@bp.get("/openapi.json")
+def openapi_document():
+    return jsonify(build_openapi(current_app.config["BASE_URL"]))
+
+
+@bp.get("/docs")
+def docs():
+    return render_template("api/docs.html", spec=build_openapi(current_app.config["BASE_URL"]))

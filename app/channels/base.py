@@ -35,6 +35,7 @@ class Message:
     """Everything an adapter needs, already rendered; no ORM objects cross this line."""
 
     delivery_id: int
+    recipient_id: int
     notification_id: str
     channel: str
     idempotency_key: str

@@ -1,0 +1,117 @@
+"""The accept path of one notification: reserve the idempotency key, store, enqueue.
+
+"Accepted" means durable: the notification row and its idempotency key are
+committed in one transaction before the 202 goes out. If the process dies
+between that commit and the enqueue, the reaper (jobs/maintenance.py) finds
+the row still ``accepted`` and enqueues it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from app.api.schemas import NotificationCreate
+from app.delivery.priority import effective_priority
+from app.extensions import db
+from app.models import IdempotencyKey, Notification, Recipient, Template
+from app.models.notifications import new_notification_id
+from app.models.types import utcnow
+from jobs.delivery import enqueue, route_notification
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+class UnknownRecipient(LookupError):
+    pass
+
+
+class UnknownTemplate(LookupError):
+    pass
+
+
+class IdempotencyConflict(Exception):
+    """The key was used within 24 h for a different request body."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    id: str
+    status: str
+    replayed: bool
+
+
+def request_fingerprint(payload: NotificationCreate) -> str:
+    """Hash of the request's meaning (not its bytes): key order and the key's own spelling don't matter."""
+    body = payload.model_dump(mode="json", exclude={"idempotency_key"})
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _replay(api_key_id: int, key: str, fingerprint: str) -> Accepted | None:
+    reservation = db.session.scalar(select(IdempotencyKey).where(IdempotencyKey.api_key_id == api_key_id, IdempotencyKey.key == key))
+    if reservation is None:
+        return None
+    if reservation.created_at < utcnow() - IDEMPOTENCY_WINDOW:
+        db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.id == reservation.id))
+        db.session.commit()
+        return None
+    if reservation.request_hash != fingerprint:
+        raise IdempotencyConflict(key)
+    return Accepted(reservation.notification_id, "accepted", replayed=True)
+
+
+def accept_notification(payload: NotificationCreate, api_key_id: int, idempotency_key: str | None) -> Accepted:
+    """Store the notification (once per idempotency key) and return what the caller is told."""
+    fingerprint = request_fingerprint(payload)
+    if idempotency_key:
+        replay = _replay(api_key_id, idempotency_key, fingerprint)
+        if replay:
+            return replay
+
+    recipient_id = db.session.scalar(select(Recipient.id).where(Recipient.external_id == payload.user_id))
+    if recipient_id is None:
+        raise UnknownRecipient(payload.user_id)
+    template_version = None
+    if payload.template:
+        template_version = db.session.scalar(select(Template.current_version).where(Template.key == payload.template))
+        if template_version is None:
+            raise UnknownTemplate(payload.template)
+
+    notification = Notification(
+        id=new_notification_id(),
+        recipient_id=recipient_id,
+        type=payload.type,
+        category=payload.category,
+        priority=effective_priority(payload.type, payload.priority),
+        template_key=payload.template,
+        template_version=template_version,
+        title=payload.title,
+        body=payload.body,
+        data=payload.data,
+        channels=list(payload.channels),
+        collapse_key=payload.collapse_key,
+        idempotency_key=idempotency_key,
+        api_key_id=api_key_id,
+        send_at=payload.send_at,
+        created_at=utcnow(),
+    )
+    db.session.add(notification)
+    if idempotency_key:
+        db.session.add(IdempotencyKey(api_key_id=api_key_id, key=idempotency_key, request_hash=fingerprint,
+                                      notification_id=notification.id, created_at=utcnow()))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Another request with the same key won the unique constraint: answer as it did.
+        db.session.rollback()
+        replay = _replay(api_key_id, idempotency_key, fingerprint) if idempotency_key else None
+        if replay is None:
+            raise
+        return replay
+
+    enqueue(route_notification, notification.id, priority=notification.priority, at=notification.send_at)
+    return Accepted(notification.id, "accepted", replayed=False)

@@ -1,0 +1,92 @@
+"""The OpenAPI 3.1 document, generated from the pydantic schemas that validate requests."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic.json_schema import models_json_schema
+
+from app.api import schemas
+
+REF = "#/components/schemas/{model}"
+
+USER_ID = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+NOTIFICATION_ID = {"name": "notification_id", "in": "path", "required": True,
+                   "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+DEVICE_ID = {"name": "device_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
+IDEMPOTENCY_HEADER = {"name": "Idempotency-Key", "in": "header", "required": False,
+                      "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                      "description": "Same key + same body within 24 h returns the first answer; a different body is 409."}
+INBOX_QUERY = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+    {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page"},
+    {"name": "unread_only", "in": "query", "schema": {"type": "boolean", "default": False}},
+]
+
+# (method, path, summary, parameters, request schema, {status: response schema or None})
+OPERATIONS = [
+    ("put", "/v1/users/{user_id}", "Create or update a recipient", [USER_ID], schemas.UserUpsert,
+     {"200": schemas.User, "201": schemas.User, "400": schemas.ErrorResponse}),
+    ("get", "/v1/users/{user_id}", "Read a recipient", [USER_ID], None, {"200": schemas.User, "404": schemas.ErrorResponse}),
+    ("delete", "/v1/users/{user_id}", "Erase a recipient and all their data (GDPR)", [USER_ID], None,
+     {"204": None, "404": schemas.ErrorResponse}),
+    ("get", "/v1/users/{user_id}/preferences", "Read preferences", [USER_ID], None,
+     {"200": schemas.Preferences, "404": schemas.ErrorResponse}),
+    ("put", "/v1/users/{user_id}/preferences", "Change preferences, quiet hours, hard stop", [USER_ID], schemas.PreferencesUpdate,
+     {"200": schemas.Preferences, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse}),
+    ("post", "/v1/users/{user_id}/devices", "Register a mobile token or web-push subscription", [USER_ID], schemas.DeviceCreate,
+     {"200": schemas.Device, "201": schemas.Device, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse}),
+    ("delete", "/v1/users/{user_id}/devices/{device_id}", "Remove a device", [USER_ID, DEVICE_ID], None,
+     {"204": None, "404": schemas.ErrorResponse}),
+    ("post", "/v1/notifications", "Send a notification", [IDEMPOTENCY_HEADER], schemas.NotificationCreate,
+     {"202": schemas.NotificationAccepted, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse,
+      "409": schemas.ErrorResponse, "429": schemas.ErrorResponse}),
+    ("get", "/v1/notifications/{notification_id}", "Status per channel, attempts and events", [NOTIFICATION_ID], None,
+     {"200": schemas.NotificationOut, "404": schemas.ErrorResponse}),
+    ("get", "/v1/users/{user_id}/notifications", "A recipient's inbox, newest first", [USER_ID, *INBOX_QUERY], None,
+     {"200": schemas.InboxPage, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse}),
+    ("patch", "/v1/notifications/{notification_id}/read", "Mark one notification read", [NOTIFICATION_ID], None,
+     {"200": schemas.InboxItem, "404": schemas.ErrorResponse}),
+    ("post", "/v1/users/{user_id}/notifications/read-all", "Mark a recipient's whole inbox read", [USER_ID], None,
+     {"200": schemas.ReadAllResult, "404": schemas.ErrorResponse}),
+]
+
+
+def _ref(model) -> dict:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+@lru_cache(maxsize=4)
+def build_openapi(base_url: str) -> dict:
+    models = {model for op in OPERATIONS for model in [op[4], *op[5].values()] if model is not None}
+    _, definitions = models_json_schema(
+        [(model, "validation" if model in {op[4] for op in OPERATIONS} else "serialization") for model in sorted(models, key=lambda m: m.__name__)],
+        ref_template=REF,
+    )
+    paths: dict = {}
+    for method, path, summary, parameters, request_model, responses in OPERATIONS:
+        operation = {
+            "summary": summary,
+            "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}",
+            "security": [{"bearer": []}],
+            "parameters": parameters,
+            "responses": {
+                status: {"description": status, **({"content": {"application/json": {"schema": _ref(model)}}} if model else {})}
+                for status, model in responses.items()
+            },
+        }
+        operation["responses"]["401"] = {"description": "missing or unknown API key",
+                                         "content": {"application/json": {"schema": _ref(schemas.ErrorResponse)}}}
+        if request_model is not None:
+            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(request_model)}}}
+        paths.setdefault(path, {})[method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Herald API", "version": "1.0.0",
+                 "description": "Send notifications, manage recipients, preferences, devices and inboxes."},
+        "servers": [{"url": base_url}],
+        "paths": paths,
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key from `flask create-api-key`"}},
+        },
+    }

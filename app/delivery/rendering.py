@@ -1,0 +1,132 @@
+"""Render per-channel content from templates in Jinja's sandbox.
+
+User-authored templates can read the recipient, their attributes and the
+notification's ``data``; nothing else. An undefined variable is an error --
+we would rather fail a delivery with a reason than send a blank message.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError, meta
+from jinja2.sandbox import SandboxedEnvironment
+
+# The fields each channel's variant must provide.
+CHANNEL_FIELDS = {
+    "in_app": ("title", "body"),
+    "email": ("subject", "html", "text"),
+    "sms": ("text",),
+    "push": ("title", "body"),
+    "web_push": ("title", "body"),
+}
+# Longest rendered text a channel accepts (SMS: ten concatenated segments).
+FIELD_LIMITS = {
+    ("sms", "text"): 1600,
+    ("push", "title"): 200,
+    ("push", "body"): 2000,
+    ("web_push", "title"): 200,
+    ("web_push", "body"): 2000,
+    ("in_app", "title"): 500,
+    ("in_app", "body"): 10_000,
+    ("email", "subject"): 998,
+}
+
+_text_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+_html_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+
+
+@dataclass
+class RenderError(Exception):
+    channel: str
+    field: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line else ""
+        return f"{self.channel}.{self.field}{where}: {self.message}"
+
+
+def locale_chain(locale: str | None, default_locale: str) -> list[str]:
+    """``pt-BR`` tries ``pt-BR``, then ``pt``, then the template's default locale."""
+    chain = []
+    if locale:
+        chain.append(locale)
+        if "-" in locale:
+            chain.append(locale.split("-")[0])
+    chain.append(default_locale)
+    return list(dict.fromkeys(chain))
+
+
+def pick_variant(variants: dict, channel: str, locale: str | None, default_locale: str) -> dict | None:
+    """The channel's fields in the best available locale, or None if no locale has this channel."""
+    # web_push falls back to the push variant: same title/body shape.
+    for name in (channel, "push") if channel == "web_push" else (channel,):
+        for candidate in locale_chain(locale, default_locale):
+            variant = variants.get(candidate, {}).get(name)
+            if variant:
+                return variant
+    return None
+
+
+def _environment(field: str):
+    return _html_env if field == "html" else _text_env
+
+
+def render_fields(channel: str, variant: dict, context: dict) -> dict[str, str]:
+    """Render every field of a channel variant; raise RenderError naming the field and line."""
+    rendered = {}
+    for field in CHANNEL_FIELDS[channel]:
+        source = variant.get(field)
+        if source is None:
+            if field == "text" and channel == "email":
+                continue
+            raise RenderError(channel, field, "missing")
+        try:
+            value = _environment(field).from_string(source).render(context)
+        except TemplateSyntaxError as error:
+            raise RenderError(channel, field, error.message or "syntax error", error.lineno) from None
+        except UndefinedError as error:
+            raise RenderError(channel, field, error.message or "undefined variable") from None
+        except TemplateError as error:
+            raise RenderError(channel, field, str(error)) from None
+        if not value.strip() and field != "html":
+            raise RenderError(channel, field, "rendered empty")
+        limit = FIELD_LIMITS.get((channel, field))
+        if limit and len(value) > limit:
+            raise RenderError(channel, field, f"{len(value)} characters, over the limit of {limit}")
+        rendered[field] = value
+    return rendered
+
+
+def inline_variant(channel: str, title: str | None, body: str | None) -> dict:
+    """Content for notifications sent with a literal title/body instead of a template.
+
+    The text travels as variables (``notification.title``/``.body``), never as
+    template source: a caller's braces are not evaluated and HTML is escaped.
+    """
+    heading = "{{ notification.title }}" if title else "{{ notification.body }}"
+    text = "{{ notification.body }}" if body else "{{ notification.title }}"
+    sms = "{{ notification.title }}: {{ notification.body }}" if title and body else text
+    return {
+        "in_app": {"title": heading, "body": text},
+        "email": {"subject": heading, "html": "<p>" + text + "</p>", "text": text},
+        "sms": {"text": sms},
+        "push": {"title": heading, "body": text},
+        "web_push": {"title": heading, "body": text},
+    }[channel]
+
+
+def syntax_errors(source: str, html: bool = False) -> str | None:
+    """A template's syntax error with its line, for save-time validation; None when it parses."""
+    try:
+        (_html_env if html else _text_env).parse(source)
+    except TemplateSyntaxError as error:
+        return f"line {error.lineno}: {error.message}"
+    return None
+
+
+def referenced_variables(source: str) -> set[str]:
+    """Top-level names a template reads (``recipient``, ``data``...), for save-time checks."""
+    return meta.find_undeclared_variables(_text_env.parse(source))
+

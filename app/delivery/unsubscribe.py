@@ -1,0 +1,25 @@
+"""Signed one-click unsubscribe links (RFC 8058) for marketing mail."""
+from __future__ import annotations
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+SALT = "herald-unsubscribe"
+
+
+def unsubscribe_token(secret: str, external_id: str, category: str) -> str:
+    return URLSafeSerializer(secret, salt=SALT).dumps({"u": external_id, "c": category})
+
+
+def read_unsubscribe_token(secret: str, token: str) -> tuple[str, str] | None:
+    """(external user id, category) from a token we signed, or None for anything else."""
+    try:
+        payload = URLSafeSerializer(secret, salt=SALT).loads(token)
+    except BadSignature:
+        return None
+    if not isinstance(payload, dict) or not isinstance(payload.get("u"), str) or not isinstance(payload.get("c"), str):
+        return None
+    return payload["u"], payload["c"]
+
+
+def list_unsubscribe_headers(url: str) -> dict[str, str]:
+    return {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}

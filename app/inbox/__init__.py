@@ -1,0 +1,6 @@
+"""End-user pages: the inbox, preferences, and one-click unsubscribe."""
+from flask import Blueprint
+
+bp = Blueprint("inbox", __name__)
+
+from app.inbox import unsubscribe  # noqa: E402,F401

@@ -1,0 +1,72 @@
+"""Inbox queries and read state, shared by the /v1 API and the inbox pages."""
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_, select, update
+
+from app.extensions import db
+from app.models import Notification
+from app.models.types import utcnow
+from app.realtime.publish import publish_to_user
+
+MAX_LIMIT = 100
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def encode_cursor(notification: Notification) -> str:
+    raw = f"{notification.inbox_at.isoformat()}|{notification.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, notification_id = raw.split("|")
+        at = datetime.fromisoformat(stamp)
+    except (ValueError, UnicodeDecodeError):
+        raise BadCursor("cursor is not one this API returned") from None
+    if at.tzinfo is None or len(notification_id) != 32:
+        raise BadCursor("cursor is not one this API returned")
+    return at, notification_id
+
+
+def _visible(recipient_id: int):
+    return and_(Notification.recipient_id == recipient_id, Notification.inbox_at.is_not(None), Notification.archived_at.is_(None))
+
+
+def inbox_page(recipient_id: int, limit: int = 20, cursor: str | None = None, unread_only: bool = False) -> tuple[list[Notification], str | None]:
+    """Newest first, keyset-paginated on (inbox_at, id) so pages stay stable while new items arrive."""
+    query = select(Notification).where(_visible(recipient_id))
+    if unread_only:
+        query = query.where(Notification.read_at.is_(None))
+    if cursor:
+        at, last_id = decode_cursor(cursor)
+        query = query.where(or_(Notification.inbox_at < at, and_(Notification.inbox_at == at, Notification.id < last_id)))
+    rows = db.session.scalars(query.order_by(Notification.inbox_at.desc(), Notification.id.desc()).limit(limit + 1)).all()
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return list(rows[:limit]), next_cursor
+
+
+def unread_count(recipient_id: int) -> int:
+    return db.session.scalar(select(func.count()).select_from(Notification).where(_visible(recipient_id), Notification.read_at.is_(None)))
+
+
+def mark_read(notification: Notification) -> None:
+    if notification.read_at is None:
+        notification.read_at = utcnow()
+        db.session.commit()
+    publish_to_user(notification.recipient_id, "read", {"ids": [notification.id], "unread": unread_count(notification.recipient_id)})
+
+
+def mark_all_read(recipient_id: int) -> int:
+    result = db.session.execute(
+        update(Notification).where(_visible(recipient_id), Notification.read_at.is_(None)).values(read_at=utcnow())
+    )
+    db.session.commit()
+    publish_to_user(recipient_id, "read", {"all": True, "unread": 0})
+    return result.rowcount

@@ -1,0 +1,93 @@
+"""Recipient profile, preferences, devices and erasure: the writes behind /v1/users."""
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+
+from app.api.schemas import DeviceCreate, PreferencesUpdate, UserUpsert
+from app.extensions import db
+from app.models import AuditEntry, Device, Preference, Recipient
+from app.models.types import utcnow
+
+
+def find_recipient(external_id: str) -> Recipient | None:
+    return db.session.scalar(select(Recipient).where(Recipient.external_id == external_id))
+
+
+def upsert_recipient(external_id: str, fields: UserUpsert) -> tuple[Recipient, bool]:
+    """Create or update; only the fields present in the request change. Returns (recipient, created)."""
+    recipient = find_recipient(external_id)
+    created = recipient is None
+    if created:
+        recipient = Recipient(external_id=external_id, locale="en", attributes={})
+        db.session.add(recipient)
+    given = fields.model_fields_set
+    for name in ("email", "phone", "timezone", "locale", "attributes"):
+        if name in given:
+            value = getattr(fields, name)
+            if name == "locale" and value is None:
+                value = "en"
+            if name == "attributes" and value is None:
+                value = {}
+            setattr(recipient, name, value)
+    if "quiet_hours" in given:
+        recipient.quiet_start, recipient.quiet_end = fields.quiet_hours.as_times() if fields.quiet_hours else (None, None)
+    recipient.updated_at = utcnow()
+    db.session.commit()
+    return recipient, created
+
+
+def erase_recipient(recipient: Recipient, actor: str) -> None:
+    """GDPR erasure: the recipient and everything about them (notifications, devices, preferences) goes.
+
+    The audit entry keeps only the internal id: the erasure is provable, the person is not identifiable.
+    """
+    db.session.add(AuditEntry(actor=actor, action="recipient.erase", target_type="recipient",
+                              target_id=str(recipient.id), before=None, after=None))
+    db.session.delete(recipient)
+    db.session.commit()
+
+
+def set_preferences(recipient: Recipient, update: PreferencesUpdate) -> None:
+    """Upsert each (channel, category) switch; takes effect for the very next notification."""
+    existing = {(p.channel, p.category): p for p in recipient.preferences}
+    for item in update.preferences:
+        row = existing.get((item.channel, item.category))
+        if row is None:
+            row = Preference(recipient_id=recipient.id, channel=item.channel, category=item.category, enabled=item.enabled)
+            db.session.add(row)
+            existing[(item.channel, item.category)] = row
+        else:
+            row.enabled = item.enabled
+    if update.quiet_hours is not None:
+        recipient.quiet_start, recipient.quiet_end = update.quiet_hours.as_times()
+    elif update.clear_quiet_hours:
+        recipient.quiet_start = recipient.quiet_end = None
+    if update.hard_stop is not None:
+        recipient.hard_stop = update.hard_stop
+    recipient.updated_at = utcnow()
+    db.session.commit()
+
+
+def register_device(recipient: Recipient, fields: DeviceCreate) -> tuple[Device, bool]:
+    """Register a token or subscription. A token seen on another recipient moves here: one owner at a time."""
+    token = fields.subscription.endpoint if fields.subscription else fields.token
+    device = db.session.scalar(select(Device).where(Device.token == token))
+    created = device is None
+    if created:
+        device = Device(token=token)
+        db.session.add(device)
+    device.recipient_id = recipient.id
+    device.platform = fields.platform
+    device.p256dh = fields.subscription.keys.p256dh if fields.subscription else None
+    device.auth = fields.subscription.keys.auth if fields.subscription else None
+    device.active = True
+    device.deactivated_reason = None
+    device.last_seen_at = utcnow()
+    db.session.commit()
+    return device, created
+
+
+def remove_device(recipient: Recipient, device_id: int) -> bool:
+    result = db.session.execute(delete(Device).where(Device.id == device_id, Device.recipient_id == recipient.id))
+    db.session.commit()
+    return result.rowcount == 1

@@ -1,0 +1,296 @@
+"""Route a notification into deliveries, then claim -> send -> record each one.
+
+The order is the product's core promise: a delivery is *claimed* (a
+conditional UPDATE that exactly one worker wins) and committed before the
+provider is called, and the outcome is recorded after. A crash anywhere
+leaves either an unclaimed PENDING row (sent later, once) or a SENDING claim
+whose lease expires and is re-driven with the same provider idempotency key.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from flask import current_app
+from rq import Retry
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import joinedload
+
+from app.channels import Message, Outcome, Result, adapter_for, registered_channels
+from app.delivery import routing
+from app.delivery.constants import DELIVERED, DISPATCHED, FAILED, PENDING, SENDING, SUPPRESSED
+from app.delivery.rendering import RenderError, inline_variant, pick_variant, render_fields
+from app.delivery.retry import next_retry_delay
+from app.delivery.unsubscribe import list_unsubscribe_headers, unsubscribe_token
+from app.extensions import db
+from app.models import Delivery, DeliveryEvent, Device, Notification, Preference, Recipient, Suppression, Template
+from app.models.bulk import insert_ignoring_conflicts
+from app.models.types import utcnow
+from app.redis_client import get_redis, key
+from jobs.queues import get_queue
+
+log = logging.getLogger(__name__)
+
+# RQ re-runs a job whose worker died (see StartedJobRegistry.cleanup) while it has retries left.
+JOB_RETRY = Retry(max=3, interval=[1, 5, 30])
+JOB_TIMEOUT = 300
+# In-app first: it is instant and what an open page is waiting for.
+CHANNEL_ORDER = ("in_app", "push", "web_push", "sms", "email")
+
+
+def enqueue(func, *args, priority: str = "normal", at: datetime | None = None):
+    queue = get_queue(priority)
+    options = {"retry": JOB_RETRY, "job_timeout": JOB_TIMEOUT, "failure_ttl": 7 * 24 * 3600}
+    if at is not None and at > utcnow():
+        return queue.enqueue_at(at, func, *args, **options)
+    return queue.enqueue(func, *args, **options)
+
+
+# -- routing -----------------------------------------------------------------------------------
+
+def load_recipient_facts(recipient: Recipient, now: datetime) -> routing.RecipientFacts:
+    """Everything routing needs about a recipient, read live (no cache: a change applies to the next send)."""
+    preferences = {
+        (p.channel, p.category): p.enabled
+        for p in db.session.scalars(select(Preference).where(Preference.recipient_id == recipient.id))
+    }
+    platforms = set(db.session.scalars(
+        select(Device.platform).where(Device.recipient_id == recipient.id, Device.active.is_(True)).distinct()
+    ))
+    reachable = {"in_app"}
+    if recipient.email:
+        reachable.add("email")
+    if recipient.phone:
+        reachable.add("sms")
+    if platforms & {"ios", "android"}:
+        reachable.add("push")
+    if "web" in platforms:
+        reachable.add("web_push")
+    addresses = [(c, a) for c, a in (("email", recipient.email), ("sms", recipient.phone)) if a]
+    suppressed = set()
+    if addresses:
+        suppressed = set(db.session.scalars(select(Suppression.channel).where(
+            or_(*[and_(Suppression.channel == c, Suppression.address == a) for c, a in addresses])
+        )))
+    hour_ago = (now - timedelta(hours=1)).timestamp()
+    marketing_recent = get_redis().zcount(key("cap", recipient.id), hour_ago, "+inf")
+    return routing.RecipientFacts(
+        hard_stop=recipient.hard_stop,
+        timezone=recipient.timezone,
+        quiet_start=recipient.quiet_start,
+        quiet_end=recipient.quiet_end,
+        preferences=preferences,
+        reachable=frozenset(reachable),
+        suppressed=frozenset(suppressed),
+        marketing_sent_last_hour=marketing_recent,
+    )
+
+
+def route_notification(notification_id: str) -> None:
+    """Create one delivery per requested channel (idempotently), then dispatch what may go now."""
+    now = utcnow()
+    notification = db.session.get(Notification, notification_id)
+    if notification is None:
+        return  # erased with its recipient before we got to it
+    recipient = db.session.get(Recipient, notification.recipient_id)
+    facts = load_recipient_facts(recipient, now)
+    note = routing.NotificationFacts(notification.type, notification.category, notification.priority, tuple(notification.channels))
+    decisions = routing.route(note, facts, now, current_app.config["MARKETING_CAP_PER_HOUR"])
+
+    rows = [
+        {
+            "notification_id": notification.id,
+            "channel": d.channel,
+            "status": SUPPRESSED if d.action == routing.SUPPRESS else PENDING,
+            "reason": d.reason,
+            "not_before": d.not_before,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for d in decisions
+    ]
+    if insert_ignoring_conflicts(Delivery, rows, ["notification_id", "channel"]):
+        created = db.session.scalars(select(Delivery).where(
+            Delivery.notification_id == notification.id, ~Delivery.events.any()
+        )).all()
+        for delivery in created:
+            detail = delivery.reason if delivery.status == SUPPRESSED else (
+                f"deferred until {delivery.not_before.isoformat()} ({delivery.reason})" if delivery.not_before else "routed"
+            )
+            db.session.add(DeliveryEvent(delivery_id=delivery.id, status=delivery.status, detail=detail, created_at=now))
+    notification.status = "routed"
+    notification.routed_at = notification.routed_at or now
+    db.session.commit()
+
+    if notification.type == "marketing" and any(d.action != routing.SUPPRESS for d in decisions):
+        # Member = notification id, so a re-run of this job does not count twice.
+        cap_key = key("cap", recipient.id)
+        pipe = get_redis().pipeline()
+        pipe.zadd(cap_key, {notification.id: now.timestamp()})
+        pipe.zremrangebyscore(cap_key, "-inf", (now - timedelta(hours=1)).timestamp())
+        pipe.expire(cap_key, 3600)
+        pipe.execute()
+
+    pending = db.session.scalars(select(Delivery).where(
+        Delivery.notification_id == notification.id, Delivery.status == PENDING
+    )).all()
+    for delivery in sorted(pending, key=lambda d: CHANNEL_ORDER.index(d.channel)):
+        if delivery.not_before and delivery.not_before > now:
+            enqueue(dispatch_delivery, delivery.id, priority=notification.priority, at=delivery.not_before)
+        else:
+            dispatch_delivery(delivery.id)
+
+
+# -- dispatch ----------------------------------------------------------------------------------
+
+def claim(delivery_id: int, now: datetime, lease_seconds: int) -> bool:
+    """PENDING (and due) -> SENDING, or take over a SENDING claim whose lease expired. One winner."""
+    lease_expired = now - timedelta(seconds=lease_seconds)
+    result = db.session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == delivery_id,
+            or_(
+                and_(Delivery.status == PENDING, or_(Delivery.not_before.is_(None), Delivery.not_before <= now)),
+                and_(Delivery.status == SENDING, Delivery.claimed_at < lease_expired),
+            ),
+        )
+        .values(status=SENDING, claimed_at=now, attempts=Delivery.attempts + 1, updated_at=now)
+    )
+    if result.rowcount != 1:
+        db.session.rollback()
+        return False
+    db.session.add(DeliveryEvent(delivery_id=delivery_id, status=SENDING, detail=None, created_at=now))
+    db.session.commit()
+    return True
+
+
+def render_context(recipient: Recipient, notification: Notification) -> dict:
+    return {
+        "recipient": {
+            "id": recipient.external_id, "email": recipient.email, "phone": recipient.phone,
+            "locale": recipient.locale, "timezone": recipient.timezone, "attributes": recipient.attributes or {},
+        },
+        "data": notification.data or {},
+        "notification": {"id": notification.id, "type": notification.type, "category": notification.category,
+                         "title": notification.title or "", "body": notification.body or ""},
+    }
+
+
+def render_content(notification: Notification, recipient: Recipient, channel: str) -> dict[str, str]:
+    variant = None
+    if notification.template_key:
+        template = db.session.scalar(select(Template).where(Template.key == notification.template_key))
+        version = template.version(notification.template_version) if template else None
+        if version is None:
+            raise RenderError(channel, "template", f"template {notification.template_key!r} no longer exists")
+        variant = pick_variant(version.variants, channel, recipient.locale, template.default_locale)
+    if variant is None and (notification.title or notification.body):
+        variant = inline_variant(channel, notification.title, notification.body)
+    if variant is None:
+        raise RenderError(channel, "template", f"template {notification.template_key!r} has no {channel} variant")
+    return render_fields(channel, variant, render_context(recipient, notification))
+
+
+def build_message(delivery: Delivery, notification: Notification, recipient: Recipient) -> Message:
+    config = current_app.config
+    headers = {}
+    if delivery.channel == "email" and notification.type == "marketing":
+        token = unsubscribe_token(config["SECRET_KEY"], recipient.external_id, notification.category)
+        headers = list_unsubscribe_headers(f"{config['BASE_URL']}/unsubscribe/{token}")
+    address = {"email": recipient.email, "sms": recipient.phone}.get(delivery.channel)
+    return Message(
+        delivery_id=delivery.id,
+        recipient_id=recipient.id,
+        notification_id=notification.id,
+        channel=delivery.channel,
+        idempotency_key=delivery.provider_idempotency_key,
+        recipient_external_id=recipient.external_id,
+        notification_type=notification.type,
+        category=notification.category,
+        priority=notification.priority,
+        content=render_content(notification, recipient, delivery.channel),
+        data=notification.data or {},
+        address=address,
+        collapse_key=notification.collapse_key,
+        headers=headers,
+    )
+
+
+def dispatch_delivery(delivery_id: int) -> str:
+    """Claim, send, record. Returns what happened, for logs and tests."""
+    config = current_app.config
+    if not claim(delivery_id, utcnow(), config["DISPATCH_LEASE_SECONDS"]):
+        return "not-claimed"
+    delivery = db.session.scalar(
+        select(Delivery).options(joinedload(Delivery.notification)).where(Delivery.id == delivery_id)
+    )
+    notification = delivery.notification
+    recipient = db.session.get(Recipient, notification.recipient_id)
+    try:
+        message = build_message(delivery, notification, recipient)
+    except RenderError as error:
+        result = Result(Outcome.PERMANENT, "herald", error_code="render_error", detail=str(error))
+    else:
+        if delivery.channel not in registered_channels():
+            result = Result(Outcome.PERMANENT, "herald", error_code="channel_not_configured",
+                            detail=f"no adapter is configured for {delivery.channel}")
+        else:
+            try:
+                result = adapter_for(delivery.channel, config).send(message)
+            except Exception as error:  # an adapter bug must not lose the delivery: retry it
+                log.exception("adapter %s raised for delivery %s", delivery.channel, delivery_id)
+                result = Result(Outcome.TRANSIENT, delivery.channel, error_code="adapter_error", detail=repr(error)[:500])
+    return record(delivery_id, result, notification.priority)
+
+
+def record(delivery_id: int, result: Result, priority: str) -> str:
+    """Write the outcome of one send and its event; schedule a retry or dead-letter when needed."""
+    now = utcnow()
+    delivery = db.session.get(Delivery, delivery_id)
+    delivery.provider = result.provider
+    delivery.updated_at = now
+    if result.outcome in (Outcome.DISPATCHED, Outcome.DELIVERED):
+        delivery.status = DELIVERED if result.outcome is Outcome.DELIVERED else DISPATCHED
+        delivery.provider_message_id = result.provider_message_id
+        delivery.dispatched_at = now
+        if delivery.status == DELIVERED:
+            delivery.delivered_at = now
+        delivery.last_error = delivery.error_code = None
+        detail = result.provider_message_id
+    elif result.outcome is Outcome.TRANSIENT:
+        delay = next_retry_delay(delivery.attempts)
+        if delay is not None and result.retry_after:
+            delay = max(delay, result.retry_after)
+        delivery.last_error, delivery.error_code = result.detail, result.error_code
+        if delay is None:
+            delivery.status = FAILED
+            delivery.dead_lettered_at = now
+            detail = f"gave up after {delivery.attempts} attempts: {result.detail}"
+        else:
+            delivery.status = PENDING
+            delivery.not_before = now + timedelta(seconds=delay)
+            detail = f"attempt {delivery.attempts} failed ({result.error_code}: {result.detail}); retry in {delay:.1f}s"
+    else:
+        delivery.status = FAILED
+        delivery.last_error, delivery.error_code = result.detail, result.error_code
+        delivery.dead_lettered_at = now
+        detail = f"{result.error_code}: {result.detail}"
+        if result.outcome is Outcome.TOKEN_GONE:
+            _suppress_dead_address(delivery)
+    db.session.add(DeliveryEvent(delivery_id=delivery.id, status=delivery.status, detail=detail, created_at=now))
+    db.session.commit()
+    if delivery.status == PENDING:
+        enqueue(dispatch_delivery, delivery.id, priority=priority, at=delivery.not_before)
+    return delivery.status
+
+
+def _suppress_dead_address(delivery: Delivery) -> None:
+    """A hard bounce (or dead number) goes on the suppression list so it is never tried again."""
+    recipient = db.session.get(Recipient, delivery.notification.recipient_id)
+    address = {"email": recipient.email, "sms": recipient.phone}.get(delivery.channel)
+    if address:
+        insert_ignoring_conflicts(Suppression, [{
+            "channel": delivery.channel, "address": address, "reason": f"hard bounce ({delivery.error_code})", "created_at": utcnow(),
+        }], ["channel", "address"])
