@@ -15,7 +15,7 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from app.api.schemas import NotificationCreate
+from app.schemas import NotificationCreate
 from app.delivery.priority import effective_priority
 from app.extensions import db
 from app.models import IdempotencyKey, Notification, Recipient, Template

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 
-from app.api.schemas import DeviceCreate, PreferencesUpdate, UserUpsert
+from app.schemas import DeviceCreate, PreferencesUpdate, UserUpsert
 from app.extensions import db
 from app.models import AuditEntry, Device, Preference, Recipient
 from app.models.types import utcnow

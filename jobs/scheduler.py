@@ -1,8 +1,82 @@
-"""`flask scheduler`: APScheduler process for periodic work."""
+"""``flask scheduler``: the one process that runs periodic work with APScheduler.
+
+Running two by mistake is harmless: every periodic job is idempotent, and a
+Redis lock per job keeps them from doing the same pass twice at once.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+
 import click
+from apscheduler.schedulers.blocking import BlockingScheduler
+from flask import current_app
+from flask.cli import with_appcontext
+
+from app.models.types import utcnow
+from app.redis_client import get_redis, key
+
+log = logging.getLogger(__name__)
+
+
+def locked(name: str, ttl: int):
+    """Wrap a periodic job so only one scheduler process runs it at a time, inside the app context."""
+    app = current_app._get_current_object()
+
+    def run():
+        with app.app_context():
+            lock = get_redis().lock(key("scheduler-lock", name), timeout=ttl, blocking=False)
+            if not lock.acquire():
+                return
+            try:
+                PERIODIC_JOBS[name][0]()
+            except Exception:
+                log.exception("periodic job %s failed; it will run again on schedule", name)
+            finally:
+                try:
+                    lock.release()
+                except Exception:  # expired meanwhile: nothing to release
+                    pass
+
+    return run
+
+
+def _maintenance():
+    from jobs.maintenance import run_maintenance
+
+    run_maintenance(current_app.config["DISPATCH_LEASE_SECONDS"])
+
+
+def _purge():
+    from jobs.maintenance import purge_expired_idempotency_keys
+
+    purge_expired_idempotency_keys(utcnow())
+
+
+# name -> (function, interval in seconds)
+PERIODIC_JOBS = {
+    "maintenance": (_maintenance, 30),
+    "purge-idempotency-keys": (_purge, 3600),
+}
+
+
+def build_scheduler() -> BlockingScheduler:
+    scheduler = BlockingScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60})
+    for name, (_func, seconds) in PERIODIC_JOBS.items():
+        scheduler.add_job(locked(name, ttl=max(seconds * 2, 60)), "interval", seconds=seconds, id=name, next_run_time=utcnow())
+    return scheduler
 
 
 @click.command("scheduler")
+@with_appcontext
 def scheduler_command() -> None:
-    """Run the periodic jobs."""
-    raise click.ClickException("not implemented yet")
+    """Run periodic work (re-drive, cleanup; rule evaluation) until stopped."""
+    scheduler = build_scheduler()
+
+    def stop(_signum, _frame):
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("scheduler started with jobs: %s", ", ".join(PERIODIC_JOBS))
+    scheduler.start()

@@ -5,7 +5,7 @@ from functools import lru_cache
 
 from pydantic.json_schema import models_json_schema
 
-from app.api import schemas
+from app import schemas
 
 REF = "#/components/schemas/{model}"
 

@@ -5,7 +5,8 @@ from flask import abort, current_app, g, jsonify, render_template, request
 from pydantic import BaseModel, ValidationError
 
 from app.accept import IdempotencyConflict, UnknownRecipient, UnknownTemplate, accept_notification
-from app.api import bp, schemas
+from app import schemas
+from app.api import bp
 from app.api.auth import authenticate
 from app.api.openapi import build_openapi
 from app.delivery.endpoints import push_endpoint_problem

@@ -1,6 +1,7 @@
 """A real SMTP server (aiosmtpd) on loopback that keeps what it receives."""
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from email import message_from_bytes, policy
@@ -14,9 +15,12 @@ class RecordingHandler:
         self.messages: list[EmailMessage] = []
         self.lock = threading.Lock()
         self.delay_seconds = 0.0
+        self.rcpt_delay_seconds = 0.0
         self.reject_rcpt: dict[str, str] = {}  # address -> SMTP reply, e.g. "550 5.1.1 no such user"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.rcpt_delay_seconds:
+            await asyncio.sleep(self.rcpt_delay_seconds)
         if address in self.reject_rcpt:
             return self.reject_rcpt[address]
         envelope.rcpt_tos.append(address)

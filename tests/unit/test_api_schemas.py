@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from app.api.schemas import DeviceCreate, NotificationCreate, UserUpsert
+from app.schemas import DeviceCreate, NotificationCreate, UserUpsert
 from app.delivery.endpoints import push_endpoint_problem
 from app.delivery.unsubscribe import read_unsubscribe_token, unsubscribe_token
 

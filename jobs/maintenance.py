@@ -1,0 +1,78 @@
+"""The safety net: re-drive whatever a crash left behind.
+
+Every step of the pipeline is idempotent (unique deliveries, conditional
+claims), so re-driving is always safe; this module only has to *find* the
+work. It runs every 30 s from the scheduler process.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from rq.registry import StartedJobRegistry
+from sqlalchemy import and_, delete, or_, select
+
+from app.config import QUEUE_NAMES
+from app.delivery.constants import PENDING, SENDING
+from app.extensions import db
+from app.models import Delivery, IdempotencyKey, Notification
+from app.models.types import utcnow
+from app.redis_client import get_redis
+from jobs.delivery import dispatch_delivery, enqueue, route_notification
+from jobs.queues import get_queue
+
+log = logging.getLogger(__name__)
+
+# How long a PENDING row may wait for its job before we assume the job was lost
+# (process died between commit and enqueue, or Redis lost its scheduled jobs).
+STALE_AFTER = timedelta(minutes=10)
+BATCH = 1000
+
+
+def requeue_abandoned_jobs() -> None:
+    """Let RQ retry jobs whose worker died mid-job (its StartedJobRegistry cleanup)."""
+    connection = get_redis()
+    for name in QUEUE_NAMES:
+        StartedJobRegistry(queue=get_queue(name), connection=connection).cleanup()
+
+
+def redrive_stuck_work(now: datetime, lease_seconds: int, stale_after: timedelta = STALE_AFTER) -> dict[str, int]:
+    """Enqueue unrouted notifications, forgotten PENDING deliveries and SENDING claims whose lease ran out."""
+    stale = now - stale_after
+    unrouted = db.session.execute(
+        select(Notification.id, Notification.priority)
+        .where(Notification.status == "accepted", Notification.created_at < stale,
+               or_(Notification.send_at.is_(None), Notification.send_at < stale))
+        .limit(BATCH)
+    ).all()
+    for notification_id, priority in unrouted:
+        enqueue(route_notification, notification_id, priority=priority)
+
+    lease_expired = now - timedelta(seconds=lease_seconds)
+    stuck = db.session.execute(
+        select(Delivery.id, Notification.priority)
+        .join(Notification, Notification.id == Delivery.notification_id)
+        .where(or_(
+            and_(Delivery.status == PENDING, Delivery.updated_at < stale,
+                 or_(Delivery.not_before.is_(None), Delivery.not_before < stale)),
+            and_(Delivery.status == SENDING, Delivery.claimed_at < lease_expired),
+        ))
+        .limit(BATCH)
+    ).all()
+    for delivery_id, priority in stuck:
+        enqueue(dispatch_delivery, delivery_id, priority=priority)
+    db.session.remove()
+    if unrouted or stuck:
+        log.warning("re-drove %d unrouted notifications and %d stuck deliveries", len(unrouted), len(stuck))
+    return {"notifications": len(unrouted), "deliveries": len(stuck)}
+
+
+def purge_expired_idempotency_keys(now: datetime) -> int:
+    result = db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < now - timedelta(hours=24)))
+    db.session.commit()
+    return result.rowcount
+
+
+def run_maintenance(lease_seconds: int) -> dict[str, int]:
+    requeue_abandoned_jobs()
+    return redrive_stuck_work(utcnow(), lease_seconds)
