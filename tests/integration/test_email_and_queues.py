@@ -1,0 +1,112 @@
+"""Email against a real SMTP server, retry/dead-letter behaviour, and priority queue order."""
+from __future__ import annotations
+
+import re
+from urllib.parse import urlparse
+
+from rq import Queue
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import Delivery, DeliveryEvent, Suppression
+from app.redis_client import get_redis
+from jobs.delivery import dispatch_delivery
+from tests.conftest import free_port
+from tests.factories import make_recipient, make_template
+
+
+def post(api, **fields):
+    body = {"user_id": "ana", "type": "transactional", "channels": ["email"], "title": "Receipt", "body": "Thanks <3"}
+    body.update(fields)
+    response = api.post("/v1/notifications", json=body)
+    assert response.status_code == 202, response.json
+    return response.json["id"]
+
+
+def delivery_of(notification_id: str) -> Delivery:
+    db.session.expire_all()
+    return db.session.scalar(select(Delivery).where(Delivery.notification_id == notification_id))
+
+
+def test_email_has_text_and_html_parts_and_a_stable_message_id(api, run_jobs, smtp_server):
+    make_template("receipt", type="transactional", variants={"en": {"email": {
+        "subject": "Receipt {{ data.order }}", "html": "<p>Total {{ data.total }}</p>", "text": "Total {{ data.total }}"}}})
+    make_recipient(external_id="ana", email="ana@example.com")
+    notification_id = post(api, template="receipt", title=None, body=None, data={"order": "A-1", "total": "<9.99>"})
+    run_jobs()
+    [message] = smtp_server.messages
+    assert message["To"] == "ana@example.com" and message["Subject"] == "Receipt A-1"
+    assert message["Message-ID"] == f"<herald-{notification_id}-email@herald.local>"
+    assert message.get_body(("plain",)).get_content().strip() == "Total <9.99>"
+    assert message.get_body(("html",)).get_content().strip() == "<p>Total &lt;9.99&gt;</p>"
+    assert message["List-Unsubscribe"] is None, "transactional mail has no unsubscribe header"
+    assert delivery_of(notification_id).status == "DISPATCHED"
+
+
+def test_marketing_mail_carries_one_click_unsubscribe_that_works(api, client, run_jobs, smtp_server):
+    make_recipient(external_id="ana", email="ana@example.com")
+    post(api, type="marketing", category="promotions", title="Sale", body="50% off")
+    run_jobs()
+    [message] = smtp_server.messages
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url = re.fullmatch(r"<(.+)>", message["List-Unsubscribe"]).group(1)
+    # What a mail client does for RFC 8058: POST the fixed body to the URL, no cookies.
+    assert client.post(urlparse(url).path, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    second = post(api, type="marketing", category="promotions", title="Sale", body="60% off")
+    run_jobs()
+    assert len(smtp_server.messages) == 1
+    assert delivery_of(second).status == "SUPPRESSED" and delivery_of(second).reason == "opted_out"
+
+
+def test_hard_bounce_suppresses_the_address_for_every_later_mail(api, run_jobs, smtp_server):
+    make_recipient(external_id="ana", email="gone@example.com")
+    smtp_server.handler.reject_rcpt["gone@example.com"] = "550 5.1.1 <gone@example.com>: user unknown"
+    first = post(api)
+    run_jobs()
+    bounced = delivery_of(first)
+    assert (bounced.status, bounced.error_code, bounced.attempts) == ("FAILED", "smtp_550", 1)
+    assert db.session.scalar(select(Suppression.address)) == "gone@example.com"
+    second = post(api, type="security", category="login", title="New sign-in", body="Was it you?")
+    run_jobs()
+    assert delivery_of(second).status == "SUPPRESSED" and delivery_of(second).reason == "suppressed_address"
+
+
+def test_transient_failures_back_off_then_dead_letter(app, api, run_jobs):
+    make_recipient(external_id="ana", email="ana@example.com")
+    app.config["SMTP_URL"], saved = f"smtp://127.0.0.1:{free_port()}", app.config.get("SMTP_URL")  # nothing listens
+    try:
+        notification_id = post(api)
+        run_jobs()
+        delivery = delivery_of(notification_id)
+        assert (delivery.status, delivery.attempts, delivery.error_code) == ("PENDING", 1, "smtp_connection")
+        assert get_redis().zcard("rq:scheduled:normal") == 1, "the retry waits in RQ's scheduled registry"
+        for _ in range(5):  # the remaining tries, without waiting out the backoff
+            db.session.execute(Delivery.__table__.update().values(not_before=None))
+            db.session.commit()
+            dispatch_delivery(delivery.id)
+        delivery = delivery_of(notification_id)
+        assert (delivery.status, delivery.attempts) == ("FAILED", 6)
+        assert delivery.dead_lettered_at is not None
+        details = db.session.scalars(select(DeliveryEvent.detail).where(DeliveryEvent.delivery_id == delivery.id)).all()
+        assert any("retry in" in (d or "") for d in details) and "gave up after 6 attempts" in details[-1]
+    finally:
+        app.config["SMTP_URL"] = saved
+
+
+def test_critical_never_waits_behind_a_flood_of_low(app, run_jobs):
+    from jobs.delivery import enqueue
+
+    order = []
+    connection = get_redis()
+    low, critical = Queue("low", connection=connection), Queue("critical", connection=connection)
+    for n in range(300):
+        low.enqueue("builtins.len", [n])
+    job = enqueue("builtins.len", [1], priority="critical")
+    assert critical.count == 1 and low.count == 300
+    from jobs.worker import build_worker
+
+    worker = build_worker()
+    worker.work(burst=True, max_jobs=1, with_scheduler=False, logging_level="WARNING")
+    job.refresh()
+    order.append(job.get_status())
+    assert order == ["finished"] and low.count == 300
