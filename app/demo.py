@@ -224,7 +224,8 @@ def load_demo(instance_path: str | Path, count: int = RECIPIENT_COUNT) -> DemoCr
     db.session.flush()
     _add_templates(created_by=admin.id)
     db.session.execute(insert(Recipient), [_recipient_row(number, rng, now) for number in range(1, count + 1)])
-    recipient_ids = db.session.scalars(select(Recipient.id).where(Recipient.external_id.like("demo-%"))).all()
+    recipient_ids = db.session.scalars(
+        select(Recipient.id).where(Recipient.external_id.like("demo-%")).order_by(Recipient.id)).all()
     _bulk_insert(Device, _device_rows(recipient_ids, rng, now))
     _bulk_insert(Preference, _preference_rows(recipient_ids, rng))
     _, api_key = create_api_key(API_KEY_NAME)  # commits the whole demo at once

@@ -28,15 +28,19 @@ def redis_server_binary() -> str:
     return str(binary)
 
 
-def start_redis_server(directory: Path, port: int = 0, unix_socket: Path | None = None, timeout: float = 10.0) -> subprocess.Popen:
-    """Start redis-server listening on ``port`` (0 = no TCP) and/or ``unix_socket``; wait until it answers."""
+def start_redis_server(directory: Path, port: int = 0, unix_socket: Path | None = None, timeout: float = 10.0,
+                       new_session: bool = False) -> subprocess.Popen:
+    """Start redis-server listening on ``port`` (0 = no TCP) and/or ``unix_socket``; wait until it answers.
+
+    ``new_session`` keeps a terminal's Ctrl-C from reaching Redis before the processes that use it stop.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     args = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", str(directory), "--logfile", str(directory / "redis.log"), "--daemonize", "no"]
     if unix_socket is not None:
         args += ["--unixsocket", str(unix_socket), "--unixsocketperm", "700"]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=new_session)
     client = redis.Redis(unix_socket_path=str(unix_socket)) if unix_socket else redis.Redis(port=port)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,7 +1,7 @@
 """`flask up`: everything Herald needs, in one terminal.
 
-Order: embedded Redis (when ``REDIS_URL`` is unset), migrations, demo data,
-a local SMTP sink (when ``SMTP_URL`` is unset), then the children -- gunicorn,
+Order: embedded Redis (when ``REDIS_URL`` is unset), a local SMTP sink (when
+``SMTP_URL`` is unset), migrations, demo data, then the children -- gunicorn,
 the RQ workers and the APScheduler process -- each in a session of its own so
 the terminal's Ctrl-C reaches only this process, which then stops them in
 order: children first, embedded Redis last. A child that dies on its own
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import signal
 import socket
@@ -30,6 +31,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import current_app
 from flask.cli import with_appcontext
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from app import demo
 from app.config import PROJECT_ROOT, QUEUE_NAMES
@@ -120,20 +123,6 @@ def _request_stop(signum, _frame) -> None:
     raise StopRequested(signal.Signals(signum).name)
 
 
-@contextlib.contextmanager
-def _terminal_interrupts_blocked():
-    """Start a process that keeps SIGINT blocked, so the terminal's Ctrl-C cannot reach it.
-
-    ``start_redis_server`` does not start redis in a session of its own, and
-    a blocked signal mask survives fork and exec; SIGTERM still stops it.
-    """
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def check_port_free(port: int, setting: str) -> None:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -141,19 +130,24 @@ def check_port_free(port: int, setting: str) -> None:
             sock.bind(("127.0.0.1", port))
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
-                raise click.ClickException(f"port {port} is in use; stop what uses it or set {setting} to another port") from None
+                message = f"port {port} is in use; stop what uses it or set {setting} to another port"
+                raise click.ClickException(message) from None
             raise
 
 
 def unix_socket_path(redis_url: str) -> Path:
     path = Path(urlparse(redis_url).path)
     if len(str(path)) > MAX_UNIX_SOCKET_PATH:
-        raise click.ClickException(f"the Redis socket path {path} is too long for a unix socket; use a shorter HERALD_INSTANCE_PATH")
+        raise click.ClickException(
+            f"the Redis socket path {path} is too long for a unix socket; use a shorter HERALD_INSTANCE_PATH")
     return path
 
 
 def redis_answers(socket_path: Path) -> bool:
-    client = redis.Redis(unix_socket_path=str(socket_path), socket_connect_timeout=1, socket_timeout=1)
+    if not socket_path.exists():
+        return False
+    client = redis.Redis(unix_socket_path=str(socket_path), socket_connect_timeout=1, socket_timeout=1,
+                         retry=Retry(NoBackoff(), retries=0))
     try:
         return bool(client.ping())
     except (redis.ConnectionError, redis.TimeoutError, OSError):
@@ -167,13 +161,13 @@ def start_embedded_redis(services: Services, instance_path: Path, redis_url: str
     if redis_answers(socket_path):
         echo(f"reusing the Redis already answering on {socket_path}")
         return
-    with _terminal_interrupts_blocked():
-        services.redis_server = start_redis_server(instance_path / "redis", unix_socket=socket_path)
+    services.redis_server = start_redis_server(instance_path / "redis", unix_socket=socket_path, new_session=True)
     echo(f"started Redis on {socket_path}")
 
 
 def schema_is_current() -> bool:
     """True when the database is at the newest migration; checked without Alembic's env.py, in a few ms."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # it narrates every connection it inspects
     heads = set(ScriptDirectory(str(PROJECT_ROOT / "migrations")).get_heads())
     with db.engine.connect() as connection:
         return set(MigrationContext.configure(connection).get_current_heads()) == heads
@@ -203,11 +197,17 @@ def seed_demo_data(instance_path: Path) -> None:
 
 
 def child_commands(config: dict) -> list[tuple[str, list[str]]]:
+    """Name and argv of every child.
+
+    gunicorn's control socket defaults to one path per user (~/.gunicorn), which
+    two Herald instances would fight over; a short graceful timeout keeps
+    Ctrl-C quick while SSE streams are open.
+    """
     python, flask = sys.executable, [sys.executable, "-m", "flask", "--app", "wsgi"]
     web = [python, "-m", "gunicorn", "-k", "gevent", "-w", str(config["WEB_WORKERS"]), "--worker-connections", "2000",
            "--graceful-timeout", "5", "--no-control-socket", "-b", f"127.0.0.1:{config['PORT']}", "wsgi:app"]
     commands = [("web", web), ("worker-urgent", flask + ["worker", "critical", "high"])]
-    commands += [(f"worker-{number}", flask + ["worker", *QUEUE_NAMES]) for number in range(1, config["RQ_WORKERS"] + 1)]
+    commands += [(f"worker-{n}", flask + ["worker", *QUEUE_NAMES]) for n in range(1, config["RQ_WORKERS"] + 1)]
     commands.append(("scheduler", flask + ["scheduler"]))
     return commands
 

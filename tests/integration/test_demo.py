@@ -1,0 +1,110 @@
+import stat
+
+import phonenumbers
+import pytest
+from sqlalchemy import func, select
+
+from app.api.keys import find_active_key
+from app.demo import ADMIN_EMAIL, MARKETER_EMAIL, RECIPIENT_COUNT, credentials_path, read_credentials
+from app.extensions import db
+from app.models import ApiKey, Device, Preference, Recipient, StaffUser, Template
+
+REQUIRED_TIME_ZONES = {
+    "Asia/Singapore", "America/Los_Angeles", "Pacific/Auckland", "Pacific/Kiritimati",
+    "America/Sao_Paulo", "Europe/London", "Asia/Kolkata", "Australia/Adelaide",
+}
+
+
+@pytest.fixture
+def seeded(app, runner):
+    """Run `flask seed-demo` once; yield its output and leave no credentials file behind."""
+    path = credentials_path(app.instance_path)
+    path.unlink(missing_ok=True)
+    result = runner.invoke(args=["seed-demo"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        yield result.output
+    path.unlink(missing_ok=True)
+
+
+def count(model, *where) -> int:
+    return db.session.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def test_seed_demo_loads_recipients_across_time_zones_and_locales(seeded):
+    recipients = db.session.scalars(select(Recipient)).all()
+    assert len(recipients) == RECIPIENT_COUNT
+    zones = {r.timezone for r in recipients if r.timezone}
+    assert len(zones) >= 20
+    assert REQUIRED_TIME_ZONES <= zones
+    assert 0.05 < sum(r.timezone is None for r in recipients) / len(recipients) < 0.15
+    assert {"en", "es", "fr", "de", "pt-BR", "ja"} <= {r.locale for r in recipients}
+    assert all(r.external_id.startswith("demo-") and r.email.endswith("@example.test") for r in recipients)
+    assert sum(r.hard_stop for r in recipients) > 0
+    assert sum(r.quiet_start is not None for r in recipients) > len(recipients) / 10
+    assert sum(r.last_seen_at is not None for r in recipients) > len(recipients) / 2
+
+
+def test_every_demo_phone_is_a_valid_e164_number(seeded):
+    phones = db.session.scalars(select(Recipient.phone).where(Recipient.phone.is_not(None))).all()
+    assert len(phones) > RECIPIENT_COUNT / 2
+    invalid = [p for p in phones if not p.startswith("+") or not phonenumbers.is_valid_number(phonenumbers.parse(p))]
+    assert invalid == []
+
+
+def test_about_five_percent_of_demo_recipients_are_below_their_balance_threshold(seeded):
+    attributes = db.session.scalars(select(Recipient.attributes)).all()
+    low = [a for a in attributes if a["balance"] < a["low_balance_threshold"]]
+    assert 0.03 < len(low) / len(attributes) < 0.08
+    assert all(isinstance(a["balance"], float) and a["plan"] in ("free", "pro") and len(a["country"]) == 2
+               for a in attributes)
+
+
+def test_demo_devices_and_preferences(seeded):
+    assert count(Device, Device.platform == "ios") > 300
+    assert count(Device, Device.platform == "android") > 300
+    web = db.session.scalars(select(Device).where(Device.platform == "web")).all()
+    assert web and all(d.token.startswith("https://") and d.p256dh and d.auth for d in web)
+    assert count(Preference, Preference.channel == "email", Preference.category == "marketing",
+                 Preference.enabled.is_(False)) > 100
+    assert count(Preference, Preference.category == "*", Preference.enabled.is_(False)) > 10
+
+
+def test_demo_templates_cover_each_type_and_channel(seeded):
+    templates = {t.key: t for t in db.session.scalars(select(Template))}
+    assert {key: (t.type, t.category) for key, t in templates.items()} == {
+        "welcome": ("transactional", "account"),
+        "low_balance": ("transactional", "low_balance"),
+        "weekly_digest": ("marketing", "marketing"),
+        "security_alert": ("security", "security"),
+    }
+    low_balance = templates["low_balance"].version().variants
+    assert set(low_balance) == {"en", "es"}
+    assert set(low_balance["en"]) == {"in_app", "email", "sms", "push"}
+    assert set(low_balance["en"]["email"]) == {"subject", "html", "text"}
+    assert "recipient.attributes.balance" in low_balance["en"]["sms"]["text"]
+    assert "recipient.attributes.low_balance_threshold" in low_balance["en"]["in_app"]["body"]
+
+
+def test_second_seed_demo_adds_nothing_and_prints_the_same_credentials(seeded, runner, app):
+    before = {model: count(model) for model in (Recipient, Device, Preference, Template, StaffUser, ApiKey)}
+    result = runner.invoke(args=["seed-demo"])
+    assert result.exit_code == 0, result.output
+    assert "already loaded" in result.output
+    assert {model: count(model) for model in before} == before
+    credentials = read_credentials(app.instance_path)
+    assert credentials.admin_password in result.output and credentials.api_key in result.output
+    assert credentials.admin_password in seeded
+
+
+def test_demo_credentials_are_private_and_work(seeded, app):
+    path = credentials_path(app.instance_path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    credentials = read_credentials(app.instance_path)
+    admin = db.session.scalar(select(StaffUser).filter_by(email=ADMIN_EMAIL))
+    marketer = db.session.scalar(select(StaffUser).filter_by(email=MARKETER_EMAIL))
+    assert (admin.role, marketer.role) == ("admin", "marketer")
+    assert admin.check_password(credentials.admin_password)
+    assert marketer.check_password(credentials.marketer_password)
+    assert not admin.check_password(credentials.marketer_password)
+    assert find_active_key(credentials.api_key).name == "demo"
