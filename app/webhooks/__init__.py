@@ -1,0 +1,4 @@
+"""Provider callbacks (delivery receipts, bounces, inbound SMS), verified by signature."""
+from flask import Blueprint
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
