@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app.schemas import NotificationCreate
@@ -64,14 +64,14 @@ def _replay(api_key_id: int, key: str, fingerprint: str) -> Accepted | None:
     return Accepted(reservation.notification_id, "accepted", replayed=True)
 
 
-def accept_notification(payload: NotificationCreate, api_key_id: int, idempotency_key: str | None) -> Accepted:
-    """Store the notification (once per idempotency key) and return what the caller is told."""
-    fingerprint = request_fingerprint(payload)
-    if idempotency_key:
-        replay = _replay(api_key_id, idempotency_key, fingerprint)
-        if replay:
-            return replay
+def accept_notification(payload: NotificationCreate, api_key_id: int | None, idempotency_key: str | None) -> Accepted:
+    """Store the notification (once per idempotency key) and return what the caller is told.
 
+    No read-then-write: the notification and its key reservation are inserted in
+    one transaction and the unique (api key, idempotency key) pair decides. The
+    loser of a race, or a replay, reads the winner's reservation instead.
+    """
+    fingerprint = request_fingerprint(payload)
     recipient_id = db.session.scalar(select(Recipient.id).where(Recipient.external_id == payload.user_id))
     if recipient_id is None:
         raise UnknownRecipient(payload.user_id)
@@ -81,37 +81,33 @@ def accept_notification(payload: NotificationCreate, api_key_id: int, idempotenc
         if template_version is None:
             raise UnknownTemplate(payload.template)
 
-    notification = Notification(
-        id=new_notification_id(),
-        recipient_id=recipient_id,
-        type=payload.type,
-        category=payload.category,
-        priority=effective_priority(payload.type, payload.priority),
-        template_key=payload.template,
-        template_version=template_version,
-        title=payload.title,
-        body=payload.body,
-        data=payload.data,
-        channels=list(payload.channels),
-        collapse_key=payload.collapse_key,
-        idempotency_key=idempotency_key,
-        api_key_id=api_key_id,
-        send_at=payload.send_at,
-        created_at=utcnow(),
-    )
-    db.session.add(notification)
-    if idempotency_key:
-        db.session.add(IdempotencyKey(api_key_id=api_key_id, key=idempotency_key, request_hash=fingerprint,
-                                      notification_id=notification.id, created_at=utcnow()))
-    try:
-        db.session.commit()
-    except IntegrityError:
-        # Another request with the same key won the unique constraint: answer as it did.
-        db.session.rollback()
-        replay = _replay(api_key_id, idempotency_key, fingerprint) if idempotency_key else None
-        if replay is None:
-            raise
-        return replay
+    now = utcnow()
+    priority = effective_priority(payload.type, payload.priority)
+    notification_id = new_notification_id()
+    row = {
+        "id": notification_id, "recipient_id": recipient_id, "type": payload.type, "category": payload.category,
+        "priority": priority, "template_key": payload.template, "template_version": template_version,
+        "title": payload.title, "body": payload.body, "data": payload.data, "channels": list(payload.channels),
+        "collapse_key": payload.collapse_key, "idempotency_key": idempotency_key, "api_key_id": api_key_id,
+        "send_at": payload.send_at, "status": "accepted", "created_at": now,
+    }
+    for _attempt in range(2):
+        try:
+            if idempotency_key:
+                db.session.execute(insert(IdempotencyKey).values(
+                    api_key_id=api_key_id, key=idempotency_key, request_hash=fingerprint,
+                    notification_id=notification_id, created_at=now))
+            db.session.execute(insert(Notification).values(**row))
+            db.session.commit()
+            break
+        except IntegrityError:
+            db.session.rollback()
+            replay = _replay(api_key_id, idempotency_key, fingerprint) if idempotency_key else None
+            if replay is not None:
+                return replay
+            # The reservation had expired and was just removed: claim the key again.
+    else:
+        raise RuntimeError("idempotency key could not be reserved")
 
-    enqueue(route_notification, notification.id, priority=notification.priority, at=notification.send_at)
-    return Accepted(notification.id, "accepted", replayed=False)
+    enqueue(route_notification, notification_id, priority=priority, at=payload.send_at)
+    return Accepted(notification_id, "accepted", replayed=False)

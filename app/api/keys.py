@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from dataclasses import dataclass
 
 from app.extensions import db
 from app.models import ApiKey
@@ -24,15 +26,37 @@ def create_api_key(name: str, rate_limit: str = "6000/minute") -> tuple[ApiKey, 
     return api_key, plaintext
 
 
-def find_active_key(plaintext: str) -> ApiKey | None:
+@dataclass(frozen=True)
+class CallerKey:
+    """What a request needs to know about its key; cheap to cache, safe to share between requests."""
+
+    id: int
+    name: str
+    rate_limit: str
+
+
+# key hash -> (caller, monotonic expiry). A revoked key stops working within CACHE_SECONDS.
+_cache: dict[str, tuple[CallerKey, float]] = {}
+CACHE_SECONDS = 10.0
+
+
+def find_active_key(plaintext: str) -> CallerKey | None:
     if not plaintext.startswith(KEY_PREFIX):
         return None
-    api_key = db.session.scalar(db.select(ApiKey).filter_by(key_hash=hash_key(plaintext)))
+    digest = hash_key(plaintext)
+    cached = _cache.get(digest)
+    if cached and cached[1] > time.monotonic():
+        return cached[0]
+    api_key = db.session.scalar(db.select(ApiKey).filter_by(key_hash=digest))
     if api_key is None or api_key.revoked_at is not None:
+        _cache.pop(digest, None)
         return None
-    return api_key
+    caller = CallerKey(api_key.id, api_key.name, api_key.rate_limit)
+    _cache[digest] = (caller, time.monotonic() + CACHE_SECONDS)
+    return caller
 
 
 def revoke(api_key: ApiKey) -> None:
     api_key.revoked_at = utcnow()
     db.session.commit()
+    _cache.pop(api_key.key_hash, None)
