@@ -18,7 +18,8 @@ login_manager.session_protection = "strong"
 def load_staff_user(user_id: str) -> StaffUser | None:
     if not user_id.isdigit():
         return None
-    return db.session.get(StaffUser, int(user_id))
+    user = db.session.get(StaffUser, int(user_id))
+    return user if user is not None and user.active else None  # deactivation ends live sessions too
 
 
 def admin_required(view):
