@@ -74,12 +74,16 @@ def latency_benchmark(bench_env, backlog: int, samples: int) -> dict:
     pubsub = get_redis().pubsub()
     pubsub.subscribe(user_channel(recipient.id))
 
+    stop = threading.Event()
+
     def listen():
-        for message in pubsub.listen():
-            if message["type"] == "message":
+        while not stop.is_set():
+            message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
+            if message and message["type"] == "message":
                 received[json.loads(message["data"])["id"]] = time.perf_counter()
 
-    threading.Thread(target=listen, daemon=True).start()
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
     latencies: dict[str, list[float]] = {"normal": [], "high": []}
     with gunicorn(bench_env, workers=1) as base, workers(bench_env, [["critical", "high"], ["critical", "high", "normal", "low"]]):
         client = httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30)
@@ -96,6 +100,8 @@ def latency_benchmark(bench_env, backlog: int, samples: int) -> dict:
             latencies[priority].append(received[notification_id] - started)
             time.sleep(0.02)
         remaining = low.count
+    stop.set()
+    listener.join(5)
     pubsub.close()
     assert remaining > 0, "the low-priority backlog drained before the measurement ended; raise the backlog"
     for priority, values in latencies.items():
