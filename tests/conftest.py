@@ -116,7 +116,7 @@ def app(test_env):
 
     application = create_app({"TESTING": True, "WTF_CSRF_ENABLED": False, "RATELIMIT_ENABLED": True})
     with application.app_context():
-        upgrade()
+        upgrade(revision="heads")  # parallel feature branches merge into one chain on integration
     return application
 
 

@@ -1,0 +1,1 @@
+"""Audiences: who matches a filter, compiled to one SQL query."""
