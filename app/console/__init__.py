@@ -1,6 +1,15 @@
-"""Staff console (htmx)."""
+"""Staff console (htmx). One module per area; each registers its routes on ``bp``."""
 from flask import Blueprint
 
 bp = Blueprint("console", __name__)
 
-from app.console import routes  # noqa: E402,F401
+from app.console import (  # noqa: E402,F401
+    analytics,
+    audiences,
+    campaigns,
+    operations,
+    recipients,
+    routes,
+    rules,
+    templates_editor,
+)

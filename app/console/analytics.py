@@ -1,0 +1,1 @@
+"""Console area: analytics (being built)."""

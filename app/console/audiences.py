@@ -1,0 +1,1 @@
+"""Console area: audiences (being built)."""

@@ -1,0 +1,1 @@
+"""Console area: campaigns (being built)."""

@@ -1,0 +1,1 @@
+"""Console area: operations (being built)."""

@@ -1,0 +1,1 @@
+"""Console area: recipients (being built)."""

@@ -1,0 +1,1 @@
+"""Console area: rules (being built)."""

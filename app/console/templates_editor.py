@@ -1,0 +1,1 @@
+"""Console area: templates editor (being built)."""
