@@ -4,6 +4,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import flash, redirect, render_template, request, url_for
+from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -11,7 +12,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from app.console import bp
 from app.console.forms import LoginForm
 from app.console.stats import dashboard_counts
-from app.extensions import db, htmx
+from app.extensions import db, htmx, limiter
 from app.models import StaffUser
 from app.models.types import utcnow
 
@@ -54,6 +55,8 @@ def _send_expired_htmx_polls_to_login():
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit("10/minute;50/hour", key_func=get_remote_address, methods=["POST"],
+               error_message="Too many sign-in attempts from your address; wait a minute and try again.")
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("console.dashboard"))

@@ -354,3 +354,11 @@ def test_forbidden_and_server_error_pages_render_styled(csrf_app, app):
     html = crashed.get_data(as_text=True)
     assert by_testid(html, "error-code") == "500"
     assert "signed-in-email" not in html
+
+
+def test_password_guessing_is_rate_limited_per_address(client):
+    codes = [client.post("/login", data={"email": "admin@example.com", "password": f"guess-{n}"}).status_code
+             for n in range(11)]
+    assert codes[:10] == [200] * 10
+    assert codes[10] == 429
+    assert b"Too many sign-in attempts" in client.post("/login", data={"email": "x@example.com", "password": "y"}).data
