@@ -15,6 +15,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from app.delivery.rendering import FIELD_LIMITS
 
 Channel = Literal["in_app", "email", "sms", "push", "web_push"]
 NotificationType = Literal["marketing", "transactional", "security"]
@@ -208,6 +211,18 @@ class NotificationCreate(Strict):
     def _has_content(self) -> NotificationCreate:
         if not self.template and not (self.title or self.body):
             raise ValueError("give a template key, or a title and/or body")
+        return self
+
+    @model_validator(mode="after")
+    def _fits_every_channel(self) -> NotificationCreate:
+        """A literal body longer than a requested channel accepts is refused now, not failed later."""
+        for channel in self.channels:
+            for field, text, limit_field in (("body", self.body, "body"), ("title", self.title, "title")):
+                limit = FIELD_LIMITS.get((channel, "text" if channel == "sms" else limit_field))
+                if text and limit and len(text) > limit:
+                    raise PydanticCustomError(
+                        "too_long_for_channel", "{field} has {length} characters; {channel} accepts at most {limit}",
+                        {"field": field, "length": len(text), "channel": channel, "limit": limit})
         return self
 
 

@@ -40,10 +40,14 @@ def parse_body(model: type[BaseModel]):
     try:
         return model.model_validate(payload)
     except ValidationError as error:
-        raise BadRequest([
-            {"field": ".".join(str(part) for part in e["loc"]) or "(body)", "message": e["msg"].removeprefix("Value error, ")}
-            for e in error.errors()
-        ]) from None
+        raise BadRequest([{"field": _field_of(e), "message": e["msg"].removeprefix("Value error, ")}
+                          for e in error.errors()]) from None
+
+
+def _field_of(error: dict) -> str:
+    """The request field an error is about; whole-model checks name their field in ``ctx``."""
+    named = (error.get("ctx") or {}).get("field")
+    return named or ".".join(str(part) for part in error["loc"]) or "(body)"
 
 
 def dump(model: type[BaseModel], **fields) -> dict:

@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -92,4 +93,6 @@ def post_load(url: str, headers: dict, bodies: list[dict], concurrency: int) -> 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             return time.perf_counter() - started, latencies, codes
 
-    return asyncio.run(run())
+    # Its own thread and loop: Playwright's sync API may already run a loop in this one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, run()).result()

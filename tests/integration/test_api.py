@@ -249,3 +249,11 @@ def test_preference_rows_for_unsubscribe_are_created(app, client):
 def test_time_is_stored_as_utc(app):
     recipient = make_recipient(quiet_start=time(22, 0), quiet_end=time(7, 0))
     assert recipient.created_at.tzinfo is not None
+
+
+def test_body_over_a_requested_channels_limit_is_400(api):
+    make_recipient(external_id="ana")
+    response = send(api, channels=["in_app", "sms"], body="x" * 1700)
+    assert response.status_code == 400
+    assert response.json["error"]["fields"] == [{"field": "body", "message": "body has 1700 characters; sms accepts at most 1600"}]
+    assert send(api, channels=["in_app"], body="x" * 1700).status_code == 202
