@@ -43,6 +43,7 @@ def create_app(config: dict | None = None) -> Flask:
     from app.api import bp as api_bp
     from app.console import bp as console_bp
     from app.inbox import bp as inbox_bp
+    from app.metrics import bp as metrics_bp
     from app.realtime.stream import bp as realtime_bp
     from app.webhooks import bp as webhooks_bp
 
@@ -52,6 +53,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(inbox_bp)
     app.register_blueprint(realtime_bp)
     app.register_blueprint(webhooks_bp)
+    app.register_blueprint(metrics_bp)
     csrf.exempt(webhooks_bp)
     csrf.exempt(api_bp)
     errors.init_app(app)

@@ -74,6 +74,92 @@ def check_smtp_url(url: str) -> str:
     return url
 
 
+def parse_rate(name: str, value: str | None, default: str) -> float:
+    """``"1/second"``, ``"600000/minute"`` or ``"0"`` (unlimited) -> tokens per second (0.0 = unlimited)."""
+    text = (value or default).strip().lower()
+    if text in ("0", "unlimited"):
+        return 0.0
+    count, _, unit = text.partition("/")
+    seconds = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}.get(unit)
+    try:
+        number = float(count)
+    except ValueError:
+        number = -1
+    if seconds is None or number <= 0:
+        raise ConfigError(f"{name} must look like 10/second, 600000/minute or 0, got {value!r}")
+    return number / seconds
+
+
+def parse_float(name: str, value: str | None, default: float, minimum: float = 0.0) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {number}")
+    return number
+
+
+def provider_settings(env: dict[str, str], rq_workers: int) -> dict:
+    """Channel providers: credentials, endpoints, rate limits, breakers.
+
+    SMTP_URL / SMTP_FALLBACK_URL          email relays, tried in this order
+    HERALD_SMTP_TIMEOUT                   seconds per SMTP connect/command (default 10)
+    TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN SMS account; TWILIO_FROM (a number) or
+    TWILIO_FROM / TWILIO_MESSAGING_SERVICE_SID   TWILIO_MESSAGING_SERVICE_SID as sender
+    TWILIO_FALLBACK_ACCOUNT_SID, ..._AUTH_TOKEN, ..._FROM   a second SMS account for failover
+    TWILIO_API_BASE                       default https://api.twilio.com (tests point it at a local fake)
+    HERALD_SMS_RATE                       per sending number, default 1/second (a US long code)
+    HERALD_SMS_HELP_TEXT                  the reply to an inbound HELP
+    APNS_BASE, APNS_TEAM_ID, APNS_KEY_ID, APNS_KEY_FILE (the .p8), APNS_TOPIC (bundle id), HERALD_APNS_RATE
+    FCM_BASE, FCM_PROJECT_ID, FCM_SERVICE_ACCOUNT_FILE, HERALD_FCM_RATE (default 600000/minute)
+    HERALD_WEB_PUSH_SUBJECT (contact e-mail for VAPID), HERALD_WEB_PUSH_TTL, HERALD_WEB_PUSH_RATE
+    HERALD_ALLOW_LOOPBACK_PUSH            tests only: lets push endpoints be http://127.0.0.1
+    SENDGRID_WEBHOOK_PUBLIC_KEY           the Event Webhook's verification key (base64), for bounces
+    HERALD_BREAKER_FAIL_MAX, HERALD_BREAKER_RESET_SECONDS   circuit breaker per provider
+    HERALD_CHANNEL_SLOTS                  workers one external channel may occupy at once
+                                          (default: all but one, so one outage never takes them all)
+    HERALD_PROVIDER_CONNECT_TIMEOUT, HERALD_PROVIDER_TIMEOUT   HTTP provider timeouts, seconds
+    """
+    get = env.get
+    return {
+        "SMTP_FALLBACK_URL": check_smtp_url(env["SMTP_FALLBACK_URL"]) if get("SMTP_FALLBACK_URL") else None,
+        "SMTP_TIMEOUT": parse_float("HERALD_SMTP_TIMEOUT", get("HERALD_SMTP_TIMEOUT"), 10.0, minimum=0.1),
+        "TWILIO_ACCOUNT_SID": get("TWILIO_ACCOUNT_SID"),
+        "TWILIO_AUTH_TOKEN": get("TWILIO_AUTH_TOKEN"),
+        "TWILIO_FROM": get("TWILIO_FROM"),
+        "TWILIO_MESSAGING_SERVICE_SID": get("TWILIO_MESSAGING_SERVICE_SID"),
+        "TWILIO_FALLBACK_ACCOUNT_SID": get("TWILIO_FALLBACK_ACCOUNT_SID"),
+        "TWILIO_FALLBACK_AUTH_TOKEN": get("TWILIO_FALLBACK_AUTH_TOKEN"),
+        "TWILIO_FALLBACK_FROM": get("TWILIO_FALLBACK_FROM"),
+        "TWILIO_API_BASE": check_http_url("TWILIO_API_BASE", get("TWILIO_API_BASE") or "https://api.twilio.com"),
+        "SMS_RATE": parse_rate("HERALD_SMS_RATE", get("HERALD_SMS_RATE"), "1/second"),
+        "SMS_HELP_TEXT": get("HERALD_SMS_HELP_TEXT") or "Herald notifications. Reply STOP to unsubscribe, START to resubscribe.",
+        "APNS_BASE": check_http_url("APNS_BASE", get("APNS_BASE") or "https://api.push.apple.com"),
+        "APNS_TEAM_ID": get("APNS_TEAM_ID"),
+        "APNS_KEY_ID": get("APNS_KEY_ID"),
+        "APNS_KEY_FILE": get("APNS_KEY_FILE"),
+        "APNS_TOPIC": get("APNS_TOPIC"),
+        "APNS_RATE": parse_rate("HERALD_APNS_RATE", get("HERALD_APNS_RATE"), "0"),
+        "FCM_BASE": check_http_url("FCM_BASE", get("FCM_BASE") or "https://fcm.googleapis.com"),
+        "FCM_PROJECT_ID": get("FCM_PROJECT_ID"),
+        "FCM_SERVICE_ACCOUNT_FILE": get("FCM_SERVICE_ACCOUNT_FILE"),
+        "FCM_RATE": parse_rate("HERALD_FCM_RATE", get("HERALD_FCM_RATE"), "600000/minute"),
+        "WEB_PUSH_SUBJECT": get("HERALD_WEB_PUSH_SUBJECT") or "admin@herald.local",
+        "WEB_PUSH_TTL": parse_int("HERALD_WEB_PUSH_TTL", get("HERALD_WEB_PUSH_TTL"), 24 * 3600),
+        "WEB_PUSH_RATE": parse_rate("HERALD_WEB_PUSH_RATE", get("HERALD_WEB_PUSH_RATE"), "0"),
+        "ALLOW_LOOPBACK_PUSH": parse_boolean(get("HERALD_ALLOW_LOOPBACK_PUSH")),
+        "SENDGRID_WEBHOOK_PUBLIC_KEY": get("SENDGRID_WEBHOOK_PUBLIC_KEY"),
+        "BREAKER_FAIL_MAX": parse_int("HERALD_BREAKER_FAIL_MAX", get("HERALD_BREAKER_FAIL_MAX"), 10, minimum=1),
+        "BREAKER_RESET_SECONDS": parse_float("HERALD_BREAKER_RESET_SECONDS", get("HERALD_BREAKER_RESET_SECONDS"), 30.0),
+        "CHANNEL_SLOTS": parse_int("HERALD_CHANNEL_SLOTS", get("HERALD_CHANNEL_SLOTS"), max(1, rq_workers - 1), minimum=1),
+        "PROVIDER_CONNECT_TIMEOUT": parse_float("HERALD_PROVIDER_CONNECT_TIMEOUT", get("HERALD_PROVIDER_CONNECT_TIMEOUT"), 3.0, minimum=0.1),
+        "PROVIDER_TIMEOUT": parse_float("HERALD_PROVIDER_TIMEOUT", get("HERALD_PROVIDER_TIMEOUT"), 10.0, minimum=0.1),
+    }
+
+
 def instance_secret(instance_path: Path) -> str:
     """Return the secret kept in the instance folder, creating it on first run."""
     path = instance_path / "secret_key"
@@ -102,7 +188,9 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
     if len(secret_key) < 16:
         raise ConfigError("SECRET_KEY must be at least 16 characters")
 
+    rq_workers = parse_int("HERALD_RQ_WORKERS", env.get("HERALD_RQ_WORKERS"), 2, minimum=1)
     return {
+        **provider_settings(env, rq_workers),
         "INSTANCE_PATH": str(instance),
         "SQLALCHEMY_DATABASE_URI": check_database_url(database_url),
         "REDIS_URL": check_redis_url(redis_url),
@@ -125,5 +213,13 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
         "WTF_CSRF_TIME_LIMIT": None,
         "PORT": parse_int("HERALD_PORT", env.get("HERALD_PORT"), 5000, minimum=1),
         "WEB_WORKERS": parse_int("HERALD_WEB_WORKERS", env.get("HERALD_WEB_WORKERS"), 2, minimum=1),
-        "RQ_WORKERS": parse_int("HERALD_RQ_WORKERS", env.get("HERALD_RQ_WORKERS"), 2, minimum=1),
+        "RQ_WORKERS": rq_workers,
+        "SSE_HEARTBEAT_SECONDS": parse_float("HERALD_SSE_HEARTBEAT_SECONDS", env.get("HERALD_SSE_HEARTBEAT_SECONDS"), 15.0, minimum=0.05),
+        # When set, /metrics answers only to "Authorization: Bearer <token>".
+        "METRICS_TOKEN": env.get("HERALD_METRICS_TOKEN") or None,
+        # Daily rules: evaluated every N minutes (aligned to the clock), claims sent in batches of this size.
+        "RULES_EVALUATION_MINUTES": parse_int("RULES_EVALUATION_MINUTES", env.get("RULES_EVALUATION_MINUTES"), 15, minimum=1),
+        "RULES_SEND_BATCH": parse_int("HERALD_RULES_SEND_BATCH", env.get("HERALD_RULES_SEND_BATCH"), 1000, minimum=1),
+        # Tests only: seconds to pause after each sent batch, so a SIGKILL can land mid-run.
+        "RULES_TEST_SEND_DELAY": parse_float("HERALD_RULES_TEST_SEND_DELAY", env.get("HERALD_RULES_TEST_SEND_DELAY"), 0.0),
     }

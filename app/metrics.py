@@ -1,0 +1,96 @@
+"""``/metrics``: Prometheus text, built per scrape from the database and Redis.
+
+Every process (web, workers) shares the same truth in PostgreSQL/SQLite and
+Redis, so the numbers are read at scrape time by custom collectors on a fresh
+registry instead of being counted in one process's memory. Open unless
+``METRICS_TOKEN`` is set; then a scraper sends it as a bearer token.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+
+from flask import Blueprint, Response, abort, current_app, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from redis.exceptions import RedisError
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import Delivery, Notification
+from jobs.queues import queue_depths
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("metrics", __name__)
+
+
+class DatabaseCollector:
+    """Table counts by label: a handful of GROUP BY queries per scrape, indexed columns only."""
+
+    def collect(self):
+        notifications = GaugeMetricFamily("herald_notifications", "Notifications stored, by type", labels=["type"])
+        for kind, count in db.session.execute(select(Notification.type, func.count()).group_by(Notification.type)):
+            notifications.add_metric([kind], count)
+        deliveries = GaugeMetricFamily("herald_deliveries", "Deliveries stored, by channel and status",
+                                       labels=["channel", "status"])
+        for channel, status, count in db.session.execute(
+                select(Delivery.channel, Delivery.status, func.count()).group_by(Delivery.channel, Delivery.status)):
+            deliveries.add_metric([channel, status], count)
+        dead = db.session.scalar(select(func.count()).select_from(Delivery).where(Delivery.dead_lettered_at.is_not(None)))
+        yield notifications
+        yield deliveries
+        yield GaugeMetricFamily("herald_dead_letters", "Deliveries on the dead-letter list", value=dead or 0)
+
+
+class QueueCollector:
+    """RQ queue depths and listening workers; ``herald_redis_up`` says 0 instead of failing the scrape."""
+
+    def collect(self):
+        up = GaugeMetricFamily("herald_redis_up", "1 when Redis answered this scrape")
+        try:
+            depths = queue_depths()
+        except RedisError:
+            log.warning("metrics: Redis did not answer", exc_info=True)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        jobs = GaugeMetricFamily("herald_queue_jobs", "RQ jobs per queue and state", labels=["queue", "state"])
+        workers = GaugeMetricFamily("herald_queue_workers", "RQ workers listening on each queue", labels=["queue"])
+        for name, depth in depths.items():
+            for state in ("queued", "scheduled", "started", "failed"):
+                jobs.add_metric([name, state], depth[state])
+            workers.add_metric([name], depth["workers"])
+        yield from (up, jobs, workers)
+
+
+def provider_metrics() -> bytes:
+    """The channel layer's own exposition (circuits, error rates), when it offers one."""
+    try:
+        from app.channels.health import metrics_text
+    except ImportError:
+        return b""
+    try:
+        return metrics_text()
+    except RedisError:
+        log.warning("metrics: provider health unavailable", exc_info=True)
+        return b""
+
+
+def authorised(expected: str | None, header: str) -> bool:
+    if not expected:
+        return True
+    scheme, _, token = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+
+
+@bp.get("/metrics")
+def metrics():
+    if not authorised(current_app.config.get("METRICS_TOKEN"), request.headers.get("Authorization", "")):
+        abort(Response("metrics need 'Authorization: Bearer <METRICS_TOKEN>'\n", 401,
+                       {"WWW-Authenticate": 'Bearer realm="metrics"', "Content-Type": "text/plain"}))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector())
+    registry.register(QueueCollector())
+    return Response(generate_latest(registry) + provider_metrics(), content_type=CONTENT_TYPE_LATEST)
