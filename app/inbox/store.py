@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
 
@@ -70,3 +70,53 @@ def mark_all_read(recipient_id: int) -> int:
     db.session.commit()
     publish_to_user(recipient_id, "read", {"all": True, "unread": 0})
     return result.rowcount
+
+
+def find_visible(recipient_id: int, ids: list[str]) -> list[Notification]:
+    """Those of ``ids`` that are in this recipient's inbox; anyone else's ids simply match nothing."""
+    if not ids:
+        return []
+    return list(db.session.scalars(select(Notification).where(_visible(recipient_id), Notification.id.in_(ids[:MAX_LIMIT]))))
+
+
+def mark_ids_read(recipient_id: int, ids: list[str]) -> int:
+    """Mark several of this recipient's notifications read (a collapsed group) with one realtime event."""
+    result = db.session.execute(
+        update(Notification)
+        .where(_visible(recipient_id), Notification.read_at.is_(None), Notification.id.in_(ids[:MAX_LIMIT]))
+        .values(read_at=utcnow())
+    )
+    db.session.commit()
+    publish_to_user(recipient_id, "read", {"ids": ids[:MAX_LIMIT], "unread": unread_count(recipient_id)})
+    return result.rowcount
+
+
+def archive(recipient_id: int, ids: list[str]) -> int:
+    """Take notifications out of the inbox (kept for delivery history); other tabs hear it as a read change."""
+    result = db.session.execute(
+        update(Notification).where(_visible(recipient_id), Notification.id.in_(ids[:MAX_LIMIT])).values(archived_at=utcnow())
+    )
+    db.session.commit()
+    publish_to_user(recipient_id, "read", {"archived": ids[:MAX_LIMIT], "unread": unread_count(recipient_id)})
+    return result.rowcount
+
+
+def arrived_after(recipient_id: int, notification_id: str, overlap_seconds: float, limit: int) -> list[Notification] | None:
+    """What reached this inbox after ``notification_id`` did, oldest first, for replay on reconnect.
+
+    None when the id is not in this recipient's inbox (unknown, archived, or
+    someone else's): the caller cannot place the cursor and must resync. Two
+    workers may commit out of ``inbox_at`` order, so the window starts
+    ``overlap_seconds`` before the cursor; the page treats repeats as no-ops.
+    """
+    anchor = db.session.scalar(select(Notification).where(_visible(recipient_id), Notification.id == notification_id))
+    if anchor is None:
+        return None
+    since = anchor.inbox_at - timedelta(seconds=overlap_seconds)
+    query = (
+        select(Notification)
+        .where(_visible(recipient_id), Notification.inbox_at >= since, Notification.id != anchor.id)
+        .order_by(Notification.inbox_at, Notification.id)
+        .limit(limit)
+    )
+    return list(db.session.scalars(query))

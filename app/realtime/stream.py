@@ -1,4 +1,117 @@
-"""The SSE stream endpoint (built by the inbox issue)."""
-from flask import Blueprint
+"""GET /inbox/stream: the signed-in end user's live events, multiplexed through the process's hub.
+
+There is no channel parameter: the channel is derived from the inbox session,
+so asking for someone else's events cannot even be expressed. On reconnect
+the browser sends ``Last-Event-ID`` (the id of the last notification event it
+saw); what reached the inbox after it is replayed from the database.
+"""
+from __future__ import annotations
+
+import threading
+
+import redis
+from flask import Blueprint, Response, abort, current_app, request
+from flask_sse import Message
+
+from app.inbox.auth import signed_in_recipient
+from app.inbox.store import arrived_after
+from app.realtime.hub import RESYNC, Hub, Subscriber, process_label
+from app.realtime.publish import user_channel
+from app.redis_client import key
 
 bp = Blueprint("realtime", __name__)
+
+KEEPALIVE = ": keepalive\n\n"
+RECONNECT_MS = 2000
+REPLAY_LIMIT = 100
+REPLAY_OVERLAP_SECONDS = 5.0
+HUB_EXTENSION = "herald_sse_hub"
+_hub_lock = threading.Lock()
+
+
+def hub_client_name(prefix: str) -> str:
+    return f"{prefix}:sse-hub"
+
+
+CLIENT_COUNT_TTL = 10
+
+
+def client_count_key(label: str = "*") -> str:
+    """Per process: how many streams it holds, refreshed every half second, gone 10 s after the process is."""
+    return key("sse", "clients", label)
+
+
+def open_streams(connection) -> int:
+    """Streams held by all live web processes."""
+    return sum(int(connection.get(name) or 0) for name in connection.scan_iter(match=client_count_key("*")))
+
+
+def get_hub() -> Hub:
+    """This process's hub, created on the first stream request."""
+    app = current_app._get_current_object()
+    with _hub_lock:
+        hub = app.extensions.get(HUB_EXTENSION)
+        if hub is None:
+            count_key = client_count_key(process_label())
+            reporter = redis.Redis(connection_pool=redis.ConnectionPool.from_url(app.config["REDIS_URL"], max_connections=1))
+            hub = Hub(
+                app.config["REDIS_URL"],
+                pattern=user_channel("*"),
+                client_name=hub_client_name(app.config["REDIS_PREFIX"]),
+                on_count=lambda count: reporter.set(count_key, count, ex=CLIENT_COUNT_TTL),
+            )
+            app.extensions[HUB_EXTENSION] = hub
+    return hub
+
+
+def notification_event(notification) -> str:
+    """The same event the in-app channel publishes, rebuilt from the inbox row."""
+    data = {"id": notification.id, "title": notification.title, "category": notification.category}
+    return str(Message(data, type="notification", id=notification.id))
+
+
+def replay(recipient_id: int, last_event_id: str | None) -> list[str]:
+    """Events missed since ``last_event_id``; a single resync when they cannot be listed exactly."""
+    if not last_event_id:
+        return []
+    missed = arrived_after(recipient_id, last_event_id[:64], REPLAY_OVERLAP_SECONDS, REPLAY_LIMIT + 1)
+    if missed is None or len(missed) > REPLAY_LIMIT:
+        return [RESYNC]
+    return [notification_event(n) for n in missed]
+
+
+class EventStream:
+    """The response body. ``close()`` runs when the server gives up on the client, whether or not
+    iteration started; under gevent a write to a closed socket fails at the next heartbeat at the latest."""
+
+    def __init__(self, hub: Hub, subscriber: Subscriber, backlog: list[str], heartbeat: float):
+        self.hub, self.subscriber, self.backlog, self.heartbeat = hub, subscriber, backlog, heartbeat
+
+    def __iter__(self):
+        yield f"retry: {RECONNECT_MS}\n\n"
+        yield from self.backlog
+        while True:
+            event = self.subscriber.next_event(self.heartbeat)
+            yield KEEPALIVE if event is None else event
+
+    def close(self) -> None:
+        self.hub.unsubscribe(self.subscriber)
+
+
+@bp.get("/inbox/stream")
+def stream():
+    recipient = signed_in_recipient()
+    if recipient is None:
+        abort(401, "Sign in to your inbox first.")
+    last_event_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    hub = get_hub()
+    # Subscribe before reading the database, so an event landing in between is queued, not lost.
+    subscriber = hub.subscribe(user_channel(recipient.id))
+    try:
+        backlog = replay(recipient.id, last_event_id)
+    except Exception:
+        hub.unsubscribe(subscriber)
+        raise
+    body = EventStream(hub, subscriber, backlog, current_app.config["SSE_HEARTBEAT_SECONDS"])
+    return Response(body, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

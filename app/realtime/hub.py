@@ -1,0 +1,177 @@
+"""One Redis subscription per web process, fanned out to the streams open in that process.
+
+Flask-SSE subscribes once per browser, so 5,000 open inboxes cost 5,000 Redis
+connections. The hub instead holds one pub/sub connection (named, so
+``CLIENT LIST`` shows it), pattern-subscribed to every user channel, and puts
+each message on the local queue of the streams listening to that channel.
+Under ``gunicorn -k gevent`` the listener thread is a greenlet and the queues
+are gevent queues (the worker monkey-patches ``threading`` and ``queue``).
+
+If the subscription drops, messages published meanwhile are gone; every
+stream is then told to ``resync`` (the page reloads its list from the
+database, which is the truth). A stream too slow to keep up with its queue is
+told the same instead of being allowed to grow without bound.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+
+import redis
+from flask_sse import Message
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 256
+REPORT_SECONDS = 0.5
+RESYNC = str(Message({"reason": "missed"}, type="resync"))
+
+
+class Subscriber:
+    """One open stream's mailbox."""
+
+    def __init__(self, channel: str, maxsize: int = QUEUE_SIZE):
+        self.channel = channel
+        self._queue: queue.Queue[str] = queue.Queue(maxsize)
+        self._overflowed = False
+
+    def deliver(self, event: str) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self._overflowed = True
+
+    def next_event(self, timeout: float) -> str | None:
+        """The next wire-format event, a resync if events were dropped, or None after ``timeout``."""
+        if self._overflowed:
+            self._overflowed = False
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            return RESYNC
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+def wire_format(raw: bytes | str) -> str | None:
+    """Flask-SSE's stored JSON (``Message.to_dict``) -> the text sent to the browser, once per message."""
+    try:
+        fields = json.loads(raw)
+        return str(Message(fields["data"], type=fields.get("type"), id=fields.get("id"), retry=fields.get("retry")))
+    except (ValueError, KeyError, TypeError):
+        log.warning("dropping a realtime message that is not in Flask-SSE's format")
+        return None
+
+
+class Hub:
+    def __init__(self, redis_url: str, pattern: str, client_name: str, on_count=None, ready_timeout: float = 5.0):
+        self.redis_url, self.pattern, self.client_name = redis_url, pattern, client_name
+        # Called from the listener thread only, about once a second: reporting per connect would
+        # make every concurrent connect borrow its own pooled Redis connection.
+        self._on_count = on_count
+        self._ready_timeout = ready_timeout
+        self._channels: dict[str, set[Subscriber]] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._count = 0
+
+    @property
+    def client_count(self) -> int:
+        return self._count
+
+    def subscribe(self, channel: str) -> Subscriber:
+        """Register a stream; returns once the Redis subscription is live, so nothing published after is missed."""
+        subscriber = Subscriber(channel)
+        with self._lock:
+            self._channels.setdefault(channel, set()).add(subscriber)
+            self._count += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sse-hub", daemon=True)
+                self._thread.start()
+        if not self._ready.wait(self._ready_timeout):
+            subscriber.deliver(RESYNC)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        with self._lock:
+            listeners = self._channels.get(subscriber.channel)
+            if listeners is None or subscriber not in listeners:
+                return
+            listeners.discard(subscriber)
+            if not listeners:
+                del self._channels[subscriber.channel]
+            self._count -= 1
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _report(self) -> None:
+        if self._on_count is not None:
+            try:
+                self._on_count(self._count)
+            except (redis.RedisError, OSError):
+                log.warning("could not record the SSE client count")
+
+    def _fan_out(self, channel: str, event: str) -> None:
+        with self._lock:
+            listeners = list(self._channels.get(channel, ()))
+        for subscriber in listeners:
+            subscriber.deliver(event)
+
+    def _resync_everyone(self) -> None:
+        with self._lock:
+            listeners = [s for subscribers in self._channels.values() for s in subscribers]
+        for subscriber in listeners:
+            subscriber.deliver(RESYNC)
+
+    def _run(self) -> None:
+        backoff = 0.2
+        reconnecting = False
+        while not self._stop.is_set():
+            connection = redis.Redis.from_url(self.redis_url, client_name=self.client_name, socket_connect_timeout=2,
+                                              socket_keepalive=True)
+            pubsub = connection.pubsub()
+            try:
+                pubsub.psubscribe(self.pattern)
+                # Live only once Redis confirms; a publish before that would be lost.
+                confirmation = pubsub.get_message(timeout=5.0)
+                if not confirmation or confirmation["type"] != "psubscribe":
+                    raise redis.ConnectionError("Redis did not confirm the subscription")
+                self._ready.set()
+                if reconnecting:
+                    self._resync_everyone()
+                backoff = 0.2
+                reported_at = 0.0
+                while not self._stop.is_set():
+                    if time.monotonic() - reported_at >= REPORT_SECONDS:
+                        self._report()
+                        reported_at = time.monotonic()
+                    message = pubsub.get_message(timeout=REPORT_SECONDS)
+                    if message is None or message["type"] != "pmessage":
+                        continue
+                    event = wire_format(message["data"])
+                    if event is not None:
+                        self._fan_out(message["channel"].decode(), event)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+                log.warning("SSE hub lost its Redis subscription (%s); reconnecting", error)
+                reconnecting = True
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                try:
+                    pubsub.close()
+                    connection.close()
+                except (redis.RedisError, OSError):
+                    pass
+
+
+def process_label() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
