@@ -5,10 +5,17 @@ conditional UPDATE that exactly one worker wins) and committed before the
 provider is called, and the outcome is recorded after. A crash anywhere
 leaves either an unclaimed PENDING row (sent later, once) or a SENDING claim
 whose lease expires and is re-driven with the same provider idempotency key.
+
+Fault isolation: routing sends in-app inline, but every external channel
+(email, SMS, push, web push) is dispatched in a job of its own, and at most
+``CHANNEL_SLOTS`` workers may be inside one channel's send at a time. A
+hanging SMTP server therefore holds at most that many workers (until its
+timeouts open the circuit), never the SMS of the same notification.
 """
 from __future__ import annotations
 
 import logging
+import random
 from datetime import datetime, timedelta
 
 from flask import current_app
@@ -16,7 +23,8 @@ from rq import Retry
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import joinedload
 
-from app.channels import Message, Outcome, Result, adapter_for, registered_channels
+from app.channels import DeviceTarget, Message, Outcome, Result, adapter_for, channel_class
+from app.channels.guard import acquire_slot, release_slot
 from app.delivery import routing
 from app.delivery.constants import DELIVERED, DISPATCHED, FAILED, PENDING, SENDING, SUPPRESSED
 from app.delivery.rendering import RenderError, inline_variant, pick_variant, render_fields
@@ -138,8 +146,15 @@ def route_notification(notification_id: str) -> None:
     for delivery in sorted(pending, key=lambda d: CHANNEL_ORDER.index(d.channel)):
         if delivery.not_before and delivery.not_before > now:
             enqueue(dispatch_delivery, delivery.id, priority=notification.priority, at=delivery.not_before)
+        elif _is_external(delivery.channel):
+            enqueue(dispatch_delivery, delivery.id, priority=notification.priority)
         else:
             dispatch_delivery(delivery.id)
+
+
+def _is_external(channel: str) -> bool:
+    adapter = channel_class(channel)
+    return adapter is None or adapter.external
 
 
 # -- dispatch ----------------------------------------------------------------------------------
@@ -193,13 +208,28 @@ def render_content(notification: Notification, recipient: Recipient, channel: st
     return render_fields(channel, variant, render_context(recipient, notification))
 
 
+def address_of(recipient: Recipient, channel: str) -> str | None:
+    """The recipient's address on a channel (its adapter names the column), if the channel uses one."""
+    adapter = channel_class(channel)
+    return getattr(recipient, adapter.address_field) if adapter and adapter.address_field else None
+
+
+def active_devices(recipient: Recipient, channel: str) -> tuple[DeviceTarget, ...]:
+    adapter = channel_class(channel)
+    if adapter is None or not adapter.platforms:
+        return ()
+    devices = db.session.scalars(select(Device).where(
+        Device.recipient_id == recipient.id, Device.active.is_(True), Device.platform.in_(adapter.platforms)
+    ).order_by(Device.id))
+    return tuple(DeviceTarget(d.id, d.platform, d.token, d.p256dh, d.auth) for d in devices)
+
+
 def build_message(delivery: Delivery, notification: Notification, recipient: Recipient) -> Message:
     config = current_app.config
     headers = {}
     if delivery.channel == "email" and notification.type == "marketing":
         token = unsubscribe_token(config["SECRET_KEY"], recipient.external_id, notification.category)
         headers = list_unsubscribe_headers(f"{config['BASE_URL']}/unsubscribe/{token}")
-    address = {"email": recipient.email, "sms": recipient.phone}.get(delivery.channel)
     return Message(
         delivery_id=delivery.id,
         recipient_id=recipient.id,
@@ -212,9 +242,10 @@ def build_message(delivery: Delivery, notification: Notification, recipient: Rec
         priority=notification.priority,
         content=render_content(notification, recipient, delivery.channel),
         data=notification.data or {},
-        address=address,
+        address=address_of(recipient, delivery.channel),
         collapse_key=notification.collapse_key,
         headers=headers,
+        devices=active_devices(recipient, delivery.channel),
     )
 
 
@@ -233,16 +264,32 @@ def dispatch_delivery(delivery_id: int) -> str:
     except RenderError as error:
         result = Result(Outcome.PERMANENT, "herald", error_code="render_error", detail=str(error))
     else:
-        if delivery.channel not in registered_channels():
+        if channel_class(delivery.channel) is None:
             result = Result(Outcome.PERMANENT, "herald", error_code="channel_not_configured",
                             detail=f"no adapter is configured for {delivery.channel}")
         else:
-            try:
-                result = adapter_for(delivery.channel, config).send(message)
-            except Exception as error:  # an adapter bug must not lose the delivery: retry it
-                log.exception("adapter %s raised for delivery %s", delivery.channel, delivery_id)
-                result = Result(Outcome.TRANSIENT, delivery.channel, error_code="adapter_error", detail=repr(error)[:500])
+            result = send_within_slot(message)
     return record(delivery_id, result, notification.priority)
+
+
+def send_within_slot(message: Message) -> Result:
+    """Call the adapter, holding one of the channel's worker slots while an external one is in flight."""
+    config = current_app.config
+    slot = None
+    if _is_external(message.channel):
+        slot = acquire_slot(message.channel, config["CHANNEL_SLOTS"], config["DISPATCH_LEASE_SECONDS"])
+        if slot is None:
+            return Result(Outcome.WAIT, message.channel, error_code="channel_busy",
+                          detail=f"all {config['CHANNEL_SLOTS']} {message.channel} slots are busy",
+                          retry_after=1 + random.random())
+    try:
+        return adapter_for(message.channel, config).send(message)
+    except Exception as error:  # an adapter bug must not lose the delivery: retry it
+        log.exception("adapter %s raised for delivery %s", message.channel, message.delivery_id)
+        return Result(Outcome.TRANSIENT, message.channel, error_code="adapter_error", detail=repr(error)[:500])
+    finally:
+        if slot is not None:
+            release_slot(message.channel, slot)
 
 
 def record(delivery_id: int, result: Result, priority: str) -> str:
@@ -258,7 +305,14 @@ def record(delivery_id: int, result: Result, priority: str) -> str:
         if delivery.status == DELIVERED:
             delivery.delivered_at = now
         delivery.last_error = delivery.error_code = None
-        detail = result.provider_message_id
+        detail = result.detail or result.provider_message_id
+    elif result.outcome is Outcome.WAIT:
+        # Nothing was tried: give the attempt back and come back when the provider may be called.
+        delay = result.retry_after or 1.0
+        delivery.attempts = max(0, delivery.attempts - 1)
+        delivery.status = PENDING
+        delivery.not_before = now + timedelta(seconds=delay)
+        detail = f"waiting {delay:.1f}s: {result.detail or result.error_code}"
     elif result.outcome is Outcome.TRANSIENT:
         delay = next_retry_delay(delivery.attempts)
         if delay is not None and result.retry_after:
@@ -279,6 +333,8 @@ def record(delivery_id: int, result: Result, priority: str) -> str:
         detail = f"{result.error_code}: {result.detail}"
         if result.outcome is Outcome.TOKEN_GONE:
             _suppress_dead_address(delivery)
+    if result.dead_devices:
+        _deactivate_devices(result.dead_devices, now)
     db.session.add(DeliveryEvent(delivery_id=delivery.id, status=delivery.status, detail=detail, created_at=now))
     db.session.commit()
     if delivery.status == PENDING:
@@ -286,10 +342,17 @@ def record(delivery_id: int, result: Result, priority: str) -> str:
     return delivery.status
 
 
+def _deactivate_devices(dead: tuple[tuple[int, str], ...], now: datetime) -> None:
+    """Dead push tokens and web-push subscriptions stop at once: never tried again, kept for the record."""
+    for device_id, reason in dead:
+        db.session.execute(update(Device).where(Device.id == device_id, Device.active.is_(True)).values(
+            active=False, deactivated_reason=reason[:255]))
+
+
 def _suppress_dead_address(delivery: Delivery) -> None:
     """A hard bounce (or dead number) goes on the suppression list so it is never tried again."""
     recipient = db.session.get(Recipient, delivery.notification.recipient_id)
-    address = {"email": recipient.email, "sms": recipient.phone}.get(delivery.channel)
+    address = address_of(recipient, delivery.channel)
     if address:
         insert_ignoring_conflicts(Suppression, [{
             "channel": delivery.channel, "address": address, "reason": f"hard bounce ({delivery.error_code})", "created_at": utcnow(),

@@ -53,10 +53,18 @@ def _purge():
     purge_expired_idempotency_keys(utcnow())
 
 
+def _rules():
+    """Ticks every minute; evaluates once per RULES_EVALUATION_MINUTES clock slot (see jobs.rules)."""
+    from jobs.rules import evaluate_rules_if_due
+
+    evaluate_rules_if_due(utcnow(), current_app.config["RULES_EVALUATION_MINUTES"])
+
+
 # name -> (function, interval in seconds)
 PERIODIC_JOBS = {
     "maintenance": (_maintenance, 30),
     "purge-idempotency-keys": (_purge, 3600),
+    "evaluate-rules": (_rules, 60),
 }
 
 

@@ -6,6 +6,7 @@ from functools import lru_cache
 from pydantic.json_schema import models_json_schema
 
 from app import schemas
+from app.rules import schemas as rule_schemas
 
 REF = "#/components/schemas/{model}"
 
@@ -48,6 +49,10 @@ OPERATIONS = [
      {"200": schemas.InboxItem, "404": schemas.ErrorResponse}),
     ("post", "/v1/users/{user_id}/notifications/read-all", "Mark a recipient's whole inbox read", [USER_ID], None,
      {"200": schemas.ReadAllResult, "404": schemas.ErrorResponse}),
+    ("patch", "/v1/users/{user_id}/attributes", "Merge attributes (null deletes a key)", [USER_ID], rule_schemas.AttributesPatch,
+     {"200": schemas.User, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse}),
+    ("post", "/v1/users:batch", "Upsert up to 10,000 users at once, all or nothing", [], rule_schemas.UsersBatch,
+     {"200": rule_schemas.BatchResult, "400": schemas.ErrorResponse}),
 ]
 
 

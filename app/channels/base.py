@@ -18,6 +18,9 @@ class Outcome(enum.Enum):
     TRANSIENT = "transient"        # timeout, 429, 5xx: retry with backoff
     PERMANENT = "permanent"        # will never work for this message: stop now
     TOKEN_GONE = "token_gone"      # the address/token is dead: stop and deactivate it
+    # The provider is unavailable *to us* (open circuit, rate limit, no free worker slot):
+    # nothing was tried, so the delivery waits without spending one of its attempts.
+    WAIT = "wait"
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,22 @@ class Result:
     error_code: str | None = None
     detail: str | None = None
     retry_after: float | None = None  # seconds, when the provider said so
+    # The provider itself failed (5xx, timeout, refused connection): counts against its
+    # circuit breaker and moves the send to the next provider of the channel, if any.
+    provider_fault: bool = False
+    # Devices found dead while sending (410, Unregistered...): (device id, reason), deactivated on record.
+    dead_devices: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class DeviceTarget:
+    """One active device of the recipient, as the push adapters need it."""
+
+    id: int
+    platform: str
+    token: str              # APNs/FCM token, or the web-push endpoint URL
+    p256dh: str | None = None
+    auth: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,18 +67,34 @@ class Message:
     address: str | None = None          # email address, phone number, ...
     collapse_key: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    devices: tuple[DeviceTarget, ...] = ()
 
 
 class Channel:
-    """Base class: subclasses set ``name`` and implement :meth:`send`."""
+    """Base class: subclasses set ``name`` and implement :meth:`send`.
+
+    Class attributes tell the pipeline what a message for this channel needs,
+    so nothing outside the adapters branches on channel names:
+    ``address_field`` names the recipient column holding the address,
+    ``platforms`` the device platforms it sends to, and ``external`` says
+    whether it calls out over the network (then it gets its own job and a
+    bounded share of the workers, see ``jobs.delivery``).
+    """
 
     name: ClassVar[str]
+    address_field: ClassVar[str | None] = None
+    platforms: ClassVar[frozenset[str]] = frozenset()
+    external: ClassVar[bool] = True
 
     def __init__(self, app_config: dict):
         self.config = app_config
 
     def send(self, message: Message) -> Result:
         raise NotImplementedError
+
+    def send_many(self, messages: list[Message]) -> list[Result]:
+        """A batch (a campaign's ~1000 recipients), results in order. Adapters that can overlap calls override it."""
+        return [self.send(message) for message in messages]
 
     def close(self) -> None:
         """Release pooled connections (called when a worker shuts down)."""
@@ -88,6 +123,11 @@ def adapter_for(name: str, app_config: dict) -> Channel:
 
 def registered_channels() -> tuple[str, ...]:
     return tuple(_REGISTRY)
+
+
+def channel_class(name: str) -> type[Channel] | None:
+    """The adapter class registered for a channel (its class attributes, without building an instance)."""
+    return _REGISTRY.get(name)
 
 
 def close_all() -> None:

@@ -1,7 +1,9 @@
-"""Email over SMTP with one reused connection per worker.
+"""Email over SMTP with one reused connection per relay per worker, failing over between relays.
 
 SMTP has no idempotency key, so the delivery's key becomes the Message-ID:
-a receiving system (and our tests) can recognise a re-driven copy.
+a receiving system (and our tests) can recognise a re-driven copy -- including
+the rare copy a failover sends when the first relay accepted the message but
+the connection broke before it said so.
 """
 from __future__ import annotations
 
@@ -12,9 +14,12 @@ from email.utils import formatdate, parseaddr
 from urllib.parse import unquote, urlparse
 
 from app.channels.base import Channel, Message, Outcome, Result, register
+from app.channels.guard import first_available
 
 # SMTP reply codes that mean the address itself is dead (hard bounce).
 DEAD_ADDRESS_CODES = {550, 551, 553}
+# "Service not available, closing channel": the relay, not the message, is the problem.
+RELAY_DOWN_CODES = {421}
 
 
 def classify_smtp_code(code: int) -> Outcome:
@@ -41,40 +46,43 @@ def build_email(message: Message, sender: str) -> EmailMessage:
     return email
 
 
-@register("email")
-class SmtpEmail(Channel):
-    def __init__(self, app_config: dict):
-        super().__init__(app_config)
+class SmtpRelay:
+    """One SMTP relay (``SMTP_URL`` or ``SMTP_FALLBACK_URL``) and its reused connection."""
+
+    def __init__(self, name: str, url: str, timeout: float):
+        self.name, self.url, self.timeout = name, url, timeout
         self._connection: smtplib.SMTP | None = None
 
     def _connect(self) -> smtplib.SMTP:
-        url = urlparse(self.config["SMTP_URL"])
+        url = urlparse(self.url)
         port = url.port or (465 if url.scheme == "smtps" else 25)
         if url.scheme == "smtps":
-            connection = smtplib.SMTP_SSL(url.hostname, port, timeout=15, context=ssl.create_default_context())
+            connection = smtplib.SMTP_SSL(url.hostname, port, timeout=self.timeout, context=ssl.create_default_context())
         else:
-            connection = smtplib.SMTP(url.hostname, port, timeout=15)
+            connection = smtplib.SMTP(url.hostname, port, timeout=self.timeout)
             if url.scheme == "smtp+starttls":
                 connection.starttls(context=ssl.create_default_context())
         if url.username:
             connection.login(unquote(url.username), unquote(url.password or ""))
         return connection
 
-    def send(self, message: Message) -> Result:
-        if not self.config.get("SMTP_URL"):
-            return Result(Outcome.PERMANENT, "smtp", error_code="not_configured", detail="SMTP_URL is not set")
-        email = build_email(message, self.config["MAIL_FROM"])
+    def send(self, email: EmailMessage) -> Result:
         try:
             self._send_with_reconnect(email)
         except smtplib.SMTPRecipientsRefused as error:
             code, reply = next(iter(error.recipients.values()))
-            return Result(classify_smtp_code(code), "smtp", error_code=f"smtp_{code}", detail=_text(reply))
+            return self._refused(code, reply)
         except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as error:
-            return Result(classify_smtp_code(error.smtp_code), "smtp", error_code=f"smtp_{error.smtp_code}", detail=_text(error.smtp_error))
+            return self._refused(error.smtp_code, error.smtp_error)
         except (smtplib.SMTPException, OSError) as error:
             self.close()
-            return Result(Outcome.TRANSIENT, "smtp", error_code="smtp_connection", detail=f"{type(error).__name__}: {error}")
-        return Result(Outcome.DISPATCHED, "smtp", provider_message_id=email["Message-ID"])
+            return Result(Outcome.TRANSIENT, self.name, error_code="smtp_connection",
+                          detail=f"{type(error).__name__}: {error}", provider_fault=True)
+        return Result(Outcome.DISPATCHED, self.name, provider_message_id=email["Message-ID"])
+
+    def _refused(self, code: int, reply: bytes | str) -> Result:
+        return Result(classify_smtp_code(code), self.name, error_code=f"smtp_{code}", detail=_text(reply),
+                      provider_fault=code in RELAY_DOWN_CODES)
 
     def _send_with_reconnect(self, email: EmailMessage) -> None:
         """Reuse the open connection; if the server dropped it while idle, reconnect once."""
@@ -93,6 +101,41 @@ class SmtpEmail(Channel):
             except (smtplib.SMTPException, OSError):
                 pass
             self._connection = None
+
+
+@register("email")
+class SmtpEmail(Channel):
+    address_field = "email"
+
+    def __init__(self, app_config: dict):
+        super().__init__(app_config)
+        self._relays: dict[str, SmtpRelay] = {}
+
+    def relays(self) -> list[SmtpRelay]:
+        """The configured relays in order; read per send so a changed setting applies at once."""
+        wanted = [(name, self.config.get(setting)) for name, setting in (("smtp", "SMTP_URL"), ("smtp-fallback", "SMTP_FALLBACK_URL"))]
+        relays = []
+        for name, url in wanted:
+            if not url:
+                continue
+            relay = self._relays.get(name)
+            if relay is None or relay.url != url:
+                if relay is not None:
+                    relay.close()
+                relay = self._relays[name] = SmtpRelay(name, url, self.config.get("SMTP_TIMEOUT", 10.0))
+            relays.append(relay)
+        return relays
+
+    def send(self, message: Message) -> Result:
+        relays = self.relays()
+        if not relays:
+            return Result(Outcome.PERMANENT, "smtp", error_code="not_configured", detail="SMTP_URL is not set")
+        email = build_email(message, self.config["MAIL_FROM"])
+        return first_available((relay.name, (lambda relay=relay: relay.send(email)), 0.0) for relay in relays)
+
+    def close(self) -> None:
+        for relay in self._relays.values():
+            relay.close()
 
 
 def _text(reply: bytes | str) -> str:

@@ -12,6 +12,8 @@ from app.realtime.publish import publish_to_user
 
 @register("in_app")
 class InAppChannel(Channel):
+    external = False  # a database row and a Redis publish: runs inline while routing
+
     def send(self, message: Message) -> Result:
         # Idempotent: a re-driven delivery keeps the first inbox time.
         db.session.execute(

@@ -26,3 +26,29 @@ def push_endpoint_problem(url: str, allow_loopback: bool = False) -> str | None:
     if address is not None and not address.is_global:
         return "endpoint must not point at a private, loopback or link-local address"
     return None
+
+
+def resolved_address_problem(host: str, allow_loopback: bool = False, resolve=None) -> str | None:
+    """Why the addresses ``host`` resolves to are unacceptable, or None.
+
+    A public name can point at 10.0.0.5 (or be re-pointed after the
+    subscription was accepted), so the check at registration is repeated at
+    send time against what DNS answers now. ``resolve`` defaults to
+    :func:`socket.getaddrinfo`; tests pass their own.
+    """
+    import socket
+
+    resolve = resolve or socket.getaddrinfo
+    try:
+        infos = resolve(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return f"endpoint host {host!r} does not resolve"
+    if not infos:
+        return f"endpoint host {host!r} does not resolve"
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if allow_loopback and address.is_loopback:
+            continue
+        if not address.is_global:
+            return f"endpoint host {host!r} resolves to a non-public address ({address})"
+    return None

@@ -1,10 +1,13 @@
 """SQLAlchemy models, one module per domain; importing this registers them all."""
+from app.models.audiences import Audience, ImportJob
 from app.models.content import Template, TemplateVersion
 from app.models.notifications import Delivery, DeliveryEvent, IdempotencyKey, Notification
 from app.models.recipients import Device, Preference, Recipient, Suppression
+from app.models.rules import Rule, RuleSend
 from app.models.staff import ApiKey, AuditEntry, StaffUser
 
 __all__ = [
+    "Audience", "ImportJob",
     "ApiKey", "AuditEntry", "Delivery", "DeliveryEvent", "Device", "IdempotencyKey", "Notification",
-    "Preference", "Recipient", "StaffUser", "Suppression", "Template", "TemplateVersion",
+    "Preference", "Recipient", "Rule", "RuleSend", "StaffUser", "Suppression", "Template", "TemplateVersion",
 ]

@@ -2,3 +2,5 @@
 from flask import Blueprint
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+
+from app.webhooks import email, sms  # noqa: E402,F401  (register the routes)

@@ -1,0 +1,61 @@
+"""API schemas for recipient attributes (what daily rules read): PATCH one user, upsert users in bulk.
+
+Attribute values are flat: strings, numbers, booleans, or lists of those;
+``null`` deletes the key. Flat values make "merge" mean the same thing on
+PostgreSQL (``jsonb ||``) and SQLite (``json_patch``), and are what audience
+filters compare. Names are what filters can address: letters, digits, ``_``, ``-``.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Union
+
+from pydantic import BaseModel, Field, StringConstraints, field_validator
+
+from app.schemas import LOCALE_PATTERN, Strict, parse_e164, parse_email, parse_timezone
+
+MAX_BATCH = 10_000
+AttributeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+Number = Union[Annotated[int, Field(ge=-(2**53), le=2**53)], Annotated[float, Field(allow_inf_nan=False)]]
+Scalar = Union[bool, Number, Annotated[str, StringConstraints(max_length=2000)]]
+AttributeValue = Union[Scalar, Annotated[list[Scalar], Field(max_length=100)], None]
+Attributes = Annotated[dict[AttributeName, AttributeValue], Field(max_length=200)]
+
+
+class AttributesPatch(Strict):
+    attributes: Attributes = Field(description="Keys to set; null deletes a key; keys not named are kept",
+                                   examples=[{"balance": 42.1, "low_balance_threshold": 50, "old_flag": None}])
+
+
+class BatchUser(Strict):
+    user_id: str = Field(min_length=1, max_length=255)
+    attributes: Attributes | None = Field(None, description="Merged into the stored attributes; null deletes a key")
+    email: str | None = Field(None, max_length=320)
+    phone: str | None = Field(None, description="E.164")
+    timezone: str | None = Field(None, description="IANA time zone")
+    locale: str | None = Field(None, pattern=LOCALE_PATTERN)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        return parse_email(value)
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        return parse_e164(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        return parse_timezone(value)
+
+
+class UsersBatch(Strict):
+    users: list[BatchUser] = Field(min_length=1, max_length=MAX_BATCH,
+                                   description=f"Up to {MAX_BATCH} users; all are written or, on any error, none")
+
+
+class BatchResult(BaseModel):
+    received: int
+    created: int
+    updated: int

@@ -1,0 +1,101 @@
+"""Web push throughput of one worker's adapter: pooled connections vs a new connection per message.
+
+The receiver runs in its own process (``python -m tests.peers.webpush``) and
+only counts: decryption of every payload is proven by
+tests/integration/test_webpush.py. What is timed is everything one worker
+does per subscription -- send-time SSRF check, RFC 8291 encryption, the
+cached VAPID header, breaker and health counters in Redis, the HTTP POST --
+for a batch (``send_many``, 16 requests in flight), as a campaign batch sends.
+`make bench` runs 10,000 subscriptions per mode; the default run a smoke size.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from app.channels import DeviceTarget, Message, Outcome, close_all
+from app.channels.web_push import BATCH_CONCURRENCY, WebPushChannel
+from tests.bench.harness import machine
+from tests.conftest import PROJECT_ROOT, free_port, wait_for_port
+from tests.peers.webpush import Subscription
+
+
+def receiver():
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tests.peers.webpush", str(port)], cwd=PROJECT_ROOT,
+                               env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    wait_for_port(port, process=process)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def messages(base: str, count: int) -> list[Message]:
+    result = []
+    for n in range(count):
+        keys = Subscription(f"{base}/push/{n}").to_json()["keys"]
+        device = DeviceTarget(n, "web", f"{base}/push/{n}", keys["p256dh"], keys["auth"])
+        result.append(Message(delivery_id=n, recipient_id=n, notification_id=f"n{n}", channel="web_push",
+                              idempotency_key=f"herald-n{n}-web_push", recipient_external_id=f"user-{n}",
+                              notification_type="marketing", category="promotions", priority="normal",
+                              content={"title": "Spring sale", "body": f"Up to 50% off, subscriber {n}"},
+                              data={"url": "https://shop.example/sale"}, devices=(device,)))
+    return result
+
+
+def run(adapter: WebPushChannel, batch: list[Message]) -> float:
+    started = time.perf_counter()
+    results = adapter.send_many(batch)
+    elapsed = time.perf_counter() - started
+    assert {r.outcome for r in results} == {Outcome.DISPATCHED}
+    return len(batch) / elapsed
+
+
+def stats(base: str) -> dict:
+    return httpx.get(f"{base}/stats").json()
+
+
+def webpush_benchmark(app, count: int) -> dict:
+    app.config["ALLOW_LOOPBACK_PUSH"] = True
+    close_all()
+    process, base = receiver()
+    try:
+        batch = messages(base, count)
+        pooled = WebPushChannel(app.config)
+        run(pooled, batch[:50])  # warm up: DNS check cache, VAPID header, first connection
+        before = stats(base)
+        pooled_rate = run(pooled, batch)
+        pooled_connections = stats(base)["connections"] - before["connections"]
+        pooled.close()
+
+        fresh = WebPushChannel(app.config)
+        fresh.client.close()
+        fresh.client = httpx.Client(http2=True, limits=httpx.Limits(max_keepalive_connections=0))
+        before = stats(base)
+        fresh_rate = run(fresh, batch)
+        fresh_connections = stats(base)["connections"] - before["connections"]
+        fresh.close()
+        assert stats(base)["count"] == 2 * count + 50
+    finally:
+        process.terminate()
+        process.wait(10)
+        app.config["ALLOW_LOOPBACK_PUSH"] = False
+    print(f"\n[bench] web push, one worker, {count} subscriptions: pooled client {pooled_rate:.0f} sends/s "
+          f"over {pooled_connections} connection(s); new connection per message {fresh_rate:.0f} sends/s "
+          f"over {fresh_connections} connections ({pooled_rate / fresh_rate:.2f}x) ({machine()})")
+    return {"pooled": pooled_rate, "fresh": fresh_rate, "pooled_connections": pooled_connections,
+            "fresh_connections": fresh_connections}
+
+
+def test_webpush_throughput_smoke(app):
+    result = webpush_benchmark(app, 300)
+    # Throughput at this size is noise; what must hold is that the pooled client reuses its connections.
+    assert result["pooled_connections"] <= BATCH_CONCURRENCY and result["fresh_connections"] >= 290
+
+
+@pytest.mark.bench
+def test_webpush_throughput_full(app):
+    webpush_benchmark(app, 10_000)

@@ -1,0 +1,106 @@
+"""A rule evaluation killed mid-run, and two evaluations at once: nobody twice, nobody lost."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+
+from sqlalchemy import func, insert, select
+
+from app.extensions import db
+from app.models import Delivery, Notification, Recipient, Rule, RuleSend
+from app.models.rules import CLAIMED, SENT
+from app.models.types import utcnow
+from app.rules.evaluate import evaluate_rule
+from tests.conftest import PROJECT_ROOT
+from tests.integration.test_rules import make_rule
+
+NOW = datetime(2026, 6, 15, 10, 0, tzinfo=timezone.utc)  # 11:00 in Lisbon
+
+
+def seed(count: int) -> None:
+    now = utcnow()
+    rows = [{"external_id": f"crash-{n}", "email": None, "phone": None, "timezone": "Europe/Lisbon", "locale": "en",
+             "attributes": {"balance": n % 40, "low_balance_threshold": 50}, "hard_stop": False,
+             "created_at": now, "updated_at": now} for n in range(count)]
+    db.session.execute(insert(Recipient), rows)
+    db.session.commit()
+
+
+def per_recipient_counts() -> list[int]:
+    return db.session.scalars(select(func.count()).select_from(Notification).group_by(Notification.recipient_id)).all()
+
+
+EVALUATOR = """
+import sys
+from datetime import datetime
+from app import create_app
+from app.extensions import db
+from app.models import Rule
+from app.rules.evaluate import evaluate_rule
+app = create_app()
+with app.app_context():
+    evaluate_rule(db.session.get(Rule, int(sys.argv[1])), datetime.fromisoformat(sys.argv[2]))
+"""
+
+
+def test_sigkilled_evaluator_is_re_driven_without_duplicates_or_losses(app, test_env):
+    count = 3000
+    seed(count)
+    rule = make_rule()
+    env = {**os.environ, **test_env, "HERALD_RULES_SEND_BATCH": "100", "HERALD_RULES_TEST_SEND_DELAY": "0.3"}
+    process = subprocess.Popen([sys.executable, "-c", EVALUATOR, str(rule.id), NOW.isoformat()], cwd=PROJECT_ROOT, env=env)
+    deadline = time.monotonic() + 60
+    sent_before = 0
+    while time.monotonic() < deadline and sent_before < 500:
+        time.sleep(0.1)
+        db.session.rollback()
+        sent_before = db.session.scalar(select(func.count()).select_from(RuleSend).where(RuleSend.status == SENT))
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(10)
+    db.session.rollback()
+    claimed_left = db.session.scalar(select(func.count()).select_from(RuleSend).where(RuleSend.status == CLAIMED))
+    sent_at_kill = db.session.scalar(select(func.count()).select_from(RuleSend).where(RuleSend.status == SENT))
+    assert claimed_left > 0 and 500 <= sent_at_kill < count, "the kill must land mid-run"
+    assert claimed_left + sent_at_kill == count  # every eligible recipient was claimed before any send
+
+    result = evaluate_rule(db.session.get(Rule, rule.id), NOW)
+    assert result.claimed == 0  # pending claims are re-driven, never claimed again
+    assert result.sent == claimed_left
+    assert db.session.scalar(select(func.count()).select_from(Notification)) == count
+    assert set(per_recipient_counts()) == {1}
+    assert db.session.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == "DELIVERED")) == count
+    assert db.session.scalar(select(func.count()).select_from(RuleSend).where(RuleSend.status == SENT)) == count
+
+
+def test_two_evaluators_at_the_same_moment_send_once_each(app):
+    count = 2000
+    seed(count)
+    rule_id = make_rule().id
+    barrier = threading.Barrier(2)
+    results, errors = [], []
+
+    def evaluator():
+        with app.app_context():
+            try:
+                barrier.wait()
+                results.append(evaluate_rule(db.session.get(Rule, rule_id), NOW, ))
+            except Exception as error:  # surfaced by the assertion below
+                errors.append(error)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=evaluator) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert sum(r.claimed for r in results) == count
+    assert db.session.scalar(select(func.count()).select_from(Notification)) == count
+    assert set(per_recipient_counts()) == {1}
+    assert db.session.scalar(select(func.count()).select_from(RuleSend)) == count

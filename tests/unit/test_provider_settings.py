@@ -1,0 +1,23 @@
+import pytest
+
+from app.config import ConfigError, from_environment, parse_rate
+
+
+@pytest.mark.parametrize(("text", "per_second"), [("1/second", 1.0), ("600000/minute", 10000.0), ("0", 0.0), ("7200/hour", 2.0)])
+def test_rates_are_read_as_sends_per_second(text, per_second):
+    assert parse_rate("X", text, "0") == per_second
+
+
+def test_provider_defaults_are_the_documented_ones(tmp_path):
+    config = from_environment({}, instance_path=tmp_path)
+    assert config["TWILIO_API_BASE"] == "https://api.twilio.com" and config["SMS_RATE"] == 1.0
+    assert config["ALLOW_LOOPBACK_PUSH"] is False and config["CHANNEL_SLOTS"] == 1
+    assert from_environment({"HERALD_ALLOW_LOOPBACK_PUSH": "1"}, instance_path=tmp_path)["ALLOW_LOOPBACK_PUSH"] is True
+
+
+@pytest.mark.parametrize(("name", "value"), [("HERALD_SMS_RATE", "fast"), ("HERALD_FCM_RATE", "-1/second"),
+                                             ("TWILIO_API_BASE", "api.twilio.com"), ("HERALD_BREAKER_FAIL_MAX", "0")])
+def test_malformed_provider_setting_names_itself(tmp_path, name, value):
+    with pytest.raises(ConfigError) as error:
+        from_environment({name: value}, instance_path=tmp_path)
+    assert name in str(error.value)
