@@ -7,12 +7,14 @@ not a silently ignored setting.
 """
 from __future__ import annotations
 
+import base64
 import re
 from datetime import datetime, time
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
+from cryptography.hazmat.primitives.asymmetric import ec
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -138,9 +140,32 @@ class Preferences(BaseModel):
     hard_stop: bool
 
 
+def _b64url_bytes(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value.rstrip("=")) % 4))
+
+
 class WebPushKeys(Strict):
-    p256dh: str = Field(pattern=r"^[A-Za-z0-9_-]{80,100}={0,2}$")
-    auth: str = Field(pattern=r"^[A-Za-z0-9_-]{16,24}={0,2}$")
+    p256dh: str = Field(pattern=r"^[A-Za-z0-9_-]{80,100}={0,2}$", description="The subscription's P-256 public key")
+    auth: str = Field(pattern=r"^[A-Za-z0-9_-]{16,24}={0,2}$", description="16-byte authentication secret")
+
+    @field_validator("p256dh")
+    @classmethod
+    def _p256_point(cls, value: str) -> str:
+        raw = _b64url_bytes(value.rstrip("="))
+        if len(raw) != 65 or raw[0] != 4:
+            raise ValueError("must be an uncompressed P-256 point (65 bytes, base64url)")
+        try:
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+        except ValueError:
+            raise ValueError("is not a point on the P-256 curve") from None
+        return value
+
+    @field_validator("auth")
+    @classmethod
+    def _sixteen_bytes(cls, value: str) -> str:
+        if len(_b64url_bytes(value.rstrip("="))) != 16:
+            raise ValueError("must be 16 bytes, base64url")
+        return value
 
 
 class WebPushSubscription(Strict):

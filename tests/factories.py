@@ -1,7 +1,12 @@
 """Build rows for tests with sensible defaults; keyword arguments override."""
 from __future__ import annotations
 
+import base64
 import itertools
+import os
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from app.extensions import db
 from app.models import Notification, Recipient, StaffUser, Template, TemplateVersion
@@ -61,3 +66,14 @@ def make_notification(recipient: Recipient, **fields) -> Notification:
     db.session.add(notification)
     db.session.commit()
     return notification
+
+
+def web_push_keys() -> dict:
+    """Keys of a real browser subscription: a fresh P-256 point and a 16-byte auth secret, base64url."""
+    point = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return {"p256dh": _b64url(point), "auth": _b64url(os.urandom(16))}
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")

@@ -86,6 +86,8 @@ class Delivery(db.Model):
         UniqueConstraint("notification_id", "channel"),
         Index("ix_deliveries_status_updated", "status", "updated_at"),
         Index("ix_deliveries_dead_lettered", "dead_lettered_at"),
+        # Provider receipts (SMS status callbacks, email bounces) find their delivery by the provider's id.
+        Index("ix_deliveries_provider_message", "channel", "provider_message_id"),
     )
 
     @property

@@ -5,7 +5,7 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import Delivery, IdempotencyKey, Notification, Preference, Recipient
-from tests.factories import make_recipient, make_template
+from tests.factories import make_recipient, make_template, web_push_keys
 
 
 def send(api, **fields):
@@ -169,8 +169,20 @@ def test_devices_register_move_between_recipients_and_delete(api):
 def test_web_push_subscription_on_private_host_is_400(api):
     make_recipient(external_id="ana")
     response = api.post("/v1/users/ana/devices", json={"platform": "web", "subscription": {
-        "endpoint": "https://192.168.1.10/push", "keys": {"p256dh": "B" * 87, "auth": "A" * 22}}})
+        "endpoint": "https://192.168.1.10/push", "keys": web_push_keys()}})
     assert response.status_code == 400 and response.json["error"]["fields"][0]["field"] == "subscription.endpoint"
+
+
+def test_web_push_keys_that_are_not_a_p256_point_are_400(api):
+    make_recipient(external_id="ana")
+    keys = web_push_keys()
+    response = api.post("/v1/users/ana/devices", json={"platform": "web", "subscription": {
+        "endpoint": "https://push.example.com/sub/1", "keys": {**keys, "p256dh": "B" * 87}}})
+    assert response.status_code == 400
+    assert response.json["error"]["fields"][0]["field"] == "subscription.keys.p256dh"
+    response = api.post("/v1/users/ana/devices", json={"platform": "web", "subscription": {
+        "endpoint": "https://push.example.com/sub/1", "keys": {**keys, "auth": "A" * 24}}})
+    assert response.json["error"]["fields"][0]["field"] == "subscription.keys.auth"
 
 
 def test_erasing_a_user_removes_their_data_and_nothing_more_is_sent(api, run_jobs):

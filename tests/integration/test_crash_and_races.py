@@ -127,7 +127,8 @@ def test_sigkilled_worker_loses_nothing_and_sends_nothing_twice(app, smtp_server
     deadline = time.monotonic() + 60
     while len(smtp_server.messages) < 10 and time.monotonic() < deadline:
         time.sleep(0.005)
-    time.sleep(0.02)  # land inside the next message's RCPT wait, not between its 250 and the commit
+    # Kill while the worker waits on a RCPT answer: mid-job, claimed, and provably before DATA.
+    assert smtp_server.handler.waiting_in_rcpt.wait(10)
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
     assert len(smtp_server.messages) < count, "the worker finished before it could be killed"

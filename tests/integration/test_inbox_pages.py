@@ -15,10 +15,10 @@ from app.models import Delivery, Device, Notification, Preference, Recipient
 from app.models.types import utcnow
 from app.realtime.publish import user_channel
 from app.redis_client import get_redis
-from tests.factories import make_notification, make_recipient, make_staff, make_template
+from tests.factories import make_notification, make_recipient, make_staff, make_template, web_push_keys
 
 SUBSCRIPTION = {"endpoint": "https://fcm.googleapis.com/fcm/send/abc123",
-                "keys": {"p256dh": "B" + "A" * 86, "auth": "A" * 22}}
+                "keys": web_push_keys()}
 
 
 def sign_in(client, app, user_id: str):

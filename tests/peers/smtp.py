@@ -16,11 +16,15 @@ class RecordingHandler:
         self.lock = threading.Lock()
         self.delay_seconds = 0.0
         self.rcpt_delay_seconds = 0.0
+        # Set while a client waits on our RCPT answer: a sender killed then has provably not sent DATA.
+        self.waiting_in_rcpt = threading.Event()
         self.reject_rcpt: dict[str, str] = {}  # address -> SMTP reply, e.g. "550 5.1.1 no such user"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.rcpt_delay_seconds:
+            self.waiting_in_rcpt.set()
             await asyncio.sleep(self.rcpt_delay_seconds)
+            self.waiting_in_rcpt.clear()
         if address in self.reject_rcpt:
             return self.reject_rcpt[address]
         envelope.rcpt_tos.append(address)
