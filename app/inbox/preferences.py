@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from app.delivery.constants import ALL_CATEGORIES, CHANNELS
+from app.delivery.routing import MARKETING_CATEGORY
 from app.schemas import PreferencesUpdate
 
 CHANNEL_LABELS = {"in_app": "In-app", "email": "Email", "sms": "SMS", "push": "Mobile push", "web_push": "Browser push"}
@@ -42,10 +43,15 @@ def grid(categories: set[str], security: set[str], prefs: dict[tuple[str, str], 
     rows = []
     for category in sorted(categories - {ALL_CATEGORIES}):
         locked = category in security
-        cells = tuple(Cell(channel, category, True if locked else prefs.get((channel, category), True), locked)
+        cells = tuple(Cell(channel, category, True if locked else prefs.get((channel, category), default_on(channel, category)), locked)
                       for channel in CHANNELS)
         rows.append(Row(category, locked, cells))
     return switches, rows
+
+
+def default_on(channel: str, category: str) -> bool:
+    """What routing does when nobody chose: everything on, except marketing by SMS, which needs an explicit opt-in."""
+    return not (channel == "sms" and category == MARKETING_CATEGORY)
 
 
 class FormError(ValueError):

@@ -88,3 +88,14 @@ def test_safe_link_reads_url_then_deep_link_and_drops_unsafe_ones():
     assert safe_link({"deep_link": "app/b"}) == "app/b"
     assert safe_link({"url": "javascript:alert(1)", "deep_link": "/b"}) is None
     assert safe_link({"url": 5}) is None and safe_link({}) is None and safe_link(None) is None
+
+
+def test_preferences_grid_shows_marketing_sms_off_until_opted_in():
+    from app.inbox.preferences import grid
+
+    _switches, rows = grid({"marketing", "receipts"}, set(), {})
+    cells = {(row.category, cell.channel): cell.enabled for row in rows for cell in row.cells}
+    assert cells[("marketing", "sms")] is False and cells[("marketing", "email")] is True
+    assert cells[("receipts", "sms")] is True
+    _switches, rows = grid({"marketing"}, set(), {("sms", "marketing"): True})
+    assert {cell.channel: cell.enabled for cell in rows[0].cells}["sms"] is True
