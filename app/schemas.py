@@ -84,7 +84,26 @@ class QuietHours(Strict):
         return time.fromisoformat(self.start), time.fromisoformat(self.end)
 
 
-class UserUpsert(Strict):
+class ContactFields(Strict):
+    """Validation shared by every request that sets a recipient's email, phone or time zone."""
+
+    @field_validator("email", check_fields=False)
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        return parse_email(value)
+
+    @field_validator("phone", check_fields=False)
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        return parse_e164(value)
+
+    @field_validator("timezone", check_fields=False)
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        return parse_timezone(value)
+
+
+class UserUpsert(ContactFields):
     email: str | None = Field(None, max_length=320, examples=["ana@example.com"])
     phone: str | None = Field(None, description="E.164", examples=["+14155551234"])
     timezone: str | None = Field(None, description="IANA time zone", examples=["Asia/Singapore"])
@@ -92,20 +111,6 @@ class UserUpsert(Strict):
     attributes: dict[str, Any] | None = Field(None, description="Free-form attributes, replaced as a whole")
     quiet_hours: QuietHours | None = None
 
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str | None) -> str | None:
-        return parse_email(value)
-
-    @field_validator("phone")
-    @classmethod
-    def _phone(cls, value: str | None) -> str | None:
-        return parse_e164(value)
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str | None) -> str | None:
-        return parse_timezone(value)
 
 
 class User(BaseModel):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Union
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import BaseModel, Field, StringConstraints
 
-from app.schemas import LOCALE_PATTERN, Strict, parse_e164, parse_email, parse_timezone
+from app.schemas import LOCALE_PATTERN, ContactFields, Strict
 
 MAX_BATCH = 10_000
 AttributeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
@@ -26,28 +26,13 @@ class AttributesPatch(Strict):
                                    examples=[{"balance": 42.1, "low_balance_threshold": 50, "old_flag": None}])
 
 
-class BatchUser(Strict):
+class BatchUser(ContactFields):
     user_id: str = Field(min_length=1, max_length=255)
     attributes: Attributes | None = Field(None, description="Merged into the stored attributes; null deletes a key")
     email: str | None = Field(None, max_length=320)
     phone: str | None = Field(None, description="E.164")
     timezone: str | None = Field(None, description="IANA time zone")
     locale: str | None = Field(None, pattern=LOCALE_PATTERN)
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str | None) -> str | None:
-        return parse_email(value)
-
-    @field_validator("phone")
-    @classmethod
-    def _phone(cls, value: str | None) -> str | None:
-        return parse_e164(value)
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str | None) -> str | None:
-        return parse_timezone(value)
 
 
 class UsersBatch(Strict):
