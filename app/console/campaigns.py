@@ -1,1 +1,314 @@
-"""Console area: campaigns (being built)."""
+"""Console area: campaigns -- compose, test-send, launch, pause, resume, cancel, watch progress live.
+
+Marketers and admins both run campaigns. The live page streams progress over
+SSE (``/campaigns/<id>/events``) from the campaign's Redis counters; without
+JavaScript the same numbers render server-side and a refresh link updates them.
+"""
+from __future__ import annotations
+
+import json
+import time as clock
+from datetime import UTC, datetime
+
+from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from redis.exceptions import RedisError
+from wtforms import DateTimeLocalField, IntegerField, RadioField, SelectField, SelectMultipleField, StringField, \
+    TextAreaField, TimeField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from app.campaigns import planning, progress, store
+from app.console import bp
+from app.extensions import db, htmx
+from app.models import Campaign, Template
+from app.models.campaigns import CANCELLED, FINISHED
+from app.redis_client import get_redis
+
+CHANNEL_LABELS = {"in_app": "In-app", "email": "Email", "sms": "SMS", "push": "Mobile push", "web_push": "Web push"}
+SCHEDULE_LABELS = {"now": "Send now", "at": "At a UTC time", "local": "At a local time in each recipient's zone"}
+SAMPLE_SECONDS = 0.5
+READ_EVERY = 10          # samples between read-count queries (~5 s)
+STREAM_MAX_SECONDS = 3600
+HEARTBEAT_SECONDS = 15.0
+
+
+class MultiCheckboxField(SelectMultipleField):
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+class CampaignForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired("Give the campaign a name."), Length(max=255)])
+    template_id = SelectField("Template", coerce=int, validators=[DataRequired("Choose a template.")])
+    audience_id = SelectField("Saved audience", coerce=int, validate_choice=False, default=0)
+    audience_filter = TextAreaField("Audience filter (JSON)", default='{"all": []}')
+    channels = MultiCheckboxField("Channels", choices=list(CHANNEL_LABELS.items()))
+    schedule = RadioField("When", choices=list(SCHEDULE_LABELS.items()), default="now")
+    send_at = DateTimeLocalField("Send at (UTC)", format="%Y-%m-%dT%H:%M", validators=[Optional()])
+    local_time = TimeField("Local time", validators=[Optional()])
+    throttle_per_minute = IntegerField("Max sends per minute", validators=[
+        Optional(), NumberRange(min=1, max=10_000_000, message="Between 1 and 10,000,000, or leave empty.")])
+    ends_at = DateTimeLocalField("End time (UTC, optional)", format="%Y-%m-%dT%H:%M", validators=[Optional()])
+
+    def fill_choices(self) -> None:
+        self.template_id.choices = [(0, "Choose a template…")] + [(t.id, f"{t.name} ({t.key})") for t in store.templates()]
+        self.audience_id.choices = [(0, "Custom filter below")] + [(a.id, a.name) for a in store.saved_audiences()]
+
+    def to_fields(self) -> tuple[store.CampaignFields | None, dict[str, list[str]]]:
+        """The parsed draft, or the problems per field (the filter's carry their location)."""
+        audience_name = None
+        audience_filter = None
+        if self.audience_id.data:
+            audience = store.saved_audience(self.audience_id.data)
+            if audience is None:
+                return None, {"audience_id": ["That saved audience no longer exists."]}
+            audience_filter, audience_name = audience.filter, audience.name
+        else:
+            try:
+                audience_filter = json.loads(self.audience_filter.data or "")
+            except ValueError as error:
+                return None, {"audience_filter": [f"Not valid JSON: {error}."]}
+        fields = store.CampaignFields(
+            name=self.name.data or "", template_id=self.template_id.data or 0, audience_filter=audience_filter,
+            audience_name=audience_name, channels=list(self.channels.data or []), schedule=self.schedule.data,
+            send_at=_utc(self.send_at.data), local_time=self.local_time.data,
+            throttle_per_minute=self.throttle_per_minute.data, ends_at=_utc(self.ends_at.data))
+        return fields, store.validate_fields(fields)
+
+    def load(self, campaign: Campaign) -> None:
+        self.name.data = campaign.name
+        self.template_id.data = campaign.template_id
+        self.audience_filter.data = json.dumps(campaign.audience_filter, indent=2)
+        self.channels.data = list(campaign.channels)
+        self.schedule.data = campaign.schedule
+        self.send_at.data = campaign.send_at.replace(tzinfo=None) if campaign.send_at else None
+        self.local_time.data = campaign.local_time
+        self.throttle_per_minute.data = campaign.throttle_per_minute
+        self.ends_at.data = campaign.ends_at.replace(tzinfo=None) if campaign.ends_at else None
+
+
+class TestSendForm(FlaskForm):
+    user_ids = StringField("User ids (comma-separated)", validators=[
+        DataRequired("Give at least one user id."), Length(max=2000)])
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """The form's naive datetime-local value, read as UTC."""
+    return value.replace(tzinfo=UTC) if value else None
+
+
+def _campaign_or_404(campaign_id: int) -> Campaign:
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is None:
+        abort(404, "No such campaign.")
+    return campaign
+
+
+def _attach_errors(form: CampaignForm, errors: dict[str, list[str]]) -> None:
+    for name, messages in errors.items():
+        getattr(form, name).errors = list(getattr(form, name).errors or []) + messages
+
+
+# -- pages -------------------------------------------------------------------------------------
+
+@bp.get("/campaigns")
+@login_required
+def campaigns():
+    return render_template("console/campaigns/index.html", campaigns=store.list_campaigns())
+
+
+@bp.route("/campaigns/new", methods=["GET", "POST"])
+@login_required
+def campaign_new():
+    form = CampaignForm()
+    form.fill_choices()
+    if form.validate_on_submit():
+        fields, errors = form.to_fields()
+        if not errors:
+            campaign = store.create_campaign(fields, current_user)
+            flash("Campaign saved as a draft. Test it, then launch.", "info")
+            return redirect(url_for("console.campaign_detail", campaign_id=campaign.id))
+        _attach_errors(form, errors)
+    return render_template("console/campaigns/compose.html", form=form, campaign=None,
+                           channel_offer=_channel_offer()), 200 if request.method == "GET" or not form.errors else 422
+
+
+@bp.route("/campaigns/<int:campaign_id>/edit", methods=["GET", "POST"])
+@login_required
+def campaign_edit(campaign_id: int):
+    campaign = _campaign_or_404(campaign_id)
+    if campaign.status != "draft":
+        flash("Only a draft can be edited; this campaign has been launched.", "error")
+        return redirect(url_for("console.campaign_detail", campaign_id=campaign.id))
+    form = CampaignForm()
+    form.fill_choices()
+    if request.method == "GET":
+        form.load(campaign)
+    elif form.validate_on_submit():
+        fields, errors = form.to_fields()
+        if not errors:
+            store.update_campaign(campaign, fields, current_user)
+            flash("Draft saved.", "info")
+            return redirect(url_for("console.campaign_detail", campaign_id=campaign.id))
+        _attach_errors(form, errors)
+    return render_template("console/campaigns/compose.html", form=form, campaign=campaign,
+                           channel_offer=_channel_offer()), 200 if request.method == "GET" or not form.errors else 422
+
+
+def _channel_offer() -> dict[int, list[str]]:
+    """Template id -> channels it has variants for, shown next to the channel boxes."""
+    return {t.id: store.template_channels(t) for t in store.templates()}
+
+
+def _detail_context(campaign: Campaign) -> dict:
+    template = db.session.get(Template, campaign.template_id)
+    return {
+        "campaign": campaign, "template": template, "view": _progress_or_none(campaign),
+        "problems": store.launch_problems(campaign), "waves": store.waves(campaign),
+        "channel_labels": CHANNEL_LABELS, "schedule_labels": SCHEDULE_LABELS,
+        "audience_count": store.audience_count(campaign.audience_filter) if campaign.status == "draft" else None,
+    }
+
+
+def _progress_or_none(campaign: Campaign) -> planning.Progress | None:
+    try:
+        return store.campaign_progress(campaign)
+    except RedisError:
+        return None
+
+
+@bp.get("/campaigns/<int:campaign_id>")
+@login_required
+def campaign_detail(campaign_id: int):
+    campaign = _campaign_or_404(campaign_id)
+    return render_template("console/campaigns/detail.html", test_form=TestSendForm(), results=None,
+                           **_detail_context(campaign))
+
+
+@bp.get("/campaigns/<int:campaign_id>/progress")
+@login_required
+def campaign_progress(campaign_id: int):
+    """The progress panel alone (htmx refresh); a full page for a browser without JavaScript."""
+    campaign = _campaign_or_404(campaign_id)
+    if htmx:
+        return render_template("console/campaigns/_progress.html", campaign=campaign, view=_progress_or_none(campaign),
+                               channel_labels=CHANNEL_LABELS)
+    return redirect(url_for("console.campaign_detail", campaign_id=campaign_id))
+
+
+@bp.post("/campaigns/<int:campaign_id>/test")
+@login_required
+def campaign_test_send(campaign_id: int):
+    campaign = _campaign_or_404(campaign_id)
+    form = TestSendForm()
+    results = None
+    if form.validate_on_submit():
+        user_ids = [u.strip() for u in form.user_ids.data.split(",") if u.strip()][:20]
+        if not user_ids:
+            form.user_ids.errors = ["Give at least one user id."]
+        else:
+            results = store.test_send(campaign, user_ids, current_user)
+    status = 422 if form.errors or form.user_ids.errors else 200
+    return render_template("console/campaigns/detail.html", test_form=form, results=results,
+                           **_detail_context(campaign)), status
+
+
+@bp.post("/campaigns/<int:campaign_id>/<any(launch, pause, resume, cancel):action>")
+@login_required
+def campaign_action(campaign_id: int, action: str):
+    campaign = _campaign_or_404(campaign_id)
+    if not FlaskForm().validate_on_submit():  # CSRF only
+        abort(400, "The form expired; reload the page and try again.")
+    try:
+        if action == "launch":
+            problems = store.launch(campaign, current_user)
+            if problems:
+                for problem in problems:
+                    flash(problem, "error")
+                return redirect(url_for("console.campaign_detail", campaign_id=campaign.id))
+            flash("Campaign launched.", "info")
+        elif action == "pause":
+            store.pause(campaign, current_user)
+            flash("Campaign paused: nothing more is sent until you resume it.", "info")
+        elif action == "resume":
+            store.resume(campaign, current_user)
+            flash("Campaign resumed.", "info")
+        else:
+            store.cancel(campaign, current_user)
+            flash("Campaign cancelled: nothing more will be sent.", "info")
+    except store.CampaignStateError as error:
+        flash(str(error), "error")
+    return redirect(url_for("console.campaign_detail", campaign_id=campaign.id))
+
+
+# -- live progress -----------------------------------------------------------------------------
+
+def progress_payload(status: str, counters: dict[str, int], read: int, channels: int) -> dict:
+    view = planning.progress_from_counters(counters, read=read)
+    return {"status": status, "planned": view.planned, "sent": view.sent, "suppressed": view.suppressed,
+            "failed": view.failed, "read": view.read, "percent": view.percent(channels),
+            "sent_by_channel": view.sent_by_channel, "suppressed_reasons": view.suppressed_reasons}
+
+
+class ProgressStream:
+    """Samples the campaign's counters every ~500 ms and emits an event when they change.
+
+    Ends when the campaign is finished or cancelled, after an hour (the browser
+    reconnects), or when the client goes away (gevent raises on the next write;
+    WSGI then calls ``close``). ``time.sleep`` yields to other greenlets under gevent.
+    """
+
+    def __init__(self, app, campaign: Campaign, redis_conn, counters_key: str, heartbeat: float):
+        self.app, self.campaign_id = app, campaign.id
+        self.planned, self.channels = campaign.planned, len(campaign.channels or [])
+        self.status = campaign.status
+        self.redis, self.key, self.heartbeat = redis_conn, counters_key, heartbeat
+        self.closed = False
+
+    def _read_count(self) -> int:
+        with self.app.app_context():
+            try:
+                return store.read_count(self.campaign_id)
+            finally:
+                db.session.remove()
+
+    def __iter__(self):
+        yield "retry: 2000\n\n"
+        last_payload, last_write = None, clock.monotonic()
+        started, samples, read = last_write, 0, self._read_count()
+        while not self.closed and clock.monotonic() - started < STREAM_MAX_SECONDS:
+            status, counters = progress.parse(self.redis.hgetall(self.key))
+            status = status or self.status
+            counters.setdefault("planned", self.planned)
+            samples += 1
+            if samples % READ_EVERY == 0:
+                read = self._read_count()
+            payload = progress_payload(status, counters, read, self.channels)
+            if payload != last_payload:
+                last_payload, last_write = payload, clock.monotonic()
+                yield f"event: progress\ndata: {json.dumps(payload)}\n\n"
+            elif clock.monotonic() - last_write >= self.heartbeat:
+                last_write = clock.monotonic()
+                yield ": keepalive\n\n"
+            if status in (FINISHED, CANCELLED):
+                yield "event: done\ndata: {}\n\n"
+                return
+            clock.sleep(SAMPLE_SECONDS)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@bp.get("/campaigns/<int:campaign_id>/events")
+@login_required
+def campaign_events(campaign_id: int):
+    campaign = _campaign_or_404(campaign_id)
+    if campaign.status != "draft":
+        store.campaign_progress(campaign, with_read=False)  # rebuilds the counters if Redis lost them
+    stream = ProgressStream(current_app._get_current_object(), campaign, get_redis(),
+                            progress.progress_key(campaign.id), HEARTBEAT_SECONDS)
+    db.session.remove()  # a long stream must not hold a database connection
+    return Response(stream, mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+

@@ -1,5 +1,6 @@
 """SQLAlchemy models, one module per domain; importing this registers them all."""
 from app.models.audiences import Audience, ImportJob
+from app.models.campaigns import Campaign, CampaignBatch
 from app.models.content import Template, TemplateVersion
 from app.models.notifications import Delivery, DeliveryEvent, IdempotencyKey, Notification
 from app.models.recipients import Device, Preference, Recipient, Suppression
@@ -8,6 +9,7 @@ from app.models.staff import ApiKey, AuditEntry, StaffUser
 
 __all__ = [
     "Audience", "ImportJob",
+    "Campaign", "CampaignBatch",
     "ApiKey", "AuditEntry", "Delivery", "DeliveryEvent", "Device", "IdempotencyKey", "Notification",
     "Preference", "Recipient", "Rule", "RuleSend", "StaffUser", "Suppression", "Template", "TemplateVersion",
 ]

@@ -7,14 +7,15 @@ from app.extensions import db
 
 
 def insert_ignoring_conflicts(model, rows: list[dict], conflict_columns: list[str]) -> int:
-    """``INSERT ... ON CONFLICT (cols) DO NOTHING``: the unique key, not a read, decides.
+    """``INSERT ... ON CONFLICT (cols) DO NOTHING``: the unique key, not a read, decides. Returns rows inserted.
 
-    Returns how many rows were really inserted, counted from ``RETURNING``:
-    a driver's rowcount is -1 for multi-row inserts on PostgreSQL.
+    One executemany: the statement compiles once and is cached (a multi-row
+    VALUES clause is compiled afresh per call, about a second per 1000 rows).
+    ``preserve_rowcount`` makes psycopg report the count (it answers -1 otherwise).
     """
     if not rows:
         return 0
     dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
-    key = model.__table__.c[conflict_columns[0]]
-    statement = dialect.insert(model).values(rows).on_conflict_do_nothing(index_elements=conflict_columns).returning(key)
-    return len(db.session.execute(statement).all())
+    statement = dialect.insert(model.__table__).on_conflict_do_nothing(index_elements=conflict_columns)
+    result = db.session.connection().execute(statement, rows, execution_options={"preserve_rowcount": True})
+    return result.rowcount

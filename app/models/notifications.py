@@ -42,6 +42,8 @@ class Notification(db.Model):
     inbox_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Campaign sends only; with the unique (campaign, recipient) index it makes fan-out re-runs insert nothing twice.
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="SET NULL"))
 
     deliveries: Mapped[list[Delivery]] = relationship(
         back_populates="notification", cascade="all, delete-orphan", passive_deletes=True, order_by="Delivery.id"
@@ -51,6 +53,7 @@ class Notification(db.Model):
         Index("ix_notifications_inbox", "recipient_id", "inbox_at", "id"),
         Index("ix_notifications_status_created", "status", "created_at"),
         Index("ix_notifications_created", "created_at"),
+        Index("ix_notifications_campaign_recipient", "campaign_id", "recipient_id", unique=True),
     )
 
 

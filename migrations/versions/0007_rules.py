@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 revision = "0007"
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
