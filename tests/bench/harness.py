@@ -85,7 +85,11 @@ def post_load(url: str, headers: dict, bodies: list[dict], concurrency: int) -> 
                 while not queue.empty():
                     body = queue.get_nowait()
                     started = time.perf_counter()
-                    response = await client.post(url, json=body)
+                    try:
+                        response = await client.post(url, json=body)
+                    except httpx.TransportError:
+                        codes.append(0)  # counted, not hidden: the caller reports the error rate
+                        continue
                     latencies.append(time.perf_counter() - started)
                     codes.append(response.status_code)
 
