@@ -65,15 +65,6 @@ def load_recipient_facts(recipient: Recipient, now: datetime) -> routing.Recipie
     platforms = set(db.session.scalars(
         select(Device.platform).where(Device.recipient_id == recipient.id, Device.active.is_(True)).distinct()
     ))
-    reachable = {"in_app"}
-    if recipient.email:
-        reachable.add("email")
-    if recipient.phone:
-        reachable.add("sms")
-    if platforms & {"ios", "android"}:
-        reachable.add("push")
-    if "web" in platforms:
-        reachable.add("web_push")
     addresses = [(c, a) for c, a in (("email", recipient.email), ("sms", recipient.phone)) if a]
     suppressed = set()
     if addresses:
@@ -88,7 +79,7 @@ def load_recipient_facts(recipient: Recipient, now: datetime) -> routing.Recipie
         quiet_start=recipient.quiet_start,
         quiet_end=recipient.quiet_end,
         preferences=preferences,
-        reachable=frozenset(reachable),
+        reachable=routing.reachable_channels(recipient.email, recipient.phone, platforms),
         suppressed=frozenset(suppressed),
         marketing_sent_last_hour=marketing_recent,
     )

@@ -227,19 +227,11 @@ def load_facts(people: list[Person], channels: list[str], marketing: bool, now: 
         recent = pipe.execute()
     facts = {}
     for person, marketing_recent in zip(people, recent):
-        reachable = {"in_app"}
-        if person.email:
-            reachable.add("email")
-        if person.phone:
-            reachable.add("sms")
-        if platforms[person.id] & {"ios", "android"}:
-            reachable.add("push")
-        if "web" in platforms[person.id]:
-            reachable.add("web_push")
+        reachable = routing.reachable_channels(person.email, person.phone, platforms[person.id])
         blocked = {c for c, a in (("email", person.email), ("sms", person.phone)) if a and (c, a) in suppressed}
         facts[person.id] = routing.RecipientFacts(
             hard_stop=person.hard_stop, timezone=person.timezone, quiet_start=person.quiet_start,
-            quiet_end=person.quiet_end, preferences=preferences.get(person.id, {}), reachable=frozenset(reachable),
+            quiet_end=person.quiet_end, preferences=preferences.get(person.id, {}), reachable=reachable,
             suppressed=frozenset(blocked), marketing_sent_last_hour=int(marketing_recent),
         )
     return facts

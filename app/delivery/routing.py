@@ -52,6 +52,20 @@ class Decision:
     not_before: datetime | None = None
 
 
+def reachable_channels(email: str | None, phone: str | None, platforms: set[str] | frozenset[str]) -> frozenset[str]:
+    """Channels a recipient can be reached on at all: an address, or an active device of the right kind."""
+    reachable = {"in_app"}
+    if email:
+        reachable.add("email")
+    if phone:
+        reachable.add("sms")
+    if platforms & {"ios", "android"}:
+        reachable.add("push")
+    if "web" in platforms:
+        reachable.add("web_push")
+    return frozenset(reachable)
+
+
 def opt_out_reason(channel: str, note: NotificationFacts, prefs: dict[tuple[str, str], bool]) -> str | None:
     """The preference that forbids this channel for this notification, if any.
 

@@ -89,19 +89,11 @@ def _facts(recipients: list[Recipient]) -> dict[int, routing.RecipientFacts]:
         ))).all())
     facts = {}
     for r in recipients:
-        reachable = {"in_app"}
-        if r.email:
-            reachable.add("email")
-        if r.phone:
-            reachable.add("sms")
-        if platforms[r.id] & {"ios", "android"}:
-            reachable.add("push")
-        if "web" in platforms[r.id]:
-            reachable.add("web_push")
+        reachable = routing.reachable_channels(r.email, r.phone, platforms[r.id])
         blocked = {c for c, a in (("email", r.email), ("sms", r.phone)) if a and (c, a) in suppressed}
         facts[r.id] = routing.RecipientFacts(
             hard_stop=r.hard_stop, timezone=r.timezone, quiet_start=r.quiet_start, quiet_end=r.quiet_end,
-            preferences=preferences[r.id], reachable=frozenset(reachable), suppressed=frozenset(blocked))
+            preferences=preferences[r.id], reachable=reachable, suppressed=frozenset(blocked))
     return facts
 
 

@@ -95,3 +95,11 @@ def test_critical_and_security_go_through_quiet_hours(type_, priority):
 
 def test_outside_quiet_hours_nothing_is_deferred():
     assert decide(("push",), now=NOON_UTC, **QUIET)["push"] == (SEND, None)  # 20:00 in Singapore
+
+
+def test_reachable_channels_follow_addresses_and_active_device_kinds():
+    from app.delivery.routing import reachable_channels
+
+    assert reachable_channels(None, None, set()) == {"in_app"}
+    assert reachable_channels("a@example.com", "+14155552671", {"ios"}) == {"in_app", "email", "sms", "push"}
+    assert reachable_channels(None, None, {"android", "web"}) == {"in_app", "push", "web_push"}
