@@ -39,7 +39,9 @@ def parse_email(value: str | None) -> str | None:
     if value is None or value == "":
         return None
     try:
-        return validate_email(value, check_deliverability=False).normalized
+        # Lower-case as a whole: mailbox names are case-insensitive in practice, and one spelling
+        # is what lets suppression lists (bounces, complaints) match by plain equality.
+        return validate_email(value, check_deliverability=False).normalized.lower()
     except EmailNotValidError as error:
         raise ValueError(str(error)) from None
 

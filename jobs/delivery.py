@@ -346,5 +346,5 @@ def _suppress_dead_address(delivery: Delivery) -> None:
     address = address_of(recipient, delivery.channel)
     if address:
         insert_ignoring_conflicts(Suppression, [{
-            "channel": delivery.channel, "address": address, "reason": f"hard bounce ({delivery.error_code})", "created_at": utcnow(),
+            "channel": delivery.channel, "address": Suppression.canonical(delivery.channel, address), "reason": f"hard bounce ({delivery.error_code})", "created_at": utcnow(),
         }], ["channel", "address"])

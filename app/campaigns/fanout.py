@@ -584,10 +584,10 @@ def _pool(size: int) -> ThreadPoolExecutor:
 def _send_claimed(ctx: Context, channel: str, claimed, people_by_id: dict[int, Person], adapter_class) -> float | None:
     """Send claimed deliveries and record the outcomes; returns a delay when the provider asked to wait.
 
-    An adapter class may declare ``concurrent_sends = N`` (its ``send`` is
-    thread-safe, e.g. a pooled HTTP client): then up to N messages of the chunk
-    are in flight at once, so a provider's round trip is not paid N times in a
-    row. Adapters that do not say so (SMTP's single connection) send one by one.
+    An adapter whose ``send`` is thread-safe (e.g. a pooled HTTP client) raises
+    ``Channel.concurrent_sends``: then up to N messages of the chunk are in flight
+    at once, so a provider's round trip is not paid N times in a row. The default
+    of 1 (SMTP's single connection) sends one by one.
     """
     from jobs.delivery import record
 
@@ -602,7 +602,7 @@ def _send_claimed(ctx: Context, channel: str, claimed, people_by_id: dict[int, P
             failures.append((delivery_id, Result(Outcome.PERMANENT, "herald", error_code="channel_not_configured",
                                                  detail=f"no adapter is configured for {channel}")))
     messages = [(d, m) for d, m in items if isinstance(m, Message)] if adapter is not None else []
-    concurrency = max(1, int(getattr(adapter_class, "concurrent_sends", 1) or 1))
+    concurrency = max(1, adapter_class.concurrent_sends)
     app = current_app._get_current_object()
     if concurrency > 1 and len(messages) > 1:
         futures = [(d, _pool(concurrency).submit(_call_adapter, app, adapter, channel, m)) for d, m in messages]

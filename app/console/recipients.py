@@ -149,6 +149,7 @@ def set_hard_stop(recipient: Recipient, enabled: bool, actor) -> None:
 
 def add_suppression(channel: str, address: str, reason: str, actor) -> Suppression | None:
     """The new entry, or None when the address is already suppressed on that channel."""
+    address = Suppression.canonical(channel, address)
     entry = Suppression(channel=channel, address=address, reason=reason, created_at=utcnow())
     db.session.add(entry)
     try:

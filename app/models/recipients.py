@@ -76,6 +76,12 @@ class Suppression(db.Model):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     channel: Mapped[str] = mapped_column(String(16))
     address: Mapped[str] = mapped_column(String(320))
+
+    @staticmethod
+    def canonical(channel: str, address: str) -> str:
+        """The one spelling stored and compared: email addresses are lower-case everywhere in Herald
+        (recipients' too, see app.schemas.parse_email), so a bounce reported as ``Ana@X.com`` stops ``ana@x.com``."""
+        return address.strip().lower() if channel == "email" else address.strip()
     reason: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

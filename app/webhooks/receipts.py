@@ -40,5 +40,5 @@ def settle(channel: str, provider_message_id: str, reported: str, final: dict[st
 
 
 def suppress(channel: str, address: str, reason: str) -> None:
-    insert_ignoring_conflicts(Suppression, [{"channel": channel, "address": address, "reason": reason,
+    insert_ignoring_conflicts(Suppression, [{"channel": channel, "address": Suppression.canonical(channel, address), "reason": reason,
                                              "created_at": utcnow()}], ["channel", "address"])

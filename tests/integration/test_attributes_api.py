@@ -48,7 +48,7 @@ def test_batch_creates_and_updates_only_the_fields_given(api):
     old = db.session.scalar(select(Recipient).where(Recipient.external_id == "old"))
     new = db.session.scalar(select(Recipient).where(Recipient.external_id == "new"))
     assert (old.email, old.timezone, old.attributes) == ("old@example.com", "Europe/Lisbon", {"plan": "pro", "balance": 10})
-    assert (new.email, new.timezone, new.locale, new.attributes, new.hard_stop) == ("New@example.com", "Asia/Singapore", "en", {"balance": 99}, False)
+    assert (new.email, new.timezone, new.locale, new.attributes, new.hard_stop) == ("new@example.com", "Asia/Singapore", "en", {"balance": 99}, False)
 
 
 def test_batch_with_one_invalid_user_writes_nothing_and_names_the_index(api):

@@ -110,3 +110,16 @@ def test_critical_never_waits_behind_a_flood_of_low(app, run_jobs):
     job.refresh()
     order.append(job.get_status())
     assert order == ["finished"] and low.count == 300
+
+
+def test_a_bounce_reported_in_another_case_still_suppresses_the_address(api, run_jobs, smtp_server):
+    from app.webhooks.receipts import suppress
+
+    assert api.put("/v1/users/ana", json={"email": "Ana.Silva@Example.com"}).json["email"] == "ana.silva@example.com"
+    suppress("email", "ANA.SILVA@example.COM", "hard bounce (provider report)")
+    db.session.commit()
+    assert db.session.scalar(select(Suppression.address)) == "ana.silva@example.com"
+    notification_id = post(api)
+    run_jobs()
+    assert delivery_of(notification_id).status == "SUPPRESSED" and delivery_of(notification_id).reason == "suppressed_address"
+    assert smtp_server.messages == []

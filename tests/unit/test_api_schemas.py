@@ -36,7 +36,7 @@ def test_non_e164_phone_is_rejected(phone):
 
 def test_valid_user_fields_are_normalised():
     user = UserUpsert.model_validate({"phone": "+14155552671", "timezone": "Asia/Singapore", "email": "Ana@Example.COM"})
-    assert (user.phone, user.timezone, user.email) == ("+14155552671", "Asia/Singapore", "Ana@example.com")
+    assert (user.phone, user.timezone, user.email) == ("+14155552671", "Asia/Singapore", "ana@example.com")
 
 
 def test_bad_time_zone_is_rejected():

@@ -17,7 +17,7 @@ def test_valid_row_splits_profile_fields_from_attributes_and_parses_numbers():
                                    "ratio": "0.5", "plan": "pro", "zip": "007x", "nickname": ""})
     assert errors == []
     assert record.external_id == "u1"
-    assert record.profile == {"email": "Ana@example.com", "phone": "+14155552671", "timezone": "Asia/Singapore", "locale": "pt-BR"}
+    assert record.profile == {"email": "ana@example.com", "phone": "+14155552671", "timezone": "Asia/Singapore", "locale": "pt-BR"}
     assert record.attributes == {"balance": 20, "ratio": 0.5, "plan": "pro", "zip": "007x"}
 
 
