@@ -1,21 +1,136 @@
-"""Set-based writes that work on SQLite and PostgreSQL alike."""
+"""Set-based writes that work on SQLite and PostgreSQL alike.
+
+On PostgreSQL many rows travel as one array per column and are spread back
+into rows by ``unnest``: a statement of fixed, short text, so it is parsed
+once, and one round trip whatever the row count. The alternatives measured
+on the rule send pass (1,000 notifications + 2,000 deliveries per batch):
+psycopg's pipelined ``executemany`` spent ~100 µs per row, and SQLAlchemy's
+multi-row ``VALUES ... RETURNING`` spent more still, most of it in psycopg
+splitting a 30,000-placeholder statement on every call.
+On SQLite (in-process, no round trips) a plain ``executemany`` is the fast way.
+"""
 from __future__ import annotations
 
-from sqlalchemy.dialects import postgresql, sqlite
+from collections.abc import Sequence
+
+from sqlalchemy import Table, bindparam, text
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.extensions import db
+
+
+def _is_postgresql() -> bool:
+    return db.session.get_bind().dialect.name == "postgresql"
+
+
+def _with_python_defaults(table: Table, rows: list[dict]) -> tuple[list[str], list[dict]]:
+    """Fill the columns the rows leave out from their Python-side defaults, as SQLAlchemy's own INSERT would."""
+    given = list(rows[0])
+    missing = [c for c in table.columns if c.name not in rows[0] and c.default is not None
+               and (c.default.is_scalar or c.default.is_callable)]
+    if not missing:
+        return given, rows
+    filled = []
+    for row in rows:
+        row = dict(row)
+        for column in missing:
+            row[column.name] = column.default.arg if column.default.is_scalar else column.default.arg(None)
+        filled.append(row)
+    return given + [c.name for c in missing], filled
+
+
+def _unnest_arrays(table: Table, columns: list[str], rows: list[dict]) -> tuple[str, dict]:
+    """``SELECT`` text giving ``columns`` for every row, and its parameters.
+
+    A column that varies travels as one typed array, spread by ``unnest``; a
+    column with the same value in every row (a batch's type, category, time)
+    travels once, as a scalar: psycopg turns arrays into text element by element
+    in Python, so every array left out is time saved.
+    """
+    dialect = db.session.get_bind().dialect
+    outputs, arrays, aliases, params = [], [], [], {}
+    for index, name in enumerate(columns):
+        column_type = table.c[name].type.dialect_impl(dialect)
+        sql_type = column_type.compile(dialect=dialect)
+        process = column_type.bind_processor(dialect)
+        values = [row[name] for row in rows]
+        if all(v == values[0] for v in values):
+            value = values[0]
+            params[f"v{index}"] = process(value) if process and value is not None else value
+            outputs.append(f"CAST(:v{index} AS {sql_type})")
+            continue
+        params[f"a{index}"] = [process(v) if v is not None else None for v in values] if process else values
+        arrays.append(f"CAST(:a{index} AS {sql_type}[])")
+        aliases.append(f"c{index}")
+        outputs.append(f"spread.c{index}")
+    if not arrays:  # one row, or rows all alike
+        return f"SELECT {', '.join(outputs)} FROM generate_series(1, {len(rows)})", params
+    return f"SELECT {', '.join(outputs)} FROM unnest({', '.join(arrays)}) AS spread ({', '.join(aliases)})", params
+
+
+def _pg_insert(table: Table, rows: list[dict], conflict_columns: list[str], returning: Sequence[ColumnElement] = ()):
+    columns, rows = _with_python_defaults(table, rows)
+    source, params = _unnest_arrays(table, columns, rows)
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) {source}"
+    if conflict_columns:
+        sql += f" ON CONFLICT ({', '.join(conflict_columns)}) DO NOTHING"
+    if returning:
+        statement = text(sql + " RETURNING " + ", ".join(c.name for c in returning)).columns(*returning)
+        return db.session.connection().execute(statement, params).all()
+    return db.session.connection().execute(text(sql), params, execution_options={"preserve_rowcount": True}).rowcount
 
 
 def insert_ignoring_conflicts(model, rows: list[dict], conflict_columns: list[str]) -> int:
     """``INSERT ... ON CONFLICT (cols) DO NOTHING``: the unique key, not a read, decides. Returns rows inserted.
 
-    One executemany: the statement compiles once and is cached (a multi-row
-    VALUES clause is compiled afresh per call, about a second per 1000 rows).
-    ``preserve_rowcount`` makes psycopg report the count (it answers -1 otherwise).
+    Every row carries the same keys. On SQLite one executemany (the statement
+    compiles once and is cached; a multi-row VALUES clause is compiled afresh
+    per call); ``preserve_rowcount`` makes the driver report the count.
     """
     if not rows:
         return 0
-    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(model.__table__).on_conflict_do_nothing(index_elements=conflict_columns)
+    if _is_postgresql():
+        return _pg_insert(model.__table__, rows, conflict_columns)
+    statement = sqlite.insert(model.__table__).on_conflict_do_nothing(index_elements=conflict_columns)
     result = db.session.connection().execute(statement, rows, execution_options={"preserve_rowcount": True})
     return result.rowcount
+
+
+def insert_rows(model, rows: list[dict]) -> None:
+    """A plain multi-row INSERT (an append-only log such as delivery events); every row carries the same keys."""
+    if not rows:
+        return
+    if _is_postgresql():
+        _pg_insert(model.__table__, rows, [])
+    else:
+        db.session.connection().execute(model.__table__.insert(), rows)
+
+
+def insert_returning(model, rows: list[dict], conflict_columns: list[str], returning: Sequence[ColumnElement]) -> list:
+    """Like :func:`insert_ignoring_conflicts`, returning ``returning`` of the rows actually inserted (not the skipped)."""
+    if not rows:
+        return []
+    if _is_postgresql():
+        return _pg_insert(model.__table__, rows, conflict_columns, returning)
+    statement = sqlite.insert(model.__table__).on_conflict_do_nothing(index_elements=conflict_columns)
+    return db.session.connection().execute(statement.returning(*returning), rows).all()
+
+
+def update_by_id(model, rows: list[dict]) -> None:
+    """``UPDATE ... SET`` per row, matched on ``id``; every row carries the same keys."""
+    if not rows:
+        return
+    table = model.__table__
+    if not _is_postgresql():
+        db.session.connection().execute(
+            table.update().where(table.c.id == bindparam("_id")),
+            [{**{k: v for k, v in row.items() if k != "id"}, "_id": row["id"]} for row in rows])
+        return
+    columns = list(rows[0])
+    source, params = _unnest_arrays(table, columns, rows)
+    assignments = ", ".join(f"{name} = source.{name}" for name in columns if name != "id")
+    db.session.connection().execute(text(
+        f"UPDATE {table.name} SET {assignments} FROM ({source}) AS source ({', '.join(columns)}) "
+        f"WHERE {table.name}.id = source.id"), params)
+

@@ -5,23 +5,34 @@ One evaluation of one rule:
 1. ``present_zones``: the DISTINCT time zones among recipients (one cheap query).
 2. :func:`app.rules.windows.plan` (pure) keeps the zones inside the send window
    now and groups them by local date.
-3. Per local date, ONE set-based ``INSERT INTO rule_sends ... SELECT ... FROM
-   recipients WHERE <zones> AND <audience> AND <opt-in, read live> AND NOT
-   EXISTS (<already in the sent log>) ON CONFLICT DO NOTHING``: the claim. The
-   unique (recipient, rule, local_date) key, not the anti-join, is what makes
-   two evaluators at the same moment claim each recipient once.
+3. Per local date, ONE set-based query (:func:`eligible_query`): recipients
+   in those zones matching the audience, opt-in read live, anti-joined on the
+   sent log. Then the claim: its ids are INSERTed into ``rule_sends`` in
+   chunks, ``ON CONFLICT DO NOTHING``. The unique (recipient, rule,
+   local_date) key, not the anti-join, is what makes two evaluators at the
+   same moment claim each recipient once.
 4. :func:`app.rules.send.send_claims` turns claims into notifications (and
    re-drives claims a crash left behind, with the same key).
 
-No Python loop ever runs over the recipients table.
+Why select, then insert, instead of one ``INSERT ... SELECT``: PostgreSQL
+never runs an INSERT's SELECT in parallel, and an INSERT that anti-joins the
+table it writes to is planned on that table's statistics from before the
+statement, so on a young sent log each new row made the next probe longer
+(measured at 8 M recipients: 223 s, against 2.3 s for the query alone). The
+scan is also kept apart from the per-recipient probes (a MATERIALIZED CTE):
+costed together, the probes' price per row talked the planner into an index
+scan on ``timezone`` that reads every heap page once per zone (9 s, 2.2 M
+page reads) instead of one parallel sequential scan (1.9 s).
+
+No Python loop ever runs over the recipients table; Python holds only the
+ids of today's eligible recipients, a few hundred thousand at most.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, case, exists, false, func, literal, not_, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Select, and_, bindparam, case, exists, false, func, literal, not_, or_, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.audiences.filters import _reachable, compile_filter
@@ -30,6 +41,7 @@ from app.delivery.constants import ALL_CATEGORIES
 from app.delivery.routing import MARKETING_CATEGORY
 from app.extensions import db
 from app.models import Preference, Recipient, Rule, RuleSend, Suppression
+from app.models.bulk import insert_ignoring_conflicts
 from app.models.rules import CLAIMED
 from app.models.types import UTCDateTime
 from app.rules import windows
@@ -37,9 +49,23 @@ from app.rules import windows
 SAMPLE_SIZE = 10
 
 
+CLAIM_CHUNK = 20_000
+
+
 def present_zones() -> list[str | None]:
-    """The distinct time zones among recipients (an index scan on recipients.timezone)."""
-    return list(db.session.scalars(select(Recipient.timezone).distinct()))
+    """The distinct time zones among recipients, by skipping through the ``timezone`` index.
+
+    ``SELECT DISTINCT`` reads every index entry (0.9 s at 8 M); the recursive
+    query asks the index for "the next zone after this one" once per zone.
+    """
+    step = select(func.min(Recipient.timezone)).scalar_subquery()
+    walk = select(step.label("zone")).cte("zones", recursive=True)
+    following = select(func.min(Recipient.timezone)).where(Recipient.timezone > walk.c.zone).scalar_subquery()
+    walk = walk.union_all(select(following).where(walk.c.zone.is_not(None)))
+    zones: list[str | None] = list(db.session.scalars(select(walk.c.zone).where(walk.c.zone.is_not(None))))
+    if db.session.scalar(select(exists().where(Recipient.timezone.is_(None)))):
+        zones.append(None)
+    return zones
 
 
 def dialect_name() -> str:
@@ -107,31 +133,61 @@ def channel_open(rule: Rule, channel: str) -> ColumnElement:
     return and_(*conditions)
 
 
-def eligibility(rule: Rule, target: windows.Target, unknown_zones: tuple[str, ...], now: datetime) -> list[ColumnElement]:
-    """The WHERE clause of the eligibility query, opt-in read live, anti-joined on the sent log."""
-    already = exists(select(RuleSend.id).where(
-        RuleSend.recipient_id == Recipient.id, RuleSend.rule_id == rule.id, RuleSend.local_date == target.period))
-    return [
+def eligible_query(rule: Rule, target: windows.Target, unknown_zones: tuple[str, ...], now: datetime,
+                   *columns: ColumnElement) -> Select:
+    """SELECT ``columns`` of the recipients eligible for ``rule`` on ``target``'s local date.
+
+    The scan (zones, hard stop, audience) runs first as a MATERIALIZED CTE on
+    PostgreSQL, so it can go parallel; only its rows are probed for opt-outs,
+    suppression and the sent log (see the module docstring for the numbers).
+    """
+    scanned = select(Recipient.id).where(
         zone_clause(rule, target, unknown_zones),
         Recipient.hard_stop.is_(False),
         compile_filter(rule.audience, dialect_name(), now),
-        or_(false(), *[channel_open(rule, channel) for channel in rule.channels]),
-        not_(already),
-    ]
+    ).cte("scanned").prefix_with("MATERIALIZED", dialect="postgresql")
+    already = exists(select(RuleSend.id).where(
+        RuleSend.recipient_id == Recipient.id, RuleSend.rule_id == rule.id, RuleSend.local_date == target.period))
+    return (select(*columns).select_from(scanned).join(Recipient, Recipient.id == scanned.c.id)
+            .where(or_(false(), *[channel_open(rule, channel) for channel in rule.channels]), not_(already)))
+
+
+def count_eligible(rule: Rule, target: windows.Target, unknown_zones: tuple[str, ...], now: datetime) -> int:
+    return db.session.scalar(eligible_query(rule, target, unknown_zones, now, func.count()))
+
+
+def insert_claims(rule: Rule, period, now: datetime, chosen: list[tuple[int, str]]) -> int:
+    """Claim ``(recipient id, zone label)`` pairs; the unique key skips anyone claimed meanwhile. Returns rows claimed."""
+    if dialect_name() == "postgresql":
+        # Two arrays, one statement: ~10x faster than a driver-side executemany of the same rows.
+        statement = text("""
+            INSERT INTO rule_sends (rule_id, recipient_id, local_date, timezone, status, claimed_at)
+            SELECT :rule_id, chosen.recipient_id, :local_date, chosen.zone, :status, :claimed_at
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:zones AS text[])) AS chosen(recipient_id, zone)
+            ON CONFLICT (recipient_id, rule_id, local_date) DO NOTHING""")
+        return db.session.execute(statement.bindparams(bindparam("claimed_at", type_=UTCDateTime)), {
+            "rule_id": rule.id, "local_date": period, "status": CLAIMED, "claimed_at": now,
+            "ids": [recipient_id for recipient_id, _zone in chosen], "zones": [zone for _id, zone in chosen],
+        }, execution_options={"preserve_rowcount": True}).rowcount
+    return insert_ignoring_conflicts(RuleSend, [
+        {"rule_id": rule.id, "recipient_id": recipient_id, "local_date": period, "timezone": zone,
+         "status": CLAIMED, "claimed_at": now} for recipient_id, zone in chosen],
+        ["recipient_id", "rule_id", "local_date"])
 
 
 def claim_target(rule: Rule, target: windows.Target, unknown_zones: tuple[str, ...], now: datetime) -> int:
-    """INSERT the claims for one local date, set-based; the unique key decides. Returns rows claimed."""
-    chosen = select(
-        literal(rule.id), Recipient.id, literal(target.period), zone_label_expression(rule, unknown_zones),
-        literal(CLAIMED), literal(now, UTCDateTime),
-    ).where(*eligibility(rule, target, unknown_zones, now))
-    dialect = postgresql if dialect_name() == "postgresql" else sqlite
-    statement = dialect.insert(RuleSend).from_select(
-        ["rule_id", "recipient_id", "local_date", "timezone", "status", "claimed_at"], chosen,
-    ).on_conflict_do_nothing(index_elements=["recipient_id", "rule_id", "local_date"])
-    claimed = db.session.execute(statement.execution_options(preserve_rowcount=True)).rowcount
+    """Select who is eligible on one local date, then claim them in committed chunks. Returns rows claimed.
+
+    A crash between chunks leaves the rest unclaimed; the next evaluation
+    selects them again (the anti-join skips the ones already claimed).
+    """
+    chosen = sorted(db.session.execute(eligible_query(
+        rule, target, unknown_zones, now, Recipient.id, zone_label_expression(rule, unknown_zones))).all())
     db.session.commit()
+    claimed = 0
+    for start in range(0, len(chosen), CLAIM_CHUNK):
+        claimed += insert_claims(rule, target.period, now, chosen[start:start + CLAIM_CHUNK])
+        db.session.commit()
     return claimed
 
 
@@ -191,13 +247,13 @@ def dry_run(rule: Rule, now: datetime) -> DryRun:
                             rule.no_timezone_policy)
     counts: dict[str, int] = {}
     sample: list[str] = []
+    label = zone_label_expression(rule, the_plan.unknown_zones)
     for target in the_plan.targets:
-        conditions = eligibility(rule, target, the_plan.unknown_zones, now)
-        label = zone_label_expression(rule, the_plan.unknown_zones)
-        for name, count in db.session.execute(select(label, func.count()).where(*conditions).group_by(label)):
+        query = eligible_query(rule, target, the_plan.unknown_zones, now, label, func.count())
+        for name, count in db.session.execute(query.group_by(label)):
             counts[name] = counts.get(name, 0) + count
         if len(sample) < SAMPLE_SIZE:
-            sample += db.session.scalars(select(Recipient.external_id).where(*conditions)
+            sample += db.session.scalars(eligible_query(rule, target, the_plan.unknown_zones, now, Recipient.external_id)
                                          .order_by(Recipient.id).limit(SAMPLE_SIZE - len(sample))).all()
     by_zone = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return DryRun(sum(counts.values()), by_zone, sample, [t.local_date.isoformat() for t in the_plan.targets])
