@@ -7,6 +7,7 @@ work. It runs every 30 s from the scheduler process.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from datetime import datetime, timedelta
 
 from rq.registry import StartedJobRegistry
@@ -18,8 +19,10 @@ from app.extensions import db
 from app.models import Delivery, IdempotencyKey, Notification
 from app.models.types import utcnow
 from app.redis_client import get_redis
+from app.rules.send import rule_of
 from jobs.delivery import dispatch_delivery, enqueue, route_notification
 from jobs.queues import get_queue
+from jobs.rules import dispatch_rule_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ def redrive_stuck_work(now: datetime, lease_seconds: int, stale_after: timedelta
 
     lease_expired = now - timedelta(seconds=lease_seconds)
     stuck = db.session.execute(
-        select(Delivery.id, Notification.priority)
+        select(Delivery.id, Notification.priority, Notification.id, Notification.idempotency_key)
         .join(Notification, Notification.id == Delivery.notification_id)
         .where(or_(
             and_(Delivery.status == PENDING, Delivery.updated_at < stale,
@@ -59,8 +62,16 @@ def redrive_stuck_work(now: datetime, lease_seconds: int, stale_after: timedelta
         ))
         .limit(BATCH)
     ).all()
-    for delivery_id, priority in stuck:
-        enqueue(dispatch_delivery, delivery_id, priority=priority)
+    by_rule: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for delivery_id, priority, notification_id, notification_key in stuck:
+        rule_id = rule_of(notification_id, notification_key)
+        if rule_id is None:
+            enqueue(dispatch_delivery, delivery_id, priority=priority)
+        else:
+            by_rule[(rule_id, priority)].append(delivery_id)
+    # A rule's deliveries go back through the rule's own batch job: it re-checks the recipient's send window.
+    for (rule_id, priority), delivery_ids in by_rule.items():
+        enqueue(dispatch_rule_deliveries, rule_id, delivery_ids, priority=priority)
     db.session.remove()
     if unrouted or stuck:
         log.warning("re-drove %d unrouted notifications and %d stuck deliveries", len(unrouted), len(stuck))

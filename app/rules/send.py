@@ -6,41 +6,46 @@ a notification whose id is derived from the claim's key
 decisions read live: an opt-out after the claim suppresses it), the in-app
 delivery already DELIVERED (the inbox row is the message), and the claim
 marked ``sent``. External channels (push, SMS, email...) are then handed to
-batch jobs (:func:`dispatch_batch`), which claim deliveries PENDING ->
-SENDING set-based and call the providers with the delivery's idempotency key
-``herald-{notification id}-{channel}`` -- derived from the claim key too.
+batch jobs (:func:`dispatch_batch`), which send them with
+:mod:`app.batch_send` -- the campaigns' sender: claimed PENDING -> SENDING
+in chunks, provider calls in flight together, the delivery's idempotency key
+``herald-{notification id}-{channel}``, derived from the claim key too.
 
 A crash before the commit leaves the claim ``claimed``: the next evaluation
 re-drives it with the same key (the notification insert is ON CONFLICT DO
 NOTHING on that derived id), it never claims again. A crash after the commit
 and before the enqueue leaves PENDING deliveries, which the maintenance
-reaper re-drives.
+reaper hands back to :func:`dispatch_batch` (never to the single-send path).
 
-At send time the recipient's local time is checked again with their
-*current* zone (:func:`app.rules.windows.recheck`). Outside the window the
-claim is left ``claimed`` for the next evaluation inside the window; once
-the claim's local day is over for them it is marked ``expired`` and nothing
-is sent late.
+The recipient's local time is checked again with their *current* zone
+(:func:`app.rules.windows.recheck`) when the claim is sent and again when
+each external delivery is dispatched, however late that is (quiet hours, a
+retry, a re-drive). Outside the window a claim is left ``claimed`` for the
+next evaluation inside the window, and once the claim's local day is over for
+them it is marked ``expired``; an external delivery outside the window is
+suppressed. Nothing is sent late.
 """
 from __future__ import annotations
 
 import logging
+import random
 import time as clock
 import uuid
 from collections import defaultdict
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import joinedload
+from sqlalchemy import select, update
 
-from app.channels import Outcome
+from app.batch_send import PERSON_COLUMNS, Person, Sender, VersionRenderer, due, load_facts, record_marketing_sends, \
+    renderer_for, send_channel
 from app.delivery import routing
-from app.delivery.constants import DELIVERED, DISPATCHED, FAILED, PENDING, SENDING, SUPPRESSED
+from app.delivery.constants import DELIVERED, FAILED, PENDING, SUPPRESSED
 from app.delivery.priority import effective_priority
-from app.delivery.rendering import RenderError, pick_variant, render_fields
+from app.delivery.rendering import RenderError
 from app.extensions import db
-from app.models import Delivery, DeliveryEvent, Device, Notification, Preference, Recipient, Rule, RuleSend, Suppression, Template
+from app.models import Delivery, DeliveryEvent, Notification, Recipient, Rule, RuleSend, Template
 from app.models.bulk import insert_ignoring_conflicts, insert_returning, insert_rows, update_by_id
 from app.models.rules import CLAIMED, EXPIRED, SENT
 from app.models.rules import SUPPRESSED as CLAIM_SUPPRESSED
@@ -60,67 +65,31 @@ def notification_id_for(key: str) -> str:
     return uuid.uuid5(NOTIFICATION_NAMESPACE, key).hex
 
 
-def _facts(recipients) -> dict[int, routing.RecipientFacts]:
-    """Routing facts for a batch of recipients in three queries (preferences, devices, suppressions), read live."""
-    ids = [r.id for r in recipients]
-    preferences: dict[int, dict] = defaultdict(dict)
-    for p in db.session.scalars(select(Preference).where(Preference.recipient_id.in_(ids))):
-        preferences[p.recipient_id][(p.channel, p.category)] = p.enabled
-    platforms: dict[int, set] = defaultdict(set)
-    for recipient_id, platform in db.session.execute(
-            select(Device.recipient_id, Device.platform).where(Device.recipient_id.in_(ids), Device.active.is_(True)).distinct()):
-        platforms[recipient_id].add(platform)
-    emails = [r.email for r in recipients if r.email]
-    phones = [r.phone for r in recipients if r.phone]
-    suppressed = set()
-    if emails or phones:
-        suppressed = set(db.session.execute(select(Suppression.channel, Suppression.address).where(or_(
-            and_(Suppression.channel == "email", Suppression.address.in_(emails)),
-            and_(Suppression.channel == "sms", Suppression.address.in_(phones)),
-        ))).all())
-    facts = {}
-    for r in recipients:
-        reachable = routing.reachable_channels(r.email, r.phone, platforms[r.id])
-        blocked = {c for c, a in (("email", r.email), ("sms", r.phone)) if a and (c, a) in suppressed}
-        facts[r.id] = routing.RecipientFacts(
-            hard_stop=r.hard_stop, timezone=r.timezone, quiet_start=r.quiet_start, quiet_end=r.quiet_end,
-            preferences=preferences[r.id], reachable=reachable, suppressed=frozenset(blocked))
-    return facts
+def rule_of(notification_id: str, notification_key: str | None) -> int | None:
+    """The rule that made this notification, or None. Only a notification whose id is derived from its
+    ``rule:{rule}:{recipient}:{date}`` key counts: an API caller may choose any idempotency key, not the id."""
+    parts = (notification_key or "").split(":")
+    if len(parts) != 4 or parts[0] != "rule" or not parts[1].isdigit():
+        return None
+    return int(parts[1]) if notification_id == notification_id_for(notification_key) else None
 
 
-def render_in_app(template: Template | None, recipient: Recipient, notification: dict) -> dict[str, str]:
-    """The in-app title/body stored on the notification (the inbox row is the message)."""
-    if template is None:
-        raise RenderError("in_app", "template", "the rule's template no longer exists")
-    version = template.version()
-    variant = pick_variant(version.variants, "in_app", recipient.locale, template.default_locale) if version else None
-    if variant is None:
-        raise RenderError("in_app", "template", f"template {template.key!r} has no in_app variant")
-    context = {
-        "recipient": {"id": recipient.external_id, "email": recipient.email, "phone": recipient.phone,
-                      "locale": recipient.locale, "timezone": recipient.timezone, "attributes": recipient.attributes or {}},
-        "data": notification["data"],
-        "notification": {"id": notification["id"], "type": notification["type"], "category": notification["category"],
-                         "title": "", "body": ""},
-    }
-    return render_fields("in_app", variant, context)
+@dataclass(frozen=True)
+class Claim:
+    id: int
+    local_date: date
+    person: Person
 
 
-# What the send side reads of a claim and its recipient: plain rows, not ORM objects (half the cost per row).
-PENDING_COLUMNS = (RuleSend.id.label("claim_id"), RuleSend.local_date, Recipient.id, Recipient.external_id, Recipient.email,
-                   Recipient.phone, Recipient.timezone, Recipient.locale, Recipient.attributes, Recipient.hard_stop,
-                   Recipient.quiet_start, Recipient.quiet_end)
-
-
-def _pending_batch(rule: Rule, after_id: int, size: int):
-    """The next claims still ``claimed``, each row carrying its recipient's columns."""
-    query = (select(*PENDING_COLUMNS).join(Recipient, Recipient.id == RuleSend.recipient_id)
+def _pending_batch(rule: Rule, after_id: int, size: int) -> list[Claim]:
+    """The next claims still ``claimed``, with their recipients (plain rows: half the cost of ORM objects)."""
+    query = (select(RuleSend.id, RuleSend.local_date, *PERSON_COLUMNS).join(Recipient, Recipient.id == RuleSend.recipient_id)
              .where(RuleSend.rule_id == rule.id, RuleSend.status == CLAIMED, RuleSend.id > after_id)
              .order_by(RuleSend.id).limit(size))
     if db.session.get_bind().dialect.name == "postgresql":
         # A second evaluator running at the same moment takes other claims instead of waiting on these.
         query = query.with_for_update(skip_locked=True, of=RuleSend)
-    return db.session.execute(query).all()
+    return [Claim(row[0], row[1], Person(*row[2:])) for row in db.session.execute(query)]
 
 
 def send_claims(rule: Rule, now: datetime, batch_size: int | None = None) -> dict[str, int]:
@@ -136,7 +105,7 @@ def send_claims(rule: Rule, now: datetime, batch_size: int | None = None) -> dic
         if not batch:
             db.session.rollback()
             break
-        after_id = batch[-1].claim_id
+        after_id = batch[-1].id
         outcome = _send_batch(rule, template, batch, now)
         for name, count in outcome.items():
             totals[name] += count
@@ -145,38 +114,45 @@ def send_claims(rule: Rule, now: datetime, batch_size: int | None = None) -> dic
     return totals
 
 
-def _send_batch(rule: Rule, template: Template | None, batch, now: datetime) -> dict[str, int]:
-    verdicts = {person.claim_id: windows.recheck(now, person.local_date, person.timezone, (person.attributes or {}).get("country"),
-                                                 rule.window_start, rule.window_end, rule.every_days, rule.no_timezone_policy)
-                for person in batch}
-    sendable = [person for person in batch if verdicts[person.claim_id] == windows.SEND]
-    facts = _facts(sendable) if sendable else {}
+def _renderer(template: Template | None) -> VersionRenderer | None:
+    if template is None or template.version() is None:
+        return None
+    return renderer_for(template, template.current_version)
+
+
+def _send_batch(rule: Rule, template: Template | None, batch: list[Claim], now: datetime) -> dict[str, int]:
+    verdicts = {claim.id: windows.recheck(now, claim.local_date, claim.person.timezone, (claim.person.attributes or {}).get("country"),
+                                          rule.window_start, rule.window_end, rule.every_days, rule.no_timezone_policy)
+                for claim in batch}
+    sendable = [claim.person for claim in batch if verdicts[claim.id] == windows.SEND]
+    facts = load_facts(sendable, list(rule.channels), rule.type == "marketing", now) if sendable else {}
     priority = effective_priority(rule.type, rule.priority)
     note = routing.NotificationFacts(rule.type, rule.category, priority, tuple(rule.channels))
+    cap = current_app.config["MARKETING_CAP_PER_HOUR"]
+    renderer = _renderer(template)
 
     notifications, deliveries, claim_updates, inbox = [], [], [], []
     counts = {"sent": 0, "waiting": 0, "expired": 0, "suppressed": 0}
-    for recipient in batch:
-        claim_id = recipient.claim_id
-        verdict = verdicts[claim_id]
+    for claim in batch:
+        person, verdict = claim.person, verdicts[claim.id]
         if verdict == windows.WAIT:
             counts["waiting"] += 1
             continue
         if verdict == windows.EXPIRE:
-            claim_updates.append({"id": claim_id, "status": EXPIRED, "reason": OUTSIDE_WINDOW, "sent_at": None, "notification_id": None})
+            claim_updates.append({"id": claim.id, "status": EXPIRED, "reason": OUTSIDE_WINDOW, "sent_at": None, "notification_id": None})
             counts["expired"] += 1
             continue
-        decisions = routing.route(note, facts[recipient.id], now, 0)
+        decisions = routing.route(note, facts[person.id], now, cap)
         if all(d.action == routing.SUPPRESS for d in decisions):
-            claim_updates.append({"id": claim_id, "status": CLAIM_SUPPRESSED, "reason": decisions[0].reason,
+            claim_updates.append({"id": claim.id, "status": CLAIM_SUPPRESSED, "reason": decisions[0].reason,
                                   "sent_at": None, "notification_id": None})
             counts["suppressed"] += 1
             continue
-        key = windows.idempotency_key(rule.id, recipient.id, recipient.local_date)
+        key = windows.idempotency_key(rule.id, person.id, claim.local_date)
         notification = {
-            "id": notification_id_for(key), "recipient_id": recipient.id, "type": rule.type, "category": rule.category,
+            "id": notification_id_for(key), "recipient_id": person.id, "type": rule.type, "category": rule.category,
             "priority": priority, "template_key": rule.template_key, "template_version": template.current_version if template else None,
-            "title": None, "body": None, "data": {"rule_id": rule.id, "local_date": recipient.local_date.isoformat()},
+            "title": None, "body": None, "data": {"rule_id": rule.id, "local_date": claim.local_date.isoformat()},
             "channels": list(rule.channels), "collapse_key": f"rule-{rule.id}", "idempotency_key": key,
             "status": "routed", "created_at": now, "routed_at": now, "inbox_at": None,
         }
@@ -189,16 +165,18 @@ def _send_batch(rule: Rule, template: Template | None, batch, now: datetime) -> 
                 row["status"] = SUPPRESSED
             elif decision.channel == "in_app":
                 try:
-                    content = render_in_app(template, recipient, notification)
+                    if renderer is None:
+                        raise RenderError("in_app", "template", f"the rule's template {rule.template_key!r} no longer exists")
+                    content = renderer.render("in_app", person.locale, person.context(notification))
                 except RenderError as error:
                     row.update(status=FAILED, error_code="render_error", last_error=str(error))
                 else:
                     notification.update(title=content.get("title"), body=content.get("body"), inbox_at=now)
                     row.update(status=DELIVERED, provider="herald", attempts=1, dispatched_at=now, delivered_at=now)
-                    inbox.append((recipient.id, notification["id"], content.get("title")))
+                    inbox.append((person.id, notification["id"], content.get("title")))
             deliveries.append(row)
         notifications.append(notification)
-        claim_updates.append({"id": claim_id, "status": SENT, "reason": None, "sent_at": now, "notification_id": notification["id"]})
+        claim_updates.append({"id": claim.id, "status": SENT, "reason": None, "sent_at": now, "notification_id": notification["id"]})
         counts["sent"] += 1
 
     created = []
@@ -222,101 +200,102 @@ def _send_batch(rule: Rule, template: Template | None, batch, now: datetime) -> 
                     publish_to_user(recipient_id, "notification", {"id": notification_id, "title": title, "category": rule.category},
                                     event_id=notification_id, pipeline=pipe)
             pipe.execute()
+    if rule.type == "marketing":
+        routed = {d.notification_id for d in created if d.status in (PENDING, DELIVERED)}
+        record_marketing_sends({n["recipient_id"]: n["id"] for n in notifications if n["id"] in routed}, now)
     _hand_over(rule, [d for d in created if d.status == PENDING and d.channel != "in_app"], priority)
     return counts
 
 
 def _hand_over(rule: Rule, pending, priority: str) -> None:
-    """External deliveries go to batch jobs (one job per batch, never one per recipient); deferred ones wait."""
-    from jobs.delivery import dispatch_delivery, enqueue
+    """External deliveries go to batch jobs (one job per batch, never one per recipient).
+
+    Deliveries deferred past quiet hours wait in one job per minute of release
+    and go through :func:`dispatch_batch` too, so the window is checked again then.
+    """
+    from jobs.delivery import enqueue
     from jobs.rules import dispatch_rule_deliveries
 
-    now_ids = [d.id for d in pending if d.not_before is None]
+    by_time: dict[datetime | None, list[int]] = defaultdict(list)
     for delivery in pending:
-        if delivery.not_before is not None:
-            enqueue(dispatch_delivery, delivery.id, priority=priority, at=delivery.not_before)
+        at = delivery.not_before
+        if at is not None and (at.second or at.microsecond):
+            at = at.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        by_time[at].append(delivery.id)
     size = current_app.config["RULES_SEND_BATCH"]
-    for start in range(0, len(now_ids), size):
-        enqueue(dispatch_rule_deliveries, rule.id, now_ids[start:start + size], priority=priority)
+    for at, ids in by_time.items():
+        for start in range(0, len(ids), size):
+            enqueue(dispatch_rule_deliveries, rule.id, ids[start:start + size], priority=priority, at=at)
 
 
 # -- external channels -------------------------------------------------------------------------
 
-def _outside_window(rule: Rule, delivery_ids: list[int], now: datetime) -> list[int]:
-    """Deliveries whose recipient is, in their *current* zone, outside the window now."""
+def _late_and_versions(rule: Rule, delivery_ids: list[int], now: datetime) -> tuple[list[int], dict[int | None, list[int]]]:
+    """Deliveries whose recipient is, in their *current* zone, outside the window now; and the others,
+    grouped by the template version their notification was made with."""
     rows = db.session.execute(
-        select(Delivery.id, RuleSend.local_date, Recipient.timezone, Recipient.attributes)
+        select(Delivery.id, Notification.template_version, RuleSend.local_date, Recipient.timezone, Recipient.attributes)
         .join(Notification, Notification.id == Delivery.notification_id)
         .join(RuleSend, RuleSend.notification_id == Notification.id)
         .join(Recipient, Recipient.id == Notification.recipient_id)
         .where(Delivery.id.in_(delivery_ids))
     ).all()
-    return [d for d, period, tz, attributes in rows
-            if windows.recheck(now, period, tz, (attributes or {}).get("country"), rule.window_start, rule.window_end,
-                               rule.every_days, rule.no_timezone_policy) != windows.SEND]
+    late, by_version = [], defaultdict(list)
+    for delivery_id, version, period, zone, attributes in rows:
+        verdict = windows.recheck(now, period, zone, (attributes or {}).get("country"), rule.window_start, rule.window_end,
+                                  rule.every_days, rule.no_timezone_policy)
+        if verdict == windows.SEND:
+            by_version[version].append(delivery_id)
+        else:
+            late.append(delivery_id)
+    return late, by_version
+
+
+def _rule_sender(rule: Rule, renderer: VersionRenderer, priority: str, counts: dict[str, int]) -> Sender:
+    def requeue(delivery_ids: list[int], at: datetime) -> None:
+        from jobs.delivery import enqueue
+        from jobs.rules import dispatch_rule_deliveries
+
+        enqueue(dispatch_rule_deliveries, rule.id, delivery_ids, priority=priority, at=at)
+
+    def tally(changed: dict[str, int]) -> None:
+        for name, count in changed.items():
+            name = "sent" if name.startswith("sent:") else name
+            counts[name] = counts.get(name, 0) + count
+
+    return Sender(renderer, priority, requeue, tally)
 
 
 def dispatch_batch(rule: Rule, delivery_ids: list[int], now: datetime | None = None) -> dict[str, int]:
-    """Claim a batch of external deliveries set-based, send each, record successes in bulk.
+    """Send a batch of the rule's external deliveries: re-check each recipient's window, then send the rest
+    through :func:`app.batch_send.send_channel` (claim in chunks, send, record).
 
-    Failures go through the pipeline's own ``record`` (retry with backoff,
-    dead-letter, token and address suppression), one by one: they are rare.
+    Idempotent: only due deliveries are claimed (PENDING, or SENDING whose
+    lease ran out), so a re-run or a re-drive sends nothing twice.
     """
-    from jobs.delivery import build_message, record, send_within_slot
-
     now = now or utcnow()
-    late = _outside_window(rule, delivery_ids, now)
+    late, by_version = _late_and_versions(rule, delivery_ids, now)
+    counts = {"sent": 0, "failed": 0, "late": 0, "busy": 0}
     if late:
         suppressed = db.session.execute(
-            update(Delivery).where(Delivery.id.in_(late), Delivery.status == PENDING)
+            update(Delivery).where(Delivery.id.in_(late), due(now))
             .values(status=SUPPRESSED, reason=OUTSIDE_WINDOW, updated_at=now).returning(Delivery.id)).scalars().all()
-        if suppressed:
-            insert_rows(DeliveryEvent, [
-                {"delivery_id": d, "status": SUPPRESSED, "detail": OUTSIDE_WINDOW, "created_at": now} for d in suppressed])
-    claimed = db.session.execute(
-        update(Delivery)
-        .where(Delivery.id.in_(set(delivery_ids) - set(late)), Delivery.status == PENDING,
-               or_(Delivery.not_before.is_(None), Delivery.not_before <= now))
-        .values(status=SENDING, claimed_at=now, attempts=Delivery.attempts + 1, updated_at=now)
-        .returning(Delivery.id)).scalars().all()
-    if claimed:
-        insert_rows(DeliveryEvent, [
-            {"delivery_id": d, "status": SENDING, "detail": None, "created_at": now} for d in claimed])
+        insert_rows(DeliveryEvent, [{"delivery_id": d, "status": SUPPRESSED, "detail": OUTSIDE_WINDOW, "created_at": now}
+                                    for d in suppressed])
+        counts["late"] = len(suppressed)
     db.session.commit()
-    counts = {"sent": 0, "failed": 0, "late": len(late), "not_claimed": len(delivery_ids) - len(late) - len(claimed)}
-    if not claimed:
-        return counts
-    deliveries = db.session.scalars(select(Delivery).options(joinedload(Delivery.notification))
-                                    .where(Delivery.id.in_(claimed)).order_by(Delivery.id)).all()
-    recipients = {r.id: r for r in db.session.scalars(select(Recipient).where(
-        Recipient.id.in_({d.notification.recipient_id for d in deliveries})))}
-    successes, failures = [], []
-    for delivery in deliveries:
-        notification = delivery.notification
-        try:
-            message = build_message(delivery, notification, recipients[notification.recipient_id])
-        except RenderError as error:
-            from app.channels import Result
-            failures.append((delivery.id, Result(Outcome.PERMANENT, "herald", error_code="render_error", detail=str(error)),
-                             notification.priority))
-            continue
-        result = send_within_slot(message)
-        if result.outcome in (Outcome.DISPATCHED, Outcome.DELIVERED) and not result.dead_devices:
-            successes.append((delivery.id, result))
+    template = db.session.scalar(select(Template).where(Template.key == rule.template_key))
+    priority = effective_priority(rule.type, rule.priority)
+    external = [c for c in rule.channels if c != "in_app"]
+    for version, ids in by_version.items():
+        if template is None or version is None or template.version(version) is None:
+            renderer = VersionRenderer({}, "en")  # every render fails: recorded as render_error, never sent blank
         else:
-            failures.append((delivery.id, result, notification.priority))
-    done = utcnow()
-    if successes:
-        update_by_id(Delivery, [
-            {"id": d, "status": DELIVERED if r.outcome is Outcome.DELIVERED else DISPATCHED, "provider": r.provider,
-             "provider_message_id": r.provider_message_id, "dispatched_at": done,
-             "delivered_at": done if r.outcome is Outcome.DELIVERED else None, "updated_at": done}
-            for d, r in successes])
-        insert_rows(DeliveryEvent, [
-            {"delivery_id": d, "status": DELIVERED if r.outcome is Outcome.DELIVERED else DISPATCHED,
-             "detail": r.detail or r.provider_message_id, "created_at": done} for d, r in successes])
-        db.session.commit()
-    for delivery_id, result, priority in failures:
-        record(delivery_id, result, priority)
-    counts["sent"], counts["failed"] = len(successes), len(failures)
+            renderer = renderer_for(template, version)
+        sender = _rule_sender(rule, renderer, priority, counts)
+        for channel in external:
+            if not send_channel(sender, channel, Delivery.id.in_(ids), {}, now):
+                counts["busy"] += len(ids)  # every slot of the channel is taken: the same batch, a little later
+                sender.requeue(ids, utcnow() + timedelta(seconds=1 + random.random()))
+                break
     return counts

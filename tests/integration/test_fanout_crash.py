@@ -14,7 +14,7 @@ from rq.registry import StartedJobRegistry
 from sqlalchemy import func, insert, select
 
 from app.campaigns import store
-from app.campaigns.fanout import SEND_CHUNK
+from app.batch_send import SEND_CHUNK
 from app.extensions import db
 from app.models import Campaign, CampaignBatch, Delivery, Notification, Recipient
 from app.models.types import utcnow

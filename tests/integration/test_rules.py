@@ -304,13 +304,29 @@ def test_a_claim_whose_local_day_is_over_expires_instead_of_sending_late(app):
     assert db.session.scalar(select(RuleSend.status).where(RuleSend.local_date == date(2026, 6, 15))) == EXPIRED
 
 
-def test_push_batches_recheck_the_window_before_calling_the_provider(app, monkeypatch):
-    from app.channels import Outcome, Result
+@pytest.fixture
+def recorded_push(monkeypatch):
+    """The push adapter replaced by one that records each message it is given and answers "dispatched"."""
+    from app.channels import Outcome, Result, base
+
+    sent = []
+
+    class RecordingPush(base.Channel):
+        name = "push"
+        platforms = frozenset({"android", "ios"})
+
+        def send(self, message):
+            sent.append(message)
+            return Result(Outcome.DISPATCHED, "fake", "m-1")
+
+    monkeypatch.setitem(base._REGISTRY, "push", RecordingPush)
+    monkeypatch.setattr(base, "_INSTANCES", {})
+    return sent
+
+
+def test_push_batches_recheck_the_window_before_calling_the_provider(app, recorded_push):
     from app.models import Device
 
-    calls = []
-    monkeypatch.setattr("jobs.delivery.send_within_slot",
-                        lambda message: calls.append(message.idempotency_key) or Result(Outcome.DISPATCHED, "fake", "m-1"))
     rule = make_rule(channels=["push"])
     person = low("Europe/Lisbon")
     db.session.add(Device(recipient_id=person.id, platform="android", token="tok-1"))
@@ -321,18 +337,14 @@ def test_push_batches_recheck_the_window_before_calling_the_provider(app, monkey
     assert delivery.status == "PENDING"
     # The job runs late, at 19:05 local: it must not call the provider.
     assert dispatch_batch(rule, [delivery.id], at("Europe/Lisbon", 2026, 6, 15, 19, 5))["late"] == 1
-    assert calls == []
+    assert recorded_push == []
     db.session.refresh(delivery)
     assert (delivery.status, delivery.reason) == ("SUPPRESSED", "outside_send_window")
 
 
-def test_push_batch_sends_once_with_the_claim_derived_key(app, monkeypatch):
-    from app.channels import Outcome, Result
+def test_push_batch_sends_once_with_the_claim_derived_key(app, recorded_push):
     from app.models import Device
 
-    calls = []
-    monkeypatch.setattr("jobs.delivery.send_within_slot",
-                        lambda message: calls.append(message.idempotency_key) or Result(Outcome.DISPATCHED, "fake", "m-1"))
     rule = make_rule(channels=["push"])
     person = low("Europe/Lisbon")
     db.session.add(Device(recipient_id=person.id, platform="android", token="tok-2"))
@@ -343,7 +355,9 @@ def test_push_batch_sends_once_with_the_claim_derived_key(app, monkeypatch):
     assert dispatch_batch(rule, [delivery.id], nine)["sent"] == 1
     assert dispatch_batch(rule, [delivery.id], nine)["sent"] == 0  # a re-run job finds nothing to claim
     note = db.session.get(Notification, delivery.notification_id)
-    assert calls == [f"herald-{note.id}-push"]
+    assert [m.idempotency_key for m in recorded_push] == [f"herald-{note.id}-push"]
+    assert recorded_push[0].content == {"title": "Low balance", "body": "Your balance is 20"}
+    assert [d.token for d in recorded_push[0].devices] == ["tok-2"]
     assert note.idempotency_key == idempotency_key(rule.id, person.id, date(2026, 6, 15))
 
 

@@ -1,0 +1,108 @@
+"""A rule's external deliveries never leave the rule's own path: quiet-hours deferrals, the reaper's re-drive
+and the marketing cap all go through the rule's window check and routing."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import Delivery, Device, Notification, Rule, RuleSend
+from app.models.rules import SUPPRESSED as CLAIM_SUPPRESSED
+from app.models.types import utcnow
+from app.redis_client import get_redis, key
+from app.rules.evaluate import evaluate_rule
+from app.rules.send import dispatch_batch, notification_id_for, rule_of
+from jobs.maintenance import redrive_stuck_work
+from jobs.queues import get_queue
+from tests.integration.test_rules import at, low, make_rule, recorded_push  # noqa: F401 (fixture)
+
+
+def queued_calls(priority: str = "normal") -> list[tuple[str, tuple]]:
+    queue = get_queue(priority)
+    jobs = queue.jobs + [queue.fetch_job(job_id) for job_id in queue.scheduled_job_registry.get_job_ids()]
+    return [(job.func_name.rsplit(".", 1)[-1], job.args) for job in jobs]
+
+
+def with_phone(person, token: str):
+    db.session.add(Device(recipient_id=person.id, platform="android", token=token))
+    db.session.commit()
+    return person
+
+
+def test_a_push_deferred_past_quiet_hours_waits_in_the_rules_batch_job(app):
+    from datetime import time
+
+    rule = make_rule(channels=["in_app", "push"])
+    person = with_phone(low("Europe/Lisbon", quiet_start=time(8), quiet_end=time(10)), "tok-q")
+    evaluate_rule(rule, at("Europe/Lisbon", 2027, 6, 15, 9))
+    push = db.session.scalar(select(Delivery).where(Delivery.channel == "push"))
+    assert push.not_before == at("Europe/Lisbon", 2027, 6, 15, 10)
+    calls = queued_calls()
+    # Released through the rule's job (which re-checks the window), never the single-send path.
+    assert ("dispatch_rule_deliveries", (rule.id, [push.id])) in calls
+    assert not [c for c in calls if c[0] == "dispatch_delivery"]
+    assert person.id
+
+
+def test_reaper_hands_a_stuck_rule_delivery_back_to_the_rule_and_it_is_not_sent_outside_the_window(app, recorded_push):
+    rule = make_rule(channels=["push"])
+    with_phone(low("Europe/Lisbon"), "tok-r")
+    nine = at("Europe/Lisbon", 2026, 6, 15, 9)
+    evaluate_rule(rule, nine)
+    push = db.session.scalar(select(Delivery).where(Delivery.channel == "push"))
+    # A worker claimed it and died: SENDING, lease long gone.
+    push.status, push.claimed_at, push.attempts = "SENDING", nine, 1
+    db.session.commit()
+    rule_id, push_id = rule.id, push.id
+    get_redis().flushdb()
+
+    assert redrive_stuck_work(utcnow(), lease_seconds=60)["deliveries"] == 1  # (it ends the session)
+    assert queued_calls() == [("dispatch_rule_deliveries", (rule_id, [push_id]))]
+    rule, push = db.session.get(Rule, rule_id), db.session.get(Delivery, push_id)
+
+    # The re-drive runs at 21:00 Lisbon: too late, suppressed, the provider never called.
+    assert dispatch_batch(rule, [push.id], at("Europe/Lisbon", 2026, 6, 15, 21))["late"] == 1
+    db.session.refresh(push)
+    assert (push.status, push.reason) == ("SUPPRESSED", "outside_send_window") and recorded_push == []
+
+
+def test_reaper_redrive_inside_the_window_sends_once_with_the_same_key(app, recorded_push):
+    rule = make_rule(channels=["push"])
+    with_phone(low("Europe/Lisbon"), "tok-s")
+    nine = at("Europe/Lisbon", 2026, 6, 15, 9)
+    evaluate_rule(rule, nine)
+    push = db.session.scalar(select(Delivery).where(Delivery.channel == "push"))
+    push.status, push.claimed_at, push.attempts = "SENDING", nine, 1
+    db.session.commit()
+    later = nine + timedelta(minutes=20)  # lease (10 min) over, still inside the window
+    assert dispatch_batch(rule, [push.id], later)["sent"] == 1
+    assert dispatch_batch(rule, [push.id], later)["sent"] == 0
+    assert [m.idempotency_key for m in recorded_push] == [f"herald-{push.notification_id}-push"]
+
+
+def test_only_rule_made_notifications_are_read_as_rule_work():
+    key_ = "rule:7:42:2026-06-15"
+    assert rule_of(notification_id_for(key_), key_) == 7
+    # An API caller may pick that idempotency key; its notification id is random, so it stays single-send work.
+    assert rule_of("0123456789abcdef0123456789abcdef", key_) is None
+    assert rule_of(notification_id_for("order-1"), "order-1") is None
+    assert rule_of("x", None) is None
+
+
+@pytest.mark.parametrize("already_sent, expected", [(2, "sent"), (3, CLAIM_SUPPRESSED)])
+def test_marketing_rules_obey_the_hourly_marketing_cap_and_count_toward_it(app, already_sent, expected):
+    rule = make_rule(type="marketing", category="offers", channels=["in_app"])
+    person = low("Europe/Lisbon")
+    nine = at("Europe/Lisbon", 2026, 6, 15, 9)
+    cap_key = key("cap", person.id)
+    get_redis().zadd(cap_key, {f"earlier-{n}": (nine - timedelta(minutes=10 + n)).timestamp() for n in range(already_sent)})
+    evaluate_rule(rule, nine)
+    claim = db.session.scalar(select(RuleSend))
+    assert claim.status == expected
+    if expected == CLAIM_SUPPRESSED:
+        assert claim.reason == "frequency_cap"
+        assert db.session.scalar(select(Notification.id)) is None
+    else:
+        assert get_redis().zcard(cap_key) == already_sent + 1  # this send counts toward the next hour's cap
