@@ -428,7 +428,7 @@ def _send_claimed(sender: Sender, channel: str, claimed, people_by_id: dict[int,
     sent, failed = len(successes), 0
     # The single-send policy, one by one (rare): backoff, dead letter, suppression; and tokens found dead on the way.
     for delivery_id, result in one_by_one:
-        status = record(delivery_id, result, sender.priority)
+        status = record(delivery_id, result, sender.priority, sender.requeue)
         failed += status == FAILED
         sent += status in (DISPATCHED, DELIVERED)
     sender.tally({f"sent:{channel}": sent, "failed": failed})

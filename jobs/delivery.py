@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from flask import current_app
@@ -283,8 +284,13 @@ def send_within_slot(message: Message) -> Result:
             release_slot(message.channel, slot)
 
 
-def record(delivery_id: int, result: Result, priority: str) -> str:
-    """Write the outcome of one send and its event; schedule a retry or dead-letter when needed."""
+def record(delivery_id: int, result: Result, priority: str,
+           requeue: Callable[[list[int], datetime], None] | None = None) -> str:
+    """Write the outcome of one send and its event; schedule a retry or dead-letter when needed.
+
+    A retry runs ``dispatch_delivery`` unless the caller's batch path passes ``requeue`` (a rule's deliveries
+    must come back through the rule's window re-check, a campaign's through its pause/cancel check).
+    """
     now = utcnow()
     delivery = db.session.get(Delivery, delivery_id)
     delivery.provider = result.provider
@@ -329,7 +335,10 @@ def record(delivery_id: int, result: Result, priority: str) -> str:
     db.session.add(DeliveryEvent(delivery_id=delivery.id, status=delivery.status, detail=detail, created_at=now))
     db.session.commit()
     if delivery.status == PENDING:
-        enqueue(dispatch_delivery, delivery.id, priority=priority, at=delivery.not_before)
+        if requeue is None:
+            enqueue(dispatch_delivery, delivery.id, priority=priority, at=delivery.not_before)
+        else:
+            requeue([delivery.id], delivery.not_before)
     return delivery.status
 
 

@@ -266,3 +266,23 @@ def smtp_server(app):
     close_all()
     app.config["SMTP_URL"] = saved
     server.stop()
+
+
+@pytest.fixture
+def recorded_push(monkeypatch):
+    """The push adapter replaced by one that records each message it is given and answers "dispatched"."""
+    from app.channels import Outcome, Result, base
+
+    sent = []
+
+    class RecordingPush(base.Channel):
+        name = "push"
+        platforms = frozenset({"android", "ios"})
+
+        def send(self, message):
+            sent.append(message)
+            return Result(Outcome.DISPATCHED, "fake", "m-1")
+
+    monkeypatch.setitem(base._REGISTRY, "push", RecordingPush)
+    monkeypatch.setattr(base, "_INSTANCES", {})
+    return sent

@@ -18,6 +18,9 @@ PROVIDERS = {"ios": ApnsClient, "android": FcmClient}
 @register("push")
 class MobilePush(Channel):
     platforms = frozenset(PROVIDERS)
+    # The APNs and FCM clients are pooled httpx clients with their token refresh under a lock: safe to share,
+    # so a batch keeps this many provider round trips in flight instead of paying them one after another.
+    concurrent_sends = 8
 
     def __init__(self, app_config: dict):
         super().__init__(app_config)

@@ -171,4 +171,3 @@ def recheck(now: datetime, claimed_period: date, timezone: str | None, country: 
 def idempotency_key(rule_id: int, recipient_id: int, period: date) -> str:
     """The one key per (rule, recipient, local period): names the notification and, through it, the provider send."""
     return f"rule:{rule_id}:{recipient_id}:{period.isoformat()}"
-

@@ -304,26 +304,6 @@ def test_a_claim_whose_local_day_is_over_expires_instead_of_sending_late(app):
     assert db.session.scalar(select(RuleSend.status).where(RuleSend.local_date == date(2026, 6, 15))) == EXPIRED
 
 
-@pytest.fixture
-def recorded_push(monkeypatch):
-    """The push adapter replaced by one that records each message it is given and answers "dispatched"."""
-    from app.channels import Outcome, Result, base
-
-    sent = []
-
-    class RecordingPush(base.Channel):
-        name = "push"
-        platforms = frozenset({"android", "ios"})
-
-        def send(self, message):
-            sent.append(message)
-            return Result(Outcome.DISPATCHED, "fake", "m-1")
-
-    monkeypatch.setitem(base._REGISTRY, "push", RecordingPush)
-    monkeypatch.setattr(base, "_INSTANCES", {})
-    return sent
-
-
 def test_push_batches_recheck_the_window_before_calling_the_provider(app, recorded_push):
     from app.models import Device
 

@@ -16,7 +16,7 @@ from app.rules.evaluate import evaluate_rule
 from app.rules.send import dispatch_batch, notification_id_for, rule_of
 from jobs.maintenance import redrive_stuck_work
 from jobs.queues import get_queue
-from tests.integration.test_rules import at, low, make_rule, recorded_push  # noqa: F401 (fixture)
+from tests.integration.test_rules import at, low, make_rule
 
 
 def queued_calls(priority: str = "normal") -> list[tuple[str, tuple]]:
@@ -80,6 +80,31 @@ def test_reaper_redrive_inside_the_window_sends_once_with_the_same_key(app, reco
     assert dispatch_batch(rule, [push.id], later)["sent"] == 1
     assert dispatch_batch(rule, [push.id], later)["sent"] == 0
     assert [m.idempotency_key for m in recorded_push] == [f"herald-{push.notification_id}-push"]
+
+
+def test_a_failed_push_retries_through_the_rules_job(app, monkeypatch):
+    from app.channels import Outcome, Result, base
+
+    class FailingPush(base.Channel):
+        name = "push"
+        platforms = frozenset({"android", "ios"})
+
+        def send(self, message):
+            return Result(Outcome.TRANSIENT, "fake", error_code="http_503", detail="try later")
+
+    monkeypatch.setitem(base._REGISTRY, "push", FailingPush)
+    monkeypatch.setattr(base, "_INSTANCES", {})
+    rule = make_rule(channels=["push"])
+    with_phone(low("Europe/Lisbon"), "tok-f")
+    nine = at("Europe/Lisbon", 2026, 6, 15, 9)
+    evaluate_rule(rule, nine)
+    push_id = db.session.scalar(select(Delivery.id).where(Delivery.channel == "push"))
+    get_redis().flushdb()
+    assert dispatch_batch(rule, [push_id], nine)["failed"] == 0
+    push = db.session.get(Delivery, push_id)
+    assert (push.status, push.attempts) == ("PENDING", 1) and push.not_before is not None
+    # The backoff retry is the rule's job again (window re-checked when it runs), not the single-send path.
+    assert queued_calls() == [("dispatch_rule_deliveries", (rule.id, [push_id]))]
 
 
 def test_only_rule_made_notifications_are_read_as_rule_work():
