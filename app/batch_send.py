@@ -223,7 +223,7 @@ class Sender:
 
     renderer: VersionRenderer
     priority: str
-    # Deliveries nobody tried (the provider said "not now"): run them again at the given time.
+    # Deliveries to run again at the given time: the provider said "not now", or a retry after a failure.
     requeue: Callable[[list[int], datetime], None]
     # Counters of what this run changed, e.g. ``{"sent:push": 98, "failed": 2}`` (a campaign's progress).
     tally: Callable[[dict[str, int]], None] = dataclass_field(default=_no_tally)
@@ -248,9 +248,9 @@ def record_marketing_sends(sent: dict[int, str], now: datetime) -> None:
 
 # -- sending -----------------------------------------------------------------------------------
 
-def due(now: datetime):
-    """Deliveries a batch may claim now: PENDING and due, or SENDING whose claim's lease ran out (a crashed sender)."""
-    lease = current_app.config["DISPATCH_LEASE_SECONDS"]
+def due(now: datetime, lease_seconds: int | None = None):
+    """Deliveries that may be claimed now: PENDING and due, or SENDING whose claim's lease ran out (a crashed sender)."""
+    lease = current_app.config["DISPATCH_LEASE_SECONDS"] if lease_seconds is None else lease_seconds
     return or_(
         and_(Delivery.status == PENDING, or_(Delivery.not_before.is_(None), Delivery.not_before <= now)),
         and_(Delivery.status == SENDING, Delivery.claimed_at < now - timedelta(seconds=lease)),

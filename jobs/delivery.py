@@ -24,6 +24,7 @@ from rq import Retry
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import joinedload
 
+from app.batch_send import due
 from app.channels import DeviceTarget, Message, Outcome, Result, adapter_for, channel_class
 from app.channels.guard import acquire_slot, release_slot
 from app.delivery import routing
@@ -153,16 +154,9 @@ def _is_external(channel: str) -> bool:
 
 def claim(delivery_id: int, now: datetime, lease_seconds: int) -> bool:
     """PENDING (and due) -> SENDING, or take over a SENDING claim whose lease expired. One winner."""
-    lease_expired = now - timedelta(seconds=lease_seconds)
     result = db.session.execute(
         update(Delivery)
-        .where(
-            Delivery.id == delivery_id,
-            or_(
-                and_(Delivery.status == PENDING, or_(Delivery.not_before.is_(None), Delivery.not_before <= now)),
-                and_(Delivery.status == SENDING, Delivery.claimed_at < lease_expired),
-            ),
-        )
+        .where(Delivery.id == delivery_id, due(now, lease_seconds))
         .values(status=SENDING, claimed_at=now, attempts=Delivery.attempts + 1, updated_at=now)
     )
     if result.rowcount != 1:

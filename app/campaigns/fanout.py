@@ -11,8 +11,8 @@ mid-batch, RQ's retry, a resume):
 3. in-app is one conditional UPDATE (PENDING -> DELIVERED, RETURNING the
    winners) plus pipelined realtime publishes; every other channel is
    claimed set-based (PENDING -> SENDING, RETURNING the winners), committed,
-   then sent message by message through its adapter, then recorded in bulk.
-   Claim, then send, then record -- as for single notifications, with the
+   then sent through its adapter, then recorded in bulk (:mod:`app.batch_send`,
+   shared with daily rules). Claim, then send, then record -- as for single notifications, with the
    same provider idempotency key, so a claim left by a crash is re-driven
    after its lease, never sent twice.
 
