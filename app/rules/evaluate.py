@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Select, and_, bindparam, case, exists, false, func, literal, not_, or_, select, text
+from sqlalchemy import Select, and_, case, exists, false, func, literal, not_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.audiences.filters import _reachable, compile_filter
@@ -43,12 +43,10 @@ from app.extensions import db
 from app.models import Preference, Recipient, Rule, RuleSend, Suppression
 from app.models.bulk import insert_ignoring_conflicts
 from app.models.rules import CLAIMED
-from app.models.types import UTCDateTime
 from app.rules import windows
 
 SAMPLE_SIZE = 10
-
-
+# Claims are inserted and committed this many at a time (a crash leaves the rest to the next evaluation).
 CLAIM_CHUNK = 20_000
 
 
@@ -158,17 +156,6 @@ def count_eligible(rule: Rule, target: windows.Target, unknown_zones: tuple[str,
 
 def insert_claims(rule: Rule, period, now: datetime, chosen: list[tuple[int, str]]) -> int:
     """Claim ``(recipient id, zone label)`` pairs; the unique key skips anyone claimed meanwhile. Returns rows claimed."""
-    if dialect_name() == "postgresql":
-        # Two arrays, one statement: ~10x faster than a driver-side executemany of the same rows.
-        statement = text("""
-            INSERT INTO rule_sends (rule_id, recipient_id, local_date, timezone, status, claimed_at)
-            SELECT :rule_id, chosen.recipient_id, :local_date, chosen.zone, :status, :claimed_at
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:zones AS text[])) AS chosen(recipient_id, zone)
-            ON CONFLICT (recipient_id, rule_id, local_date) DO NOTHING""")
-        return db.session.execute(statement.bindparams(bindparam("claimed_at", type_=UTCDateTime)), {
-            "rule_id": rule.id, "local_date": period, "status": CLAIMED, "claimed_at": now,
-            "ids": [recipient_id for recipient_id, _zone in chosen], "zones": [zone for _id, zone in chosen],
-        }, execution_options={"preserve_rowcount": True}).rowcount
     return insert_ignoring_conflicts(RuleSend, [
         {"rule_id": rule.id, "recipient_id": recipient_id, "local_date": period, "timezone": zone,
          "status": CLAIMED, "claimed_at": now} for recipient_id, zone in chosen],
