@@ -257,7 +257,6 @@ def due(now: datetime, lease_seconds: int | None = None):
     )
 
 
-
 def send_channel(sender: Sender, channel: str, scope, people_by_id: dict[int, Person], now: datetime) -> bool:
     """Claim this channel's due deliveries chunk by chunk, send each through the adapter, record each chunk.
 

@@ -40,6 +40,17 @@ def _with_python_defaults(table: Table, rows: list[dict]) -> tuple[list[str], li
     return given + [c.name for c in missing], filled
 
 
+def _same_keys(rows: list[dict]) -> None:
+    keys = rows[0].keys()
+    if any(row.keys() != keys for row in rows):
+        raise ValueError("bulk writes take rows with the same keys: one array per column")
+
+
+def _quoted(names) -> str:
+    quote = db.session.get_bind().dialect.identifier_preparer.quote
+    return ", ".join(quote(name) for name in names)
+
+
 def _unnest_arrays(table: Table, columns: list[str], rows: list[dict]) -> tuple[str, dict]:
     """``SELECT`` text giving ``columns`` for every row, and its parameters.
 
@@ -70,13 +81,14 @@ def _unnest_arrays(table: Table, columns: list[str], rows: list[dict]) -> tuple[
 
 
 def _pg_insert(table: Table, rows: list[dict], conflict_columns: list[str], returning: Sequence[ColumnElement] = ()):
+    _same_keys(rows)
     columns, rows = _with_python_defaults(table, rows)
     source, params = _unnest_arrays(table, columns, rows)
-    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) {source}"
+    sql = f"INSERT INTO {_quoted([table.name])} ({_quoted(columns)}) {source}"
     if conflict_columns:
-        sql += f" ON CONFLICT ({', '.join(conflict_columns)}) DO NOTHING"
+        sql += f" ON CONFLICT ({_quoted(conflict_columns)}) DO NOTHING"
     if returning:
-        statement = text(sql + " RETURNING " + ", ".join(c.name for c in returning)).columns(*returning)
+        statement = text(sql + " RETURNING " + _quoted(c.name for c in returning)).columns(*returning)
         return db.session.connection().execute(statement, params).all()
     return db.session.connection().execute(text(sql), params, execution_options={"preserve_rowcount": True}).rowcount
 
@@ -127,10 +139,11 @@ def update_by_id(model, rows: list[dict]) -> None:
             table.update().where(table.c.id == bindparam("_id")),
             [{**{k: v for k, v in row.items() if k != "id"}, "_id": row["id"]} for row in rows])
         return
+    _same_keys(rows)
     columns = list(rows[0])
     source, params = _unnest_arrays(table, columns, rows)
-    assignments = ", ".join(f"{name} = source.{name}" for name in columns if name != "id")
+    name = _quoted([table.name])
+    assignments = ", ".join(f"{_quoted([c])} = source.{_quoted([c])}" for c in columns if c != "id")
     db.session.connection().execute(text(
-        f"UPDATE {table.name} SET {assignments} FROM ({source}) AS source ({', '.join(columns)}) "
-        f"WHERE {table.name}.id = source.id"), params)
+        f"UPDATE {name} SET {assignments} FROM ({source}) AS source ({_quoted(columns)}) WHERE {name}.id = source.id"), params)
 

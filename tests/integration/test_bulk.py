@@ -1,3 +1,4 @@
+import pytest
 from sqlalchemy import select
 
 from app.extensions import db
@@ -61,3 +62,13 @@ def _delivery(notification_id: str) -> int:
     db.session.add(delivery)
     db.session.commit()
     return delivery.id
+
+
+def test_rows_with_different_keys_are_refused_before_anything_is_written(app):
+    rows = [{"channel": "email", "address": "a@example.com", "reason": "x"}, {"channel": "email", "address": "b@example.com"}]
+    if db.session.get_bind().dialect.name != "postgresql":
+        pytest.skip("SQLite's executemany reports missing keys itself")
+    with pytest.raises(ValueError, match="same keys"):
+        insert_ignoring_conflicts(Suppression, rows, ["channel", "address"])
+    db.session.rollback()
+    assert db.session.query(Suppression).count() == 0
