@@ -1,4 +1,4 @@
-"""Demo data for `make run`: a few thousand recipients, templates, two staff accounts and an API key.
+"""Demo data for `make run`: a few thousand recipients, templates, a low-balance rule, two staff accounts and an API key.
 
 The data is loaded once per database: the demo admin's account marks it as
 loaded, and everything is committed in one transaction, so a half-loaded
@@ -27,11 +27,14 @@ from sqlalchemy import insert, select
 
 from app.api.keys import create_api_key
 from app.extensions import db
-from app.models import Device, Preference, Recipient, StaffUser, Template, TemplateVersion
+from app.models import Device, Preference, Recipient, Rule, StaffUser, Template, TemplateVersion
+from app.rules.definitions import DEFAULT_AUDIENCE
+from app.rules.windows import COUNTRY_POLICY, DEFAULT_WINDOW
 
 ADMIN_EMAIL = "admin@herald.local"
 MARKETER_EMAIL = "marketer@herald.local"
 API_KEY_NAME = "demo"
+DEMO_RULE_NAME = "Low balance"
 CREDENTIALS_FILE = "demo-credentials.txt"
 RECIPIENT_COUNT = 3000
 RANDOM_SEED = 20261101
@@ -223,6 +226,7 @@ def load_demo(instance_path: str | Path, count: int = RECIPIENT_COUNT) -> DemoCr
     _add_staff(MARKETER_EMAIL, "marketer", marketer_password)
     db.session.flush()
     _add_templates(created_by=admin.id)
+    _add_low_balance_rule()
     db.session.execute(insert(Recipient), [_recipient_row(number, rng, now) for number in range(1, count + 1)])
     recipient_ids = db.session.scalars(
         select(Recipient.id).where(Recipient.external_id.like("demo-%")).order_by(Recipient.id)).all()
@@ -254,6 +258,16 @@ def _add_templates(created_by: int) -> None:
         template = Template(key=key, name=name, type=kind, category=category, default_locale="en", current_version=1)
         template.versions.append(TemplateVersion(version=1, variants=variants, created_by=created_by))
         db.session.add(template)
+
+
+def _add_low_balance_rule() -> None:
+    """The neobank's daily alert, live from the first minute: in-app (and email to the mail sink) for the ~5 %
+    below their own threshold, once per local day, 09:00-19:00 in each recipient's zone; the ~10 % without a
+    zone are judged by their country attribute."""
+    db.session.add(Rule(
+        name=DEMO_RULE_NAME, enabled=True, audience=DEFAULT_AUDIENCE, type="transactional", category="low_balance",
+        priority="normal", template_key="low_balance", channels=["in_app", "email"], window_start=DEFAULT_WINDOW[0],
+        window_end=DEFAULT_WINDOW[1], every_days=1, no_timezone_policy=COUNTRY_POLICY))
 
 
 def _recipient_row(number: int, rng: random.Random, now: datetime) -> dict:
@@ -371,5 +385,5 @@ def seed_demo() -> None:
         started = time.monotonic()
         load_demo(instance_path)
         click.echo(f"Loaded demo data: {RECIPIENT_COUNT} recipients, {len(TEMPLATES)} templates, "
-                   f"2 staff accounts, 1 API key ({time.monotonic() - started:.1f} s).")
+                   f"1 daily rule, 2 staff accounts, 1 API key ({time.monotonic() - started:.1f} s).")
     echo_credentials(instance_path)

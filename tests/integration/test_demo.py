@@ -1,13 +1,17 @@
 import stat
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 import pytest
 from sqlalchemy import func, select
 
 from app.api.keys import find_active_key
-from app.demo import ADMIN_EMAIL, MARKETER_EMAIL, RECIPIENT_COUNT, credentials_path, read_credentials
+from app.demo import ADMIN_EMAIL, DEMO_RULE_NAME, MARKETER_EMAIL, RECIPIENT_COUNT, credentials_path, read_credentials
 from app.extensions import db
-from app.models import ApiKey, Device, Preference, Recipient, StaffUser, Template
+from app.models import ApiKey, Device, Notification, Preference, Recipient, Rule, StaffUser, Template
+from app.rules.evaluate import dry_run, evaluate_rule
+from app.rules.windows import country_zones
 
 REQUIRED_TIME_ZONES = {
     "Asia/Singapore", "America/Los_Angeles", "Pacific/Auckland", "Pacific/Kiritimati",
@@ -108,3 +112,22 @@ def test_demo_credentials_are_private_and_work(seeded, app):
     assert marketer.check_password(credentials.marketer_password)
     assert not admin.check_password(credentials.marketer_password)
     assert find_active_key(credentials.api_key).name == "demo"
+
+
+def test_demo_low_balance_rule_alerts_only_customers_below_their_threshold_inside_their_local_window(seeded):
+    rule = db.session.scalar(select(Rule).filter_by(name=DEMO_RULE_NAME))
+    assert (rule.enabled, rule.template_key, rule.channels) == (True, "low_balance", ["in_app", "email"])
+    # 02:00 UTC: morning to evening from Kolkata to Kiritimati, night in the Americas and Europe.
+    now = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)
+    expected = dry_run(rule, now).total
+
+    result = evaluate_rule(rule, now)
+
+    assert result.claimed == result.sent == expected > 0
+    notified = db.session.scalars(select(Recipient).join(Notification, Notification.recipient_id == Recipient.id)).all()
+    assert len(notified) == expected
+    for person in notified:
+        assert person.attributes["balance"] < person.attributes["low_balance_threshold"]
+        zones = [person.timezone] if person.timezone else country_zones()[person.attributes["country"]]
+        assert all(9 <= now.astimezone(ZoneInfo(name)).hour < 19 for name in zones), (person.external_id, zones)
+    assert evaluate_rule(rule, now).claimed == 0
