@@ -71,7 +71,8 @@ PERIODIC_JOBS = {
 def build_scheduler() -> BlockingScheduler:
     scheduler = BlockingScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60})
     for name, (_func, seconds) in PERIODIC_JOBS.items():
-        scheduler.add_job(locked(name, ttl=max(seconds * 2, 60)), "interval", seconds=seconds, id=name, next_run_time=utcnow())
+        scheduler.add_job(locked(name, ttl=max(seconds * 2, 60)), "interval", seconds=seconds, id=name, name=name,
+                          next_run_time=utcnow())
     return scheduler
 
 
@@ -86,5 +87,7 @@ def scheduler_command() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # APScheduler logs two lines per run at INFO (every 30 s); failures still reach the log as warnings and errors.
+    logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
     log.info("scheduler started with jobs: %s", ", ".join(PERIODIC_JOBS))
     scheduler.start()
