@@ -77,6 +77,54 @@ def test_sigkilled_evaluator_is_re_driven_without_duplicates_or_losses(app, test
     assert db.session.scalar(select(func.count()).select_from(RuleSend).where(RuleSend.status == SENT)) == count
 
 
+# The claim pass in chunks of 50, each followed by a pause: a SIGKILL then lands between committed chunks.
+SLOW_CLAIMING_EVALUATOR = """
+import sys, time
+from datetime import datetime
+from app import create_app
+from app.extensions import db
+from app.models import Rule
+from app.rules import evaluate
+evaluate.CLAIM_CHUNK = 50
+insert_claims = evaluate.insert_claims
+def slow_insert_claims(*args):
+    claimed = insert_claims(*args)
+    time.sleep(0.05)
+    return claimed
+evaluate.insert_claims = slow_insert_claims
+app = create_app()
+with app.app_context():
+    evaluate.evaluate_rule(db.session.get(Rule, int(sys.argv[1])), datetime.fromisoformat(sys.argv[2]))
+"""
+
+
+def test_evaluator_sigkilled_between_claim_chunks_claims_the_rest_next_time_and_sends_each_once(app, test_env):
+    count = 2000
+    seed(count)
+    rule = make_rule()
+    process = subprocess.Popen([sys.executable, "-c", SLOW_CLAIMING_EVALUATOR, str(rule.id), NOW.isoformat()],
+                               cwd=PROJECT_ROOT, env={**os.environ, **test_env})
+    deadline = time.monotonic() + 60
+    claimed_before = 0
+    while time.monotonic() < deadline and claimed_before < 300:
+        time.sleep(0.02)
+        db.session.rollback()
+        claimed_before = db.session.scalar(select(func.count()).select_from(RuleSend))
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(10)
+    db.session.rollback()
+    claimed_at_kill = db.session.scalar(select(func.count()).select_from(RuleSend))
+    assert 300 <= claimed_at_kill < count, "the kill must land between claim chunks"
+    assert claimed_at_kill % 50 == 0, "a chunk is committed whole or not at all"
+    assert db.session.scalar(select(func.count()).select_from(Notification)) == 0, "nothing is sent before the claim pass ends"
+
+    result = evaluate_rule(db.session.get(Rule, rule.id), NOW)
+    assert result.claimed == count - claimed_at_kill
+    assert result.sent == count
+    assert set(per_recipient_counts()) == {1}
+    assert db.session.scalar(select(func.count()).select_from(RuleSend).where(RuleSend.status == SENT)) == count
+
+
 def test_two_evaluators_at_the_same_moment_send_once_each(app):
     count = 2000
     seed(count)
