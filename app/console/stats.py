@@ -1,10 +1,24 @@
-"""The numbers on the console dashboard, read straight from the database and Redis."""
+"""The numbers on the console dashboard: database counts shared through a Redis snapshot, queue depths live.
+
+Exact counts over millions of deliveries take a second or more, and every
+open dashboard polls every 5 s. So the counts are kept as one snapshot in
+Redis for all viewers and web processes. While counting is cheap (a young
+install, the tests) every request counts afresh. Once it is not, a request
+is answered from the snapshot at once, and when the snapshot is older than
+the poll interval one request (a Redis lock decides which) starts a
+background refresh: the page shows counts at most a poll or two old, with
+their time, and never waits for them.
+"""
 from __future__ import annotations
 
+import json
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from flask import current_app
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
@@ -12,9 +26,35 @@ from app.delivery.constants import DELIVERY_STATUSES
 from app.extensions import db
 from app.models import Delivery, Notification, Recipient
 from app.models.types import utcnow
+from app.redis_client import get_redis, key
 from jobs.queues import queue_depths
 
 log = logging.getLogger(__name__)
+
+# The dashboard polls every 5 s; a snapshot this old is refreshed in the background.
+REFRESH_SECONDS = 5.0
+# Counting faster than this is done on every request: exact numbers cost nothing there.
+CHEAP_SECONDS = 0.05
+SNAPSHOT_TTL = 3600
+REFRESH_LOCK_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class DatabaseCounts:
+    recipients: int
+    notifications_today: int
+    deliveries_by_status: dict[str, int]
+    as_of: datetime
+    # How long counting took: decides whether the next request counts afresh or reads the snapshot.
+    took: float
+
+    def to_json(self) -> str:
+        return json.dumps({**self.__dict__, "as_of": self.as_of.isoformat()})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> DatabaseCounts:
+        values = json.loads(raw)
+        return cls(**{**values, "as_of": datetime.fromisoformat(values["as_of"])})
 
 
 @dataclass(frozen=True)
@@ -38,8 +78,92 @@ def complete_status_counts(rows: dict[str, int]) -> dict[str, int]:
     return {status: int(rows.get(status, 0)) for status in DELIVERY_STATUSES}
 
 
+def snapshot_action(snapshot: DatabaseCounts | None, now: datetime) -> str:
+    """What a request does with the shared snapshot: ``count`` afresh, ``refresh`` it in the background, or ``use`` it."""
+    if snapshot is None or snapshot.took < CHEAP_SECONDS:
+        return "count"
+    if (now - snapshot.as_of).total_seconds() >= REFRESH_SECONDS:
+        return "refresh"
+    return "use"
+
+
 def _count(statement) -> int:
     return int(db.session.scalar(statement) or 0)
+
+
+def count_database(now: datetime) -> DatabaseCounts:
+    started = time.perf_counter()
+    day_start, day_end = utc_day_bounds(now)
+    by_status = db.session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
+    recipients = _count(select(func.count()).select_from(Recipient))
+    today = _count(select(func.count()).select_from(Notification)
+                   .where(Notification.created_at >= day_start, Notification.created_at < day_end))
+    db.session.rollback()  # end the read transaction: a background refresh must not hold a snapshot open
+    return DatabaseCounts(recipients, today, complete_status_counts(dict(by_status)), now, time.perf_counter() - started)
+
+
+def _snapshot_key() -> str:
+    return key("dashboard", "counts")
+
+
+def _read_snapshot() -> DatabaseCounts | None:
+    raw = get_redis().get(_snapshot_key())
+    return DatabaseCounts.from_json(raw) if raw else None
+
+
+def _store(counts: DatabaseCounts) -> None:
+    get_redis().set(_snapshot_key(), counts.to_json(), ex=SNAPSHOT_TTL)
+
+
+def refresh_snapshot() -> DatabaseCounts:
+    counts = count_database(utcnow())
+    _store(counts)
+    return counts
+
+
+def _refresh_in_background() -> None:
+    """Start one refresh for all viewers; a request that loses the lock race just shows the snapshot it has."""
+    lock = key("dashboard", "refreshing")
+    if not get_redis().set(lock, "1", nx=True, ex=REFRESH_LOCK_SECONDS):
+        return
+    app = current_app._get_current_object()
+
+    def refresh() -> None:
+        with app.app_context():
+            try:
+                refresh_snapshot()
+            except Exception:
+                log.warning("dashboard: background refresh of the counts failed", exc_info=True)
+            finally:
+                db.session.remove()
+                try:
+                    get_redis().delete(lock)
+                except RedisError:
+                    pass
+
+    threading.Thread(target=refresh, name="dashboard-refresh", daemon=True).start()
+
+
+def database_counts(now: datetime) -> DatabaseCounts:
+    try:
+        snapshot = _read_snapshot()
+    except (RedisError, ValueError, TypeError):
+        log.warning("dashboard: no usable snapshot in Redis; counting directly", exc_info=True)
+        return count_database(now)
+    action = snapshot_action(snapshot, now)
+    if action == "count":
+        counts = count_database(now)
+        try:
+            _store(counts)
+        except RedisError:
+            log.warning("dashboard: could not store the counts snapshot", exc_info=True)
+        return counts
+    if action == "refresh":
+        try:
+            _refresh_in_background()
+        except RedisError:
+            log.warning("dashboard: could not start a refresh of the counts", exc_info=True)
+    return snapshot
 
 
 def _queue_depths_or_none() -> dict[str, dict[str, int]] | None:
@@ -51,17 +175,11 @@ def _queue_depths_or_none() -> dict[str, dict[str, int]] | None:
 
 
 def dashboard_counts(now: datetime | None = None) -> DashboardCounts:
-    now = now or utcnow()
-    day_start, day_end = utc_day_bounds(now)
-    by_status = db.session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
+    counts = database_counts(now or utcnow())
     return DashboardCounts(
-        recipients=_count(select(func.count()).select_from(Recipient)),
-        notifications_today=_count(
-            select(func.count())
-            .select_from(Notification)
-            .where(Notification.created_at >= day_start, Notification.created_at < day_end)
-        ),
-        deliveries_by_status=complete_status_counts(dict(by_status)),
+        recipients=counts.recipients,
+        notifications_today=counts.notifications_today,
+        deliveries_by_status=counts.deliveries_by_status,
         queues=_queue_depths_or_none(),
-        as_of=now,
+        as_of=counts.as_of,
     )

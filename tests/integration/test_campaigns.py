@@ -306,7 +306,6 @@ def test_launch_refuses_and_says_why(app, template, marketer):
 def test_launch_pins_the_template_version_current_at_launch(app, run_jobs, template, marketer):
     seed(1)
     campaign = new_campaign(template, marketer, channels=["in_app"])
-    cid = campaign.id
     from app.models import TemplateVersion
 
     template.versions.append(TemplateVersion(version=2, variants={"en": {"in_app": {"title": "v2", "body": "new"}}}))
@@ -340,7 +339,6 @@ def test_in_app_sends_publish_one_realtime_event_per_recipient(app, run_jobs, te
     pubsub.subscribe(user_channel(recipient_id))
     pubsub.get_message(timeout=1)
     campaign = new_campaign(template, marketer, channels=["in_app"])
-    cid = campaign.id
     store.launch(campaign, marketer)
     run_jobs()
     message = pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
