@@ -362,14 +362,31 @@ def _pool(size: int) -> ThreadPoolExecutor:
     return _pools[size]
 
 
-def _send_claimed(sender: Sender, channel: str, claimed, people_by_id: dict[int, Person], adapter_class) -> float | None:
-    """Send claimed deliveries and record the outcomes; returns a delay when the provider asked to wait.
+def send_messages(adapter, messages: list[tuple[int, Message]]) -> list[tuple[int, Result]]:
+    """Send ``(delivery id, message)`` pairs through one adapter; results in the same order.
 
-    An adapter whose ``send`` is thread-safe (e.g. a pooled HTTP client) raises
-    ``Channel.concurrent_sends``: then up to N messages of the chunk are in flight
-    at once, so a provider's round trip is not paid N times in a row. The default
-    of 1 (SMTP's single connection) sends one by one.
+    An adapter whose ``send`` is thread-safe (a pooled HTTP client) raises
+    ``Channel.concurrent_sends``: then up to N messages are in flight at once,
+    so a provider's round trip is not paid N times in a row. With the default
+    of 1 (SMTP's single connection) they go one by one, and a "not now" from
+    the provider leaves the rest unsent, waiting with it.
     """
+    app = current_app._get_current_object()
+    concurrency = max(1, adapter.concurrent_sends)
+    if concurrency > 1 and len(messages) > 1:
+        futures = [(d, _pool(concurrency).submit(_call_adapter, app, adapter, adapter.name, m)) for d, m in messages]
+        return [(d, future.result()) for d, future in futures]
+    results: list[tuple[int, Result]] = []
+    for delivery_id, message in messages:
+        if results and results[-1][1].outcome is Outcome.WAIT:
+            results.append((delivery_id, results[-1][1]))
+            continue
+        results.append((delivery_id, _call_adapter(app, adapter, adapter.name, message)))
+    return results
+
+
+def _send_claimed(sender: Sender, channel: str, claimed, people_by_id: dict[int, Person], adapter_class) -> float | None:
+    """Send claimed deliveries and record the outcomes; returns a delay when the provider asked to wait."""
     from jobs.delivery import record
 
     config = current_app.config
@@ -383,19 +400,7 @@ def _send_claimed(sender: Sender, channel: str, claimed, people_by_id: dict[int,
             one_by_one.append((delivery_id, Result(Outcome.PERMANENT, "herald", error_code="channel_not_configured",
                                                  detail=f"no adapter is configured for {channel}")))
     messages = [(d, m) for d, m in items if isinstance(m, Message)] if adapter is not None else []
-    concurrency = max(1, adapter_class.concurrent_sends)
-    app = current_app._get_current_object()
-    if concurrency > 1 and len(messages) > 1:
-        futures = [(d, _pool(concurrency).submit(_call_adapter, app, adapter, channel, m)) for d, m in messages]
-        results = [(d, future.result()) for d, future in futures]
-    else:
-        results = []
-        for delivery_id, message in messages:
-            if results and results[-1][1].outcome is Outcome.WAIT:  # "not now": the rest of the chunk waits, unsent
-                results.append((delivery_id, results[-1][1]))
-                continue
-            results.append((delivery_id, _call_adapter(app, adapter, channel, message)))
-    for delivery_id, result in results:
+    for delivery_id, result in send_messages(adapter, messages) if messages else []:
         if result.outcome in (Outcome.DISPATCHED, Outcome.DELIVERED) and not result.dead_devices:
             successes.append((delivery_id, result))
         elif result.outcome is Outcome.WAIT:

@@ -94,10 +94,6 @@ class Channel:
     def send(self, message: Message) -> Result:
         raise NotImplementedError
 
-    def send_many(self, messages: list[Message]) -> list[Result]:
-        """A batch (a campaign's ~1000 recipients), results in order. Adapters that can overlap calls override it."""
-        return [self.send(message) for message in messages]
-
     def close(self) -> None:
         """Release pooled connections (called when a worker shuts down)."""
 
