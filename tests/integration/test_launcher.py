@@ -169,7 +169,9 @@ def test_up_serves_demo_data_stops_on_ctrl_c_and_restarts_fast(instance):
     counts = database_counts(instance)
     assert counts["recipients"] >= 3000 and counts["time_zones"] >= 20
     send_test_mail(first.output)
-    assert [p.read_bytes().count(b"Subject: Sink check") for p in (instance / "mail").glob("*.eml")] == [1]
+    # The demo's low-balance rule may have mailed the sink too: exactly one of the messages is the check.
+    checks = [p.read_bytes().count(b"Subject: Sink check") for p in (instance / "mail").glob("*.eml")]
+    assert sum(checks) == 1
     assert len(processes_of(instance)) >= 7  # launcher, redis, gunicorn + worker, 2 RQ workers, scheduler
 
     assert first.interrupt() == 0
