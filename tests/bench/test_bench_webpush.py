@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections import Counter
 import sys
 import time
 
@@ -52,7 +53,10 @@ def run(adapter: WebPushChannel, batch: list[Message]) -> float:
     started = time.perf_counter()
     results = send_messages(adapter, [(m.delivery_id, m) for m in batch])
     elapsed = time.perf_counter() - started
-    assert {r.outcome for _d, r in results} == {Outcome.DISPATCHED}
+    failures = Counter(f"{r.error_code}: {r.detail}"[:120] for _d, r in results if r.outcome is not Outcome.DISPATCHED)
+    # Back-to-back full runs can exhaust loopback's ephemeral ports (10,000 fresh connections a run, in TIME_WAIT
+    # for a minute): that shows here as connect errors.
+    assert not failures, failures.most_common(3)
     return len(batch) / elapsed
 
 
