@@ -24,6 +24,8 @@ from app.models.types import utcnow
 from jobs.delivery import enqueue, route_notification
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+_INSERT_KEY = insert(IdempotencyKey.__table__)
+_INSERT_NOTIFICATION = insert(Notification.__table__)
 
 
 class UnknownRecipient(LookupError):
@@ -93,11 +95,14 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
     }
     for _attempt in range(2):
         try:
+            # Core inserts of constant statements (the row travels as parameters): compiled once per process,
+            # where ``insert(Model).values(**row)`` was a new statement to coerce and cache-key on every request.
+            connection = db.session.connection()
             if idempotency_key:
-                db.session.execute(insert(IdempotencyKey).values(
-                    api_key_id=api_key_id, key=idempotency_key, request_hash=fingerprint,
-                    notification_id=notification_id, created_at=now))
-            db.session.execute(insert(Notification).values(**row))
+                connection.execute(_INSERT_KEY, {
+                    "api_key_id": api_key_id, "key": idempotency_key, "request_hash": fingerprint,
+                    "notification_id": notification_id, "created_at": now})
+            connection.execute(_INSERT_NOTIFICATION, row)
             db.session.commit()
             break
         except IntegrityError:

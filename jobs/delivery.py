@@ -53,7 +53,11 @@ def enqueue(func, *args, priority: str = "normal", at: datetime | None = None):
     options = {"retry": JOB_RETRY, "job_timeout": JOB_TIMEOUT, "failure_ttl": 7 * 24 * 3600}
     if at is not None and at > utcnow():
         return queue.enqueue_at(at, func, *args, **options)
-    return queue.enqueue(func, *args, **options)
+    # One round trip: on its own, RQ sends the queue registration and the job in two transactions.
+    with queue.connection.pipeline() as pipe:
+        job = queue.enqueue(func, *args, pipeline=pipe, **options)
+        pipe.execute()
+    return job
 
 
 # -- routing -----------------------------------------------------------------------------------
