@@ -98,7 +98,6 @@ def count_database(now: datetime) -> DatabaseCounts:
     recipients = _count(select(func.count()).select_from(Recipient))
     today = _count(select(func.count()).select_from(Notification)
                    .where(Notification.created_at >= day_start, Notification.created_at < day_end))
-    db.session.rollback()  # end the read transaction: a background refresh must not hold a snapshot open
     return DatabaseCounts(recipients, today, complete_status_counts(dict(by_status)), now, time.perf_counter() - started)
 
 
