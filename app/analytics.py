@@ -24,7 +24,7 @@ PERIODS = {"24h": ("Last 24 hours", timedelta(hours=24)), "7d": ("Last 7 days", 
            "30d": ("Last 30 days", timedelta(days=30))}
 MAX_CUSTOM_DAYS = 92
 PERCENTILES = (0.5, 0.9, 0.99)
-FUNNEL_STAGES = ("accepted", "routed", "suppressed", "dispatched", "delivered", "read")
+FUNNEL_STAGES = ("accepted", "routed", "suppressed", "dispatched", "delivered", "read", "clicked")
 
 
 class PeriodError(ValueError):
@@ -96,9 +96,10 @@ def _dialect() -> str:
 # -- the numbers ----------------------------------------------------------------------------------
 
 def funnel(period: Period, campaign=None) -> dict[str, int]:
-    """accepted -> routed (notifications), suppressed -> dispatched -> delivered (deliveries), read."""
+    """accepted -> routed (notifications), suppressed -> dispatched -> delivered (deliveries), read, clicked."""
     notes = db.session.execute(_cohort(
-        select(func.count(), func.count(Notification.routed_at), func.count(Notification.read_at)), period, campaign
+        select(func.count(), func.count(Notification.routed_at), func.count(Notification.read_at),
+               func.count(Notification.clicked_at)), period, campaign
     )).one()
     deliveries = db.session.execute(_cohort(
         select(func.count(case((Delivery.status == SUPPRESSED, 1))),
@@ -107,7 +108,7 @@ def funnel(period: Period, campaign=None) -> dict[str, int]:
         .select_from(Delivery).join(Notification, Notification.id == Delivery.notification_id),
         period, campaign,
     )).one()
-    values = (notes[0], notes[1], deliveries[0], deliveries[1], deliveries[2], notes[2])
+    values = (notes[0], notes[1], deliveries[0], deliveries[1], deliveries[2], notes[2], notes[3])
     return {stage: int(value or 0) for stage, value in zip(FUNNEL_STAGES, values)}
 
 

@@ -32,6 +32,7 @@ from app.channels.guard import acquire_slot, release_slot
 from app.delivery import routing
 from app.delivery.constants import DELIVERED, DISPATCHED, FAILED, PENDING, SENDING
 from app.delivery.rendering import CHANNEL_FIELDS, FIELD_LIMITS, RenderError, pick_variant
+from app.delivery.tracking import track
 from app.delivery.unsubscribe import list_unsubscribe_headers, unsubscribe_token
 from app.extensions import db
 from app.models import DeliveryEvent, Device, Delivery, Notification, Preference, Recipient, Suppression, Template
@@ -334,13 +335,13 @@ def _messages(sender: Sender, channel: str, claimed, people_by_id: dict[int, Per
             token = unsubscribe_token(config["SECRET_KEY"], person.external_id, note.category)
             headers = list_unsubscribe_headers(f"{config['BASE_URL']}/unsubscribe/{token}")
         address_field = adapter_class.address_field if adapter_class else None
-        yield delivery_id, Message(
+        yield delivery_id, track(Message(
             delivery_id=delivery_id, recipient_id=person.id, notification_id=note.id, channel=channel,
             idempotency_key=f"herald-{note.id}-{channel}", recipient_external_id=person.external_id,
             notification_type=note.type, category=note.category, priority=note.priority, content=content,
             data=note.data or {}, address=getattr(person, address_field) if address_field else None,
             collapse_key=note.collapse_key, headers=headers, devices=tuple(devices.get(person.id, ())),
-        )
+        ), config)
 
 
 def _call_adapter(app, adapter, channel: str, message: Message) -> Result:

@@ -293,6 +293,8 @@ class NotificationOut(BaseModel):
     collapse_key: str | None
     created_at: datetime
     read_at: datetime | None
+    clicked_at: datetime | None = Field(description="first time the recipient followed the notification's link")
+    clicked_channel: str | None = Field(description="where that click came from: email, push, web_push or in_app")
     deliveries: list[DeliveryOut]
 
 

@@ -31,6 +31,7 @@ from app.delivery import routing
 from app.delivery.constants import DELIVERED, DISPATCHED, FAILED, PENDING, SENDING, SUPPRESSED
 from app.delivery.rendering import RenderError, inline_variant, pick_variant, render_fields
 from app.delivery.retry import next_retry_delay
+from app.delivery.tracking import track
 from app.delivery.unsubscribe import list_unsubscribe_headers, unsubscribe_token
 from app.extensions import db
 from app.models import Delivery, DeliveryEvent, Device, Notification, Preference, Recipient, Suppression, Template
@@ -220,7 +221,7 @@ def build_message(delivery: Delivery, notification: Notification, recipient: Rec
     if delivery.channel == "email" and notification.type == "marketing":
         token = unsubscribe_token(config["SECRET_KEY"], recipient.external_id, notification.category)
         headers = list_unsubscribe_headers(f"{config['BASE_URL']}/unsubscribe/{token}")
-    return Message(
+    return track(Message(
         delivery_id=delivery.id,
         recipient_id=recipient.id,
         notification_id=notification.id,
@@ -236,7 +237,7 @@ def build_message(delivery: Delivery, notification: Notification, recipient: Rec
         collapse_key=notification.collapse_key,
         headers=headers,
         devices=active_devices(recipient, delivery.channel),
-    )
+    ), config)
 
 
 def dispatch_delivery(delivery_id: int) -> str:

@@ -178,7 +178,8 @@ def get_notification(notification_id: str):
     ]
     return jsonify(dump(schemas.NotificationOut, id=n.id, user_id=recipient.external_id, type=n.type, category=n.category,
                         priority=n.priority, status=n.status, title=n.title, body=n.body, data=n.data or {},
-                        collapse_key=n.collapse_key, created_at=n.created_at, read_at=n.read_at, deliveries=deliveries))
+                        collapse_key=n.collapse_key, created_at=n.created_at, read_at=n.read_at, clicked_at=n.clicked_at,
+                        clicked_channel=n.clicked_channel, deliveries=deliveries))
 
 
 @bp.get(f"/users/{USER_ID}/notifications")

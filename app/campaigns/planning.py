@@ -149,6 +149,7 @@ class Progress:
     suppressed: int
     failed: int
     read: int
+    clicked: int
     suppressed_reasons: dict[str, int]
     sent_by_channel: dict[str, int]
 
@@ -162,7 +163,7 @@ class Progress:
         return 100 if expected and self.handled >= expected else int(100 * self.handled / expected) if expected else 0
 
 
-def progress_from_counters(counters: dict[str, int], read: int = 0) -> Progress:
+def progress_from_counters(counters: dict[str, int], read: int = 0, clicked: int = 0) -> Progress:
     """Counters are flat Redis hash fields: ``planned``, ``sent:<channel>``, ``suppressed:<reason>``, ``failed``."""
     sent_by_channel = {k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("sent:") and v}
     reasons = {k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("suppressed:") and v}
@@ -172,6 +173,7 @@ def progress_from_counters(counters: dict[str, int], read: int = 0) -> Progress:
         suppressed=sum(reasons.values()),
         failed=int(counters.get("failed", 0)),
         read=read,
+        clicked=clicked,
         suppressed_reasons=dict(sorted(reasons.items(), key=lambda item: (-item[1], item[0]))),
         sent_by_channel=dict(sorted(sent_by_channel.items())),
     )

@@ -114,17 +114,20 @@ def launch_problems(campaign: Campaign, now: datetime | None = None) -> list[str
         local_time=campaign.local_time, ends_at=campaign.ends_at, now=now)
 
 
-def read_count(campaign_id: int) -> int:
-    return db.session.scalar(select(func.count()).select_from(Notification).where(
-        Notification.campaign_id == campaign_id, Notification.read_at.is_not(None))) or 0
+def engagement(campaign_id: int) -> tuple[int, int]:
+    """(read, clicked): the campaign's notifications read in the inbox, and those whose link was followed."""
+    read, clicked = db.session.execute(select(func.count(Notification.read_at), func.count(Notification.clicked_at))
+                                       .where(Notification.campaign_id == campaign_id)).one()
+    return int(read or 0), int(clicked or 0)
 
 
-def campaign_progress(campaign: Campaign, with_read: bool = True) -> planning.Progress:
+def campaign_progress(campaign: Campaign, with_engagement: bool = True) -> planning.Progress:
     if campaign.status == DRAFT:
         return planning.progress_from_counters({})
     counters = progress.read(campaign.id, campaign.status, campaign.planned)
     counters.setdefault("planned", campaign.planned)
-    return planning.progress_from_counters(counters, read=read_count(campaign.id) if with_read else 0)
+    read, clicked = engagement(campaign.id) if with_engagement else (0, 0)
+    return planning.progress_from_counters(counters, read=read, clicked=clicked)
 
 
 def waves(campaign: Campaign, limit: int = 50) -> list[tuple[datetime, int, int]]:

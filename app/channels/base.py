@@ -84,6 +84,8 @@ class Channel:
     name: ClassVar[str]
     # How many sends of one batch may be in flight at once; only adapters whose send() is thread-safe raise it.
     concurrent_sends: ClassVar[int] = 1
+    # Links in this channel's messages go through Herald's click redirect (app/delivery/tracking.py).
+    tracks_links: ClassVar[bool] = False
     address_field: ClassVar[str | None] = None
     platforms: ClassVar[frozenset[str]] = frozenset()
     external: ClassVar[bool] = True

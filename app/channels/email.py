@@ -106,6 +106,7 @@ class SmtpRelay:
 @register("email")
 class SmtpEmail(Channel):
     address_field = "email"
+    tracks_links = True
 
     def __init__(self, app_config: dict):
         super().__init__(app_config)

@@ -18,6 +18,7 @@ PROVIDERS = {"ios": ApnsClient, "android": FcmClient}
 @register("push")
 class MobilePush(Channel):
     platforms = frozenset(PROVIDERS)
+    tracks_links = True
     # The APNs and FCM clients are pooled httpx clients with their token refresh under a lock: safe to share,
     # so a batch keeps this many provider round trips in flight instead of paying them one after another.
     concurrent_sends = 8

@@ -73,6 +73,7 @@ def topic_for(collapse_key: str | None) -> str | None:
 @register("web_push")
 class WebPushChannel(Channel):
     platforms = frozenset({"web"})
+    tracks_links = True
     # Push services answer in tens of milliseconds: one request at a time would cap a worker at a few dozen
     # sends per second. send() is thread-safe (pooled httpx client; the caches only ever gain entries).
     concurrent_sends = 16

@@ -29,7 +29,7 @@ from app.redis_client import get_redis
 CHANNEL_LABELS = {"in_app": "In-app", "email": "Email", "sms": "SMS", "push": "Mobile push", "web_push": "Web push"}
 SCHEDULE_LABELS = {"now": "Send now", "at": "At a UTC time", "local": "At a local time in each recipient's zone"}
 SAMPLE_SECONDS = 0.5
-READ_EVERY = 10          # samples between read-count queries (~5 s)
+READ_EVERY = 10          # samples between read/click count queries (~5 s)
 STREAM_MAX_SECONDS = 3600
 HEARTBEAT_SECONDS = 15.0
 
@@ -245,10 +245,11 @@ def campaign_action(campaign_id: int, action: str):
 
 # -- live progress -----------------------------------------------------------------------------
 
-def progress_payload(status: str, counters: dict[str, int], read: int, channels: int) -> dict:
-    view = planning.progress_from_counters(counters, read=read)
+def progress_payload(status: str, counters: dict[str, int], engagement: tuple[int, int], channels: int) -> dict:
+    read, clicked = engagement
+    view = planning.progress_from_counters(counters, read=read, clicked=clicked)
     return {"status": status, "planned": view.planned, "sent": view.sent, "suppressed": view.suppressed,
-            "failed": view.failed, "read": view.read, "percent": view.percent(channels),
+            "failed": view.failed, "read": view.read, "clicked": view.clicked, "percent": view.percent(channels),
             "sent_by_channel": view.sent_by_channel, "suppressed_reasons": view.suppressed_reasons}
 
 
@@ -267,25 +268,25 @@ class ProgressStream:
         self.redis, self.key, self.heartbeat = redis_conn, counters_key, heartbeat
         self.closed = False
 
-    def _read_count(self) -> int:
+    def _engagement(self) -> tuple[int, int]:
         with self.app.app_context():
             try:
-                return store.read_count(self.campaign_id)
+                return store.engagement(self.campaign_id)
             finally:
                 db.session.remove()
 
     def __iter__(self):
         yield "retry: 2000\n\n"
         last_payload, last_write = None, clock.monotonic()
-        started, samples, read = last_write, 0, self._read_count()
+        started, samples, engagement = last_write, 0, self._engagement()
         while not self.closed and clock.monotonic() - started < STREAM_MAX_SECONDS:
             status, counters = progress.parse(self.redis.hgetall(self.key))
             status = status or self.status
             counters.setdefault("planned", self.planned)
             samples += 1
             if samples % READ_EVERY == 0:
-                read = self._read_count()
-            payload = progress_payload(status, counters, read, self.channels)
+                engagement = self._engagement()
+            payload = progress_payload(status, counters, engagement, self.channels)
             if payload != last_payload:
                 last_payload, last_write = payload, clock.monotonic()
                 yield f"event: progress\ndata: {json.dumps(payload)}\n\n"
@@ -306,7 +307,7 @@ class ProgressStream:
 def campaign_events(campaign_id: int):
     campaign = _campaign_or_404(campaign_id)
     if campaign.status != "draft":
-        store.campaign_progress(campaign, with_read=False)  # rebuilds the counters if Redis lost them
+        store.campaign_progress(campaign, with_engagement=False)  # rebuilds the counters if Redis lost them
     stream = ProgressStream(current_app._get_current_object(), campaign, get_redis(),
                             progress.progress_key(campaign.id), HEARTBEAT_SECONDS)
     db.session.remove()  # a long stream must not hold a database connection

@@ -68,7 +68,9 @@ def notification_steps(notification: Notification) -> list[Step]:
         steps.append(Step(notification.inbox_at, "in inbox"))
     if notification.read_at:
         steps.append(Step(notification.read_at, "read"))
-    return steps
+    if notification.clicked_at:
+        steps.append(Step(notification.clicked_at, "clicked", f"first click, from {notification.clicked_channel}"))
+    return sorted(steps, key=lambda step: step.at)
 
 
 def load_notification(notification_id: str) -> Notification | None:

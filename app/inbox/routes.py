@@ -126,11 +126,13 @@ def archive(recipient: Recipient):
 @bp.post("/inbox/open", endpoint="open")
 @recipient_required
 def open_entry(recipient: Recipient):
-    """Mark the entry read and follow its deep link; only links that passed ``safe_link`` are ever used."""
+    """Mark the entry read and follow its deep link (a click); only links that passed ``safe_link`` are ever used."""
     ids = _ids()
     entries = group_entries(store.find_visible(recipient.id, ids))
     store.mark_ids_read(recipient.id, ids)
     link = entries[0].link if entries else None
+    if link:
+        store.record_click(entries[0].latest.id, "in_app")
     return redirect(link or url_for("inbox.inbox"), code=303)
 
 

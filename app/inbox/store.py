@@ -120,3 +120,12 @@ def arrived_after(recipient_id: int, notification_id: str, overlap_seconds: floa
         .limit(limit)
     )
     return list(db.session.scalars(query))
+
+
+def record_click(notification_id: str, channel: str) -> bool:
+    """Keep the first click on a notification's link (any channel); later ones change nothing. True when first."""
+    result = db.session.execute(
+        update(Notification).where(Notification.id == notification_id, Notification.clicked_at.is_(None))
+        .values(clicked_at=utcnow(), clicked_channel=channel))
+    db.session.commit()
+    return result.rowcount == 1

@@ -41,6 +41,9 @@ class Notification(db.Model):
     # Set when the in-app delivery lands: the notification is then in the inbox.
     inbox_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The first time the recipient followed the notification's link, on any channel (see app/delivery/tracking.py).
+    clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    clicked_channel: Mapped[str | None] = mapped_column(String(16))
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Campaign sends only; with the unique (campaign, recipient) index it makes fan-out re-runs insert nothing twice.
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="SET NULL"))

@@ -7,6 +7,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import func, insert, select
 
+from app.delivery.tracking import click_token
 from app.extensions import db
 from app.models import Notification, Recipient
 from app.models.types import utcnow
@@ -83,6 +84,16 @@ def test_marketer_composes_test_sends_launches_and_watches_progress_live(app, li
     assert page.evaluate("window.sameDocument") is True, "the numbers changed without a reload"
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Notification)) == 4  # 3 + the test send
+        one = db.session.scalar(select(Notification.id).where(Notification.campaign_id.is_not(None)).limit(1))
+        tracked = f"{live_server}/c/{click_token(app.config['SECRET_KEY'], one, 'push', f'{live_server}/healthz')}"
+
+    # A recipient taps the notification's tracked link: it lands where the link pointed, and the campaign counts it.
+    expect(page.get_by_test_id("count-clicked")).to_have_text("0")
+    reader = page.context.new_page()
+    reader.goto(tracked)
+    expect(reader).to_have_url(f"{live_server}/healthz")
+    page.reload()
+    expect(page.get_by_test_id("count-clicked")).to_have_text("1")
 
 
 def test_campaign_that_cannot_launch_says_why(app, live_server, marketer, page: Page):

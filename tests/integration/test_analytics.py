@@ -22,12 +22,13 @@ def seed(now: datetime) -> dict[str, Notification]:
     """Six notifications with known outcomes; see each test for the numbers they must give."""
     ana = make_recipient(external_id="ana")
 
-    def note(name, created, priority="normal", routed=True, read=False, category="general"):
+    def note(name, created, priority="normal", routed=True, read=False, clicked=False, category="general"):
         notification = make_notification(ana, priority=priority, category=category, title=name)
         notification.created_at = created
         notification.routed_at = created + timedelta(milliseconds=50) if routed else None
         notification.status = "routed" if routed else "accepted"
         notification.read_at = created + timedelta(minutes=5) if read else None
+        notification.clicked_at = created + timedelta(minutes=6) if clicked else None
         return notification
 
     def delivery(notification, channel, status, after_seconds=None, error_code=None):
@@ -37,11 +38,11 @@ def seed(now: datetime) -> dict[str, Notification]:
                                 dead_lettered_at=utcnow() if status == "FAILED" else None))
 
     notes = {
-        "n1": note("n1", now - timedelta(hours=2), read=True, category="promo"),
+        "n1": note("n1", now - timedelta(hours=2), read=True, clicked=True, category="promo"),
         "n2": note("n2", now - timedelta(hours=3)),
         "n3": note("n3", now - timedelta(hours=1), priority="high"),
         "n4": note("n4", now - timedelta(hours=1, minutes=30)),
-        "n5": note("n5", now - timedelta(days=10)),
+        "n5": note("n5", now - timedelta(days=10), clicked=True),
         "n6": note("n6", now - timedelta(minutes=30), routed=False),
     }
     delivery(notes["n1"], "in_app", "DELIVERED", 2)
@@ -70,7 +71,7 @@ def day(now):
 def test_funnel_counts_each_stage_of_the_periods_notifications(app, now):
     seed(now)
     assert analytics.funnel(day(now)) == {"accepted": 5, "routed": 4, "suppressed": 1, "dispatched": 4,
-                                          "delivered": 3, "read": 1}
+                                          "delivered": 3, "read": 1, "clicked": 1}
     assert analytics.funnel(resolve_period("30d", now=now))["accepted"] == 6
 
 
@@ -115,7 +116,8 @@ def test_campaign_filter_narrows_every_number(app, now, monkeypatch):
     # Stand in for Notification.campaign_id with another column, to prove the filter reaches every query.
     monkeypatch.setattr(analytics, "campaign_column", lambda: Notification.category)
     report = analytics.report(day(now), "promo")
-    assert report.funnel == {"accepted": 1, "routed": 1, "suppressed": 0, "dispatched": 2, "delivered": 1, "read": 1}
+    assert report.funnel == {"accepted": 1, "routed": 1, "suppressed": 0, "dispatched": 2, "delivered": 1, "read": 1,
+                             "clicked": 1}
     assert [(r.channel, r.total) for r in report.channels] == [("in_app", 1), ("email", 1)]
     assert report.failures == [] and sum(n for _, n in report.sends) == 2
     assert [row.count for row in report.latency] == [1]

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from app.api.keys import find_active_key
 from app.console.operations import check_rate_limit
 from app.extensions import db
+from app.inbox.store import record_click
 from app.models import ApiKey, AuditEntry, Delivery, DeliveryEvent
 from app.models.types import utcnow
 from app.redis_client import get_redis
@@ -129,6 +130,11 @@ def test_timeline_shows_accepted_routed_and_every_delivery_event(api, client, st
     delivered, suppressed = db.session.scalars(select(Delivery).order_by(Delivery.channel.desc())).all()
     assert f'data-testid="delivery-{delivered.id}-status">{delivered.status.lower()}<' in html
     assert f'data-testid="delivery-{suppressed.id}-status">suppressed<' in html and "unreachable" in html
+    assert 'data-testid="step-clicked"' not in html
+
+    record_click(notification_id, "in_app")
+    html = admin.get(f"/console/operations/notifications/{notification_id}").get_data(as_text=True)
+    assert 'data-testid="step-clicked"' in html and "first click, from in_app" in html
 
 
 def test_unknown_notification_timeline_is_a_404(admin):

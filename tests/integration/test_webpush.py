@@ -7,7 +7,7 @@ from sqlalchemy import select
 from app.channels import close_all
 from app.channels.vapid import application_server_key
 from app.extensions import db
-from app.models import Delivery, DeliveryEvent, Device
+from app.models import Delivery, DeliveryEvent, Device, Notification
 from tests.factories import make_recipient
 from tests.peers.webpush import WebPushService
 
@@ -43,17 +43,24 @@ def delivery_of(notification_id: str) -> Delivery:
     return db.session.scalar(select(Delivery).where(Delivery.notification_id == notification_id))
 
 
-def test_push_service_decrypts_exactly_the_notification_with_its_deep_link(app, api, run_jobs, push_service):
+def test_push_service_decrypts_exactly_the_notification_with_its_deep_link(app, api, client, run_jobs, push_service):
     make_recipient(external_id="ana")
     subscribe(api, "ana", push_service.subscribe("ana-laptop"))
     notification_id = notify(api, priority="high", collapse_key="order-42")
     run_jobs()
     [received] = push_service.received
+    tracked = received["payload"]["url"]
     assert received["payload"] == {
         "id": notification_id, "title": "Order shipped", "body": "Your parcel is on its way", "category": "orders",
-        "url": "https://shop.example/orders/42", "tag": "order-42",
-        "data": {"url": "https://shop.example/orders/42", "order": 42},
+        "url": tracked, "tag": "order-42", "data": {"url": tracked, "order": 42},
     }
+    # A tap opens Herald's tracked link, which counts the click and leads to the deep link.
+    assert tracked.startswith(f"{app.config['BASE_URL']}/c/")
+    response = client.get(tracked.removeprefix(app.config["BASE_URL"]))
+    assert (response.status_code, response.headers["Location"]) == (302, "https://shop.example/orders/42")
+    clicked = db.session.get(Notification, notification_id)
+    db.session.refresh(clicked)
+    assert clicked.clicked_at is not None and clicked.clicked_channel == "web_push"
     assert received["vapid"]["k"] == application_server_key(app.instance_path), "signed with the instance's VAPID key"
     assert received["vapid"]["aud"] == push_service.url
     assert (received["urgency"], received["topic"], received["ttl"]) == ("high", "order-42", "86400")
