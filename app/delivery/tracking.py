@@ -6,7 +6,7 @@ URL, so the redirect can only ever lead where Herald itself pointed: no open
 redirect, and no table of links to keep. What is rewritten, for channels whose
 adapter sets ``Channel.tracks_links`` (email, mobile push, web push):
 
-- absolute http(s) links in an email's ``html`` (``href``) and ``text`` parts;
+- absolute http(s) links in an email's ``html`` (``<a href>``) and ``text`` parts;
 - ``data.url`` / ``data.deep_link``, which push payloads open on a tap.
 
 Herald's own links (unsubscribe, the click path itself) and relative or
@@ -30,7 +30,8 @@ from app.channels.base import Message, channel_class
 SALT = "herald-click"
 CLICK_PATH = "/c/"
 LINK_FIELDS = ("url", "deep_link")
-_HREF = re.compile(r"""(\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
+# Links a reader follows (<a>, <area>); a stylesheet's <link href> is fetched on open and is not a click.
+_HREF = re.compile(r"""(<(?:a|area)\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
 _TEXT_URL = re.compile(r"""https?://[^\s<>"']+""", re.IGNORECASE)
 # Sentence punctuation right after a URL in plain text belongs to the sentence, not the link.
 _TRAILING = ".,;:!?)]}'\""

@@ -51,11 +51,13 @@ def test_only_absolute_web_links_that_are_not_heralds_own_are_tracked():
 
 
 def test_html_links_are_rewritten_with_their_escaping_respected():
-    markup = ('<a href="https://shop.example/s?a=1&amp;b=2">Sale</a> <a href=\'https://shop.example/x\'>x</a> '
+    markup = ('<link rel="stylesheet" href="https://cdn.example/mail.css">'
+              '<a class="button" href="https://shop.example/s?a=1&amp;b=2">Sale</a> <A HREF=\'https://shop.example/x\'>x</A> '
               '<a href="mailto:help@shop.example">help</a>')
     rewritten = rewrite_html(markup, lambda url: "TRACK(" + url + ")")
-    assert rewritten == ('<a href="TRACK(https://shop.example/s?a=1&amp;b=2)">Sale</a> '
-                         '<a href=\'TRACK(https://shop.example/x)\'>x</a> <a href="TRACK(mailto:help@shop.example)">help</a>')
+    assert rewritten == ('<link rel="stylesheet" href="https://cdn.example/mail.css">'
+                         '<a class="button" href="TRACK(https://shop.example/s?a=1&amp;b=2)">Sale</a> '
+                         '<A HREF=\'TRACK(https://shop.example/x)\'>x</A> <a href="TRACK(mailto:help@shop.example)">help</a>')
 
 
 def test_text_links_leave_sentence_punctuation_outside():
