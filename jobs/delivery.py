@@ -240,11 +240,26 @@ def build_message(delivery: Delivery, notification: Notification, recipient: Rec
     ), config)
 
 
+def reschedule_if_early(delivery_id: int, now: datetime) -> bool:
+    """A job that runs before its delivery is due (a retry enqueued at once because the clock passed its time
+    while it was being scheduled, a duplicate) puts it back for its time instead of dropping it on the reaper."""
+    row = db.session.execute(
+        select(Delivery.status, Delivery.not_before, Notification.priority)
+        .join(Notification, Notification.id == Delivery.notification_id).where(Delivery.id == delivery_id)
+    ).first()
+    db.session.rollback()
+    if row is None or row.status != PENDING or row.not_before is None or row.not_before <= now:
+        return False
+    enqueue(dispatch_delivery, delivery_id, priority=row.priority, at=row.not_before)
+    return True
+
+
 def dispatch_delivery(delivery_id: int) -> str:
     """Claim, send, record. Returns what happened, for logs and tests."""
     config = current_app.config
-    if not claim(delivery_id, utcnow(), config["DISPATCH_LEASE_SECONDS"]):
-        return "not-claimed"
+    now = utcnow()
+    if not claim(delivery_id, now, config["DISPATCH_LEASE_SECONDS"]):
+        return "rescheduled" if reschedule_if_early(delivery_id, now) else "not-claimed"
     delivery = db.session.scalar(
         select(Delivery).options(joinedload(Delivery.notification)).where(Delivery.id == delivery_id)
     )

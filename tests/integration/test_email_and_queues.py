@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from urllib.parse import urlparse
 
 from rq import Queue
@@ -9,10 +10,11 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import Delivery, DeliveryEvent, Suppression
+from app.models.types import utcnow
 from app.redis_client import get_redis
 from jobs.delivery import dispatch_delivery
 from tests.conftest import free_port
-from tests.factories import make_recipient, make_template
+from tests.factories import make_notification, make_recipient, make_template
 
 
 def post(api, **fields):
@@ -91,6 +93,23 @@ def test_transient_failures_back_off_then_dead_letter(app, api, run_jobs):
         assert any("retry in" in (d or "") for d in details) and "gave up after 6 attempts" in details[-1]
     finally:
         app.config["SMTP_URL"] = saved
+
+
+def test_a_dispatch_that_runs_before_its_retry_time_puts_it_back_instead_of_dropping_it(app):
+    recipient = make_recipient(external_id="ana", email="ana@example.com")
+    waiting = make_notification(recipient, channels=["email"])
+    busy = make_notification(recipient, channels=["email"])
+    later = utcnow() + timedelta(seconds=60)
+    db.session.add_all([Delivery(notification_id=waiting.id, channel="email", status="PENDING", not_before=later, attempts=1),
+                        Delivery(notification_id=busy.id, channel="email", status="SENDING", claimed_at=utcnow(), attempts=1)])
+    db.session.commit()
+    waiting_id, busy_id = (delivery_of(n.id).id for n in (waiting, busy))
+
+    assert dispatch_delivery(waiting_id) == "rescheduled"
+    assert dispatch_delivery(busy_id) == "not-claimed", "someone else holds it: nothing to put back"
+    [(job_id, at)] = get_redis().zrange("rq:scheduled:normal", 0, -1, withscores=True)
+    assert abs(at - later.timestamp()) < 1
+    assert delivery_of(waiting.id).status == "PENDING" and delivery_of(waiting.id).attempts == 1
 
 
 def test_critical_never_waits_behind_a_flood_of_low(app, run_jobs):
