@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -165,6 +166,33 @@ def redis_conn(app):
     from app.redis_client import get_redis
 
     return get_redis()
+
+
+def start_worker(args: list[str], env: dict) -> subprocess.Popen:
+    """``flask worker ARGS`` in a process group of its own: RQ forks its scheduler into a child process, which a
+    SIGKILL of the worker alone would orphan, and an orphaned scheduler keeps moving jobs in a later run's Redis."""
+    return subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "worker", *args], cwd=PROJECT_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def kill_worker(process: subprocess.Popen) -> None:
+    """SIGKILL the worker and everything it started (its scheduler), as a crash of the whole machine would."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(10)
+
+
+def stop_worker(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Warm shutdown of the worker's whole group (SIGTERM: the job in hand finishes), SIGKILL if it takes too long."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        kill_worker(process)
 
 
 def wait_for_port(port: int, timeout: float = 20.0, process: subprocess.Popen | None = None) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import PROJECT_ROOT, free_port, wait_for_port
+from tests.conftest import PROJECT_ROOT, free_port, start_worker, stop_worker, wait_for_port
 
 
 def machine() -> str:
@@ -57,19 +57,13 @@ def gunicorn(env: dict, workers: int = 2):
 
 @contextmanager
 def workers(env: dict, queue_sets: list[list[str]]):
-    processes = [
-        subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "worker", *queues],
-                         cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for queues in queue_sets
-    ]
+    processes = [start_worker(queues, env) for queues in queue_sets]
     try:
         time.sleep(1.5)
         yield processes
     finally:
         for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(20)
+            stop_worker(process, timeout=20)
 
 
 def post_load(url: str, headers: dict, bodies: list[dict], concurrency: int) -> tuple[float, list[float], list[int]]:

@@ -41,7 +41,7 @@ from app.models.bulk import insert_ignoring_conflicts
 from app.models.notifications import new_notification_id
 from app.models.types import utcnow
 from tests.bench.harness import gunicorn, machine, percentile, summary
-from tests.conftest import PROJECT_ROOT, free_port, wait_for_port
+from tests.conftest import PROJECT_ROOT, free_port, stop_worker, wait_for_port
 from tests.factories import make_staff, make_template
 
 STAFF_EMAIL, STAFF_PASSWORD = "bench@example.com", "correct horse battery"
@@ -118,18 +118,14 @@ def worker_main() -> None:
 def bench_workers(env: dict, count: int):
     code = "import tests.bench.test_bench_campaign as b; b.worker_main()"
     processes = [subprocess.Popen([sys.executable, "-c", code, "critical", "high", "normal", "low"], cwd=PROJECT_ROOT,
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                 for _ in range(count)]
     try:
         time.sleep(2.0)
         yield processes
     finally:
         for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_worker(process)
 
 
 @contextmanager

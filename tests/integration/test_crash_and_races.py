@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from app.models.types import utcnow
 from app.redis_client import get_redis
 from jobs.delivery import dispatch_delivery, route_notification
 from jobs.maintenance import redrive_stuck_work
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, kill_worker, start_worker
 from tests.factories import make_recipient
 
 
@@ -122,15 +121,14 @@ def test_sigkilled_worker_loses_nothing_and_sends_nothing_twice(app, smtp_server
     smtp_server.handler.rcpt_delay_seconds = 0.05  # the worker spends its time waiting here, before DATA
 
     env = {**os.environ, **test_env, "SMTP_URL": smtp_server.url, "HERALD_DISPATCH_LEASE_SECONDS": "1"}
-    command = [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--burst", "normal"]
-    victim = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker_args = ["--burst", "normal"]
+    victim = start_worker(worker_args, env)
     deadline = time.monotonic() + 60
     while len(smtp_server.messages) < 10 and time.monotonic() < deadline:
         time.sleep(0.005)
     # Kill while the worker waits on a RCPT answer: mid-job, claimed, and provably before DATA.
     assert smtp_server.handler.waiting_in_rcpt.wait(10)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(10)
+    kill_worker(victim)
     assert len(smtp_server.messages) < count, "the worker finished before it could be killed"
 
     # RQ notices the dead worker's job once its heartbeat lapses (about 70 s); we move the clock past that.
@@ -148,7 +146,8 @@ def test_sigkilled_worker_loses_nothing_and_sends_nothing_twice(app, smtp_server
         redrive_stuck_work(utcnow(), lease_seconds=1, stale_after=timedelta(0))
     finally:
         app.config["DISPATCH_LEASE_SECONDS"] = saved
-    survivor = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, timeout=120)
+    survivor = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "worker", *worker_args], cwd=PROJECT_ROOT,
+                              env=env, capture_output=True, timeout=120)
     assert survivor.returncode == 0, survivor.stderr.decode()[-2000:]
 
     db.session.remove()

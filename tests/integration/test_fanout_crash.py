@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from app.models import Campaign, CampaignBatch, Delivery, Notification, Recipien
 from app.models.types import utcnow
 from app.redis_client import get_redis
 from jobs.campaigns import plan_campaign
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, kill_worker, start_worker
 from tests.factories import make_staff, make_template
 
 COUNT = 300
@@ -50,13 +49,12 @@ def test_sigkilled_batch_reruns_without_a_second_notification_inbox_entry_or_unr
     smtp_server.handler.rcpt_delay_seconds = 0.01  # the worker spends its time inside the provider call
     env = {**os.environ, **test_env, "SMTP_URL": smtp_server.url, "HERALD_DISPATCH_LEASE_SECONDS": "1",
            "HERALD_CHANNEL_SLOTS": "2"}
-    command = [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--burst", "low"]
-    victim = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker_args = ["--burst", "low"]
+    victim = start_worker(worker_args, env)
     deadline = time.monotonic() + 60
     while len(smtp_server.messages) < 130 and time.monotonic() < deadline:
         time.sleep(0.005)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(10)
+    kill_worker(victim)
     sent_before_kill = len(smtp_server.messages)
     assert sent_before_kill < COUNT, "the worker finished the batch before it could be killed"
 
@@ -75,7 +73,8 @@ def test_sigkilled_batch_reruns_without_a_second_notification_inbox_entry_or_unr
     time.sleep(1.1)  # the killed worker's claims (lease 1 s) expire
     low.scheduled_job_registry.remove(retried)  # what RQ's scheduler does when the retry interval is up
     low.enqueue_job(low.fetch_job(retried))
-    survivor = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, timeout=180)
+    survivor = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "worker", *worker_args], cwd=PROJECT_ROOT,
+                              env=env, capture_output=True, timeout=180)
     assert survivor.returncode == 0, survivor.stderr.decode()[-2000:]
 
     db.session.remove()

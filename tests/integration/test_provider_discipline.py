@@ -4,8 +4,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -20,7 +18,7 @@ from app.channels.health import metrics_text, provider_health
 from app.extensions import db
 from app.models import Delivery, DeliveryEvent
 from app.redis_client import get_redis
-from tests.conftest import PROJECT_ROOT, free_port
+from tests.conftest import free_port, kill_worker, start_worker
 from tests.factories import make_recipient
 from tests.peers.twilio import TwilioApi
 
@@ -193,8 +191,7 @@ def test_a_hanging_email_server_does_not_delay_sms(app, api, test_env, twilio):
     env = {**os.environ, **test_env, "SMTP_URL": f"smtp://127.0.0.1:{black_hole.port}", "HERALD_SMTP_TIMEOUT": "30",
            "TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_FROM": "+15005550006",
            "TWILIO_API_BASE": twilio.url, "HERALD_SMS_RATE": "0", "HERALD_RQ_WORKERS": "2"}
-    workers = [subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "worker"], cwd=PROJECT_ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    workers = [start_worker([], env) for _ in range(2)]
     try:
         ready_by = time.monotonic() + 60
         while len(Worker.all(connection=get_redis())) < 2 and time.monotonic() < ready_by:
@@ -212,7 +209,5 @@ def test_a_hanging_email_server_does_not_delay_sms(app, api, test_env, twilio):
         assert all(e.status in ("PENDING", "SENDING") for e in emails), "email is still waiting, not lost"
     finally:
         for worker in workers:
-            worker.kill()  # one is inside a 30 s SMTP wait; a warm shutdown would wait for it
-        for worker in workers:
-            worker.wait(20)
+            kill_worker(worker)  # one is inside a 30 s SMTP wait; a warm shutdown would wait for it
         black_hole.close()
