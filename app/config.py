@@ -202,6 +202,8 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
         "SMTP_URL": check_smtp_url(env["SMTP_URL"]) if env.get("SMTP_URL") else None,
         "MAIL_FROM": env.get("HERALD_MAIL_FROM", "Herald <no-reply@herald.local>"),
         "API_RATE_LIMIT": env.get("HERALD_API_RATE_LIMIT", "6000/minute"),
+        # Notifications (with deliveries and events) and the rules' sent log older than this are deleted; 0 keeps all.
+        "RETENTION_DAYS": parse_int("HERALD_RETENTION_DAYS", env.get("HERALD_RETENTION_DAYS"), 365),
         # Links in email and push go through {BASE_URL}/c/<signed token> so clicks can be counted.
         "TRACK_CLICKS": parse_boolean(env.get("HERALD_TRACK_CLICKS"), default=True),
         "MARKETING_CAP_PER_HOUR": parse_int("HERALD_MARKETING_CAP_PER_HOUR", env.get("HERALD_MARKETING_CAP_PER_HOUR"), 3),

@@ -53,6 +53,12 @@ def _purge():
     purge_expired_idempotency_keys(utcnow())
 
 
+def _retention():
+    from jobs.retention import purge_expired_history
+
+    purge_expired_history(utcnow(), current_app.config["RETENTION_DAYS"])
+
+
 def _rules():
     """Ticks every minute; evaluates once per RULES_EVALUATION_MINUTES clock slot (see jobs.rules)."""
     from jobs.rules import evaluate_rules_if_due
@@ -64,6 +70,7 @@ def _rules():
 PERIODIC_JOBS = {
     "maintenance": (_maintenance, 30),
     "purge-idempotency-keys": (_purge, 3600),
+    "purge-expired-history": (_retention, 3600),
     "evaluate-rules": (_rules, 60),
 }
 
@@ -79,7 +86,7 @@ def build_scheduler() -> BlockingScheduler:
 @click.command("scheduler")
 @with_appcontext
 def scheduler_command() -> None:
-    """Run periodic work (re-drive, cleanup; rule evaluation) until stopped."""
+    """Run periodic work (re-drive, clean-up and retention; rule evaluation) until stopped."""
     scheduler = build_scheduler()
 
     def stop(_signum, _frame):
