@@ -45,7 +45,7 @@ def _render_inbox(recipient: Recipient, view_as: bool = False):
     """The inbox for ``recipient``: full page, or just the items when htmx asks (load more, live refresh)."""
     chosen = _filter()
     try:
-        items, next_cursor = store.inbox_page(recipient.id, PAGE_SIZE, request.args.get("cursor") or None, chosen == "unread")
+        items, next_cursor = store.entries_page(recipient.id, PAGE_SIZE, request.args.get("cursor") or None, chosen == "unread")
     except store.BadCursor:
         abort(400, "This page link is out of date; go back to the start of your inbox.")
     context = {

@@ -4,7 +4,8 @@ from __future__ import annotations
 import base64
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, exists, func, not_, or_, select, update
+from sqlalchemy.orm import aliased
 
 from app.extensions import db
 from app.models import Notification
@@ -44,12 +45,58 @@ def inbox_page(recipient_id: int, limit: int = 20, cursor: str | None = None, un
     query = select(Notification).where(_visible(recipient_id))
     if unread_only:
         query = query.where(Notification.read_at.is_(None))
-    if cursor:
-        at, last_id = decode_cursor(cursor)
-        query = query.where(or_(Notification.inbox_at < at, and_(Notification.inbox_at == at, Notification.id < last_id)))
+    query = _page_after(query, cursor)
     rows = db.session.scalars(query.order_by(Notification.inbox_at.desc(), Notification.id.desc()).limit(limit + 1)).all()
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return list(rows[:limit]), next_cursor
+
+
+# The most members one collapsed entry shows (and marks read or archives at once).
+GROUP_LIMIT = MAX_LIMIT
+
+
+def _page_after(query, cursor: str | None):
+    if not cursor:
+        return query
+    at, last_id = decode_cursor(cursor)
+    return query.where(or_(Notification.inbox_at < at, and_(Notification.inbox_at == at, Notification.id < last_id)))
+
+
+def entries_page(recipient_id: int, limit: int = 20, cursor: str | None = None,
+                 unread_only: bool = False) -> tuple[list[Notification], str | None]:
+    """A page of the inbox as the page shows it: ``limit`` entries, each with all of its members.
+
+    Pages run over entry heads (a notification without a collapse key, or the
+    newest of its key), so a group is whole on the page where its newest member
+    is and never shows up again on a later one. Items come newest head first,
+    each followed by its older members, as :func:`app.inbox.grouping.group_entries` wants them.
+    """
+    def shown(model):
+        condition = and_(model.recipient_id == recipient_id, model.inbox_at.is_not(None), model.archived_at.is_(None))
+        return and_(condition, model.read_at.is_(None)) if unread_only else condition
+
+    newer = aliased(Notification)
+    newer_in_group = exists(select(newer.id).where(
+        shown(newer), newer.collapse_key == Notification.collapse_key,
+        or_(newer.inbox_at > Notification.inbox_at, and_(newer.inbox_at == Notification.inbox_at, newer.id > Notification.id))))
+    heads_query = select(Notification).where(shown(Notification), or_(Notification.collapse_key.is_(None), not_(newer_in_group)))
+    heads = db.session.scalars(_page_after(heads_query, cursor)
+                               .order_by(Notification.inbox_at.desc(), Notification.id.desc()).limit(limit + 1)).all()
+    next_cursor = encode_cursor(heads[limit - 1]) if len(heads) > limit else None
+    heads = heads[:limit]
+    keys = {head.collapse_key for head in heads if head.collapse_key}
+    members: dict[str, list[Notification]] = {key: [] for key in keys}
+    if keys:
+        head_ids = {head.id for head in heads}
+        for item in db.session.scalars(select(Notification).where(shown(Notification), Notification.collapse_key.in_(keys))
+                                       .order_by(Notification.inbox_at.desc(), Notification.id.desc())):
+            if item.id not in head_ids and len(members[item.collapse_key]) < GROUP_LIMIT - 1:
+                members[item.collapse_key].append(item)
+    items = []
+    for head in heads:
+        items.append(head)
+        items.extend(members.get(head.collapse_key, []) if head.collapse_key else [])
+    return items, next_cursor
 
 
 def unread_count(recipient_id: int) -> int:

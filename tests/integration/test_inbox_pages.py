@@ -143,6 +143,25 @@ def test_collapsed_group_shows_actors_and_a_count(app, client):
     assert re.search(r'data-testid="entry-count"[^>]*>5<', html)
 
 
+def test_a_group_is_whole_on_the_page_of_its_newest_member_and_never_shown_again(app, client):
+    ana = make_recipient(external_id="ana")
+    for n in range(30):  # one a minute, "Note 29" the newest
+        delivered(ana, 100 - n, title=f"Note {n}")
+    # Likes at minutes 1, 75 and 98 ago: the newest sits on the first page, the older two where page two would be.
+    for actor, minutes in (("Ana", 1), ("Bo", 75), ("Cy", 98)):
+        delivered(ana, minutes, title=f"{actor} liked your photo", collapse_key="photo-1",
+                  data={"actor": actor, "action": "liked your photo"})
+    sign_in(client, app, "ana")
+
+    first = client.get("/inbox").get_data(as_text=True)
+    assert entry_headlines(first)[0] == "Ana and 2 others liked your photo"
+    assert re.search(r'data-testid="entry-count"[^>]*>3<', first)
+    assert len(entry_headlines(first)) == 20
+    cursor = re.search(r'cursor=([^&"]+)', first).group(1)
+    second = entry_headlines(client.get(f"/inbox?cursor={cursor}").get_data(as_text=True))
+    assert second == [f"Note {n}" for n in range(10, -1, -1)], "the rest, with no trace of the group"
+
+
 def test_times_are_relative_in_the_recipients_locale_and_absolute_in_their_zone(app, client):
     ana = make_recipient(external_id="ana", locale="pt-BR", timezone="Asia/Tokyo")
     note = delivered(ana, 5, title="Oi")
