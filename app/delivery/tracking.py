@@ -30,6 +30,9 @@ from app.channels.base import Message, channel_class
 SALT = "herald-click"
 CLICK_PATH = "/c/"
 LINK_FIELDS = ("url", "deep_link")
+# A tracked link is ~1.4x its URL plus ~100 characters, and push payloads carry it twice: longer links stay as
+# written, so tracking can never push a notification over a provider's 4 KB payload limit.
+MAX_TRACKED_URL = 1024
 # Links a reader follows (<a>, <area>); a stylesheet's <link href> is fetched on open and is not a click.
 _HREF = re.compile(r"""(<(?:a|area)\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
 _TEXT_URL = re.compile(r"""https?://[^\s<>"']+""", re.IGNORECASE)
@@ -66,8 +69,8 @@ def is_web_url(url: str) -> bool:
 
 
 def trackable(url: str, base_url: str) -> bool:
-    """An absolute http(s) link that is not one of Herald's own (unsubscribe pages, tracked links)."""
-    if not is_web_url(url):
+    """An absolute http(s) link, not too long to track, that is not one of Herald's own (unsubscribe, tracked links)."""
+    if len(url) > MAX_TRACKED_URL or not is_web_url(url):
         return False
     own = urlparse(base_url)
     parsed = urlparse(url)

@@ -48,6 +48,7 @@ def test_only_absolute_web_links_that_are_not_heralds_own_are_tracked():
                 f"{BASE}/unsubscribe/abc", f"{BASE}/c/abc"):
         assert not trackable(url, BASE), url
     assert trackable(f"{BASE}/inbox", BASE)
+    assert not trackable("https://shop.example/" + "a" * 1100, BASE), "too long to track within a push payload"
 
 
 def test_html_links_are_rewritten_with_their_escaping_respected():
