@@ -141,14 +141,26 @@ def _clean_state(request):
 
 
 def _truncate_all(db) -> None:
+    """Empty every table. A request the previous test's browser left in flight (a poll, a stream's replay) may hold
+    a table the TRUNCATE needs while waiting for one it already took; PostgreSQL then cancels one side as a
+    deadlock. That request's answer no longer matters, so the clean-up just tries again."""
+    from sqlalchemy.exc import OperationalError
+
     db.session.remove()
     tables = [t.name for t in reversed(db.metadata.sorted_tables)]
-    with db.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
-        else:
-            for table in tables:
-                conn.execute(text(f'DELETE FROM "{table}"'))
+    for attempt in range(5):
+        try:
+            with db.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+                else:
+                    for table in tables:
+                        conn.execute(text(f'DELETE FROM "{table}"'))
+            return
+        except OperationalError as error:
+            if "deadlock" not in str(error).lower() or attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 @pytest.fixture
