@@ -58,13 +58,11 @@ class DatabaseCounts:
 
 
 @dataclass(frozen=True)
-class DashboardCounts:
-    recipients: int
-    notifications_today: int
-    deliveries_by_status: dict[str, int]
+class DashboardCounts(DatabaseCounts):
+    """The database counts (possibly from the shared snapshot, ``as_of`` says when) and the queue depths, live."""
+
     # None when Redis does not answer: the dashboard says so instead of failing.
-    queues: dict[str, dict[str, int]] | None
-    as_of: datetime
+    queues: dict[str, dict[str, int]] | None = None
 
 
 def utc_day_bounds(moment: datetime) -> tuple[datetime, datetime]:
@@ -175,10 +173,4 @@ def _queue_depths_or_none() -> dict[str, dict[str, int]] | None:
 
 def dashboard_counts(now: datetime | None = None) -> DashboardCounts:
     counts = database_counts(now or utcnow())
-    return DashboardCounts(
-        recipients=counts.recipients,
-        notifications_today=counts.notifications_today,
-        deliveries_by_status=counts.deliveries_by_status,
-        queues=_queue_depths_or_none(),
-        as_of=counts.as_of,
-    )
+    return DashboardCounts(**counts.__dict__, queues=_queue_depths_or_none())

@@ -87,11 +87,16 @@ def entries_page(recipient_id: int, limit: int = 20, cursor: str | None = None,
     keys = {head.collapse_key for head in heads if head.collapse_key}
     members: dict[str, list[Notification]] = {key: [] for key in keys}
     if keys:
-        head_ids = {head.id for head in heads}
-        for item in db.session.scalars(select(Notification).where(shown(Notification), Notification.collapse_key.in_(keys))
-                                       .order_by(Notification.inbox_at.desc(), Notification.id.desc())):
-            if item.id not in head_ids and len(members[item.collapse_key]) < GROUP_LIMIT - 1:
-                members[item.collapse_key].append(item)
+        # The newest GROUP_LIMIT of each group (its head first), counted in SQL: a group of 10,000 likes loads 100.
+        rank = func.row_number().over(partition_by=Notification.collapse_key,
+                                      order_by=(Notification.inbox_at.desc(), Notification.id.desc())).label("rank")
+        ranked = select(Notification.id, rank).where(shown(Notification), Notification.collapse_key.in_(keys)).subquery()
+        for item in db.session.scalars(
+            select(Notification).join(ranked, ranked.c.id == Notification.id)
+            .where(ranked.c.rank > 1, ranked.c.rank <= GROUP_LIMIT)
+            .order_by(Notification.inbox_at.desc(), Notification.id.desc())
+        ):
+            members[item.collapse_key].append(item)
     items = []
     for head in heads:
         items.append(head)

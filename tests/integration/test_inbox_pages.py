@@ -363,3 +363,13 @@ def test_staff_see_the_inbox_read_only_and_writes_are_refused(app, client):
         assert SESSION_RECIPIENT not in session
     assert client.post("/inbox/read", data={"ids": [note.id]}).status_code == 401
     assert client.get("/console/recipients/nobody/inbox-view").status_code == 404
+
+
+def test_a_huge_group_loads_only_its_newest_members_up_to_the_group_limit(app, client, monkeypatch):
+    from app.inbox import store
+
+    monkeypatch.setattr(store, "GROUP_LIMIT", 3)
+    ana = make_recipient(external_id="ana")
+    likes = [delivered(ana, minutes, title=f"like {minutes}", collapse_key="photo-1") for minutes in range(1, 7)]
+    items, _cursor = store.entries_page(ana.id, limit=20)
+    assert [item.id for item in items] == [like.id for like in likes[:3]], "the head and the next two, newest first"
