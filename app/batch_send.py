@@ -12,7 +12,6 @@ delivery again later) is the :class:`Sender` the caller passes in.
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections import defaultdict
@@ -23,19 +22,17 @@ from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
 
 from flask import current_app
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import and_, or_, select, update
 
 from app.channels import DeviceTarget, Message, Outcome, Result, adapter_for, channel_class
 from app.channels.guard import acquire_slot, release_slot
 from app.delivery import routing
 from app.delivery.constants import DELIVERED, DISPATCHED, FAILED, PENDING, SENDING
-from app.delivery.rendering import CHANNEL_FIELDS, FIELD_LIMITS, RenderError, pick_variant
+from app.delivery.rendering import RenderError, VersionRenderer
 from app.delivery.tracking import track
 from app.delivery.unsubscribe import list_unsubscribe_headers, unsubscribe_token
 from app.extensions import db
-from app.models import DeliveryEvent, Device, Delivery, Notification, Preference, Recipient, Suppression, Template
+from app.models import DeliveryEvent, Device, Delivery, Notification, Preference, Recipient, Suppression
 from app.models.bulk import insert_rows, update_by_id
 from app.models.types import utcnow
 from app.redis_client import get_redis, key
@@ -44,93 +41,6 @@ log = logging.getLogger(__name__)
 
 # External sends are claimed, sent and recorded this many at a time (the most a crash can leave SENDING).
 SEND_CHUNK = 100
-
-
-# -- rendering: compiled once per template version and channel, rendered per recipient --------
-
-_text_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-_html_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
-
-
-class CompiledVariant:
-    """A channel variant parsed once; ``render`` gives the same fields and errors as ``render_fields``.
-
-    ``render_fields`` parses each field on every call, which for a million
-    recipients is most of the work; here a batch parses once.
-    """
-
-    def __init__(self, channel: str, variant: dict):
-        self.channel = channel
-        self.fields: list[tuple[str, object]] = []
-        for field in CHANNEL_FIELDS[channel]:
-            source = variant.get(field)
-            if source is None:
-                if not (field == "text" and channel == "email"):
-                    self.fields.append((field, RenderError(channel, field, "missing")))
-                continue
-            try:
-                compiled = (_html_env if field == "html" else _text_env).from_string(source)
-            except TemplateSyntaxError as error:
-                compiled = RenderError(channel, field, error.message or "syntax error", error.lineno)
-            self.fields.append((field, compiled))
-
-    def render(self, context: dict) -> dict[str, str]:
-        rendered = {}
-        for field, compiled in self.fields:
-            if isinstance(compiled, RenderError):
-                raise compiled
-            try:
-                value = compiled.render(context)
-            except UndefinedError as error:
-                raise RenderError(self.channel, field, error.message or "undefined variable") from None
-            except TemplateError as error:
-                raise RenderError(self.channel, field, str(error)) from None
-            if not value.strip() and field != "html":
-                raise RenderError(self.channel, field, "rendered empty")
-            limit = FIELD_LIMITS.get((self.channel, field))
-            if limit and len(value) > limit:
-                raise RenderError(self.channel, field, f"{len(value)} characters, over the limit of {limit}")
-            rendered[field] = value
-        return rendered
-
-
-class VersionRenderer:
-    """Picks the variant for a (channel, locale) like ``pick_variant`` and keeps it compiled."""
-
-    def __init__(self, variants: dict, default_locale: str):
-        self.variants, self.default_locale = variants, default_locale
-        self._compiled: dict[tuple[str, str | None], CompiledVariant | None] = {}
-
-    def render(self, channel: str, locale: str | None, context: dict) -> dict[str, str]:
-        cache_key = (channel, locale)
-        if cache_key not in self._compiled:
-            variant = pick_variant(self.variants, channel, locale, self.default_locale)
-            self._compiled[cache_key] = CompiledVariant(channel, variant) if variant else None
-        compiled = self._compiled[cache_key]
-        if compiled is None:
-            raise RenderError(channel, "template", f"the template has no {channel} variant")
-        return compiled.render(context)
-
-
-_renderers: dict[str, VersionRenderer] = {}
-
-
-def renderer_for(template: Template, version_number: int) -> VersionRenderer:
-    """Versions are immutable, so a worker keeps each one compiled for as long as it lives.
-
-    The cache is keyed by the version's content, not its ids: SQLite may hand a
-    deleted template's id to the next one, and a stale compiled copy would send
-    the old text.
-    """
-    version = template.version(version_number)
-    if version is None:
-        raise LookupError(f"template {template.key!r} has no version {version_number}")
-    cache_key = json.dumps([version.variants, template.default_locale], sort_keys=True)
-    if cache_key not in _renderers:
-        if len(_renderers) > 64:
-            _renderers.clear()
-        _renderers[cache_key] = VersionRenderer(version.variants, template.default_locale)
-    return _renderers[cache_key]
 
 
 # -- loading the batch -------------------------------------------------------------------------

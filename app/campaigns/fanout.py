@@ -31,13 +31,12 @@ from flask import current_app
 from sqlalchemy import func, insert, select, update
 
 from app.audiences.filters import compile_filter
-from app.batch_send import PERSON_COLUMNS, Person, Sender, VersionRenderer, due, load_facts, record_marketing_sends, \
-    renderer_for, send_channel
+from app.batch_send import PERSON_COLUMNS, Person, Sender, due, load_facts, record_marketing_sends, send_channel
 from app.campaigns import progress
 from app.delivery import routing
 from app.delivery.constants import DELIVERED, DISPATCHED, FAILED, PENDING, SENDING, SUPPRESSED
 from app.delivery.priority import effective_priority
-from app.delivery.rendering import RenderError
+from app.delivery.rendering import RenderError, VersionRenderer, renderer_for
 from app.extensions import db
 from app.models.bulk import insert_ignoring_conflicts
 from app.models import Campaign, CampaignBatch, Delivery, DeliveryEvent, Notification, Recipient, Template

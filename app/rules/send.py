@@ -38,12 +38,11 @@ from datetime import date, datetime, timedelta
 from flask import current_app
 from sqlalchemy import select, update
 
-from app.batch_send import PERSON_COLUMNS, Person, Sender, VersionRenderer, due, load_facts, record_marketing_sends, \
-    renderer_for, send_channel
+from app.batch_send import PERSON_COLUMNS, Person, Sender, due, load_facts, record_marketing_sends, send_channel
 from app.delivery import routing
 from app.delivery.constants import DELIVERED, FAILED, PENDING, SUPPRESSED
 from app.delivery.priority import effective_priority
-from app.delivery.rendering import RenderError
+from app.delivery.rendering import RenderError, VersionRenderer, renderer_for
 from app.extensions import db
 from app.models import Delivery, DeliveryEvent, Notification, Recipient, Rule, RuleSend, Template
 from app.models.bulk import insert_ignoring_conflicts, insert_returning, insert_rows, update_by_id
