@@ -35,6 +35,9 @@ FIELD_LIMITS = {
     ("email", "subject"): 998,
 }
 
+# A macro or loop calling itself, or thousands of nested brackets: Python's recursion limit, not a crash.
+TOO_DEEP = "nested too deeply (a macro or loop calling itself, or too many brackets)"
+
 _text_env = BudgetedSandbox(undefined=StrictUndefined, autoescape=False)
 _html_env = BudgetedSandbox(undefined=StrictUndefined, autoescape=True)
 
@@ -106,7 +109,7 @@ def render_bounded(channel: str, field: str, template: Template | str, context: 
     except OverBudget as error:
         raise RenderError(channel, field, str(error), error_line(error)) from None
     except RecursionError as error:
-        raise RenderError(channel, field, "nested too deeply (a macro or loop calling itself)", error_line(error)) from None
+        raise RenderError(channel, field, TOO_DEEP, error_line(error)) from None
     except MemoryError as error:
         raise RenderError(channel, field, "out of memory", error_line(error)) from None
     except Exception as error:  # noqa: BLE001 -- OverflowError, TypeError, ZeroDivisionError... from template code
@@ -160,12 +163,17 @@ def syntax_errors(source: str, html: bool = False) -> str | None:
         (_html_env if html else _text_env).parse(source)
     except TemplateSyntaxError as error:
         return f"line {error.lineno}: {error.message}"
+    except RecursionError:
+        return f"line 1: {TOO_DEEP}"
     return None
 
 
 def referenced_variables(source: str) -> set[str]:
-    """Top-level names a template reads (``recipient``, ``data``...), for save-time checks."""
-    return meta.find_undeclared_variables(_text_env.parse(source))
+    """Top-level names a template reads (``recipient``, ``data``...), for save-time checks (none if it cannot parse)."""
+    try:
+        return meta.find_undeclared_variables(_text_env.parse(source))
+    except (TemplateSyntaxError, RecursionError):
+        return set()
 
 
 
@@ -221,6 +229,8 @@ class CompiledVariant:
                 compiled = (_html_env if field == "html" else _text_env).from_string(source)
             except TemplateSyntaxError as error:
                 compiled = RenderError(channel, field, error.message or "syntax error", error.lineno)
+            except RecursionError:
+                compiled = RenderError(channel, field, TOO_DEEP)
             self.fields.append((field, compiled))
 
     def render(self, context: dict) -> dict[str, str]:

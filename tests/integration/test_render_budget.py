@@ -8,6 +8,7 @@ import sys
 import time
 
 import httpx
+import pytest
 from rq import Queue
 from sqlalchemy import select
 
@@ -30,6 +31,7 @@ def send(api, template: str) -> str:
     return response.json["id"]
 
 
+@pytest.mark.slow
 def test_hostile_templates_fail_as_render_error_in_a_real_worker_and_hold_it_no_longer_than_the_budget(app, api, test_env):
     make_recipient(external_id="ana")
     for key, body in (("nested", NESTED_LOOPS), ("billion", BILLION_RANGE), ("gigabyte", GIGABYTE), ("fine", "Hello")):

@@ -10,7 +10,9 @@ import pytest
 from flask import Flask
 
 from app.config import ConfigError, from_environment
-from app.delivery.rendering import CompiledVariant, RenderError, VersionRenderer, render_bounded, render_field, render_fields
+from app.delivery.rendering import (
+    CompiledVariant, RenderError, VersionRenderer, render_bounded, render_field, render_fields, syntax_errors,
+)
 from app.delivery.sandbox import Budget
 
 CONTEXT = {"recipient": {"id": "ana", "attributes": {"first_name": "Ana"}}, "notification": {"title": "", "body": ""},
@@ -146,3 +148,12 @@ def test_render_settings_are_read_from_the_environment(tmp_path):
     assert (defaults["RENDER_TIMEOUT_MS"], defaults["RENDER_MAX_BYTES"]) == (200, 262144)
     with pytest.raises(ConfigError, match="HERALD_RENDER_TIMEOUT_MS"):
         from_environment({"HERALD_RENDER_TIMEOUT_MS": "fast", "SECRET_KEY": "s" * 32}, instance_path=tmp_path)
+
+
+def test_thousands_of_nested_brackets_are_an_error_at_save_and_at_send():
+    source = "{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}"
+    assert "nested too deeply" in syntax_errors(source)
+    for render in (lambda: render_fields("sms", {"text": source}, CONTEXT),
+                   lambda: CompiledVariant("sms", {"text": source}).render(CONTEXT)):
+        with pytest.raises(RenderError, match="nested too deeply"):
+            render()
