@@ -207,6 +207,9 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
         # Links in email and push go through {BASE_URL}/c/<signed token> so clicks can be counted.
         "TRACK_CLICKS": parse_boolean(env.get("HERALD_TRACK_CLICKS"), default=True),
         "MARKETING_CAP_PER_HOUR": parse_int("HERALD_MARKETING_CAP_PER_HOUR", env.get("HERALD_MARKETING_CAP_PER_HOUR"), 3),
+        # What one render of a user-authored template may spend; over it, the delivery fails as render_error.
+        "RENDER_TIMEOUT_MS": parse_int("HERALD_RENDER_TIMEOUT_MS", env.get("HERALD_RENDER_TIMEOUT_MS"), 200, minimum=1),
+        "RENDER_MAX_BYTES": parse_int("HERALD_RENDER_MAX_BYTES", env.get("HERALD_RENDER_MAX_BYTES"), 256 * 1024, minimum=1024),
         "DISPATCH_LEASE_SECONDS": parse_int("HERALD_DISPATCH_LEASE_SECONDS", env.get("HERALD_DISPATCH_LEASE_SECONDS"), 120, minimum=1),
         "SESSION_COOKIE_SECURE": parse_boolean(env.get("HERALD_SECURE_COOKIES")),
         "SESSION_COOKIE_HTTPONLY": True,

@@ -10,8 +10,10 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 
-from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, UndefinedError, meta
-from jinja2.sandbox import SandboxedEnvironment
+from flask import current_app, has_app_context
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta
+
+from app.delivery.sandbox import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT_MS, Budget, BudgetedSandbox, OverBudget, render_within
 
 # The fields each channel's variant must provide.
 CHANNEL_FIELDS = {
@@ -33,8 +35,11 @@ FIELD_LIMITS = {
     ("email", "subject"): 998,
 }
 
-_text_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-_html_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+# A macro or loop calling itself, or thousands of nested brackets: Python's recursion limit, not a crash.
+TOO_DEEP = "nested too deeply (a macro or loop calling itself, or too many brackets)"
+
+_text_env = BudgetedSandbox(undefined=StrictUndefined, autoescape=False)
+_html_env = BudgetedSandbox(undefined=StrictUndefined, autoescape=True)
 
 
 @dataclass
@@ -82,29 +87,55 @@ def _compiled(html: bool, source: str) -> Template:
     return (_html_env if html else _text_env).from_string(source)
 
 
+def render_budget() -> Budget:
+    """A fresh budget from the app's ``RENDER_TIMEOUT_MS`` / ``RENDER_MAX_BYTES`` (defaults outside an app)."""
+    if not has_app_context():
+        return Budget(DEFAULT_TIMEOUT_MS, DEFAULT_MAX_BYTES)
+    config = current_app.config
+    return Budget(config.get("RENDER_TIMEOUT_MS", DEFAULT_TIMEOUT_MS), config.get("RENDER_MAX_BYTES", DEFAULT_MAX_BYTES))
+
+
+def render_bounded(channel: str, field: str, template: Template | str, context: dict, budget: Budget) -> str:
+    """One field within ``budget``. Every failure is a RenderError: a template's mistake, or its
+    attempt to run too long or build too much, fails the delivery and never the worker or the page."""
+    try:
+        if isinstance(template, str):
+            template = _compiled(field == "html", template)
+        return render_within(template, context, budget)
+    except TemplateSyntaxError as error:
+        raise RenderError(channel, field, error.message or "syntax error", error.lineno) from None
+    except TemplateError as error:
+        raise RenderError(channel, field, error.message or str(error), error_line(error)) from None
+    except OverBudget as error:
+        raise RenderError(channel, field, str(error), error_line(error)) from None
+    except RecursionError as error:
+        raise RenderError(channel, field, TOO_DEEP, error_line(error)) from None
+    except MemoryError as error:
+        raise RenderError(channel, field, "out of memory", error_line(error)) from None
+    except Exception as error:  # noqa: BLE001 -- OverflowError, TypeError, ZeroDivisionError... from template code
+        raise RenderError(channel, field, f"{type(error).__name__}: {error}", error_line(error)) from None
+
+
+def checked_field(channel: str, field: str, value: str) -> str:
+    """A rendered field as a channel may send it: not empty, within the channel's length limit."""
+    if not value.strip() and field != "html":
+        raise RenderError(channel, field, "rendered empty")
+    limit = FIELD_LIMITS.get((channel, field))
+    if limit and len(value) > limit:
+        raise RenderError(channel, field, f"{len(value)} characters, over the limit of {limit}")
+    return value
+
+
 def render_fields(channel: str, variant: dict, context: dict) -> dict[str, str]:
-    """Render every field of a channel variant; raise RenderError naming the field and line."""
-    rendered = {}
+    """Render every field of a channel variant within one budget; raise RenderError naming the field and line."""
+    rendered, budget = {}, render_budget()
     for field in CHANNEL_FIELDS[channel]:
         source = variant.get(field)
         if source is None:
             if field == "text" and channel == "email":
                 continue
             raise RenderError(channel, field, "missing")
-        try:
-            value = _compiled(field == "html", source).render(context)
-        except TemplateSyntaxError as error:
-            raise RenderError(channel, field, error.message or "syntax error", error.lineno) from None
-        except UndefinedError as error:
-            raise RenderError(channel, field, error.message or "undefined variable") from None
-        except TemplateError as error:
-            raise RenderError(channel, field, str(error)) from None
-        if not value.strip() and field != "html":
-            raise RenderError(channel, field, "rendered empty")
-        limit = FIELD_LIMITS.get((channel, field))
-        if limit and len(value) > limit:
-            raise RenderError(channel, field, f"{len(value)} characters, over the limit of {limit}")
-        rendered[field] = value
+        rendered[field] = checked_field(channel, field, render_bounded(channel, field, source, context, budget))
     return rendered
 
 
@@ -132,12 +163,17 @@ def syntax_errors(source: str, html: bool = False) -> str | None:
         (_html_env if html else _text_env).parse(source)
     except TemplateSyntaxError as error:
         return f"line {error.lineno}: {error.message}"
+    except RecursionError:
+        return f"line 1: {TOO_DEEP}"
     return None
 
 
 def referenced_variables(source: str) -> set[str]:
-    """Top-level names a template reads (``recipient``, ``data``...), for save-time checks."""
-    return meta.find_undeclared_variables(_text_env.parse(source))
+    """Top-level names a template reads (``recipient``, ``data``...), for save-time checks (none if it cannot parse)."""
+    try:
+        return meta.find_undeclared_variables(_text_env.parse(source))
+    except (TemplateSyntaxError, RecursionError):
+        return set()
 
 
 
@@ -162,13 +198,8 @@ def error_line(error: BaseException) -> int | None:
 
 
 def render_field(channel: str, field: str, source: str, context: dict) -> str:
-    """One field rendered like :func:`render_fields` does, with the line of any error (the editor's preview)."""
-    try:
-        return _compiled(field == "html", source).render(context)
-    except TemplateSyntaxError as error:
-        raise RenderError(channel, field, error.message or "syntax error", error.lineno) from None
-    except TemplateError as error:
-        raise RenderError(channel, field, error.message or str(error), error_line(error)) from None
+    """One field rendered like :func:`render_fields` does, within its own budget (the editor's preview)."""
+    return render_bounded(channel, field, source, context, render_budget())
 
 
 def unknown_variables(source: str) -> set[str]:
@@ -198,25 +229,16 @@ class CompiledVariant:
                 compiled = (_html_env if field == "html" else _text_env).from_string(source)
             except TemplateSyntaxError as error:
                 compiled = RenderError(channel, field, error.message or "syntax error", error.lineno)
+            except RecursionError:
+                compiled = RenderError(channel, field, TOO_DEEP)
             self.fields.append((field, compiled))
 
     def render(self, context: dict) -> dict[str, str]:
-        rendered = {}
+        rendered, budget = {}, render_budget()
         for field, compiled in self.fields:
             if isinstance(compiled, RenderError):
                 raise compiled
-            try:
-                value = compiled.render(context)
-            except UndefinedError as error:
-                raise RenderError(self.channel, field, error.message or "undefined variable") from None
-            except TemplateError as error:
-                raise RenderError(self.channel, field, str(error)) from None
-            if not value.strip() and field != "html":
-                raise RenderError(self.channel, field, "rendered empty")
-            limit = FIELD_LIMITS.get((self.channel, field))
-            if limit and len(value) > limit:
-                raise RenderError(self.channel, field, f"{len(value)} characters, over the limit of {limit}")
-            rendered[field] = value
+            rendered[field] = checked_field(self.channel, field, render_bounded(self.channel, field, compiled, context, budget))
         return rendered
 
 
