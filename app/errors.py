@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import current_app, jsonify, render_template, request
+from flask import current_app, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -68,6 +68,8 @@ def handle_dependency_error(error: Exception):
     if wants_json():
         response, status = _json_error(503, "service_unavailable", message)
     else:
+        # The page must not load the signed-in user (flask-login's context processor would, from the dead database).
+        g.setdefault("_login_user", current_app.login_manager.anonymous_user())
         page = render_template("errors/error.html", code=503, name="Service unavailable", description=message)
         response, status = current_app.make_response(page), 503
     response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
