@@ -20,8 +20,8 @@ def _database_up() -> bool:
     try:
         db.session.execute(text("SELECT 1"))
         return True
-    except Exception:  # any failure means "down"; why is for the operator's log, not the public answer
-        log.warning("healthz: database check failed", exc_info=True)
+    except Exception as error:  # any failure means "down"; why is for the operator's log, not the public answer
+        log.warning("healthz: database check failed: %s", _first_line(error))
         try:
             db.session.rollback()
         except Exception:
@@ -33,9 +33,13 @@ def _redis_up() -> bool:
     try:
         get_redis().ping()
         return True
-    except Exception:
-        log.warning("healthz: Redis check failed", exc_info=True)
+    except Exception as error:
+        log.warning("healthz: Redis check failed: %s", _first_line(error))
         return False
+
+
+def _first_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}".splitlines()[0][:300]
 
 
 def health_report(up: dict[str, bool]) -> tuple[dict, int]:
