@@ -40,7 +40,7 @@ class Answer:
 class Load:
     """A few callers POSTing notifications, each once, until stopped (at most MAX_REQUESTS in all)."""
 
-    def __init__(self, base_url: str, api_key: str, callers: int = 2, pause: float = 0.12):
+    def __init__(self, base_url: str, api_key: str, callers: int = 2, pause: float = 0.2):
         self.base_url, self.api_key, self.callers, self.pause = base_url, api_key, callers, pause
         self.answers: list[Answer] = []
         self.phase = "before"
@@ -155,11 +155,18 @@ def suite_database(tmp_path):
 
 
 def start_herald(tmp_path, database_url: str, redis_url: str, smtp: SmtpServer) -> tuple[Herald, str]:
+    started = time.monotonic()
     herald = Herald(tmp_path, database_url, redis_url, smtp.url)
     key = herald.prepare()
     herald.start()
     put_user(herald.url, key, "ana", "ana@example.com")
+    print(f"Herald up in {time.monotonic() - started:.1f} s")
     return herald, key
+
+
+def report(answers: list[Answer], delivered_after: float) -> None:
+    by_phase = Counter((a.phase, a.status) for a in answers)
+    print(f"answers by (phase, status): {dict(by_phase)}; all delivered {delivered_after:.1f} s after the load")
 
 
 def test_redis_killed_mid_load_every_post_is_accepted_and_delivered_once(tmp_path, redis_server, suite_database, smtp):
@@ -186,8 +193,10 @@ def test_redis_killed_mid_load_every_post_is_accepted_and_delivered_once(tmp_pat
 
         accepted = {a.title: a.notification_id for a in answers}
         herald.start_reaper()  # Redis lost every queued job with its restart; the re-drive finds them in the database
+        load_ended = time.monotonic()
         assert wait_until(lambda: all_delivered(suite_database, smtp, accepted), timeout=45), \
             delivery_summary(suite_database, smtp, herald)
+        report(answers, time.monotonic() - load_ended)
         time.sleep(4)  # a repeat from a re-drive pass (every 3 s) would arrive now
         assert_each_accepted_delivered(suite_database, smtp, accepted)
         log = herald.log_text()
@@ -224,8 +233,10 @@ def test_postgres_killed_mid_load_answers_503_and_every_202_is_delivered_once(tm
 
         accepted = {a.title: a.notification_id for a in answers if a.status == 202}
         herald.start_reaper()
+        load_ended = time.monotonic()
         assert wait_until(lambda: all_delivered(postgres.url, smtp, accepted), timeout=45), \
             delivery_summary(postgres.url, smtp, herald)
+        report(answers, time.monotonic() - load_ended)
         time.sleep(4)
         # At most the emails in flight when the database died (one per worker) can go again, with the same Message-ID.
         assert_each_accepted_delivered(postgres.url, smtp, accepted, email_repeats_allowed=WORKERS)
