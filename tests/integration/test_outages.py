@@ -166,3 +166,13 @@ def test_database_down_healthz_names_it_without_hosts_or_driver_messages(databas
     text = response.get_data(as_text=True)
     port = database_down_app.config["SQLALCHEMY_DATABASE_URI"].split(":")[-1].split("/")[0]
     assert "127.0.0.1" not in text and port not in text and "psycopg" not in text.lower()
+
+
+def test_redis_down_sign_in_is_still_rate_limited_in_the_process(client, redis_down, monkeypatch):
+    """The console's per-address limit falls back to memory (Flask-Limiter's fallback) instead of failing."""
+    monkeypatch.setattr(limiter, "_storage_dead", False)  # restored afterwards: later tests count in Redis again
+    limiter._fallback_storage.reset()
+    codes = [client.post("/login", data={"email": "admin@example.com", "password": f"guess-{n}"}).status_code
+             for n in range(11)]
+    limiter._fallback_storage.reset()
+    assert codes == [200] * 10 + [429]
