@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 log = logging.getLogger(__name__)
 
 # Seconds a caller is asked to wait when a dependency is down: long enough not to hammer it, short enough that
-# a restart (seconds) costs little. The API's clients retry with their own Idempotency-Key, so nothing doubles.
+# a restart (seconds) costs little. A retry with the same Idempotency-Key never stores a notification twice.
 UNAVAILABLE_RETRY_AFTER = 5
 
 
@@ -64,7 +64,8 @@ def handle_dependency_error(error: Exception):
         return handle_unexpected(error)
     _discard_session()
     log.warning("%s unavailable on %s %s: %s", dependency, request.method, request.path, type(error).__name__)
-    message = f"Herald cannot reach its {dependency} right now. Retry in {UNAVAILABLE_RETRY_AFTER} seconds."
+    label = {"database": "database", "redis": "Redis"}[dependency]
+    message = f"Herald cannot reach its {label} right now. Retry in {UNAVAILABLE_RETRY_AFTER} seconds."
     if wants_json():
         response, status = _json_error(503, "service_unavailable", message)
     else:
