@@ -36,6 +36,10 @@ def create_app(config: dict | None = None) -> Flask:
     htmx.init_app(app)
     app.config.setdefault("RATELIMIT_STORAGE_URI", _limits_storage_uri(app.config["REDIS_URL"]))
     app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["REDIS_PREFIX"] + ":limits")
+    # Redis down must not make rate-limited routes fail: the console's limits fall back to this process's memory
+    # (the API's per-key limits do the same in app/redis_outage.py), and no limit check waits long on a dead server.
+    app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 1, "socket_timeout": 1})
     limiter.init_app(app)
     login_manager.init_app(app)
 

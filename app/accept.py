@@ -2,8 +2,9 @@
 
 "Accepted" means durable: the notification row and its idempotency key are
 committed in one transaction before the 202 goes out. If the process dies
-between that commit and the enqueue, the reaper (jobs/maintenance.py) finds
-the row still ``accepted`` and enqueues it.
+between that commit and the enqueue, or Redis is down at that moment, the
+reaper (jobs/maintenance.py) finds the row still ``accepted`` and enqueues it.
+With the database down nothing is stored and the caller gets a 503 (app/errors.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from app.extensions import db
 from app.models import IdempotencyKey, Notification, Recipient, Template
 from app.models.notifications import new_notification_id
 from app.models.types import utcnow
+from app.redis_outage import enqueue_or_leave_to_reaper
 from jobs.delivery import enqueue, route_notification
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -114,5 +116,5 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
     else:
         raise RuntimeError("idempotency key could not be reserved")
 
-    enqueue(route_notification, notification_id, priority=priority, at=payload.send_at)
+    enqueue_or_leave_to_reaper(enqueue, route_notification, notification_id, priority=priority, at=payload.send_at)
     return Accepted(notification_id, "accepted", replayed=False)

@@ -2,7 +2,9 @@
 
 Every process (web, workers) shares the same truth in PostgreSQL/SQLite and
 Redis, so the numbers are read at scrape time by custom collectors on a fresh
-registry instead of being counted in one process's memory. Open unless
+registry instead of being counted in one process's memory. The exception is
+the Redis fallback of the accept path, which exists exactly when Redis cannot
+count: those figures are this process's own. Open unless
 ``METRICS_TOKEN`` is set; then a scraper sends it as a bearer token.
 """
 from __future__ import annotations
@@ -12,12 +14,13 @@ import logging
 
 from flask import Blueprint, Response, abort, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import Delivery, Notification
+from app.redis_outage import outage
 from jobs.queues import queue_depths
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,24 @@ class QueueCollector:
         yield from (up, jobs, workers)
 
 
+class RedisOutageCollector:
+    """This web process's Redis fallback (app/redis_outage.py): counted in memory, so per process, from its start."""
+
+    def collect(self):
+        counters = outage.counters
+        yield GaugeMetricFamily("herald_rate_limit_fallback_active",
+                                "1 while this process counts API rate limits in memory because Redis is unreachable",
+                                value=1 if outage.active else 0)
+        yield CounterMetricFamily("herald_rate_limit_fallback_requests",
+                                  "API requests this process rate-limited in memory because Redis was unreachable",
+                                  value=counters.fallback_charges)
+        yield CounterMetricFamily("herald_accept_enqueue_deferred",
+                                  "Notifications this process accepted without enqueueing (Redis unreachable); "
+                                  "the reaper routes them", value=counters.deferred_enqueues)
+        yield CounterMetricFamily("herald_redis_outages", "Redis outages this process has noticed",
+                                  value=counters.outages)
+
+
 def provider_metrics() -> bytes:
     """The channel layer's own exposition (circuits, error rates), when it offers one."""
     try:
@@ -93,4 +114,5 @@ def metrics():
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector())
     registry.register(QueueCollector())
+    registry.register(RedisOutageCollector())
     return Response(generate_latest(registry) + provider_metrics(), content_type=CONTENT_TYPE_LATEST)

@@ -1,14 +1,21 @@
 """``flask worker [--burst] [QUEUE...]``: an RQ worker that runs jobs inside the app context."""
 from __future__ import annotations
 
+import logging
+import time
+
 import click
 from flask.cli import with_appcontext
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.worker import SimpleWorker
 
 from app.config import QUEUE_NAMES
 from app.extensions import db
 from app.redis_client import get_redis
 from jobs.queues import get_queue
+
+log = logging.getLogger(__name__)
 
 
 class HeraldWorker(SimpleWorker):
@@ -52,5 +59,32 @@ def worker_command(burst: bool, name: str | None, queues: tuple[str, ...]) -> No
     if unknown:
         raise click.BadParameter(f"unknown queue {unknown[0]!r}; choose from {', '.join(QUEUE_NAMES)}", param_hint="QUEUE")
     ordered = tuple(q for q in QUEUE_NAMES if q in queues) if queues else QUEUE_NAMES
-    worker = build_worker(ordered, name=name)
-    worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+    work_through_redis_outages(ordered, name, burst)
+
+
+def work_through_redis_outages(queue_names: tuple[str, ...], name: str | None, burst: bool) -> None:
+    """Work until stopped, across Redis outages.
+
+    RQ waits out a Redis outage only while it is idle; one that lands mid-job makes ``work()`` quit. Then this
+    waits for Redis and starts a fresh worker. The job in hand had done its database work; if Redis lost it,
+    the reaper re-drives what it left unfinished.
+    """
+    while True:
+        wait_for_redis(get_redis())
+        worker = build_worker(queue_names, name=name)
+        try:
+            worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+        except (RedisConnectionError, RedisTimeoutError):
+            pass  # its teardown could not reach Redis either
+        if burst or worker._stop_requested:
+            return
+        log.warning("the worker lost Redis mid-job; it starts again once Redis answers")
+
+
+def wait_for_redis(connection, pause: float = 1.0) -> None:
+    while True:
+        try:
+            connection.ping()
+            return
+        except (RedisConnectionError, RedisTimeoutError):
+            time.sleep(pause)

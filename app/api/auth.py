@@ -1,13 +1,12 @@
 """API-key authentication and per-key rate limits for /v1."""
 from __future__ import annotations
 
-import time
-
 from flask import abort, g, jsonify, request
-from limits import parse
+from limits.strategies import FixedWindowRateLimiter
 
 from app.api.keys import find_active_key
 from app.extensions import limiter
+from app.redis_outage import charge_api_key
 
 PUBLIC_ENDPOINTS = {"api.openapi_document", "api.docs"}
 
@@ -44,8 +43,6 @@ def authenticate() -> None:
 def _charge(api_key_id: int, rate: str) -> None:
     if not limiter.enabled:
         return
-    item = parse(rate)
-    strategy = limiter.limiter
-    if not strategy.hit(item, "api-key", str(api_key_id)):
-        reset_at, _remaining = strategy.get_window_stats(item, "api-key", str(api_key_id))
-        _too_many(max(1, int(reset_at - time.time()) + 1), rate)
+    charge = charge_api_key(FixedWindowRateLimiter(limiter.storage), api_key_id, rate)
+    if not charge.allowed:
+        _too_many(charge.retry_after, rate)
