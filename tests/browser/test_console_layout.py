@@ -8,6 +8,7 @@ page: the container scrolls it.
 """
 from __future__ import annotations
 
+import copy
 import io
 
 import pytest
@@ -18,7 +19,8 @@ from app.audiences.store import save_audience
 from app.campaigns import store as campaigns
 from app.demo import ADMIN_EMAIL, load_demo
 from app.extensions import db
-from app.models import Campaign, Delivery, Notification, Rule, StaffUser, Suppression, Template
+from app.models import Campaign, Delivery, Notification, Rule, StaffUser, Suppression, Template, \
+    TemplateVersion
 from app.models.types import utcnow
 from jobs.imports import create_import
 from tests.factories import make_notification, make_recipient, make_staff
@@ -75,12 +77,16 @@ FIND_OVERFLOW = """() => {
 
 def _seed_console(app, run_jobs) -> dict:
     """The demo's data (recipients, templates, the low-balance rule, staff, an API key) plus a launched campaign,
-    a draft with a long name, a saved audience with a nested group, an import with errors, a dead letter, a
+    a draft with a long name, a second template version, a saved audience with a nested group, an import with errors, a dead letter, a
     suppression and a recipient with a long email address and history. Returns the admin's password and ids."""
     with app.app_context():
         credentials = load_demo(app.instance_path, count=300)
         admin = db.session.scalars(db.select(StaffUser).where(StaffUser.email == ADMIN_EMAIL)).one()
         digest = db.session.scalars(db.select(Template).where(Template.key == "weekly_digest")).one()
+        edited = copy.deepcopy(digest.version(1).variants)
+        edited["en"]["email"]["subject"] = "Your week at a glance: payments, transfers, savings goals and card spending"
+        digest.versions.append(TemplateVersion(version=2, variants=edited, created_by=admin.id))
+        digest.current_version = 2
         tree = {"all": [{"field": "locale", "op": "=", "value": "en"},
                         {"field": "attributes.balance", "op": "<", "field_value": "attributes.low_balance_threshold"},
                         {"any": [{"field": "timezone", "op": "in", "value": ["Europe/Lisbon", "Europe/London"]},
@@ -135,6 +141,7 @@ def console_pages(ids: dict) -> dict[str, str]:
         "template editor (new)": "/templates/new",
         "template editor (edit)": f"/templates/{ids['template']}",
         "template versions": f"/templates/{ids['template']}/versions",
+        "template diff": f"/templates/{ids['template']}/diff",
         "audiences list": "/audiences",
         "audience builder (new)": "/audiences/new",
         "audience builder (saved)": f"/audiences/{ids['audience']}",
