@@ -17,6 +17,7 @@ from app.console.forms_content import (
     apply_action,
     builder_from_form,
     builder_from_tree,
+    invalid_controls,
     messages_by_row,
     tree_from_builder,
 )
@@ -29,21 +30,21 @@ from jobs.imports import UploadRejected, create_import, read_progress
 STARTER = Builder("all", ())
 
 
-def evaluate(builder: Builder):
-    """The tree, messages per row and overall, and the reach (None while the filter is invalid)."""
+def evaluate(builder: Builder) -> dict:
+    """What the builder's templates show: messages per row and overall, the controls each row's messages name
+    (``row_invalid``), and the reach (None while the filter is invalid)."""
     tree, paths = tree_from_builder(builder)
     problems = validate_filter(tree)
     by_row, general = messages_by_row(problems, paths)
     reach = None if problems else count_and_sample(tree, utcnow())
-    return tree, by_row, general, reach
+    return {"builder": builder, "row_errors": by_row, "row_invalid": invalid_controls(problems, paths),
+            "general": general, "reach": reach, "sample_size": SAMPLE_SIZE}
 
 
 def _render_builder(form: AudienceForm, builder: Builder, audience: Audience | None, status: int = 200):
-    _tree, by_row, general, reach = evaluate(builder)
     return render_template(
-        "console/audiences/edit.html", form=form, builder=builder, audience=audience, row_errors=by_row,
-        general=general, reach=reach, sample_size=SAMPLE_SIZE, operators=OPERATOR_LABELS,
-        suggestions=FIELD_SUGGESTIONS,
+        "console/audiences/edit.html", form=form, audience=audience, operators=OPERATOR_LABELS,
+        suggestions=FIELD_SUGGESTIONS, **evaluate(builder),
     ), status
 
 
@@ -105,10 +106,7 @@ def audience_edit(audience_id: int):
 @content_editor_required
 def audience_reach():
     """htmx: the live count and sample for the filter as it stands, plus each row's messages out of band."""
-    builder = builder_from_form(request.form)
-    _tree, by_row, general, reach = evaluate(builder)
-    return render_template("console/audiences/_reach.html", builder=builder, row_errors=by_row, general=general,
-                           reach=reach, sample_size=SAMPLE_SIZE, oob=True)
+    return render_template("console/audiences/_reach.html", oob=True, **evaluate(builder_from_form(request.form)))
 
 
 @bp.route("/audiences/import", methods=["GET", "POST"])

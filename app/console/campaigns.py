@@ -157,9 +157,9 @@ def campaign_edit(campaign_id: int):
                            channel_offer=_channel_offer()), 200 if request.method == "GET" or not form.errors else 422
 
 
-def _channel_offer() -> dict[int, list[str]]:
-    """Template id -> channels it has variants for, shown next to the channel boxes."""
-    return {t.id: store.template_channels(t) for t in store.templates()}
+def _channel_offer() -> list[tuple[Template, list[str]]]:
+    """Each template with the channels it has variants for, listed by name next to the channel boxes."""
+    return [(t, store.template_channels(t)) for t in store.templates()]
 
 
 def _detail_context(campaign: Campaign) -> dict:

@@ -275,20 +275,50 @@ def builder_from_tree(tree: dict) -> Builder:
     return Builder(mode, tuple(rows), tuple(groups))
 
 
+# The builder control each part of a condition's path is typed in (a compared attribute goes in the value box).
+CONTROL_OF_PART = {"field": "field", "op": "op", "value": "value", "field_value": "value"}
+
+
+def _rows_longest_path_first(paths: dict[int, str]) -> list[tuple[int, str]]:
+    # Longest path first, so "filter.all.1" never claims a message of "filter.all.1.any.0".
+    return sorted(paths.items(), key=lambda item: len(item[1]), reverse=True)
+
+
+def _row_of(problem: str, ordered: list[tuple[int, str]]) -> tuple[int, str] | None:
+    for rid, path in ordered:
+        if problem.startswith(path + ".") or problem.startswith(path + ":"):
+            return rid, path
+    return None
+
+
 def messages_by_row(problems: list[str], paths: dict[int, str]) -> tuple[dict[int, list[str]], list[str]]:
     """validate_filter's messages placed next to their row; the rest apply to the whole filter."""
     by_row: dict[int, list[str]] = {}
     general = []
-    # Longest path first, so "filter.all.1" never claims a message of "filter.all.1.any.0".
-    ordered = sorted(paths.items(), key=lambda item: len(item[1]), reverse=True)
+    ordered = _rows_longest_path_first(paths)
     for problem in problems:
-        for rid, path in ordered:
-            if problem.startswith(path + ".") or problem.startswith(path + ":"):
-                by_row.setdefault(rid, []).append(_humane(problem, path))
-                break
+        located = _row_of(problem, ordered)
+        if located:
+            by_row.setdefault(located[0], []).append(_humane(problem, located[1]))
         else:
             general.append(problem)
     return by_row, general
+
+
+def invalid_controls(problems: list[str], paths: dict[int, str]) -> dict[int, list[str]]:
+    """Per row, the controls a problem names ("filter.all.0.value: ..." -> value). A problem about the condition
+    as a whole names none, so a control the user got right is never marked invalid."""
+    controls: dict[int, list[str]] = {}
+    ordered = _rows_longest_path_first(paths)
+    for problem in problems:
+        located = _row_of(problem, ordered)
+        if not located or problem.startswith(located[1] + ":"):
+            continue
+        part = problem[len(located[1]) + 1:].partition(":")[0]
+        control = CONTROL_OF_PART.get(part)
+        if control and control not in controls.setdefault(located[0], []):
+            controls[located[0]].append(control)
+    return controls
 
 
 def _humane(problem: str, path: str) -> str:

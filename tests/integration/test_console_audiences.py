@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import event, select
 
 from app.audiences.store import audience_query, count_and_sample
-from app.console.forms_content import Builder, Group, Row, builder_from_tree, tree_from_builder
+from app.audiences.filters import validate_filter
+from app.console.forms_content import Builder, Group, Row, builder_from_tree, invalid_controls, tree_from_builder
 from app.extensions import db
 from app.models import Audience, AuditEntry, Recipient
 from app.models.types import utcnow
@@ -86,6 +87,9 @@ def test_validation_messages_sit_next_to_the_offending_row(marketer, people):
     assert 'data-testid="audience-count-invalid"' in html
     assert re.search(r'id="row-err-5"[^>]*>value: &lt; on an attribute needs a number<', html)
     assert re.search(r'id="row-err-1"[^>]*><', html)
+    # The stylesheet marks only the controls named here: row 5's value box, nothing of row 1.
+    assert re.search(r'id="row-err-5"[^>]*data-invalid="value"', html)
+    assert re.search(r'id="row-err-1"[^>]*data-invalid=""', html)
 
 
 def test_without_javascript_add_row_and_count_rerender_the_page(marketer, people):
@@ -143,3 +147,15 @@ def test_saved_tree_round_trips_through_the_builder():
                             {"all": [{"field": "reachable", "op": "=", "value": "email"}, {"field": "attributes.vip", "op": "=", "value": True}]}]}
     assert paths == {1: "filter.any.0", 2: "filter.any.1.all.0", 3: "filter.any.1.all.1"}
     assert tree_from_builder(builder_from_tree(tree))[0] == tree
+
+
+def test_only_the_controls_a_message_names_are_marked_invalid():
+    builder = Builder("all", (
+        Row(1, 0, "balanse", "=", "value", "12"),                                  # unknown field, good value
+        Row(2, 0, "attributes.balance", "<", "value", "cheap"),                    # good field, bad value
+        Row(3, 0, "attributes.balance", "<", "attribute", "low_balance_threshold"),  # all good
+        Row(4, 0, "reachable", "<", "value", "email"),                             # the condition as a whole
+        Row(5, 1, "timezone", "in", "attribute", "attributes.zone"),               # compared attribute, in a group
+    ), (Group(1, "any"),))
+    tree, paths = tree_from_builder(builder)
+    assert invalid_controls(validate_filter(tree), paths) == {1: ["field"], 2: ["value"], 5: ["value"]}
