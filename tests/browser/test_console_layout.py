@@ -77,8 +77,9 @@ FIND_OVERFLOW = """() => {
 
 def _seed_console(app, run_jobs) -> dict:
     """The demo's data (recipients, templates, the low-balance rule, staff, an API key) plus a launched campaign,
-    a draft with a long name, a second template version, a saved audience with a nested group, an import with errors, a dead letter, a
-    suppression and a recipient with a long email address and history. Returns the admin's password and ids."""
+    a draft with a long name, a second template version, a saved audience with a nested group, an import with
+    errors, a dead letter, a suppression and a recipient with a long email address and history. Returns the admin's
+    password and the ids the pages need."""
     with app.app_context():
         credentials = load_demo(app.instance_path, count=300)
         admin = db.session.scalars(db.select(StaffUser).where(StaffUser.email == ADMIN_EMAIL)).one()
