@@ -16,7 +16,8 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from sqlalchemy import case, func, select
 
-from app.delivery.constants import CHANNELS, DELIVERED, DISPATCHED, FAILED, PRIORITIES, SUPPRESSED
+from app.channels import in_list_order
+from app.delivery.constants import DELIVERED, DISPATCHED, FAILED, PRIORITIES, SUPPRESSED
 from app.extensions import db
 from app.models import Delivery, Notification
 
@@ -141,7 +142,8 @@ def channel_rates(period: Period, campaign=None) -> list[ChannelRate]:
         period, campaign,
     )).all()
     found = {row[0]: ChannelRate(*row) for row in rows}
-    order = [c for c in CHANNELS if c in found] + sorted(set(found) - set(CHANNELS))
+    known = in_list_order(found)
+    order = known + sorted(set(found) - set(known))
     return [found[c] for c in order]
 
 
