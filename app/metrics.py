@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
+from app.channels.health import metrics_text
 from app.extensions import db
 from app.models import Delivery, Notification
 from jobs.queues import queue_depths
@@ -66,11 +67,7 @@ class QueueCollector:
 
 
 def provider_metrics() -> bytes:
-    """The channel layer's own exposition (circuits, error rates), when it offers one."""
-    try:
-        from app.channels.health import metrics_text
-    except ImportError:
-        return b""
+    """The channel layer's own exposition (circuits, error rates), when Redis answers."""
     try:
         return metrics_text()
     except RedisError:

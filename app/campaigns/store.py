@@ -16,14 +16,9 @@ from app.campaigns import planning, progress
 from app.campaigns.fanout import cancel_pending
 from app.channels import in_list_order, in_send_order
 from app.extensions import db
-from app.models import AuditEntry, Campaign, CampaignBatch, Notification, Recipient, StaffUser, Template
+from app.models import Audience, AuditEntry, Campaign, CampaignBatch, Notification, Recipient, StaffUser, Template
 from app.models.campaigns import BATCH_CANCELLED, BATCH_PENDING, CANCELLED, DRAFT, PAUSED, RUNNING, SEND_AT, SEND_LOCAL
 from app.models.types import utcnow
-
-try:  # saved audiences are another area's; campaigns copy their filter when they exist
-    from app.models import Audience
-except ImportError:  # pragma: no cover - only before that area lands
-    Audience = None
 
 
 class CampaignStateError(Exception):
@@ -74,14 +69,12 @@ def templates() -> list[Template]:
     return db.session.scalars(select(Template).order_by(Template.name)).all()
 
 
-def saved_audiences() -> list:
-    if Audience is None:
-        return []
+def saved_audiences() -> list[Audience]:
     return db.session.scalars(select(Audience).order_by(Audience.name)).all()
 
 
-def saved_audience(audience_id: int):
-    return db.session.get(Audience, audience_id) if Audience is not None else None
+def saved_audience(audience_id: int) -> Audience | None:
+    return db.session.get(Audience, audience_id)
 
 
 def template_channels(template: Template) -> list[str]:
