@@ -8,7 +8,7 @@ from app.channels.base import (Channel, DeviceTarget, Message, Outcome, Result, 
                                canonical_address, channel_class, channel_classes, channel_names, close_all,
                                content_fields, device_platforms, external_channels, field_limits, in_list_order,
                                in_send_order, interrupting_channels, is_external, label_for, labels,
-                               needs_marketing_opt_in, optional_fields, preference_channels, reachable, register,
+                               needs_marketing_opt_in, offers_one_click_unsubscribe, optional_fields, preference_channels, reachable, register,
                                template_label, variant_channels, variant_sources)
 
 # What the in-app adapter is, until app/channels/in_app.py (rewritten with the one delivery pipeline)
@@ -22,5 +22,5 @@ __all__ = ["Channel", "DeviceTarget", "Message", "Outcome", "Result", "adapter_f
            "canonical_address", "channel_class", "channel_classes", "channel_names", "close_all", "content_fields",
            "device_platforms", "external_channels", "field_limits", "in_list_order", "in_send_order",
            "interrupting_channels", "is_external", "label_for", "labels", "needs_marketing_opt_in",
-           "optional_fields", "preference_channels", "reachable", "register", "template_label", "variant_channels",
+           "offers_one_click_unsubscribe", "optional_fields", "preference_channels", "reachable", "register", "template_label", "variant_channels",
            "variant_sources"]

@@ -98,6 +98,8 @@ class Channel:
     concurrent_sends: ClassVar[int] = 1
     # Links in this channel's messages go through Herald's click redirect (app/delivery/tracking.py).
     tracks_links: ClassVar[bool] = False
+    # Marketing messages carry a one-click unsubscribe (List-Unsubscribe, RFC 8058).
+    one_click_unsubscribe: ClassVar[bool] = False
     address_field: ClassVar[str | None] = None    # the recipient column holding the address
     address_case_sensitive: ClassVar[bool] = True
     platforms: ClassVar[frozenset[str]] = frozenset()   # device platforms it sends to
@@ -213,6 +215,11 @@ def external_channels() -> frozenset[str]:
 
 def interrupting_channels() -> frozenset[str]:
     return frozenset(cls.name for cls in _REGISTRY.values() if cls.interrupts)
+
+
+def offers_one_click_unsubscribe(name: str) -> bool:
+    cls = _REGISTRY.get(name)
+    return bool(cls and cls.one_click_unsubscribe)
 
 
 def needs_marketing_opt_in(name: str) -> bool:

@@ -110,6 +110,7 @@ class SmtpEmail(Channel):
     address_field = "email"
     address_case_sensitive = False  # suppression lists match the lower-cased address
     tracks_links = True
+    one_click_unsubscribe = True
     content_fields = ("subject", "html", "text")
     optional_fields = frozenset({"text"})  # without one, the plain-text part carries the subject
     field_limits = {"subject": 998}

@@ -82,6 +82,7 @@ def test_what_routing_and_rendering_ask_of_a_channel():
     assert not channels.is_external("in_app")
     assert channels.interrupting_channels() == {"sms", "push", "web_push"}
     assert [c for c in channels.channel_names() if channels.needs_marketing_opt_in(c)] == ["sms"]
+    assert [c for c in channels.channel_names() if channels.offers_one_click_unsubscribe(c)] == ["email"]
     assert channels.variant_sources("web_push") == ("web_push", "push")
     assert channels.variant_sources("email") == ("email",)
     assert channels.optional_fields() == {("email", "text")}
