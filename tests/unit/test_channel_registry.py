@@ -3,7 +3,7 @@
 The adapters declare name, label, order, address field, platforms and the
 rest once; everything else asks the registry. The source checks at the end
 fail when a comparison with a channel name, or a spelled-out channel list,
-creeps back into app/ outside app/channels/.
+creeps back into app/ or jobs/ outside app/channels/.
 """
 from __future__ import annotations
 
@@ -16,14 +16,16 @@ import pytest
 from app import channels
 from app.channels import base
 
-APP = Path(__file__).resolve().parents[2] / "app"
+ROOT = Path(__file__).resolve().parents[2]
+SCANNED = ("app", "jobs")
 
 # Files being rewritten by the one-delivery-pipeline work; they move to the registry calls with that rewrite
 # (listed in the registry branch's report). Remove a line here once its file is clean.
 NOT_YET_ON_THE_REGISTRY = {
-    "batch_send.py",
-    "campaigns/fanout.py",
-    "rules/send.py",
+    "app/batch_send.py",
+    "app/campaigns/fanout.py",
+    "app/rules/send.py",
+    "jobs/delivery.py",
 }
 
 
@@ -122,9 +124,9 @@ def spelled_out_channel_lists(source: str, names: frozenset[str]) -> list[int]:
 def _findings(check) -> dict[str, list[int]]:
     names = frozenset(channels.channel_names())
     found = {}
-    for path in sorted(APP.rglob("*.py")):
-        relative = path.relative_to(APP).as_posix()
-        if relative.startswith("channels/") or relative in NOT_YET_ON_THE_REGISTRY:
+    for path in sorted(p for folder in SCANNED for p in (ROOT / folder).rglob("*.py")):
+        relative = path.relative_to(ROOT).as_posix()
+        if relative.startswith("app/channels/") or relative in NOT_YET_ON_THE_REGISTRY:
             continue
         lines = check(path.read_text(), names)
         if lines:
@@ -152,7 +154,7 @@ def test_the_channel_list_is_spelled_out_only_in_the_registry():
 
 @pytest.mark.parametrize("relative", sorted(NOT_YET_ON_THE_REGISTRY))
 def test_allow_listed_files_exist(relative):
-    assert (APP / relative).exists(), f"{relative} is gone: drop it from NOT_YET_ON_THE_REGISTRY"
+    assert (ROOT / relative).exists(), f"{relative} is gone: drop it from NOT_YET_ON_THE_REGISTRY"
 
 
 def test_registry_functions_are_exported_from_the_package():
