@@ -16,7 +16,8 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from sqlalchemy import case, func, select
 
-from app.delivery.constants import CHANNELS, DELIVERED, DISPATCHED, FAILED, PRIORITIES, SUPPRESSED
+from app.channels import in_list_order
+from app.delivery.constants import DELIVERED, DISPATCHED, FAILED, PRIORITIES, SUPPRESSED
 from app.extensions import db
 from app.models import Delivery, Notification
 
@@ -60,32 +61,21 @@ def resolve_period(key: str | None, start_text: str = "", end_text: str = "", no
 
 # -- cohort ---------------------------------------------------------------------------------------
 
-def campaign_column():
-    """``Notification.campaign_id`` once campaigns exist; None before, and the filter is then ignored."""
-    return getattr(Notification, "campaign_id", None)
-
-
-def coerce_campaign(raw: str | None):
-    """The campaign filter in the column's own type, or None; raises PeriodError on a malformed id."""
-    column = campaign_column()
+def coerce_campaign(raw: str | None) -> int | None:
+    """The campaign filter as an id, or None; raises PeriodError on a malformed id."""
     raw = (raw or "").strip()
-    if not raw or column is None:
+    if not raw:
         return None
     try:
-        python_type = column.type.python_type
-    except NotImplementedError:
-        python_type = str
-    try:
-        return python_type(raw)
-    except (TypeError, ValueError):
+        return int(raw)
+    except ValueError:
         raise PeriodError(f"{raw!r} is not a campaign id.") from None
 
 
 def _cohort(statement, period: Period, campaign=None):
     statement = statement.where(Notification.created_at >= period.start, Notification.created_at < period.end)
-    column = campaign_column()
-    if campaign is not None and column is not None:
-        statement = statement.where(column == campaign)
+    if campaign is not None:
+        statement = statement.where(Notification.campaign_id == campaign)
     return statement
 
 
@@ -141,7 +131,8 @@ def channel_rates(period: Period, campaign=None) -> list[ChannelRate]:
         period, campaign,
     )).all()
     found = {row[0]: ChannelRate(*row) for row in rows}
-    order = [c for c in CHANNELS if c in found] + sorted(set(found) - set(CHANNELS))
+    known = in_list_order(found)
+    order = known + sorted(set(found) - set(known))
     return [found[c] for c in order]
 
 
@@ -222,9 +213,8 @@ def sends_per_hour(period: Period, campaign=None) -> list[tuple[datetime, int]]:
     statement = (select(bucket, func.count()).join(Notification, Notification.id == Delivery.notification_id)
                  .where(Delivery.dispatched_at >= period.start, Delivery.dispatched_at < period.end)
                  .group_by(bucket))
-    column = campaign_column()
-    if campaign is not None and column is not None:
-        statement = statement.where(column == campaign)
+    if campaign is not None:
+        statement = statement.where(Notification.campaign_id == campaign)
     counts = {datetime.strptime(label, "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc): int(n)
               for label, n in db.session.execute(statement)}
     return [(slot, counts.get(slot, 0)) for slot in hour_slots(period)]

@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 from urllib.parse import urlparse
 
+from limits import parse as parse_limit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -90,6 +91,28 @@ def parse_rate(name: str, value: str | None, default: str) -> float:
     return number / seconds
 
 
+def check_rate_limit(text: str) -> str:
+    """One ``limits`` rate such as ``6000/minute``; raises ValueError with a sentence for a form or the CLI."""
+    text = text.strip()
+    if any(sep in text for sep in ";,|"):
+        raise ValueError("Give one rate, like 6000/minute.")
+    try:
+        item = parse_limit(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a rate; write it like 6000/minute or 10/second.") from None
+    if item.amount < 1:
+        raise ValueError("The rate must allow at least one request.")
+    return text
+
+
+def check_api_rate_limit(name: str, value: str) -> str:
+    """The per-key limit a new API key gets unless it is given its own."""
+    try:
+        return check_rate_limit(value)
+    except ValueError as error:
+        raise ConfigError(f"{name}: {error}") from None
+
+
 def parse_float(name: str, value: str | None, default: float, minimum: float = 0.0) -> float:
     if value is None or value == "":
         return default
@@ -116,7 +139,6 @@ def provider_settings(env: dict[str, str], rq_workers: int) -> dict:
     APNS_BASE, APNS_TEAM_ID, APNS_KEY_ID, APNS_KEY_FILE (the .p8), APNS_TOPIC (bundle id), HERALD_APNS_RATE
     FCM_BASE, FCM_PROJECT_ID, FCM_SERVICE_ACCOUNT_FILE, HERALD_FCM_RATE (default 600000/minute)
     HERALD_WEB_PUSH_SUBJECT (contact e-mail for VAPID), HERALD_WEB_PUSH_TTL, HERALD_WEB_PUSH_RATE
-    HERALD_ALLOW_LOOPBACK_PUSH            tests only: lets push endpoints be http://127.0.0.1
     SENDGRID_WEBHOOK_PUBLIC_KEY           the Event Webhook's verification key (base64), for bounces
     HERALD_BREAKER_FAIL_MAX, HERALD_BREAKER_RESET_SECONDS   circuit breaker per provider
     HERALD_CHANNEL_SLOTS                  workers one external channel may occupy at once
@@ -150,7 +172,6 @@ def provider_settings(env: dict[str, str], rq_workers: int) -> dict:
         "WEB_PUSH_SUBJECT": get("HERALD_WEB_PUSH_SUBJECT") or "admin@herald.local",
         "WEB_PUSH_TTL": parse_int("HERALD_WEB_PUSH_TTL", get("HERALD_WEB_PUSH_TTL"), 24 * 3600),
         "WEB_PUSH_RATE": parse_rate("HERALD_WEB_PUSH_RATE", get("HERALD_WEB_PUSH_RATE"), "0"),
-        "ALLOW_LOOPBACK_PUSH": parse_boolean(get("HERALD_ALLOW_LOOPBACK_PUSH")),
         "SENDGRID_WEBHOOK_PUBLIC_KEY": get("SENDGRID_WEBHOOK_PUBLIC_KEY"),
         "BREAKER_FAIL_MAX": parse_int("HERALD_BREAKER_FAIL_MAX", get("HERALD_BREAKER_FAIL_MAX"), 10, minimum=1),
         "BREAKER_RESET_SECONDS": parse_float("HERALD_BREAKER_RESET_SECONDS", get("HERALD_BREAKER_RESET_SECONDS"), 30.0),
@@ -201,7 +222,7 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
         "BASE_URL": check_http_url("HERALD_BASE_URL", env.get("HERALD_BASE_URL", "http://127.0.0.1:5000")),
         "SMTP_URL": check_smtp_url(env["SMTP_URL"]) if env.get("SMTP_URL") else None,
         "MAIL_FROM": env.get("HERALD_MAIL_FROM", "Herald <no-reply@herald.local>"),
-        "API_RATE_LIMIT": env.get("HERALD_API_RATE_LIMIT", "6000/minute"),
+        "API_RATE_LIMIT": check_api_rate_limit("HERALD_API_RATE_LIMIT", env.get("HERALD_API_RATE_LIMIT", "6000/minute")),
         # Notifications (with deliveries and events) and the rules' sent log older than this are deleted; 0 keeps all.
         "RETENTION_DAYS": parse_int("HERALD_RETENTION_DAYS", env.get("HERALD_RETENTION_DAYS"), 365),
         # Links in email and push go through {BASE_URL}/c/<signed token> so clicks can be counted.

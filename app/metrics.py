@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
+from app.channels.health import metrics_text
 from app.extensions import db
 from app.models import Delivery, Notification
 from app.redis_outage import outage
@@ -87,11 +88,7 @@ class RedisOutageCollector:
 
 
 def provider_metrics() -> bytes:
-    """The channel layer's own exposition (circuits, error rates), when it offers one."""
-    try:
-        from app.channels.health import metrics_text
-    except ImportError:
-        return b""
+    """The channel layer's own exposition (circuits, error rates), when Redis answers."""
     try:
         return metrics_text()
     except RedisError:

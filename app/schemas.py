@@ -19,9 +19,10 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from app.channels import channel_names
 from app.delivery.rendering import FIELD_LIMITS
 
-Channel = Literal["in_app", "email", "sms", "push", "web_push"]
+Channel = Literal[channel_names()]  # the channel registry (app/channels/) is the one list
 NotificationType = Literal["marketing", "transactional", "security"]
 Priority = Literal["low", "normal", "high", "critical"]
 Platform = Literal["ios", "android", "web"]
@@ -250,7 +251,8 @@ class NotificationCreate(Strict):
         """A literal body longer than a requested channel accepts is refused now, not failed later."""
         for channel in self.channels:
             for field, text, limit_field in (("body", self.body, "body"), ("title", self.title, "title")):
-                limit = FIELD_LIMITS.get((channel, "text" if channel == "sms" else limit_field))
+                # A channel with only a text field (SMS) carries title and body in it.
+                limit = FIELD_LIMITS.get((channel, limit_field)) or FIELD_LIMITS.get((channel, "text"))
                 if text and limit and len(text) > limit:
                     raise PydanticCustomError(
                         "too_long_for_channel", "{field} has {length} characters; {channel} accepts at most {limit}",

@@ -312,12 +312,13 @@ def smtp_server(app):
 def recorded_push(monkeypatch):
     """The push adapter replaced by one that records each message it is given and answers "dispatched"."""
     from app.channels import Outcome, Result, base
+    from app.channels.push import MobilePush
 
     sent = []
 
-    class RecordingPush(base.Channel):
-        name = "push"
-        platforms = frozenset({"android", "ios"})
+    class RecordingPush(MobilePush):
+        def __init__(self, app_config):
+            base.Channel.__init__(self, app_config)  # no APNs/FCM clients
 
         def send(self, message):
             sent.append(message)

@@ -6,6 +6,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from flask import current_app
+
 from app.extensions import db
 from app.models import ApiKey
 from app.models.types import utcnow
@@ -17,8 +19,11 @@ def hash_key(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
-def create_api_key(name: str, rate_limit: str = "6000/minute") -> tuple[ApiKey, str]:
-    """Create and commit a key; return the row and the plaintext, which is never stored."""
+def create_api_key(name: str, rate_limit: str | None = None) -> tuple[ApiKey, str]:
+    """Create and commit a key; return the row and the plaintext, which is never stored.
+
+    Without a ``rate_limit`` the key gets the installation's default (``HERALD_API_RATE_LIMIT``)."""
+    rate_limit = rate_limit or current_app.config["API_RATE_LIMIT"]
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     api_key = ApiKey(name=name, prefix=plaintext[:10], key_hash=hash_key(plaintext), rate_limit=rate_limit)
     db.session.add(api_key)

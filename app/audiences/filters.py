@@ -22,13 +22,14 @@ from numbers import Number
 from sqlalchemy import and_, exists, false, func, not_, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.channels import address_fields, channel_names, device_platforms
 from app.models import Device, Recipient
 
 COLUMNS = {"external_id": Recipient.external_id, "email": Recipient.email, "phone": Recipient.phone,
            "timezone": Recipient.timezone, "locale": Recipient.locale}
 COMPARISONS = ("=", "!=", "<", "<=", ">", ">=")
 OPERATORS = (*COMPARISONS, "in", "not_in", "exists", "not_exists")
-REACHABLE_CHANNELS = ("in_app", "email", "sms", "push", "web_push")
+REACHABLE_CHANNELS = channel_names()
 MAX_DEPTH = 5
 MAX_CONDITIONS = 100
 
@@ -148,15 +149,14 @@ def _attribute_condition(name: str, op: str, cond: dict, dialect: str) -> Column
 
 
 def _reachable(channel: str) -> ColumnElement:
-    if channel == "in_app":
-        return true()
-    if channel == "email":
-        return Recipient.email.is_not(None)
-    if channel == "sms":
-        return Recipient.phone.is_not(None)
-    platforms = ("ios", "android") if channel == "push" else ("web",)
-    return exists(select(Device.id).where(Device.recipient_id == Recipient.id, Device.active.is_(True),
-                                          Device.platform.in_(platforms)))
+    """The SQL twin of the registry's ``reachable``: an address in the channel's column, or an active device
+    of one of its platforms; a channel with neither (in-app) reaches everyone."""
+    if channel in address_fields():
+        return getattr(Recipient, address_fields()[channel]).is_not(None)
+    if channel in device_platforms():
+        return exists(select(Device.id).where(Device.recipient_id == Recipient.id, Device.active.is_(True),
+                                              Device.platform.in_(sorted(device_platforms()[channel]))))
+    return true()
 
 
 def compile_filter(tree: dict, dialect: str, now: datetime) -> ColumnElement:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from app.schemas import LOCALE_PATTERN, parse_e164, parse_email, parse_timezone
 
-PROFILE_COLUMNS = ("email", "phone", "timezone", "locale")
 ID_COLUMN = "user_id"
 MAX_USER_ID = 255
 MAX_ATTRIBUTE_NAME = 128

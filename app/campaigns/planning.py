@@ -13,10 +13,10 @@ that happen twice (clocks going back) use the first occurrence.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 
+from app.channels import channel_names, variant_sources
 from app.delivery.quiet_hours import zone
 from app.delivery.rendering import pick_variant
 
@@ -87,19 +87,11 @@ def split_sizes(total: int, size: int) -> list[int]:
     return [min(size, total - start) for start in range(0, total, size)] if total > 0 else []
 
 
-def estimated_duration(total: int, per_minute: int | None) -> timedelta | None:
-    """How long a throttled campaign takes to send everything; None when unthrottled."""
-    if not per_minute or total <= 0:
-        return None
-    return timedelta(minutes=math.ceil(total / per_minute))
-
-
 def template_channels(variants: dict) -> set[str]:
-    """Every channel any locale of a template version has a variant for."""
-    channels = {channel for fields in variants.values() if isinstance(fields, dict) for channel in fields}
-    if "push" in channels:
-        channels.add("web_push")  # pick_variant falls back from web_push to push
-    return channels
+    """Every channel some locale of a template version can render: with its own variant or its fallback's
+    (web push renders the mobile push variant, see pick_variant)."""
+    found = {channel for fields in variants.values() if isinstance(fields, dict) for channel in fields}
+    return {channel for channel in channel_names() if found & set(variant_sources(channel))}
 
 
 def missing_variants(variants: dict, channels: list[str], default_locale: str) -> list[str]:

@@ -14,15 +14,11 @@ from sqlalchemy import func, select, update
 from app.audiences.filters import compile_filter, validate_filter
 from app.campaigns import planning, progress
 from app.campaigns.fanout import cancel_pending
+from app.channels import in_list_order, in_send_order
 from app.extensions import db
-from app.models import AuditEntry, Campaign, CampaignBatch, Notification, Recipient, StaffUser, Template
+from app.models import Audience, AuditEntry, Campaign, CampaignBatch, Notification, Recipient, StaffUser, Template
 from app.models.campaigns import BATCH_CANCELLED, BATCH_PENDING, CANCELLED, DRAFT, PAUSED, RUNNING, SEND_AT, SEND_LOCAL
 from app.models.types import utcnow
-
-try:  # saved audiences are another area's; campaigns copy their filter when they exist
-    from app.models import Audience
-except ImportError:  # pragma: no cover - only before that area lands
-    Audience = None
 
 
 class CampaignStateError(Exception):
@@ -73,20 +69,18 @@ def templates() -> list[Template]:
     return db.session.scalars(select(Template).order_by(Template.name)).all()
 
 
-def saved_audiences() -> list:
-    if Audience is None:
-        return []
+def saved_audiences() -> list[Audience]:
     return db.session.scalars(select(Audience).order_by(Audience.name)).all()
 
 
-def saved_audience(audience_id: int):
-    return db.session.get(Audience, audience_id) if Audience is not None else None
+def saved_audience(audience_id: int) -> Audience | None:
+    return db.session.get(Audience, audience_id)
 
 
 def template_channels(template: Template) -> list[str]:
     version = template.version()
     found = planning.template_channels(version.variants) if version else set()
-    return [c for c in ("in_app", "email", "sms", "push", "web_push") if c in found]
+    return in_list_order(found)
 
 
 def audience_count(audience_filter: dict, now: datetime | None = None) -> int:
@@ -170,7 +164,7 @@ def _apply(campaign: Campaign, fields: CampaignFields) -> None:
     campaign.template_id = fields.template_id
     campaign.audience_filter = fields.audience_filter
     campaign.audience_name = fields.audience_name
-    campaign.channels = [c for c in ("in_app", "push", "web_push", "sms", "email") if c in fields.channels]
+    campaign.channels = in_send_order(fields.channels)
     campaign.schedule = fields.schedule
     campaign.send_at = fields.send_at if fields.schedule == SEND_AT else None
     campaign.local_time = fields.local_time if fields.schedule == SEND_LOCAL else None

@@ -3,11 +3,19 @@
 An adapter turns a rendered message into a provider call and reports the
 outcome as a :class:`Result`; it never touches delivery rows. Adapters are
 registered by name (``@register("email")``) and looked up with
-:func:`adapter_for` -- nothing else in Herald branches on the channel name.
+:func:`adapter_for`.
+
+The registry is also the one place that knows what a channel *is*: its
+label, where it sits in lists, its address field, device platforms, content
+fields, whether it calls out over the network... Each adapter class declares
+these once; the API schema, the console, the inbox's preference grid, the
+audience filter and routing read them through the functions at the end of
+this module -- nothing else in Herald compares a value to a channel name.
 """
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -71,24 +79,41 @@ class Message:
 
 
 class Channel:
-    """Base class: subclasses set ``name`` and implement :meth:`send`.
+    """Base class: subclasses set the class attributes below and implement :meth:`send`.
 
-    Class attributes tell the pipeline what a message for this channel needs,
-    so nothing outside the adapters branches on channel names:
-    ``address_field`` names the recipient column holding the address,
-    ``platforms`` the device platforms it sends to, and ``external`` says
-    whether it calls out over the network (then it gets its own job and a
-    bounded share of the workers, see ``jobs.delivery``).
+    Class attributes tell the rest of Herald what the channel is and what a
+    message for it needs, so nothing outside the adapters branches on names.
+    ``external`` says whether it calls out over the network (then it gets its
+    own job and a bounded share of the workers, see ``jobs.delivery``).
     """
 
     name: ClassVar[str]
+    label: ClassVar[str]                # what people read: console, inbox, errors
+    order: ClassVar[int]                # place in every list of channels (API enum, console, analytics)
+    # Order a notification's channels are sent in: instant and cheap first, slow and costly last.
+    send_order: ClassVar[int]
+    # Column in the inbox preference grid; None keeps the channel out of the grid.
+    preference_column: ClassVar[int | None] = None
     # How many sends of one batch may be in flight at once; only adapters whose send() is thread-safe raise it.
     concurrent_sends: ClassVar[int] = 1
     # Links in this channel's messages go through Herald's click redirect (app/delivery/tracking.py).
     tracks_links: ClassVar[bool] = False
-    address_field: ClassVar[str | None] = None
-    platforms: ClassVar[frozenset[str]] = frozenset()
+    # Marketing messages carry a one-click unsubscribe (List-Unsubscribe, RFC 8058).
+    one_click_unsubscribe: ClassVar[bool] = False
+    address_field: ClassVar[str | None] = None    # the recipient column holding the address
+    address_case_sensitive: ClassVar[bool] = True
+    platforms: ClassVar[frozenset[str]] = frozenset()   # device platforms it sends to
     external: ClassVar[bool] = True
+    interrupts: ClassVar[bool] = False              # waits out the recipient's quiet hours
+    marketing_needs_opt_in: ClassVar[bool] = False  # marketing only after an explicit opt-in
+    content_fields: ClassVar[tuple[str, ...]] = ()  # the fields a template variant provides
+    optional_fields: ClassVar[frozenset[str]] = frozenset()
+    field_limits: ClassVar[Mapping[str, int]] = {}  # longest rendered text per field
+    # A channel without variants of its own renders with this channel's variant.
+    template_fallback: ClassVar[str | None] = None
+    # What the template editor's preview measures: SMS segments, or the provider payload against its limit.
+    billed_in_segments: ClassVar[bool] = False
+    payload_limit: ClassVar[int | None] = None
 
     def __init__(self, app_config: dict):
         self.config = app_config
@@ -121,10 +146,6 @@ def adapter_for(name: str, app_config: dict) -> Channel:
     return _INSTANCES[cache_key]
 
 
-def registered_channels() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
-
-
 def channel_class(name: str) -> type[Channel] | None:
     """The adapter class registered for a channel (its class attributes, without building an instance)."""
     return _REGISTRY.get(name)
@@ -134,3 +155,130 @@ def close_all() -> None:
     for adapter in _INSTANCES.values():
         adapter.close()
     _INSTANCES.clear()
+
+
+# -- What the rest of Herald asks the registry. Every answer follows the registered adapter classes.
+
+def channel_classes() -> tuple[type[Channel], ...]:
+    return tuple(sorted(_REGISTRY.values(), key=lambda cls: cls.order))
+
+
+def channel_names() -> tuple[str, ...]:
+    """Every channel, in list order: the API's enum, console choices, analytics rows."""
+    return tuple(cls.name for cls in channel_classes())
+
+
+def labels() -> dict[str, str]:
+    return {cls.name: cls.label for cls in channel_classes()}
+
+
+def label_for(name: str) -> str:
+    """The channel's label; a name no adapter answers to any more (old rows) reads as itself."""
+    cls = _REGISTRY.get(name)
+    return cls.label if cls else name
+
+
+def in_send_order(names: Iterable[str]) -> list[str]:
+    """The known channels among ``names``, in the order a notification's channels are sent."""
+    wanted = set(names)
+    return [cls.name for cls in sorted(_REGISTRY.values(), key=lambda cls: cls.send_order) if cls.name in wanted]
+
+
+def in_list_order(names: Iterable[str]) -> list[str]:
+    wanted = set(names)
+    return [name for name in channel_names() if name in wanted]
+
+
+def preference_channels() -> tuple[str, ...]:
+    """The inbox preference grid's columns, left to right."""
+    shown = [cls for cls in _REGISTRY.values() if cls.preference_column is not None]
+    return tuple(cls.name for cls in sorted(shown, key=lambda cls: cls.preference_column))
+
+
+def address_fields() -> dict[str, str]:
+    """channel -> the recipient column holding its address, for channels sent to an address."""
+    return {cls.name: cls.address_field for cls in channel_classes() if cls.address_field}
+
+
+def device_platforms() -> dict[str, frozenset[str]]:
+    """channel -> the device platforms it sends to, for channels sent to devices."""
+    return {cls.name: cls.platforms for cls in channel_classes() if cls.platforms}
+
+
+def is_external(name: str) -> bool:
+    return _REGISTRY[name].external
+
+
+def external_channels() -> frozenset[str]:
+    return frozenset(cls.name for cls in _REGISTRY.values() if cls.external)
+
+
+def interrupting_channels() -> frozenset[str]:
+    return frozenset(cls.name for cls in _REGISTRY.values() if cls.interrupts)
+
+
+def offers_one_click_unsubscribe(name: str) -> bool:
+    cls = _REGISTRY.get(name)
+    return bool(cls and cls.one_click_unsubscribe)
+
+
+def needs_marketing_opt_in(name: str) -> bool:
+    cls = _REGISTRY.get(name)
+    return bool(cls and cls.marketing_needs_opt_in)
+
+
+def reachable(addresses: Mapping[str, Any], platforms: Iterable[str]) -> frozenset[str]:
+    """Channels a recipient can be reached on at all, from their address columns and active devices' platforms.
+
+    A channel with neither an address field nor platforms (in-app) reaches everyone.
+    """
+    platforms = set(platforms)
+    found = set()
+    for cls in _REGISTRY.values():
+        if cls.address_field:
+            if addresses.get(cls.address_field):
+                found.add(cls.name)
+        elif cls.platforms:
+            if cls.platforms & platforms:
+                found.add(cls.name)
+        else:
+            found.add(cls.name)
+    return frozenset(found)
+
+
+def canonical_address(name: str, address: str) -> str:
+    """The one spelling suppression lists match by plain equality (email addresses compare case-insensitively)."""
+    cls = _REGISTRY.get(name)
+    return address.strip() if cls is None or cls.address_case_sensitive else address.strip().lower()
+
+
+def content_fields() -> dict[str, tuple[str, ...]]:
+    """channel -> the fields its template variant provides."""
+    return {cls.name: cls.content_fields for cls in channel_classes()}
+
+
+def optional_fields() -> frozenset[tuple[str, str]]:
+    """(channel, field) pairs a variant may leave out."""
+    return frozenset((cls.name, f) for cls in channel_classes() for f in cls.optional_fields)
+
+
+def field_limits() -> dict[tuple[str, str], int]:
+    """(channel, field) -> the longest rendered text the channel accepts."""
+    return {(cls.name, f): limit for cls in channel_classes() for f, limit in cls.field_limits.items()}
+
+
+def variant_sources(name: str) -> tuple[str, ...]:
+    """Whose template variant renders this channel, best first: its own, then its fallback's."""
+    cls = _REGISTRY.get(name)
+    return (name, cls.template_fallback) if cls and cls.template_fallback else (name,)
+
+
+def variant_channels() -> tuple[str, ...]:
+    """Channels that have template variants of their own (the editor's sections), in list order."""
+    return tuple(cls.name for cls in channel_classes() if not cls.template_fallback)
+
+
+def template_label(name: str) -> str:
+    """The label of a template variant: its channel's, joined with those of channels that fall back to it."""
+    users = [cls.label for cls in channel_classes() if cls.template_fallback == name]
+    return " & ".join([label_for(name), *users])

@@ -105,8 +105,15 @@ class SmtpRelay:
 
 @register("email")
 class SmtpEmail(Channel):
+    label = "Email"
+    order, send_order, preference_column = 1, 4, 1
     address_field = "email"
+    address_case_sensitive = False  # suppression lists match the lower-cased address
     tracks_links = True
+    one_click_unsubscribe = True
+    content_fields = ("subject", "html", "text")
+    optional_fields = frozenset({"text"})  # without one, the plain-text part carries the subject
+    field_limits = {"subject": 998}
 
     def __init__(self, app_config: dict):
         super().__init__(app_config)

@@ -6,7 +6,7 @@ tokens are deactivated either way).
 """
 from __future__ import annotations
 
-from app.channels.apns import ApnsClient
+from app.channels.apns import MAX_PAYLOAD_BYTES, ApnsClient
 from app.channels.base import Channel, Message, Outcome, Result, register
 from app.channels.fcm import FcmClient
 from app.delivery.fanout import combine
@@ -17,7 +17,13 @@ PROVIDERS = {"ios": ApnsClient, "android": FcmClient}
 
 @register("push")
 class MobilePush(Channel):
+    label = "Mobile push"
+    order, send_order, preference_column = 3, 1, 3
     platforms = frozenset(PROVIDERS)
+    interrupts = True
+    content_fields = ("title", "body")
+    field_limits = {"title": 200, "body": 2000}
+    payload_limit = MAX_PAYLOAD_BYTES  # APNs and FCM both cap the JSON body at 4 KB
     tracks_links = True
     # The APNs and FCM clients are pooled httpx clients with their token refresh under a lock: safe to share,
     # so a batch keeps this many provider round trips in flight instead of paying them one after another.

@@ -45,7 +45,14 @@ def accounts(config: dict) -> list[TwilioAccount]:
 
 @register("sms")
 class TwilioSms(Channel):
+    label = "SMS"
+    order, send_order, preference_column = 2, 3, 2
     address_field = "phone"
+    interrupts = True
+    marketing_needs_opt_in = True
+    content_fields = ("text",)
+    field_limits = {"text": 1600}  # ten concatenated segments
+    billed_in_segments = True
 
     def __init__(self, app_config: dict):
         super().__init__(app_config)

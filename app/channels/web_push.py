@@ -72,7 +72,13 @@ def topic_for(collapse_key: str | None) -> str | None:
 
 @register("web_push")
 class WebPushChannel(Channel):
+    label = "Web push"
+    order, send_order, preference_column = 4, 2, 4
     platforms = frozenset({"web"})
+    interrupts = True
+    content_fields = ("title", "body")
+    field_limits = {"title": 200, "body": 2000}
+    template_fallback = "push"  # same title/body shape: one mobile push variant serves both
     tracks_links = True
     # Push services answer in tens of milliseconds: one request at a time would cap a worker at a few dozen
     # sends per second. send() is thread-safe (pooled httpx client; the caches only ever gain entries).

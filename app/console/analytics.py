@@ -6,18 +6,14 @@ from flask_login import login_required
 from sqlalchemy import select
 
 from app import analytics
-from app import models
 from app.console import bp
 from app.extensions import db
+from app.models import Campaign
 
 
-def campaign_choices() -> list[tuple[str, str]] | None:
-    """(id, name) of recent campaigns for the picker, or None while campaigns do not exist."""
-    campaign = getattr(models, "Campaign", None)
-    if campaign is None or analytics.campaign_column() is None:
-        return None
-    rows = db.session.execute(select(campaign.id, getattr(campaign, "name", campaign.id))
-                              .order_by(campaign.id.desc()).limit(200)).all()
+def campaign_choices() -> list[tuple[str, str]]:
+    """(id, name) of recent campaigns for the picker."""
+    rows = db.session.execute(select(Campaign.id, Campaign.name).order_by(Campaign.id.desc()).limit(200)).all()
     return [(str(id_), str(name)) for id_, name in rows]
 
 
@@ -38,6 +34,5 @@ def analytics_page():
         start=args.get("start", ""),
         end=args.get("end", ""),
         campaigns=campaign_choices(),
-        campaign_filter_available=analytics.campaign_column() is not None,
         error=error,
     ), (400 if error else 200)

@@ -20,13 +20,14 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.campaigns import planning, progress, store
+from app.channels import labels
 from app.console import bp
 from app.extensions import db, htmx
 from app.models import Campaign, Template
 from app.models.campaigns import CANCELLED, FINISHED
 from app.redis_client import get_redis
 
-CHANNEL_LABELS = {"in_app": "In-app", "email": "Email", "sms": "SMS", "push": "Mobile push", "web_push": "Web push"}
+CHANNEL_LABELS = labels()
 SCHEDULE_LABELS = {"now": "Send now", "at": "At a UTC time", "local": "At a local time in each recipient's zone"}
 SAMPLE_SECONDS = 0.5
 READ_EVERY = 10          # samples between read/click count queries (~5 s)

@@ -17,14 +17,16 @@ from wtforms.validators import DataRequired, Length, Optional, Regexp
 
 from app.audiences.filters import COLUMNS
 from app.audiences.imports import parse_number
+from app.channels import labels, optional_fields, template_label, variant_channels
 from app.delivery.constants import NOTIFICATION_TYPES
 from app.delivery.rendering import CHANNEL_FIELDS
 from app.schemas import CATEGORY_PATTERN, LOCALE_PATTERN
 
-# The channels the editor shows; web push falls back to the push variant (rendering.pick_variant).
-EDITOR_CHANNELS = ("in_app", "push", "email", "sms")
-CHANNEL_LABELS = {"in_app": "In-app", "push": "Mobile & web push", "email": "Email", "sms": "SMS"}
-OPTIONAL_FIELDS = frozenset({("email", "text")})
+# The channels the editor shows; web push falls back to the push variant (rendering.pick_variant), so
+# that variant's label names both ("Mobile push & Web push").
+EDITOR_CHANNELS = variant_channels()
+CHANNEL_LABELS = {**labels(), **{channel: template_label(channel) for channel in EDITOR_CHANNELS}}
+OPTIONAL_FIELDS = optional_fields()
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,127}$"
 MAX_LOCALES = 30
 _LOCALE = re.compile(LOCALE_PATTERN)

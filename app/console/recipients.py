@@ -22,7 +22,8 @@ from app.auth import admin_required
 from app.console import bp
 from app.console.audit import Page, page_number, page_of, record_change
 from app.console.routes import safe_next_path
-from app.delivery.constants import ALL_CATEGORIES, CHANNELS
+from app.channels import address_fields, canonical_address, channel_names
+from app.delivery.constants import ALL_CATEGORIES
 from app.delivery.routing import MARKETING_CATEGORY
 from app.extensions import db, htmx
 from app.models import Delivery, Notification, Preference, Recipient, Suppression, Template
@@ -31,7 +32,8 @@ from app.recipients import erase_recipient, find_recipient
 
 HISTORY_PER_PAGE = 10
 # Channels whose address lives on the recipient row, so a suppression entry can be matched to them.
-ADDRESS_CHANNELS = {"email": "email", "sms": "phone"}
+ADDRESS_CHANNELS = address_fields()
+CHANNELS = channel_names()
 
 
 # -- forms ---------------------------------------------------------------------------------------
@@ -149,7 +151,7 @@ def set_hard_stop(recipient: Recipient, enabled: bool, actor) -> None:
 
 def add_suppression(channel: str, address: str, reason: str, actor) -> Suppression | None:
     """The new entry, or None when the address is already suppressed on that channel."""
-    address = Suppression.canonical(channel, address)
+    address = canonical_address(channel, address)
     entry = Suppression(channel=channel, address=address, reason=reason, created_at=utcnow())
     db.session.add(entry)
     try:

@@ -14,7 +14,8 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.audiences.filters import validate_filter
 from app.console import bp
-from app.delivery.constants import CHANNELS, NOTIFICATION_TYPES, PRIORITIES
+from app.channels import labels
+from app.delivery.constants import NOTIFICATION_TYPES, PRIORITIES
 from app.extensions import db, htmx
 from app.models import Rule, RuleSend, Template
 from app.models.types import utcnow
@@ -37,7 +38,7 @@ class RuleForm(FlaskForm):
         DataRequired("Name the category."), Regexp(r"^[a-z0-9][a-z0-9_.-]{0,63}$", message="Lowercase letters, digits, _ . - only.")])
     priority = SelectField("Priority", choices=[(p, p) for p in PRIORITIES], default="normal")
     template_key = SelectField("Template", validate_choice=False)
-    channels = CheckboxesField("Channels", choices=[(c, c) for c in CHANNELS], default=["in_app", "push"])
+    channels = CheckboxesField("Channels", choices=list(labels().items()), default=["in_app", "push"])
     window_start = TimeField("Send from (local)", default=time(9), validators=[InputRequired("Give a start time.")])
     window_end = TimeField("Send until (local)", default=time(19), validators=[InputRequired("Give an end time.")])
     every_days = IntegerField("At most once every N local days", default=1, validators=[

@@ -5,21 +5,20 @@ open dashboard polls every 5 s. So the counts are kept as one snapshot in
 Redis for all viewers and web processes. While counting is cheap (a young
 install, the tests) every request counts afresh. Once it is not, a request
 is answered from the snapshot at once, and when the snapshot is older than
-the poll interval one request (a Redis lock decides which) starts a
-background refresh: the page shows counts at most a poll or two old, with
-their time, and never waits for them.
+the poll interval one request (a Redis lock decides which) enqueues a
+refresh for the workers (``jobs.dashboard``): the page shows counts at most
+a poll or two old, with their time, and never waits for them.
 """
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from flask import current_app
 from redis.exceptions import RedisError
+from rq import Queue
 from sqlalchemy import func, select
 
 from app.delivery.constants import DELIVERY_STATUSES
@@ -37,6 +36,9 @@ REFRESH_SECONDS = 5.0
 CHEAP_SECONDS = 0.05
 SNAPSHOT_TTL = 3600
 REFRESH_LOCK_SECONDS = 120
+# Enqueued by name, so app/ does not import jobs/; the lock outlives a refresh that never ran.
+REFRESH_JOB = "jobs.dashboard.refresh_dashboard_counts"
+REFRESH_QUEUE = "normal"
 
 
 @dataclass(frozen=True)
@@ -112,33 +114,28 @@ def _store(counts: DatabaseCounts) -> None:
     get_redis().set(_snapshot_key(), counts.to_json(), ex=SNAPSHOT_TTL)
 
 
+def _refresh_lock() -> str:
+    return key("dashboard", "refreshing")
+
+
 def refresh_snapshot() -> DatabaseCounts:
-    counts = count_database(utcnow())
-    _store(counts)
-    return counts
+    """Count once for every viewer and web process, then let the next refresh be requested."""
+    try:
+        counts = count_database(utcnow())
+        _store(counts)
+        return counts
+    finally:
+        get_redis().delete(_refresh_lock())
 
 
-def _refresh_in_background() -> None:
-    """Start one refresh for all viewers; a request that loses the lock race just shows the snapshot it has."""
-    lock = key("dashboard", "refreshing")
-    if not get_redis().set(lock, "1", nx=True, ex=REFRESH_LOCK_SECONDS):
-        return
-    app = current_app._get_current_object()
-
-    def refresh() -> None:
-        with app.app_context():
-            try:
-                refresh_snapshot()
-            except Exception:
-                log.warning("dashboard: background refresh of the counts failed", exc_info=True)
-            finally:
-                db.session.remove()
-                try:
-                    get_redis().delete(lock)
-                except RedisError:
-                    pass
-
-    threading.Thread(target=refresh, name="dashboard-refresh", daemon=True).start()
+def request_refresh() -> bool:
+    """Ask the workers for one refresh for all viewers; a request that loses the lock race just shows the
+    snapshot it has. True when this call enqueued the refresh."""
+    if not get_redis().set(_refresh_lock(), "1", nx=True, ex=REFRESH_LOCK_SECONDS):
+        return False
+    Queue(REFRESH_QUEUE, connection=get_redis()).enqueue(
+        REFRESH_JOB, job_timeout=REFRESH_LOCK_SECONDS, result_ttl=0, failure_ttl=REFRESH_LOCK_SECONDS)
+    return True
 
 
 def database_counts(now: datetime) -> DatabaseCounts:
@@ -157,9 +154,9 @@ def database_counts(now: datetime) -> DatabaseCounts:
         return counts
     if action == "refresh":
         try:
-            _refresh_in_background()
+            request_refresh()
         except RedisError:
-            log.warning("dashboard: could not start a refresh of the counts", exc_info=True)
+            log.warning("dashboard: could not request a refresh of the counts", exc_info=True)
     return snapshot
 
 

@@ -17,8 +17,8 @@ from flask_login import current_user, login_required
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from app.channels import Message, channel_class
 from app.channels.apns import MAX_PAYLOAD_BYTES, apns_payload
-from app.channels.base import Message
 from app.channels.fcm import fcm_body
 from app.console import bp
 from app.console.forms_content import (
@@ -126,9 +126,9 @@ def render_message(error: RenderError) -> str:
     return f"{where}{error.message}"
 
 
-def push_payload_bytes(content: dict[str, str], data: dict, category: str) -> dict[str, int]:
+def push_payload_bytes(channel: str, content: dict[str, str], data: dict, category: str) -> dict[str, int]:
     """Bytes of the JSON body APNs and FCM would carry (both cap it at 4096)."""
-    message = Message(delivery_id=0, recipient_id=0, notification_id="0" * 32, channel="push",
+    message = Message(delivery_id=0, recipient_id=0, notification_id="0" * 32, channel=channel,
                       idempotency_key="preview", recipient_external_id="", notification_type="marketing",
                       category=category, priority="normal", content=content, data=data)
     token = "x" * 163  # an FCM registration token's usual length
@@ -174,11 +174,11 @@ def build_preview(variants: dict, default_locale: str, meta: dict, recipient: Re
             if limit and len(value) > limit:
                 shown.errors[name] = f"{len(value)} characters, over the limit of {limit}."
             shown.fields[name] = value
-        if channel == "sms" and "text" in shown.fields:
+        if channel_class(channel).billed_in_segments and "text" in shown.fields:
             segments = count_segments(shown.fields["text"])
             shown.sms = {"encoding": segments.encoding, "segments": segments.count, "units": segments.units}
-        if channel == "push" and not shown.errors:
-            shown.push_bytes = push_payload_bytes(shown.fields, data, notification.category)
+        if channel_class(channel).payload_limit and not shown.errors:
+            shown.push_bytes = push_payload_bytes(channel, shown.fields, data, notification.category)
         channels.append(shown)
     return Preview(field_errors, channels, recipient)
 

@@ -1,6 +1,8 @@
-"""The vocabulary of the pipeline, shared by models, API schemas and jobs."""
+"""The vocabulary of the pipeline, shared by models, API schemas and jobs.
 
-CHANNELS = ("in_app", "email", "sms", "push", "web_push")
+Channels are not here: the channel registry (app/channels/) owns them.
+"""
+
 NOTIFICATION_TYPES = ("marketing", "transactional", "security")
 PRIORITIES = ("low", "normal", "high", "critical")
 PLATFORMS = ("ios", "android", "web")
@@ -14,9 +16,6 @@ FAILED = "FAILED"
 SUPPRESSED = "SUPPRESSED"
 DELIVERY_STATUSES = (PENDING, SENDING, DISPATCHED, DELIVERED, FAILED, SUPPRESSED)
 FINAL_STATUSES = (DISPATCHED, DELIVERED, FAILED, SUPPRESSED)
-
-# Channels that interrupt a person and so wait out their quiet hours.
-INTERRUPTING_CHANNELS = frozenset({"push", "web_push", "sms"})
 
 # Preference rows with this category switch a whole channel off: a hard stop
 # that even security notices respect.

@@ -15,25 +15,13 @@ from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError
 
 from app.delivery.sandbox import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT_MS, Budget, BudgetedSandbox, OverBudget, render_within
 
-# The fields each channel's variant must provide.
-CHANNEL_FIELDS = {
-    "in_app": ("title", "body"),
-    "email": ("subject", "html", "text"),
-    "sms": ("text",),
-    "push": ("title", "body"),
-    "web_push": ("title", "body"),
-}
-# Longest rendered text a channel accepts (SMS: ten concatenated segments).
-FIELD_LIMITS = {
-    ("sms", "text"): 1600,
-    ("push", "title"): 200,
-    ("push", "body"): 2000,
-    ("web_push", "title"): 200,
-    ("web_push", "body"): 2000,
-    ("in_app", "title"): 500,
-    ("in_app", "body"): 10_000,
-    ("email", "subject"): 998,
-}
+from app.channels import content_fields, field_limits, optional_fields, variant_sources
+
+# The fields each channel's variant provides, those it may leave out, and the longest rendered text a
+# channel accepts: declared on the channel adapters (app/channels/).
+CHANNEL_FIELDS = content_fields()
+OPTIONAL_FIELDS = optional_fields()
+FIELD_LIMITS = field_limits()
 
 # A macro or loop calling itself, or thousands of nested brackets: Python's recursion limit, not a crash.
 TOO_DEEP = "nested too deeply (a macro or loop calling itself, or too many brackets)"
@@ -67,17 +55,12 @@ def locale_chain(locale: str | None, default_locale: str) -> list[str]:
 
 def pick_variant(variants: dict, channel: str, locale: str | None, default_locale: str) -> dict | None:
     """The channel's fields in the best available locale, or None if no locale has this channel."""
-    # web_push falls back to the push variant: same title/body shape.
-    for name in (channel, "push") if channel == "web_push" else (channel,):
+    for name in variant_sources(channel):
         for candidate in locale_chain(locale, default_locale):
             variant = variants.get(candidate, {}).get(name)
             if variant:
                 return variant
     return None
-
-
-def _environment(field: str):
-    return _html_env if field == "html" else _text_env
 
 
 @lru_cache(maxsize=2048)
@@ -132,7 +115,7 @@ def render_fields(channel: str, variant: dict, context: dict) -> dict[str, str]:
     for field in CHANNEL_FIELDS[channel]:
         source = variant.get(field)
         if source is None:
-            if field == "text" and channel == "email":
+            if (channel, field) in OPTIONAL_FIELDS:
                 continue
             raise RenderError(channel, field, "missing")
         rendered[field] = checked_field(channel, field, render_bounded(channel, field, source, context, budget))
@@ -147,14 +130,10 @@ def inline_variant(channel: str, title: str | None, body: str | None) -> dict:
     """
     heading = "{{ notification.title }}" if title else "{{ notification.body }}"
     text = "{{ notification.body }}" if body else "{{ notification.title }}"
-    sms = "{{ notification.title }}: {{ notification.body }}" if title and body else text
-    return {
-        "in_app": {"title": heading, "body": text},
-        "email": {"subject": heading, "html": "<p>" + text + "</p>", "text": text},
-        "sms": {"text": sms},
-        "push": {"title": heading, "body": text},
-        "web_push": {"title": heading, "body": text},
-    }[channel]
+    if CHANNEL_FIELDS[channel] == ("text",):  # one text field (SMS) carries both
+        return {"text": "{{ notification.title }}: {{ notification.body }}" if title and body else text}
+    by_field = {"title": heading, "subject": heading, "body": text, "html": "<p>" + text + "</p>", "text": text}
+    return {field: by_field[field] for field in CHANNEL_FIELDS[channel]}
 
 
 def syntax_errors(source: str, html: bool = False) -> str | None:
@@ -222,7 +201,7 @@ class CompiledVariant:
         for field in CHANNEL_FIELDS[channel]:
             source = variant.get(field)
             if source is None:
-                if not (field == "text" and channel == "email"):
+                if (channel, field) not in OPTIONAL_FIELDS:
                     self.fields.append((field, RenderError(channel, field, "missing")))
                 continue
             try:

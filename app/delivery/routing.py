@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, time
 
-from app.delivery.constants import ALL_CATEGORIES, INTERRUPTING_CHANNELS
+from app.channels import interrupting_channels, needs_marketing_opt_in, reachable
+from app.delivery.constants import ALL_CATEGORIES
 from app.delivery.quiet_hours import quiet_until
 
 SEND = "send"
@@ -19,6 +20,8 @@ SUPPRESS = "suppress"
 
 # Opting out of this category opts out of all marketing, whatever its own category.
 MARKETING_CATEGORY = "marketing"
+# Channels that interrupt a person and so wait out their quiet hours (declared on the adapters).
+INTERRUPTING_CHANNELS = interrupting_channels()
 
 
 @dataclass(frozen=True)
@@ -53,17 +56,11 @@ class Decision:
 
 
 def reachable_channels(email: str | None, phone: str | None, platforms: set[str] | frozenset[str]) -> frozenset[str]:
-    """Channels a recipient can be reached on at all: an address, or an active device of the right kind."""
-    reachable = {"in_app"}
-    if email:
-        reachable.add("email")
-    if phone:
-        reachable.add("sms")
-    if platforms & {"ios", "android"}:
-        reachable.add("push")
-    if "web" in platforms:
-        reachable.add("web_push")
-    return frozenset(reachable)
+    """Channels a recipient can be reached on at all: an address, or an active device of the right kind.
+
+    The channel registry decides which address column or device platform serves which channel.
+    """
+    return reachable({"email": email, "phone": phone}, platforms)
 
 
 def opt_out_reason(channel: str, note: NotificationFacts, prefs: dict[tuple[str, str], bool]) -> str | None:
@@ -72,7 +69,7 @@ def opt_out_reason(channel: str, note: NotificationFacts, prefs: dict[tuple[str,
     A channel switched off stops everything, security included. Security
     ignores category opt-outs. Transactional honours an opt-out of its own
     category but not the blanket marketing opt-out. Marketing honours both,
-    and SMS marketing needs an explicit opt-in.
+    and on a channel that says so (SMS) needs an explicit opt-in.
     """
     if prefs.get((channel, ALL_CATEGORIES)) is False:
         return "channel_disabled"
@@ -83,7 +80,8 @@ def opt_out_reason(channel: str, note: NotificationFacts, prefs: dict[tuple[str,
     if note.type == "marketing":
         if prefs.get((channel, MARKETING_CATEGORY)) is False:
             return "opted_out"
-        if channel == "sms" and not (prefs.get(("sms", MARKETING_CATEGORY)) or prefs.get(("sms", note.category))):
+        opted_in = prefs.get((channel, MARKETING_CATEGORY)) or prefs.get((channel, note.category))
+        if needs_marketing_opt_in(channel) and not opted_in:
             return "no_marketing_sms_opt_in"
     return None
 

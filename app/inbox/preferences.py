@@ -11,11 +11,10 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from app.delivery.constants import ALL_CATEGORIES, CHANNELS
+from app.channels import needs_marketing_opt_in, preference_channels
+from app.delivery.constants import ALL_CATEGORIES
 from app.delivery.routing import MARKETING_CATEGORY
 from app.schemas import PreferencesUpdate
-
-CHANNEL_LABELS = {"in_app": "In-app", "email": "Email", "sms": "SMS", "push": "Mobile push", "web_push": "Browser push"}
 
 
 @dataclass(frozen=True)
@@ -39,19 +38,21 @@ class Row:
 
 def grid(categories: set[str], security: set[str], prefs: dict[tuple[str, str], bool]) -> tuple[tuple[Cell, ...], list[Row]]:
     """(channel switches, one row per category); a switch nobody set reads as on."""
-    switches = tuple(Cell(channel, ALL_CATEGORIES, prefs.get((channel, ALL_CATEGORIES), True)) for channel in CHANNELS)
+    columns = preference_channels()
+    switches = tuple(Cell(channel, ALL_CATEGORIES, prefs.get((channel, ALL_CATEGORIES), True)) for channel in columns)
     rows = []
     for category in sorted(categories - {ALL_CATEGORIES}):
         locked = category in security
         cells = tuple(Cell(channel, category, True if locked else prefs.get((channel, category), default_on(channel, category)), locked)
-                      for channel in CHANNELS)
+                      for channel in columns)
         rows.append(Row(category, locked, cells))
     return switches, rows
 
 
 def default_on(channel: str, category: str) -> bool:
-    """What routing does when nobody chose: everything on, except marketing by SMS, which needs an explicit opt-in."""
-    return not (channel == "sms" and category == MARKETING_CATEGORY)
+    """What routing does when nobody chose: everything on, except marketing on a channel that needs an explicit
+    opt-in (SMS)."""
+    return not (needs_marketing_opt_in(channel) and category == MARKETING_CATEGORY)
 
 
 class FormError(ValueError):

@@ -14,8 +14,10 @@ from flask_login import login_required
 from pydantic import ValidationError
 from sqlalchemy import delete, select, union
 
+from app.channels import labels, preference_channels
+from app.channels.in_app import InAppChannel
 from app.channels.vapid import application_server_key
-from app.delivery.constants import ALL_CATEGORIES, CHANNELS
+from app.delivery.constants import ALL_CATEGORIES
 from app.delivery.endpoints import push_endpoint_problem
 from app.extensions import db, htmx
 from app.inbox import bp, preferences as prefs_form, store
@@ -132,7 +134,7 @@ def open_entry(recipient: Recipient):
     store.mark_ids_read(recipient.id, ids)
     link = entries[0].link if entries else None
     if link:
-        store.record_click(entries[0].latest.id, "in_app")
+        store.record_click(entries[0].latest.id, InAppChannel.name)
     return redirect(link or url_for("inbox.inbox"), code=303)
 
 
@@ -151,8 +153,8 @@ def _render_preferences(recipient: Recipient, error: str | None = None, status: 
     saved = {(p.channel, p.category): p.enabled for p in recipient.preferences}
     switches, rows = prefs_form.grid(categories, security, saved)
     return render_template(
-        "inbox/preferences.html", recipient=recipient, switches=switches, rows=rows, channels=CHANNELS,
-        labels=prefs_form.CHANNEL_LABELS, error=error, zones=sorted(available_timezones()),
+        "inbox/preferences.html", recipient=recipient, switches=switches, rows=rows, channels=preference_channels(),
+        labels=labels(), error=error, zones=sorted(available_timezones()),
         unread=store.unread_count(recipient.id),
     ), status
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import abort, current_app, render_template, request
 
+from app.channels.email import SmtpEmail
 from app.delivery.unsubscribe import read_unsubscribe_token
 from app.extensions import csrf, db
 from app.inbox import bp
@@ -22,9 +23,9 @@ def _recipient_and_category(token: str):
 
 
 def opt_out_of_email_category(recipient, category: str) -> None:
-    preference = db.session.get(Preference, (recipient.id, "email", category))
+    preference = db.session.get(Preference, (recipient.id, SmtpEmail.name, category))
     if preference is None:
-        db.session.add(Preference(recipient_id=recipient.id, channel="email", category=category, enabled=False))
+        db.session.add(Preference(recipient_id=recipient.id, channel=SmtpEmail.name, category=category, enabled=False))
     else:
         preference.enabled = False
     db.session.commit()

@@ -6,6 +6,7 @@ from datetime import datetime, time
 from sqlalchemy import Boolean, ForeignKey, String, Text, Time, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from app.channels.base import canonical_address
 from app.extensions import db
 from app.models.types import BigId, Json, UTCDateTime, utcnow
 
@@ -80,8 +81,9 @@ class Suppression(db.Model):
     @staticmethod
     def canonical(channel: str, address: str) -> str:
         """The one spelling stored and compared: email addresses are lower-case everywhere in Herald
-        (recipients' too, see app.schemas.parse_email), so a bounce reported as ``Ana@X.com`` stops ``ana@x.com``."""
-        return address.strip().lower() if channel == "email" else address.strip()
+        (recipients' too, see app.schemas.parse_email), so a bounce reported as ``Ana@X.com`` stops ``ana@x.com``.
+        The channel registry says which channels' addresses compare case-insensitively."""
+        return canonical_address(channel, address)
     reason: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -47,7 +47,7 @@ class ApiKey(db.Model):
     name: Mapped[str] = mapped_column(String(255))
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    rate_limit: Mapped[str] = mapped_column(String(64), default="6000/minute")
+    rate_limit: Mapped[str] = mapped_column(String(64))  # a new key gets HERALD_API_RATE_LIMIT (app/api/keys.py)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

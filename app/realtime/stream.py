@@ -41,11 +41,6 @@ def client_count_key(label: str = "*") -> str:
     return key("sse", "clients", label)
 
 
-def open_streams(connection) -> int:
-    """Streams held by all live web processes."""
-    return sum(int(connection.get(name) or 0) for name in connection.scan_iter(match=client_count_key("*")))
-
-
 def get_hub() -> Hub:
     """This process's hub, created on the first stream request."""
     app = current_app._get_current_object()

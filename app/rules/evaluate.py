@@ -36,7 +36,7 @@ from sqlalchemy import Select, and_, case, exists, false, func, literal, not_, o
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.audiences.filters import _reachable, compile_filter
-from app.channels import channel_class
+from app.channels import address_fields
 from app.delivery.constants import ALL_CATEGORIES
 from app.delivery.routing import MARKETING_CATEGORY
 from app.extensions import db
@@ -122,8 +122,7 @@ def channel_open(rule: Rule, channel: str) -> ColumnElement:
         Preference.recipient_id == Recipient.id, Preference.channel == channel,
         Preference.category.in_(opted_out_categories(rule)), Preference.enabled.is_(False)))
     conditions = [_reachable(channel), not_(disabled)]
-    adapter = channel_class(channel)
-    address_field = adapter.address_field if adapter else {"email": "email", "sms": "phone"}.get(channel)
+    address_field = address_fields().get(channel)
     if address_field:
         address = getattr(Recipient, address_field)
         conditions.append(not_(exists(select(Suppression.id).where(

@@ -11,6 +11,7 @@ import json
 
 from flask import abort, current_app, jsonify, request
 
+from app.channels.email import SmtpEmail
 from app.delivery.receipts import SENDGRID_FINAL, sendgrid_suppression_reason
 from app.delivery.signatures import sendgrid_signature_valid
 from app.extensions import db
@@ -41,10 +42,10 @@ def email_events(provider: str):
         address = str(event.get("email") or "").strip().lower()
         reason = sendgrid_suppression_reason(event)
         if reason and address:
-            suppress("email", address, reason)
+            suppress(SmtpEmail.name, address, reason)
             suppressed += 1
         message_id = event.get("smtp-id")
-        if message_id and settle("email", str(message_id), str(event.get("event", "")), SENDGRID_FINAL,
+        if message_id and settle(SmtpEmail.name, str(message_id), str(event.get("event", "")), SENDGRID_FINAL,
                                  error_code=f"sendgrid_{event.get('event')}", detail=event.get("reason")):
             settled += 1
     db.session.commit()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
+from app.channels import canonical_address
 from app.delivery.constants import DELIVERED, FAILED
 from app.delivery.receipts import receipt_transition
 from app.extensions import db
@@ -40,5 +41,5 @@ def settle(channel: str, provider_message_id: str, reported: str, final: dict[st
 
 
 def suppress(channel: str, address: str, reason: str) -> None:
-    insert_ignoring_conflicts(Suppression, [{"channel": channel, "address": Suppression.canonical(channel, address), "reason": reason,
+    insert_ignoring_conflicts(Suppression, [{"channel": channel, "address": canonical_address(channel, address), "reason": reason,
                                              "created_at": utcnow()}], ["channel", "address"])

@@ -12,7 +12,7 @@ from xml.sax.saxutils import escape
 from flask import Response, abort, current_app, request
 from sqlalchemy import delete
 
-from app.channels.twilio_sms import TwilioAccount, accounts
+from app.channels.twilio_sms import TwilioAccount, TwilioSms, accounts
 from app.delivery.receipts import TWILIO_DEAD_NUMBER_CODES, TWILIO_FINAL
 from app.delivery.signatures import twilio_signature_valid
 from app.delivery.sms import inbound_keyword, to_e164
@@ -44,13 +44,13 @@ def twiml(reply: str | None = None) -> Response:
 def sms_status():
     verified_account()
     error_code = request.form.get("ErrorCode") or None
-    delivery = settle("sms", request.form.get("MessageSid", ""), request.form.get("MessageStatus", ""), TWILIO_FINAL,
+    delivery = settle(TwilioSms.name, request.form.get("MessageSid", ""), request.form.get("MessageStatus", ""), TWILIO_FINAL,
                       error_code=f"twilio_{error_code}" if error_code else None,
                       detail=request.form.get("ErrorMessage"))
     if delivery is not None and error_code in TWILIO_DEAD_NUMBER_CODES:
         number = to_e164(request.form.get("To", ""))
         if number:
-            suppress("sms", number, f"dead number (twilio {error_code})")
+            suppress(TwilioSms.name, number, f"dead number (twilio {error_code})")
     db.session.commit()
     return "", 204
 
@@ -63,10 +63,10 @@ def sms_inbound():
     if number is None or keyword is None:
         return twiml()
     if keyword == "stop":
-        suppress("sms", number, STOP_REASON)
+        suppress(TwilioSms.name, number, STOP_REASON)
     elif keyword == "start":
         db.session.execute(delete(Suppression).where(
-            Suppression.channel == "sms", Suppression.address == number, Suppression.reason == STOP_REASON))
+            Suppression.channel == TwilioSms.name, Suppression.address == number, Suppression.reason == STOP_REASON))
     db.session.commit()
     # Twilio's own opt-out handling confirms STOP and START to the sender; HELP is answered here.
     return twiml(current_app.config["SMS_HELP_TEXT"] if keyword == "help" else None)

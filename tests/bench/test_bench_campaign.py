@@ -81,11 +81,11 @@ def run_sink(port: int) -> None:
 
 def register_bench_email() -> None:
     """Replace the email adapter, in this process only, with an HTTP call to the sink."""
-    from app.channels.base import Channel, Outcome, Result, register
+    from app.channels.base import Outcome, Result, register
+    from app.channels.email import SmtpEmail
 
     @register("email")
-    class BenchEmail(Channel):
-        address_field = "email"
+    class BenchEmail(SmtpEmail):
         concurrent_sends = 8  # httpx.Client is thread-safe: the batch keeps 8 requests in flight
 
         def __init__(self, app_config):

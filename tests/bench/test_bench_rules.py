@@ -58,16 +58,14 @@ asyncio.run(main())
 """
 
 
-class FakePush(Channel):
+class FakePush(MobilePush):
     """Stands in for FCM: one pooled HTTP POST per device to a local server, carrying the idempotency key.
     As many sends in flight as the real mobile push adapter allows."""
 
-    platforms = frozenset({"android", "ios"})
-    concurrent_sends = MobilePush.concurrent_sends
     url = ""
 
     def __init__(self, app_config):
-        super().__init__(app_config)
+        Channel.__init__(self, app_config)  # no APNs/FCM clients
         self.client = httpx.Client(timeout=10)
 
     def send(self, message):

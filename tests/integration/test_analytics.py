@@ -13,7 +13,7 @@ from app.extensions import db
 from app.models import Delivery, Notification
 from app.models.types import utcnow
 from app.redis_client import get_redis
-from tests.factories import make_notification, make_recipient, make_staff
+from tests.factories import make_notification, make_recipient, make_staff, make_template
 
 PASSWORD = "correct horse battery"
 
@@ -111,11 +111,17 @@ def test_sends_per_hour_fills_every_hour_and_counts_dispatches(app, now):
     assert counts[slot_of_n1] >= 2  # n1's in-app and email went out in that hour
 
 
-def test_campaign_filter_narrows_every_number(app, now, monkeypatch):
-    seed(now)
-    # Stand in for Notification.campaign_id with another column, to prove the filter reaches every query.
-    monkeypatch.setattr(analytics, "campaign_column", lambda: Notification.category)
-    report = analytics.report(day(now), "promo")
+def test_campaign_filter_narrows_every_number(app, now):
+    from app.models import Campaign
+
+    notes = seed(now)
+    campaign = Campaign(name="promo", template_id=make_template().id, channels=["in_app", "email"], audience_filter={"all": []}, schedule="now",
+                        status="finished", planned=1)
+    db.session.add(campaign)
+    db.session.flush()
+    notes["n1"].campaign_id = campaign.id
+    db.session.commit()
+    report = analytics.report(day(now), analytics.coerce_campaign(str(campaign.id)))
     assert report.funnel == {"accepted": 1, "routed": 1, "suppressed": 0, "dispatched": 2, "delivered": 1, "read": 1,
                              "clicked": 1}
     assert [(r.channel, r.total) for r in report.channels] == [("in_app", 1), ("email", 1)]
@@ -123,11 +129,10 @@ def test_campaign_filter_narrows_every_number(app, now, monkeypatch):
     assert [row.count for row in report.latency] == [1]
 
 
-def test_campaign_filter_is_ignored_before_campaigns_exist(app, now, monkeypatch):
-    seed(now)
-    monkeypatch.setattr(analytics, "campaign_column", lambda: None)
-    assert analytics.coerce_campaign("7") is None
-    assert analytics.funnel(day(now), None)["accepted"] == 5
+def test_a_malformed_campaign_id_is_a_period_error():
+    with pytest.raises(PeriodError):
+        analytics.coerce_campaign("seven")
+    assert analytics.coerce_campaign(" ") is None
 
 
 # --- pure parts ---------------------------------------------------------------------------------------

@@ -87,5 +87,5 @@ def test_create_api_key_prints_a_working_key_once(runner, client):
 
 def test_create_api_key_rejects_a_malformed_rate(runner):
     result = runner.invoke(args=["create-api-key", "billing", "--rate-limit", "lots"])
-    assert result.exit_code == 2 and "not a rate like 100/second" in result.output
+    assert result.exit_code == 2 and "not a rate" in result.output
     assert db.session.scalar(select(func.count()).select_from(ApiKey)) == 0

@@ -81,10 +81,11 @@ def test_reaper_redrive_inside_the_window_sends_once_with_the_same_key(app, reco
 
 def test_a_failed_push_retries_through_the_rules_job(app, monkeypatch):
     from app.channels import Outcome, Result, base
+    from app.channels.push import MobilePush
 
-    class FailingPush(base.Channel):
-        name = "push"
-        platforms = frozenset({"android", "ios"})
+    class FailingPush(MobilePush):
+        def __init__(self, app_config):
+            base.Channel.__init__(self, app_config)  # no APNs/FCM clients
 
         def send(self, message):
             return Result(Outcome.TRANSIENT, "fake", error_code="http_503", detail="try later")

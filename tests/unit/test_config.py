@@ -17,6 +17,11 @@ def test_secret_key_is_generated_once_and_kept(tmp_path):
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
 
 
+def test_api_rate_limit_defaults_to_6000_a_minute_and_reads_the_setting(tmp_path):
+    assert from_environment({}, instance_path=tmp_path)["API_RATE_LIMIT"] == "6000/minute"
+    assert from_environment({"HERALD_API_RATE_LIMIT": " 50/second "}, instance_path=tmp_path)["API_RATE_LIMIT"] == "50/second"
+
+
 def test_postgres_url_gets_the_psycopg2_driver(tmp_path):
     config = from_environment({"DATABASE_URL": "postgresql://u@127.0.0.1/db"}, instance_path=tmp_path)
     assert config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql+psycopg://")
@@ -32,6 +37,9 @@ def test_postgres_url_gets_the_psycopg2_driver(tmp_path):
         ("SECRET_KEY", "short", "SECRET_KEY"),
         ("SMTP_URL", "localhost:25", "SMTP_URL"),
         ("HERALD_MARKETING_CAP_PER_HOUR", "many", "HERALD_MARKETING_CAP_PER_HOUR"),
+        ("HERALD_API_RATE_LIMIT", "lots", "HERALD_API_RATE_LIMIT"),
+        ("HERALD_API_RATE_LIMIT", "0/minute", "HERALD_API_RATE_LIMIT"),
+        ("HERALD_API_RATE_LIMIT", "10/second;100/minute", "HERALD_API_RATE_LIMIT"),
     ],
 )
 def test_malformed_setting_names_itself_in_one_line(tmp_path, name, value, message):
