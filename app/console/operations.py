@@ -25,6 +25,7 @@ from app.api.keys import create_api_key, revoke
 from app.auth import admin_required
 from app.console import bp
 from app.console.audit import Page, page_number, page_of, record_change
+from app.console.new_api_key import show_new_key
 from app.delivery.constants import FAILED, PENDING
 from app.extensions import db, htmx
 from app.models import ApiKey, Delivery, DeliveryEvent, Notification, Recipient
@@ -354,10 +355,7 @@ def api_key_create():
     form = ApiKeyForm()
     if not form.validate():
         return _render_keys(form, 400)
-    api_key, plaintext = create_key(form.name.data.strip(), form.rate_limit.data, current_user)
-    # The plaintext exists only in this response: it is never stored, so it is shown here once.
-    response = render_template("console/operations/api_key_created.html", api_key=api_key, plaintext=plaintext)
-    return response, 201, {"Cache-Control": "no-store"}
+    return show_new_key(*create_key(form.name.data.strip(), form.rate_limit.data, current_user))
 
 
 def _key_or_404(key_id: int) -> ApiKey:

@@ -29,9 +29,13 @@ def user_token(secret: str, user_id: str) -> str:
     return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
 
 
+def inbox_path(secret: str, user_id: str) -> str:
+    """The signed link a host product gives its user, from the site's root: ``/inbox?user=<id>&token=<hmac>``."""
+    return f"/inbox?user={quote(user_id, safe='')}&token={user_token(secret, user_id)}"
+
+
 def inbox_url(base_url: str, secret: str, user_id: str) -> str:
-    """The signed link a host product gives its user: ``<base>/inbox?user=<id>&token=<hmac>``."""
-    return f"{base_url.rstrip('/')}/inbox?user={quote(user_id, safe='')}&token={user_token(secret, user_id)}"
+    return base_url.rstrip("/") + inbox_path(secret, user_id)
 
 
 def token_is_valid(secret: str, user_id: str, token: str) -> bool:
