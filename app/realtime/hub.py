@@ -142,7 +142,7 @@ class Hub:
         reconnecting = False
         while not self._stop.is_set():
             connection = pubsub = None
-            self._confirmed = False
+            self._confirmed = unexpected = False
             try:
                 connection = connect(self.redis_url, client_name=self.client_name, socket_keepalive=True)
                 pubsub = connection.pubsub()
@@ -151,12 +151,15 @@ class Hub:
                 log.warning("SSE hub lost its Redis subscription (%s); reconnecting", error)
             except Exception:
                 log.exception("SSE hub failed unexpectedly; reconnecting")
+                unexpected = True
             finally:
                 _close_quietly(pubsub, connection)
             if self._stop.is_set():
                 return
             reconnecting = True
-            backoff = 0.2 if self._confirmed else min(backoff * 2, 5.0)
+            # A connection that was live and dropped retries at once; a failure that repeats (Redis still away,
+            # or a bug) waits longer each time, so it cannot fill the log.
+            backoff = 0.2 if self._confirmed and not unexpected else min(backoff * 2, 5.0)
             time.sleep(backoff)
 
     def _listen(self, pubsub, resync: bool) -> None:
