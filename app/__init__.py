@@ -34,7 +34,7 @@ def create_app(config: dict | None = None) -> Flask:
     redis_client.init_app(app)
     csrf.init_app(app)
     htmx.init_app(app)
-    app.config.setdefault("RATELIMIT_STORAGE_URI", redis_client.limits_storage_uri(app.config["REDIS_URL"]))
+    app.config.setdefault("RATELIMIT_STORAGE_URI", _limits_storage_uri(app.config["REDIS_URL"]))
     app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["REDIS_PREFIX"] + ":limits")
     limiter.init_app(app)
     login_manager.init_app(app)
@@ -61,6 +61,11 @@ def create_app(config: dict | None = None) -> Flask:
     cli.init_app(app)
     _enable_sqlite_concurrency(app)
     return app
+
+
+def _limits_storage_uri(redis_url: str) -> str:
+    """The ``limits`` library spells a unix-socket Redis ``redis+unix://``."""
+    return "redis+unix://" + redis_url[len("unix://"):] if redis_url.startswith("unix://") else redis_url
 
 
 def _favicon():

@@ -36,11 +36,6 @@ def connect(url: str, **options) -> redis.Redis:
     return redis.Redis.from_url(url, **client_options(url, {**defaults, **options}))
 
 
-def limits_storage_uri(redis_url: str) -> str:
-    """The rate limiter's (``limits``) spelling of the same Redis: it names a unix socket ``redis+unix://``."""
-    return "redis+unix://" + redis_url[len("unix://"):] if is_unix_socket(redis_url) else redis_url
-
-
 def init_app(app) -> None:
     app.extensions["herald_redis"] = connect(app.config["REDIS_URL"])
 

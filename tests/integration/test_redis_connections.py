@@ -24,7 +24,8 @@ from rq import Queue, SimpleWorker
 
 from app.embedded_redis import start_redis_server
 from app.realtime.hub import RESYNC, Hub
-from app.redis_client import connect, limits_storage_uri
+from app import _limits_storage_uri as limits_storage_uri
+from app.redis_client import connect
 from tests.conftest import free_port
 
 
