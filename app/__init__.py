@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, send_from_directory
 
 from app import config as settings
 from app.extensions import csrf, db, htmx, limiter, login_manager, migrate
@@ -60,6 +60,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(metrics_bp)
     csrf.exempt(webhooks_bp)
     csrf.exempt(api_bp)
+    app.add_url_rule("/favicon.ico", "favicon", _favicon)
     errors.init_app(app)
     cli.init_app(app)
     _enable_sqlite_concurrency(app)
@@ -69,6 +70,11 @@ def create_app(config: dict | None = None) -> Flask:
 def _limits_storage_uri(redis_url: str) -> str:
     """The ``limits`` library spells a unix-socket Redis ``redis+unix://``."""
     return "redis+unix://" + redis_url[len("unix://"):] if redis_url.startswith("unix://") else redis_url
+
+
+def _favicon():
+    """Browsers ask for /favicon.ico whatever the page links to."""
+    return send_from_directory(PROJECT_ROOT / "static", "favicon.ico", mimetype="image/vnd.microsoft.icon", max_age=86400)
 
 
 def _enable_sqlite_concurrency(app: Flask) -> None:

@@ -9,9 +9,10 @@ def init_app(app: Flask) -> None:
     from app.channels.vapid import vapid_keys_command
     from app.console.commands import create_staff
     from app.demo import seed_demo
+    from app.inbox.commands import inbox_link
     from app.launcher import up
     from jobs.scheduler import scheduler_command
     from jobs.worker import worker_command
 
-    for command in (create_api_key, create_staff, seed_demo, up, scheduler_command, worker_command, vapid_keys_command):
+    for command in (create_api_key, create_staff, seed_demo, inbox_link, up, scheduler_command, worker_command, vapid_keys_command):
         app.cli.add_command(command)

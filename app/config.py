@@ -210,6 +210,7 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
         raise ConfigError("SECRET_KEY must be at least 16 characters")
 
     rq_workers = parse_int("HERALD_RQ_WORKERS", env.get("HERALD_RQ_WORKERS"), 2, minimum=1)
+    port = parse_int("HERALD_PORT", env.get("HERALD_PORT"), 5000, minimum=1)
     return {
         **provider_settings(env, rq_workers),
         "INSTANCE_PATH": str(instance),
@@ -219,7 +220,7 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
         "REDIS_PREFIX": env.get("HERALD_REDIS_PREFIX", "herald"),
         "SECRET_KEY": secret_key,
         "INBOX_SECRET": env.get("HERALD_INBOX_SECRET") or secret_key,
-        "BASE_URL": check_http_url("HERALD_BASE_URL", env.get("HERALD_BASE_URL", "http://127.0.0.1:5000")),
+        "BASE_URL": check_http_url("HERALD_BASE_URL", env.get("HERALD_BASE_URL", f"http://127.0.0.1:{port}")),
         "SMTP_URL": check_smtp_url(env["SMTP_URL"]) if env.get("SMTP_URL") else None,
         "MAIL_FROM": env.get("HERALD_MAIL_FROM", "Herald <no-reply@herald.local>"),
         "API_RATE_LIMIT": check_api_rate_limit("HERALD_API_RATE_LIMIT", env.get("HERALD_API_RATE_LIMIT", "6000/minute")),
@@ -239,7 +240,7 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "WTF_CSRF_TIME_LIMIT": None,
-        "PORT": parse_int("HERALD_PORT", env.get("HERALD_PORT"), 5000, minimum=1),
+        "PORT": port,
         "WEB_WORKERS": parse_int("HERALD_WEB_WORKERS", env.get("HERALD_WEB_WORKERS"), 2, minimum=1),
         "RQ_WORKERS": rq_workers,
         "SSE_HEARTBEAT_SECONDS": parse_float("HERALD_SSE_HEARTBEAT_SECONDS", env.get("HERALD_SSE_HEARTBEAT_SECONDS"), 15.0, minimum=0.05),

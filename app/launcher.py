@@ -38,6 +38,7 @@ from app import demo
 from app.config import PROJECT_ROOT, QUEUE_NAMES
 from app.embedded_redis import start_redis_server
 from app.extensions import db
+from app.inbox.auth import inbox_url
 from app.mail_sink import smtp_url, start_mail_sink
 
 HEALTH_TIMEOUT = 60.0
@@ -253,10 +254,13 @@ def supervise(services: Services) -> int:
         time.sleep(POLL_INTERVAL)
 
 
-def print_banner(base_url: str, instance_path: Path, mail_directory: Path | None) -> None:
+def print_banner(base_url: str, config: dict, mail_directory: Path | None, demo_user: str | None) -> None:
+    instance_path = Path(config["INSTANCE_PATH"])
     click.echo("")
     echo(f"Herald is running at {base_url}")
     demo.echo_credentials(instance_path)
+    if demo_user is not None:
+        echo(f"demo user {demo_user}'s inbox: {inbox_url(base_url, config['INBOX_SECRET'], demo_user)}")
     if mail_directory is not None:
         echo(f"outgoing mail is kept in {mail_directory}")
     echo(f"sign in at {base_url}/login; press Ctrl-C to stop everything")
@@ -264,7 +268,7 @@ def print_banner(base_url: str, instance_path: Path, mail_directory: Path | None
 
 def start_all(services: Services, config: dict, load_demo: bool, mail_port: int) -> None:
     instance_path = Path(config["INSTANCE_PATH"])
-    check_port_free(config["PORT"], "HERALD_PORT")
+    check_port_free(config["PORT"], "HERALD_PORT (or --port)")
     if mail_port and config["SMTP_URL"] is None:
         check_port_free(mail_port, "--mail-port")
     if config["REDIS_EMBEDDED"]:
@@ -281,21 +285,40 @@ def start_all(services: Services, config: dict, load_demo: bool, mail_port: int)
     for name, args in child_commands(config):
         services.start_child(name, args, env)
     wait_until_healthy(services, config["PORT"])
-    print_banner(env["HERALD_BASE_URL"], instance_path, mail_directory)
+    print_banner(env["HERALD_BASE_URL"], config, mail_directory, demo.DEMO_INBOX_USER if load_demo else None)
 
 
 @click.command("up")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port of the web server on 127.0.0.1 (default: HERALD_PORT, else 5000).")
 @click.option("--no-demo", is_flag=True, help="Do not load the demo data.")
 @click.option("--mail-port", type=int, default=0, help="Port of the local SMTP sink (default: a free one).")
 @with_appcontext
-def up(no_demo: bool, mail_port: int) -> None:
-    """Run web, workers, scheduler and (if needed) an embedded Redis and an SMTP sink together."""
+def up(port: int | None, no_demo: bool, mail_port: int) -> None:
+    """Run web, workers, scheduler and (if needed) an embedded Redis and an SMTP sink together.
+
+    Settings read from the environment (all optional; see the README):
+
+    \b
+      HERALD_PORT           web port (default 5000; --port wins)
+      HERALD_WEB_WORKERS    gunicorn gevent workers (default 2)
+      HERALD_RQ_WORKERS     RQ workers on all queues, besides one for critical/high (default 2)
+      HERALD_INSTANCE_PATH  local state: SQLite file, secret, Redis socket, mail (default ./instance)
+      HERALD_BASE_URL       absolute links (default http://127.0.0.1:PORT)
+      DATABASE_URL          default sqlite:///INSTANCE/herald.db; postgresql://... also works
+      REDIS_URL             unset: an embedded redis-server on unix://INSTANCE/redis.sock
+      SMTP_URL              unset: a local mail sink writing INSTANCE/mail/*.eml
+      SECRET_KEY            default: generated into INSTANCE/secret_key
+    """
     signal.signal(signal.SIGINT, _request_stop)
     signal.signal(signal.SIGTERM, _request_stop)
     services = Services()
     exit_code = 0
+    config = dict(current_app.config)
+    if port is not None:
+        config["PORT"] = port
     try:
-        start_all(services, dict(current_app.config), load_demo=not no_demo, mail_port=mail_port)
+        start_all(services, config, load_demo=not no_demo, mail_port=mail_port)
         exit_code = supervise(services)
     except StopRequested as stop:
         echo(f"{stop} received; stopping")

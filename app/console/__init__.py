@@ -10,6 +10,7 @@ from app.console import (  # noqa: E402,F401
     analytics,
     audiences,
     campaigns,
+    new_api_key,
     operations,
     recipients,
     routes,

@@ -18,6 +18,7 @@ from app.auth import admin_required
 from app.config import check_rate_limit
 from app.console import bp
 from app.console.audit import page_number
+from app.console.new_api_key import show_new_key
 from app.console.operations_store import (api_keys, change_rate_limit, create_key, dead_letters, discard_dead_letter,
                                           find_notifications, load_notification, notification_steps,
                                           providers_or_none, queues_or_none, retry_all_dead_letters,
@@ -133,10 +134,7 @@ def api_key_create():
     form = ApiKeyForm()
     if not form.validate():
         return _render_keys(form, 400)
-    api_key, plaintext = create_key(form.name.data.strip(), form.rate_limit.data, current_user)
-    # The plaintext exists only in this response: it is never stored, so it is shown here once.
-    response = render_template("console/operations/api_key_created.html", api_key=api_key, plaintext=plaintext)
-    return response, 201, {"Cache-Control": "no-store"}
+    return show_new_key(*create_key(form.name.data.strip(), form.rate_limit.data, current_user))
 
 
 def _key_or_404(key_id: int) -> ApiKey:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import func, or_, select
@@ -26,6 +26,7 @@ from app.channels import address_fields, canonical_address, channel_names
 from app.delivery.constants import ALL_CATEGORIES
 from app.delivery.routing import MARKETING_CATEGORY
 from app.extensions import db, htmx
+from app.inbox.auth import inbox_path
 from app.models import Delivery, Notification, Preference, Recipient, Suppression, Template
 from app.models.types import utcnow
 from app.recipients import erase_recipient, find_recipient
@@ -234,6 +235,18 @@ def recipient_hard_stop(user_id: str):
     flash("Hard stop is on: nothing will be sent to this recipient." if recipient.hard_stop
           else "Hard stop is off.", "info")
     return redirect(url_for("console.recipient_page", user_id=recipient.external_id))
+
+
+@bp.post("/console/recipients/<user_id>/open-inbox")
+@admin_required
+def recipient_open_inbox(user_id: str):
+    """Sign this browser in to the recipient's own inbox (not read-only: what the admin reads is marked read),
+    through the same signed link the host product gives the user; the audit log records who opened it."""
+    recipient = recipient_or_404(user_id)
+    record_change(current_user, "recipient.open_inbox", "recipient", recipient.id, None,
+                  {"user_id": recipient.external_id})
+    db.session.commit()
+    return redirect(inbox_path(current_app.config["INBOX_SECRET"], recipient.external_id), code=303)
 
 
 @bp.route("/console/recipients/<user_id>/erase", methods=["GET", "POST"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from functools import wraps
+from urllib.parse import quote
 
 from flask import abort, current_app, session
 from sqlalchemy import select
@@ -26,6 +27,15 @@ SESSION_EXTERNAL = "inbox_external_id"
 def user_token(secret: str, user_id: str) -> str:
     """What the host product computes: lowercase hex HMAC-SHA256(secret, user id)."""
     return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+def inbox_path(secret: str, user_id: str) -> str:
+    """The signed link a host product gives its user, from the site's root: ``/inbox?user=<id>&token=<hmac>``."""
+    return f"/inbox?user={quote(user_id, safe='')}&token={user_token(secret, user_id)}"
+
+
+def inbox_url(base_url: str, secret: str, user_id: str) -> str:
+    return base_url.rstrip("/") + inbox_path(secret, user_id)
 
 
 def token_is_valid(secret: str, user_id: str, token: str) -> bool:

@@ -25,6 +25,8 @@ import time
 import redis
 from flask_sse import Message
 
+from app.redis_client import connect
+
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 256
@@ -82,6 +84,7 @@ class Hub:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._count = 0
+        self._confirmed = False
 
     @property
     def client_count(self) -> int:
@@ -133,44 +136,62 @@ class Hub:
             subscriber.deliver(RESYNC)
 
     def _run(self) -> None:
-        backoff = 0.2
+        """Listen until stopped. Any failure -- a lost connection or a bug -- is logged and followed by a
+        reconnect with backoff and a resync, never by a silently dead thread and streams that stay quiet."""
+        backoff = 0.1
         reconnecting = False
         while not self._stop.is_set():
-            connection = redis.Redis.from_url(self.redis_url, client_name=self.client_name, socket_connect_timeout=2,
-                                              socket_keepalive=True)
-            pubsub = connection.pubsub()
+            connection = pubsub = None
+            self._confirmed = unexpected = False
             try:
-                pubsub.psubscribe(self.pattern)
-                # Live only once Redis confirms; a publish before that would be lost.
-                confirmation = pubsub.get_message(timeout=5.0)
-                if not confirmation or confirmation["type"] != "psubscribe":
-                    raise redis.ConnectionError("Redis did not confirm the subscription")
-                self._ready.set()
-                if reconnecting:
-                    self._resync_everyone()
-                backoff = 0.2
-                reported_at = 0.0
-                while not self._stop.is_set():
-                    if time.monotonic() - reported_at >= REPORT_SECONDS:
-                        self._report()
-                        reported_at = time.monotonic()
-                    message = pubsub.get_message(timeout=REPORT_SECONDS)
-                    if message is None or message["type"] != "pmessage":
-                        continue
-                    event = wire_format(message["data"])
-                    if event is not None:
-                        self._fan_out(message["channel"].decode(), event)
+                connection = connect(self.redis_url, client_name=self.client_name, socket_keepalive=True)
+                pubsub = connection.pubsub()
+                self._listen(pubsub, resync=reconnecting)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
                 log.warning("SSE hub lost its Redis subscription (%s); reconnecting", error)
-                reconnecting = True
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            except Exception:
+                log.exception("SSE hub failed unexpectedly; reconnecting")
+                unexpected = True
             finally:
-                try:
-                    pubsub.close()
-                    connection.close()
-                except (redis.RedisError, OSError):
-                    pass
+                _close_quietly(pubsub, connection)
+            if self._stop.is_set():
+                return
+            reconnecting = True
+            # A connection that was live and dropped retries at once; a failure that repeats (Redis still away,
+            # or a bug) waits longer each time, so it cannot fill the log.
+            backoff = 0.2 if self._confirmed and not unexpected else min(backoff * 2, 5.0)
+            time.sleep(backoff)
+
+    def _listen(self, pubsub, resync: bool) -> None:
+        pubsub.psubscribe(self.pattern)
+        # Live only once Redis confirms; a publish before that would be lost.
+        confirmation = pubsub.get_message(timeout=5.0)
+        if not confirmation or confirmation["type"] != "psubscribe":
+            raise redis.ConnectionError("Redis did not confirm the subscription")
+        self._confirmed = True
+        self._ready.set()
+        if resync:
+            self._resync_everyone()
+        reported_at = 0.0
+        while not self._stop.is_set():
+            if time.monotonic() - reported_at >= REPORT_SECONDS:
+                self._report()
+                reported_at = time.monotonic()
+            message = pubsub.get_message(timeout=REPORT_SECONDS)
+            if message is None or message["type"] != "pmessage":
+                continue
+            event = wire_format(message["data"])
+            if event is not None:
+                self._fan_out(message["channel"].decode(), event)
+
+
+def _close_quietly(*resources) -> None:
+    for resource in resources:
+        if resource is not None:
+            try:
+                resource.close()
+            except (redis.RedisError, OSError):
+                pass
 
 
 def process_label() -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 
-import redis
 from flask import Blueprint, Response, abort, current_app, request
 from flask_sse import Message
 
@@ -17,7 +16,7 @@ from app.inbox.auth import signed_in_recipient
 from app.inbox.store import arrived_after
 from app.realtime.hub import RESYNC, Hub, Subscriber, process_label
 from app.realtime.publish import user_channel
-from app.redis_client import key
+from app.redis_client import connect, key
 
 bp = Blueprint("realtime", __name__)
 
@@ -48,7 +47,7 @@ def get_hub() -> Hub:
         hub = app.extensions.get(HUB_EXTENSION)
         if hub is None:
             count_key = client_count_key(process_label())
-            reporter = redis.Redis(connection_pool=redis.ConnectionPool.from_url(app.config["REDIS_URL"], max_connections=1))
+            reporter = connect(app.config["REDIS_URL"], max_connections=1)
             hub = Hub(
                 app.config["REDIS_URL"],
                 pattern=user_channel("*"),

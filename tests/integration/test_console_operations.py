@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 from rq import Queue
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.api.keys import find_active_key
 from app.config import check_rate_limit
@@ -227,16 +227,41 @@ def test_health_page_shows_queue_depths_and_provider_health(admin):
 
 # --- API keys --------------------------------------------------------------------------------------
 
-def test_admin_creates_a_key_sees_it_once_and_it_works(admin, client):
+def test_admin_creates_a_key_sees_it_once_and_it_works(admin, client, redis_conn):
     response = admin.post("/console/operations/api-keys", data={"name": "billing", "rate_limit": "100/minute"})
-    assert response.status_code == 201 and response.headers["Cache-Control"] == "no-store"
-    html = response.get_data(as_text=True)
+    assert response.status_code == 303  # POST -> redirect -> GET: a reload never posts again
+    shown = admin.get(response.headers["Location"])
+    assert shown.status_code == 200 and shown.headers["Cache-Control"] == "no-store"
+    html = shown.get_data(as_text=True)
     plaintext = html.split('data-testid="api-key-plaintext">')[1].split("<")[0]
     assert find_active_key(plaintext).rate_limit == "100/minute"
     listing = admin.get("/console/operations/api-keys").get_data(as_text=True)
     assert "billing" in listing and plaintext not in listing and plaintext[:10] in listing
     [entry] = audit("api_key.create")
     assert entry.before is None and entry.after["name"] == "billing" and plaintext not in str(entry.after)
+
+
+def test_reloading_the_new_key_page_shows_nothing_and_creates_nothing(admin, redis_conn):
+    created = admin.post("/console/operations/api-keys", data={"name": "billing", "rate_limit": "100/minute"})
+    first = admin.get(created.headers["Location"]).get_data(as_text=True)
+    plaintext = first.split('data-testid="api-key-plaintext">')[1].split("<")[0]
+
+    reload = admin.get(created.headers["Location"], follow_redirects=True)
+
+    html = reload.get_data(as_text=True)
+    assert reload.status_code == 200 and plaintext not in html and "shown only once" in html
+    assert db.session.scalar(select(func.count()).select_from(ApiKey)) == 1
+    assert not any(plaintext.encode() in (redis_conn.get(name) or b"") for name in redis_conn.keys("*new-api-key*"))
+
+
+def test_the_new_key_page_shows_it_even_when_redis_cannot_hold_it(admin, app, monkeypatch):
+    """The key is already created: rather than lose it, the POST's own answer shows it."""
+    from app.redis_client import connect
+    from tests.conftest import free_port
+
+    monkeypatch.setitem(app.extensions, "herald_redis", connect(f"redis://127.0.0.1:{free_port()}/0"))  # nobody there
+    response = admin.post("/console/operations/api-keys", data={"name": "billing", "rate_limit": "100/minute"})
+    assert response.status_code == 201 and 'data-testid="api-key-plaintext"' in response.get_data(as_text=True)
 
 
 def test_key_form_rejects_a_bad_rate_limit_next_to_the_field(admin):

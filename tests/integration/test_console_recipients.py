@@ -290,3 +290,28 @@ def test_record_change_stores_dates_as_iso_text_and_commits_with_the_caller(app)
     [entry] = audit_entries()
     assert entry.before == {"at": "2026-01-02T03:04:05+00:00"} and entry.after == {"tags": ["a", "b"]}
     assert entry.staff_user_id is None and entry.actor == "cli"
+
+
+# --- opening a user's inbox ------------------------------------------------------------------------
+
+def test_admin_opens_a_users_inbox_through_its_signed_link_and_the_audit_log_says_who(admin):
+    ana = make_recipient(external_id="ana maria")
+    make_notification(ana, title="Your order shipped", inbox_at=datetime.now(timezone.utc))
+    page = admin.get("/console/recipients/ana%20maria").get_data(as_text=True)
+    assert "Open this user&#39;s inbox" in page or "Open this user's inbox" in page
+
+    opened = admin.post("/console/recipients/ana%20maria/open-inbox")
+
+    assert opened.status_code == 303 and opened.headers["Location"].startswith("/inbox?user=ana%20maria&token=")
+    inbox = admin.get(opened.headers["Location"], follow_redirects=True)
+    assert inbox.status_code == 200 and "Your order shipped" in inbox.get_data(as_text=True)
+    [entry] = audit_entries("recipient.open_inbox")
+    assert entry.actor == ADMIN and entry.target_id == str(ana.id) and entry.after == {"user_id": "ana maria"}
+
+
+def test_a_marketer_cannot_open_a_users_inbox(marketer):
+    make_recipient(external_id="ana")
+
+    assert "Open this user" not in marketer.get("/console/recipients/ana").get_data(as_text=True)
+    assert marketer.post("/console/recipients/ana/open-inbox").status_code == 403
+    assert audit_entries("recipient.open_inbox") == []

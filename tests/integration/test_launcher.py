@@ -210,6 +210,6 @@ def test_a_busy_port_is_one_clear_line_and_starts_nothing(instance):
         port = busy.getsockname()[1]
         launcher = Launcher(instance, port, secrets.token_hex(32)).start()
         assert launcher.process.wait(30) == 1
-    assert f"Error: port {port} is in use; stop what uses it or set HERALD_PORT to another port" in launcher.output
+    assert f"Error: port {port} is in use; stop what uses it or set HERALD_PORT (or --port) to another port" in launcher.output
     assert not (instance / "redis.sock").exists()
     assert wait_for_no_processes(instance) == []

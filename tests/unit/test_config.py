@@ -47,3 +47,10 @@ def test_malformed_setting_names_itself_in_one_line(tmp_path, name, value, messa
         from_environment({name: value}, instance_path=tmp_path)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_the_default_base_url_follows_herald_port(tmp_path):
+    assert from_environment({"HERALD_PORT": "5123"}, instance_path=tmp_path)["BASE_URL"] == "http://127.0.0.1:5123"
+    assert from_environment({}, instance_path=tmp_path)["BASE_URL"] == "http://127.0.0.1:5000"
+    explicit = {"HERALD_PORT": "5123", "HERALD_BASE_URL": "https://herald.example.com"}
+    assert from_environment(explicit, instance_path=tmp_path)["BASE_URL"] == "https://herald.example.com"
