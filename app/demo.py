@@ -92,11 +92,11 @@ REGIONS = (
 
 _EN = {
     "welcome": {
-        "in_app": {"title": "Welcome to Herald", "body": "Hi {{ recipient.external_id }}, your account is ready."},
+        "in_app": {"title": "Welcome to Herald", "body": "Hi {{ recipient.id }}, your account is ready."},
         "email": {
             "subject": "Welcome aboard",
-            "html": "<p>Hi {{ recipient.external_id }},</p><p>Your account is ready. We are glad you are here.</p>",
-            "text": "Hi {{ recipient.external_id }},\n\nYour account is ready. We are glad you are here.",
+            "html": "<p>Hi {{ recipient.id }},</p><p>Your account is ready. We are glad you are here.</p>",
+            "text": "Hi {{ recipient.id }},\n\nYour account is ready. We are glad you are here.",
         },
         "sms": {"text": "Welcome! Your account is ready."},
         "push": {"title": "Welcome", "body": "Your account is ready."},
@@ -141,11 +141,11 @@ _EN = {
 
 _ES = {
     "welcome": {
-        "in_app": {"title": "Bienvenido a Herald", "body": "Hola {{ recipient.external_id }}, tu cuenta está lista."},
+        "in_app": {"title": "Bienvenido a Herald", "body": "Hola {{ recipient.id }}, tu cuenta está lista."},
         "email": {
             "subject": "Te damos la bienvenida",
-            "html": "<p>Hola {{ recipient.external_id }},</p><p>Tu cuenta está lista.</p>",
-            "text": "Hola {{ recipient.external_id }},\n\nTu cuenta está lista.",
+            "html": "<p>Hola {{ recipient.id }},</p><p>Tu cuenta está lista.</p>",
+            "text": "Hola {{ recipient.id }},\n\nTu cuenta está lista.",
         },
         "sms": {"text": "¡Bienvenido! Tu cuenta está lista."},
         "push": {"title": "Bienvenido", "body": "Tu cuenta está lista."},
