@@ -32,6 +32,7 @@ SAMPLE_SECONDS = 0.5
 READ_EVERY = 10          # samples between read/click count queries (~5 s)
 STREAM_MAX_SECONDS = 3600
 HEARTBEAT_SECONDS = 15.0
+TEST_RESULT_POLLS = 120  # the test-send panel asks once a second for two minutes, then offers "Check again"
 
 
 class MultiCheckboxField(SelectMultipleField):
@@ -168,7 +169,7 @@ def _detail_context(campaign: Campaign) -> dict:
         "campaign": campaign, "template": template, "view": _progress_or_none(campaign),
         "failures": store.failure_groups(campaign.id) if campaign.status != "draft" else [],
         "problems": store.launch_problems(campaign), "waves": store.waves(campaign),
-        "channel_labels": CHANNEL_LABELS, "schedule_labels": SCHEDULE_LABELS,
+        "channel_labels": CHANNEL_LABELS, "schedule_labels": SCHEDULE_LABELS, "max_polls": TEST_RESULT_POLLS,
         "audience_count": store.audience_count(campaign.audience_filter) if campaign.status == "draft" else None,
     }
 
@@ -225,7 +226,8 @@ def campaign_test_results(campaign_id: int):
     outcomes = store.test_outcomes(campaign, request.args.getlist("n")[:20])
     if htmx:
         return render_template("console/campaigns/_test_outcomes.html", campaign=campaign, outcomes=outcomes,
-                               channel_labels=CHANNEL_LABELS)
+                               channel_labels=CHANNEL_LABELS, polls=request.args.get("poll", 0, type=int),
+                               max_polls=TEST_RESULT_POLLS)
     return render_template("console/campaigns/detail.html", test_form=TestSendForm(), results=[], outcomes=outcomes,
                            **_detail_context(campaign))
 

@@ -10,6 +10,7 @@ from flask import g
 from sqlalchemy import func, select
 
 from app.campaigns import store
+from app.console.campaigns import TEST_RESULT_POLLS
 from app.extensions import db
 from app.models import Campaign, Delivery, Rule, Template
 from app.models.campaigns import DRAFT, FINISHED
@@ -195,6 +196,10 @@ def test_test_send_reports_each_recipients_real_outcome_per_channel(app, client,
     page = sent.get_data(as_text=True)
     assert "nobody: " in page and "no recipient has this user id" in page
     assert "queued" in page and "hx-get" in page  # nothing has run yet: the panel polls
+    waiting = _test_ids(db.session.get(Campaign, cid))
+    tired = client.get(f"/campaigns/{cid}/test-results", query_string={"n": waiting, "poll": TEST_RESULT_POLLS},
+                       headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "hx-get" not in tired and "Still waiting: are the workers running?" in tired  # no endless polling
 
     run_jobs()
     g.pop("_login_user", None)  # the drained queue ended the test's session; let the next request load the user again
