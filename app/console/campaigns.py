@@ -165,9 +165,11 @@ def _channel_offer() -> dict[int, list[str]]:
 
 def _detail_context(campaign: Campaign) -> dict:
     template = db.session.get(Template, campaign.template_id)
+    view = _progress_or_none(campaign)
+    counted_failures = view is None or view.failed > 0  # the grouping reads the deliveries: skip it when none failed
     return {
-        "campaign": campaign, "template": template, "view": _progress_or_none(campaign),
-        "failures": store.failure_groups(campaign.id) if campaign.status != "draft" else [],
+        "campaign": campaign, "template": template, "view": view,
+        "failures": store.failure_groups(campaign.id) if campaign.status != "draft" and counted_failures else [],
         "problems": store.launch_problems(campaign), "waves": store.waves(campaign),
         "channel_labels": CHANNEL_LABELS, "schedule_labels": SCHEDULE_LABELS, "max_polls": TEST_RESULT_POLLS,
         "audience_count": store.audience_count(campaign.audience_filter) if campaign.status == "draft" else None,
