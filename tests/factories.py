@@ -45,7 +45,7 @@ def make_template(key: str = "welcome", variants: dict | None = None, **fields) 
     template = Template(key=key, current_version=1, **values)
     template.versions.append(TemplateVersion(version=1, variants=variants or {
         "en": {
-            "in_app": {"title": "Hello {{ recipient.external_id }}", "body": "Welcome aboard."},
+            "in_app": {"title": "Hello {{ recipient.id }}", "body": "Welcome aboard."},
             "email": {"subject": "Welcome", "html": "<p>Welcome aboard.</p>", "text": "Welcome aboard."},
             "sms": {"text": "Welcome aboard."},
             "push": {"title": "Welcome", "body": "Welcome aboard."},

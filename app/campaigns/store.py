@@ -7,7 +7,7 @@ a campaign twice or resume a cancelled one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 
 from sqlalchemy import func, select, update
 
@@ -15,10 +15,12 @@ from app.audiences.filters import compile_filter, validate_filter
 from app.campaigns import planning, progress
 from app.campaigns.fanout import cancel_pending
 from app.channels import in_list_order, in_send_order
+from app.delivery.constants import DELIVERED, DISPATCHED, FAILED, FINAL_STATUSES, SUPPRESSED
 from app.extensions import db
-from app.models import Audience, AuditEntry, Campaign, CampaignBatch, Notification, Recipient, StaffUser, Template
+from app.models import Audience, AuditEntry, Campaign, CampaignBatch, Delivery, Notification, Recipient, StaffUser, Template
 from app.models.campaigns import BATCH_CANCELLED, BATCH_PENDING, CANCELLED, DRAFT, PAUSED, RUNNING, SEND_AT, SEND_LOCAL
 from app.models.types import utcnow
+from app.render_checks import audience_failure
 
 
 class CampaignStateError(Exception):
@@ -209,7 +211,8 @@ def _transition(campaign: Campaign, expected: tuple[str, ...], values: dict, act
 
 
 def launch(campaign: Campaign, actor: StaffUser, now: datetime | None = None) -> list[str]:
-    """Launch now, or return the reasons it cannot. Pins the template's current version."""
+    """Launch now, or return the reasons it cannot. Pins the template's current version, once it has rendered
+    for a sample of the audience on every channel (with the ``data`` ``{}`` the batches send)."""
     from jobs.campaigns import enqueue_plan
 
     now = now or utcnow()
@@ -219,6 +222,10 @@ def launch(campaign: Campaign, actor: StaffUser, now: datetime | None = None) ->
     if problems:
         return problems
     template = db.session.get(Template, campaign.template_id)
+    failure = audience_failure(template, template.current_version, campaign.audience_filter,
+                               list(campaign.channels or []), {}, now)
+    if failure is not None:
+        return [f"{failure}. Fix the template (or the audience) and launch again."]
     _transition(campaign, (DRAFT,), {"status": RUNNING, "template_version": template.current_version,
                                      "launched_at": now}, "campaign.launch", actor, "launched")
     progress.set_status(campaign.id, RUNNING, planned=0)
@@ -254,6 +261,76 @@ class TestSendResult:
     user_id: str
     notification_id: str | None
     error: str | None
+
+
+@dataclass(frozen=True)
+class ChannelOutcome:
+    """What became of one test delivery, read from its row."""
+
+    channel: str
+    status: str
+    detail: str | None = None  # the reason, error or deferral
+    settled: bool = True       # nothing more will change without waiting (final, or deferred to a later time)
+
+    @property
+    def label(self) -> str:
+        return {DELIVERED: "sent", DISPATCHED: "sent", FAILED: "failed", SUPPRESSED: "suppressed"}.get(
+            self.status, "deferred" if self.settled else "sending")
+
+
+def channel_outcome(delivery: Delivery, now: datetime) -> ChannelOutcome:
+    if delivery.status == FAILED:
+        code = delivery.error_code or "error"
+        return ChannelOutcome(delivery.channel, FAILED, f"{code}: {delivery.last_error}" if delivery.last_error else code)
+    if delivery.status in FINAL_STATUSES:
+        return ChannelOutcome(delivery.channel, delivery.status, delivery.reason)
+    if delivery.not_before is not None and delivery.not_before > now + timedelta(seconds=30):
+        return ChannelOutcome(delivery.channel, delivery.status,
+                              f"until {delivery.not_before:%Y-%m-%d %H:%M} UTC ({delivery.reason or 'quiet hours'})")
+    return ChannelOutcome(delivery.channel, delivery.status, None, settled=False)
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    user_id: str
+    notification_id: str
+    channels: tuple[ChannelOutcome, ...]
+
+    @property
+    def settled(self) -> bool:
+        return bool(self.channels) and all(c.settled for c in self.channels)
+
+
+def test_outcomes(campaign: Campaign, notification_ids: list[str], now: datetime | None = None) -> list[TestOutcome]:
+    """Each of this campaign's test notifications with its deliveries as they stand (none yet: still queued)."""
+    now = now or utcnow()
+    rows = db.session.execute(
+        select(Notification.id, Recipient.external_id, Notification.data)
+        .join(Recipient, Recipient.id == Notification.recipient_id).where(Notification.id.in_(notification_ids))).all()
+    notes = [(n, user) for n, user, data in rows if (data or {}).get("campaign_id") == campaign.id]
+    deliveries: dict[str, list[ChannelOutcome]] = {}
+    for delivery in db.session.scalars(select(Delivery).where(Delivery.notification_id.in_([n for n, _u in notes]))
+                                       .order_by(Delivery.id)):
+        deliveries.setdefault(delivery.notification_id, []).append(channel_outcome(delivery, now))
+    found = {n: TestOutcome(user, n, tuple(deliveries.get(n, ()))) for n, user in notes}
+    return [found[n] for n in notification_ids if n in found]
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    error_code: str
+    count: int
+    example: str | None
+
+
+def failure_groups(campaign_id: int, limit: int = 20) -> list[FailureGroup]:
+    """The campaign's failed deliveries by error code, most frequent first, each with one example message."""
+    rows = db.session.execute(
+        select(Delivery.error_code, func.count(), func.min(Delivery.last_error))
+        .join(Notification, Notification.id == Delivery.notification_id)
+        .where(Notification.campaign_id == campaign_id, Delivery.status == FAILED)
+        .group_by(Delivery.error_code).order_by(func.count().desc(), Delivery.error_code).limit(limit)).all()
+    return [FailureGroup(code or "unknown", int(count), example) for code, count, example in rows]
 
 
 def test_send(campaign: Campaign, user_ids: list[str], actor: StaffUser) -> list[TestSendResult]:

@@ -33,6 +33,7 @@ SAMPLE_SECONDS = 0.5
 READ_EVERY = 10          # samples between read/click count queries (~5 s)
 STREAM_MAX_SECONDS = 3600
 HEARTBEAT_SECONDS = 15.0
+TEST_RESULT_POLLS = 120  # the test-send panel asks once a second for two minutes, then offers "Check again"
 
 
 class MultiCheckboxField(SelectMultipleField):
@@ -165,10 +166,13 @@ def _channel_offer() -> list[tuple[Template, list[str]]]:
 
 def _detail_context(campaign: Campaign) -> dict:
     template = db.session.get(Template, campaign.template_id)
+    view = _progress_or_none(campaign)
+    counted_failures = view is None or view.failed > 0  # the grouping reads the deliveries: skip it when none failed
     return {
-        "campaign": campaign, "template": template, "view": _progress_or_none(campaign),
+        "campaign": campaign, "template": template, "view": view,
+        "failures": store.failure_groups(campaign.id) if campaign.status != "draft" and counted_failures else [],
         "problems": store.launch_problems(campaign), "waves": store.waves(campaign),
-        "channel_labels": CHANNEL_LABELS, "schedule_labels": SCHEDULE_LABELS,
+        "channel_labels": CHANNEL_LABELS, "schedule_labels": SCHEDULE_LABELS, "max_polls": TEST_RESULT_POLLS,
         "audience_count": store.audience_count(campaign.audience_filter) if campaign.status == "draft" else None,
     }
 
@@ -184,7 +188,7 @@ def _progress_or_none(campaign: Campaign) -> planning.Progress | None:
 @login_required
 def campaign_detail(campaign_id: int):
     campaign = _campaign_or_404(campaign_id)
-    return render_template("console/campaigns/detail.html", test_form=TestSendForm(), results=None,
+    return render_template("console/campaigns/detail.html", test_form=TestSendForm(), results=None, outcomes=None,
                            **_detail_context(campaign))
 
 
@@ -204,16 +208,51 @@ def campaign_progress(campaign_id: int):
 def campaign_test_send(campaign_id: int):
     campaign = _campaign_or_404(campaign_id)
     form = TestSendForm()
-    results = None
+    results, outcomes = None, None
     if form.validate_on_submit():
         user_ids = [u.strip() for u in form.user_ids.data.split(",") if u.strip()][:20]
         if not user_ids:
             form.user_ids.errors = ["Give at least one user id."]
         else:
             results = store.test_send(campaign, user_ids, current_user)
+            outcomes = store.test_outcomes(campaign, [r.notification_id for r in results if r.notification_id])
     status = 422 if form.errors or form.user_ids.errors else 200
-    return render_template("console/campaigns/detail.html", test_form=form, results=results,
+    return render_template("console/campaigns/detail.html", test_form=form, results=results, outcomes=outcomes,
                            **_detail_context(campaign)), status
+
+
+@bp.get("/campaigns/<int:campaign_id>/test-results")
+@login_required
+def campaign_test_results(campaign_id: int):
+    """What became of a test-send's deliveries (``?n=<notification id>`` each); the panel polls it until settled."""
+    campaign = _campaign_or_404(campaign_id)
+    outcomes = store.test_outcomes(campaign, request.args.getlist("n")[:20])
+    if htmx:
+        return render_template("console/campaigns/_test_outcomes.html", campaign=campaign, outcomes=outcomes,
+                               channel_labels=CHANNEL_LABELS, polls=request.args.get("poll", 0, type=int),
+                               max_polls=TEST_RESULT_POLLS)
+    return render_template("console/campaigns/detail.html", test_form=TestSendForm(), results=[], outcomes=outcomes,
+                           **_detail_context(campaign))
+
+
+@bp.get("/campaigns/<int:campaign_id>/failures")
+@login_required
+def campaign_failures(campaign_id: int):
+    """The failures panel alone, refreshed by the page when the failed count changes."""
+    campaign = _campaign_or_404(campaign_id)
+    if not htmx:
+        return redirect(url_for("console.campaign_detail", campaign_id=campaign_id))
+    return render_template("console/campaigns/_failures.html", failures=store.failure_groups(campaign.id))
+
+
+@bp.get("/campaigns/<int:campaign_id>/controls")
+@login_required
+def campaign_controls(campaign_id: int):
+    """The status badge and the buttons that fit it, swapped in when the live status changes."""
+    campaign = _campaign_or_404(campaign_id)
+    if not htmx:
+        return redirect(url_for("console.campaign_detail", campaign_id=campaign_id))
+    return render_template("console/campaigns/_controls.html", campaign=campaign, oob_status=True)
 
 
 @bp.post("/campaigns/<int:campaign_id>/<any(launch, pause, resume, cancel):action>")

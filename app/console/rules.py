@@ -19,7 +19,7 @@ from app.delivery.constants import NOTIFICATION_TYPES, PRIORITIES
 from app.extensions import db, htmx
 from app.models import Rule, RuleSend, Template
 from app.models.types import utcnow
-from app.rules.definitions import DEFAULT_AUDIENCE, name_taken, save_rule
+from app.rules.definitions import DEFAULT_AUDIENCE, enabling_problem, name_taken, save_rule
 from app.rules.evaluate import dry_run
 from app.rules.windows import POLICIES
 
@@ -89,6 +89,14 @@ class RuleForm(FlaskForm):
                 "every_days": self.every_days.data, "no_timezone_policy": self.no_timezone_policy.data}
 
 
+def _may_enable(form: RuleForm, rule_id: int | None) -> bool:
+    """An enabled rule must render for a sample of its audience; otherwise the Enabled box says why."""
+    problem = enabling_problem(form.values(), rule_id, utcnow())
+    if problem:
+        form.enabled.errors = [*form.enabled.errors, problem]
+    return problem is None
+
+
 def rule_or_404(rule_id: int) -> Rule:
     rule = db.session.get(Rule, rule_id)
     if rule is None:
@@ -109,11 +117,11 @@ def rules_new():
     form = RuleForm()
     if not form.is_submitted():
         form.audience.data = json.dumps(DEFAULT_AUDIENCE, indent=2)
-    if form.validate_on_submit():
+    if form.validate_on_submit() and _may_enable(form, None):
         rule = save_rule(None, form.values(), current_user)
         flash(f"Rule “{rule.name}” created.", "info")
         return redirect(url_for("console.rules_edit", rule_id=rule.id))
-    return render_template("console/rules/form.html", form=form, rule=None)
+    return render_template("console/rules/form.html", form=form, rule=None), 422 if form.errors else 200
 
 
 @bp.route("/rules/<int:rule_id>", methods=["GET", "POST"])
@@ -123,13 +131,13 @@ def rules_edit(rule_id: int):
     form = RuleForm(obj=rule, rule_id=rule.id)
     if not form.is_submitted():
         form.audience.data = json.dumps(rule.audience, indent=2)
-    if form.validate_on_submit():
+    if form.validate_on_submit() and _may_enable(form, rule.id):
         save_rule(rule, form.values(), current_user)
         flash(f"Rule “{rule.name}” saved.", "info")
         return redirect(url_for("console.rules_edit", rule_id=rule.id))
     sends = db.session.execute(select(RuleSend.status, db.func.count()).where(RuleSend.rule_id == rule.id)
                                .group_by(RuleSend.status)).all()
-    return render_template("console/rules/form.html", form=form, rule=rule, sends=dict(sends))
+    return render_template("console/rules/form.html", form=form, rule=rule, sends=dict(sends)), 422 if form.errors else 200
 
 
 @bp.post("/rules/<int:rule_id>/dry-run")

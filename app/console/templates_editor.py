@@ -7,9 +7,7 @@ version that exists.
 """
 from __future__ import annotations
 
-import difflib
 import json
-from dataclasses import dataclass, field
 from functools import wraps
 
 from flask import abort, flash, redirect, render_template, request, url_for
@@ -17,9 +15,7 @@ from flask_login import current_user, login_required
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from app.channels import Message, channel_class
-from app.channels.apns import MAX_PAYLOAD_BYTES, apns_payload
-from app.channels.fcm import fcm_body
+from app.channels.apns import MAX_PAYLOAD_BYTES
 from app.console import bp
 from app.console.forms_content import (
     CHANNEL_LABELS,
@@ -31,20 +27,13 @@ from app.console.forms_content import (
     locales_from_form,
     variants_from_form,
 )
+from app.console.template_diff import diff_variants
+from app.console.template_preview import build_preview, content_problems, preview_failures
 from app.delivery.constants import ROLES
-from app.delivery.rendering import (
-    CHANNEL_FIELDS,
-    FIELD_LIMITS,
-    RenderError,
-    pick_variant,
-    render_field,
-    syntax_errors,
-    unknown_variables,
-)
-from app.delivery.sms import count_segments
+from app.delivery.rendering import CHANNEL_FIELDS
 from app.extensions import db, htmx
-from app.models import AuditEntry, Notification, Recipient, StaffUser, Template, TemplateVersion
-from jobs.delivery import render_context
+from app.models import AuditEntry, Recipient, StaffUser, Template, TemplateVersion
+from app.render_checks import attribute_keys, template_variables
 
 CONTENT_ROLES = frozenset(ROLES)  # marketers build content; admins can do all a marketer can
 
@@ -60,181 +49,6 @@ def content_editor_required(view):
         return view(*args, **kwargs)
 
     return wrapper
-
-
-# -- validation and preview (pure) -------------------------------------------------------------
-
-def _fields_of(variants: dict):
-    for locale, channels in variants.items():
-        for channel, values in channels.items():
-            for name, source in values.items():
-                yield locale, channel, name, source
-
-
-def content_problems(variants: dict, default_locale: str) -> tuple[dict[str, str], list[str]]:
-    """What blocks a save: per input name (syntax error with its line, unknown variable, missing field), and overall."""
-    by_field: dict[str, str] = {}
-    general: list[str] = []
-    if not variants.get(default_locale):
-        general.append(f"The default locale {default_locale} needs content for at least one channel.")
-    for locale, channels in variants.items():
-        if not channels and locale != default_locale:
-            general.append(f"Locale {locale} has no content: fill in a channel or remove the locale.")
-        for channel, values in channels.items():
-            for name in CHANNEL_FIELDS[channel]:
-                if name not in values and (channel, name) not in OPTIONAL_FIELDS:
-                    by_field[field_name(locale, channel, name)] = f"Required when the {CHANNEL_LABELS[channel]} variant is used."
-    for locale, channel, name, source in _fields_of(variants):
-        problem = source_problem(source, html=name == "html")
-        if problem:
-            by_field[field_name(locale, channel, name)] = problem
-    return by_field, general
-
-
-def source_problem(source: str, html: bool = False) -> str | None:
-    """A syntax error (with its line) or a variable other than recipient/data/notification."""
-    error = syntax_errors(source, html=html)
-    if error:
-        return error.capitalize()
-    unknown = sorted(unknown_variables(source))
-    if unknown:
-        names = ", ".join(repr(name) for name in unknown)
-        return f"Unknown variable {names}: templates can read recipient, data and notification."
-    return None
-
-
-@dataclass
-class ChannelPreview:
-    channel: str
-    locale: str
-    fields: dict[str, str] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-    sms: dict | None = None
-    push_bytes: dict[str, int] | None = None
-
-
-@dataclass
-class Preview:
-    field_errors: dict[str, str]
-    channels: list[ChannelPreview]
-    recipient: Recipient | None
-    notice: str | None = None
-
-
-def render_message(error: RenderError) -> str:
-    where = f"Line {error.line}: " if error.line else ""
-    return f"{where}{error.message}"
-
-
-def push_payload_bytes(channel: str, content: dict[str, str], data: dict, category: str) -> dict[str, int]:
-    """Bytes of the JSON body APNs and FCM would carry (both cap it at 4096)."""
-    message = Message(delivery_id=0, recipient_id=0, notification_id="0" * 32, channel=channel,
-                      idempotency_key="preview", recipient_external_id="", notification_type="marketing",
-                      category=category, priority="normal", content=content, data=data)
-    token = "x" * 163  # an FCM registration token's usual length
-    return {
-        "apns": len(json.dumps(apns_payload(message), separators=(",", ":")).encode()),
-        "fcm": len(json.dumps(fcm_body(message, token), separators=(",", ":")).encode()),
-    }
-
-
-def build_preview(variants: dict, default_locale: str, meta: dict, recipient: Recipient | None, data: dict) -> Preview:
-    """Every field checked (syntax, variables, and rendering for ``recipient``) plus what each channel would send."""
-    field_errors, _general = content_problems(variants, default_locale)
-    field_errors = {k: v for k, v in field_errors.items() if not v.startswith("Required")}
-    if recipient is None:
-        return Preview(field_errors, [], None, "Choose a recipient by user id to see the message as they would get it.")
-    notification = Notification(id="preview", type=meta.get("type") or "marketing", category=meta.get("category") or "general",
-                                title="", body="", data=data)
-    context = render_context(recipient, notification)
-    for locale, channel, name, source in _fields_of(variants):
-        key = field_name(locale, channel, name)
-        if key in field_errors:
-            continue
-        try:
-            render_field(channel, name, source, context)
-        except RenderError as error:
-            field_errors[key] = render_message(error)
-    channels = []
-    for channel in EDITOR_CHANNELS:
-        variant = pick_variant(variants, channel, recipient.locale, default_locale)
-        if not variant:
-            continue
-        locale = next(loc for loc, chans in variants.items() if chans.get(channel) is variant)
-        shown = ChannelPreview(channel, locale)
-        for name in CHANNEL_FIELDS[channel]:
-            if name not in variant:
-                continue
-            try:
-                value = render_field(channel, name, variant[name], context)
-            except RenderError as error:
-                shown.errors[name] = render_message(error)
-                continue
-            limit = FIELD_LIMITS.get((channel, name))
-            if limit and len(value) > limit:
-                shown.errors[name] = f"{len(value)} characters, over the limit of {limit}."
-            shown.fields[name] = value
-        if channel_class(channel).billed_in_segments and "text" in shown.fields:
-            segments = count_segments(shown.fields["text"])
-            shown.sms = {"encoding": segments.encoding, "segments": segments.count, "units": segments.units}
-        if channel_class(channel).payload_limit and not shown.errors:
-            shown.push_bytes = push_payload_bytes(channel, shown.fields, data, notification.category)
-        channels.append(shown)
-    return Preview(field_errors, channels, recipient)
-
-
-# -- diffs (pure) ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DiffLine:
-    kind: str  # "equal", "delete", "insert", "replace"
-    old_number: int | None
-    old_text: str | None
-    new_number: int | None
-    new_text: str | None
-
-
-@dataclass(frozen=True)
-class FieldDiff:
-    locale: str
-    channel: str
-    field: str
-    lines: tuple[DiffLine, ...]
-
-    @property
-    def label(self) -> str:
-        return f"{self.locale} · {CHANNEL_LABELS.get(self.channel, self.channel)} · {self.field}"
-
-
-def diff_text(old: str, new: str) -> tuple[DiffLine, ...]:
-    """Side-by-side line diff (difflib), one row per line pair, for an HTML table."""
-    a, b = old.split("\n") if old else [], new.split("\n") if new else []
-    rows = []
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        if tag == "equal":
-            rows += [DiffLine("equal", i1 + k + 1, a[i1 + k], j1 + k + 1, b[j1 + k]) for k in range(i2 - i1)]
-            continue
-        for k in range(max(i2 - i1, j2 - j1)):
-            old_i, new_j = i1 + k, j1 + k
-            has_old, has_new = old_i < i2, new_j < j2
-            kind = "replace" if has_old and has_new else ("delete" if has_old else "insert")
-            rows.append(DiffLine(kind, old_i + 1 if has_old else None, a[old_i] if has_old else None,
-                                 new_j + 1 if has_new else None, b[new_j] if has_new else None))
-    return tuple(rows)
-
-
-def diff_variants(old: dict, new: dict) -> list[FieldDiff]:
-    """Only the fields that differ, per locale, channel and field, in a stable order."""
-    diffs = []
-    for locale in sorted(set(old) | set(new)):
-        channels = set(old.get(locale, {})) | set(new.get(locale, {}))
-        for channel in sorted(channels, key=lambda c: (EDITOR_CHANNELS + tuple(CHANNEL_FIELDS)).index(c)):
-            before, after = old.get(locale, {}).get(channel, {}), new.get(locale, {}).get(channel, {})
-            for name in CHANNEL_FIELDS.get(channel, sorted(set(before) | set(after))):
-                a, b = before.get(name, ""), after.get(name, "")
-                if a != b:
-                    diffs.append(FieldDiff(locale, channel, name, diff_text(a, b)))
-    return diffs
 
 
 # -- persistence -------------------------------------------------------------------------------
@@ -359,6 +173,10 @@ def _editor(template: Template | None):
     field_errors, general = content_problems(variants, form.default_locale.data or "")
     if not valid or field_errors or general:
         return _render_editor(form, template, locales, variants, field_errors=field_errors, general=general), 422
+    if request.form.get("action") != "save_anyway":
+        sample, failures = _failures_for_sample(variants, form)
+        if failures:
+            return _render_editor(form, template, locales, variants, render_failures=failures, sample=sample), 422
     meta = {name: form[name].data for name in ("key", *META_FIELDS)}
     base = int(form.base_version.data) if (form.base_version.data or "").isdigit() else None
     try:
@@ -374,6 +192,18 @@ def _editor(template: Template | None):
     return redirect(url_for("console.template_edit", template_id=saved.id))
 
 
+def _failures_for_sample(variants: dict, form: TemplateForm) -> tuple[Recipient | None, list[str]]:
+    """Render every variant for the sample recipient (the preview's, else the first one there is)."""
+    recipient = find_recipient(form.preview_user.data) or db.session.scalar(
+        select(Recipient).order_by(Recipient.id).limit(1))
+    if recipient is None:
+        return None, []
+    data, _error = parse_sample_data(form.sample_data.data)
+    meta = {"type": form.type.data, "category": form.category.data}
+    preview = build_preview(variants, form.default_locale.data or "en", meta, recipient, data)
+    return recipient, preview_failures(variants, preview)
+
+
 def _keep_channels_the_editor_does_not_show(variants: dict, saved: dict) -> None:
     """A variant written by other means (e.g. a separate web_push one) survives a save from the editor."""
     for locale, channels in saved.items():
@@ -383,10 +213,14 @@ def _keep_channels_the_editor_does_not_show(variants: dict, saved: dict) -> None
                     variants[locale][channel] = values
 
 
-def _render_editor(form, template, locales, variants, field_errors=None, general=None, locale_message=None):
+def _render_editor(form, template, locales, variants, field_errors=None, general=None, locale_message=None,
+                   render_failures=None, sample=None):
+    data, _error = parse_sample_data(form.sample_data.data)
     return render_template(
         "console/templates/edit.html", form=form, template=template, locales=locales, variants=variants,
         field_errors=field_errors or {}, general=general or [], locale_message=locale_message,
+        render_failures=render_failures or [], sample=sample,
+        variables=template_variables(data, attribute_keys()),
         channels=EDITOR_CHANNELS, channel_fields=CHANNEL_FIELDS, channel_labels=CHANNEL_LABELS,
         field_name=field_name, optional_fields=OPTIONAL_FIELDS,
     )
@@ -420,7 +254,8 @@ def template_preview():
         preview.notice = f"No recipient has user id {user_id!r}."
     slots = [field_name(loc, ch, name) for loc in locales for ch, name in editor_fields()]
     return render_template("console/templates/_preview.html", preview=preview, slots=slots, data_error=data_error,
-                           channel_labels=CHANNEL_LABELS, max_push=MAX_PAYLOAD_BYTES, oob=True)
+                           channel_labels=CHANNEL_LABELS, max_push=MAX_PAYLOAD_BYTES, oob=True,
+                           data_variables=template_variables(data, [])["data"])
 
 
 @bp.get("/templates/recipients")

@@ -1,10 +1,13 @@
 """Creating and changing rules, with an audit entry for every change."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import AuditEntry, Rule, StaffUser
+from app.models import AuditEntry, Rule, StaffUser, Template
+from app.render_checks import audience_failure
 
 EDITABLE = ("name", "enabled", "audience", "type", "category", "priority", "template_key", "channels",
             "window_start", "window_end", "every_days", "no_timezone_policy")
@@ -24,6 +27,22 @@ def name_taken(name: str, rule_id: int | None) -> bool:
     if rule_id is not None:
         query = query.where(Rule.id != rule_id)
     return db.session.scalar(query) is not None
+
+
+def enabling_problem(values: dict, rule_id: int | None, now: datetime) -> str | None:
+    """Why an enabled rule may not be saved: its template (current version) fails to render for a sample of
+    its audience on one of its channels, with the ``data`` a rule's notifications carry."""
+    if not values["enabled"]:
+        return None
+    template = db.session.scalar(select(Template).where(Template.key == values["template_key"]))
+    if template is None:
+        return "The rule's template no longer exists."
+    data = {"rule_id": rule_id or 0, "local_date": now.date().isoformat()}
+    failure = audience_failure(template, template.current_version, values["audience"], list(values["channels"]),
+                               data, now)
+    if failure is None:
+        return None
+    return f"{failure}. Fix the template, or save the rule disabled."
 
 
 def save_rule(rule: Rule | None, values: dict, staff: StaffUser) -> Rule:

@@ -66,8 +66,10 @@ def test_marketer_composes_test_sends_launches_and_watches_progress_live(app, li
 
     page.get_by_label("User ids (comma-separated)").fill("b1, nobody")
     page.get_by_role("button", name="Send test").click()
-    expect(page.get_by_test_id("test-results")).to_contain_text("b1: sent")
     expect(page.get_by_test_id("test-results")).to_contain_text("nobody: no recipient has this user id")
+    expect(page.get_by_test_id("test-outcome-b1")).to_contain_text("queued")  # accepted, not yet sent
+    run_jobs()
+    expect(page.get_by_test_id("test-outcome-b1-in_app")).to_have_text("In-app sent", timeout=8000)
 
     page.get_by_role("button", name="Launch").click()
     expect(page.get_by_text("Campaign launched.")).to_be_visible()
@@ -154,3 +156,56 @@ def test_pause_resume_and_cancel_from_the_campaign_page(app, live_server, market
     run_jobs()
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Notification)) == 4
+
+
+def test_campaign_page_shows_failures_by_error_code_and_its_badge_and_buttons_change_live_when_it_finishes(
+        app, live_server, marketer, run_jobs, page: Page):
+    with app.app_context():
+        now = utcnow()
+        # The launch check renders for a sample of the audience (the first 50 and the first of each locale);
+        # the five without a plan come after it, so the campaign launches and their messages fail.
+        db.session.execute(insert(Recipient), [
+            {"external_id": f"p{n:02d}", "email": None, "timezone": "Europe/Lisbon", "locale": "en",
+             "attributes": {"plan": "pro"} if n < 55 else {}, "hard_stop": False, "created_at": now, "updated_at": now}
+            for n in range(60)])
+        db.session.commit()
+        make_template("spring", type="marketing", category="promo",
+                      variants={"en": {"in_app": {"title": "Spring", "body": "Your {{ recipient.attributes.plan }} plan"}}})
+    sign_in(page)
+    compose(page, "Plans", '{"all": []}', ["In-app"])
+    page.get_by_role("button", name="Launch").click()
+    expect(page.get_by_test_id("campaign-status")).to_have_text("running")
+    expect(page.get_by_role("button", name="Pause")).to_be_visible()
+    expect(page.get_by_test_id("no-failures")).to_be_visible()
+    page.evaluate("window.sameDocument = true")
+
+    run_jobs()
+
+    expect(page.get_by_test_id("campaign-status")).to_have_text("finished", timeout=8000)
+    expect(page.get_by_role("button", name="Pause")).to_have_count(0)
+    expect(page.get_by_role("button", name="Cancel campaign")).to_have_count(0)
+    failures = page.get_by_test_id("failure-render_error")
+    expect(failures).to_contain_text("5", timeout=8000)
+    expect(failures).to_contain_text("plan")
+    expect(page.get_by_test_id("count-failed")).to_have_text("5")
+    assert page.evaluate("window.sameDocument") is True, "the badge and buttons changed without a reload"
+
+    page.reload()
+    expect(page.get_by_test_id("campaign-status")).to_have_text("finished")
+    expect(page.get_by_test_id("campaign-finished")).to_be_visible()
+    expect(page.get_by_role("button", name="Pause")).to_have_count(0)
+    expect(page.get_by_test_id("failure-render_error")).to_contain_text("5")
+
+
+def test_launch_is_refused_when_the_template_fails_for_someone_in_the_audience(app, live_server, marketer, page: Page):
+    seed(app, 2)
+    with app.app_context():
+        make_template("spring", type="marketing", category="promo",
+                      variants={"en": {"in_app": {"title": "Spring", "body": "Hi {{ recipient.external_id }}"}}})
+    sign_in(page)
+    compose(page, "Typo", '{"all": []}', ["In-app"])
+    page.get_by_role("button", name="Launch").click()
+    refusal = page.locator(".flash--error")
+    expect(refusal).to_contain_text("does not render for recipient b0")
+    expect(refusal).to_contain_text("external_id")
+    expect(page.get_by_test_id("campaign-status")).to_have_text("draft")

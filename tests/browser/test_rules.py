@@ -63,3 +63,27 @@ def test_marketer_creates_edits_and_dry_runs_a_rule(app, live_server, page: Page
         actions = db.session.scalars(select(AuditEntry.action).where(AuditEntry.target_type == "rule").order_by(AuditEntry.id)).all()
         assert actions == ["rule.create", "rule.update"]
         assert db.session.scalar(select(AuditEntry.actor).where(AuditEntry.action == "rule.update")) == EMAIL
+
+
+def test_enabling_a_rule_whose_template_fails_for_its_audience_is_refused_with_the_recipient(app, live_server, page: Page):
+    with app.app_context():
+        make_staff(email=EMAIL, password=PASSWORD, role="marketer")
+        make_template(key="low_balance", name="Low balance", category="low_balance", variants={"en": {
+            "in_app": {"title": "Low", "body": "Below {{ recipient.attributes.low_balance_threshold }}"}}})
+        make_recipient(external_id="no-threshold", attributes={"balance": 10})
+
+    page.goto("/rules/new")
+    sign_in(page, EMAIL, PASSWORD)
+    page.get_by_label("Name").fill("Low balance")
+    page.get_by_label("Audience filter (JSON)").fill('{"all": []}')
+    page.get_by_role("button", name="Save rule").click()
+    error = page.locator("#enabled-errors")
+    expect(error).to_contain_text("does not render for recipient no-threshold")
+    expect(error).to_contain_text("low_balance_threshold")
+    expect(page.get_by_label("Name")).to_have_value("Low balance")
+
+    page.get_by_label("Enabled").uncheck()
+    page.get_by_role("button", name="Save rule").click()
+    expect(page.get_by_text("Rule “Low balance” created.")).to_be_visible()
+    with app.app_context():
+        assert db.session.scalar(select(Rule.enabled)) is False

@@ -116,3 +116,35 @@ def test_marketer_uploads_a_csv_and_watches_the_import_finish(app, live_server, 
     expect(page.get_by_test_id("import-status")).to_have_text("done", timeout=5000)
     expect(page.get_by_test_id("import-inserted")).to_have_text("2")
     expect(page.get_by_test_id("import-error-table").locator("tbody tr")).to_have_text([re.compile(r"^3\s*email")])
+
+
+def test_saving_a_template_that_fails_for_the_sample_recipient_asks_and_keeps_what_was_typed(app, live_server, marketer, page: Page):
+    with app.app_context():
+        make_recipient(external_id="ana", attributes={"balance": 12, "low_balance_threshold": 50})
+    sign_in(page, "/templates/new")
+    variables = page.get_by_test_id("template-variables")
+    expect(variables.get_by_test_id("variables-recipient")).to_contain_text("recipient.attributes.low_balance_threshold")
+    expect(variables.get_by_test_id("variables-notification")).to_contain_text("notification.title")
+    page.get_by_label("Sample data (JSON)").fill('{"order": 7}')
+    expect(variables.get_by_test_id("variables-data")).to_contain_text("data.order")
+
+    page.get_by_label("Key").fill("order-ready")
+    page.get_by_label("Name").fill("Order ready")
+    page.get_by_label("In-app title (en)").fill("Order {{ data.order }}")
+    page.get_by_label("In-app body (en)").fill("Hi {{ recipient.external_id }}")
+    page.get_by_role("button", name="Save new version").click()
+
+    failures = page.get_by_test_id("render-failures")
+    expect(failures).to_contain_text("ana")
+    expect(failures).to_contain_text("en · In-app · body")
+    expect(failures).to_contain_text("external_id")
+    expect(page.get_by_label("In-app body (en)")).to_have_value("Hi {{ recipient.external_id }}")
+    expect(page.get_by_label("Key")).to_have_value("order-ready")
+
+    page.get_by_role("button", name="Save anyway").click()
+    expect(page.get_by_text("Saved order-ready, version 1.")).to_be_visible()
+
+    page.get_by_label("In-app body (en)").fill("Hi {{ recipient.id }}")
+    page.get_by_label("Sample data (JSON)").fill('{"order": 7}')
+    page.get_by_role("button", name="Save new version").click()
+    expect(page.get_by_text("Saved order-ready, version 2.")).to_be_visible()

@@ -7,11 +7,15 @@ import pytest
 from sqlalchemy import func, select
 
 from app.api.keys import find_active_key
+from app.campaigns import planning
+from app.delivery.rendering import RenderError, renderer_for
 from app.demo import ADMIN_EMAIL, DEMO_RULE_NAME, MARKETER_EMAIL, RECIPIENT_COUNT, credentials_path, read_credentials
 from app.extensions import db
 from app.models import ApiKey, Device, Notification, Preference, Recipient, Rule, StaffUser, Template
 from app.rules.evaluate import dry_run, evaluate_rule
+from app.render_checks import probe_notification
 from app.rules.windows import country_zones
+from jobs.delivery import render_context
 
 REQUIRED_TIME_ZONES = {
     "Asia/Singapore", "America/Los_Angeles", "Pacific/Auckland", "Pacific/Kiritimati",
@@ -88,6 +92,29 @@ def test_demo_templates_cover_each_type_and_channel(seeded):
     assert set(low_balance["en"]["email"]) == {"subject", "html", "text"}
     assert "recipient.attributes.balance" in low_balance["en"]["sms"]["text"]
     assert "recipient.attributes.low_balance_threshold" in low_balance["en"]["in_app"]["body"]
+
+
+def test_every_demo_template_renders_for_every_demo_recipient_on_every_channel_and_locale(seeded):
+    """What a campaign or the rule would send: each template's channels (web push through its push variant),
+    every recipient (so every locale and attribute shape the demo creates), with the data a campaign carries
+    ({}) and the data the daily rule carries."""
+    recipients = db.session.scalars(select(Recipient)).all()
+    assert {r.locale for r in recipients} >= {"en", "es", "fr", "de", "pt-BR", "ja"}
+    failures = []
+    for template in db.session.scalars(select(Template)):
+        renderer = renderer_for(template, template.current_version)
+        channels = planning.template_channels(template.version().variants)
+        assert channels, template.key
+        for data in ({}, {"rule_id": 1, "local_date": "2026-11-30"}):
+            notification = probe_notification(template, data)
+            for recipient in recipients:
+                context = render_context(recipient, notification)
+                for channel in sorted(channels):
+                    try:
+                        renderer.render(channel, recipient.locale, context)
+                    except RenderError as error:
+                        failures.append(f"{template.key} {channel} {recipient.external_id} ({recipient.locale}): {error}")
+    assert failures == []
 
 
 def test_second_seed_demo_adds_nothing_and_prints_the_same_credentials(seeded, runner, app):

@@ -1,5 +1,5 @@
 """Version diffs: which fields changed, and the side-by-side line rows the HTML table shows."""
-from app.console.templates_editor import DiffLine, diff_text, diff_variants
+from app.console.template_diff import DiffLine, diff_text, diff_variants
 
 
 def test_changed_line_pairs_old_and_new_with_their_line_numbers():
