@@ -19,10 +19,7 @@ from app.extensions import db
 from app.models import Delivery, IdempotencyKey, Notification
 from app.models.types import utcnow
 from app.redis_client import get_redis
-from app.rules.send import rule_of
-from jobs.delivery import dispatch_delivery, enqueue, route_notification
-from jobs.queues import get_queue
-from jobs.rules import dispatch_rule_deliveries
+from app.tasks import deliver_later, enqueue, get_queue
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +46,11 @@ def redrive_stuck_work(now: datetime, lease_seconds: int, stale_after: timedelta
         .limit(BATCH)
     ).all()
     for notification_id, priority in unrouted:
-        enqueue(route_notification, notification_id, priority=priority)
+        enqueue("jobs.delivery.route_notification", notification_id, priority=priority)
 
     lease_expired = now - timedelta(seconds=lease_seconds)
     stuck = db.session.execute(
-        select(Delivery.id, Notification.priority, Notification.id, Notification.idempotency_key)
+        select(Delivery.id, Notification.priority)
         .join(Notification, Notification.id == Delivery.notification_id)
         .where(or_(
             and_(Delivery.status == PENDING, Delivery.updated_at < stale,
@@ -62,16 +59,12 @@ def redrive_stuck_work(now: datetime, lease_seconds: int, stale_after: timedelta
         ))
         .limit(BATCH)
     ).all()
-    by_rule: dict[tuple[int, str], list[int]] = defaultdict(list)
-    for delivery_id, priority, notification_id, notification_key in stuck:
-        rule_id = rule_of(notification_id, notification_key)
-        if rule_id is None:
-            enqueue(dispatch_delivery, delivery_id, priority=priority)
-        else:
-            by_rule[(rule_id, priority)].append(delivery_id)
-    # A rule's deliveries go back through the rule's own batch job: it re-checks the recipient's send window.
-    for (rule_id, priority), delivery_ids in by_rule.items():
-        enqueue(dispatch_rule_deliveries, rule_id, delivery_ids, priority=priority)
+    # Whatever their origin: the pipeline re-checks it (a campaign's pause, a rule's send window) before sending.
+    by_priority: dict[str, list[int]] = defaultdict(list)
+    for delivery_id, priority in stuck:
+        by_priority[priority].append(delivery_id)
+    for priority, delivery_ids in by_priority.items():
+        deliver_later(delivery_ids, priority)
     db.session.remove()
     if unrouted or stuck:
         log.warning("re-drove %d unrouted notifications and %d stuck deliveries", len(unrouted), len(stuck))

@@ -44,7 +44,7 @@ from app.delivery.rendering import (
 from app.delivery.sms import count_segments
 from app.extensions import db, htmx
 from app.models import AuditEntry, Notification, Recipient, StaffUser, Template, TemplateVersion
-from jobs.delivery import render_context
+from app.pipeline.facts import render_context
 
 CONTENT_ROLES = frozenset(ROLES)  # marketers build content; admins can do all a marketer can
 
