@@ -7,6 +7,7 @@ work. It runs every 30 s from the scheduler process.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from datetime import datetime, timedelta
 
@@ -29,11 +30,35 @@ STALE_AFTER = timedelta(minutes=10)
 BATCH = 1000
 
 
+# A scheduled job this late has no RQ scheduler moving it (the worker holding the scheduler's lock died,
+# and the lock outlives it for a while): the reaper queues it instead.
+SCHEDULER_GRACE_SECONDS = 5
+
+
 def requeue_abandoned_jobs() -> None:
-    """Let RQ retry jobs whose worker died mid-job (its StartedJobRegistry cleanup)."""
+    """Let RQ retry jobs whose worker died mid-job (its StartedJobRegistry cleanup), and queue overdue scheduled jobs.
+
+    Herald's workers heartbeat the job in hand with the dispatch lease as time-to-live (``jobs/worker.py``), so a
+    killed worker's job is seen abandoned once the lease is over -- not after RQ's job timeout.
+    """
     connection = get_redis()
     for name in QUEUE_NAMES:
-        StartedJobRegistry(queue=get_queue(name), connection=connection).cleanup()
+        queue = get_queue(name)
+        StartedJobRegistry(queue=queue, connection=connection).cleanup()
+        release_overdue_scheduled_jobs(queue)
+
+
+def release_overdue_scheduled_jobs(queue) -> int:
+    """What RQ's scheduler does for a due job, for the ones it has left overdue; ZREM decides who moves each one."""
+    registry = queue.scheduled_job_registry
+    moved = 0
+    for job_id in registry.get_jobs_to_schedule(int(time.time()) - SCHEDULER_GRACE_SECONDS):
+        if queue.connection.zrem(registry.key, job_id):
+            job = queue.fetch_job(job_id)
+            if job is not None:
+                queue.enqueue_job(job)
+                moved += 1
+    return moved
 
 
 def redrive_stuck_work(now: datetime, lease_seconds: int, stale_after: timedelta = STALE_AFTER) -> dict[str, int]:

@@ -1,14 +1,14 @@
 """A campaign's live counters: one Redis hash per campaign, incremented in the batch's pipeline.
 
 Fields: ``planned``, ``notified``, ``sent:<channel>``, ``suppressed:<reason>``,
-``failed`` and ``status``. Redis keeps nothing on disk here, so the database
+``failed``, ``uncertain`` (marketing in flight when a worker died, not sent twice) and ``status``. Redis keeps nothing on disk here, so the database
 stays the truth: :func:`read` rebuilds a lost hash from the delivery rows.
 """
 from __future__ import annotations
 
 from sqlalchemy import func, select, update
 
-from app.delivery.constants import DELIVERED, DISPATCHED, FAILED, PENDING, SENDING, SUPPRESSED
+from app.delivery.constants import DELIVERED, DISPATCHED, FAILED, PENDING, SENDING, SUPPRESSED, UNCERTAIN
 from app.extensions import db
 from app.models import Campaign, CampaignBatch, Delivery, Notification
 from app.models.campaigns import BATCH_PENDING, FINISHED, RUNNING
@@ -96,6 +96,8 @@ def delivery_counts(campaign_id: int) -> dict[str, int]:
             field = f"suppressed:{reason}"
         elif status == FAILED:
             field = "failed"
+        elif status == UNCERTAIN:
+            field = "uncertain"
         else:
             continue
         counts[field] = counts.get(field, 0) + count

@@ -32,7 +32,7 @@ from app.campaigns import progress
 from app.channels import Outcome, Result, adapter_for, channel_class
 from app.channels.guard import acquire_slot, release_slot
 from app.channels.in_app import InboxEntry
-from app.delivery.constants import FINAL_STATUSES, PENDING, SUPPRESSED
+from app.delivery.constants import FINAL_STATUSES, PENDING, SENDING, SUPPRESSED, UNCERTAIN
 from app.delivery.rendering import RenderError
 from app.extensions import db
 from app.models import Delivery, DeliveryEvent
@@ -70,18 +70,44 @@ def deliver(delivery_ids: list[int], now: datetime | None = None) -> Report:
 
 
 def _due_items(items: list[Item], now: datetime, report: Report) -> list[Item]:
-    """The items that may be claimed now; one not due yet goes back to the queue for its time."""
+    """The items that may be claimed now; one not due yet goes back to the queue for its time.
+
+    A claim whose lease ran out was in flight when its sender died: it may have reached the provider.
+    Transactional and security ones go again (same provider key, so the repeat collapses); marketing
+    does not go twice -- it becomes UNCERTAIN.
+    """
     lease = claims.lease_seconds()
-    due = []
+    due, uncertain = [], []
     for item in items:
         if claims.is_due(item.status, item.not_before, item.claimed_at, now, lease):
-            due.append(item)
+            (uncertain if item.status == SENDING and item.notification.type == "marketing" else due).append(item)
         elif item.status == PENDING:
             report.send_later(item, item.not_before)
             report.counts["rescheduled"] += 1
         elif item.status not in FINAL_STATUSES:
             report.counts["not-claimed"] += 1
+    if uncertain:
+        mark_uncertain(uncertain, report, now)
     return due
+
+
+def mark_uncertain(items: list[Item], report: Report, now: datetime) -> None:
+    """SENDING -> UNCERTAIN for claims a dead sender left (conditional on the same claim: one winner)."""
+    marked = []
+    for item in items:
+        if db.session.execute(update(Delivery).where(Delivery.id == item.id, Delivery.status == SENDING,
+                                                     Delivery.claimed_at == item.claimed_at)
+                              .values(status=UNCERTAIN, updated_at=now),
+                              execution_options={"synchronize_session": False}).rowcount:
+            marked.append(item)
+    if marked:
+        db.session.execute(insert(DeliveryEvent), [{
+            "delivery_id": item.id, "status": UNCERTAIN, "created_at": now,
+            "detail": "its sender stopped mid-send; marketing is not sent twice"} for item in marked])
+    db.session.commit()
+    for item in marked:
+        report.statuses[item.id] = UNCERTAIN
+        report.count(item, "uncertain")
 
 
 def _allowed(items: list[Item], now: datetime, report: Report) -> list[Item]:

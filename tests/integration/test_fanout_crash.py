@@ -33,7 +33,9 @@ def test_sigkilled_batch_reruns_without_a_second_notification_inbox_entry_or_unr
          "attributes": {}, "hard_stop": False, "created_at": now, "updated_at": now} for n in range(COUNT)])
     db.session.commit()
     marketer = make_staff(email="mia@example.com", role="marketer")
-    template = make_template("flash", type="marketing", category="promo", variants={"en": {
+    # Transactional: what was in flight at the kill goes again (at least once). A marketing campaign's in-flight
+    # sends are left UNCERTAIN instead (at most once): tests/integration/test_crash_window.py.
+    template = make_template("flash", type="transactional", category="promo", variants={"en": {
         "in_app": {"title": "Flash sale", "body": "Today only"},
         "email": {"subject": "Flash sale", "html": "<p>Today only</p>", "text": "Today only"}}})
     campaign = store.create_campaign(store.CampaignFields(
