@@ -139,26 +139,10 @@ def due_deliveries(notification_ids: list[str], now: datetime) -> list[int]:
 def create_rows(ctx: Context, people: list[Person], now: datetime, ended: bool) -> dict[int, str]:
     """Insert the batch's notifications and routed deliveries (idempotently); returns recipient -> notification id."""
     campaign, template = ctx.campaign, ctx.template
-    if ended:
-        decisions = {p.id: [routing.Decision(c, routing.SUPPRESS, ENDED) for c in ctx.channels] for p in people}
-    else:
-        decisions = route_people(ctx.note, people, now)
+    decisions = ({p.id: [routing.Decision(c, routing.SUPPRESS, ENDED) for c in ctx.channels] for p in people}
+                 if ended else route_people(ctx.note, people, now))
 
-    notification_rows, failures = [], {}
-    for person in people:
-        row = {"id": new_notification_id(), "recipient_id": person.id, "type": template.type,
-               "category": template.category, "priority": ctx.priority, "template_key": template.key,
-               "template_version": campaign.template_version, "title": None, "body": None, "data": {},
-               "channels": ctx.channels, "status": "routed", "created_at": now, "routed_at": now,
-               "campaign_id": campaign.id, "origin": origin.of_campaign(campaign.id)}
-        if "in_app" in ctx.channels:
-            # The inbox shows the stored title/body, so the in-app variant is rendered into the row.
-            try:
-                content = ctx.renderer.render("in_app", person.locale, render_context(person, SimpleNamespace(**row)))
-                row["title"], row["body"] = content["title"], content["body"]
-            except RenderError as error:
-                failures[(person.id, "in_app")] = str(error)
-        notification_rows.append(row)
+    notification_rows, failures = notification_rows_for(ctx, people, now)
     # Rows this run created carry this run's ``now``: that tells them apart from a previous run's.
     inserted = insert_ignoring_conflicts(Notification, notification_rows, ["campaign_id", "recipient_id"])
     if inserted == len(notification_rows):
@@ -212,6 +196,28 @@ def create_rows(ctx: Context, people: list[Person], now: datetime, ended: bool) 
         record_marketing_sends({p.id: ids[p.id] for p in people if any(d.action != routing.SUPPRESS for d in decisions[p.id])}, now)
     schedule_deferred(ctx.priority, deferred)
     return ids
+
+
+def notification_rows_for(ctx: Context, people: list[Person], now: datetime) -> tuple[list[dict], dict]:
+    """The batch's notification rows (origin ``campaign:<id>``), with the in-app content rendered into them
+    (the inbox shows the stored title/body); and the (recipient, channel) pairs whose content would not render."""
+    campaign, template = ctx.campaign, ctx.template
+    notification_rows, failures = [], {}
+    for person in people:
+        row = {"id": new_notification_id(), "recipient_id": person.id, "type": template.type,
+               "category": template.category, "priority": ctx.priority, "template_key": template.key,
+               "template_version": campaign.template_version, "title": None, "body": None, "data": {},
+               "channels": ctx.channels, "status": "routed", "created_at": now, "routed_at": now,
+               "campaign_id": campaign.id, "origin": origin.of_campaign(campaign.id)}
+        if "in_app" in ctx.channels:
+            # The inbox shows the stored title/body, so the in-app variant is rendered into the row.
+            try:
+                content = ctx.renderer.render("in_app", person.locale, render_context(person, SimpleNamespace(**row)))
+                row["title"], row["body"] = content["title"], content["body"]
+            except RenderError as error:
+                failures[(person.id, "in_app")] = str(error)
+        notification_rows.append(row)
+    return notification_rows, failures
 
 
 def schedule_deferred(priority: str, deferred: dict[datetime, list[int]]) -> None:
