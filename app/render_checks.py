@@ -19,7 +19,7 @@ from app.audiences.filters import compile_filter
 from app.delivery.rendering import RenderError, VersionRenderer, renderer_for
 from app.extensions import db
 from app.models import Notification, Recipient, Template
-from jobs.delivery import render_context
+from app.pipeline.facts import render_context
 
 SAMPLE_SIZE = 50             # recipients rendered for a launch or a rule
 ATTRIBUTE_SAMPLE_ROWS = 500  # newest recipients whose attribute keys the editor lists

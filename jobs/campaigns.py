@@ -17,7 +17,7 @@ from rq import Queue, Retry
 from sqlalchemy import func, select, update
 
 from app.campaigns import planning, progress
-from app.campaigns.fanout import audience_condition, run_batch as _run_batch, send_deliveries as _send_deliveries
+from app.campaigns.fanout import audience_condition, run_batch as _run_batch
 from app.extensions import db
 from app.models import Campaign, CampaignBatch, Recipient
 from app.models.campaigns import BATCH_PENDING, PAUSED, RUNNING, SEND_LOCAL
@@ -100,9 +100,7 @@ def plan_campaign(campaign_id: int) -> int:
         progress.set_status(campaign_id, campaign.status, planned=planned)
     count = enqueue_pending_batches(campaign_id)
     if count == 0:
-        from app.campaigns.fanout import finish_if_complete
-
-        finish_if_complete(campaign_id)
+        progress.finish_if_complete(campaign_id)
     return count
 
 
@@ -134,25 +132,12 @@ def run_batch(campaign_id: int, batch_id: int) -> str:
     return _run_batch(campaign_id, batch_id)
 
 
-def send_deliveries(campaign_id: int, delivery_ids: list[int]) -> str:
-    return _send_deliveries(campaign_id, delivery_ids)
+def send_deliveries(campaign_id: int, delivery_ids: list[int]) -> dict:
+    """RQ job queued before the one pipeline existed; the pipeline re-checks the campaign itself."""
+    from app.pipeline.deliver import deliver
+
+    return dict(deliver(delivery_ids).counts)
 
 
 def enqueue_plan(campaign_id: int) -> None:
     get_queue(PLAN_QUEUE).enqueue(plan_campaign, campaign_id, **_enqueue_options())
-
-
-def enqueue_deliveries(campaign_id: int, delivery_ids: list[int], at: datetime | None = None) -> None:
-    queue = get_queue(BATCH_QUEUE)
-    if at is not None and at > utcnow():
-        queue.enqueue_at(at, send_deliveries, campaign_id, delivery_ids, **_enqueue_options())
-    else:
-        queue.enqueue(send_deliveries, campaign_id, delivery_ids, **_enqueue_options())
-
-
-def enqueue_batch(campaign_id: int, batch_id: int, at: datetime | None = None) -> None:
-    queue = get_queue(BATCH_QUEUE)
-    if at is not None and at > utcnow():
-        queue.enqueue_at(at, run_batch, campaign_id, batch_id, **_enqueue_options())
-    else:
-        queue.enqueue(run_batch, campaign_id, batch_id, **_enqueue_options())

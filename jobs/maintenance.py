@@ -7,6 +7,7 @@ work. It runs every 30 s from the scheduler process.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from datetime import datetime, timedelta
 
@@ -19,10 +20,7 @@ from app.extensions import db
 from app.models import Delivery, IdempotencyKey, Notification
 from app.models.types import utcnow
 from app.redis_client import get_redis
-from app.rules.send import rule_of
-from jobs.delivery import dispatch_delivery, enqueue, route_notification
-from jobs.queues import get_queue
-from jobs.rules import dispatch_rule_deliveries
+from app.tasks import deliver_later, enqueue, get_queue
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +30,35 @@ STALE_AFTER = timedelta(minutes=10)
 BATCH = 1000
 
 
+# A scheduled job this late has no RQ scheduler moving it (the worker holding the scheduler's lock died,
+# and the lock outlives it for a while): the reaper queues it instead.
+SCHEDULER_GRACE_SECONDS = 5
+
+
 def requeue_abandoned_jobs() -> None:
-    """Let RQ retry jobs whose worker died mid-job (its StartedJobRegistry cleanup)."""
+    """Let RQ retry jobs whose worker died mid-job (its StartedJobRegistry cleanup), and queue overdue scheduled jobs.
+
+    Herald's workers heartbeat the job in hand with the dispatch lease as time-to-live (``jobs/worker.py``), so a
+    killed worker's job is seen abandoned once the lease is over -- not after RQ's job timeout.
+    """
     connection = get_redis()
     for name in QUEUE_NAMES:
-        StartedJobRegistry(queue=get_queue(name), connection=connection).cleanup()
+        queue = get_queue(name)
+        StartedJobRegistry(queue=queue, connection=connection).cleanup()
+        release_overdue_scheduled_jobs(queue)
+
+
+def release_overdue_scheduled_jobs(queue) -> int:
+    """What RQ's scheduler does for a due job, for the ones it has left overdue; ZREM decides who moves each one."""
+    registry = queue.scheduled_job_registry
+    moved = 0
+    for job_id in registry.get_jobs_to_schedule(int(time.time()) - SCHEDULER_GRACE_SECONDS):
+        if queue.connection.zrem(registry.key, job_id):
+            job = queue.fetch_job(job_id)
+            if job is not None:
+                queue.enqueue_job(job)
+                moved += 1
+    return moved
 
 
 def redrive_stuck_work(now: datetime, lease_seconds: int, stale_after: timedelta = STALE_AFTER) -> dict[str, int]:
@@ -49,11 +71,11 @@ def redrive_stuck_work(now: datetime, lease_seconds: int, stale_after: timedelta
         .limit(BATCH)
     ).all()
     for notification_id, priority in unrouted:
-        enqueue(route_notification, notification_id, priority=priority)
+        enqueue("jobs.delivery.route_notification", notification_id, priority=priority)
 
     lease_expired = now - timedelta(seconds=lease_seconds)
     stuck = db.session.execute(
-        select(Delivery.id, Notification.priority, Notification.id, Notification.idempotency_key)
+        select(Delivery.id, Notification.priority)
         .join(Notification, Notification.id == Delivery.notification_id)
         .where(or_(
             and_(Delivery.status == PENDING, Delivery.updated_at < stale,
@@ -62,16 +84,12 @@ def redrive_stuck_work(now: datetime, lease_seconds: int, stale_after: timedelta
         ))
         .limit(BATCH)
     ).all()
-    by_rule: dict[tuple[int, str], list[int]] = defaultdict(list)
-    for delivery_id, priority, notification_id, notification_key in stuck:
-        rule_id = rule_of(notification_id, notification_key)
-        if rule_id is None:
-            enqueue(dispatch_delivery, delivery_id, priority=priority)
-        else:
-            by_rule[(rule_id, priority)].append(delivery_id)
-    # A rule's deliveries go back through the rule's own batch job: it re-checks the recipient's send window.
-    for (rule_id, priority), delivery_ids in by_rule.items():
-        enqueue(dispatch_rule_deliveries, rule_id, delivery_ids, priority=priority)
+    # Whatever their origin: the pipeline re-checks it (a campaign's pause, a rule's send window) before sending.
+    by_priority: dict[str, list[int]] = defaultdict(list)
+    for delivery_id, priority in stuck:
+        by_priority[priority].append(delivery_id)
+    for priority, delivery_ids in by_priority.items():
+        deliver_later(delivery_ids, priority)
     db.session.remove()
     if unrouted or stuck:
         log.warning("re-drove %d unrouted notifications and %d stuck deliveries", len(unrouted), len(stuck))

@@ -1,4 +1,4 @@
-"""One RQ queue per priority; workers listen in this order so critical never waits behind low."""
+"""Queue depths for the dashboard; queues themselves are :func:`app.tasks.get_queue`."""
 from __future__ import annotations
 
 from rq import Queue
@@ -6,12 +6,9 @@ from rq.worker import Worker
 
 from app.config import QUEUE_NAMES
 from app.redis_client import get_redis
+from app.tasks import get_queue
 
-
-def get_queue(name: str) -> Queue:
-    if name not in QUEUE_NAMES:
-        raise ValueError(f"unknown queue {name!r}; expected one of {', '.join(QUEUE_NAMES)}")
-    return Queue(name, connection=get_redis())
+__all__ = ["get_queue", "queue_depths"]
 
 
 def queue_depths() -> dict[str, dict[str, int]]:

@@ -5,7 +5,6 @@ import logging
 from datetime import datetime
 
 from app.extensions import db
-from app.models import Rule
 from app.redis_client import get_redis, key
 
 log = logging.getLogger(__name__)
@@ -39,10 +38,7 @@ def evaluate_rules_if_due(now: datetime, minutes: int) -> list | None:
 
 
 def dispatch_rule_deliveries(rule_id: int, delivery_ids: list[int]) -> dict:
-    """RQ job: one batch of a rule's external deliveries (push, SMS, email), claimed and sent together."""
-    from app.rules.send import dispatch_batch
+    """RQ job queued before the one pipeline existed; the pipeline re-checks the rule's window itself."""
+    from app.pipeline.deliver import deliver
 
-    rule = db.session.get(Rule, rule_id)
-    if rule is None:
-        return {}
-    return dispatch_batch(rule, delivery_ids)
+    return dict(deliver(delivery_ids).counts)

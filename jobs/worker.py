@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -23,13 +25,40 @@ class HeraldWorker(SimpleWorker):
 
     Each job gets a fresh database session, so one job's failure cannot leak a
     broken transaction into the next.
+
+    A job in hand is heartbeaten every few seconds with a time-to-live of the
+    dispatch lease (``HERALD_DISPATCH_LEASE_SECONDS``), not the job's timeout:
+    a worker killed mid-batch stops heartbeating, so RQ's started-job registry
+    sees the job abandoned once the lease is over, and the reaper's clean-up
+    retries it then -- not after RQ's job timeout.
     """
 
+    lease: int | None = None
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        if self.lease is None:
+            self.lease = int(current_app.config["DISPATCH_LEASE_SECONDS"])
+        return self.lease + 1
+
     def perform_job(self, job, queue, execution):
+        interval = max(0.5, self.get_heartbeat_ttl(job) / 4)
+        stop = threading.Event()
+        beating = threading.Thread(target=self._beat, args=(job, execution, stop, interval), daemon=True,
+                                   name="job-heartbeat")
+        beating.start()
         try:
             return super().perform_job(job, queue, execution)
         finally:
+            stop.set()
+            beating.join(5)
             db.session.remove()
+
+    def _beat(self, job, execution, stop: threading.Event, interval: float) -> None:
+        while not stop.wait(interval):
+            try:
+                self.maintain_heartbeats(job, execution)
+            except Exception:  # a missed beat only makes the job look abandoned sooner; the claims keep it safe
+                log.warning("heartbeat of job %s failed", job.id, exc_info=True)
 
     def teardown(self):
         from app.channels import close_all

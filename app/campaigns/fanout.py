@@ -1,56 +1,55 @@
-"""Campaign fan-out: one job turns ~1000 recipients into notifications, deliveries and sends, set-based.
+"""Campaign fan-out: one job turns ~1000 recipients into notifications and deliveries, set-based, then hands
+the deliveries to the one pipeline (:func:`app.pipeline.deliver.deliver`).
 
 A batch run is idempotent and may be repeated at any point (a worker killed
 mid-batch, RQ's retry, a resume):
 
 1. notifications are inserted ``ON CONFLICT DO NOTHING`` on the unique
    (campaign, recipient) index, deliveries on (notification, channel): a
-   re-run inserts nothing twice;
-2. routing is the pipeline's own pure ``route`` over facts loaded for the
-   whole batch in a handful of queries;
-3. in-app is one conditional UPDATE (PENDING -> DELIVERED, RETURNING the
-   winners) plus pipelined realtime publishes; every other channel is
-   claimed set-based (PENDING -> SENDING, RETURNING the winners), committed,
-   then sent through its adapter, then recorded in bulk (:mod:`app.batch_send`,
-   shared with daily rules). Claim, then send, then record -- as for single notifications, with the
-   same provider idempotency key, so a claim left by a crash is re-driven
-   after its lease, never sent twice.
+   re-run inserts nothing twice; each notification's origin is
+   ``campaign:<id>``;
+2. routing is the pipeline's own :func:`~app.pipeline.facts.route_people`
+   over facts loaded for the whole batch in a handful of queries;
+3. the due deliveries go to the pipeline, which re-checks the campaign
+   (paused: they wait; cancelled or ended: SUPPRESSED) before every channel,
+   claims, sends and records them; quiet-hours deliveries wait in one job per
+   minute of release.
 
-Pause and cancel are read at the start of a batch and between channels. Progress
-counters (Redis hash per campaign) only count rows this run changed.
+Progress counters (Redis hash per campaign) only count rows this run changed.
 """
 from __future__ import annotations
 
 import logging
-import random
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
-from flask import current_app
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, or_, select, update
 
 from app.audiences.filters import compile_filter
-from app.batch_send import PERSON_COLUMNS, Person, Sender, due, load_facts, record_marketing_sends, send_channel
 from app.campaigns import progress
+from app.channels import in_send_order, inbox_channel
 from app.delivery import routing
-from app.delivery.constants import DELIVERED, DISPATCHED, FAILED, PENDING, SENDING, SUPPRESSED
+from app.delivery.constants import FAILED, PENDING, SENDING, SUPPRESSED
 from app.delivery.priority import effective_priority
 from app.delivery.rendering import RenderError, VersionRenderer, renderer_for
 from app.extensions import db
-from app.models.bulk import insert_ignoring_conflicts
 from app.models import Campaign, CampaignBatch, Delivery, DeliveryEvent, Notification, Recipient, Template
-from app.models.campaigns import BATCH_CANCELLED, BATCH_DONE, BATCH_PENDING, CANCELLED, FINISHED, PAUSED, RUNNING
+from app.models.bulk import insert_ignoring_conflicts
+from app.models.campaigns import BATCH_CANCELLED, BATCH_DONE, BATCH_PENDING, CANCELLED, PAUSED, RUNNING
 from app.models.notifications import new_notification_id
 from app.models.types import utcnow
-from app.realtime.publish import publish_to_user
+from app.pipeline import origin
+from app.pipeline.deliver import deliver
+from app.pipeline.facts import PERSON_COLUMNS, Person, record_marketing_sends, render_context, route_people
 from app.redis_client import get_redis
+from app.tasks import deliver_later
 
 log = logging.getLogger(__name__)
 
-CHANNEL_ORDER = ("in_app", "push", "web_push", "sms", "email")
-ENDED = "campaign_ended"
-CANCELLED_REASON = "campaign_cancelled"
+ENDED = origin.CAMPAIGN_ENDED
+CANCELLED_REASON = origin.CAMPAIGN_CANCELLED
 # SQLite allows 32766 bound parameters per statement; deliveries have 12 columns.
 DELIVERY_CHUNK = 2000
 
@@ -83,25 +82,10 @@ class Context:
     note: routing.NotificationFacts
     priority: str
 
-    def sender(self) -> Sender:
-        campaign_id = self.campaign.id
-
-        def requeue(delivery_ids: list[int], at: datetime) -> None:
-            from jobs.campaigns import enqueue_deliveries
-
-            enqueue_deliveries(campaign_id, delivery_ids, at)
-
-        def tally(counts: dict[str, int]) -> None:
-            pipe = get_redis().pipeline(transaction=False)
-            progress.add(pipe, campaign_id, counts)
-            pipe.execute()
-
-        return Sender(self.renderer, self.priority, requeue, tally)
-
 
 def campaign_context(campaign: Campaign) -> Context:
     template = db.session.get(Template, campaign.template_id)
-    channels = [c for c in CHANNEL_ORDER if c in campaign.channels]
+    channels = in_send_order(campaign.channels)
     priority = effective_priority(template.type, "low" if template.type == "marketing" else "normal")
     return Context(campaign, template, renderer_for(template, campaign.template_version), channels,
                    routing.NotificationFacts(template.type, template.category, priority, tuple(channels)), priority)
@@ -134,48 +118,32 @@ def run_batch(campaign_id: int, batch_id: int) -> str:
     ended = campaign.ends_at is not None and now >= campaign.ends_at
     if people:
         notification_ids = create_rows(ctx, people, now, ended)
-        outcome = send_pending(ctx, people_by_id={p.id: p for p in people}, notification_ids=notification_ids)
-        if outcome == "waiting":  # every slot of a channel is busy: the whole batch comes back (it is idempotent)
-            from jobs.campaigns import enqueue_batch
-
-            enqueue_batch(campaign_id, batch_id, utcnow() + timedelta(seconds=1 + random.random()))
-            return outcome
-        if outcome == "cancelled":
+        report = deliver(due_deliveries(list(notification_ids.values()), now))
+        if campaign_status(campaign_id) == CANCELLED:
             _close_batch(batch, BATCH_CANCELLED)
-            finish_if_complete(campaign_id)
-            return outcome
-        if outcome != "sent":
-            return outcome  # paused: the batch stays pending and resume enqueues it again
+            progress.finish_if_complete(campaign_id)
+            return "cancelled"
+        if report.counts["paused"]:
+            return "paused"  # the batch stays pending and resume enqueues it again
     _close_batch(batch, BATCH_DONE)
-    finish_if_complete(campaign_id)
+    progress.finish_if_complete(campaign_id)
     return "done"
+
+
+def due_deliveries(notification_ids: list[str], now: datetime) -> list[int]:
+    """The batch's deliveries the pipeline may take now (quiet-hours ones wait in their own jobs)."""
+    return db.session.execute(select(Delivery.id).where(
+        Delivery.notification_id.in_(notification_ids), Delivery.status.in_((PENDING, SENDING)),
+        or_(Delivery.not_before.is_(None), Delivery.not_before <= now)).order_by(Delivery.id)).scalars().all()
 
 
 def create_rows(ctx: Context, people: list[Person], now: datetime, ended: bool) -> dict[int, str]:
     """Insert the batch's notifications and routed deliveries (idempotently); returns recipient -> notification id."""
     campaign, template = ctx.campaign, ctx.template
-    if ended:
-        decisions = {p.id: [routing.Decision(c, routing.SUPPRESS, ENDED) for c in ctx.channels] for p in people}
-    else:
-        facts = load_facts(people, ctx.channels, template.type == "marketing", now)
-        cap = current_app.config["MARKETING_CAP_PER_HOUR"]
-        decisions = {p.id: routing.route(ctx.note, facts[p.id], now, cap) for p in people}
+    decisions = ({p.id: [routing.Decision(c, routing.SUPPRESS, ENDED) for c in ctx.channels] for p in people}
+                 if ended else route_people(ctx.note, people, now))
 
-    notification_rows, failures = [], {}
-    for person in people:
-        row = {"id": new_notification_id(), "recipient_id": person.id, "type": template.type,
-               "category": template.category, "priority": ctx.priority, "template_key": template.key,
-               "template_version": campaign.template_version, "title": None, "body": None, "data": {},
-               "channels": ctx.channels, "status": "routed", "created_at": now, "routed_at": now,
-               "campaign_id": campaign.id}
-        if "in_app" in ctx.channels:
-            # The inbox shows the stored title/body, so the in-app variant is rendered into the row.
-            try:
-                content = ctx.renderer.render("in_app", person.locale, person.context(row))
-                row["title"], row["body"] = content["title"], content["body"]
-            except RenderError as error:
-                failures[(person.id, "in_app")] = str(error)
-        notification_rows.append(row)
+    notification_rows, failures = notification_rows_for(ctx, people, now)
     # Rows this run created carry this run's ``now``: that tells them apart from a previous run's.
     inserted = insert_ignoring_conflicts(Notification, notification_rows, ["campaign_id", "recipient_id"])
     if inserted == len(notification_rows):
@@ -227,187 +195,67 @@ def create_rows(ctx: Context, people: list[Person], now: datetime, ended: bool) 
     pipe.execute()
     if created and template.type == "marketing":
         record_marketing_sends({p.id: ids[p.id] for p in people if any(d.action != routing.SUPPRESS for d in decisions[p.id])}, now)
-    schedule_deferred(campaign.id, deferred)
+    schedule_deferred(ctx.priority, deferred)
     return ids
 
 
-def schedule_deferred(campaign_id: int, deferred: dict[datetime, list[int]]) -> None:
-    """Quiet-hours deliveries go in one job per minute of release (and per 1000), never one job per delivery."""
-    from jobs.campaigns import enqueue_deliveries
+def notification_rows_for(ctx: Context, people: list[Person], now: datetime) -> tuple[list[dict], dict]:
+    """The batch's notification rows (origin ``campaign:<id>``), with the in-app content rendered into them
+    (the inbox shows the stored title/body); and the (recipient, channel) pairs whose content would not render."""
+    campaign, template = ctx.campaign, ctx.template
+    notification_rows, failures = [], {}
+    for person in people:
+        row = {"id": new_notification_id(), "recipient_id": person.id, "type": template.type,
+               "category": template.category, "priority": ctx.priority, "template_key": template.key,
+               "template_version": campaign.template_version, "title": None, "body": None, "data": {},
+               "channels": ctx.channels, "status": "routed", "created_at": now, "routed_at": now,
+               "campaign_id": campaign.id, "origin": origin.of_campaign(campaign.id)}
+        if inbox_channel() in ctx.channels:
+            # The inbox shows the stored title/body, so the in-app variant is rendered into the row.
+            try:
+                content = ctx.renderer.render(inbox_channel(), person.locale, render_context(person, SimpleNamespace(**row)))
+                row["title"], row["body"] = content["title"], content["body"]
+            except RenderError as error:
+                failures[(person.id, inbox_channel())] = str(error)
+        notification_rows.append(row)
+    return notification_rows, failures
 
+
+def schedule_deferred(priority: str, deferred: dict[datetime, list[int]]) -> None:
+    """Quiet-hours deliveries go in one job per minute of release (and per 1000), never one job per delivery."""
     by_minute: dict[datetime, list[int]] = defaultdict(list)
     for at, delivery_ids in deferred.items():
         minute = at.replace(second=0, microsecond=0) + (timedelta(minutes=1) if at.second or at.microsecond else timedelta(0))
         by_minute[minute].extend(delivery_ids)
     for at, delivery_ids in sorted(by_minute.items()):
-        for start in range(0, len(delivery_ids), 1000):
-            enqueue_deliveries(campaign_id, delivery_ids[start:start + 1000], at)
-
-
-# -- sending -----------------------------------------------------------------------------------
-
-def _stopped(campaign_id: int) -> str | None:
-    status = campaign_status(campaign_id)
-    return status if status in (PAUSED, CANCELLED) else None
-
-
-def send_pending(ctx: Context, people_by_id: dict[int, Person], notification_ids: dict[int, str] | None = None,
-                 delivery_ids: list[int] | None = None) -> str:
-    """Send the batch's due PENDING deliveries (or the given ones), channel by channel.
-
-    Returns "sent", "paused", "cancelled" or "waiting" (a channel was busy; the caller's job was re-queued).
-    """
-    campaign_id = ctx.campaign.id
-    for channel in ctx.channels:
-        stopped = _stopped(campaign_id)
-        if stopped == CANCELLED:
-            cancel_pending(campaign_id, notification_ids, delivery_ids)
-            return "cancelled"
-        if stopped:
-            return "paused"
-        now = utcnow()
-        if ctx.campaign.ends_at is not None and now >= ctx.campaign.ends_at:
-            end_pending(campaign_id, notification_ids, delivery_ids, now)
-            return "sent"
-        scope = (Delivery.notification_id.in_(list(notification_ids.values())) if notification_ids is not None
-                 else Delivery.id.in_(delivery_ids))
-        if channel == "in_app":
-            send_in_app(ctx, scope, now)
-        elif not send_channel(ctx.sender(), channel, scope, people_by_id, now):
-            return "waiting"
-    return "sent"
-
-
-def send_in_app(ctx: Context, scope, now: datetime) -> int:
-    """The in-app send is a database row: one conditional UPDATE for the batch, then pipelined publishes."""
-    won = db.session.execute(
-        update(Delivery).where(scope, Delivery.channel == "in_app", due(now))
-        .values(status=DELIVERED, provider="herald", attempts=Delivery.attempts + 1, claimed_at=now,
-                dispatched_at=now, delivered_at=now, updated_at=now)
-        .returning(Delivery.id, Delivery.notification_id)
-    ).all()
-    if not won:
-        db.session.commit()
-        return 0
-    notification_ids = [n for _d, n in won]
-    db.session.execute(update(Notification).where(Notification.id.in_(notification_ids), Notification.inbox_at.is_(None))
-                       .values(inbox_at=now))
-    db.session.execute(insert(DeliveryEvent), [{"delivery_id": d, "status": DELIVERED, "detail": "inbox", "created_at": now}
-                                              for d, _n in won])
-    rows = db.session.execute(select(Notification.id, Notification.recipient_id, Notification.title)
-                              .where(Notification.id.in_(notification_ids))).all()
-    db.session.commit()
-    pipe = get_redis().pipeline(transaction=False)
-    for notification_id, recipient_id, title in rows:
-        publish_to_user(recipient_id, "notification", {"id": notification_id, "title": title,
-                                                       "category": ctx.template.category},
-                        event_id=notification_id, pipeline=pipe)
-    progress.add(pipe, ctx.campaign.id, {"sent:in_app": len(won)})
-    pipe.execute()
-    return len(won)
-
-
-def send_deliveries(campaign_id: int, delivery_ids: list[int]) -> str:
-    """Send given deliveries of a campaign (quiet hours ended, a provider asked to wait). Idempotent."""
-    campaign = db.session.get(Campaign, campaign_id)
-    if campaign is None:
-        return "missing"
-    if campaign.status == CANCELLED:
-        cancel_pending(campaign_id, None, delivery_ids)
-        return "cancelled"
-    if campaign.status == PAUSED:
-        from jobs.campaigns import enqueue_deliveries
-
-        enqueue_deliveries(campaign_id, delivery_ids, utcnow() + timedelta(seconds=30))  # checked again later
-        return "paused"
-    ctx = campaign_context(campaign)
-    outcome = send_pending(ctx, people_by_id={}, delivery_ids=delivery_ids)
-    if outcome == "waiting":
-        from jobs.campaigns import enqueue_deliveries
-
-        enqueue_deliveries(campaign_id, delivery_ids, utcnow() + timedelta(seconds=1 + random.random()))
-    finish_if_complete(campaign_id)
-    return outcome
+        deliver_later(delivery_ids, priority, at)
 
 
 # -- stopping ----------------------------------------------------------------------------------
 
-def _suppress_pending(campaign_id: int, notification_ids: dict[int, str] | None, delivery_ids: list[int] | None,
-                      reason: str, now: datetime) -> int:
-    if notification_ids is not None:
-        scope = Delivery.notification_id.in_(list(notification_ids.values()))
-    elif delivery_ids is not None:
-        scope = Delivery.id.in_(delivery_ids)
-    else:
-        scope = Delivery.notification_id.in_(select(Notification.id).where(Notification.campaign_id == campaign_id))
+def cancel_pending(campaign_id: int) -> int:
+    """Nothing unsent goes out after a cancel: PENDING deliveries become SUPPRESSED campaign_cancelled.
+
+    (The pipeline re-checks the campaign before every send too, so a delivery queued elsewhere is caught there.)
+    """
+    now = utcnow()
+    scope = Delivery.notification_id.in_(select(Notification.id).where(Notification.campaign_id == campaign_id))
     stopped = db.session.execute(
         update(Delivery).where(scope, Delivery.status == PENDING)
-        .values(status=SUPPRESSED, reason=reason, updated_at=now).returning(Delivery.id)
+        .values(status=SUPPRESSED, reason=CANCELLED_REASON, updated_at=now).returning(Delivery.id)
     ).scalars().all()
     if stopped:
-        db.session.execute(insert(DeliveryEvent), [{"delivery_id": d, "status": SUPPRESSED, "detail": reason,
+        db.session.execute(insert(DeliveryEvent), [{"delivery_id": d, "status": SUPPRESSED, "detail": CANCELLED_REASON,
                                                     "created_at": now} for d in stopped])
     db.session.commit()
     if stopped:
         pipe = get_redis().pipeline(transaction=False)
-        progress.add(pipe, campaign_id, {f"suppressed:{reason}": len(stopped)})
+        progress.add(pipe, campaign_id, {f"suppressed:{CANCELLED_REASON}": len(stopped)})
         pipe.execute()
     return len(stopped)
-
-
-def cancel_pending(campaign_id: int, notification_ids=None, delivery_ids=None) -> int:
-    """Nothing unsent goes out after a cancel: PENDING deliveries become SUPPRESSED campaign_cancelled."""
-    return _suppress_pending(campaign_id, notification_ids, delivery_ids, CANCELLED_REASON, utcnow())
-
-
-def end_pending(campaign_id: int, notification_ids, delivery_ids, now: datetime) -> int:
-    return _suppress_pending(campaign_id, notification_ids, delivery_ids, ENDED, now)
 
 
 def _close_batch(batch: CampaignBatch, status: str) -> None:
     db.session.execute(update(CampaignBatch).where(CampaignBatch.id == batch.id, CampaignBatch.status == BATCH_PENDING)
                        .values(status=status, done_at=utcnow()))
     db.session.commit()
-
-
-def finish_if_complete(campaign_id: int) -> bool:
-    """A running campaign is finished once no batch waits and no delivery of it is still to be sent."""
-    if db.session.scalar(select(CampaignBatch.id).where(CampaignBatch.campaign_id == campaign_id,
-                                                        CampaignBatch.status == BATCH_PENDING).limit(1)) is not None:
-        return False
-    unsent = db.session.scalar(select(Delivery.id).join(Notification, Notification.id == Delivery.notification_id).where(
-        Notification.campaign_id == campaign_id, Delivery.status.in_((PENDING, SENDING))).limit(1))
-    if unsent is not None:
-        return False
-    now = utcnow()
-    done = db.session.execute(update(Campaign).where(Campaign.id == campaign_id, Campaign.status == RUNNING)
-                              .values(status=FINISHED, finished_at=now, updated_at=now)).rowcount
-    db.session.commit()
-    if done:
-        progress.set_status(campaign_id, FINISHED)
-    return bool(done)
-
-
-def delivery_counts(campaign_id: int) -> dict[str, int]:
-    """The counters rebuilt from the database (when Redis lost them): same field names."""
-    counts: dict[str, int] = {}
-    rows = db.session.execute(
-        select(Delivery.channel, Delivery.status, Delivery.reason, func.count())
-        .join(Notification, Notification.id == Delivery.notification_id)
-        .where(Notification.campaign_id == campaign_id)
-        .group_by(Delivery.channel, Delivery.status, Delivery.reason)
-    ).all()
-    for channel, status, reason, count in rows:
-        if status in (DISPATCHED, DELIVERED):
-            field = f"sent:{channel}"
-        elif status == SUPPRESSED:
-            field = f"suppressed:{reason}"
-        elif status == FAILED:
-            field = "failed"
-        else:
-            continue
-        counts[field] = counts.get(field, 0) + count
-    counts["notified"] = db.session.scalar(select(func.count()).select_from(Notification)
-                                           .where(Notification.campaign_id == campaign_id)) or 0
-    return counts
-

@@ -104,6 +104,8 @@ class Channel:
     address_case_sensitive: ClassVar[bool] = True
     platforms: ClassVar[frozenset[str]] = frozenset()   # device platforms it sends to
     external: ClassVar[bool] = True
+    # The inbox's channel: its content is rendered into the notification row, which is what the inbox shows.
+    is_inbox: ClassVar[bool] = False
     interrupts: ClassVar[bool] = False              # waits out the recipient's quiet hours
     marketing_needs_opt_in: ClassVar[bool] = False  # marketing only after an explicit opt-in
     content_fields: ClassVar[tuple[str, ...]] = ()  # the fields a template variant provides
@@ -182,6 +184,17 @@ def in_send_order(names: Iterable[str]) -> list[str]:
     """The known channels among ``names``, in the order a notification's channels are sent."""
     wanted = set(names)
     return [cls.name for cls in sorted(_REGISTRY.values(), key=lambda cls: cls.send_order) if cls.name in wanted]
+
+
+def inbox_channel() -> str:
+    """The name of the channel whose content is the inbox entry."""
+    return next(cls.name for cls in _REGISTRY.values() if cls.is_inbox)
+
+
+def send_rank(name: str) -> int:
+    """Where a channel comes in a notification's send order; a channel with no adapter comes last."""
+    cls = _REGISTRY.get(name)
+    return cls.send_order if cls else len(_REGISTRY)
 
 
 def in_list_order(names: Iterable[str]) -> list[str]:

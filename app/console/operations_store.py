@@ -20,7 +20,7 @@ from app.delivery.constants import FAILED, PENDING
 from app.extensions import db
 from app.models import ApiKey, Delivery, DeliveryEvent, Notification, Recipient
 from app.models.types import utcnow
-from jobs.delivery import dispatch_delivery, enqueue
+from app.tasks import deliver_later
 from jobs.queues import queue_depths
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,9 @@ def _revive(ids: list[int], actor, now: datetime) -> list[tuple[int, str]]:
 
 
 def _dispatch(revived: list[tuple[int, str]]) -> None:
+    """Hand revived deliveries to the pipeline, which re-checks their origin (a cancelled campaign sends nothing)."""
     for delivery_id, priority in revived:
-        enqueue(dispatch_delivery, delivery_id, priority=priority)
+        deliver_later([delivery_id], priority)
 
 
 def retry_dead_letter(delivery_id: int, actor) -> bool:

@@ -23,7 +23,7 @@ from app.delivery.rendering import (
 )
 from app.delivery.sms import count_segments
 from app.models import Notification, Recipient
-from jobs.delivery import render_context
+from app.pipeline.facts import render_context
 
 
 def _fields_of(variants: dict):

@@ -47,6 +47,9 @@ class Notification(db.Model):
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Campaign sends only; with the unique (campaign, recipient) index it makes fan-out re-runs insert nothing twice.
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="SET NULL"))
+    # Who made it: "api", "campaign:<id>" or "rule:<id>" -- the pipeline re-checks that origin's policy before
+    # every send (app/pipeline/origin.py).
+    origin: Mapped[str] = mapped_column(String(64), default="api", server_default="api")
 
     deliveries: Mapped[list[Delivery]] = relationship(
         back_populates="notification", cascade="all, delete-orphan", passive_deletes=True, order_by="Delivery.id"

@@ -5,7 +5,7 @@ only counts: decryption of every payload is proven by
 tests/integration/test_webpush.py. What is timed is everything one worker
 does per subscription -- send-time SSRF check, RFC 8291 encryption, the
 cached VAPID header, breaker and health counters in Redis, the HTTP POST --
-through ``app.batch_send.send_messages`` with the adapter's ``concurrent_sends``
+through ``app.pipeline.sending.send_messages`` with the adapter's ``concurrent_sends``
 requests in flight, exactly as a campaign or rule batch sends.
 `make bench` runs 10,000 subscriptions per mode; the default run a smoke size.
 """
@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from app.channels import DeviceTarget, Message, Outcome, close_all
-from app.batch_send import send_messages
+from app.pipeline.sending import send_messages
 from app.channels.web_push import WebPushChannel
 from tests.bench.harness import machine
 from tests.conftest import PROJECT_ROOT, free_port, wait_for_port

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 
-from app.batch_send import send_messages
+from app.pipeline.sending import send_messages
 from app.channels import Message, Outcome, Result
 from app.channels.base import Channel
 from app.channels.push import MobilePush

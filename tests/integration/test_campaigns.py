@@ -188,9 +188,9 @@ def test_pause_between_channels_keeps_the_rest_pending_and_resume_sends_it_once(
     store.launch(campaign, marketer)
     plan_campaign(cid)
     batch = db.session.scalar(select(CampaignBatch))
-    from app.campaigns import fanout
+    from app.pipeline import deliver as pipeline
 
-    real = fanout.send_in_app
+    real = pipeline.send_in_app
 
     def in_app_then_pause(*args):
         sent = real(*args)
@@ -198,9 +198,9 @@ def test_pause_between_channels_keeps_the_rest_pending_and_resume_sends_it_once(
         db.session.commit()
         return sent
 
-    monkeypatch.setattr(fanout, "send_in_app", in_app_then_pause)
+    monkeypatch.setattr(pipeline, "send_in_app", in_app_then_pause)
     assert run_batch(cid, batch.id) == "paused"
-    monkeypatch.setattr(fanout, "send_in_app", real)
+    monkeypatch.setattr(pipeline, "send_in_app", real)
     assert smtp_server.messages == []
     assert db.session.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == "PENDING")) == 5
 

@@ -154,20 +154,21 @@ def test_dead_letter_list_shows_failed_ones_with_their_error(admin):
 
 def test_retrying_a_dead_letter_really_sends_it(admin, run_jobs, smtp_server):
     delivery = dead_email(make_recipient(email="ana@example.com"))
-    response = admin.post(f"/console/operations/dead-letters/{delivery.id}/retry")
+    delivery_id = delivery.id  # the in-process worker ends the session: keep the id, not the object
+    response = admin.post(f"/console/operations/dead-letters/{delivery_id}/retry")
     assert response.status_code == 302
-    retried = fresh(delivery.id)
+    retried = fresh(delivery_id)
     assert (retried.status, retried.attempts, retried.dead_lettered_at) == ("PENDING", 6, None)
 
     run_jobs()
-    sent = fresh(delivery.id)
+    sent = fresh(delivery_id)
     assert sent.status == "DISPATCHED" and sent.attempts == 7
     assert [m["To"] for m in smtp_server.messages] == ["ana@example.com"]
-    details = db.session.scalars(select(DeliveryEvent.detail).where(DeliveryEvent.delivery_id == delivery.id)
+    details = db.session.scalars(select(DeliveryEvent.detail).where(DeliveryEvent.delivery_id == delivery_id)
                                  .order_by(DeliveryEvent.id)).all()
     assert details[0] == f"retried by {ADMIN}"
     [entry] = audit("delivery.retry")
-    assert entry.target_id == str(delivery.id) and entry.before["status"] == "FAILED" and entry.before["dead_lettered_at"]
+    assert entry.target_id == str(delivery_id) and entry.before["status"] == "FAILED" and entry.before["dead_lettered_at"]
     assert entry.after == {"status": "PENDING", "dead_lettered_at": None, "error_code": "smtp_connection", "attempts": 6}
 
 

@@ -70,9 +70,10 @@ def test_twenty_concurrent_dispatchers_send_once(app, smtp_server):
 
 def test_live_claim_is_not_stolen_but_an_expired_one_is_redriven_with_the_same_key(app, smtp_server):
     delivery_id = routed_email_delivery(app)
-    from jobs.delivery import claim
+    from app.pipeline.claims import claim
 
-    assert claim(delivery_id, utcnow(), lease_seconds=60)  # a worker claimed it, then died before sending
+    assert claim([delivery_id], utcnow(), 60) == {delivery_id: 1}  # a worker claimed it, then died before sending
+    db.session.commit()
     assert dispatch_delivery(delivery_id) == "not-claimed"   # lease still running: hands off
     assert smtp_server.messages == []
     app.config["DISPATCH_LEASE_SECONDS"], saved = 0, app.config["DISPATCH_LEASE_SECONDS"]

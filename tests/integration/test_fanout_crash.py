@@ -13,7 +13,7 @@ from rq.registry import StartedJobRegistry
 from sqlalchemy import func, insert, select
 
 from app.campaigns import store
-from app.batch_send import SEND_CHUNK
+from app.channels import channel_class
 from app.extensions import db
 from app.models import Campaign, CampaignBatch, Delivery, Notification, Recipient
 from app.models.types import utcnow
@@ -33,7 +33,9 @@ def test_sigkilled_batch_reruns_without_a_second_notification_inbox_entry_or_unr
          "attributes": {}, "hard_stop": False, "created_at": now, "updated_at": now} for n in range(COUNT)])
     db.session.commit()
     marketer = make_staff(email="mia@example.com", role="marketer")
-    template = make_template("flash", type="marketing", category="promo", variants={"en": {
+    # Transactional: what was in flight at the kill goes again (at least once). A marketing campaign's in-flight
+    # sends are left UNCERTAIN instead (at most once): tests/integration/test_crash_window.py.
+    template = make_template("flash", type="transactional", category="promo", variants={"en": {
         "in_app": {"title": "Flash sale", "body": "Today only"},
         "email": {"subject": "Flash sale", "html": "<p>Today only</p>", "text": "Today only"}}})
     campaign = store.create_campaign(store.CampaignFields(
@@ -92,6 +94,7 @@ def test_sigkilled_batch_reruns_without_a_second_notification_inbox_entry_or_unr
         select(Notification.id).where(Notification.campaign_id == campaign_id))}
     assert set(received) == expected, "every email arrived"
     repeats = sum(count - 1 for count in received.values())
-    # Only the chunk in flight at the kill can be sent again, and with the same Message-ID
-    # (the delivery's idempotency key), so a receiver recognises the copy.
-    assert repeats <= SEND_CHUNK, f"{repeats} emails repeated: more than the one chunk that was in flight"
+    # Only what was in flight at the kill (the channel's concurrency) can be sent again, and with the same
+    # Message-ID (the delivery's idempotency key), so a receiver recognises the copy.
+    in_flight = channel_class("email").concurrent_sends
+    assert repeats <= in_flight, f"{repeats} emails repeated: more than the {in_flight} in flight"

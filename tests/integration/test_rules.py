@@ -13,7 +13,7 @@ from app.models.rules import EXPIRED, SENT
 from app.models.rules import SUPPRESSED as CLAIM_SUPPRESSED
 from app.recipients import erase_recipient
 from app.rules.evaluate import dry_run, evaluate_rule
-from app.rules.send import dispatch_batch
+from app.pipeline.deliver import deliver
 from app.rules.windows import idempotency_key
 from tests.factories import make_recipient, make_template
 
@@ -316,7 +316,7 @@ def test_push_batches_recheck_the_window_before_calling_the_provider(app, record
     delivery = db.session.scalar(select(Delivery).where(Delivery.channel == "push"))
     assert delivery.status == "PENDING"
     # The job runs late, at 19:05 local: it must not call the provider.
-    assert dispatch_batch(rule, [delivery.id], at("Europe/Lisbon", 2026, 6, 15, 19, 5))["late"] == 1
+    assert deliver([delivery.id], at("Europe/Lisbon", 2026, 6, 15, 19, 5)).counts["suppressed:outside_send_window"] == 1
     assert recorded_push == []
     db.session.refresh(delivery)
     assert (delivery.status, delivery.reason) == ("SUPPRESSED", "outside_send_window")
@@ -332,8 +332,8 @@ def test_push_batch_sends_once_with_the_claim_derived_key(app, recorded_push):
     nine = at("Europe/Lisbon", 2026, 6, 15, 9)
     evaluate_rule(rule, nine)
     delivery = db.session.scalar(select(Delivery).where(Delivery.channel == "push"))
-    assert dispatch_batch(rule, [delivery.id], nine)["sent"] == 1
-    assert dispatch_batch(rule, [delivery.id], nine)["sent"] == 0  # a re-run job finds nothing to claim
+    assert deliver([delivery.id], nine).counts["sent:push"] == 1
+    assert deliver([delivery.id], nine).counts["sent:push"] == 0  # a re-run job finds nothing to claim
     note = db.session.get(Notification, delivery.notification_id)
     assert [m.idempotency_key for m in recorded_push] == [f"herald-{note.id}-push"]
     assert recorded_push[0].content == {"title": "Low balance", "body": "Your balance is 20"}

@@ -13,7 +13,7 @@ from app.models.rules import SUPPRESSED as CLAIM_SUPPRESSED
 from app.models.types import utcnow
 from app.redis_client import get_redis, key
 from app.rules.evaluate import evaluate_rule
-from app.rules.send import dispatch_batch, notification_id_for, rule_of
+from app.pipeline.deliver import deliver
 from jobs.maintenance import redrive_stuck_work
 from jobs.queues import get_queue
 from tests.integration.test_rules import at, low, make_rule
@@ -31,19 +31,19 @@ def with_phone(person, token: str):
     return person
 
 
-def test_a_push_deferred_past_quiet_hours_waits_in_the_rules_batch_job(app):
+def test_a_push_deferred_past_quiet_hours_waits_in_a_pipeline_job_for_its_time(app):
     rule = make_rule(channels=["in_app", "push"])
     with_phone(low("Europe/Lisbon", quiet_start=time(8), quiet_end=time(10)), "tok-q")
     evaluate_rule(rule, at("Europe/Lisbon", 2027, 6, 15, 9))
     push = db.session.scalar(select(Delivery).where(Delivery.channel == "push"))
     assert push.not_before == at("Europe/Lisbon", 2027, 6, 15, 10)
     calls = queued_calls()
-    # Released through the rule's job (which re-checks the window), never the single-send path.
-    assert ("dispatch_rule_deliveries", (rule.id, [push.id])) in calls
-    assert not [c for c in calls if c[0] == "dispatch_delivery"]
+    # Released through the pipeline's job, which re-checks the rule's window by the notification's origin.
+    assert ("deliver", ([push.id],)) in calls
+    assert db.session.get(Notification, push.notification_id).origin == f"rule:{rule.id}"
 
 
-def test_reaper_hands_a_stuck_rule_delivery_back_to_the_rule_and_it_is_not_sent_outside_the_window(app, recorded_push):
+def test_reaper_hands_a_stuck_rule_delivery_to_the_pipeline_and_it_is_not_sent_outside_the_window(app, recorded_push):
     rule = make_rule(channels=["push"])
     with_phone(low("Europe/Lisbon"), "tok-r")
     nine = at("Europe/Lisbon", 2026, 6, 15, 9)
@@ -56,11 +56,11 @@ def test_reaper_hands_a_stuck_rule_delivery_back_to_the_rule_and_it_is_not_sent_
     get_redis().flushdb()
 
     assert redrive_stuck_work(utcnow(), lease_seconds=60)["deliveries"] == 1  # (it ends the session)
-    assert queued_calls() == [("dispatch_rule_deliveries", (rule_id, [push_id]))]
+    assert queued_calls() == [("deliver", ([push_id],))]
     rule, push = db.session.get(Rule, rule_id), db.session.get(Delivery, push_id)
 
     # The re-drive runs at 21:00 Lisbon: too late, suppressed, the provider never called.
-    assert dispatch_batch(rule, [push.id], at("Europe/Lisbon", 2026, 6, 15, 21))["late"] == 1
+    assert deliver([push.id], at("Europe/Lisbon", 2026, 6, 15, 21)).counts["suppressed:outside_send_window"] == 1
     db.session.refresh(push)
     assert (push.status, push.reason) == ("SUPPRESSED", "outside_send_window") and recorded_push == []
 
@@ -74,12 +74,12 @@ def test_reaper_redrive_inside_the_window_sends_once_with_the_same_key(app, reco
     push.status, push.claimed_at, push.attempts = "SENDING", nine, 1
     db.session.commit()
     later = nine + timedelta(minutes=20)  # lease (10 min) over, still inside the window
-    assert dispatch_batch(rule, [push.id], later)["sent"] == 1
-    assert dispatch_batch(rule, [push.id], later)["sent"] == 0
+    assert deliver([push.id], later).counts["sent:push"] == 1
+    assert deliver([push.id], later).counts["sent:push"] == 0
     assert [m.idempotency_key for m in recorded_push] == [f"herald-{push.notification_id}-push"]
 
 
-def test_a_failed_push_retries_through_the_rules_job(app, monkeypatch):
+def test_a_failed_push_retries_through_the_pipeline_job(app, monkeypatch):
     from app.channels import Outcome, Result, base
     from app.channels.push import MobilePush
 
@@ -98,20 +98,11 @@ def test_a_failed_push_retries_through_the_rules_job(app, monkeypatch):
     evaluate_rule(rule, nine)
     push_id = db.session.scalar(select(Delivery.id).where(Delivery.channel == "push"))
     get_redis().flushdb()
-    assert dispatch_batch(rule, [push_id], nine)["failed"] == 0
+    assert deliver([push_id], nine).counts["failed"] == 0
     push = db.session.get(Delivery, push_id)
     assert (push.status, push.attempts) == ("PENDING", 1) and push.not_before is not None
-    # The backoff retry is the rule's job again (window re-checked when it runs), not the single-send path.
-    assert queued_calls() == [("dispatch_rule_deliveries", (rule.id, [push_id]))]
-
-
-def test_only_rule_made_notifications_are_read_as_rule_work():
-    key_ = "rule:7:42:2026-06-15"
-    assert rule_of(notification_id_for(key_), key_) == 7
-    # An API caller may pick that idempotency key; its notification id is random, so it stays single-send work.
-    assert rule_of("0123456789abcdef0123456789abcdef", key_) is None
-    assert rule_of(notification_id_for("order-1"), "order-1") is None
-    assert rule_of("x", None) is None
+    # The backoff retry is the pipeline's job (the rule's window re-checked by origin when it runs).
+    assert queued_calls() == [("deliver", ([push_id],))]
 
 
 @pytest.mark.parametrize("already_sent, expected", [(2, "sent"), (3, CLAIM_SUPPRESSED)])

@@ -19,16 +19,6 @@ from app.channels import base
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = ("app", "jobs")
 
-# Files being rewritten by the one-delivery-pipeline work; they move to the registry calls with that rewrite
-# (listed in the registry branch's report). Remove a line here once its file is clean.
-NOT_YET_ON_THE_REGISTRY = {
-    "app/batch_send.py",
-    "app/campaigns/fanout.py",
-    "app/rules/send.py",
-    "jobs/delivery.py",
-}
-
-
 def test_every_adapter_declares_what_the_registry_answers():
     for cls in channels.channel_classes():
         assert cls.label and isinstance(cls.order, int) and isinstance(cls.send_order, int), cls
@@ -126,7 +116,7 @@ def _findings(check) -> dict[str, list[int]]:
     found = {}
     for path in sorted(p for folder in SCANNED for p in (ROOT / folder).rglob("*.py")):
         relative = path.relative_to(ROOT).as_posix()
-        if relative.startswith("app/channels/") or relative in NOT_YET_ON_THE_REGISTRY:
+        if relative.startswith("app/channels/"):
             continue
         lines = check(path.read_text(), names)
         if lines:
@@ -150,11 +140,6 @@ def test_nothing_outside_the_registry_compares_a_value_to_a_channel_name():
 
 def test_the_channel_list_is_spelled_out_only_in_the_registry():
     assert _findings(spelled_out_channel_lists) == {}, "use app.channels.channel_names() and friends"
-
-
-@pytest.mark.parametrize("relative", sorted(NOT_YET_ON_THE_REGISTRY))
-def test_allow_listed_files_exist(relative):
-    assert (ROOT / relative).exists(), f"{relative} is gone: drop it from NOT_YET_ON_THE_REGISTRY"
 
 
 def test_registry_functions_are_exported_from_the_package():

@@ -1,0 +1,63 @@
+"""Background work is enqueued here, by the job's dotted name: code in ``app/`` never imports ``jobs/``.
+
+One RQ queue per priority; workers listen in :data:`QUEUE_NAMES` order, so
+critical never waits behind low. Each job's timeout and retry are declared
+once, in :data:`JOBS`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from rq import Queue, Retry
+
+from app.config import QUEUE_NAMES
+from app.models.types import utcnow
+from app.redis_client import get_redis
+
+FAILURE_TTL = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    timeout: int
+    retry: Retry | None = None
+    result_ttl: int = 600
+
+
+# RQ re-runs a job whose worker died (StartedJobRegistry cleanup) while it has retries left.
+_RETRY = Retry(max=3, interval=[1, 5, 30])
+JOBS = {
+    "jobs.delivery.route_notification": JobSpec(300, _RETRY),
+    "jobs.delivery.deliver": JobSpec(300, _RETRY),
+}
+DEFAULT_JOB = JobSpec(300, _RETRY)
+
+
+def get_queue(name: str) -> Queue:
+    if name not in QUEUE_NAMES:
+        raise ValueError(f"unknown queue {name!r}; expected one of {', '.join(QUEUE_NAMES)}")
+    return Queue(name, connection=get_redis())
+
+
+def options(func: str) -> dict:
+    spec = JOBS.get(func, DEFAULT_JOB)
+    return {"retry": spec.retry, "job_timeout": spec.timeout, "failure_ttl": FAILURE_TTL, "result_ttl": spec.result_ttl}
+
+
+def enqueue(func: str, *args, priority: str = "normal", at: datetime | None = None):
+    """Queue ``func`` (a dotted name) on the ``priority`` queue, now or at ``at``."""
+    queue = get_queue(priority)
+    if at is not None and at > utcnow():
+        return queue.enqueue_at(at, func, *args, **options(func))
+    # One round trip: on its own, RQ sends the queue registration and the job in two transactions.
+    with queue.connection.pipeline() as pipe:
+        job = queue.enqueue(func, *args, pipeline=pipe, **options(func))
+        pipe.execute()
+    return job
+
+
+def deliver_later(delivery_ids: list[int], priority: str, at: datetime | None = None, chunk: int = 1000) -> None:
+    """Hand deliveries to the pipeline's job, in chunks."""
+    for start in range(0, len(delivery_ids), chunk):
+        enqueue("jobs.delivery.deliver", delivery_ids[start:start + chunk], priority=priority, at=at)
