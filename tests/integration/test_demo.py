@@ -12,10 +12,10 @@ from app.delivery.rendering import RenderError, renderer_for
 from app.demo import ADMIN_EMAIL, DEMO_RULE_NAME, MARKETER_EMAIL, RECIPIENT_COUNT, credentials_path, read_credentials
 from app.extensions import db
 from app.models import ApiKey, Device, Notification, Preference, Recipient, Rule, StaffUser, Template
-from app.rules.evaluate import dry_run, evaluate_rule
+from app.pipeline.facts import render_context
 from app.render_checks import probe_notification
+from app.rules.evaluate import dry_run, evaluate_rule
 from app.rules.windows import country_zones
-from jobs.delivery import render_context
 
 REQUIRED_TIME_ZONES = {
     "Asia/Singapore", "America/Los_Angeles", "Pacific/Auckland", "Pacific/Kiritimati",
