@@ -328,7 +328,8 @@ class FieldError(BaseModel):
 class ErrorBody(BaseModel):
     code: str
     message: str
-    fields: list[FieldError] | None = None
+    fields: list[FieldError] | None = Field(None, description="400: every bad field")
+    missing_scope: str | None = Field(None, description="403: the scope the API key lacks")
 
 
 class ErrorResponse(BaseModel):

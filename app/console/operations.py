@@ -18,10 +18,12 @@ from limits import parse as parse_rate_limit
 from redis.exceptions import RedisError
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import selectinload
-from wtforms import StringField
+from wtforms import SelectMultipleField, StringField
+from wtforms.widgets import CheckboxInput, ListWidget
 from wtforms.validators import DataRequired, Length, ValidationError
 
 from app.api.keys import create_api_key, revoke
+from app.api.scopes import DEFAULT_SCOPES, SCOPES
 from app.auth import admin_required
 from app.console import bp
 from app.console.audit import Page, page_number, page_of, record_change
@@ -224,6 +226,9 @@ class ApiKeyForm(FlaskForm):
                                            Length(max=255)])
     rate_limit = StringField("Rate limit", default=DEFAULT_RATE_LIMIT,
                              validators=[DataRequired("Give a rate limit."), Length(max=64), _rate_limit_validator])
+    scopes = SelectMultipleField("Scopes", choices=[(name, f"{name} — {meaning}") for name, meaning in SCOPES.items()],
+                                 default=list(DEFAULT_SCOPES), widget=ListWidget(prefix_label=False),
+                                 option_widget=CheckboxInput(), validators=[DataRequired("Choose at least one scope.")])
 
 
 class RateLimitForm(FlaskForm):
@@ -233,12 +238,12 @@ class RateLimitForm(FlaskForm):
 
 def _key_snapshot(api_key: ApiKey) -> dict:
     return {"name": api_key.name, "prefix": api_key.prefix, "rate_limit": api_key.rate_limit,
-            "revoked_at": api_key.revoked_at}
+            "scopes": api_key.scopes, "revoked_at": api_key.revoked_at}
 
 
-def create_key(name: str, rate_limit: str, actor) -> tuple[ApiKey, str]:
+def create_key(name: str, rate_limit: str, actor, scopes: list[str]) -> tuple[ApiKey, str]:
     """Create a key and audit it. ``create_api_key`` commits on its own, so the entry follows at once."""
-    api_key, plaintext = create_api_key(name, rate_limit)
+    api_key, plaintext = create_api_key(name, rate_limit, scopes)
     record_change(actor, "api_key.create", "api_key", api_key.id, None, _key_snapshot(api_key))
     db.session.commit()
     return api_key, plaintext
@@ -354,7 +359,7 @@ def api_key_create():
     form = ApiKeyForm()
     if not form.validate():
         return _render_keys(form, 400)
-    api_key, plaintext = create_key(form.name.data.strip(), form.rate_limit.data, current_user)
+    api_key, plaintext = create_key(form.name.data.strip(), form.rate_limit.data, current_user, form.scopes.data)
     # The plaintext exists only in this response: it is never stored, so it is shown here once.
     response = render_template("console/operations/api_key_created.html", api_key=api_key, plaintext=plaintext)
     return response, 201, {"Cache-Control": "no-store"}
