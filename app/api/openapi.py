@@ -7,6 +7,7 @@ from pydantic.json_schema import models_json_schema
 
 from app import schemas
 from app.api.scopes import SCOPES
+from app.inbox.store import CURSOR_PATTERN, MAX_LIMIT
 from app.rules import schemas as rule_schemas
 
 REF = "#/components/schemas/{model}"
@@ -15,18 +16,25 @@ SECURITY_DESCRIPTION = (
     "Each key holds scopes; each operation names the one it needs, and a key without it gets 403 naming the "
     "missing scope. Scopes: " + "; ".join(f"`{name}`: {meaning}" for name, meaning in SCOPES.items()) + ".")
 
-USER_ID = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+USER_ID = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+           "description": "The host product's id for the user. A longer id cannot exist: 404."}
 NOTIFICATION_ID = {"name": "notification_id", "in": "path", "required": True,
                    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
-DEVICE_ID = {"name": "device_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
+DEVICE_ID = {"name": "device_id", "in": "path", "required": True,
+             "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}
 IDEMPOTENCY_HEADER = {"name": "Idempotency-Key", "in": "header", "required": False,
-                      "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                      "description": "Same key + same body within 24 h returns the first answer; a different body is 409."}
+                      "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+                                 "pattern": schemas.IDEMPOTENCY_HEADER_PATTERN},
+                      "description": "Printable ASCII, no space at either end. " + schemas.IDEMPOTENCY_KEY_DESCRIPTION}
 INBOX_QUERY = [
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
-    {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page"},
-    {"name": "unread_only", "in": "query", "schema": {"type": "boolean", "default": False}},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 20}},
+    {"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": CURSOR_PATTERN},
+     "description": "next_cursor of the previous page (empty or absent: the first page)"},
+    {"name": "unread_only", "in": "query", "schema": {"type": "boolean", "default": False},
+     "description": "`true` or `false`"},
 ]
+NOT_FOUND = {"description": "no such user, notification or device (ids over their maximum length included)",
+             "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}}}
 
 # (method, path, scope the API key needs, summary, parameters, request schema, {status: response schema or None})
 OPERATIONS = [
@@ -90,6 +98,10 @@ def build_openapi(base_url: str) -> dict:
         }
         operation["responses"]["401"] = {"description": "missing or unknown API key",
                                          "content": {"application/json": {"schema": _ref(schemas.ErrorResponse)}}}
+        operation["responses"].setdefault("429", {"description": "the API key's rate limit is spent; see Retry-After",
+                                                  "content": {"application/json": {"schema": _ref(schemas.ErrorResponse)}}})
+        if any(parameter["in"] == "path" for parameter in parameters):
+            operation["responses"].setdefault("404", NOT_FOUND)
         operation["responses"]["403"] = {"description": f"the API key lacks the `{scope}` scope (named in error.missing_scope)",
                                          "content": {"application/json": {"schema": _ref(schemas.ErrorResponse)}}}
         if request_model is not None:
