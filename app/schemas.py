@@ -14,16 +14,16 @@ from __future__ import annotations
 import base64
 import re
 from datetime import datetime, time
-from typing import Annotated, Any, Literal, Union
-from zoneinfo import available_timezones
+from typing import Annotated, Any, Literal
 
 import phonenumbers
 from cryptography.hazmat.primitives.asymmetric import ec
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from app.delivery.rendering import FIELD_LIMITS
+from app.json_values import E164_PATTERN, TIME_ZONES, EmailField, PhoneField, StoredAttributes, TimeZoneField
 
 Channel = Literal["in_app", "email", "sms", "push", "web_push"]
 NotificationType = Literal["marketing", "transactional", "security"]
@@ -33,55 +33,12 @@ Platform = Literal["ios", "android", "web"]
 CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 LOCALE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"
 HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
-E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
-TIME_ZONES = frozenset(available_timezones())
 
 
 class Strict(BaseModel):
     """A request body: unknown fields and type coercion are both refused."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-
-
-def _optional_text(schema: dict, description: str) -> WithJsonSchema:
-    """The schema of an optional contact field: the value, an empty string (clears it) or null."""
-    return WithJsonSchema({"anyOf": [schema, {"type": "string", "maxLength": 0}, {"type": "null"}],
-                           "description": description})
-
-
-EmailField = Annotated[str | None, _optional_text(
-    {"type": "string", "format": "email", "maxLength": 320},
-    "An address email-validator accepts (syntax only, no DNS); stored lower-cased. An empty string clears it.")]
-PhoneField = Annotated[str | None, _optional_text(
-    {"type": "string", "format": "e164", "maxLength": 16},
-    "E.164 (+ and 7 to 15 digits, e.g. +14155551234) and a number libphonenumber calls valid. "
-    "An empty string clears it.")]
-TimeZoneField = Annotated[str | None, _optional_text(
-    {"type": "string", "format": "iana-time-zone", "maxLength": 64},
-    "An IANA time zone name from the tz database (Python's zoneinfo.available_timezones()), e.g. Europe/Lisbon. "
-    "An empty string clears it.")]
-
-AttributeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
-
-
-def _fraction_or_exponent(value: Any) -> Any:
-    """The float branch of a number takes only JSON numbers written as floats: an integer beyond ±2**53 is refused,
-    not rounded into range."""
-    if isinstance(value, int):
-        raise ValueError("integers must lie within ±2**53")
-    return value
-
-
-# Numbers beyond 2**53 would not survive a round trip through JSON and SQLite/PostgreSQL JSON alike: refused.
-Number = Union[Annotated[int, Field(ge=-(2**53), le=2**53)],
-               Annotated[float, Field(ge=-(2**53), le=2**53, allow_inf_nan=False), BeforeValidator(_fraction_or_exponent)]]
-Scalar = Union[bool, Number, Annotated[str, StringConstraints(max_length=2000)]]
-AttributeValue = Union[Scalar, Annotated[list[Scalar], Field(max_length=100)]]
-NO_OTHER_NAMES = {"additionalProperties": False}
-StoredAttributes = Annotated[dict[AttributeName, AttributeValue], Field(max_length=200, json_schema_extra=NO_OTHER_NAMES)]
-# In a merge, null deletes the key.
-AttributesPatchValue = Annotated[dict[AttributeName, Union[AttributeValue, None]],
-                                 Field(max_length=200, json_schema_extra=NO_OTHER_NAMES)]
 
 
 def parse_email(value: str | None) -> str | None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from app.schemas import (LOCALE_PATTERN, AttributesPatchValue, ContactFields, EmailField, PhoneField, Strict,
-                         TimeZoneField)
+from app.json_values import AttributesPatchValue, EmailField, PhoneField, TimeZoneField
+from app.schemas import LOCALE_PATTERN, ContactFields, Strict
 
 MAX_BATCH = 10_000
 Attributes = AttributesPatchValue
