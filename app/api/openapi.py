@@ -110,7 +110,10 @@ def build_openapi(base_url: str) -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Herald API", "version": "1.0.0",
-                 "description": "Send notifications, manage recipients, preferences, devices and inboxes."},
+                 "description": "Send notifications, manage recipients, preferences, devices and inboxes. "
+                                "Values are taken as the JSON type they are sent as, or refused (400). "
+                                "No string anywhere may contain U+0000, which PostgreSQL cannot store: 400 in a "
+                                "body, 404 in a path."},
         "servers": [{"url": base_url}],
         "paths": paths,
         "components": {

@@ -1,6 +1,7 @@
 """The /v1 resources. Each view: parse, call one function, serialise."""
 from __future__ import annotations
 
+import json
 import re
 
 from flask import abort, current_app, g, jsonify, render_template, request
@@ -43,8 +44,11 @@ def parse_body(model: type[BaseModel]):
     if not request.is_json:
         raise BadRequest([{"field": "(body)", "message": "send a JSON object with Content-Type: application/json"}],
                          "the body must be a JSON object")
+    raw = request.get_data()
+    if b"\\u0000" in raw:
+        _refuse_nul(raw)
     try:
-        return model.model_validate_json(request.get_data())
+        return model.model_validate_json(raw)
     except ValidationError as error:
         problems = error.errors()
         if any(not e["loc"] and e["type"] in ("json_invalid", "model_type") for e in problems):
@@ -52,6 +56,39 @@ def parse_body(model: type[BaseModel]):
                              "the body must be a JSON object") from None
         raise BadRequest([{"field": _field_of(e), "message": e["msg"].removeprefix("Value error, ")}
                           for e in problems]) from None
+
+
+def _refuse_nul(raw: bytes) -> None:
+    """U+0000 cannot be stored (PostgreSQL text and jsonb refuse it), so a string holding it is a 400, not a 500."""
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        return  # the parser names the problem
+    where = nul_path(payload)
+    if where is not None:
+        raise BadRequest([{"field": where or "(body)", "message": "must not contain the character U+0000"}])
+
+
+def nul_path(value, path: str = "") -> str | None:
+    """The dotted path of the first string (or object key) holding U+0000, or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        here = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            return here
+        found = nul_path(item, here)
+        if found is not None:
+            return found
+    return None
+
+
+@bp.before_request
+def _ids_without_nul():
+    """An id holding U+0000 names nothing Herald can store: 404, as for any other unknown id."""
+    if any("\x00" in str(value) for value in (request.view_args or {}).values()):
+        abort(404, "no such resource")
 
 
 def _field_of(error: dict) -> str:

@@ -95,3 +95,20 @@ def test_a_body_that_is_not_a_json_object_is_named_as_the_body(api):
     for raw in (b"[1, 2]", b"{not json", b'"text"'):
         response = api.post("/v1/notifications", data=raw, headers={"Content-Type": "application/json"})
         assert response.status_code == 400 and fields(response) == {"(body)"}
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"users": [{"user_id": "a\x00b"}]}, "users.0.user_id"),
+    ({"users": [{"user_id": "a", "attributes": {"note": ["ok", "x\x00"]}}]}, "users.0.attributes.note.1"),
+])
+def test_a_string_holding_nul_is_a_400_naming_it_on_every_database(api, body, field):
+    response = api.post("/v1/users:batch", json=body)
+    assert response.status_code == 400 and fields(response) == {field}
+
+
+def test_notification_data_holding_nul_is_a_400_and_an_id_holding_nul_is_a_404(api):
+    make_recipient(external_id="ana")
+    response = api.post("/v1/notifications", json={"user_id": "ana", "type": "transactional", "channels": ["in_app"],
+                                                   "title": "Hi", "data": {"deep": {"x\x00": 1}}})
+    assert response.status_code == 400 and fields(response) == {"data.deep.x\x00"}
+    assert api.get("/v1/users/a%00b").status_code == 404
