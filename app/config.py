@@ -130,6 +130,7 @@ def provider_settings(env: dict[str, str], rq_workers: int) -> dict:
 
     SMTP_URL / SMTP_FALLBACK_URL          email relays, tried in this order
     HERALD_SMTP_TIMEOUT                   seconds per SMTP connect/command (default 10)
+    HERALD_UNSUBSCRIBE_MAILTO             a mailbox listed as <mailto:…> in List-Unsubscribe beside the one-click URL
     TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN SMS account; TWILIO_FROM (a number) or
     TWILIO_FROM / TWILIO_MESSAGING_SERVICE_SID   TWILIO_MESSAGING_SERVICE_SID as sender
     TWILIO_FALLBACK_ACCOUNT_SID, ..._AUTH_TOKEN, ..._FROM   a second SMS account for failover
@@ -148,6 +149,7 @@ def provider_settings(env: dict[str, str], rq_workers: int) -> dict:
     get = env.get
     return {
         "SMTP_FALLBACK_URL": check_smtp_url(env["SMTP_FALLBACK_URL"]) if get("SMTP_FALLBACK_URL") else None,
+        "UNSUBSCRIBE_MAILTO": get("HERALD_UNSUBSCRIBE_MAILTO") or None,
         "SMTP_TIMEOUT": parse_float("HERALD_SMTP_TIMEOUT", get("HERALD_SMTP_TIMEOUT"), 10.0, minimum=0.1),
         "TWILIO_ACCOUNT_SID": get("TWILIO_ACCOUNT_SID"),
         "TWILIO_AUTH_TOKEN": get("TWILIO_AUTH_TOKEN"),

@@ -3,24 +3,28 @@
 These pydantic models validate every request *and* generate the OpenAPI
 document (app/api/openapi.py), so the docs cannot drift from what the API
 accepts. Unknown fields are rejected: a typo in a field name is an error,
-not a silently ignored setting.
+not a silently ignored setting. Validation is strict: a value is taken as
+the JSON type it was sent as or refused (``"1"`` is not a number, ``0`` is not
+a boolean), and every rule a validator enforces is also written into the
+schema (a pattern, an enum, a length, a format, an ``anyOf``) so that the
+document states it.
 """
 from __future__ import annotations
 
 import base64
 import re
 from datetime import datetime, time
-from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any, Literal
 
 import phonenumbers
 from cryptography.hazmat.primitives.asymmetric import ec
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from app.channels import channel_names
 from app.delivery.rendering import FIELD_LIMITS
+from app.json_values import E164_PATTERN, TIME_ZONES, EmailField, PhoneField, StoredAttributes, TimeZoneField
 
 Channel = Literal[channel_names()]  # the channel registry (app/channels/) is the one list
 NotificationType = Literal["marketing", "transactional", "security"]
@@ -29,11 +33,13 @@ Platform = Literal["ios", "android", "web"]
 
 CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 LOCALE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"
-HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    """A request body: unknown fields and type coercion are both refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def parse_email(value: str | None) -> str | None:
@@ -51,7 +57,7 @@ def parse_e164(value: str | None) -> str | None:
     """Accept only numbers already in E.164 (``+14155551234``) that are valid numbers."""
     if value is None or value == "":
         return None
-    if not re.fullmatch(r"\+[1-9]\d{6,14}", value):
+    if not re.fullmatch(E164_PATTERN, value):
         raise ValueError("must be in E.164 format, e.g. +14155551234")
     try:
         number = phonenumbers.parse(value, None)
@@ -63,25 +69,19 @@ def parse_e164(value: str | None) -> str | None:
 
 
 def parse_timezone(value: str | None) -> str | None:
+    """An IANA zone name from the set the document lists (``available_timezones()``), or None for empty."""
     if value is None or value == "":
         return None
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown IANA time zone {value!r}, e.g. Europe/Lisbon") from None
+    if value not in TIME_ZONES:
+        raise ValueError(f"unknown IANA time zone {value!r}, e.g. Europe/Lisbon")
     return value
 
 
 class QuietHours(Strict):
-    start: str = Field(description="Local time HH:MM when the quiet window starts", examples=["22:00"])
-    end: str = Field(description="Local time HH:MM when it ends (may be the next day)", examples=["07:00"])
-
-    @field_validator("start", "end")
-    @classmethod
-    def _hhmm(cls, value: str) -> str:
-        if not HHMM.match(value):
-            raise ValueError("must be a 24-hour time HH:MM")
-        return value
+    start: str = Field(pattern=HHMM_PATTERN, description="Local time HH:MM (24-hour) when the quiet window starts",
+                       examples=["22:00"])
+    end: str = Field(pattern=HHMM_PATTERN, description="Local time HH:MM (24-hour) when it ends (may be the next day)",
+                     examples=["07:00"])
 
     def as_times(self) -> tuple[time, time]:
         return time.fromisoformat(self.start), time.fromisoformat(self.end)
@@ -107,13 +107,13 @@ class ContactFields(Strict):
 
 
 class UserUpsert(ContactFields):
-    email: str | None = Field(None, max_length=320, examples=["ana@example.com"])
-    phone: str | None = Field(None, description="E.164", examples=["+14155551234"])
-    timezone: str | None = Field(None, description="IANA time zone", examples=["Asia/Singapore"])
+    email: EmailField = Field(None, max_length=320, examples=["ana@example.com"])
+    phone: PhoneField = Field(None, examples=["+14155551234"])
+    timezone: TimeZoneField = Field(None, examples=["Asia/Singapore"])
     locale: str | None = Field(None, pattern=LOCALE_PATTERN, examples=["pt-BR"])
-    attributes: dict[str, Any] | None = Field(None, description="Free-form attributes, replaced as a whole")
+    attributes: StoredAttributes | None = Field(
+        None, description="Flat attributes (strings, numbers, booleans, lists of those), replaced as a whole")
     quiet_hours: QuietHours | None = None
-
 
 
 class User(BaseModel):
@@ -132,7 +132,7 @@ class User(BaseModel):
 class PreferenceItem(Strict):
     channel: Channel
     category: str = Field(pattern=CATEGORY_PATTERN + "|^\\*$", description='A category, or "*" for the whole channel')
-    enabled: bool
+    enabled: bool = Field(description="true or false; nothing else is a boolean")
 
 
 class PreferencesUpdate(Strict):
@@ -152,39 +152,61 @@ def _b64url_bytes(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value.rstrip("=")) % 4))
 
 
+# Canonical base64url of exactly 16 bytes, and of a 65-byte uncompressed point (first byte 0x04).
+AUTH_SECRET_PATTERN = r"^[A-Za-z0-9_-]{21}[AQgw]={0,2}$"
+P256_POINT_PATTERN = r"^B[A-P][A-Za-z0-9_-]{84}[AEIMQUYcgkosw048]=?$"
+APNS_TOKEN_PATTERN = r"^[0-9a-fA-F]{64,200}$"
+FCM_TOKEN_PATTERN = r"^[A-Za-z0-9_:-]{32,4096}$"
+
+
 class WebPushKeys(Strict):
-    p256dh: str = Field(pattern=r"^[A-Za-z0-9_-]{80,100}={0,2}$", description="The subscription's P-256 public key")
-    auth: str = Field(pattern=r"^[A-Za-z0-9_-]{16,24}={0,2}$", description="16-byte authentication secret")
+    p256dh: Annotated[str, WithJsonSchema({
+        "type": "string", "format": "p256-public-key", "minLength": 87, "maxLength": 88,
+        "description": f"The subscription's P-256 public key: 65 bytes, uncompressed, base64url ({P256_POINT_PATTERN}), "
+                       "and a point on the curve"})] = Field(pattern=P256_POINT_PATTERN)
+    auth: str = Field(pattern=AUTH_SECRET_PATTERN, description="16-byte authentication secret, base64url")
 
     @field_validator("p256dh")
     @classmethod
     def _p256_point(cls, value: str) -> str:
-        raw = _b64url_bytes(value.rstrip("="))
-        if len(raw) != 65 or raw[0] != 4:
-            raise ValueError("must be an uncompressed P-256 point (65 bytes, base64url)")
         try:
-            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), _b64url_bytes(value.rstrip("=")))
         except ValueError:
             raise ValueError("is not a point on the P-256 curve") from None
         return value
 
-    @field_validator("auth")
-    @classmethod
-    def _sixteen_bytes(cls, value: str) -> str:
-        if len(_b64url_bytes(value.rstrip("="))) != 16:
-            raise ValueError("must be 16 bytes, base64url")
-        return value
-
 
 class WebPushSubscription(Strict):
-    endpoint: str = Field(max_length=2048)
+    endpoint: Annotated[str, WithJsonSchema({
+        "type": "string", "format": "public-https-url", "maxLength": 2048,
+        "description": "The push service's absolute https:// URL; its host must be a public DNS name (not localhost, "
+                       "*.local, *.internal, *.lan, *.home.arpa, a bare name) or a public address"})] = Field(max_length=2048)
     keys: WebPushKeys
 
 
+def _no(field: str) -> dict:
+    return {"not": {"required": [field], "properties": {field: {"not": {"type": "null"}}}}}
+
+
+DEVICE_RULES = {"oneOf": [
+    {"properties": {"platform": {"const": "web"}}, "required": ["subscription"],
+     "allOf": [{"properties": {"subscription": {"type": "object"}}}, _no("token")]},
+    {"properties": {"platform": {"const": "ios"}, "token": {"type": "string", "pattern": APNS_TOKEN_PATTERN}},
+     "required": ["token"], "allOf": [_no("subscription")]},
+    {"properties": {"platform": {"const": "android"}, "token": {"type": "string", "pattern": FCM_TOKEN_PATTERN}},
+     "required": ["token"], "allOf": [_no("subscription")]},
+]}
+
+
 class DeviceCreate(Strict):
+    """web takes ``subscription``; ios takes a hex APNs token; android an FCM token (the schema's ``oneOf``)."""
+
+    model_config = ConfigDict(json_schema_extra=DEVICE_RULES)
+
     platform: Platform
-    token: str | None = Field(None, description="APNs or FCM registration token (ios/android)")
-    subscription: WebPushSubscription | None = Field(None, description="PushSubscription.toJSON() (web)")
+    token: str | None = Field(None, description="APNs (ios: 64+ hex characters) or FCM (android: 32+ of "
+                                                "[A-Za-z0-9_:-]) registration token; not for web")
+    subscription: WebPushSubscription | None = Field(None, description="PushSubscription.toJSON() (web only)")
 
     @model_validator(mode="after")
     def _token_matches_platform(self) -> DeviceCreate:
@@ -194,13 +216,13 @@ class DeviceCreate(Strict):
             if self.token is not None:
                 raise ValueError("token is only for ios/android; web uses subscription")
         else:
-            if not self.token:
+            if self.token is None:
                 raise ValueError(f"token is required for platform {self.platform}")
             if self.subscription is not None:
                 raise ValueError("subscription is only for platform web")
-            if self.platform == "ios" and not re.fullmatch(r"[0-9a-fA-F]{64,200}", self.token):
+            if self.platform == "ios" and not re.fullmatch(APNS_TOKEN_PATTERN, self.token):
                 raise ValueError("token: an APNs device token is 64+ hexadecimal characters")
-            if self.platform == "android" and not re.fullmatch(r"[A-Za-z0-9_:\-]{32,4096}", self.token):
+            if self.platform == "android" and not re.fullmatch(FCM_TOKEN_PATTERN, self.token):
                 raise ValueError("token: an FCM registration token is 32+ characters of [A-Za-z0-9_:-]")
         return self
 
@@ -212,18 +234,41 @@ class Device(BaseModel):
     created_at: datetime
 
 
+def _content_rules() -> dict:
+    """The body rules no single field states: content is required, and literal text must fit every channel asked for."""
+    present = {"type": "string", "minLength": 1}
+    has_content = {"anyOf": [{"required": [field], "properties": {field: present}} for field in ("template", "title", "body")]}
+    fits = []
+    for channel in ("in_app", "email", "sms", "push", "web_push"):
+        limits = {field: FIELD_LIMITS.get((channel, "text" if channel == "sms" else field)) for field in ("title", "body")}
+        if any(limits.values()):
+            fits.append({"if": {"required": ["channels"], "properties": {"channels": {"contains": {"const": channel}}}},
+                         "then": {"properties": {field: {"maxLength": limit} for field, limit in limits.items() if limit}}})
+    return {"allOf": [has_content, *fits]}
+
+
+IDEMPOTENCY_HEADER_PATTERN = r"^[!-~]([ -~]{0,253}[!-~])?$"
+IDEMPOTENCY_KEY_DESCRIPTION = ("Or the Idempotency-Key header; when both are sent they must be equal. "
+                               "Same key + same body within 24 h returns the first answer; a different body is 409.")
+
+
 class NotificationCreate(Strict):
+    """A template key, or a non-empty title and/or body; literal text within every requested channel's limit."""
+
+    model_config = ConfigDict(json_schema_extra=_content_rules())
+
     user_id: str = Field(min_length=1, max_length=255)
     type: NotificationType
     category: str = Field("general", pattern=CATEGORY_PATTERN)
-    template: str | None = Field(None, max_length=128, description="Template key")
+    template: str | None = Field(None, max_length=128, description="Template key; an unknown key is 404")
     title: str | None = Field(None, max_length=500)
     body: str | None = Field(None, max_length=10_000)
     data: dict[str, Any] = Field(default_factory=dict, description="Payload for deep links, available to templates")
-    channels: list[Channel] = Field(min_length=1, max_length=5)
+    channels: list[Channel] = Field(min_length=1, max_length=5, json_schema_extra={"uniqueItems": True},
+                                    description="Each channel at most once")
     priority: Priority = "normal"
-    idempotency_key: str | None = Field(None, min_length=1, max_length=255, description="Or the Idempotency-Key header")
-    send_at: datetime | None = Field(None, description="RFC 3339 with offset; later delivery")
+    idempotency_key: str | None = Field(None, min_length=1, max_length=255, description=IDEMPOTENCY_KEY_DESCRIPTION)
+    send_at: datetime | None = Field(None, description="RFC 3339 date-time with a UTC offset; later delivery")
     collapse_key: str | None = Field(None, max_length=255)
 
     @field_validator("channels")
@@ -330,7 +375,8 @@ class FieldError(BaseModel):
 class ErrorBody(BaseModel):
     code: str
     message: str
-    fields: list[FieldError] | None = None
+    fields: list[FieldError] | None = Field(None, description="400: every bad field")
+    missing_scope: str | None = Field(None, description="403: the scope the API key lacks")
 
 
 class ErrorResponse(BaseModel):

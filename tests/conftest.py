@@ -249,8 +249,9 @@ def live_server(app, test_env, tmp_path_factory):
 @pytest.fixture
 def api_key(app):
     from app.api.keys import create_api_key
+    from app.api.scopes import ALL_SCOPES
 
-    _row, plaintext = create_api_key("test-suite")
+    _row, plaintext = create_api_key("test-suite", scopes=ALL_SCOPES)
     return plaintext
 
 

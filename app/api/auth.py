@@ -5,6 +5,8 @@ from flask import abort, g, jsonify, request
 from limits.strategies import FixedWindowRateLimiter
 
 from app.api.keys import find_active_key
+from app.api.openapi import OPERATION_SCOPES
+from app.api.scopes import missing_scope, openapi_path
 from app.extensions import limiter
 from app.redis_outage import charge_api_key
 
@@ -25,8 +27,22 @@ def _too_many(retry_after: int, rate: str):
     abort(response)
 
 
+def _forbidden(scope: str):
+    response = jsonify({"error": {"code": "insufficient_scope", "missing_scope": scope,
+                                  "message": f"this API key lacks the {scope!r} scope this operation needs"}})
+    response.status_code = 403
+    response.headers["WWW-Authenticate"] = f'Bearer realm="herald", error="insufficient_scope", scope="{scope}"'
+    abort(response)
+
+
+def required_scope() -> str | None:
+    """The scope the matched operation declares in the OpenAPI table (HEAD is GET)."""
+    method = "get" if request.method == "HEAD" else request.method.lower()
+    return OPERATION_SCOPES.get((method, openapi_path(request.url_rule.rule)))
+
+
 def authenticate() -> None:
-    """Blueprint before_request: resolve the Bearer key, then charge it one request."""
+    """Blueprint before_request: resolve the Bearer key, charge it one request, then check its scope."""
     if request.endpoint in PUBLIC_ENDPOINTS:
         return
     header = request.headers.get("Authorization", "")
@@ -38,6 +54,10 @@ def authenticate() -> None:
         _unauthorized("unknown or revoked API key")
     g.api_key = api_key
     _charge(api_key.id, api_key.rate_limit)
+    if request.method != "OPTIONS":
+        lacking = missing_scope(required_scope(), api_key.scopes)
+        if lacking:
+            _forbidden(lacking)
 
 
 def _charge(api_key_id: int, rate: str) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from app.api.scopes import DEFAULT_SCOPES, parse_scopes
 from app.extensions import db
 from app.models import ApiKey
 from app.models.types import utcnow
@@ -19,13 +20,18 @@ def hash_key(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
-def create_api_key(name: str, rate_limit: str | None = None) -> tuple[ApiKey, str]:
+def create_api_key(name: str, rate_limit: str | None = None,
+                   scopes: tuple[str, ...] | list[str] = DEFAULT_SCOPES) -> tuple[ApiKey, str]:
     """Create and commit a key; return the row and the plaintext, which is never stored.
 
-    Without a ``rate_limit`` the key gets the installation's default (``HERALD_API_RATE_LIMIT``)."""
+    Without a ``rate_limit`` the key gets the installation's default (``HERALD_API_RATE_LIMIT``).
+    Raises ``UnknownScope`` for a scope name Herald does not have (or none at all).
+    """
     rate_limit = rate_limit or current_app.config["API_RATE_LIMIT"]
+    granted = parse_scopes(list(scopes))
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
-    api_key = ApiKey(name=name, prefix=plaintext[:10], key_hash=hash_key(plaintext), rate_limit=rate_limit)
+    api_key = ApiKey(name=name, prefix=plaintext[:10], key_hash=hash_key(plaintext), rate_limit=rate_limit,
+                     scopes=" ".join(granted))
     db.session.add(api_key)
     db.session.commit()
     return api_key, plaintext
@@ -38,6 +44,7 @@ class CallerKey:
     id: int
     name: str
     rate_limit: str
+    scopes: frozenset[str]
 
 
 # key hash -> (caller, monotonic expiry). A revoked key stops working within CACHE_SECONDS.
@@ -56,7 +63,7 @@ def find_active_key(plaintext: str) -> CallerKey | None:
     if api_key is None or api_key.revoked_at is not None:
         _cache.pop(digest, None)
         return None
-    caller = CallerKey(api_key.id, api_key.name, api_key.rate_limit)
+    caller = CallerKey(api_key.id, api_key.name, api_key.rate_limit, frozenset(api_key.scopes.split()))
     _cache[digest] = (caller, time.monotonic() + CACHE_SECONDS)
     return caller
 

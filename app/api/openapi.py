@@ -6,54 +6,70 @@ from functools import lru_cache
 from pydantic.json_schema import models_json_schema
 
 from app import schemas
+from app.api.scopes import SCOPES
+from app.inbox.store import CURSOR_PATTERN, MAX_LIMIT
 from app.rules import schemas as rule_schemas
 
 REF = "#/components/schemas/{model}"
+SECURITY_DESCRIPTION = (
+    "An API key from `flask create-api-key NAME --scope …` or the console, sent as `Authorization: Bearer <key>`. "
+    "Each key holds scopes; each operation names the one it needs, and a key without it gets 403 naming the "
+    "missing scope. Scopes: " + "; ".join(f"`{name}`: {meaning}" for name, meaning in SCOPES.items()) + ".")
 
-USER_ID = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+USER_ID = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+           "description": "The host product's id for the user. A longer id cannot exist: 404."}
 NOTIFICATION_ID = {"name": "notification_id", "in": "path", "required": True,
                    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
-DEVICE_ID = {"name": "device_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
+DEVICE_ID = {"name": "device_id", "in": "path", "required": True,
+             "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}
 IDEMPOTENCY_HEADER = {"name": "Idempotency-Key", "in": "header", "required": False,
-                      "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                      "description": "Same key + same body within 24 h returns the first answer; a different body is 409."}
+                      "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+                                 "pattern": schemas.IDEMPOTENCY_HEADER_PATTERN},
+                      "description": "Printable ASCII, no space at either end. " + schemas.IDEMPOTENCY_KEY_DESCRIPTION}
 INBOX_QUERY = [
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
-    {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page"},
-    {"name": "unread_only", "in": "query", "schema": {"type": "boolean", "default": False}},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 20}},
+    {"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": CURSOR_PATTERN},
+     "description": "next_cursor of the previous page (empty or absent: the first page)"},
+    {"name": "unread_only", "in": "query", "schema": {"type": "boolean", "default": False},
+     "description": "`true` or `false`"},
 ]
+NOT_FOUND = {"description": "no such user, notification or device (ids over their maximum length included)",
+             "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}}}
 
-# (method, path, summary, parameters, request schema, {status: response schema or None})
+# (method, path, scope the API key needs, summary, parameters, request schema, {status: response schema or None})
 OPERATIONS = [
-    ("put", "/v1/users/{user_id}", "Create or update a recipient", [USER_ID], schemas.UserUpsert,
+    ("put", "/v1/users/{user_id}", "users:write", "Create or update a recipient", [USER_ID], schemas.UserUpsert,
      {"200": schemas.User, "201": schemas.User, "400": schemas.ErrorResponse}),
-    ("get", "/v1/users/{user_id}", "Read a recipient", [USER_ID], None, {"200": schemas.User, "404": schemas.ErrorResponse}),
-    ("delete", "/v1/users/{user_id}", "Erase a recipient and all their data (GDPR)", [USER_ID], None,
+    ("get", "/v1/users/{user_id}", "users:read", "Read a recipient", [USER_ID], None, {"200": schemas.User, "404": schemas.ErrorResponse}),
+    ("delete", "/v1/users/{user_id}", "users:erase", "Erase a recipient and all their data (GDPR)", [USER_ID], None,
      {"204": None, "404": schemas.ErrorResponse}),
-    ("get", "/v1/users/{user_id}/preferences", "Read preferences", [USER_ID], None,
+    ("get", "/v1/users/{user_id}/preferences", "users:read", "Read preferences", [USER_ID], None,
      {"200": schemas.Preferences, "404": schemas.ErrorResponse}),
-    ("put", "/v1/users/{user_id}/preferences", "Change preferences, quiet hours, hard stop", [USER_ID], schemas.PreferencesUpdate,
+    ("put", "/v1/users/{user_id}/preferences", "users:write", "Change preferences, quiet hours, hard stop", [USER_ID], schemas.PreferencesUpdate,
      {"200": schemas.Preferences, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse}),
-    ("post", "/v1/users/{user_id}/devices", "Register a mobile token or web-push subscription", [USER_ID], schemas.DeviceCreate,
+    ("post", "/v1/users/{user_id}/devices", "users:write", "Register a mobile token or web-push subscription", [USER_ID], schemas.DeviceCreate,
      {"200": schemas.Device, "201": schemas.Device, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse}),
-    ("delete", "/v1/users/{user_id}/devices/{device_id}", "Remove a device", [USER_ID, DEVICE_ID], None,
+    ("delete", "/v1/users/{user_id}/devices/{device_id}", "users:write", "Remove a device", [USER_ID, DEVICE_ID], None,
      {"204": None, "404": schemas.ErrorResponse}),
-    ("post", "/v1/notifications", "Send a notification", [IDEMPOTENCY_HEADER], schemas.NotificationCreate,
+    ("post", "/v1/notifications", "notifications:send", "Send a notification", [IDEMPOTENCY_HEADER], schemas.NotificationCreate,
      {"202": schemas.NotificationAccepted, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse,
       "409": schemas.ErrorResponse, "429": schemas.ErrorResponse}),
-    ("get", "/v1/notifications/{notification_id}", "Status per channel, attempts and events", [NOTIFICATION_ID], None,
+    ("get", "/v1/notifications/{notification_id}", "notifications:read", "Status per channel, attempts and events", [NOTIFICATION_ID], None,
      {"200": schemas.NotificationOut, "404": schemas.ErrorResponse}),
-    ("get", "/v1/users/{user_id}/notifications", "A recipient's inbox, newest first", [USER_ID, *INBOX_QUERY], None,
+    ("get", "/v1/users/{user_id}/notifications", "notifications:read", "A recipient's inbox, newest first", [USER_ID, *INBOX_QUERY], None,
      {"200": schemas.InboxPage, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse}),
-    ("patch", "/v1/notifications/{notification_id}/read", "Mark one notification read", [NOTIFICATION_ID], None,
+    ("patch", "/v1/notifications/{notification_id}/read", "notifications:write", "Mark one notification read", [NOTIFICATION_ID], None,
      {"200": schemas.InboxItem, "404": schemas.ErrorResponse}),
-    ("post", "/v1/users/{user_id}/notifications/read-all", "Mark a recipient's whole inbox read", [USER_ID], None,
+    ("post", "/v1/users/{user_id}/notifications/read-all", "notifications:write", "Mark a recipient's whole inbox read", [USER_ID], None,
      {"200": schemas.ReadAllResult, "404": schemas.ErrorResponse}),
-    ("patch", "/v1/users/{user_id}/attributes", "Merge attributes (null deletes a key)", [USER_ID], rule_schemas.AttributesPatch,
+    ("patch", "/v1/users/{user_id}/attributes", "users:write", "Merge attributes (null deletes a key)", [USER_ID], rule_schemas.AttributesPatch,
      {"200": schemas.User, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse}),
-    ("post", "/v1/users:batch", "Upsert up to 10,000 users at once, all or nothing", [], rule_schemas.UsersBatch,
+    ("post", "/v1/users:batch", "users:write", "Upsert up to 10,000 users at once, all or nothing", [], rule_schemas.UsersBatch,
      {"200": rule_schemas.BatchResult, "400": schemas.ErrorResponse}),
 ]
+
+
+OPERATION_SCOPES = {(method, path): scope for method, path, scope, *_ in OPERATIONS}
 
 
 def _ref(model) -> dict:
@@ -62,17 +78,18 @@ def _ref(model) -> dict:
 
 @lru_cache(maxsize=4)
 def build_openapi(base_url: str) -> dict:
-    models = {model for op in OPERATIONS for model in [op[4], *op[5].values()] if model is not None}
+    models = {model for op in OPERATIONS for model in [op[5], *op[6].values()] if model is not None}
     _, definitions = models_json_schema(
-        [(model, "validation" if model in {op[4] for op in OPERATIONS} else "serialization") for model in sorted(models, key=lambda m: m.__name__)],
+        [(model, "validation" if model in {op[5] for op in OPERATIONS} else "serialization") for model in sorted(models, key=lambda m: m.__name__)],
         ref_template=REF,
     )
     paths: dict = {}
-    for method, path, summary, parameters, request_model, responses in OPERATIONS:
+    for method, path, scope, summary, parameters, request_model, responses in OPERATIONS:
         operation = {
             "summary": summary,
             "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}",
-            "security": [{"bearer": []}],
+            "description": f"Needs an API key with the `{scope}` scope.",
+            "security": [{"bearer": [scope]}],
             "parameters": parameters,
             "responses": {
                 status: {"description": status, **({"content": {"application/json": {"schema": _ref(model)}}} if model else {})}
@@ -81,17 +98,26 @@ def build_openapi(base_url: str) -> dict:
         }
         operation["responses"]["401"] = {"description": "missing or unknown API key",
                                          "content": {"application/json": {"schema": _ref(schemas.ErrorResponse)}}}
+        operation["responses"].setdefault("429", {"description": "the API key's rate limit is spent; see Retry-After",
+                                                  "content": {"application/json": {"schema": _ref(schemas.ErrorResponse)}}})
+        if any(parameter["in"] == "path" for parameter in parameters):
+            operation["responses"].setdefault("404", NOT_FOUND)
+        operation["responses"]["403"] = {"description": f"the API key lacks the `{scope}` scope (named in error.missing_scope)",
+                                         "content": {"application/json": {"schema": _ref(schemas.ErrorResponse)}}}
         if request_model is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(request_model)}}}
         paths.setdefault(path, {})[method] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": "Herald API", "version": "1.0.0",
-                 "description": "Send notifications, manage recipients, preferences, devices and inboxes."},
+                 "description": "Send notifications, manage recipients, preferences, devices and inboxes. "
+                                "Values are taken as the JSON type they are sent as, or refused (400). "
+                                "No string anywhere may contain U+0000, which PostgreSQL cannot store: 400 in a "
+                                "body, 404 in a path."},
         "servers": [{"url": base_url}],
         "paths": paths,
         "components": {
             "schemas": definitions.get("$defs", {}),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key from `flask create-api-key`"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": SECURITY_DESCRIPTION}},
         },
     }

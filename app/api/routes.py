@@ -1,6 +1,9 @@
 """The /v1 resources. Each view: parse, call one function, serialise."""
 from __future__ import annotations
 
+import json
+import re
+
 from flask import abort, current_app, g, jsonify, render_template, request
 from pydantic import BaseModel, ValidationError
 
@@ -33,15 +36,59 @@ def _error(status: int, code: str, message: str):
 
 
 def parse_body(model: type[BaseModel]):
-    """Validate the JSON body against a schema; every problem is reported with its field path."""
-    payload = request.get_json(silent=True)
-    if not isinstance(payload, dict):
-        raise BadRequest([{"field": "(body)", "message": "the body must be a JSON object"}], "the body must be a JSON object")
+    """Validate the JSON body against a schema, strictly; every problem is reported with its field path.
+
+    The raw body goes to pydantic's JSON parser, so each value keeps the JSON type it was sent as: strict
+    mode refuses ``"12"`` for a number and ``0`` for a boolean instead of converting them.
+    """
+    if not request.is_json:
+        raise BadRequest([{"field": "(body)", "message": "send a JSON object with Content-Type: application/json"}],
+                         "the body must be a JSON object")
+    raw = request.get_data()
+    if b"\\u0000" in raw:
+        _refuse_nul(raw)
     try:
-        return model.model_validate(payload)
+        return model.model_validate_json(raw)
     except ValidationError as error:
+        problems = error.errors()
+        if any(not e["loc"] and e["type"] in ("json_invalid", "model_type") for e in problems):
+            raise BadRequest([{"field": "(body)", "message": "the body must be a JSON object"}],
+                             "the body must be a JSON object") from None
         raise BadRequest([{"field": _field_of(e), "message": e["msg"].removeprefix("Value error, ")}
-                          for e in error.errors()]) from None
+                          for e in problems]) from None
+
+
+def _refuse_nul(raw: bytes) -> None:
+    """U+0000 cannot be stored (PostgreSQL text and jsonb refuse it), so a string holding it is a 400, not a 500."""
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        return  # the parser names the problem
+    where = nul_path(payload)
+    if where is not None:
+        raise BadRequest([{"field": where or "(body)", "message": "must not contain the character U+0000"}])
+
+
+def nul_path(value, path: str = "") -> str | None:
+    """The dotted path of the first string (or object key) holding U+0000, or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        here = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            return here
+        found = nul_path(item, here)
+        if found is not None:
+            return found
+    return None
+
+
+@bp.before_request
+def _ids_without_nul():
+    """An id holding U+0000 names nothing Herald can store: 404, as for any other unknown id."""
+    if any("\x00" in str(value) for value in (request.view_args or {}).values()):
+        abort(404, "no such resource")
 
 
 def _field_of(error: dict) -> str:
@@ -127,7 +174,7 @@ def post_device(user_id: str):
     return jsonify(body), (201 if created else 200)
 
 
-@bp.delete(f"/users/{USER_ID}/devices/<int:device_id>")
+@bp.delete(f"/users/{USER_ID}/devices/<int(max={2**63 - 1}):device_id>")
 def delete_device(user_id: str, device_id: int):
     if not remove_device(recipient_or_404(user_id), device_id):
         abort(404, f"device {device_id} is not registered to user {user_id!r}")
@@ -139,18 +186,18 @@ def delete_device(user_id: str, device_id: int):
 @bp.post("/notifications")
 def post_notification():
     payload = parse_body(schemas.NotificationCreate)
-    header_key = request.headers.get("Idempotency-Key", "").strip() or None
+    header_key = request.headers.get("Idempotency-Key")
+    if header_key is not None and not re.fullmatch(schemas.IDEMPOTENCY_HEADER_PATTERN, header_key):
+        raise BadRequest([{"field": "Idempotency-Key", "message": "1 to 255 printable ASCII characters, no space at either end"}])
     if header_key and payload.idempotency_key and header_key != payload.idempotency_key:
         raise BadRequest([{"field": "idempotency_key", "message": "differs from the Idempotency-Key header"}])
     key = header_key or payload.idempotency_key
-    if key and len(key) > 255:
-        raise BadRequest([{"field": "idempotency_key", "message": "at most 255 characters"}])
     try:
         accepted = accept_notification(payload, g.api_key.id, key)
     except UnknownRecipient:
         return _error(404, "unknown_user", f"user {payload.user_id!r} does not exist; create it with PUT /v1/users/{{user_id}}")
     except UnknownTemplate:
-        raise BadRequest([{"field": "template", "message": f"no template with key {payload.template!r}"}]) from None
+        return _error(404, "unknown_template", f"no template with key {payload.template!r}")
     except IdempotencyConflict:
         return _error(409, "idempotency_conflict", "this Idempotency-Key was used in the last 24 h with a different request body")
     return jsonify(dump(schemas.NotificationAccepted, id=accepted.id, status=accepted.status)), 202
@@ -186,14 +233,16 @@ def get_notification(notification_id: str):
 def list_notifications(user_id: str):
     recipient = recipient_or_404(user_id)
     limit_text = request.args.get("limit", "20")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= store.MAX_LIMIT:
+    if not re.fullmatch(r"-?[0-9]{1,6}", limit_text) or not 1 <= int(limit_text) <= store.MAX_LIMIT:
         raise BadRequest([{"field": "limit", "message": f"must be an integer from 1 to {store.MAX_LIMIT}"}])
-    unread_text = request.args.get("unread_only", "false").lower()
-    if unread_text not in ("true", "false", "1", "0"):
+    unread_text = request.args.get("unread_only", "false")
+    if unread_text not in ("true", "false"):
         raise BadRequest([{"field": "unread_only", "message": "must be true or false"}])
+    cursor = request.args.get("cursor")
+    if cursor is not None and not re.fullmatch(store.CURSOR_PATTERN, cursor):
+        raise BadRequest([{"field": "cursor", "message": "must be a next_cursor this API returned"}])
     try:
-        items, next_cursor = store.inbox_page(recipient.id, int(limit_text), request.args.get("cursor") or None,
-                                              unread_text in ("true", "1"))
+        items, next_cursor = store.inbox_page(recipient.id, int(limit_text), cursor, unread_text == "true")
     except store.BadCursor as error:
         raise BadRequest([{"field": "cursor", "message": str(error)}]) from None
     return jsonify(dump(schemas.InboxPage, items=[inbox_item_json(n) for n in items], next_cursor=next_cursor,

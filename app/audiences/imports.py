@@ -1,7 +1,8 @@
 """CSV import of recipients: reading and validating rows. Pure: no database, no files opened here.
 
 Columns: ``user_id`` (required), ``email``, ``phone``, ``timezone``, ``locale``;
-every other column becomes an attribute, numbers parsed as numbers. Each
+every other column becomes an attribute, typed by TYPING_RULES (a CSV cell has no
+type of its own, so the rule is explicit and shown on the import page). Each
 row is checked with the same validators as the API (app/schemas.py), so a
 CSV cannot put into the database what ``PUT /v1/users/<id>`` would refuse.
 An empty cell leaves that field (or attribute) as it is.
@@ -19,8 +20,13 @@ from app.schemas import LOCALE_PATTERN, parse_e164, parse_email, parse_timezone
 ID_COLUMN = "user_id"
 MAX_USER_ID = 255
 MAX_ATTRIBUTE_NAME = 128
-_INTEGER = re.compile(r"[+-]?\d+")
-_DECIMAL = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
+# ASCII digits only, no leading zero: 007 and 02134 are codes, not numbers.
+_INTEGER = re.compile(r"[+-]?(0|[1-9][0-9]*)")
+_DECIMAL = re.compile(r"[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+LARGEST_NUMBER = 2**53  # the API's limit: beyond it a JSON number does not survive a round trip
+TYPING_RULES = ("A cell that is a whole number without leading zeros (42, -7) becomes an integer, and a decimal "
+                "(4.5, .5, 1e3) a number, both within ±9,007,199,254,740,992; anything else — 007, 02134, "
+                "1,5, true, text — is kept as text, exactly as written apart from surrounding spaces.")
 _LOCALE = re.compile(LOCALE_PATTERN)
 _VALIDATORS = {"email": parse_email, "phone": parse_e164, "timezone": parse_timezone}
 
@@ -52,14 +58,15 @@ class ImportRecord:
 
 
 def parse_number(text: str) -> object:
-    """``"42"`` -> 42, ``"4.5"`` -> 4.5; anything else (including ``"nan"``, ``"007x"``) stays a string."""
+    """``"42"`` -> 42, ``"4.5"`` -> 4.5; anything else (``"nan"``, ``"007"``, ``"1,5"``) stays a string (TYPING_RULES)."""
     value = text.strip()
     if _INTEGER.fullmatch(value):
-        return int(value)
-    if _DECIMAL.fullmatch(value):
+        number = int(value)
+    elif _DECIMAL.fullmatch(value):
         number = float(value)
-        return number if math.isfinite(number) else text
-    return text
+    else:
+        return text
+    return number if math.isfinite(number) and abs(number) <= LARGEST_NUMBER else text
 
 
 def header_problems(header: list[str] | None) -> list[str]:

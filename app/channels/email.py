@@ -7,6 +7,7 @@ the connection broke before it said so.
 """
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -15,6 +16,7 @@ from urllib.parse import unquote, urlparse
 
 from app.channels.base import Channel, Message, Outcome, Result, register
 from app.channels.guard import first_available
+from app.delivery.unsubscribe import with_mailto
 
 # SMTP reply codes that mean the address itself is dead (hard bounce).
 DEAD_ADDRESS_CODES = {550, 551, 553}
@@ -30,7 +32,30 @@ def classify_smtp_code(code: int) -> Outcome:
     return Outcome.PERMANENT
 
 
-def build_email(message: Message, sender: str) -> EmailMessage:
+class VerbatimHeader(str):
+    """A header written exactly as given (RFC 2369/8058 list headers), folded only between its ``<…>`` items.
+
+    The email package's default policy RFC 2047-encodes any word too long for a 78-character line, which turns
+    ``<https://…>`` into ``=?utf-8?q?=3Chttps…?=`` -- a header mailbox providers then cannot read. A value
+    object with ``name`` and ``fold`` is what ``email.policy.EmailPolicy`` writes without re-parsing it.
+    """
+
+    name: str
+
+    def __new__(cls, name: str, value: str) -> VerbatimHeader:
+        header = super().__new__(cls, value)
+        header.name = name
+        return header
+
+    def fold(self, *, policy) -> str:
+        return f"{self.name}: " + f",{policy.linesep} ".join(LIST_ITEM_SEPARATOR.split(self)) + policy.linesep
+
+
+VERBATIM_HEADERS = {"List-Unsubscribe", "List-Unsubscribe-Post"}
+LIST_ITEM_SEPARATOR = re.compile(r"(?<=>)\s*,\s*(?=<)")
+
+
+def build_email(message: Message, sender: str, unsubscribe_mailto: str | None = None) -> EmailMessage:
     email = EmailMessage()
     email["From"] = sender
     email["To"] = message.address
@@ -38,8 +63,8 @@ def build_email(message: Message, sender: str) -> EmailMessage:
     email["Date"] = formatdate(localtime=False)
     domain = parseaddr(sender)[1].partition("@")[2] or "herald.local"
     email["Message-ID"] = f"<{message.idempotency_key}@{domain}>"
-    for name, value in message.headers.items():
-        email[name] = value
+    for name, value in with_mailto(message.headers, unsubscribe_mailto).items():
+        email[name] = VerbatimHeader(name, value) if name in VERBATIM_HEADERS else value
     email.set_content(message.content.get("text") or message.content["subject"])
     if message.content.get("html"):
         email.add_alternative(message.content["html"], subtype="html")
@@ -138,7 +163,7 @@ class SmtpEmail(Channel):
         relays = self.relays()
         if not relays:
             return Result(Outcome.PERMANENT, "smtp", error_code="not_configured", detail="SMTP_URL is not set")
-        email = build_email(message, self.config["MAIL_FROM"])
+        email = build_email(message, self.config["MAIL_FROM"], self.config.get("UNSUBSCRIBE_MAILTO"))
         return first_available((relay.name, (lambda relay=relay: relay.send(email)), 0.0) for relay in relays)
 
     def close(self) -> None:

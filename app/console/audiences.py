@@ -6,6 +6,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from app.audiences.filters import validate_filter
+from app.audiences.imports import TYPING_RULES
 from app.audiences.store import SAMPLE_SIZE, count_and_sample, save_audience
 from app.console import bp
 from app.console.forms_content import (
@@ -121,7 +122,7 @@ def import_new():
         else:
             return redirect(url_for("console.import_show", import_id=job.id))
     status = 422 if form.errors else 200
-    return render_template("console/audiences/import.html", form=form), status
+    return render_template("console/audiences/import.html", form=form, typing_rules=TYPING_RULES), status
 
 
 @bp.get("/audiences/imports/<int:import_id>")

@@ -11,9 +11,11 @@ from __future__ import annotations
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms import StringField
+from wtforms import SelectMultipleField, StringField
 from wtforms.validators import DataRequired, Length, ValidationError
+from wtforms.widgets import CheckboxInput, ListWidget
 
+from app.api.scopes import DEFAULT_SCOPES, SCOPES
 from app.auth import admin_required
 from app.config import check_rate_limit
 from app.console import bp
@@ -41,6 +43,9 @@ class ApiKeyForm(FlaskForm):
                                            Length(max=255)])
     rate_limit = StringField("Rate limit", default=lambda: current_app.config["API_RATE_LIMIT"],
                              validators=[DataRequired("Give a rate limit."), Length(max=64), _rate_limit_validator])
+    scopes = SelectMultipleField("Scopes", choices=[(name, f"{name} — {meaning}") for name, meaning in SCOPES.items()],
+                                 default=list(DEFAULT_SCOPES), widget=ListWidget(prefix_label=False),
+                                 option_widget=CheckboxInput(), validators=[DataRequired("Choose at least one scope.")])
 
 
 class RateLimitForm(FlaskForm):
@@ -134,7 +139,7 @@ def api_key_create():
     form = ApiKeyForm()
     if not form.validate():
         return _render_keys(form, 400)
-    return show_new_key(*create_key(form.name.data.strip(), form.rate_limit.data, current_user))
+    return show_new_key(*create_key(form.name.data.strip(), form.rate_limit.data, current_user, form.scopes.data))
 
 
 def _key_or_404(key_id: int) -> ApiKey:

@@ -187,12 +187,12 @@ def providers_or_none() -> list[dict] | None:
 
 def _key_snapshot(api_key: ApiKey) -> dict:
     return {"name": api_key.name, "prefix": api_key.prefix, "rate_limit": api_key.rate_limit,
-            "revoked_at": api_key.revoked_at}
+            "scopes": api_key.scopes, "revoked_at": api_key.revoked_at}
 
 
-def create_key(name: str, rate_limit: str, actor) -> tuple[ApiKey, str]:
+def create_key(name: str, rate_limit: str, actor, scopes: list[str]) -> tuple[ApiKey, str]:
     """Create a key and audit it. ``create_api_key`` commits on its own, so the entry follows at once."""
-    api_key, plaintext = create_api_key(name, rate_limit)
+    api_key, plaintext = create_api_key(name, rate_limit, scopes)
     record_change(actor, "api_key.create", "api_key", api_key.id, None, _key_snapshot(api_key))
     db.session.commit()
     return api_key, plaintext

@@ -23,3 +23,13 @@ def read_unsubscribe_token(secret: str, token: str) -> tuple[str, str] | None:
 
 def list_unsubscribe_headers(url: str) -> dict[str, str]:
     return {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+def with_mailto(headers: dict[str, str], mailto: str | None) -> dict[str, str]:
+    """Put ``<mailto:…>`` before the one-click URL when an unsubscribe mailbox is configured (RFC 2369 lists both).
+
+    The mailbox identifies the reader by the reply's sender, as mailbox providers expect of a mailto unsubscribe.
+    """
+    if not mailto or "List-Unsubscribe" not in headers:
+        return headers
+    return {**headers, "List-Unsubscribe": f"<mailto:{mailto}?subject=unsubscribe>, {headers['List-Unsubscribe']}"}

@@ -48,6 +48,8 @@ class ApiKey(db.Model):
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     rate_limit: Mapped[str] = mapped_column(String(64))  # a new key gets HERALD_API_RATE_LIMIT (app/api/keys.py)
+    # Space-separated, as in OAuth (app/api/scopes.py lists them); keys made before scopes existed hold them all.
+    scopes: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

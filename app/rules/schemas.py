@@ -7,18 +7,13 @@ filters compare. Names are what filters can address: letters, digits, ``_``, ``-
 """
 from __future__ import annotations
 
-from typing import Annotated, Union
+from pydantic import BaseModel, Field
 
-from pydantic import BaseModel, Field, StringConstraints
-
+from app.json_values import AttributesPatchValue, EmailField, PhoneField, TimeZoneField
 from app.schemas import LOCALE_PATTERN, ContactFields, Strict
 
 MAX_BATCH = 10_000
-AttributeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
-Number = Union[Annotated[int, Field(ge=-(2**53), le=2**53)], Annotated[float, Field(allow_inf_nan=False)]]
-Scalar = Union[bool, Number, Annotated[str, StringConstraints(max_length=2000)]]
-AttributeValue = Union[Scalar, Annotated[list[Scalar], Field(max_length=100)], None]
-Attributes = Annotated[dict[AttributeName, AttributeValue], Field(max_length=200)]
+Attributes = AttributesPatchValue
 
 
 class AttributesPatch(Strict):
@@ -29,15 +24,16 @@ class AttributesPatch(Strict):
 class BatchUser(ContactFields):
     user_id: str = Field(min_length=1, max_length=255)
     attributes: Attributes | None = Field(None, description="Merged into the stored attributes; null deletes a key")
-    email: str | None = Field(None, max_length=320)
-    phone: str | None = Field(None, description="E.164")
-    timezone: str | None = Field(None, description="IANA time zone")
+    email: EmailField = Field(None, max_length=320)
+    phone: PhoneField = None
+    timezone: TimeZoneField = None
     locale: str | None = Field(None, pattern=LOCALE_PATTERN)
 
 
 class UsersBatch(Strict):
     users: list[BatchUser] = Field(min_length=1, max_length=MAX_BATCH,
-                                   description=f"Up to {MAX_BATCH} users; all are written or, on any error, none")
+                                   description=f"Up to {MAX_BATCH} users, each user_id at most once; all are written "
+                                               "or, on any error, none")
 
 
 class BatchResult(BaseModel):

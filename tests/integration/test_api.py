@@ -45,11 +45,12 @@ def test_non_object_body_is_400(api):
     assert response.status_code == 400 and response.json["error"]["fields"][0]["field"] == "(body)"
 
 
-def test_unknown_user_is_404_and_unknown_template_is_400(api):
+def test_unknown_user_and_unknown_template_are_404(api):
     assert send(api, user_id="ghost").status_code == 404
     make_recipient(external_id="ana")
     response = send(api, template="nope", title=None, body=None)
-    assert response.status_code == 400 and response.json["error"]["fields"][0]["field"] == "template"
+    assert response.status_code == 404 and response.json["error"]["code"] == "unknown_template"
+    assert "'nope'" in response.json["error"]["message"]
 
 
 def test_accepted_notification_is_durable_before_the_202(api):

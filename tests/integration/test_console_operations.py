@@ -1,6 +1,7 @@
 """Operations in the console: delivery log, dead letters (retry re-sends for real), health, API keys; admins only."""
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -8,6 +9,7 @@ from rq import Queue
 from sqlalchemy import func, select
 
 from app.api.keys import find_active_key
+from app.api.scopes import ALL_SCOPES
 from app.config import check_rate_limit
 from app.extensions import db
 from app.inbox.store import record_click
@@ -83,7 +85,8 @@ def test_marketers_cannot_open_operations_pages(marketer, path):
 @pytest.mark.parametrize("path", OPERATIONS_WRITES)
 def test_marketers_cannot_change_anything_in_operations(marketer, path):
     delivery = dead_email(make_recipient(), id=1)
-    db.session.add(ApiKey(id=1, name="svc", prefix="hk_x", key_hash="h" * 64, rate_limit="10/minute"))
+    db.session.add(ApiKey(id=1, name="svc", prefix="hk_x", key_hash="h" * 64, rate_limit="10/minute",
+                          scopes="users:read"))
     db.session.commit()
     assert marketer.post(path, data={"name": "x", "rate_limit": "1/second"}).status_code == 403
     assert fresh(delivery.id).status == "FAILED" and fresh(delivery.id).dead_lettered_at is not None
@@ -229,13 +232,15 @@ def test_health_page_shows_queue_depths_and_provider_health(admin):
 # --- API keys --------------------------------------------------------------------------------------
 
 def test_admin_creates_a_key_sees_it_once_and_it_works(admin, client, redis_conn):
-    response = admin.post("/console/operations/api-keys", data={"name": "billing", "rate_limit": "100/minute"})
+    response = admin.post("/console/operations/api-keys", data={"name": "billing", "rate_limit": "100/minute",
+                                                                 "scopes": ["notifications:send", "users:read"]})
     assert response.status_code == 303  # POST -> redirect -> GET: a reload never posts again
     shown = admin.get(response.headers["Location"])
     assert shown.status_code == 200 and shown.headers["Cache-Control"] == "no-store"
     html = shown.get_data(as_text=True)
     plaintext = html.split('data-testid="api-key-plaintext">')[1].split("<")[0]
     assert find_active_key(plaintext).rate_limit == "100/minute"
+    assert find_active_key(plaintext).scopes == {"notifications:send", "users:read"}
     listing = admin.get("/console/operations/api-keys").get_data(as_text=True)
     assert "billing" in listing and plaintext not in listing and plaintext[:10] in listing
     [entry] = audit("api_key.create")
@@ -243,7 +248,8 @@ def test_admin_creates_a_key_sees_it_once_and_it_works(admin, client, redis_conn
 
 
 def test_reloading_the_new_key_page_shows_nothing_and_creates_nothing(admin, redis_conn):
-    created = admin.post("/console/operations/api-keys", data={"name": "billing", "rate_limit": "100/minute"})
+    created = admin.post("/console/operations/api-keys", data={"name": "billing", "rate_limit": "100/minute",
+                                                                "scopes": ["notifications:send"]})
     first = admin.get(created.headers["Location"]).get_data(as_text=True)
     plaintext = first.split('data-testid="api-key-plaintext">')[1].split("<")[0]
 
@@ -261,7 +267,8 @@ def test_the_new_key_page_shows_it_even_when_redis_cannot_hold_it(admin, app, mo
     from tests.conftest import free_port
 
     monkeypatch.setitem(app.extensions, "herald_redis", connect(f"redis://127.0.0.1:{free_port()}/0"))  # nobody there
-    response = admin.post("/console/operations/api-keys", data={"name": "billing", "rate_limit": "100/minute"})
+    response = admin.post("/console/operations/api-keys", data={"name": "billing", "rate_limit": "100/minute",
+                                                                 "scopes": ["notifications:send"]})
     assert response.status_code == 201 and 'data-testid="api-key-plaintext"' in response.get_data(as_text=True)
 
 
@@ -272,8 +279,19 @@ def test_key_form_rejects_a_bad_rate_limit_next_to_the_field(admin):
     assert db.session.scalar(select(ApiKey)) is None
 
 
+def test_key_form_offers_every_scope_with_erasure_unticked_and_refuses_none(admin):
+    page = admin.get("/console/operations/api-keys").get_data(as_text=True)
+    for scope in ALL_SCOPES:
+        ticked = re.search(rf'<input[^>]*value="{scope}"[^>]*>', page).group(0)
+        assert ("checked" in ticked) == (scope != "users:erase"), ticked
+    response = admin.post("/console/operations/api-keys", data={"name": "x", "rate_limit": "1/second"})
+    assert response.status_code == 400 and "Choose at least one scope." in response.get_data(as_text=True)
+    response = admin.post("/console/operations/api-keys", data={"name": "x", "rate_limit": "1/second", "scopes": ["root"]})
+    assert response.status_code == 400 and db.session.scalar(select(ApiKey)) is None
+
+
 def test_admin_changes_a_key_rate_limit_and_revokes_it(admin):
-    admin.post("/console/operations/api-keys", data={"name": "svc", "rate_limit": "100/minute"})
+    admin.post("/console/operations/api-keys", data={"name": "svc", "rate_limit": "100/minute", "scopes": ["users:read"]})
     key = db.session.scalar(select(ApiKey))
     bad = admin.post(f"/console/operations/api-keys/{key.id}/rate-limit", data={"rate_limit": "5/fortnight"})
     assert bad.status_code == 400 and f'id="rate-{key.id}-errors"' in bad.get_data(as_text=True)

@@ -135,6 +135,15 @@ def test_a_user_twice_in_the_file_ends_with_the_later_values(app, marketer, drai
     assert db.session.scalar(select(ImportJob)).inserted == 1
 
 
+def test_cells_are_typed_by_the_rules_the_import_page_states(app, marketer, drain):
+    page = marketer.get("/audiences/import").get_data(as_text=True)
+    assert 'data-testid="csv-typing-rules"' in page and "02134" in page
+    upload(marketer, "user_id,zip,balance,ratio,account\nu1,02134,42,0.5,12345678901234567890\n")
+    drain()
+    recipient = db.session.scalar(select(Recipient))
+    assert recipient.attributes == {"zip": "02134", "balance": 42, "ratio": 0.5, "account": "12345678901234567890"}
+
+
 def test_a_file_without_user_id_is_refused_before_queueing(app, marketer):
     folder = Path(app.instance_path) / "imports"
     before = set(folder.glob("*.csv"))

@@ -60,6 +60,39 @@ def test_marketing_mail_carries_one_click_unsubscribe_that_works(api, client, ru
     assert delivery_of(second).status == "SUPPRESSED" and delivery_of(second).reason == "opted_out"
 
 
+def raw_headers(raw: bytes) -> bytes:
+    return raw.partition(b"\r\n\r\n")[0]
+
+
+def test_list_unsubscribe_goes_over_the_wire_as_plain_rfc_8058_headers(api, run_jobs, smtp_server):
+    make_recipient(external_id="ana", email="ana@example.com")
+    post(api, type="marketing", category="promotions", title="Sale", body="50% off")
+    run_jobs()
+    [raw] = smtp_server.raw
+    headers = raw_headers(raw)
+    assert b"=?" not in headers, "no RFC 2047 encoded word anywhere in the headers"
+    assert re.search(rb"\r\nList-Unsubscribe: <http://[^\s>]+/unsubscribe/[A-Za-z0-9_.-]+>\r\n", headers), headers
+    assert b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in headers
+
+
+def test_list_unsubscribe_lists_the_mailto_first_and_folds_only_between_the_two(app, api, run_jobs, smtp_server):
+    app.config["UNSUBSCRIBE_MAILTO"] = "unsubscribe@herald.example"
+    app.config["BASE_URL"], base_url = "https://notifications.a-rather-long-host-name.example.com", app.config["BASE_URL"]
+    try:
+        make_recipient(external_id="ana-with-a-long-id-" + "x" * 60, email="ana@example.com")
+        post(api, user_id="ana-with-a-long-id-" + "x" * 60, type="marketing", category="promotions", title="Sale", body="50% off")
+        run_jobs()
+    finally:
+        app.config["UNSUBSCRIBE_MAILTO"] = None
+        app.config["BASE_URL"] = base_url
+    [raw] = smtp_server.raw
+    folded = re.search(rb"\r\nList-Unsubscribe: (.*?)\r\n(?=\S)", raw_headers(raw), re.S).group(1)
+    assert b"=?" not in folded
+    mailto, https = folded.split(b",\r\n ")
+    assert mailto == b"<mailto:unsubscribe@herald.example?subject=unsubscribe>"
+    assert re.fullmatch(rb"<https://notifications\.a-rather-long-host-name\.example\.com/unsubscribe/[A-Za-z0-9_.-]{60,}>", https)
+
+
 def test_hard_bounce_suppresses_the_address_for_every_later_mail(api, run_jobs, smtp_server):
     make_recipient(external_id="ana", email="gone@example.com")
     smtp_server.handler.reject_rcpt["gone@example.com"] = "550 5.1.1 <gone@example.com>: user unknown"

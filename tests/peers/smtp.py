@@ -13,6 +13,7 @@ from aiosmtpd.controller import Controller
 class RecordingHandler:
     def __init__(self):
         self.messages: list[EmailMessage] = []
+        self.raw: list[bytes] = []  # each message's bytes exactly as they came over the wire
         self.lock = threading.Lock()
         self.delay_seconds = 0.0
         self.rcpt_delay_seconds = 0.0
@@ -36,6 +37,7 @@ class RecordingHandler:
         message = message_from_bytes(envelope.content, policy=policy.default)
         with self.lock:
             self.messages.append(message)
+            self.raw.append(envelope.original_content or envelope.content)
         return "250 Message accepted for delivery"
 
 
@@ -53,6 +55,11 @@ class SmtpServer:
     def messages(self) -> list[EmailMessage]:
         with self.handler.lock:
             return list(self.handler.messages)
+
+    @property
+    def raw(self) -> list[bytes]:
+        with self.handler.lock:
+            return list(self.handler.raw)
 
     def message_ids(self) -> list[str]:
         return [m["Message-ID"] for m in self.messages]

@@ -3,7 +3,7 @@ import io
 
 import pytest
 
-from app.audiences.imports import RowError, header_problems, parse_number, parse_row, read_rows
+from app.audiences.imports import TYPING_RULES, RowError, header_problems, parse_number, parse_row, read_rows
 
 
 def rows_of(text: str):
@@ -45,6 +45,16 @@ def test_numbers_parse_only_when_the_whole_cell_is_a_number():
     assert parse_number("42") == 42 and parse_number("-3") == -3 and parse_number("1e3") == 1000.0
     assert parse_number("4.50") == 4.5
     assert parse_number("nan") == "nan" and parse_number("12 apples") == "12 apples" and parse_number("inf") == "inf"
+
+
+@pytest.mark.parametrize("cell", ["007", "02134", "00.5", "1,5", "true", "٤٢", "9007199254740993", "1e300", "+"])
+def test_codes_with_leading_zeros_other_digits_and_numbers_beyond_two_to_the_53_stay_text(cell):
+    assert parse_number(cell) == cell
+
+
+def test_the_typing_rules_are_on_the_import_page_as_they_are_applied():
+    assert parse_number("9007199254740992") == 2**53 and parse_number(".5") == 0.5 and parse_number("0") == 0
+    assert "007" in TYPING_RULES and "9,007,199,254,740,992" in TYPING_RULES
 
 
 def test_line_numbers_count_the_header_blank_lines_and_quoted_newlines():
