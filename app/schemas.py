@@ -22,7 +22,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from app.channels import channel_names
+from app.channels import channel_names, content_fields
 from app.delivery.rendering import FIELD_LIMITS
 from app.json_values import E164_PATTERN, TIME_ZONES, EmailField, PhoneField, StoredAttributes, TimeZoneField
 
@@ -239,8 +239,9 @@ def _content_rules() -> dict:
     present = {"type": "string", "minLength": 1}
     has_content = {"anyOf": [{"required": [field], "properties": {field: present}} for field in ("template", "title", "body")]}
     fits = []
-    for channel in ("in_app", "email", "sms", "push", "web_push"):
-        limits = {field: FIELD_LIMITS.get((channel, "text" if channel == "sms" else field)) for field in ("title", "body")}
+    for channel, fields in content_fields().items():
+        # Literal text lands in the channel's field of the same name, else in its last one (SMS: "text").
+        limits = {field: FIELD_LIMITS.get((channel, field if field in fields else fields[-1])) for field in ("title", "body")}
         if any(limits.values()):
             fits.append({"if": {"required": ["channels"], "properties": {"channels": {"contains": {"const": channel}}}},
                          "then": {"properties": {field: {"maxLength": limit} for field, limit in limits.items() if limit}}})
