@@ -217,7 +217,7 @@ def _hand_over(pending, priority: str, now: datetime) -> None:
         else:
             by_time[at].append(delivery.id)
     if inline:
-        deliver(inline, now)
+        deliver(inline)  # stamped when it lands, so analytics measure the real accept-to-inbox time
     size = current_app.config["RULES_SEND_BATCH"]
     for at, ids in by_time.items():
         deliver_later(ids, priority, at, chunk=size)

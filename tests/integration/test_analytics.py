@@ -294,10 +294,6 @@ def test_in_app_latency_of_a_campaign_counts_from_the_notifications_creation(app
     assert row.count == 4 and row.seconds[0.5] > 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "app/rules/send.py stamps the notification, its in-app delivery and its inbox time with the evaluation pass's "
-    "one `now`, in one INSERT, so the rule's in-app latency is 0 by construction; the pipeline rewrite of the rule "
-    "producer is to stamp delivery with the time it happens. Drop this mark when that lands."))
 def test_in_app_latency_of_a_daily_rule_is_not_zero(app):
     make_template("low", category="low_balance", variants={"en": {"in_app": {"title": "Low", "body": "Top up"}}})
     make_recipient(external_id="low-1", timezone="UTC", attributes={"balance": 1, "low_balance_threshold": 5})
