@@ -26,7 +26,7 @@ from app.extensions import db
 from app.models import Delivery, Notification, Recipient
 from app.models.types import utcnow
 from app.redis_client import get_redis, key
-from jobs.queues import queue_depths
+from app.tasks import queue_depths
 
 log = logging.getLogger(__name__)
 
