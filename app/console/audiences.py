@@ -8,7 +8,7 @@ from sqlalchemy import select
 from app.audiences.filters import validate_filter
 from app.audiences.importer import UploadRejected, create_import, read_progress
 from app.audiences.store import SAMPLE_SIZE, count_and_sample, save_audience
-from app.console import bp
+from app.console.blueprint import bp
 from app.console.forms_content import (
     FIELD_SUGGESTIONS,
     OPERATOR_LABELS,
