@@ -24,6 +24,7 @@ class JobSpec:
     timeout: int
     retry: Retry | None = None
     result_ttl: int = 600
+    failure_ttl: int = FAILURE_TTL
 
 
 # RQ re-runs a job whose worker died (StartedJobRegistry cleanup) while it has retries left.
@@ -33,6 +34,8 @@ JOBS = {
     "jobs.delivery.deliver": JobSpec(300, _RETRY),
     "jobs.campaigns.plan_campaign": JobSpec(600, _RETRY),
     "jobs.campaigns.run_batch": JobSpec(600, _RETRY),
+    # Not retried: the next viewer who finds the snapshot stale asks again once its lock (this timeout) expires.
+    "jobs.dashboard.refresh_dashboard_counts": JobSpec(120, None, result_ttl=0, failure_ttl=120),
 }
 DEFAULT_JOB = JobSpec(300, _RETRY)
 
@@ -63,7 +66,7 @@ def queue_depths() -> dict[str, dict[str, int]]:
 def options(func: str, timeout_key: str = "job_timeout") -> dict:
     """RQ's keyword arguments for ``func``; ``prepare_data``/``create_job`` spell the timeout ``timeout``."""
     spec = JOBS.get(func, DEFAULT_JOB)
-    return {"retry": spec.retry, timeout_key: spec.timeout, "failure_ttl": FAILURE_TTL, "result_ttl": spec.result_ttl}
+    return {"retry": spec.retry, timeout_key: spec.timeout, "failure_ttl": spec.failure_ttl, "result_ttl": spec.result_ttl}
 
 
 def enqueue(func: str, *args, priority: str = "normal", at: datetime | None = None):
