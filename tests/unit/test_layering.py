@@ -106,3 +106,18 @@ def test_module_level_imports_of_app_and_jobs_have_no_cycles():
 
 def test_the_cycle_check_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_every_job_name_app_enqueues_is_a_function_of_jobs():
+    """app/ names jobs in strings, so a typo or a moved job would only show when a worker picks it up."""
+    import importlib
+    import re
+
+    names = {node.value for path in project_modules().values() if path.relative_to(ROOT).parts[0] == "app"
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Constant) and isinstance(node.value, str)
+             and re.fullmatch(r"jobs(\.\w+)+", node.value)}
+    assert {"jobs.delivery.deliver", "jobs.campaigns.run_batch", "jobs.imports.run_import"} <= names
+    for name in sorted(names):
+        module, _, function = name.rpartition(".")
+        assert callable(getattr(importlib.import_module(module), function, None)), name
