@@ -23,7 +23,7 @@ from app.models import IdempotencyKey, Notification, Recipient, Template
 from app.models.notifications import new_notification_id
 from app.models.types import utcnow
 from app.redis_outage import enqueue_or_leave_to_reaper
-from jobs.delivery import enqueue, route_notification
+from app.tasks import enqueue
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 _INSERT_KEY = insert(IdempotencyKey.__table__)
@@ -116,5 +116,5 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
     else:
         raise RuntimeError("idempotency key could not be reserved")
 
-    enqueue_or_leave_to_reaper(enqueue, route_notification, notification_id, priority=priority, at=payload.send_at)
+    enqueue_or_leave_to_reaper(enqueue, "jobs.delivery.route_notification", notification_id, priority=priority, at=payload.send_at)
     return Accepted(notification_id, "accepted", replayed=False)

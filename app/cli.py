@@ -1,4 +1,7 @@
-"""``flask`` commands. Each domain keeps its commands next to its code; this registers them."""
+"""``flask`` commands. Each domain keeps its commands next to its code; this registers them.
+
+The ``worker`` and ``scheduler`` commands are ``jobs/``'s and are registered by ``wsgi.py``: app/ never imports jobs/.
+"""
 from __future__ import annotations
 
 from flask import Flask
@@ -11,8 +14,6 @@ def init_app(app: Flask) -> None:
     from app.demo import seed_demo
     from app.inbox.commands import inbox_link
     from app.launcher import up
-    from jobs.scheduler import scheduler_command
-    from jobs.worker import worker_command
 
-    for command in (create_api_key, create_staff, seed_demo, inbox_link, up, scheduler_command, worker_command, vapid_keys_command):
+    for command in (create_api_key, create_staff, seed_demo, inbox_link, up, vapid_keys_command):
         app.cli.add_command(command)

@@ -22,7 +22,7 @@ from app.channels.health import metrics_text
 from app.extensions import db
 from app.models import Delivery, Notification
 from app.redis_outage import outage
-from jobs.queues import queue_depths
+from app.tasks import queue_depths
 
 log = logging.getLogger(__name__)
 

@@ -1,132 +1,13 @@
-"""Campaign jobs: plan the audience into batches, run a batch, send deferred deliveries.
-
-Launch enqueues ``plan_campaign`` (normal queue). Planning walks the
-audience by keyset pages over ``Recipient.id`` -- ``WHERE filter AND id >
-last ORDER BY id LIMIT n`` -- records one ``CampaignBatch`` per page and
-enqueues one ``run_batch`` job per batch through ``enqueue_many`` in a Redis
-pipeline (future waves through the scheduled registry, same pipeline). Batch
-jobs go to the low queue, so a million-recipient campaign never delays a
-transactional notification.
-"""
+"""RQ entry points of campaigns; planning lives in :mod:`app.campaigns.batches`, batches in :mod:`app.campaigns.fanout`."""
 from __future__ import annotations
 
-import logging
-from datetime import datetime
-
-from rq import Queue, Retry
-from sqlalchemy import func, select, update
-
-from app.campaigns import planning, progress
-from app.campaigns.fanout import audience_condition, run_batch as _run_batch
-from app.extensions import db
-from app.models import Campaign, CampaignBatch, Recipient
-from app.models.campaigns import BATCH_PENDING, PAUSED, RUNNING, SEND_LOCAL
-from app.models.bulk import insert_ignoring_conflicts
-from app.models.types import utcnow
-from app.redis_client import get_redis
-from jobs.queues import get_queue
-
-log = logging.getLogger(__name__)
-
-BATCH_QUEUE = "low"
-PLAN_QUEUE = "normal"
-JOB_RETRY = Retry(max=3, interval=[1, 5, 30])
-JOB_TIMEOUT = 600
-ENQUEUE_CHUNK = 5000
-
-
-def _job_options() -> dict:
-    """For ``prepare_data``/``create_job``; ``enqueue`` spells the timeout ``job_timeout``."""
-    return {"retry": JOB_RETRY, "timeout": JOB_TIMEOUT, "failure_ttl": 7 * 24 * 3600, "result_ttl": 600}
-
-
-def _enqueue_options() -> dict:
-    return {"retry": JOB_RETRY, "job_timeout": JOB_TIMEOUT, "failure_ttl": 7 * 24 * 3600, "result_ttl": 600}
-
-
-# -- planning ----------------------------------------------------------------------------------
-
-def keyset_pages(condition, size: int):
-    """(first id, last id, count) per page of at most ``size`` matching recipients, in id order."""
-    last = 0
-    while True:
-        ids = db.session.execute(
-            select(Recipient.id).where(condition, Recipient.id > last).order_by(Recipient.id).limit(size)
-        ).scalars().all()
-        if not ids:
-            return
-        yield ids[0], ids[-1], len(ids)
-        last = ids[-1]
-
-
-def plan_batches(campaign: Campaign, now: datetime) -> list[dict]:
-    """The batch rows of a campaign: keyset pages, one wave per time zone for local-time schedules."""
-    condition = audience_condition(campaign, now)
-    size = planning.batch_size(campaign.throttle_per_minute)
-    pages: list[tuple[datetime, bool, str | None, tuple[int, int, int]]] = []
-    if campaign.schedule == SEND_LOCAL:
-        zones = db.session.execute(select(Recipient.timezone).where(condition).group_by(Recipient.timezone)).scalars().all()
-        for wave in planning.plan_waves(list(zones), campaign.local_time, now):
-            for zone in wave.zones:
-                zone_condition = Recipient.timezone.is_(None) if zone is None else Recipient.timezone == zone
-                pages += [(wave.at, True, zone, page) for page in keyset_pages(condition & zone_condition, size)]
-    else:
-        start = planning.first_send_time(campaign.schedule, campaign.send_at, now)
-        pages = [(start, False, None, page) for page in keyset_pages(condition, size)]
-    run_times = planning.spaced_run_times([p[0] for p in pages], [p[3][2] for p in pages], campaign.throttle_per_minute)
-    rows = []
-    for seq, ((_start, by_zone, zone, (first, last, count)), run_at) in enumerate(zip(pages, run_times)):
-        if campaign.ends_at is not None and run_at > campaign.ends_at:
-            run_at = campaign.ends_at  # runs at the end only to record its recipients as campaign_ended
-        rows.append({"campaign_id": campaign.id, "seq": seq, "first_id": first, "last_id": last, "size": count,
-                     "by_zone": by_zone, "zone": zone, "run_at": run_at, "status": BATCH_PENDING})
-    return rows
+from app.campaigns.batches import plan_campaign as _plan_campaign
+from app.campaigns.fanout import run_batch as _run_batch
 
 
 def plan_campaign(campaign_id: int) -> int:
-    """Record the campaign's batches once, then enqueue every pending one. Safe to re-run."""
-    campaign = db.session.get(Campaign, campaign_id)
-    if campaign is None or campaign.status not in (RUNNING, PAUSED):
-        return 0  # planning sends nothing, so a pause does not stop it; the batches check the pause
-    exists = db.session.scalar(select(CampaignBatch.id).where(CampaignBatch.campaign_id == campaign_id).limit(1))
-    if exists is None:
-        rows = plan_batches(campaign, utcnow())
-        for start in range(0, len(rows), 1000):
-            insert_ignoring_conflicts(CampaignBatch, rows[start:start + 1000], ["campaign_id", "seq"])
-        planned = db.session.scalar(select(func.coalesce(func.sum(CampaignBatch.size), 0))
-                                    .where(CampaignBatch.campaign_id == campaign_id))
-        db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(planned=planned, updated_at=utcnow()))
-        db.session.commit()
-        progress.set_status(campaign_id, campaign.status, planned=planned)
-    count = enqueue_pending_batches(campaign_id)
-    if count == 0:
-        progress.finish_if_complete(campaign_id)
-    return count
+    return _plan_campaign(campaign_id)
 
-
-def enqueue_pending_batches(campaign_id: int) -> int:
-    """One job per pending batch, pipelined: due ones queued now, later waves in the scheduled registry."""
-    batches = db.session.execute(select(CampaignBatch.id, CampaignBatch.run_at).where(
-        CampaignBatch.campaign_id == campaign_id, CampaignBatch.status == BATCH_PENDING).order_by(CampaignBatch.seq)).all()
-    db.session.commit()
-    queue = get_queue(BATCH_QUEUE)
-    now = utcnow()
-    for start in range(0, len(batches), ENQUEUE_CHUNK):
-        chunk = batches[start:start + ENQUEUE_CHUNK]
-        with get_redis().pipeline() as pipe:
-            due = [Queue.prepare_data(run_batch, (campaign_id, batch_id), **_job_options())
-                   for batch_id, run_at in chunk if run_at <= now]
-            if due:
-                queue.enqueue_many(due, pipeline=pipe)
-            for batch_id, run_at in chunk:
-                if run_at > now:
-                    job = queue.create_job(run_batch, args=(campaign_id, batch_id), **_job_options())
-                    queue.schedule_job(job, run_at, pipeline=pipe)
-            pipe.execute()
-    return len(batches)
-
-
-# -- job entry points --------------------------------------------------------------------------
 
 def run_batch(campaign_id: int, batch_id: int) -> str:
     return _run_batch(campaign_id, batch_id)
@@ -137,7 +18,3 @@ def send_deliveries(campaign_id: int, delivery_ids: list[int]) -> dict:
     from app.pipeline.deliver import deliver
 
     return dict(deliver(delivery_ids).counts)
-
-
-def enqueue_plan(campaign_id: int) -> None:
-    get_queue(PLAN_QUEUE).enqueue(plan_campaign, campaign_id, **_enqueue_options())

@@ -1,9 +1,6 @@
 """RQ entry points of the delivery pipeline (:mod:`app.pipeline`); the work itself lives there."""
 from __future__ import annotations
 
-from datetime import datetime
-
-from app import tasks
 from app.pipeline.deliver import deliver as _deliver
 from app.pipeline.route import route_notification as _route_notification
 
@@ -27,8 +24,3 @@ def dispatch_delivery(delivery_id: int) -> str:
             return outcome
     return "not-claimed"
 
-
-def enqueue(func, *args, priority: str = "normal", at: datetime | None = None):
-    """Queue a job function of this package (or any dotted name) on the priority's queue."""
-    name = func if isinstance(func, str) else f"{func.__module__}.{func.__name__}"
-    return tasks.enqueue(name, *args, priority=priority, at=at)

@@ -15,7 +15,7 @@ from rq.worker import SimpleWorker
 from app.config import QUEUE_NAMES
 from app.extensions import db
 from app.redis_client import get_redis
-from jobs.queues import get_queue
+from app.tasks import get_queue
 
 log = logging.getLogger(__name__)
 

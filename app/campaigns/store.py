@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 
 from app.audiences.filters import compile_filter, validate_filter
 from app.campaigns import planning, progress
+from app.campaigns.batches import enqueue_pending_batches, enqueue_plan
 from app.campaigns.fanout import cancel_pending
 from app.channels import in_list_order, in_send_order
 from app.delivery.constants import DELIVERED, DISPATCHED, FAILED, FINAL_STATUSES, SUPPRESSED
@@ -213,8 +214,6 @@ def _transition(campaign: Campaign, expected: tuple[str, ...], values: dict, act
 def launch(campaign: Campaign, actor: StaffUser, now: datetime | None = None) -> list[str]:
     """Launch now, or return the reasons it cannot. Pins the template's current version, once it has rendered
     for a sample of the audience on every channel (with the ``data`` ``{}`` the batches send)."""
-    from jobs.campaigns import enqueue_plan
-
     now = now or utcnow()
     problems = launch_problems(campaign, now)
     if campaign.status != DRAFT:
@@ -240,8 +239,6 @@ def pause(campaign: Campaign, actor: StaffUser) -> None:
 
 def resume(campaign: Campaign, actor: StaffUser) -> None:
     """Batches that saw the pause are still pending: enqueue them again. Sent rows are never sent again."""
-    from jobs.campaigns import enqueue_pending_batches
-
     _transition(campaign, (PAUSED,), {"status": RUNNING}, "campaign.resume", actor, "resumed")
     enqueue_pending_batches(campaign.id)
 

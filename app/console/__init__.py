@@ -1,12 +1,6 @@
 """Staff console (htmx). One module per area; each registers its routes on ``bp``."""
-from flask import Blueprint
-
-from app.channels import channel_names
-
-bp = Blueprint("console", __name__)
-bp.add_app_template_global(channel_names)
-
-from app.console import (  # noqa: E402,F401
+from app.console.blueprint import bp  # noqa: F401  (create_app registers it)
+from app.console import (  # noqa: F401  (register the routes)
     analytics,
     audiences,
     campaigns,

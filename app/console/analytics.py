@@ -6,7 +6,7 @@ from flask_login import login_required
 from sqlalchemy import select
 
 from app import analytics
-from app.console import bp
+from app.console.blueprint import bp
 from app.extensions import db
 from app.models import Campaign
 

@@ -6,9 +6,10 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from app.audiences.filters import validate_filter
+from app.audiences.importer import UploadRejected, create_import, read_progress
 from app.audiences.imports import TYPING_RULES
 from app.audiences.store import SAMPLE_SIZE, count_and_sample, save_audience
-from app.console import bp
+from app.console.blueprint import bp
 from app.console.forms_content import (
     FIELD_SUGGESTIONS,
     OPERATOR_LABELS,
@@ -26,7 +27,6 @@ from app.console.templates_editor import content_editor_required
 from app.extensions import db, htmx
 from app.models import Audience, ImportJob
 from app.models.types import utcnow
-from jobs.imports import UploadRejected, create_import, read_progress
 
 STARTER = Builder("all", ())
 

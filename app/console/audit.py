@@ -9,7 +9,7 @@ from flask import render_template, request
 from sqlalchemy import func, select
 
 from app.auth import admin_required
-from app.console import bp
+from app.console.blueprint import bp
 from app.extensions import db, htmx
 from app.models import AuditEntry, StaffUser
 from app.models.types import utcnow

@@ -21,7 +21,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.campaigns import planning, progress, store
 from app.channels import labels
-from app.console import bp
+from app.console.blueprint import bp
 from app.extensions import db, htmx
 from app.models import Campaign, Template
 from app.models.campaigns import CANCELLED, FINISHED

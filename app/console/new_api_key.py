@@ -17,7 +17,7 @@ from flask import flash, redirect, render_template, session, url_for
 from redis.exceptions import RedisError
 
 from app.auth import admin_required
-from app.console import bp
+from app.console.blueprint import bp
 from app.extensions import db
 from app.models import ApiKey
 from app.redis_client import get_redis, key

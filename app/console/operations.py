@@ -18,7 +18,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 from app.api.scopes import DEFAULT_SCOPES, SCOPES
 from app.auth import admin_required
 from app.config import check_rate_limit
-from app.console import bp
+from app.console.blueprint import bp
 from app.console.audit import page_number
 from app.console.new_api_key import show_new_key
 from app.console.operations_store import (api_keys, change_rate_limit, create_key, dead_letters, discard_dead_letter,

@@ -20,8 +20,7 @@ from app.delivery.constants import FAILED, PENDING
 from app.extensions import db
 from app.models import ApiKey, Delivery, DeliveryEvent, Notification, Recipient
 from app.models.types import utcnow
-from app.tasks import deliver_later
-from jobs.queues import queue_depths
+from app.tasks import deliver_later, queue_depths
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app.console import bp
+from app.console.blueprint import bp
 from app.console.forms import LoginForm
 from app.console.stats import dashboard_counts
 from app.extensions import db, htmx, limiter

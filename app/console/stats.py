@@ -18,15 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from redis.exceptions import RedisError
-from rq import Queue
 from sqlalchemy import func, select
 
+from app import tasks
 from app.delivery.constants import DELIVERY_STATUSES
 from app.extensions import db
 from app.models import Delivery, Notification, Recipient
 from app.models.types import utcnow
 from app.redis_client import get_redis, key
-from jobs.queues import queue_depths
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +34,9 @@ REFRESH_SECONDS = 5.0
 # Counting faster than this is done on every request: exact numbers cost nothing there.
 CHEAP_SECONDS = 0.05
 SNAPSHOT_TTL = 3600
-REFRESH_LOCK_SECONDS = 120
-# Enqueued by name, so app/ does not import jobs/; the lock outlives a refresh that never ran.
+# Enqueued by name, so app/ does not import jobs/; the lock lasts as long as the job may run.
 REFRESH_JOB = "jobs.dashboard.refresh_dashboard_counts"
+REFRESH_LOCK_SECONDS = tasks.JOBS[REFRESH_JOB].timeout
 REFRESH_QUEUE = "normal"
 
 
@@ -133,8 +132,7 @@ def request_refresh() -> bool:
     snapshot it has. True when this call enqueued the refresh."""
     if not get_redis().set(_refresh_lock(), "1", nx=True, ex=REFRESH_LOCK_SECONDS):
         return False
-    Queue(REFRESH_QUEUE, connection=get_redis()).enqueue(
-        REFRESH_JOB, job_timeout=REFRESH_LOCK_SECONDS, result_ttl=0, failure_ttl=REFRESH_LOCK_SECONDS)
+    tasks.enqueue(REFRESH_JOB, priority=REFRESH_QUEUE)
     return True
 
 
@@ -162,7 +160,7 @@ def database_counts(now: datetime) -> DatabaseCounts:
 
 def _queue_depths_or_none() -> dict[str, dict[str, int]] | None:
     try:
-        return queue_depths()
+        return tasks.queue_depths()
     except RedisError:
         log.warning("dashboard: Redis did not answer; queue depths left out", exc_info=True)
         return None

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.channels.apns import MAX_PAYLOAD_BYTES
-from app.console import bp
+from app.console.blueprint import bp
 from app.console.forms_content import (
     CHANNEL_LABELS,
     EDITOR_CHANNELS,

@@ -1,6 +1,3 @@
 """End-user pages: the inbox, preferences, one-click unsubscribe and tracked links."""
-from flask import Blueprint
-
-bp = Blueprint("inbox", __name__)
-
-from app.inbox import clicks, routes, unsubscribe  # noqa: E402,F401
+from app.inbox.blueprint import bp  # noqa: F401  (create_app registers it)
+from app.inbox import clicks, routes, unsubscribe  # noqa: F401  (register the routes)

@@ -8,7 +8,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.delivery.tracking import read_click_token
 from app.extensions import db
-from app.inbox import bp
+from app.inbox.blueprint import bp
 from app.inbox.store import record_click
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from app.channels.vapid import application_server_key
 from app.delivery.constants import ALL_CATEGORIES
 from app.delivery.endpoints import push_endpoint_problem
 from app.extensions import db, htmx
-from app.inbox import bp, preferences as prefs_form, store
+from app.inbox import preferences as prefs_form, store
+from app.inbox.blueprint import bp
 from app.inbox.auth import recipient_required, sign_in
 from app.inbox.display import present
 from app.inbox.grouping import group_entries

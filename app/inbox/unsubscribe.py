@@ -6,7 +6,7 @@ from flask import abort, current_app, render_template, request
 from app.channels.email import SmtpEmail
 from app.delivery.unsubscribe import read_unsubscribe_token
 from app.extensions import csrf, db
-from app.inbox import bp
+from app.inbox.blueprint import bp
 from app.models import Preference
 from app.recipients import find_recipient
 

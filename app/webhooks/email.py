@@ -15,7 +15,7 @@ from app.channels.email import SmtpEmail
 from app.delivery.receipts import SENDGRID_FINAL, sendgrid_suppression_reason
 from app.delivery.signatures import sendgrid_signature_valid
 from app.extensions import db
-from app.webhooks import bp
+from app.webhooks.blueprint import bp
 from app.webhooks.receipts import settle, suppress
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"

@@ -18,7 +18,7 @@ from app.delivery.signatures import twilio_signature_valid
 from app.delivery.sms import inbound_keyword, to_e164
 from app.extensions import db
 from app.models import Suppression
-from app.webhooks import bp
+from app.webhooks.blueprint import bp
 from app.webhooks.receipts import settle, suppress
 
 STOP_REASON = "STOP"

@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from werkzeug.datastructures import FileStorage
 
+from app.audiences.importer import create_import
 from app.audiences.store import save_audience
 from app.campaigns import store as campaigns
 from app.demo import ADMIN_EMAIL, load_demo
@@ -22,7 +23,6 @@ from app.extensions import db
 from app.models import Campaign, Delivery, Notification, Rule, StaffUser, Suppression, Template, \
     TemplateVersion
 from app.models.types import utcnow
-from jobs.imports import create_import
 from tests.factories import make_notification, make_recipient, make_staff
 
 WIDTHS = (1280, 1440, 1920)

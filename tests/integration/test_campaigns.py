@@ -254,7 +254,7 @@ def test_local_time_schedule_plans_one_wave_per_zone_at_its_local_time(app, temp
     cid = campaign.id
     launched = datetime(2026, 3, 7, 12, 0, tzinfo=UTC)  # Tokyo 21:00 (passed), New York 07:00, UTC 12:00 (passed)
     store.launch(campaign, marketer, now=launched)
-    from jobs.campaigns import plan_batches
+    from app.campaigns.batches import plan_batches
 
     rows = plan_batches(db.session.get(Campaign, cid), launched)
     waves = {row["zone"]: row["run_at"] for row in rows}

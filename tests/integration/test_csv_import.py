@@ -10,11 +10,11 @@ import pytest
 from rq import Queue
 from sqlalchemy import event, func, select
 
+from app.audiences.importer import progress_key, upsert_records
+from app.audiences.imports import ImportRecord
 from app.extensions import db
 from app.models import ImportJob, Recipient
 from app.redis_client import get_redis
-from jobs.imports import progress_key, upsert_records
-from app.audiences.imports import ImportRecord
 from tests.factories import make_recipient, make_staff
 
 PASSWORD = "correct horse battery"

@@ -146,7 +146,7 @@ def test_a_dispatch_that_runs_before_its_retry_time_puts_it_back_instead_of_drop
 
 
 def test_critical_never_waits_behind_a_flood_of_low(app, run_jobs):
-    from jobs.delivery import enqueue
+    from app.tasks import enqueue
 
     order = []
     connection = get_redis()

@@ -15,7 +15,7 @@ from app.redis_client import get_redis, key
 from app.rules.evaluate import evaluate_rule
 from app.pipeline.deliver import deliver
 from jobs.maintenance import redrive_stuck_work
-from jobs.queues import get_queue
+from app.tasks import get_queue
 from tests.integration.test_rules import at, low, make_rule
 
 

@@ -233,7 +233,7 @@ def test_campaign_failures_are_grouped_by_error_code_with_an_example(app, client
     campaign.status, campaign.template_version = "running", 1  # as if launched before the check existed
     db.session.commit()
     cid = campaign.id
-    from jobs.campaigns import enqueue_plan
+    from app.campaigns.batches import enqueue_plan
 
     enqueue_plan(cid)
     run_jobs()

@@ -1,0 +1,7 @@
+"""The console's blueprint, on its own so the area modules that register routes on it do not import their package."""
+from flask import Blueprint
+
+from app.channels import channel_names
+
+bp = Blueprint("console", "app.console")
+bp.add_app_template_global(channel_names)
