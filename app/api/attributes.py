@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import jsonify
 
-from app.api import bp
+from app.api.blueprint import bp
 from app.api.routes import USER_ID, BadRequest, dump, parse_body, user_json
 from app.rules import schemas
 from app.rules.attributes import duplicate_user_ids, patch_attributes, upsert_users

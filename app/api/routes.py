@@ -9,7 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.accept import IdempotencyConflict, UnknownRecipient, UnknownTemplate, accept_notification
 from app import schemas
-from app.api import bp
+from app.api.blueprint import bp
 from app.api.auth import authenticate
 from app.api.openapi import build_openapi
 from app.delivery.endpoints import push_endpoint_problem
