@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 
-from flask import current_app, has_app_context
+from flask import current_app, g, has_app_context, has_request_context
 from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta
 
 from app.delivery.sandbox import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT_MS, Budget, BudgetedSandbox, OverBudget, render_within
@@ -70,12 +70,35 @@ def _compiled(html: bool, source: str) -> Template:
     return (_html_env if html else _text_env).from_string(source)
 
 
-def render_budget() -> Budget:
-    """A fresh budget from the app's ``RENDER_TIMEOUT_MS`` / ``RENDER_MAX_BYTES`` (defaults outside an app)."""
+# The editor's preview renders every field of every locale (up to 30 x 8) in one request; together they get
+# this many renders' worth of time, so a page full of hostile fields still answers in about a second.
+PREVIEW_RENDERS_PER_REQUEST = 5
+
+
+def budget_settings() -> tuple[int, int]:
+    """The app's ``RENDER_TIMEOUT_MS`` and ``RENDER_MAX_BYTES`` (the defaults outside an app)."""
     if not has_app_context():
-        return Budget(DEFAULT_TIMEOUT_MS, DEFAULT_MAX_BYTES)
+        return DEFAULT_TIMEOUT_MS, DEFAULT_MAX_BYTES
     config = current_app.config
-    return Budget(config.get("RENDER_TIMEOUT_MS", DEFAULT_TIMEOUT_MS), config.get("RENDER_MAX_BYTES", DEFAULT_MAX_BYTES))
+    return config.get("RENDER_TIMEOUT_MS", DEFAULT_TIMEOUT_MS), config.get("RENDER_MAX_BYTES", DEFAULT_MAX_BYTES)
+
+
+def render_budget(within: Budget | None = None) -> Budget:
+    """A fresh budget from the settings; the clock starts now."""
+    timeout_ms, max_bytes = budget_settings()
+    return Budget(timeout_ms, max_bytes, within)
+
+
+def preview_request_budget() -> Budget | None:
+    """The total all previewed fields of the current request share (None outside a request)."""
+    if not has_request_context():
+        return None
+    if "render_preview_budget" not in g:
+        timeout_ms, max_bytes = budget_settings()
+        total_ms = timeout_ms * PREVIEW_RENDERS_PER_REQUEST
+        g.render_preview_budget = Budget(total_ms, max_bytes,
+                                         message=f"not rendered: the preview's {total_ms} ms for all fields ran out")
+    return g.render_preview_budget
 
 
 def render_bounded(channel: str, field: str, template: Template | str, context: dict, budget: Budget) -> str:
@@ -177,8 +200,9 @@ def error_line(error: BaseException) -> int | None:
 
 
 def render_field(channel: str, field: str, source: str, context: dict) -> str:
-    """One field rendered like :func:`render_fields` does, within its own budget (the editor's preview)."""
-    return render_bounded(channel, field, source, context, render_budget())
+    """One field rendered like :func:`render_fields` does, within its own budget and the request's
+    (the editor's preview)."""
+    return render_bounded(channel, field, source, context, render_budget(within=preview_request_budget()))
 
 
 def unknown_variables(source: str) -> set[str]:

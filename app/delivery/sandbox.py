@@ -53,16 +53,22 @@ def describe_size(limit: int) -> str:
 class Budget:
     """What one render may still spend. Create it right before rendering: the clock starts then."""
 
-    __slots__ = ("timeout_ms", "max_bytes", "wall_deadline", "cpu_deadline")
+    __slots__ = ("timeout_ms", "max_bytes", "wall_deadline", "cpu_deadline", "message")
 
-    def __init__(self, timeout_ms: int = DEFAULT_TIMEOUT_MS, max_bytes: int = DEFAULT_MAX_BYTES):
+    def __init__(self, timeout_ms: int = DEFAULT_TIMEOUT_MS, max_bytes: int = DEFAULT_MAX_BYTES,
+                 within: Budget | None = None, message: str | None = None):
+        """``within``: a larger budget this one is part of (a preview request's), whose deadline also applies."""
         self.timeout_ms, self.max_bytes = timeout_ms, max_bytes
+        self.message = message or f"rendering took longer than {timeout_ms} ms"
         self.wall_deadline = perf_counter() + timeout_ms / 1000
         self.cpu_deadline = thread_time() + timeout_ms / 1000
+        if within is not None and within.cpu_deadline < self.cpu_deadline:
+            self.wall_deadline = min(self.wall_deadline, within.wall_deadline)
+            self.cpu_deadline, self.message = within.cpu_deadline, within.message
 
     def check_time(self) -> None:
         if perf_counter() > self.wall_deadline and thread_time() > self.cpu_deadline:
-            raise OverBudget(f"rendering took longer than {self.timeout_ms} ms")
+            raise OverBudget(self.message)
 
     def check_size(self, size: int, what: str = "a value") -> None:
         if size > self.max_bytes:

@@ -157,3 +157,19 @@ def test_thousands_of_nested_brackets_are_an_error_at_save_and_at_send():
                    lambda: CompiledVariant("sms", {"text": source}).render(CONTEXT)):
         with pytest.raises(RenderError, match="nested too deeply"):
             render()
+
+
+def test_a_preview_request_shares_one_total_budget_across_all_its_fields():
+    """Thirty locales of hostile fields would otherwise hold a web worker for 30 x 8 x 200 ms."""
+    app = Flask(__name__)
+    hostile = HOSTILE["nested loops without output"][0]
+    with app.test_request_context("/templates/preview", method="POST"):
+        started = time.thread_time()
+        messages = []
+        for _ in range(20):
+            with pytest.raises(RenderError) as error:
+                render_field("sms", "text", hostile, CONTEXT)
+            messages.append(error.value.message)
+        assert time.thread_time() - started < 1.5
+    assert messages[0] == OVER_TIME
+    assert messages[-1] == "not rendered: the preview's 1000 ms for all fields ran out"
