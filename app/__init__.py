@@ -34,12 +34,14 @@ def create_app(config: dict | None = None) -> Flask:
     redis_client.init_app(app)
     csrf.init_app(app)
     htmx.init_app(app)
-    app.config.setdefault("RATELIMIT_STORAGE_URI", _limits_storage_uri(app.config["REDIS_URL"]))
-    app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["REDIS_PREFIX"] + ":limits")
     # Redis down must not make rate-limited routes fail: the console's limits fall back to this process's memory
     # (the API's per-key limits do the same in app/redis_outage.py), and no limit check waits long on a dead server.
+    storage_uri, storage_options = redis_client.limits_storage(app.config["REDIS_URL"],
+                                                               {"socket_connect_timeout": 1, "socket_timeout": 1})
+    app.config.setdefault("RATELIMIT_STORAGE_URI", storage_uri)
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["REDIS_PREFIX"] + ":limits")
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
-    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 1, "socket_timeout": 1})
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", storage_options)
     limiter.init_app(app)
     login_manager.init_app(app)
 
@@ -65,11 +67,6 @@ def create_app(config: dict | None = None) -> Flask:
     cli.init_app(app)
     _enable_sqlite_concurrency(app)
     return app
-
-
-def _limits_storage_uri(redis_url: str) -> str:
-    """The ``limits`` library spells a unix-socket Redis ``redis+unix://``."""
-    return "redis+unix://" + redis_url[len("unix://"):] if redis_url.startswith("unix://") else redis_url
 
 
 def _favicon():

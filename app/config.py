@@ -15,6 +15,8 @@ from limits import parse as parse_limit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from app.redis_client import SENTINEL_FORM, is_sentinel, parse_sentinel_url
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INSTANCE = PROJECT_ROOT / "instance"
 QUEUE_NAMES = ("critical", "high", "normal", "low")
@@ -56,8 +58,13 @@ def check_database_url(url: str) -> str:
 
 def check_redis_url(url: str) -> str:
     scheme = urlparse(url).scheme
-    if scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix://, got {url!r}")
+    if scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
+        raise ConfigError(f"REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel://, got {url!r}")
+    if is_sentinel(url):
+        try:
+            parse_sentinel_url(url)
+        except ValueError as error:
+            raise ConfigError(f"REDIS_URL must look like {SENTINEL_FORM}: {error}") from None
     return url
 
 
@@ -249,6 +256,9 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
         # When set, /metrics answers only to "Authorization: Bearer <token>".
         "METRICS_TOKEN": env.get("HERALD_METRICS_TOKEN") or None,
         # Daily rules: evaluated every N minutes (aligned to the clock), claims sent in batches of this size.
+        # Scheduler processes elect one active leader through a Redis lease of this many seconds (app/leadership.py).
+        "SCHEDULER_LEASE_SECONDS": parse_float("HERALD_SCHEDULER_LEASE_SECONDS", env.get("HERALD_SCHEDULER_LEASE_SECONDS"),
+                                               15.0, minimum=1.0),
         "RULES_EVALUATION_MINUTES": parse_int("RULES_EVALUATION_MINUTES", env.get("RULES_EVALUATION_MINUTES"), 15, minimum=1),
         "RULES_SEND_BATCH": parse_int("HERALD_RULES_SEND_BATCH", env.get("HERALD_RULES_SEND_BATCH"), 1000, minimum=1),
         # Tests only: seconds to pause after each sent batch, so a SIGKILL can land mid-run.

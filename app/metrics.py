@@ -20,7 +20,9 @@ from sqlalchemy import func, select
 
 from app.channels.health import metrics_text
 from app.extensions import db
+from app.leadership import LEADER_KEY_PARTS
 from app.models import Delivery, Notification
+from app.redis_client import get_redis, key
 from app.redis_outage import outage
 from app.tasks import queue_depths
 
@@ -60,6 +62,8 @@ class QueueCollector:
             yield up
             return
         up.add_metric([], 1)
+        yield GaugeMetricFamily("herald_scheduler_leader", "1 while a scheduler process holds the lease and runs "
+                                "periodic work, 0 when none does", value=int(bool(get_redis().exists(key(*LEADER_KEY_PARTS)))))
         jobs = GaugeMetricFamily("herald_queue_jobs", "RQ jobs per queue and state", labels=["queue", "state"])
         workers = GaugeMetricFamily("herald_queue_workers", "RQ workers listening on each queue", labels=["queue"])
         for name, depth in depths.items():

@@ -1,29 +1,39 @@
-"""``flask scheduler``: the one process that runs periodic work with APScheduler.
+"""``flask scheduler``: periodic work with APScheduler, run by exactly one active scheduler process.
 
-Running two by mistake is harmless: every periodic job is idempotent, and a
-Redis lock per job keeps them from doing the same pass twice at once.
+Run one per host if you like: every scheduler is a candidate for a lease in
+Redis (``app/leadership.py``); the one holding it runs the periodic jobs, the
+others stand by with their APScheduler paused and take over within the lease
+(``HERALD_SCHEDULER_LEASE_SECONDS``) after the active one dies or loses Redis.
+A per-job Redis lock stays as a second fence: a job still running in a
+deposed leader keeps its lock, so the new leader skips that job until it ends.
 """
 from __future__ import annotations
 
 import logging
 import signal
+import threading
+import time
 
 import click
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 from flask import current_app
 from flask.cli import with_appcontext
 
+from app.leadership import LEADER_KEY_PARTS, Leadership, LeaseTiming, RedisLease, holder_label
 from app.models.types import utcnow
-from app.redis_client import get_redis, key
+from app.redis_client import connect, get_redis, key
 
 log = logging.getLogger(__name__)
 
 
-def locked(name: str, ttl: int):
-    """Wrap a periodic job so only one scheduler process runs it at a time, inside the app context."""
+def locked(name: str, ttl: int, may_run=lambda: True):
+    """Wrap a periodic job: it runs only while ``may_run()`` (this process leads) and only one process runs it at a
+    time, inside the app context."""
     app = current_app._get_current_object()
 
     def run():
+        if not may_run():
+            return
         with app.app_context():
             lock = get_redis().lock(key("scheduler-lock", name), timeout=ttl, blocking=False)
             if not lock.acquire():
@@ -75,26 +85,56 @@ PERIODIC_JOBS = {
 }
 
 
-def build_scheduler() -> BlockingScheduler:
-    scheduler = BlockingScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60})
+def build_scheduler(may_run=lambda: True) -> BackgroundScheduler:
+    scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1,
+                                                                  "misfire_grace_time": 60})
     for name, (_func, seconds) in PERIODIC_JOBS.items():
-        scheduler.add_job(locked(name, ttl=max(seconds * 2, 60)), "interval", seconds=seconds, id=name, name=name,
-                          next_run_time=utcnow())
+        scheduler.add_job(locked(name, ttl=max(seconds * 2, 60), may_run=may_run), "interval", seconds=seconds,
+                          id=name, name=name, next_run_time=utcnow())
     return scheduler
+
+
+def lead_while_elected(scheduler: BackgroundScheduler, lease: RedisLease, leadership: Leadership,
+                       stop: threading.Event, clock=time.monotonic) -> None:
+    """Until ``stop``: hold or seek the lease; run the (paused) scheduler exactly while this process leads."""
+    leading = False
+    while not stop.is_set():
+        asked_at = clock()
+        leadership.record(asked_at, lease.try_hold())
+        if leadership.active(clock()) and not leading:
+            leading = True
+            for job in scheduler.get_jobs():  # a new leader catches up at once instead of at each job's next tick
+                job.modify(next_run_time=utcnow())
+            scheduler.resume()
+            log.warning("this scheduler (%s) is now the active one", lease.holder)
+        elif not leadership.active(clock()) and leading:
+            leading = False
+            scheduler.pause()
+            log.warning("this scheduler (%s) lost its lease; standing by", lease.holder)
+        stop.wait(leadership.wait(clock()))
+    scheduler.pause()
 
 
 @click.command("scheduler")
 @with_appcontext
 def scheduler_command() -> None:
-    """Run periodic work (re-drive, clean-up and retention; rule evaluation) until stopped."""
-    scheduler = build_scheduler()
-
-    def stop(_signum, _frame):
-        scheduler.shutdown(wait=False)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    """Run periodic work (re-drive, clean-up and retention; rule evaluation) while this process holds the lease."""
+    timing = LeaseTiming(current_app.config["SCHEDULER_LEASE_SECONDS"])
+    leadership = Leadership(timing)
+    scheduler = build_scheduler(may_run=lambda: leadership.active(time.monotonic()))
+    # No lease call may block past the safety margin: the leader must notice in time that it cannot renew.
+    client = connect(current_app.config["REDIS_URL"], socket_timeout=timing.margin,
+                     socket_connect_timeout=timing.margin)
+    lease = RedisLease(client, key(*LEADER_KEY_PARTS), timing.lease, holder_label())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
     # APScheduler logs two lines per run at INFO (every 30 s); failures still reach the log as warnings and errors.
     logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
-    log.info("scheduler started with jobs: %s", ", ".join(PERIODIC_JOBS))
-    scheduler.start()
+    log.info("scheduler %s started with jobs: %s; seeking the lease", lease.holder, ", ".join(PERIODIC_JOBS))
+    scheduler.start(paused=True)
+    try:
+        lead_while_elected(scheduler, lease, leadership, stop)
+    finally:
+        scheduler.shutdown(wait=True)  # the job in hand finishes before a standby may start periodic work
+        lease.release()

@@ -24,8 +24,7 @@ from rq import Queue, SimpleWorker
 
 from app.embedded_redis import start_redis_server
 from app.realtime.hub import RESYNC, Hub
-from app import _limits_storage_uri as limits_storage_uri
-from app.redis_client import connect
+from app.redis_client import connect, limits_storage
 from tests.conftest import free_port
 
 
@@ -81,7 +80,7 @@ def test_rq_enqueues_and_a_worker_runs_the_job(redis_url):
 
 def test_the_rate_limiter_counts_in_redis_through_its_storage_uri(redis_url):
     site = Flask(__name__)
-    site.config["RATELIMIT_STORAGE_URI"] = limits_storage_uri(redis_url)
+    site.config["RATELIMIT_STORAGE_URI"], site.config["RATELIMIT_STORAGE_OPTIONS"] = limits_storage(redis_url, {})
     limiter = Limiter(key_func=lambda: "caller", app=site)
     site.add_url_rule("/", "index", limiter.limit("2/minute")(lambda: "ok"))
     browser = site.test_client()

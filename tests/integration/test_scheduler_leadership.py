@@ -1,0 +1,106 @@
+"""Several ``flask scheduler`` processes, one active: the Redis lease against real Redis and real processes."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from app.extensions import db
+from app.leadership import LEADER_KEY_PARTS, RedisLease
+from app.models import ApiKey, IdempotencyKey
+from app.models.types import utcnow
+from app.redis_client import get_redis, key
+from tests.conftest import PROJECT_ROOT, kill_worker
+
+LEASE = 2.0
+
+
+def start_scheduler(env: dict, log_path) -> subprocess.Popen:
+    """``flask scheduler`` in a process group of its own, its log kept for the assertion messages."""
+    return subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "scheduler"], cwd=PROJECT_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), start_new_session=True)
+
+
+def holder_pid(timeout: float, not_pid: int | None = None) -> int | None:
+    """The pid in the lease key (``host:pid:random``) once some process other than ``not_pid`` holds it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = get_redis().get(key(*LEADER_KEY_PARTS))
+        if value is not None and int(value.split(b":")[1]) != not_pid:
+            return int(value.split(b":")[1])
+        time.sleep(0.05)
+    return None
+
+
+def old_idempotency_key(name: str) -> None:
+    """A reservation past its 24 h: the purge job (periodic work) deletes it when a leader runs."""
+    db.session.add(IdempotencyKey(api_key_id=db.session.scalar(select(ApiKey.id)), key=name, request_hash="x",
+                                  notification_id="a" * 32, created_at=utcnow() - timedelta(hours=25)))
+    db.session.commit()
+
+
+def purged(name: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        db.session.expire_all()
+        if db.session.scalar(select(IdempotencyKey.id).where(IdempotencyKey.key == name)) is None:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_one_lease_holder_renews_and_the_other_gets_it_only_after_release(app):
+    client = get_redis()
+    name = key("test-lease")
+    first, second = RedisLease(client, name, 5, "host:1:a"), RedisLease(client, name, 5, "host:2:b")
+    assert first.try_hold() is True
+    assert second.try_hold() is False
+    assert first.try_hold() is True  # renewed
+    client.set(name, "host:3:c", px=5000)  # the lease lapsed and a third process took it
+    assert first.try_hold() is False, "a renew is token-checked"
+    first.release()
+    assert client.get(name) == b"host:3:c", "a release is token-checked too"
+    client.delete(name)
+    assert second.try_hold() is True
+    second.release()
+    assert client.get(name) is None
+
+
+@pytest.mark.slow
+def test_two_schedulers_one_active_failover_within_the_lease_after_sigkill(app, client, api_key, test_env, tmp_path):
+    env = {**os.environ, **test_env, "HERALD_SCHEDULER_LEASE_SECONDS": str(LEASE)}
+    schedulers = {}
+    for n in (1, 2):
+        process = start_scheduler(env, tmp_path / f"scheduler-{n}.log")
+        schedulers[process.pid] = process
+    logs = lambda: "\n".join(p.read_text()[-1500:] for p in tmp_path.glob("scheduler-*.log"))  # noqa: E731
+    try:
+        leader = holder_pid(timeout=30)
+        assert leader in schedulers, logs()
+        assert client.get("/metrics").get_data(as_text=True).count("herald_scheduler_leader 1.0") == 1
+        time.sleep(LEASE * 1.5)  # several renewals later, still the same one
+        assert holder_pid(timeout=1) == leader
+        old_idempotency_key("purged-by-the-next-leader")
+
+        kill_worker(schedulers[leader])  # SIGKILL to its whole group
+        killed_at = time.monotonic()
+        successor = holder_pid(timeout=LEASE + 5, not_pid=leader)
+        took_over_in = time.monotonic() - killed_at
+        assert successor in schedulers and successor != leader, logs()
+        assert took_over_in <= LEASE + 1.0, f"took over after {took_over_in:.1f} s"
+        assert purged("purged-by-the-next-leader", timeout=10), "the new leader runs the periodic work at once"
+
+        schedulers[successor].send_signal(signal.SIGTERM)
+        assert schedulers[successor].wait(15) == 0, logs()
+        assert get_redis().get(key(*LEADER_KEY_PARTS)) is None, "a stopped leader hands its lease back"
+        assert "herald_scheduler_leader 0.0" in client.get("/metrics").get_data(as_text=True)
+        assert logs().count("is now the active one") == 2, logs()
+    finally:
+        for process in schedulers.values():
+            kill_worker(process)
