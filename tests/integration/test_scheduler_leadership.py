@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import timedelta
 
@@ -16,26 +14,10 @@ from app.leadership import LEADER_KEY_PARTS, RedisLease
 from app.models import ApiKey, IdempotencyKey
 from app.models.types import utcnow
 from app.redis_client import get_redis, key
-from tests.conftest import PROJECT_ROOT, kill_worker
+from tests.conftest import kill_worker
+from tests.processes import leader_pid, start_scheduler
 
 LEASE = 2.0
-
-
-def start_scheduler(env: dict, log_path) -> subprocess.Popen:
-    """``flask scheduler`` in a process group of its own, its log kept for the assertion messages."""
-    return subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "scheduler"], cwd=PROJECT_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), start_new_session=True)
-
-
-def holder_pid(timeout: float, not_pid: int | None = None) -> int | None:
-    """The pid in the lease key (``host:pid:random``) once some process other than ``not_pid`` holds it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = get_redis().get(key(*LEADER_KEY_PARTS))
-        if value is not None and int(value.split(b":")[1]) != not_pid:
-            return int(value.split(b":")[1])
-        time.sleep(0.05)
-    return None
 
 
 def old_idempotency_key(name: str) -> None:
@@ -81,16 +63,17 @@ def test_two_schedulers_one_active_failover_within_the_lease_after_sigkill(app, 
         schedulers[process.pid] = process
     logs = lambda: "\n".join(p.read_text()[-1500:] for p in tmp_path.glob("scheduler-*.log"))  # noqa: E731
     try:
-        leader = holder_pid(timeout=30)
+        prefix = test_env["HERALD_REDIS_PREFIX"]
+        leader = leader_pid(get_redis(), prefix, timeout=30)
         assert leader in schedulers, logs()
         assert client.get("/metrics").get_data(as_text=True).count("herald_scheduler_leader 1.0") == 1
         time.sleep(LEASE * 1.5)  # several renewals later, still the same one
-        assert holder_pid(timeout=1) == leader
+        assert leader_pid(get_redis(), prefix, timeout=1) == leader
         old_idempotency_key("purged-by-the-next-leader")
 
         kill_worker(schedulers[leader])  # SIGKILL to its whole group
         killed_at = time.monotonic()
-        successor = holder_pid(timeout=LEASE + 5, not_pid=leader)
+        successor = leader_pid(get_redis(), prefix, timeout=LEASE + 5, not_pid=leader)
         took_over_in = time.monotonic() - killed_at
         assert successor in schedulers and successor != leader, logs()
         assert took_over_in <= LEASE + 1.0, f"took over after {took_over_in:.1f} s"
