@@ -7,14 +7,16 @@ import time
 from datetime import timedelta
 
 import pytest
+import redis
 from sqlalchemy import select
 
+from app.embedded_redis import start_redis_server
 from app.extensions import db
 from app.leadership import LEADER_KEY_PARTS, RedisLease
 from app.models import ApiKey, IdempotencyKey
 from app.models.types import utcnow
 from app.redis_client import get_redis, key
-from tests.conftest import kill_worker
+from tests.conftest import free_port, kill_worker
 from tests.processes import leader_pid, start_scheduler
 
 LEASE = 2.0
@@ -87,3 +89,32 @@ def test_two_schedulers_one_active_failover_within_the_lease_after_sigkill(app, 
     finally:
         for process in schedulers.values():
             kill_worker(process)
+
+
+@pytest.mark.slow
+def test_a_leader_that_loses_redis_stops_within_the_lease_and_leads_again_when_it_answers(app, test_env, tmp_path):
+    """Redis frozen (SIGSTOP: calls hang, they are not refused): the leader must not wait on it past its lease."""
+    port = free_port()
+    server = start_redis_server(tmp_path / "redis", port=port)
+    env = {**os.environ, **test_env, "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+           "HERALD_SCHEDULER_LEASE_SECONDS": str(LEASE)}
+    log_path = tmp_path / "scheduler.log"
+    scheduler = start_scheduler(env, log_path)
+    try:
+        assert leader_pid(redis.Redis(port=port), test_env["HERALD_REDIS_PREFIX"], timeout=30) == scheduler.pid
+        server.send_signal(signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        while "lost its lease" not in log_path.read_text() and time.monotonic() - frozen_at < LEASE + 5:
+            time.sleep(0.02)
+        stepped_down_in = time.monotonic() - frozen_at
+        assert "lost its lease" in log_path.read_text(), log_path.read_text()[-2000:]
+        assert stepped_down_in < LEASE, f"stood down {stepped_down_in:.1f} s after Redis froze"
+        server.send_signal(signal.SIGCONT)
+        while log_path.read_text().count("is now the active one") < 2 and time.monotonic() - frozen_at < 30:
+            time.sleep(0.05)
+        assert log_path.read_text().count("is now the active one") == 2, log_path.read_text()[-2000:]
+    finally:
+        server.send_signal(signal.SIGCONT)
+        kill_worker(scheduler)
+        server.kill()
+        server.wait(10)
