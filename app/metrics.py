@@ -62,8 +62,9 @@ class QueueCollector:
             yield up
             return
         up.add_metric([], 1)
+        leading = get_redis().exists(key(*LEADER_KEY_PARTS))
         yield GaugeMetricFamily("herald_scheduler_leader", "1 while a scheduler process holds the lease and runs "
-                                "periodic work, 0 when none does", value=int(bool(get_redis().exists(key(*LEADER_KEY_PARTS)))))
+                                "periodic work, 0 when none does", value=1 if leading else 0)
         jobs = GaugeMetricFamily("herald_queue_jobs", "RQ jobs per queue and state", labels=["queue", "state"])
         workers = GaugeMetricFamily("herald_queue_workers", "RQ workers listening on each queue", labels=["queue"])
         for name, depth in depths.items():

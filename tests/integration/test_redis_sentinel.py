@@ -181,7 +181,8 @@ def test_a_primary_failover_mid_load_keeps_accepting_and_loses_nothing(app, test
         for process in (web, worker):
             kill_worker(process)
     print(f"failover: primary killed, new primary after {promoted_at - killed_at:.1f} s; longest wait for an "
-          f"accept {longest:.2f} s; {len(accepted)} accepted, {statuses}; the reaper routed {redriven['notifications']}")
+          f"accept {longest:.2f} s; {len(accepted)} accepted, {statuses}; "
+          f"the reaper routed {redriven['notifications']}")
 
 
 def test_every_client_reaches_the_primary_through_the_sentinel(sentinel):

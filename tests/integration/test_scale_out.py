@@ -94,7 +94,8 @@ def send(base_url: str, api_key: str, user_id: str, channels: list[str], number:
 def sse_reaches_the_other_web_process(app, api_key: str, webs: list[str]) -> None:
     """A stream open on one web process gets the event of a send accepted by the other, both ways round."""
     for stream_on, send_through, user in ((webs[0], webs[1], "sse-a"), (webs[1], webs[0], "sse-b")):
-        sock = open_raw_stream(int(stream_on.rsplit(":", 1)[1]), inbox_cookie(stream_on, app.config["INBOX_SECRET"], user))
+        cookie = inbox_cookie(stream_on, app.config["INBOX_SECRET"], user)
+        sock = open_raw_stream(int(stream_on.rsplit(":", 1)[1]), cookie)
         try:
             read_socket_until(sock, b"retry: 2000")
             response = send(send_through, api_key, user, ["in_app"], 0)
