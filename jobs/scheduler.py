@@ -96,23 +96,32 @@ def build_scheduler(may_run=lambda: True) -> BackgroundScheduler:
 
 def lead_while_elected(scheduler: BackgroundScheduler, lease: RedisLease, leadership: Leadership,
                        stop: threading.Event, clock=time.monotonic) -> None:
-    """Until ``stop``: hold or seek the lease; run the (paused) scheduler exactly while this process leads."""
+    """Until ``stop``: hold or seek the lease; run the (paused) scheduler exactly while this process leads.
+
+    The jobs themselves check ``leadership.active`` as they start (``locked``), so none starts past the deadline
+    even while this loop is blocked in a Redis call; pausing here keeps APScheduler from even trying.
+    """
     leading = False
     while not stop.is_set():
+        leading = follow(scheduler, lease.holder, leading, leadership.active(clock()))  # deadline passed while asleep
         asked_at = clock()
         leadership.record(asked_at, lease.try_hold())
-        if leadership.active(clock()) and not leading:
-            leading = True
-            for job in scheduler.get_jobs():  # a new leader catches up at once instead of at each job's next tick
-                job.modify(next_run_time=utcnow())
-            scheduler.resume()
-            log.warning("this scheduler (%s) is now the active one", lease.holder)
-        elif not leadership.active(clock()) and leading:
-            leading = False
-            scheduler.pause()
-            log.warning("this scheduler (%s) lost its lease; standing by", lease.holder)
+        leading = follow(scheduler, lease.holder, leading, leadership.active(clock()))
         stop.wait(leadership.wait(clock()))
     scheduler.pause()
+
+
+def follow(scheduler: BackgroundScheduler, holder: str, leading: bool, active: bool) -> bool:
+    """Resume or pause the scheduler when leadership changed; returns whether this process now leads."""
+    if active and not leading:
+        for job in scheduler.get_jobs():  # a new leader catches up at once instead of at each job's next tick
+            job.modify(next_run_time=utcnow())
+        scheduler.resume()
+        log.warning("this scheduler (%s) is now the active one", holder)
+    elif leading and not active:
+        scheduler.pause()
+        log.warning("this scheduler (%s) lost its lease; standing by", holder)
+    return active
 
 
 @click.command("scheduler")
@@ -122,9 +131,9 @@ def scheduler_command() -> None:
     timing = LeaseTiming(current_app.config["SCHEDULER_LEASE_SECONDS"])
     leadership = Leadership(timing)
     scheduler = build_scheduler(may_run=lambda: leadership.active(time.monotonic()))
-    # No lease call may block past the safety margin: the leader must notice in time that it cannot renew.
-    client = connect(current_app.config["REDIS_URL"], socket_timeout=timing.margin,
-                     socket_connect_timeout=timing.margin)
+    # A lease call blocks at most half the safety margin, so the leader notices in time that it cannot renew.
+    client = connect(current_app.config["REDIS_URL"], socket_timeout=timing.margin / 2,
+                     socket_connect_timeout=timing.margin / 2)
     lease = RedisLease(client, key(*LEADER_KEY_PARTS), timing.lease, holder_label())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())

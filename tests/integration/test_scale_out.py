@@ -154,3 +154,5 @@ def test_two_schedulers_two_webs_three_workers_one_leader_failover_sse_across_an
     # SMTP has no idempotency key: only a message in flight at the kill may go again, with the same Message-ID.
     assert repeats <= 1, f"{repeats} messages sent twice"
     assert cluster["logs"]().count("is now the active one") == 2, "one leader at a time: the first, then its successor"
+    print(f"scale-out: standby active {took_over_in:.1f} s after the SIGKILL; {COUNT} emails, {repeats} repeated; "
+          f"{time.monotonic() - started:.0f} s in all")

@@ -79,6 +79,7 @@ def test_two_schedulers_one_active_failover_within_the_lease_after_sigkill(app, 
         took_over_in = time.monotonic() - killed_at
         assert successor in schedulers and successor != leader, logs()
         assert took_over_in <= LEASE + 1.0, f"took over after {took_over_in:.1f} s"
+        print(f"lease {LEASE} s: the standby took over {took_over_in:.2f} s after the SIGKILL")
         assert purged("purged-by-the-next-leader", timeout=10), "the new leader runs the periodic work at once"
 
         schedulers[successor].send_signal(signal.SIGTERM)
@@ -109,6 +110,7 @@ def test_a_leader_that_loses_redis_stops_within_the_lease_and_leads_again_when_i
         stepped_down_in = time.monotonic() - frozen_at
         assert "lost its lease" in log_path.read_text(), log_path.read_text()[-2000:]
         assert stepped_down_in < LEASE, f"stood down {stepped_down_in:.1f} s after Redis froze"
+        print(f"lease {LEASE} s: the leader stood down {stepped_down_in:.2f} s after Redis froze")
         server.send_signal(signal.SIGCONT)
         while log_path.read_text().count("is now the active one") < 2 and time.monotonic() - frozen_at < 30:
             time.sleep(0.05)
