@@ -25,10 +25,9 @@ import redis as redis_lib
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
+from app.embedded_redis import start_redis_server
 
-from app.embedded_redis import start_redis_server  # noqa: E402
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 RUN_ID = uuid.uuid4().hex[:8]
 REDIS_LOCK_KEY = "herald-test-run-lock"
