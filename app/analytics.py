@@ -99,7 +99,7 @@ def funnel(period: Period, campaign=None) -> dict[str, int]:
         period, campaign,
     )).one()
     values = (notes[0], notes[1], deliveries[0], deliveries[1], deliveries[2], notes[2], notes[3])
-    return {stage: int(value or 0) for stage, value in zip(FUNNEL_STAGES, values)}
+    return {stage: int(value or 0) for stage, value in zip(FUNNEL_STAGES, values, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def latency_percentiles(period: Period, campaign=None) -> list[Latency]:
                    *[func.percentile_cont(p).within_group(seconds) for p in PERCENTILES])
             .select_from(Delivery).group_by(Notification.priority)
         )).all()
-        found = {row[0]: Latency(row[0], int(row[1]), {p: float(v) for p, v in zip(PERCENTILES, row[2:])})
+        found = {row[0]: Latency(row[0], int(row[1]), {p: float(v) for p, v in zip(PERCENTILES, row[2:], strict=True)})
                  for row in rows}
     else:
         seconds = (func.julianday(Delivery.delivered_at) - func.julianday(Notification.created_at)) * 86400.0

@@ -88,7 +88,7 @@ def _discard_session() -> None:
 
 
 def handle_unexpected(error: Exception):
-    log.exception("unhandled error on %s %s", request.method, request.path)
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
     if wants_json():
         return _json_error(500, "internal_error", "Something went wrong on our side; nothing was lost, retry later.")
     wrapped = InternalServerError()

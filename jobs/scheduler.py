@@ -12,6 +12,7 @@ import click
 from apscheduler.schedulers.blocking import BlockingScheduler
 from flask import current_app
 from flask.cli import with_appcontext
+from redis.exceptions import LockError
 
 from app.models.types import utcnow
 from app.redis_client import get_redis, key
@@ -35,7 +36,7 @@ def locked(name: str, ttl: int):
             finally:
                 try:
                     lock.release()
-                except Exception:  # expired meanwhile: nothing to release
+                except LockError:  # expired meanwhile: nothing to release
                     pass
 
     return run

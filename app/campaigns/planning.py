@@ -73,7 +73,7 @@ def spaced_run_times(starts: list[datetime], sizes: list[int], per_minute: int |
         return list(starts)
     times: list[datetime] = []
     previous: tuple[datetime, int] | None = None
-    for start, size in zip(starts, sizes):
+    for start, size in zip(starts, sizes, strict=True):
         at = start
         if previous is not None:
             at = max(at, previous[0] + timedelta(seconds=60 * previous[1] / per_minute))

@@ -1,7 +1,7 @@
 """core schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 01:52:14.472473
 
 """

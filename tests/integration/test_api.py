@@ -149,7 +149,7 @@ def test_quiet_hours_defer_push_but_not_in_app(api, run_jobs):
 def test_marketing_frequency_cap_applies_per_recipient(api, run_jobs, app):
     make_recipient(external_id="ana")
     ids = [send(api, type="marketing", category="promotions", body=f"offer {n}").json["id"] for n in range(4)]
-    for notification_id in ids:  # route one at a time, in order
+    for _ in ids:  # route one at a time, in order
         run_jobs()
     reasons = [statuses(api, n)["in_app"] for n in ids]
     assert reasons[:3] == [("DELIVERED", None)] * 3 and reasons[3] == ("SUPPRESSED", "frequency_cap")

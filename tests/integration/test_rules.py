@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -154,7 +155,7 @@ def test_every_three_days_sends_once_per_period(app):
         evaluate_rule(rule, at("Europe/Lisbon", 2026, 6, day, 10))
     assert notified(person) == 3
     periods = sorted(db.session.scalars(select(RuleSend.local_date)))
-    assert all((b - a).days == 3 for a, b in zip(periods, periods[1:]))
+    assert all((b - a).days == 3 for a, b in pairwise(periods))
 
 
 def test_recipients_without_a_zone_get_the_utc_window_by_default(app):

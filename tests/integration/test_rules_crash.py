@@ -137,7 +137,7 @@ def test_two_evaluators_at_the_same_moment_send_once_each(app):
             try:
                 barrier.wait()
                 results.append(evaluate_rule(db.session.get(Rule, rule_id), NOW, ))
-            except Exception as error:  # surfaced by the assertion below
+            except Exception as error:  # noqa: BLE001 -- surfaced by the assertion below
                 errors.append(error)
             finally:
                 db.session.remove()

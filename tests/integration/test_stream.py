@@ -151,7 +151,7 @@ def test_many_streams_share_one_redis_subscription_and_each_gets_only_its_own(ap
         assert get_hub().client_count >= len(streams)
         for r in recipients:
             publish_to_user(r.id, "notification", {"id": f"{r.id:032d}", "for": r.external_id}, event_id=f"{r.id:032d}")
-        for r, stream in zip(recipients, streams):
+        for r, stream in zip(recipients, streams, strict=True):
             [event] = stream.events(1)
             assert f'"for": "{r.external_id}"' in event
     finally:

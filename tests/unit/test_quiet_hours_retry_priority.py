@@ -35,7 +35,7 @@ def test_missing_time_zone_uses_utc():
 def test_backoff_doubles_with_bounded_jitter_then_gives_up():
     rng = random.Random(7)
     delays = [next_retry_delay(attempt, rng) for attempt in range(1, MAX_ATTEMPTS)]
-    for delay, base in zip(delays, (1, 2, 4, 8, 16)):
+    for delay, base in zip(delays, (1, 2, 4, 8, 16), strict=True):
         assert base * 0.8 <= delay <= base * 1.2
     assert next_retry_delay(MAX_ATTEMPTS, rng) is None
 
