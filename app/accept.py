@@ -16,13 +16,13 @@ from datetime import timedelta
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from app.schemas import NotificationCreate
 from app.delivery.priority import effective_priority
 from app.extensions import db
 from app.models import IdempotencyKey, Notification, Recipient, Template
 from app.models.notifications import new_notification_id
 from app.models.types import utcnow
 from app.redis_outage import enqueue_or_leave_to_reaper
+from app.schemas import NotificationCreate
 from app.tasks import enqueue
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)

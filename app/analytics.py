@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import case, func, select
 
@@ -42,7 +42,7 @@ class Period:
 
 def resolve_period(key: str | None, start_text: str = "", end_text: str = "", now: datetime | None = None) -> Period:
     """``24h`` / ``7d`` / ``30d`` end now; ``custom`` covers whole UTC days from start to end, inclusive."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if key != "custom":
         label, span = PERIODS.get(key or "", PERIODS["24h"])
         return Period(key if key in PERIODS else "24h", label, now - span, now)
@@ -54,9 +54,9 @@ def resolve_period(key: str | None, start_text: str = "", end_text: str = "", no
         raise PeriodError("The end date is before the start date.")
     if (last - first).days + 1 > MAX_CUSTOM_DAYS:
         raise PeriodError(f"A custom period can span at most {MAX_CUSTOM_DAYS} days.")
-    start = datetime.combine(first, time(0), timezone.utc)
+    start = datetime.combine(first, time(0), UTC)
     return Period("custom", f"{first.isoformat()} to {last.isoformat()}", start,
-                  datetime.combine(last, time(0), timezone.utc) + timedelta(days=1))
+                  datetime.combine(last, time(0), UTC) + timedelta(days=1))
 
 
 # -- cohort ---------------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def sends_per_hour(period: Period, campaign=None) -> list[tuple[datetime, int]]:
                  .group_by(bucket))
     if campaign is not None:
         statement = statement.where(Notification.campaign_id == campaign)
-    counts = {datetime.strptime(label, "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc): int(n)
+    counts = {datetime.strptime(label, "%Y-%m-%d %H:%M").replace(tzinfo=UTC): int(n)
               for label, n in db.session.execute(statement)}
     return [(slot, counts.get(slot, 0)) for slot in hour_slots(period)]
 

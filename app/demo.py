@@ -15,7 +15,8 @@ import random
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, time as clock, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock
 from pathlib import Path
 
 import click
@@ -221,7 +222,7 @@ def demo_loaded() -> bool:
 def load_demo(instance_path: str | Path, count: int = RECIPIENT_COUNT) -> DemoCredentials:
     """Insert the demo data in one transaction and save the credentials; the caller checks :func:`demo_loaded`."""
     rng = random.Random(RANDOM_SEED)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     admin_password, marketer_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
     admin = _add_staff(ADMIN_EMAIL, "admin", admin_password)
     _add_staff(MARKETER_EMAIL, "marketer", marketer_password)

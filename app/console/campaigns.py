@@ -14,8 +14,16 @@ from flask import Response, abort, current_app, flash, redirect, render_template
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from redis.exceptions import RedisError
-from wtforms import DateTimeLocalField, IntegerField, RadioField, SelectField, SelectMultipleField, StringField, \
-    TextAreaField, TimeField
+from wtforms import (
+    DateTimeLocalField,
+    IntegerField,
+    RadioField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+    TimeField,
+)
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 

@@ -18,16 +18,26 @@ from wtforms.widgets import CheckboxInput, ListWidget
 from app.api.scopes import DEFAULT_SCOPES, SCOPES
 from app.auth import admin_required
 from app.config import check_rate_limit
-from app.console.blueprint import bp
 from app.console.audit import page_number
+from app.console.blueprint import bp
 from app.console.new_api_key import show_new_key
-from app.console.operations_store import (api_keys, change_rate_limit, create_key, dead_letters, discard_dead_letter,
-                                          find_notifications, load_notification, notification_steps,
-                                          providers_or_none, queues_or_none, retry_all_dead_letters,
-                                          retry_dead_letter, revoke_key)
+from app.console.operations_store import (
+    api_keys,
+    change_rate_limit,
+    create_key,
+    dead_letters,
+    discard_dead_letter,
+    find_notifications,
+    load_notification,
+    notification_steps,
+    providers_or_none,
+    queues_or_none,
+    retry_all_dead_letters,
+    retry_dead_letter,
+    revoke_key,
+)
 from app.extensions import db, htmx
 from app.models import ApiKey, Recipient
-
 
 # -- forms ---------------------------------------------------------------------------------------
 

@@ -19,10 +19,10 @@ from wtforms import SelectField, StringField
 from wtforms.validators import DataRequired, Length, Regexp
 
 from app.auth import admin_required
-from app.console.blueprint import bp
-from app.console.audit import Page, page_number, page_of, record_change
-from app.console.routes import safe_next_path
 from app.channels import address_fields, canonical_address, channel_names
+from app.console.audit import Page, page_number, page_of, record_change
+from app.console.blueprint import bp
+from app.console.routes import safe_next_path
 from app.delivery.constants import ALL_CATEGORIES
 from app.delivery.routing import MARKETING_CATEGORY
 from app.extensions import db, htmx

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, exists, func, not_, or_, select, update
 from sqlalchemy.orm import aliased
@@ -22,7 +22,7 @@ class BadCursor(ValueError):
 # "<microseconds since the epoch>-<notification id>": every string of this shape is a position, so the
 # OpenAPI document can state the format exactly (a malformed cursor is a 400, a well-formed one a page).
 CURSOR_PATTERN = r"^([0-9]{1,16}-[0-9a-f]{32})?$"
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 
 

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections import Counter
 import sys
 import time
+from collections import Counter
 
 import httpx
 import pytest
 
 from app.channels import DeviceTarget, Message, Outcome, close_all
-from app.pipeline.sending import send_messages
 from app.channels.web_push import WebPushChannel
+from app.pipeline.sending import send_messages
 from tests.bench.harness import machine
 from tests.conftest import PROJECT_ROOT, free_port, wait_for_port
 from tests.peers.webpush import Subscription

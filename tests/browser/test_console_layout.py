@@ -20,8 +20,7 @@ from app.audiences.store import save_audience
 from app.campaigns import store as campaigns
 from app.demo import ADMIN_EMAIL, load_demo
 from app.extensions import db
-from app.models import Campaign, Delivery, Notification, Rule, StaffUser, Suppression, Template, \
-    TemplateVersion
+from app.models import Campaign, Delivery, Notification, Rule, StaffUser, Suppression, Template, TemplateVersion
 from app.models.types import utcnow
 from tests.factories import make_notification, make_recipient, make_staff
 

@@ -12,8 +12,18 @@ from sqlalchemy import event, func, insert, select, update
 from app.campaigns import progress, store
 from app.campaigns.fanout import run_batch
 from app.extensions import db
-from app.models import AuditEntry, Campaign, CampaignBatch, Delivery, DeliveryEvent, Notification, Preference, \
-    Recipient, StaffUser, Suppression
+from app.models import (
+    AuditEntry,
+    Campaign,
+    CampaignBatch,
+    Delivery,
+    DeliveryEvent,
+    Notification,
+    Preference,
+    Recipient,
+    StaffUser,
+    Suppression,
+)
 from app.models.campaigns import BATCH_PENDING
 from app.models.types import utcnow
 from app.realtime.publish import user_channel

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, select
 
-from app.audiences.store import audience_query, count_and_sample
 from app.audiences.filters import validate_filter
+from app.audiences.store import audience_query, count_and_sample
 from app.console.forms_content import Builder, Group, Row, builder_from_tree, invalid_controls, tree_from_builder
 from app.extensions import db
 from app.models import Audience, AuditEntry, Recipient

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from rq import Queue
@@ -70,7 +70,7 @@ def test_right_password_signs_in_and_lands_on_dashboard(app, client, admin):
 
 
 def test_sign_in_records_last_login_time(app, client, admin):
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     sign_in(client)
     with app.app_context():
         last_login = db.session.get(StaffUser, admin).last_login_at
@@ -207,7 +207,7 @@ def test_dashboard_counts_what_the_database_holds(app, client, admin):
         recipients = [make_recipient() for _ in range(3)]
         for recipient in recipients:
             make_notification(recipient)
-        yesterday = datetime.now(timezone.utc) - timedelta(days=1, hours=1)
+        yesterday = datetime.now(UTC) - timedelta(days=1, hours=1)
         old = make_notification(recipients[0], created_at=yesterday)
         fresh = make_notification(recipients[1])
         db.session.add_all([
@@ -276,8 +276,8 @@ def test_htmx_poll_after_session_ends_reloads_into_sign_in(client):
 def test_utc_day_bounds_follow_the_utc_calendar_not_local_time():
     lisbon_evening = datetime(2026, 3, 1, 23, 30, tzinfo=timezone(timedelta(hours=-3)))
     start, end = utc_day_bounds(lisbon_evening)
-    assert start == datetime(2026, 3, 2, tzinfo=timezone.utc)
-    assert end == datetime(2026, 3, 3, tzinfo=timezone.utc)
+    assert start == datetime(2026, 3, 2, tzinfo=UTC)
+    assert end == datetime(2026, 3, 3, tzinfo=UTC)
 
 
 # --- error pages and CSRF ----------------------------------------------------

@@ -1,7 +1,7 @@
 """Recipients in the console: search, the recipient page, admin-only opt-out edits, suppression, erasure, audit log."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -281,7 +281,7 @@ def test_audit_log_filters_by_actor_and_target_and_pages(admin):
 
 
 def test_record_change_stores_dates_as_iso_text_and_commits_with_the_caller(app):
-    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     record_change("cli", "x.y", "x", 1, {"at": moment}, {"tags": ("a", "b")})
     db.session.rollback()
     assert audit_entries() == [], "nothing is stored unless the caller commits"
@@ -296,7 +296,7 @@ def test_record_change_stores_dates_as_iso_text_and_commits_with_the_caller(app)
 
 def test_admin_opens_a_users_inbox_through_its_signed_link_and_the_audit_log_says_who(admin):
     ana = make_recipient(external_id="ana maria")
-    make_notification(ana, title="Your order shipped", inbox_at=datetime.now(timezone.utc))
+    make_notification(ana, title="Your order shipped", inbox_at=datetime.now(UTC))
     page = admin.get("/console/recipients/ana%20maria").get_data(as_text=True)
     assert "Open this user&#39;s inbox" in page or "Open this user's inbox" in page
 

@@ -1,10 +1,11 @@
 """The dashboard's database counts: exact while cheap, from a shared Redis snapshot refreshed by a worker once not."""
 from __future__ import annotations
 
-import pytest
-from rq import Queue
 from dataclasses import replace
 from datetime import timedelta
+
+import pytest
+from rq import Queue
 
 from app.console import stats
 from app.console.stats import DatabaseCounts, snapshot_action

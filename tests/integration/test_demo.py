@@ -1,5 +1,5 @@
 import stat
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -145,7 +145,7 @@ def test_demo_low_balance_rule_alerts_only_customers_below_their_threshold_insid
     rule = db.session.scalar(select(Rule).filter_by(name=DEMO_RULE_NAME))
     assert (rule.enabled, rule.template_key, rule.channels) == (True, "low_balance", ["in_app", "email"])
     # 02:00 UTC: morning to evening from Kolkata to Kiritimati, night in the Americas and Europe.
-    now = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
     expected = dry_run(rule, now).total
 
     result = evaluate_rule(rule, now)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import func, insert, select
 
@@ -19,7 +19,7 @@ from app.rules.evaluate import evaluate_rule
 from tests.conftest import PROJECT_ROOT
 from tests.integration.test_rules import make_rule
 
-NOW = datetime(2026, 6, 15, 10, 0, tzinfo=timezone.utc)  # 11:00 in Lisbon
+NOW = datetime(2026, 6, 15, 10, 0, tzinfo=UTC)  # 11:00 in Lisbon
 
 
 def seed(count: int) -> None:

@@ -20,8 +20,8 @@ import pytest
 
 from app.inbox.auth import user_token
 from app.models.types import utcnow
-from app.realtime.publish import publish_to_user, user_channel
 from app.realtime.hub import process_label
+from app.realtime.publish import publish_to_user, user_channel
 from app.realtime.stream import client_count_key, get_hub, hub_client_name
 from app.redis_client import get_redis
 from tests.conftest import PROJECT_ROOT, free_port, wait_for_port

@@ -3,7 +3,6 @@ test-sends report what really happened, and a campaign's failures are grouped by
 from __future__ import annotations
 
 import json
-from datetime import time
 
 import pytest
 from flask import g

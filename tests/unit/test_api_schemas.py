@@ -1,9 +1,9 @@
 import pytest
 from pydantic import ValidationError
 
-from app.schemas import DeviceCreate, NotificationCreate, UserUpsert
 from app.delivery.endpoints import push_endpoint_problem
 from app.delivery.unsubscribe import read_unsubscribe_token, unsubscribe_token
+from app.schemas import DeviceCreate, NotificationCreate, UserUpsert
 
 
 def fields_of(error: ValidationError) -> set[str]:

@@ -3,8 +3,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 
-from app.campaigns.planning import (Wave, batch_size, launch_problems, local_wave_time, missing_variants, plan_waves,
-                                    progress_from_counters, spaced_run_times, split_sizes, template_channels)
+from app.campaigns.planning import (
+    Wave,
+    batch_size,
+    launch_problems,
+    local_wave_time,
+    missing_variants,
+    plan_waves,
+    progress_from_counters,
+    spaced_run_times,
+    split_sizes,
+    template_channels,
+)
 
 NINE = time(9, 0)
 

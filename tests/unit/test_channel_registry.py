@@ -11,8 +11,6 @@ import ast
 from pathlib import Path
 from typing import get_args
 
-import pytest
-
 from app import channels
 from app.channels import base
 

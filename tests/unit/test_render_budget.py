@@ -6,12 +6,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from flask import Flask
 
 from app.config import ConfigError, from_environment
 from app.delivery.rendering import (
-    CompiledVariant, RenderError, VersionRenderer, render_bounded, render_field, render_fields, syntax_errors,
+    CompiledVariant,
+    RenderError,
+    VersionRenderer,
+    render_bounded,
+    render_field,
+    render_fields,
+    syntax_errors,
 )
 from app.delivery.sandbox import Budget
 
