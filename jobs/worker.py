@@ -34,6 +34,12 @@ class HeraldWorker(SimpleWorker):
     """
 
     lease: int | None = None
+    stop_requested = False
+
+    def request_stop(self, signum, frame):
+        """SIGINT/SIGTERM: RQ finishes the job in hand and stops; remembered so the worker is not started again."""
+        self.stop_requested = True
+        super().request_stop(signum, frame)
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         if self.lease is None:
@@ -105,7 +111,7 @@ def work_through_redis_outages(queue_names: tuple[str, ...], name: str | None, b
             worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
         except (RedisConnectionError, RedisTimeoutError):
             pass  # its teardown could not reach Redis either
-        if burst or worker._stop_requested:
+        if burst or worker.stop_requested:
             return
         log.warning("the worker lost Redis mid-job; it starts again once Redis answers")
 
