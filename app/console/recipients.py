@@ -179,7 +179,7 @@ def remove_suppression(suppression_id: int, actor) -> bool:
 
 # -- views ---------------------------------------------------------------------------------------
 
-@bp.get("/console/recipients")
+@bp.get("/recipients")
 @login_required
 def recipients():
     query = request.args.get("q", "").strip()[:320]
@@ -203,13 +203,13 @@ def _render_recipient(recipient: Recipient):
     )
 
 
-@bp.get("/console/recipients/<user_id>")
+@bp.get("/recipients/<user_id>")
 @login_required
 def recipient_page(user_id: str):
     return _render_recipient(recipient_or_404(user_id))
 
 
-@bp.post("/console/recipients/<user_id>/preferences")
+@bp.post("/recipients/<user_id>/preferences")
 @admin_required
 def recipient_preference(user_id: str):
     recipient = recipient_or_404(user_id)
@@ -224,7 +224,7 @@ def recipient_preference(user_id: str):
     return redirect(url_for("console.recipient_page", user_id=recipient.external_id))
 
 
-@bp.post("/console/recipients/<user_id>/hard-stop")
+@bp.post("/recipients/<user_id>/hard-stop")
 @admin_required
 def recipient_hard_stop(user_id: str):
     recipient = recipient_or_404(user_id)
@@ -237,7 +237,7 @@ def recipient_hard_stop(user_id: str):
     return redirect(url_for("console.recipient_page", user_id=recipient.external_id))
 
 
-@bp.post("/console/recipients/<user_id>/open-inbox")
+@bp.post("/recipients/<user_id>/open-inbox")
 @admin_required
 def recipient_open_inbox(user_id: str):
     """Sign this browser in to the recipient's own inbox (not read-only: what the admin reads is marked read),
@@ -249,7 +249,7 @@ def recipient_open_inbox(user_id: str):
     return redirect(inbox_path(current_app.config["INBOX_SECRET"], recipient.external_id), code=303)
 
 
-@bp.route("/console/recipients/<user_id>/erase", methods=["GET", "POST"])
+@bp.route("/recipients/<user_id>/erase", methods=["GET", "POST"])
 @admin_required
 def recipient_erase(user_id: str):
     recipient = recipient_or_404(user_id)
@@ -265,7 +265,7 @@ def recipient_erase(user_id: str):
     return render_template("console/recipients/erase.html", recipient=recipient, form=form), status
 
 
-@bp.get("/console/suppressions")
+@bp.get("/suppressions")
 @login_required
 def suppressions():
     query = request.args.get("q", "").strip()[:320]
@@ -277,7 +277,7 @@ def suppressions():
                            form=SuppressionForm(formdata=None))
 
 
-@bp.post("/console/suppressions")
+@bp.post("/suppressions")
 @admin_required
 def suppression_add():
     form = SuppressionForm()
@@ -293,7 +293,7 @@ def suppression_add():
                            form=form), 400
 
 
-@bp.post("/console/suppressions/<int:suppression_id>/delete")
+@bp.post("/suppressions/<int:suppression_id>/delete")
 @admin_required
 def suppression_remove(suppression_id: int):
     if not remove_suppression(suppression_id, current_user):
