@@ -145,6 +145,21 @@ def test_preview_shows_undefined_variables_and_syntax_errors_next_to_the_field_w
     assert field_error(html, "v-en-in_app-title") == ""
 
 
+def test_preview_lays_out_the_email_variant_as_a_mail_and_other_channels_as_messages(marketer):
+    """The email layout (subject, sandboxed HTML frame, text part) follows the registry's previews_as_mail."""
+    make_recipient(external_id="ana", attributes={"balance": 12})
+    html = marketer.post("/console/templates/preview", data=form(preview_user="ana", **{
+        "v-en-email-subject": "Balance {{ recipient.attributes.balance }}",
+        "v-en-email-html": "<p>Only {{ recipient.attributes.balance }}</p>", "v-en-email-text": "Plain 12",
+    })).get_data(as_text=True)
+    email = re.search(r'data-testid="preview-email">(.*?)</section>', html, re.S).group(1)
+    assert '<p class="preview-subject"><strong>Balance 12</strong></p>' in email
+    assert re.search(r'<iframe class="preview-html" sandbox="" [^>]*srcdoc="&lt;p&gt;Only 12&lt;/p&gt;"', email)
+    assert '<pre class="preview-text">Plain 12</pre>' in email
+    sms = re.search(r'data-testid="preview-sms">(.*?)</section>', html, re.S).group(1)
+    assert "<iframe" not in sms and 'data-testid="preview-sms-text">Balance 12<' in sms
+
+
 def test_push_payload_over_4096_bytes_is_flagged(marketer):
     make_recipient(external_id="ana")
     html = marketer.post("/console/templates/preview", data=form(preview_user="ana", sample_data='{"blob": "%s"}' % ("x" * 4000), **{
