@@ -251,6 +251,4 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
         # Daily rules: evaluated every N minutes (aligned to the clock), claims sent in batches of this size.
         "RULES_EVALUATION_MINUTES": parse_int("RULES_EVALUATION_MINUTES", env.get("RULES_EVALUATION_MINUTES"), 15, minimum=1),
         "RULES_SEND_BATCH": parse_int("HERALD_RULES_SEND_BATCH", env.get("HERALD_RULES_SEND_BATCH"), 1000, minimum=1),
-        # Tests only: seconds to pause after each sent batch, so a SIGKILL can land mid-run.
-        "RULES_TEST_SEND_DELAY": parse_float("HERALD_RULES_TEST_SEND_DELAY", env.get("HERALD_RULES_TEST_SEND_DELAY"), 0.0),
     }
