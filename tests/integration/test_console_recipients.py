@@ -213,6 +213,8 @@ def test_admin_adds_and_removes_a_suppression_with_audit(admin):
     entry = db.session.scalar(select(Suppression))
     assert (entry.channel, entry.address, entry.reason) == ("email", "ana@example.com", "complaint")
     assert "ana@example.com" in admin.get("/console/suppressions").get_data(as_text=True)
+    assert "ana@example.com" in admin.get("/console/suppressions?q=ANA@").get_data(as_text=True)
+    assert "ana@example.com" not in admin.get("/console/suppressions?q=bob").get_data(as_text=True)
 
     duplicate = admin.post("/console/suppressions", data={"channel": "email", "address": "ana@example.com", "reason": "again"})
     assert duplicate.status_code == 400 and "already suppressed" in duplicate.get_data(as_text=True)
