@@ -45,7 +45,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     from app import auth, cli, errors, health  # noqa: F401  (auth registers the user loader)
     from app.api import bp as api_bp
-    from app.console import bp as console_bp
+    from app.console import bookmarks as console_bookmarks_bp, bp as console_bp
     from app.inbox import bp as inbox_bp
     from app.metrics import bp as metrics_bp
     from app.realtime.stream import bp as realtime_bp
@@ -53,6 +53,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     app.register_blueprint(health.bp)
     app.register_blueprint(console_bp)
+    app.register_blueprint(console_bookmarks_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(inbox_bp)
     app.register_blueprint(realtime_bp)

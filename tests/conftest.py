@@ -84,7 +84,6 @@ def test_env(tmp_path_factory):
         "SECRET_KEY": secrets.token_hex(32),
         "HERALD_INSTANCE_PATH": str(instance),
         "HERALD_BASE_URL": "http://127.0.0.1:5000",
-        "HERALD_TEST_MODE": "1",
     }
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)

@@ -199,7 +199,7 @@ def add_browser(recipient: Recipient):
             "endpoint": body.get("endpoint"), "keys": body.get("keys")}})
     except ValidationError:
         return jsonify({"error": "That is not a browser push subscription."}), 400
-    problem = push_endpoint_problem(fields.subscription.endpoint, current_app.config.get("ALLOW_LOOPBACK_PUSH", False))
+    problem = push_endpoint_problem(fields.subscription.endpoint, current_app.config["WEB_PUSH_PRIVATE_HOSTS"])
     if problem:
         return jsonify({"error": problem}), 400
     device, created = register_device(recipient, fields)
