@@ -17,24 +17,25 @@ import re
 
 from flask import Blueprint, current_app, jsonify, request
 
+from app.api.routes import BadRequest, _bad_request, parse_body
 from app.inbox import store
 from app.inbox.auth import require_token_recipient
 from app.inbox.display import present
+from app.inbox.embed_schemas import EntryIds
 from app.inbox.grouping import group_entries
 from app.models import Recipient
 from app.models.types import utcnow
 
 bp = Blueprint("inbox_api", __name__, url_prefix="/inbox/api")
+bp.register_error_handler(BadRequest, _bad_request)  # the same 400 body as /v1: every bad field named
 
 PAGE_SIZE = 20
-ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 CORS_PATHS = ("/inbox/api/", "/inbox/stream")
 PREFLIGHT_MAX_AGE = 600
 
 
-def bad_request(field: str, message: str):
-    body = {"error": {"code": "bad_request", "message": f"{field}: {message}", "fields": [{"field": field, "message": message}]}}
-    return jsonify(body), 400
+def bad_query(field: str, message: str) -> BadRequest:
+    return BadRequest([{"field": field, "message": message}])
 
 
 def entry_json(view) -> dict:
@@ -57,36 +58,23 @@ def notifications():
     recipient = require_token_recipient("inbox")
     cursor = request.args.get("cursor") or None
     if cursor is not None and not re.fullmatch(store.CURSOR_PATTERN, cursor):
-        return bad_request("cursor", "must be a next_cursor this endpoint returned")
+        raise bad_query("cursor", "must be a next_cursor this endpoint returned")
     unread = request.args.get("unread_only", "false")
     if unread not in ("true", "false"):
-        return bad_request("unread_only", "must be true or false")
+        raise bad_query("unread_only", "must be true or false")
     limit = request.args.get("limit", str(PAGE_SIZE))
     if not re.fullmatch(r"[0-9]{1,3}", limit) or not 1 <= int(limit) <= store.MAX_LIMIT:
-        return bad_request("limit", f"must be an integer from 1 to {store.MAX_LIMIT}")
+        raise bad_query("limit", f"must be an integer from 1 to {store.MAX_LIMIT}")
     try:
         return jsonify(_page_json(recipient, cursor, unread == "true", int(limit)))
     except store.BadCursor as error:
-        return bad_request("cursor", str(error))
-
-
-def _ids_from_body():
-    """(ids, None) from ``{"ids": [...]}``, or (None, a 400 naming the field)."""
-    body = request.get_json(silent=True)
-    ids = body.get("ids") if isinstance(body, dict) else None
-    if not isinstance(ids, list) or not 1 <= len(ids) <= store.MAX_LIMIT:
-        return None, bad_request("ids", f"must be a list of 1 to {store.MAX_LIMIT} notification ids")
-    if not all(isinstance(i, str) and ID_PATTERN.match(i) for i in ids):
-        return None, bad_request("ids", "each id is 32 lowercase hex characters, as the list returned it")
-    return ids, None
+        raise bad_query("cursor", str(error)) from None
 
 
 @bp.post("/read")
 def read():
     recipient = require_token_recipient("inbox")
-    ids, problem = _ids_from_body()
-    if problem:
-        return problem
+    ids = parse_body(EntryIds).ids
     marked = store.mark_ids_read(recipient.id, ids)
     return jsonify({"marked_read": marked, "unread_count": store.unread_count(recipient.id)})
 
@@ -101,9 +89,7 @@ def read_all():
 @bp.post("/archive")
 def archive():
     recipient = require_token_recipient("inbox")
-    ids, problem = _ids_from_body()
-    if problem:
-        return problem
+    ids = parse_body(EntryIds).ids
     archived = store.archive(recipient.id, ids)
     return jsonify({"archived": archived, "unread_count": store.unread_count(recipient.id)})
 

@@ -139,8 +139,8 @@ def test_read_all_through_the_json_endpoint(app, client, ana):
     assert client.post("/inbox/api/read-all", headers=bearer(token(app))).json == {"marked_read": 2, "unread_count": 0}
 
 
-@pytest.mark.parametrize("body, field", [({}, "ids"), ({"ids": "x"}, "ids"), ({"ids": []}, "ids"), ({"ids": ["ZZ"]}, "ids"),
-                                          ({"ids": [1]}, "ids")])
+@pytest.mark.parametrize("body, field", [({}, "ids"), ({"ids": "x"}, "ids"), ({"ids": []}, "ids"), ({"ids": ["ZZ"]}, "ids.0"),
+                                          ({"ids": [1]}, "ids.0"), ({"ids": ["a" * 32], "x": 1}, "x")])
 def test_bad_ids_are_a_400_naming_the_field(app, client, ana, body, field):
     response = client.post("/inbox/api/read", json=body, headers=bearer(token(app)))
     assert response.status_code == 400 and response.json["error"]["fields"][0]["field"] == field
