@@ -96,12 +96,10 @@ def sign_in_with_user_token(token: str, scope: str) -> Recipient:
 
 
 def bearer_token() -> str | None:
-    """The token of ``Authorization: Bearer <token>``, "" for another scheme or an empty one, None without the header."""
-    header = request.headers.get("Authorization")
-    if header is None:
-        return None
-    scheme, _, value = header.strip().partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else ""
+    """The token of ``Authorization: Bearer <token>`` ("" when empty); None without one. Other schemes (a proxy's
+    Basic auth in front of Herald) are not Herald's business and leave the inbox session in charge."""
+    scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
 
 
 @dataclass(frozen=True)

@@ -211,3 +211,11 @@ def test_an_origin_not_listed_gets_no_cors_headers(app, client, ana, embed_origi
 def test_cors_headers_stay_off_the_rest_of_herald(app, client, ana, embed_origin):
     assert "Access-Control-Allow-Origin" not in client.get("/inbox", headers={"Origin": HOST}).headers
     assert "Access-Control-Allow-Origin" not in client.get("/healthz", headers={"Origin": HOST}).headers
+
+
+def test_another_authorization_scheme_leaves_the_inbox_session_in_charge(app, client, ana):
+    """A proxy's Basic auth in front of Herald must not turn every inbox page into a 401."""
+    assert client.get(f"/inbox?user=ana&token={user_token(app.config['INBOX_SECRET'], 'ana')}").status_code == 303
+    assert client.get("/inbox", headers={"Authorization": "Basic YW5hOnB3"}).status_code == 200
+    response = client.get("/inbox/api/notifications", headers={"Authorization": "Basic YW5hOnB3"})
+    assert response.status_code == 401 and response.json["error"]["reason"] == "missing"
