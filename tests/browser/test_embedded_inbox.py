@@ -107,8 +107,13 @@ def test_the_component_lists_live_marks_read_archives_and_asks_the_host_for_a_ne
     entries.filter(has_text="Payment received").get_by_role("button", name="Archive").click()
     expect(entries).to_have_count(1)
     expect(entries.first).to_contain_text("Your order shipped")
-    preferences = in_shadow(page, "herald-preferences").get_attribute("href")
-    assert preferences.startswith(f"{live_server}/inbox/preferences?access_token=")
+    with page.context.expect_page() as opened:
+        in_shadow(page, "herald-preferences").click()
+    preferences = opened.value
+    expect(preferences).to_have_url(f"{live_server}/inbox/preferences")  # signed in by the token, which left the URL
+    expect(preferences.get_by_role("heading", name="Notification preferences")).to_be_visible()
+    expect(preferences.get_by_test_id("pause-everything")).to_be_visible()
+    preferences.close()
 
     # An expired token: "sign in again", and the host hears tokenExpired.
     component.evaluate("(el, t) => { el.token = t; }", token_for(app, "ana", seconds=-60))
