@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from flask import abort, current_app, jsonify, make_response, render_template, request, session
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.inbox.tokens import TokenRefused, UserToken, verify_user_token
@@ -55,12 +56,19 @@ def token_is_valid(secret: str, user_id: str, token: str) -> bool:
 
 
 def recipient_for(user_id: str) -> Recipient:
-    """The recipient a verified user id names; created on first visit, as when the host product links to it."""
+    """The recipient a verified user id names; created on first visit, as when the host product links to it.
+
+    A component's first calls can arrive together: the unique external id decides, and the loser reads the winner's row.
+    """
     recipient = db.session.scalar(select(Recipient).where(Recipient.external_id == user_id))
     if recipient is None:
         recipient = Recipient(external_id=user_id, locale="en", attributes={})
         db.session.add(recipient)
-        db.session.commit()
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            recipient = db.session.scalars(select(Recipient).where(Recipient.external_id == user_id)).one()
     return recipient
 
 

@@ -5,10 +5,16 @@ beside the tokens; the JSON endpoints never count Herald's cookies.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import time
 
+import httpx
 import jwt
 import pytest
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import Recipient
 
 from app.inbox.auth import SESSION_EXPIRES, user_token
 from app.inbox.tokens import sign_user_token
@@ -219,3 +225,13 @@ def test_another_authorization_scheme_leaves_the_inbox_session_in_charge(app, cl
     assert client.get("/inbox", headers={"Authorization": "Basic YW5hOnB3"}).status_code == 200
     response = client.get("/inbox/api/notifications", headers={"Authorization": "Basic YW5hOnB3"})
     assert response.status_code == 401 and response.json["error"]["reason"] == "missing"
+
+
+def test_first_calls_for_a_new_user_arriving_together_make_one_recipient(app, live_server):
+    """The component's list and stream (or two tabs) may be the first Herald hears of a user; neither may fail."""
+    user_id = f"together-{time.time_ns()}"
+    auth = bearer(token(app, user_id))
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: httpx.get(f"{live_server}/inbox/api/notifications", headers=auth, timeout=30), range(8)))
+    assert [a.status_code for a in answers] == [200] * 8, [a.text[:200] for a in answers]
+    assert db.session.scalar(select(func.count()).select_from(Recipient).where(Recipient.external_id == user_id)) == 1
