@@ -14,10 +14,9 @@ import pytest
 from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import Recipient
-
 from app.inbox.auth import SESSION_EXPIRES, user_token
 from app.inbox.tokens import sign_user_token
+from app.models import Recipient
 from tests.factories import make_recipient
 from tests.integration.test_inbox_pages import delivered
 from tests.integration.test_stream import Stream, fast_heartbeat  # noqa: F401  (fixture)
