@@ -18,7 +18,7 @@
 (() => {
   "use strict";
 
-  const EXPIRY_MARGIN_MS = 30_000; // ask the host for a new token this long before exp
+  const EXPIRY_MARGIN_MS = 30_000; // ask the host for a new token this long before exp (or halfway, if sooner)
   const RELOAD_DEBOUNCE_MS = 150;
 
   const STYLE = `
@@ -129,7 +129,10 @@
       this.shadowRoot.querySelector("[data-testid=herald-preferences]").href = preferences.href;
       const expiry = tokenExpiry(this.token);
       if (expiry !== null) {
-        this._expiryTimer = setTimeout(() => this._expired("expiring"), Math.max(0, expiry - Date.now() - EXPIRY_MARGIN_MS));
+        // Half the time left at most, so a token shorter-lived than the margin is still used before it is replaced.
+        const left = expiry - Date.now();
+        const delay = left <= 0 ? 0 : left - Math.min(EXPIRY_MARGIN_MS, left / 2);
+        this._expiryTimer = setTimeout(() => this._expired("expiring"), delay);
       }
       this._setState("loading");
       this.refresh().then(() => { if (this._state !== "expired") this._openStream(); });
