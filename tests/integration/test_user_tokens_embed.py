@@ -234,3 +234,12 @@ def test_first_calls_for_a_new_user_arriving_together_make_one_recipient(app, li
         answers = list(pool.map(lambda _: httpx.get(f"{live_server}/inbox/api/notifications", headers=auth, timeout=30), range(8)))
     assert [a.status_code for a in answers] == [200] * 8, [a.text[:200] for a in answers]
     assert db.session.scalar(select(func.count()).select_from(Recipient).where(Recipient.external_id == user_id)) == 1
+
+
+def test_flask_user_token_prints_a_token_this_herald_accepts(app, runner, client):
+    result = runner.invoke(args=["user-token", "ana", "--minutes", "2", "--scope", "inbox"])
+    assert result.exit_code == 0, result.output
+    assert client.get("/inbox/api/notifications", headers=bearer(result.output.strip())).status_code == 200
+    assert client.get(f"/inbox/stream?access_token={result.output.strip()}").json["error"]["reason"] == "wrong_scope"
+    refused = runner.invoke(args=["user-token", "ana", "--scope", "admin"])
+    assert refused.exit_code != 0 and "scope may hold only" in refused.output
