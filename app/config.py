@@ -6,6 +6,8 @@ into a clean exit instead of a traceback in the middle of a request.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import os
 import re
@@ -217,6 +219,35 @@ def instance_secret(instance_path: Path) -> str:
     return secret
 
 
+def embed_settings(env: dict[str, str], secret_key: str, inbox_secret: str) -> dict:
+    """User tokens (JWT HS256) and the origins allowed to embed the inbox component.
+
+    HERALD_USER_TOKEN_SECRET   key of user tokens; at least 32 characters and not the inbox-link secret
+                               (default: derived from SECRET_KEY, so only ``flask user-token`` can make them)
+    HERALD_USER_TOKEN_MAX_SECONDS  the furthest exp a token may carry, from now (default 86400)
+    HERALD_EMBED_ORIGINS       space- or comma-separated origins (scheme://host[:port]) that get CORS headers
+    """
+    # Keyed by a constant, not by the secret: an inbox link is HMAC keyed by the secret, so a link made for the
+    # user id "herald user tokens" would otherwise print this key.
+    derived = hmac.new(b"herald user tokens", secret_key.encode(), hashlib.sha256).hexdigest()
+    token_secret = env.get("HERALD_USER_TOKEN_SECRET") or derived
+    if len(token_secret) < 32:
+        raise ConfigError("HERALD_USER_TOKEN_SECRET must be at least 32 characters")
+    if token_secret == inbox_secret:
+        raise ConfigError("HERALD_USER_TOKEN_SECRET must differ from HERALD_INBOX_SECRET (see the README's embed section)")
+    origins = []
+    for origin in (env.get("HERALD_EMBED_ORIGINS") or "").replace(",", " ").split():
+        parsed = urlparse(origin)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path or parsed.query or origin.endswith("/"):
+            raise ConfigError(f"HERALD_EMBED_ORIGINS holds origins like https://app.example.com, got {origin!r}")
+        origins.append(origin.lower())
+    return {
+        "USER_TOKEN_SECRET": token_secret,
+        "USER_TOKEN_MAX_SECONDS": parse_int("HERALD_USER_TOKEN_MAX_SECONDS", env.get("HERALD_USER_TOKEN_MAX_SECONDS"), 86400, minimum=1),
+        "EMBED_ORIGINS": tuple(origins),
+    }
+
+
 def embedded_redis_url(instance_path: Path) -> str:
     return f"unix://{instance_path / 'redis.sock'}"
 
@@ -235,15 +266,17 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
 
     rq_workers = parse_int("HERALD_RQ_WORKERS", env.get("HERALD_RQ_WORKERS"), 2, minimum=1)
     port = parse_int("HERALD_PORT", env.get("HERALD_PORT"), 5000, minimum=1)
+    inbox_secret = env.get("HERALD_INBOX_SECRET") or secret_key
     return {
         **provider_settings(env, rq_workers),
+        **embed_settings(env, secret_key, inbox_secret),
         "INSTANCE_PATH": str(instance),
         "SQLALCHEMY_DATABASE_URI": check_database_url(database_url),
         "REDIS_URL": check_redis_url(redis_url),
         "REDIS_EMBEDDED": not env.get("REDIS_URL"),
         "REDIS_PREFIX": env.get("HERALD_REDIS_PREFIX", "herald"),
         "SECRET_KEY": secret_key,
-        "INBOX_SECRET": env.get("HERALD_INBOX_SECRET") or secret_key,
+        "INBOX_SECRET": inbox_secret,
         "BASE_URL": check_http_url("HERALD_BASE_URL", env.get("HERALD_BASE_URL", f"http://127.0.0.1:{port}")),
         "SMTP_URL": check_smtp_url(env["SMTP_URL"]) if env.get("SMTP_URL") else None,
         "MAIL_FROM": env.get("HERALD_MAIL_FROM", "Herald <no-reply@herald.local>"),
