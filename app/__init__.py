@@ -44,7 +44,8 @@ def create_app(config: dict | None = None) -> Flask:
 
     from app import auth, cli, errors, health  # noqa: F401  (auth registers the user loader)
     from app.api import bp as api_bp
-    from app.console import bookmarks as console_bookmarks_bp, bp as console_bp
+    from app.console import bookmarks as console_bookmarks_bp
+    from app.console import bp as console_bp
     from app.inbox import bp as inbox_bp
     from app.inbox.embed import bp as inbox_api_bp
     from app.metrics import bp as metrics_bp

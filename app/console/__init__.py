@@ -1,5 +1,4 @@
 """Staff console (htmx). One module per area; each registers its routes on ``bp``."""
-from app.console.blueprint import bookmarks, bp  # noqa: F401  (create_app registers them)
 from app.console import (  # noqa: F401  (register the routes)
     analytics,
     audiences,
@@ -11,3 +10,4 @@ from app.console import (  # noqa: F401  (register the routes)
     rules,
     templates_editor,
 )
+from app.console.blueprint import bookmarks, bp  # noqa: F401  (create_app registers them)

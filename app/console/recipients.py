@@ -16,16 +16,26 @@ from wtforms.validators import DataRequired, Length, Regexp
 from app.auth import admin_required
 from app.console.audit import page_number
 from app.console.blueprint import bp
-from app.console.recipients_store import (ADDRESS_CHANNELS, CHANNELS, add_suppression, known_categories,
-                                          notification_history, preference_grid, recipient_suppressions,
-                                          record_inbox_opened, remove_suppression, search_recipients,
-                                          search_suppressions, set_hard_stop, set_preference)
+from app.console.recipients_store import (
+    ADDRESS_CHANNELS,
+    CHANNELS,
+    add_suppression,
+    known_categories,
+    notification_history,
+    preference_grid,
+    recipient_suppressions,
+    record_inbox_opened,
+    remove_suppression,
+    search_recipients,
+    search_suppressions,
+    set_hard_stop,
+    set_preference,
+)
 from app.console.routes import safe_next_path
 from app.extensions import htmx
 from app.inbox.auth import inbox_path
 from app.models import Recipient
 from app.recipients import erase_recipient, find_recipient
-
 
 # -- forms ---------------------------------------------------------------------------------------
 

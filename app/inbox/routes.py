@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from zoneinfo import available_timezones
 
-from flask import abort, current_app, flash, jsonify, make_response, redirect, render_template, request, send_from_directory, url_for
+from flask import (
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+    url_for,
+)
 from flask_login import login_required
 from pydantic import ValidationError
 from sqlalchemy import delete, select, union
@@ -20,12 +31,13 @@ from app.channels.vapid import application_server_key
 from app.delivery.constants import ALL_CATEGORIES
 from app.delivery.endpoints import push_endpoint_problem
 from app.extensions import db, htmx
-from app.inbox import preferences as prefs_form, store
-from app.inbox.blueprint import bp
+from app.inbox import preferences as prefs_form
+from app.inbox import store
 from app.inbox.auth import recipient_required, sign_in, sign_in_with_user_token, token_refusal
-from app.inbox.tokens import TokenRefused
+from app.inbox.blueprint import bp
 from app.inbox.display import present
 from app.inbox.grouping import group_entries
+from app.inbox.tokens import TokenRefused
 from app.models import Device, Notification, Recipient, Template
 from app.models.types import utcnow
 from app.recipients import find_recipient, register_device, set_preferences, upsert_recipient

@@ -14,8 +14,8 @@ from flask import Blueprint, Response, abort, current_app, request
 from flask_sse import Message
 
 from app.inbox.auth import session_access, token_access, token_refusal
-from app.inbox.tokens import TokenRefused
 from app.inbox.store import arrived_after
+from app.inbox.tokens import TokenRefused
 from app.realtime.hub import RESYNC, Hub, Subscriber, process_label
 from app.realtime.publish import user_channel
 from app.redis_client import connect, key

@@ -42,7 +42,7 @@ HOST_PAGE = """<!doctype html>
 
 def host_server(address: str, port: int, herald: str) -> ThreadingHTTPServer:
     class HostPage(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
+        def do_GET(self):
             token = parse_qs(urlsplit(self.path).query).get("token", [""])[0]
             body = HOST_PAGE.format(herald=herald, token=html.escape(token)).encode()
             self.send_response(200)

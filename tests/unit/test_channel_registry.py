@@ -11,7 +11,6 @@ import ast
 from pathlib import Path
 from typing import get_args
 
-import pytest
 from jinja2 import Environment, nodes
 
 from app import channels
