@@ -177,7 +177,8 @@ def test_the_inbox_page_takes_a_bearer_header(app, client, ana):
     assert "Hello from a header" in client.get("/inbox", headers=bearer(token(app))).get_data(as_text=True)
 
 
-def test_a_stream_opened_with_a_token_streams_and_ends_when_the_token_does(app, ana, fast_heartbeat):
+@pytest.mark.usefixtures("fast_heartbeat")
+def test_a_stream_opened_with_a_token_streams_and_ends_when_the_token_does(app, ana):
     short = sign_user_token(app.config["USER_TOKEN_SECRET"], "ana", int(time.time()) + 2, "stream")
     stream = Stream(app.test_client(), f"/inbox/stream?access_token={short}")
     try:
