@@ -13,6 +13,7 @@ failures, so a Redis outage never blocks sending on its own.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import UTC, datetime
 
 import pybreaker
@@ -96,8 +97,12 @@ class RedisCircuitStorage(pybreaker.CircuitBreakerStorage):
 
     @opened_at.setter
     def opened_at(self, now: datetime) -> None:
-        """Keep the latest opening time: two workers opening the same circuit leave the later stamp."""
-        stamp = int(now.timestamp())
+        """Keep the latest opening time: two workers opening the same circuit leave the later stamp.
+
+        Whole seconds, as pybreaker stores them, but rounded up: a circuit stays open at least its reset
+        timeout (rounding down let a 1-second circuit half-open at once when it opened late in a second).
+        """
+        stamp = math.ceil(now.timestamp())
         name = self.keys["opened_at"]
 
         def set_if_later(pipe: Pipeline) -> None:
