@@ -144,7 +144,7 @@ def test_the_scheduler_exits_cleanly_on_sigterm(app, test_env, tmp_path):
     try:
         wait_until(lambda: "Scheduler started" in (tmp_path / "scheduler.log").read_text(), what="scheduler started")
         # Its first passes (all four jobs run at start) finish before it exits: allow for a busy machine.
-        code, took = terminate_and_time(scheduler, timeout=60)
+        code, _ = terminate_and_time(scheduler, timeout=60)
     finally:
         if scheduler.poll() is None:
             os.killpg(scheduler.pid, signal.SIGKILL)
