@@ -86,7 +86,7 @@ def test_web_ends_open_inbox_streams_with_a_final_retry_and_exits_well_before_it
     final = re.findall(r"retry: (\d+)", tail)
     assert final and 500 <= int(final[-1]) <= 3000, tail
     assert code == 0
-    assert took < 10, f"gunicorn took {took:.1f} s; its graceful timeout is 25 s"
+    assert took < 15, f"gunicorn took {took:.1f} s; its graceful timeout is 25 s"
     assert "told 1 open inbox stream(s) to reconnect elsewhere" in (tmp_path / "web.log").read_text()
 
 
@@ -103,7 +103,7 @@ def test_an_idle_worker_exits_on_sigterm(app, test_env):
         code, took = terminate_and_time(worker)
     finally:
         kill_worker(worker)
-    assert code == 0 and took < 10
+    assert code == 0 and took < 15
     assert Worker.all(connection=get_redis()) == []
 
 
@@ -117,7 +117,7 @@ def test_a_busy_worker_finishes_the_job_in_hand_then_exits(app, test_env):
         code, took = terminate_and_time(worker)
     finally:
         kill_worker(worker)
-    assert code == 0 and took < 15
+    assert code == 0 and took < 20
     assert job.get_status(refresh=True) == JobStatus.FINISHED
 
 
@@ -131,7 +131,7 @@ def test_a_job_outlasting_the_shutdown_timeout_is_handed_back_to_its_queue_not_l
         code, took = terminate_and_time(worker)
     finally:
         kill_worker(worker)
-    assert code == 0 and took < 10
+    assert code == 0 and took < 30, f"{took:.1f} s; the dispatch lease it no longer waits for is 120 s"
     # RQ's retry took it: scheduled again in a second for any worker, one retry spent; nothing left "started".
     job = Job.fetch(job.id, connection=get_redis())
     assert job.get_status() == JobStatus.SCHEDULED
