@@ -2,7 +2,7 @@
 
 Order: embedded Redis (when ``REDIS_URL`` is unset), a local SMTP sink (when
 ``SMTP_URL`` is unset), migrations, demo data, then the role commands a
-production supervisor runs -- ``flask web``, ``flask worker critical high``,
+production supervisor runs -- ``flask web``'s gunicorn, ``flask worker critical high``,
 ``flask worker`` and ``flask scheduler`` -- each in a session of its own so
 the terminal's Ctrl-C reaches only this process, which then stops them in
 order: children first, embedded Redis last. A child that dies on its own
@@ -37,6 +37,7 @@ from app.embedded_redis import redis_answers, start_redis_server, unix_socket_pa
 from app.extensions import db
 from app.inbox.auth import inbox_url
 from app.mail_sink import smtp_url, start_mail_sink
+from app.web import gunicorn_argv
 
 HEALTH_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -175,19 +176,20 @@ def seed_demo_data(instance_path: Path) -> None:
 
 
 def child_commands(config: dict) -> list[tuple[str, list[str]]]:
-    """Name and argv of every child: the same role commands a production supervisor runs (on loopback
-    unless HERALD_HOST says otherwise, as the container image's ``demo`` role does).
+    """Name and argv of every child: the role commands a production supervisor runs (on loopback unless
+    HERALD_HOST says otherwise, as the container image's ``demo`` role does).
 
-    A short graceful timeout keeps Ctrl-C quick; the inbox streams end at once anyway (a final ``retry:``).
+    The web role is the gunicorn command line ``flask web`` would exec, started directly: going through
+    ``flask web`` would load the app once more only to read three settings, which on two busy cores added
+    ~6 s to every start. A short graceful timeout keeps Ctrl-C quick; inbox streams end at once anyway.
     """
     flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
-    web = ["web", "--host", config["HOST"], "--port", str(config["PORT"]), "--workers", str(config["WEB_WORKERS"]),
-           "--graceful-timeout", "5"]
     stop_soon = ["--shutdown-timeout", "5"]
-    roles = [("web", web), ("worker-urgent", ["worker", "critical", "high", *stop_soon])]
-    roles += [(f"worker-{n}", ["worker", *QUEUE_NAMES, *stop_soon]) for n in range(1, config["RQ_WORKERS"] + 1)]
-    roles.append(("scheduler", ["scheduler"]))
-    return [(name, flask + args) for name, args in roles]
+    commands = [("web", gunicorn_argv(config["HOST"], config["PORT"], config["WEB_WORKERS"], graceful_timeout=5)),
+                ("worker-urgent", flask + ["worker", "critical", "high", *stop_soon])]
+    commands += [(f"worker-{n}", flask + ["worker", *QUEUE_NAMES, *stop_soon]) for n in range(1, config["RQ_WORKERS"] + 1)]
+    commands.append(("scheduler", flask + ["scheduler"]))
+    return commands
 
 
 def child_environment(config: dict, mail_url: str | None) -> dict[str, str]:
