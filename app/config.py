@@ -298,6 +298,10 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "WTF_CSRF_TIME_LIMIT": None,
         "PORT": port,
+        # The address `flask web` listens on: loopback unless told otherwise (a container says 0.0.0.0).
+        "HOST": env.get("HERALD_HOST") or "127.0.0.1",
+        # `flask seed-demo --when-enabled` (the container image's migrate step) loads the demo data only when on.
+        "DEMO_DATA": parse_boolean(env.get("HERALD_DEMO_DATA")),
         "WEB_WORKERS": parse_int("HERALD_WEB_WORKERS", env.get("HERALD_WEB_WORKERS"), 2, minimum=1),
         "RQ_WORKERS": rq_workers,
         "SSE_HEARTBEAT_SECONDS": parse_float("HERALD_SSE_HEARTBEAT_SECONDS", env.get("HERALD_SSE_HEARTBEAT_SECONDS"), 15.0, minimum=0.05),

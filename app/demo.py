@@ -377,9 +377,13 @@ def echo_credentials(instance_path: str | Path) -> None:
 
 
 @click.command("seed-demo")
+@click.option("--when-enabled", is_flag=True,
+              help="Load only when HERALD_DEMO_DATA is on (the container image's migrate step passes this).")
 @with_appcontext
-def seed_demo() -> None:
+def seed_demo(when_enabled: bool) -> None:
     """Load demo data once (recipients, templates, staff, an API key) and print the credentials."""
+    if when_enabled and not current_app.config["DEMO_DATA"]:
+        return
     instance_path = current_app.instance_path
     if demo_loaded():
         click.echo("Demo data is already loaded.")

@@ -33,6 +33,7 @@ from app.console.blueprint import bp
 from app.extensions import db, htmx
 from app.models import Campaign, Template
 from app.models.campaigns import CANCELLED, FINISHED
+from app.realtime.stream import final_retry, stopping
 from app.redis_client import get_redis
 
 CHANNEL_LABELS = labels()
@@ -328,6 +329,9 @@ class ProgressStream:
         last_payload, last_write = None, clock.monotonic()
         started, samples, engagement = last_write, 0, self._engagement()
         while not self.closed and clock.monotonic() - started < STREAM_MAX_SECONDS:
+            if stopping():
+                yield final_retry()
+                return
             status, counters = progress.parse(self.redis.hgetall(self.key))
             status = status or self.status
             counters.setdefault("planned", self.planned)

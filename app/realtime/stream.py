@@ -7,6 +7,7 @@ saw); what reached the inbox after it is replayed from the database.
 """
 from __future__ import annotations
 
+import random
 import threading
 import time
 
@@ -16,7 +17,7 @@ from flask_sse import Message
 from app.inbox.auth import session_access, token_access, token_refusal
 from app.inbox.store import arrived_after
 from app.inbox.tokens import TokenRefused
-from app.realtime.hub import RESYNC, Hub, Subscriber, process_label
+from app.realtime.hub import DRAIN, RESYNC, Hub, Subscriber, process_label
 from app.realtime.publish import user_channel
 from app.redis_client import connect, key
 
@@ -30,6 +31,30 @@ REPLAY_LIMIT = 100
 REPLAY_OVERLAP_SECONDS = 5.0
 HUB_EXTENSION = "herald_sse_hub"
 _hub_lock = threading.Lock()
+# When a stopping web process ends its streams, browsers come back after a random 0.5-3 s, not all at once.
+DRAIN_RETRY_MS = (500, 3000)
+_stopping = threading.Event()
+
+
+def stopping() -> bool:
+    """True once :func:`drain_streams` ran in this process: long responses should end with :func:`final_retry`."""
+    return _stopping.is_set()
+
+
+def final_retry() -> str:
+    """The last line of a drained stream: the browser's EventSource reconnects after this many milliseconds."""
+    return f"retry: {random.randint(*DRAIN_RETRY_MS)}\n\n"
+
+
+def drain_streams(app) -> int:
+    """The web process is stopping (gunicorn's SIGTERM, see app/gunicorn_config.py): end every event stream.
+
+    Returns how many inbox streams were open. Their browsers reconnect to whichever web process the load
+    balancer picks and replay what they missed by ``Last-Event-ID``.
+    """
+    _stopping.set()
+    hub = app.extensions.get(HUB_EXTENSION)
+    return hub.drain() if hub is not None else 0
 
 
 def hub_client_name(prefix: str) -> str:
@@ -95,6 +120,9 @@ class EventStream:
                 yield TOKEN_EXPIRED
                 return
             event = self.subscriber.next_event(self.heartbeat if left is None else min(self.heartbeat, left))
+            if event == DRAIN:
+                yield final_retry()
+                return
             yield KEEPALIVE if event is None else event
 
     def close(self) -> None:
