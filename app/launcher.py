@@ -35,7 +35,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from app import demo
-from app.config import PROJECT_ROOT, QUEUE_NAMES
+from app.config import PROJECT_ROOT, QUEUE_NAMES, WEBHOOK_QUEUE
 from app.embedded_redis import start_redis_server
 from app.extensions import db
 from app.inbox.auth import inbox_url
@@ -209,6 +209,7 @@ def child_commands(config: dict) -> list[tuple[str, list[str]]]:
            "--graceful-timeout", "5", "--no-control-socket", "-b", f"127.0.0.1:{config['PORT']}", "wsgi:app"]
     commands = [("web", web), ("worker-urgent", flask + ["worker", "critical", "high"])]
     commands += [(f"worker-{n}", flask + ["worker", *QUEUE_NAMES]) for n in range(1, config["RQ_WORKERS"] + 1)]
+    commands.append(("worker-webhooks", flask + ["worker", WEBHOOK_QUEUE]))  # a slow endpoint never holds up a send
     commands.append(("scheduler", flask + ["scheduler"]))
     return commands
 
@@ -281,6 +282,8 @@ def start_all(services: Services, config: dict, load_demo: bool, mail_port: int)
     env = child_environment(config, smtp_url(services.mail_sink) if services.mail_sink else None)
     run_migrations(env)
     if load_demo:
+        # The demo's webhook endpoint is Herald's own request log, on this loopback host: allowed explicitly.
+        env.setdefault("HERALD_WEBHOOK_ALLOWED_HOSTS", urlparse(env["HERALD_BASE_URL"]).hostname or "")
         seed_demo_data(instance_path)
     for name, args in child_commands(config):
         services.start_child(name, args, env)

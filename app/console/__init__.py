@@ -10,4 +10,6 @@ from app.console import (  # noqa: F401  (register the routes)
     routes,
     rules,
     templates_editor,
+    webhook_request_log,
+    webhooks,
 )

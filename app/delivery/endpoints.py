@@ -7,12 +7,18 @@ from urllib.parse import urlparse
 PRIVATE_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
 
 
-def push_endpoint_problem(url: str, allow_loopback: bool = False) -> str | None:
-    """Why this endpoint is unacceptable, or None. ``allow_loopback`` exists for tests only."""
+def push_endpoint_problem(url: str, allow_loopback: bool = False, allowed_hosts: frozenset[str] = frozenset()) -> str | None:
+    """Why this endpoint is unacceptable, or None. ``allow_loopback`` exists for tests only.
+
+    ``allowed_hosts`` (outbound webhooks' ``HERALD_WEBHOOK_ALLOWED_HOSTS``) names hosts an operator chose to
+    trust: http or https, private or loopback.
+    """
     parsed = urlparse(url)
     host = (parsed.hostname or "").lower()
     if not host:
         return "endpoint must be an absolute https URL"
+    if host in allowed_hosts:
+        return None if parsed.scheme in ("http", "https") else "endpoint must be an http(s) URL"
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -28,7 +34,8 @@ def push_endpoint_problem(url: str, allow_loopback: bool = False) -> str | None:
     return None
 
 
-def resolved_address_problem(host: str, allow_loopback: bool = False, resolve=None) -> str | None:
+def resolved_address_problem(host: str, allow_loopback: bool = False, resolve=None,
+                             allowed_hosts: frozenset[str] = frozenset()) -> str | None:
     """Why the addresses ``host`` resolves to are unacceptable, or None.
 
     A public name can point at 10.0.0.5 (or be re-pointed after the
@@ -38,6 +45,8 @@ def resolved_address_problem(host: str, allow_loopback: bool = False, resolve=No
     """
     import socket
 
+    if host.lower() in allowed_hosts:
+        return None
     resolve = resolve or socket.getaddrinfo
     try:
         infos = resolve(host, None, type=socket.SOCK_STREAM)
