@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 OPEN = ("pending", "sending")
 PASS_BUDGET_SECONDS = 60
+# Heads found by one scan of the open messages, in units of the concurrency (the scan is the costly query).
+HEADS_PER_SCAN = 25
 FOLLOW_UP_WITHIN = timedelta(seconds=60)
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
@@ -48,8 +50,8 @@ def _claimable(now: datetime, lease: int):
                and_(M.status == "sending", M.claimed_at < now - timedelta(seconds=lease)))
 
 
-def claim_heads(now: datetime, limit: int, lease: int) -> list[int]:
-    """Claim up to ``limit`` messages, each the oldest open one of its (endpoint, ordering key); committed."""
+def due_heads(now: datetime, limit: int, lease: int) -> list[int]:
+    """Up to ``limit`` due messages, each the oldest open one of its (endpoint, ordering key), oldest first."""
     M = WebhookMessage
     rank = func.row_number().over(partition_by=(M.endpoint_id, M.ordering_key), order_by=M.id).label("rank")
     open_messages = (select(M.id, M.status, M.next_attempt_at, M.claimed_at, rank)
@@ -60,11 +62,15 @@ def claim_heads(now: datetime, limit: int, lease: int) -> list[int]:
             and_(open_messages.c.status == "pending", open_messages.c.next_attempt_at <= now),
             and_(open_messages.c.status == "sending", open_messages.c.claimed_at < now - timedelta(seconds=lease))))
         .order_by(open_messages.c.id).limit(limit)).all()
-    if not heads:
-        db.session.commit()
-        return []
+    db.session.commit()
+    return list(heads)
+
+
+def claim(message_ids: list[int], now: datetime, lease: int) -> list[int]:
+    """pending (due) or abandoned -> sending, one winner per message; committed before any POST."""
+    M = WebhookMessage
     won = db.session.execute(
-        update(M).where(M.id.in_(heads), _claimable(now, lease))
+        update(M).where(M.id.in_(message_ids), _claimable(now, lease))
         .values(status="sending", claimed_at=now, attempts=M.attempts + 1).returning(M.id),
         execution_options={"synchronize_session": False}).scalars().all()
     db.session.commit()
@@ -162,19 +168,29 @@ def _keep_streaks(by_endpoint: dict[int, list[bool]], now: datetime, config) -> 
 
 
 def dispatch(budget_seconds: float = PASS_BUDGET_SECONDS) -> Counter:
-    """Send what is due until nothing is (or the budget is spent); returns counts by the status messages ended in."""
+    """Send what is due until nothing is (or the budget is spent); returns counts by the status messages ended in.
+
+    One scan finds up to HEADS_PER_SCAN heads; they are claimed and sent a group of WEBHOOK_CONCURRENCY at a
+    time, so a dispatcher that dies has at most one group in flight.
+    """
     config = current_app.config
+    size, lease = config["WEBHOOK_CONCURRENCY"], config["WEBHOOK_LEASE_SECONDS"]
     clear_nudge()
     counts: Counter = Counter()
     started = time.monotonic()
     while time.monotonic() - started < budget_seconds:
-        now = utcnow()
-        won = claim_heads(now, config["WEBHOOK_CONCURRENCY"], config["WEBHOOK_LEASE_SECONDS"])
-        if not won:
+        heads = due_heads(utcnow(), size * HEADS_PER_SCAN, lease)
+        if not heads:
             break
-        batch = _outgoing(won, now)
-        answers = send_all([outgoing for _claimed, outgoing in batch], config)
-        counts += record([(claimed, answer) for (claimed, _o), answer in zip(batch, answers)], config)
+        for start in range(0, len(heads), size):
+            if time.monotonic() - started >= budget_seconds:
+                break
+            now = utcnow()
+            won = claim(heads[start:start + size], now, lease)
+            if won:
+                batch = _outgoing(won, now)
+                answers = send_all([outgoing for _claimed, outgoing in batch], config)
+                counts += record([(claimed, answer) for (claimed, _o), answer in zip(batch, answers)], config)
     _follow_up()
     return counts
 
