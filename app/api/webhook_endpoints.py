@@ -10,7 +10,10 @@ from app.models import WebhookEndpoint
 from app.outbound_webhooks import schemas
 from app.outbound_webhooks.endpoints import EndpointProblem, change_endpoint, create_endpoint, endpoints, rotate_secret
 
-ENDPOINT_ID = f"<int(max={2**63 - 1}):endpoint_id>"
+# No ``max`` in the converter: a converter that refuses a value makes werkzeug answer 405 for the sibling methods of
+# the same path; an id over the maximum is a 404 below instead.
+ENDPOINT_ID = "<int:endpoint_id>"
+MAX_ID = 2**63 - 1
 
 
 def endpoint_json(endpoint: WebhookEndpoint, model=schemas.WebhookEndpointOut, **extra) -> dict:
@@ -20,7 +23,7 @@ def endpoint_json(endpoint: WebhookEndpoint, model=schemas.WebhookEndpointOut, *
 
 
 def endpoint_or_404(endpoint_id: int) -> WebhookEndpoint:
-    endpoint = db.session.get(WebhookEndpoint, endpoint_id)
+    endpoint = db.session.get(WebhookEndpoint, endpoint_id) if endpoint_id <= MAX_ID else None
     if endpoint is None:
         abort(404, f"webhook endpoint {endpoint_id} does not exist")
     return endpoint
