@@ -140,7 +140,10 @@ def record(sent: list[tuple[Claimed, Answer]], config, now: datetime | None = No
                                                         WebhookMessage.claimed_at == message.claimed_at).values(**values))
         by_endpoint[message.endpoint_id].append(ok)
         counts[values["status"]] += 1
-    db.session.execute(insert(WebhookAttempt), attempts)
+    # An endpoint deleted while its POSTs were in flight took its messages with it: their attempts go unrecorded.
+    kept = set(db.session.scalars(select(WebhookMessage.id).where(WebhookMessage.id.in_([a["message_id"] for a in attempts]))))
+    if kept:
+        db.session.execute(insert(WebhookAttempt), [attempt for attempt in attempts if attempt["message_id"] in kept])
     disabled = _keep_streaks(by_endpoint, now, config)
     db.session.commit()
     for endpoint_id in disabled:

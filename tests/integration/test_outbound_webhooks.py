@@ -244,3 +244,37 @@ def test_read_click_and_unsubscribe_emit_their_events_set_based(api, client, web
     assert types == ["notification.read"] * 3 + ["notification.clicked", "recipient.unsubscribed"]
     drain(lambda: len(peer.received()) == 5)
     assert {e["data"]["user_id"] for e in peer.events()} == {"ana"}
+
+
+def test_the_console_pages_are_for_admins_and_changes_are_audited_without_the_secret(client, app):
+    from app.models import AuditEntry
+
+    make_staff(email=ADMIN, password=PASSWORD)
+    make_staff(email="marketer@example.com", password=PASSWORD, role="marketer")
+    assert client.post("/login", data={"email": "marketer@example.com", "password": PASSWORD}).status_code == 302
+    assert client.get("/console/webhooks").status_code == 403
+    assert client.get("/console/webhooks/request-log").status_code == 403
+    assert ">Webhooks<" not in client.get("/").get_data(as_text=True)
+    client.post("/logout")
+
+    assert client.post("/login", data={"email": ADMIN, "password": PASSWORD}).status_code == 302
+    assert ">Webhooks<" in client.get("/").get_data(as_text=True)
+    refused = client.post("/console/webhooks", data={"url": "https://localhost/x", "event_types": ["delivery.sent"]})
+    assert refused.status_code == 400 and "endpoint must be on a public host" in refused.get_data(as_text=True)
+    created = client.post("/console/webhooks", data={"url": "https://hooks.example.com/h", "event_types": ["delivery.sent"]})
+    assert created.status_code == 303
+    endpoint = db.session.scalar(select(WebhookEndpoint))
+    shown = client.get(created.headers["Location"]).get_data(as_text=True)
+    assert endpoint.secret in shown
+    assert endpoint.secret not in client.get(created.headers["Location"]).get_data(as_text=True), "shown once"
+    entry = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "webhook_endpoint.create"))
+    assert entry.actor == ADMIN and entry.after["event_types"] == ["delivery.sent"] and "secret" not in entry.after
+    assert client.post(f"/console/webhooks/{endpoint.id}/disable").status_code == 303
+    db.session.expire_all()
+    assert db.session.get(WebhookEndpoint, endpoint.id).enabled is False
+
+
+def test_an_unsigned_post_to_the_request_log_is_refused_and_kept_nowhere(client):
+    response = client.post("/console/webhooks/request-log", json={"type": "forged"})
+    assert response.status_code == 401
+    assert get_redis().keys("*webhook-request-log*") == []
