@@ -19,7 +19,7 @@ UNAVAILABLE_RETRY_AFTER = 5
 
 
 def wants_json() -> bool:
-    return request.path.startswith(("/v1/", "/webhooks/")) or request.path == "/v1"
+    return request.path.startswith(("/v1/", "/webhooks/", "/inbox/api/")) or request.path == "/v1"
 
 
 def _json_error(status: int, code: str, message: str, errors: list | None = None):

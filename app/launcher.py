@@ -264,7 +264,7 @@ def print_banner(base_url: str, config: dict, mail_directory: Path | None, demo_
         echo(f"demo user {demo_user}'s inbox: {inbox_url(base_url, config['INBOX_SECRET'], demo_user)}")
     if mail_directory is not None:
         echo(f"outgoing mail is kept in {mail_directory}")
-    echo(f"sign in at {base_url}/login; press Ctrl-C to stop everything")
+    echo(f"sign in at {base_url}/console/login; press Ctrl-C to stop everything")
 
 
 def start_all(services: Services, config: dict, load_demo: bool, mail_port: int) -> None:

@@ -84,7 +84,8 @@ def test_env(tmp_path_factory):
         "SECRET_KEY": secrets.token_hex(32),
         "HERALD_INSTANCE_PATH": str(instance),
         "HERALD_BASE_URL": "http://127.0.0.1:5000",
-        "HERALD_TEST_MODE": "1",
+        # The host page of tests/browser/test_embedded_inbox.py is served from this origin (another port).
+        "HERALD_EMBED_ORIGINS": f"http://127.0.0.1:{free_port()}",
     }
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)

@@ -7,6 +7,7 @@ from pydantic.json_schema import models_json_schema
 
 from app import schemas
 from app.api.scopes import SCOPES
+from app.inbox import embed_schemas
 from app.inbox.store import CURSOR_PATTERN, MAX_LIMIT
 from app.outbound_webhooks import schemas as webhook_schemas
 from app.rules import schemas as rule_schemas
@@ -96,9 +97,10 @@ def _ref(model) -> dict:
 
 @lru_cache(maxsize=4)
 def build_openapi(base_url: str) -> dict:
-    models = {model for op in OPERATIONS for model in [op[5], *op[6].values()] if model is not None}
+    models = {model for op in OPERATIONS for model in [op[5], *op[6].values()] if model is not None} | set(embed_schemas.MODELS)
+    requests = {op[5] for op in OPERATIONS} | {op[4] for op in embed_schemas.OPERATIONS}
     _, definitions = models_json_schema(
-        [(model, "validation" if model in {op[5] for op in OPERATIONS} else "serialization") for model in sorted(models, key=lambda m: m.__name__)],
+        [(model, "validation" if model in requests else "serialization") for model in sorted(models, key=lambda m: m.__name__)],
         ref_template=REF,
     )
     paths: dict = {}
@@ -125,6 +127,7 @@ def build_openapi(base_url: str) -> dict:
         if request_model is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(request_model)}}}
         paths.setdefault(path, {})[method] = operation
+    paths.update(_embed_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "Herald API", "version": "1.0.0",
@@ -136,6 +139,31 @@ def build_openapi(base_url: str) -> dict:
         "paths": paths,
         "components": {
             "schemas": definitions.get("$defs", {}),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": SECURITY_DESCRIPTION}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": SECURITY_DESCRIPTION},
+                                "userToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                              "description": embed_schemas.USER_TOKEN_DESCRIPTION}},
         },
     }
+
+
+def _embed_paths() -> dict:
+    """The ``<herald-inbox>`` component's endpoints: a user token (``userToken``), not an API key; CORS per HERALD_EMBED_ORIGINS."""
+    paths: dict = {}
+    for method, path, summary, parameters, request_model, responses in embed_schemas.OPERATIONS:
+        operation = {
+            "summary": summary,
+            "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('-', '_')}",
+            "tags": ["embedded inbox"],
+            "description": "For the `<herald-inbox>` component and host products: needs a user token with the `inbox` "
+                           "scope. Browsers on an origin in `HERALD_EMBED_ORIGINS` may call it (CORS, without cookies).",
+            "security": [{"userToken": ["inbox"]}],
+            "parameters": parameters,
+            "responses": {status: {"description": status, "content": {"application/json": {"schema": _ref(model)}}}
+                          for status, model in responses.items()},
+        }
+        operation["responses"]["401"] = {"description": "no user token, or one Herald refuses; error.reason says why",
+                                         "content": {"application/json": {"schema": _ref(embed_schemas.TokenErrorResponse)}}}
+        if request_model is not None:
+            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(request_model)}}}
+        paths[path] = {method: operation}
+    return paths

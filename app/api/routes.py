@@ -166,7 +166,7 @@ def post_device(user_id: str):
     recipient = recipient_or_404(user_id)
     fields = parse_body(schemas.DeviceCreate)
     if fields.subscription:
-        problem = push_endpoint_problem(fields.subscription.endpoint, current_app.config.get("ALLOW_LOOPBACK_PUSH", False))
+        problem = push_endpoint_problem(fields.subscription.endpoint, current_app.config["WEB_PUSH_PRIVATE_HOSTS"])
         if problem:
             raise BadRequest([{"field": "subscription.endpoint", "message": problem}])
     device, created = register_device(recipient, fields)

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 import pybreaker
 from flask import current_app
 from prometheus_client import Counter
+from redis.exceptions import RedisError
 
 from app.channels.base import Outcome, Result
 from app.redis_client import get_redis, key
@@ -185,7 +186,28 @@ def _raise(result: Result) -> Result:
 
 
 def guarded(provider: str, send: Callable[[], Result], per_second: float = 0.0, bucket: str | None = None) -> Result:
-    """Call one provider under its breaker and rate limit; record the outcome in the health counters."""
+    """Call one provider under its breaker and rate limit; record the outcome in the health counters.
+
+    Once the provider has answered, its answer stands: a Redis failure in the bookkeeping after the call (breaker
+    state, health counters) is logged, never turned into an error -- an error would retry a message already sent.
+    """
+    answers: list[Result] = []
+
+    def send_once() -> Result:
+        answers.append(send())
+        return answers[0]
+
+    try:
+        return _guarded(provider, send_once, per_second, bucket)
+    except RedisError as error:
+        if not answers:
+            raise
+        log.warning("provider %s answered %s, but recording it in Redis failed (%s); the answer stands",
+                    provider, answers[0].outcome.name, type(error).__name__)
+        return answers[0]
+
+
+def _guarded(provider: str, send: Callable[[], Result], per_second: float, bucket: str | None) -> Result:
     circuit = breaker(provider)
     trusted_closed = time.monotonic() - _CLOSED_SEEN.get(id(circuit), float("-inf")) < STATE_CACHE_SECONDS
     if not trusted_closed:

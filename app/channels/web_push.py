@@ -108,20 +108,20 @@ class WebPushChannel(Channel):
         return combine("webpush", results)
 
     def send_to(self, device: DeviceTarget, body: bytes, message: Message) -> Result:
-        allow_loopback = bool(self.config.get("ALLOW_LOOPBACK_PUSH"))
+        private_hosts = self.config.get("WEB_PUSH_PRIVATE_HOSTS", frozenset())
         host = (urlparse(device.token).hostname or "").lower()
-        problem = push_endpoint_problem(device.token, allow_loopback) or self._address_problem(host, allow_loopback)
+        problem = push_endpoint_problem(device.token, private_hosts) or self._address_problem(host, private_hosts)
         if problem:
             return Result(Outcome.TOKEN_GONE, "webpush", error_code="endpoint_refused", detail=problem)
         return guarded(f"webpush:{host}", lambda: self._post(device, body, message),
                        self.config.get("WEB_PUSH_RATE", 0.0), bucket="webpush")
 
-    def _address_problem(self, host: str, allow_loopback: bool) -> str | None:
+    def _address_problem(self, host: str, private_hosts: frozenset[str]) -> str | None:
         """Resolve at most once a minute per host: a campaign to 10,000 subscribers of one push service asks DNS once."""
         cached = self._resolved.get(host)
         if cached and cached[0] > time.monotonic():
             return cached[1]
-        problem = resolved_address_problem(host, allow_loopback)
+        problem = resolved_address_problem(host, private_hosts)
         self._resolved[host] = (time.monotonic() + DNS_CACHE_SECONDS, problem)
         return problem
 

@@ -1,7 +1,7 @@
 """Console area: campaigns -- compose, test-send, launch, pause, resume, cancel, watch progress live.
 
 Marketers and admins both run campaigns. The live page streams progress over
-SSE (``/campaigns/<id>/events``) from the campaign's Redis counters; without
+SSE (``/console/campaigns/<id>/events``) from the campaign's Redis counters; without
 JavaScript the same numbers render server-side and a refresh link updates them.
 """
 from __future__ import annotations

@@ -22,6 +22,7 @@ from app.outbound_webhooks.signing import verify
 from app.redis_client import get_redis, key
 
 PATH = REQUEST_LOG_PATH
+ROUTE = REQUEST_LOG_PATH.removeprefix(bp.url_prefix or "")  # the console blueprint adds /console
 KEEP = 50
 MAX_BODY = 64 * 1024
 SHOWN_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "user-agent")
@@ -41,7 +42,7 @@ def signed_by(body: bytes) -> WebhookEndpoint | None:
     return None
 
 
-@bp.post(PATH)
+@bp.post(ROUTE)
 @csrf.exempt
 def webhook_request_log_receive():
     if (request.content_length or 0) > MAX_BODY:
@@ -69,7 +70,7 @@ def _pretty(body: str) -> str:
         return body
 
 
-@bp.get(PATH)
+@bp.get(ROUTE)
 @admin_required
 def webhook_request_log():
     try:

@@ -90,13 +90,13 @@ def _take_secret(endpoint_id: int) -> str | None:
     return held["secret"] if held and held["id"] == endpoint_id else None
 
 
-@bp.get("/console/webhooks")
+@bp.get("/webhooks")
 @admin_required
 def webhook_endpoints():
     return render_template("console/webhooks/index.html", endpoints=store.endpoints(), form=EndpointForm())
 
 
-@bp.post("/console/webhooks")
+@bp.post("/webhooks")
 @admin_required
 def webhook_endpoint_create():
     form = EndpointForm()
@@ -121,14 +121,14 @@ def _detail(endpoint: WebhookEndpoint, form: EndpointForm, secret: str | None = 
                            counts=store.message_counts(endpoint.id), action=FlaskForm()), status, NO_STORE
 
 
-@bp.get("/console/webhooks/<int:endpoint_id>")
+@bp.get("/webhooks/<int:endpoint_id>")
 @admin_required
 def webhook_endpoint(endpoint_id: int):
     endpoint = endpoint_or_404(endpoint_id)
     return _detail(endpoint, EndpointForm(obj=endpoint), secret=_take_secret(endpoint_id))
 
 
-@bp.post("/console/webhooks/<int:endpoint_id>")
+@bp.post("/webhooks/<int:endpoint_id>")
 @admin_required
 def webhook_endpoint_update(endpoint_id: int):
     endpoint = endpoint_or_404(endpoint_id)
@@ -146,7 +146,7 @@ def webhook_endpoint_update(endpoint_id: int):
     return redirect(url_for("console.webhook_endpoint", endpoint_id=endpoint.id), code=303)
 
 
-@bp.post("/console/webhooks/<int:endpoint_id>/<any(enable, disable):switch>")
+@bp.post("/webhooks/<int:endpoint_id>/<any(enable, disable):switch>")
 @admin_required
 def webhook_endpoint_switch(endpoint_id: int, switch: str):
     endpoint = endpoint_or_404(endpoint_id)
@@ -158,7 +158,7 @@ def webhook_endpoint_switch(endpoint_id: int, switch: str):
     return redirect(url_for("console.webhook_endpoint", endpoint_id=endpoint.id), code=303)
 
 
-@bp.post("/console/webhooks/<int:endpoint_id>/rotate")
+@bp.post("/webhooks/<int:endpoint_id>/rotate")
 @admin_required
 def webhook_endpoint_rotate(endpoint_id: int):
     endpoint = endpoint_or_404(endpoint_id)
@@ -168,7 +168,7 @@ def webhook_endpoint_rotate(endpoint_id: int):
     return _hand_over_secret(endpoint, secret)
 
 
-@bp.post("/console/webhooks/<int:endpoint_id>/delete")
+@bp.post("/webhooks/<int:endpoint_id>/delete")
 @admin_required
 def webhook_endpoint_delete(endpoint_id: int):
     endpoint = endpoint_or_404(endpoint_id)
@@ -179,7 +179,7 @@ def webhook_endpoint_delete(endpoint_id: int):
     return redirect(url_for("console.webhook_endpoints"), code=303)
 
 
-@bp.post("/console/webhooks/<int:endpoint_id>/messages/<int:message_id>/replay")
+@bp.post("/webhooks/<int:endpoint_id>/messages/<int:message_id>/replay")
 @admin_required
 def webhook_message_replay(endpoint_id: int, message_id: int):
     message = db.session.get(WebhookMessage, message_id)

@@ -33,7 +33,7 @@ def url_problem(url: str) -> str | None:
     """The web-push SSRF rules (https, public host), with HERALD_WEBHOOK_ALLOWED_HOSTS exempt."""
     if len(url) > MAX_URL:
         return f"must be at most {MAX_URL} characters"
-    return push_endpoint_problem(url, allowed_hosts=current_app.config["WEBHOOK_ALLOWED_HOSTS"])
+    return push_endpoint_problem(url, current_app.config["WEBHOOK_ALLOWED_HOSTS"])
 
 
 def canonical_event_types(names) -> list[str]:

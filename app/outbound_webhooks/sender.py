@@ -43,10 +43,10 @@ def client(timeout: float) -> httpx.Client:
 
 def address_problem(url: str, allowed_hosts: frozenset[str]) -> str | None:
     """The web-push SSRF rules, checked again at send time against what DNS answers now."""
-    problem = push_endpoint_problem(url, allowed_hosts=allowed_hosts)
+    problem = push_endpoint_problem(url, allowed_hosts)
     if problem:
         return problem
-    return resolved_address_problem(urlparse(url).hostname or "", allowed_hosts=allowed_hosts)
+    return resolved_address_problem((urlparse(url).hostname or "").lower(), allowed_hosts)
 
 
 def body_of(payload: dict) -> bytes:

@@ -8,11 +8,13 @@ saw); what reached the inbox after it is replayed from the database.
 from __future__ import annotations
 
 import threading
+import time
 
 from flask import Blueprint, Response, abort, current_app, request
 from flask_sse import Message
 
-from app.inbox.auth import signed_in_recipient
+from app.inbox.auth import session_access, token_access, token_refusal
+from app.inbox.tokens import TokenRefused
 from app.inbox.store import arrived_after
 from app.realtime.hub import RESYNC, Hub, Subscriber, process_label
 from app.realtime.publish import user_channel
@@ -21,6 +23,8 @@ from app.redis_client import connect, key
 bp = Blueprint("realtime", __name__)
 
 KEEPALIVE = ": keepalive\n\n"
+# Sent as a stream's last event when the user token it was opened with expires; the page asks its host for a new one.
+TOKEN_EXPIRED = str(Message({"reason": "expired"}, type="token_expired"))
 RECONNECT_MS = 2000
 REPLAY_LIMIT = 100
 REPLAY_OVERLAP_SECONDS = 5.0
@@ -78,14 +82,19 @@ class EventStream:
     """The response body. ``close()`` runs when the server gives up on the client, whether or not
     iteration started; under gevent a write to a closed socket fails at the next heartbeat at the latest."""
 
-    def __init__(self, hub: Hub, subscriber: Subscriber, backlog: list[str], heartbeat: float):
+    def __init__(self, hub: Hub, subscriber: Subscriber, backlog: list[str], heartbeat: float, until: float | None = None):
         self.hub, self.subscriber, self.backlog, self.heartbeat = hub, subscriber, backlog, heartbeat
+        self.until = until  # a stream opened with a user token ends when the token does
 
     def __iter__(self):
         yield f"retry: {RECONNECT_MS}\n\n"
         yield from self.backlog
         while True:
-            event = self.subscriber.next_event(self.heartbeat)
+            left = None if self.until is None else self.until - time.time()
+            if left is not None and left <= 0:
+                yield TOKEN_EXPIRED
+                return
+            event = self.subscriber.next_event(self.heartbeat if left is None else min(self.heartbeat, left))
             yield KEEPALIVE if event is None else event
 
     def close(self) -> None:
@@ -94,9 +103,15 @@ class EventStream:
 
 @bp.get("/inbox/stream")
 def stream():
-    recipient = signed_in_recipient()
-    if recipient is None:
+    """Authorised by the inbox session, or a user token with the ``stream`` scope (header, or ``access_token``
+    in the query string since EventSource cannot send headers)."""
+    try:
+        access = token_access("stream", allow_query=True) or session_access("stream")
+    except TokenRefused as error:
+        return token_refusal(error)
+    if access is None:
         abort(401, "Sign in to your inbox first.")
+    recipient = access.recipient
     last_event_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     hub = get_hub()
     # Subscribe before reading the database, so an event landing in between is queued, not lost.
@@ -106,6 +121,6 @@ def stream():
     except Exception:
         hub.unsubscribe(subscriber)
         raise
-    body = EventStream(hub, subscriber, backlog, current_app.config["SSE_HEARTBEAT_SECONDS"])
+    body = EventStream(hub, subscriber, backlog, current_app.config["SSE_HEARTBEAT_SECONDS"], access.expires_at)
     return Response(body, mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

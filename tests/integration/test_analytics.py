@@ -182,7 +182,7 @@ def test_bar_chart_scales_bars_to_the_peak_and_labels_ticks():
 
 def sign_in(client, role):
     make_staff(email=f"{role}@example.com", password=PASSWORD, role=role)
-    client.post("/login", data={"email": f"{role}@example.com", "password": PASSWORD})
+    client.post("/console/login", data={"email": f"{role}@example.com", "password": PASSWORD})
 
 
 @pytest.mark.parametrize("role", ["admin", "marketer"])
@@ -206,7 +206,7 @@ def test_analytics_page_explains_a_bad_custom_period_instead_of_failing(client):
 
 def test_analytics_page_needs_a_sign_in(client):
     response = client.get("/console/analytics")
-    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    assert response.status_code == 302 and "/console/login" in response.headers["Location"]
 
 
 # --- /metrics ------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ def staff(app):
 
 
 def sign_in(client, email):
-    response = client.post("/login", data={"email": email, "password": PASSWORD})
+    response = client.post("/console/login", data={"email": email, "password": PASSWORD})
     assert response.status_code == 302
 
 
@@ -89,7 +89,7 @@ def test_search_box_is_an_htmx_active_search_that_pushes_the_url(admin):
 def test_anonymous_visitors_are_sent_to_sign_in(client):
     for path in ("/console/recipients", "/console/recipients/ana", "/console/suppressions", "/console/audit"):
         response = client.get(path)
-        assert response.status_code == 302 and "/login" in response.headers["Location"], path
+        assert response.status_code == 302 and "/console/login" in response.headers["Location"], path
     assert client.post("/console/recipients/ana/preferences").status_code == 302
 
 
@@ -213,6 +213,8 @@ def test_admin_adds_and_removes_a_suppression_with_audit(admin):
     entry = db.session.scalar(select(Suppression))
     assert (entry.channel, entry.address, entry.reason) == ("email", "ana@example.com", "complaint")
     assert "ana@example.com" in admin.get("/console/suppressions").get_data(as_text=True)
+    assert "ana@example.com" in admin.get("/console/suppressions?q=ANA@").get_data(as_text=True)
+    assert "ana@example.com" not in admin.get("/console/suppressions?q=bob").get_data(as_text=True)
 
     duplicate = admin.post("/console/suppressions", data={"channel": "email", "address": "ana@example.com", "reason": "again"})
     assert duplicate.status_code == 400 and "already suppressed" in duplicate.get_data(as_text=True)

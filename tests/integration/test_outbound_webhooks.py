@@ -180,7 +180,7 @@ def test_an_admin_replays_a_message_from_the_console_with_the_same_webhook_id(ap
     send(api, "ana")
     drain(lambda: len(peer.received()) == 1)
     message_id, msg_id = db.session.execute(select(WebhookMessage.id, WebhookMessage.msg_id)).one()
-    assert client.post("/login", data={"email": ADMIN, "password": PASSWORD}).status_code == 302
+    assert client.post("/console/login", data={"email": ADMIN, "password": PASSWORD}).status_code == 302
     page = client.get(f"/console/webhooks/{endpoint_id}").get_data(as_text=True)
     assert msg_id in page and "200 · " in page and "Replay" in page
     queue = Queue(WEBHOOK_QUEUE, connection=get_redis())
@@ -251,14 +251,14 @@ def test_the_console_pages_are_for_admins_and_changes_are_audited_without_the_se
 
     make_staff(email=ADMIN, password=PASSWORD)
     make_staff(email="marketer@example.com", password=PASSWORD, role="marketer")
-    assert client.post("/login", data={"email": "marketer@example.com", "password": PASSWORD}).status_code == 302
+    assert client.post("/console/login", data={"email": "marketer@example.com", "password": PASSWORD}).status_code == 302
     assert client.get("/console/webhooks").status_code == 403
     assert client.get("/console/webhooks/request-log").status_code == 403
-    assert ">Webhooks<" not in client.get("/").get_data(as_text=True)
-    client.post("/logout")
+    assert ">Webhooks<" not in client.get("/console/").get_data(as_text=True)
+    client.post("/console/logout")
 
-    assert client.post("/login", data={"email": ADMIN, "password": PASSWORD}).status_code == 302
-    assert ">Webhooks<" in client.get("/").get_data(as_text=True)
+    assert client.post("/console/login", data={"email": ADMIN, "password": PASSWORD}).status_code == 302
+    assert ">Webhooks<" in client.get("/console/").get_data(as_text=True)
     refused = client.post("/console/webhooks", data={"url": "https://localhost/x", "event_types": ["delivery.sent"]})
     assert refused.status_code == 400 and "endpoint must be on a public host" in refused.get_data(as_text=True)
     created = client.post("/console/webhooks", data={"url": "https://hooks.example.com/h", "event_types": ["delivery.sent"]})

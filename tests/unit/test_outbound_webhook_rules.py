@@ -65,9 +65,9 @@ def test_only_sent_delivered_and_failed_deliveries_are_events():
 
 def test_allowed_hosts_are_the_only_exception_to_the_public_https_rule():
     assert push_endpoint_problem("http://127.0.0.1:8000/x") is not None
-    assert push_endpoint_problem("http://127.0.0.1:8000/x", allowed_hosts=frozenset({"127.0.0.1"})) is None
-    assert push_endpoint_problem("ftp://127.0.0.1/x", allowed_hosts=frozenset({"127.0.0.1"})) is not None
-    assert push_endpoint_problem("http://10.0.0.1/x", allowed_hosts=frozenset({"127.0.0.1"})) is not None
+    assert push_endpoint_problem("http://127.0.0.1:8000/x", private_hosts=frozenset({"127.0.0.1"})) is None
+    assert push_endpoint_problem("ftp://127.0.0.1/x", private_hosts=frozenset({"127.0.0.1"})) is not None
+    assert push_endpoint_problem("http://10.0.0.1/x", private_hosts=frozenset({"127.0.0.1"})) is not None
     private = lambda *_a, **_k: [(2, 1, 6, "", ("10.1.2.3", 443))]  # noqa: E731
     assert "non-public" in resolved_address_problem("hooks.example.com", resolve=private)
-    assert resolved_address_problem("hooks.example.com", resolve=private, allowed_hosts=frozenset({"hooks.example.com"})) is None
+    assert resolved_address_problem("hooks.example.com", resolve=private, private_hosts=frozenset({"hooks.example.com"})) is None

@@ -163,7 +163,7 @@ def test_a_preview_request_shares_one_total_budget_across_all_its_fields():
     """Thirty locales of hostile fields would otherwise hold a web worker for 30 x 8 x 200 ms."""
     app = Flask(__name__)
     hostile = HOSTILE["nested loops without output"][0]
-    with app.test_request_context("/templates/preview", method="POST"):
+    with app.test_request_context("/console/templates/preview", method="POST"):
         started = time.thread_time()
         messages = []
         for _ in range(20):
