@@ -22,6 +22,8 @@ from sqlalchemy.exc import ArgumentError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INSTANCE = PROJECT_ROOT / "instance"
 QUEUE_NAMES = ("critical", "high", "normal", "low")
+# Outbound webhooks are dispatched from a queue of their own, so a slow endpoint never holds up a send.
+WEBHOOK_QUEUE = "webhooks"
 
 
 class ConfigError(Exception):
@@ -207,6 +209,52 @@ def provider_settings(env: dict[str, str], rq_workers: int) -> dict:
     }
 
 
+def parse_seconds_list(name: str, value: str | None, default: str) -> tuple[float, ...]:
+    """``"5,300,1800"`` -> (5.0, 300.0, 1800.0); every item a non-negative number."""
+    try:
+        items = tuple(float(part) for part in (value or default).split(",") if part.strip())
+    except ValueError:
+        items = ()
+    if not items or any(item < 0 for item in items):
+        raise ConfigError(f"{name} must be comma-separated seconds like 5,300,1800, got {value!r}")
+    return items
+
+
+# Standard Webhooks' recommended schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h after each failure), its last
+# step shortened so that the last of the eight attempts lands 24 h after the first.
+WEBHOOK_RETRY_SCHEDULE = "5,300,1800,7200,18000,36000,23095"
+
+
+def webhook_settings(env: dict[str, str]) -> dict:
+    """Outbound webhooks (app/outbound_webhooks/).
+
+    HERALD_WEBHOOK_ALLOWED_HOSTS          host names/addresses exempt from the public-https rule (tests, the demo);
+                                          comma-separated, default none
+    HERALD_WEBHOOK_TIMEOUT                seconds per POST, connect included (default 5)
+    HERALD_WEBHOOK_RETRY_SCHEDULE         seconds to wait after each failed attempt (default: 24 h, see above)
+    HERALD_WEBHOOK_DISABLE_AFTER_HOURS    an endpoint whose every attempt failed for this long ...
+    HERALD_WEBHOOK_DISABLE_MIN_FAILURES   ... and at least this many times in a row is disabled (default 24 h, 10)
+    HERALD_WEBHOOK_CONCURRENCY            POSTs in flight at once per dispatcher (default 8)
+    HERALD_WEBHOOK_LEASE_SECONDS          a claimed message whose dispatcher died is sent again after this (default 60)
+    """
+    get = env.get
+    hosts = parse_hosts("HERALD_WEBHOOK_ALLOWED_HOSTS", get("HERALD_WEBHOOK_ALLOWED_HOSTS"))
+    timeout = parse_float("HERALD_WEBHOOK_TIMEOUT", get("HERALD_WEBHOOK_TIMEOUT"), 5.0, minimum=0.1)
+    return {
+        "WEBHOOK_ALLOWED_HOSTS": hosts,
+        "WEBHOOK_TIMEOUT": timeout,
+        "WEBHOOK_RETRY_SCHEDULE": parse_seconds_list("HERALD_WEBHOOK_RETRY_SCHEDULE", get("HERALD_WEBHOOK_RETRY_SCHEDULE"),
+                                                     WEBHOOK_RETRY_SCHEDULE),
+        "WEBHOOK_DISABLE_AFTER_HOURS": parse_float("HERALD_WEBHOOK_DISABLE_AFTER_HOURS",
+                                                   get("HERALD_WEBHOOK_DISABLE_AFTER_HOURS"), 24.0),
+        "WEBHOOK_DISABLE_MIN_FAILURES": parse_int("HERALD_WEBHOOK_DISABLE_MIN_FAILURES",
+                                                  get("HERALD_WEBHOOK_DISABLE_MIN_FAILURES"), 10, minimum=1),
+        "WEBHOOK_CONCURRENCY": parse_int("HERALD_WEBHOOK_CONCURRENCY", get("HERALD_WEBHOOK_CONCURRENCY"), 8, minimum=1),
+        "WEBHOOK_LEASE_SECONDS": parse_int("HERALD_WEBHOOK_LEASE_SECONDS", get("HERALD_WEBHOOK_LEASE_SECONDS"),
+                                           max(60, int(timeout * 3)), minimum=1),
+    }
+
+
 def instance_secret(instance_path: Path) -> str:
     """Return the secret kept in the instance folder, creating it on first run."""
     path = instance_path / "secret_key"
@@ -270,6 +318,7 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
     return {
         **provider_settings(env, rq_workers),
         **embed_settings(env, secret_key, inbox_secret),
+        **webhook_settings(env),
         "INSTANCE_PATH": str(instance),
         "SQLALCHEMY_DATABASE_URI": check_database_url(database_url),
         "REDIS_URL": check_redis_url(redis_url),

@@ -29,6 +29,7 @@ from sqlalchemy import insert, select
 from app.api.keys import create_api_key
 from app.extensions import db
 from app.models import Device, Preference, Recipient, Rule, StaffUser, Template, TemplateVersion
+from app.outbound_webhooks.endpoints import add_request_log_endpoint
 from app.rules.definitions import DEFAULT_AUDIENCE
 from app.rules.windows import COUNTRY_POLICY, DEFAULT_WINDOW
 
@@ -229,6 +230,7 @@ def load_demo(instance_path: str | Path, count: int = RECIPIENT_COUNT) -> DemoCr
     db.session.flush()
     _add_templates(created_by=admin.id)
     _add_low_balance_rule()
+    add_request_log_endpoint(current_app.config["BASE_URL"])
     db.session.execute(insert(Recipient), [_recipient_row(number, rng, now) for number in range(1, count + 1)])
     recipient_ids = db.session.scalars(
         select(Recipient.id).where(Recipient.external_id.like("demo-%")).order_by(Recipient.id)).all()

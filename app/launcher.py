@@ -32,7 +32,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from app import demo
-from app.config import PROJECT_ROOT, QUEUE_NAMES
+from app.config import PROJECT_ROOT, QUEUE_NAMES, WEBHOOK_QUEUE
 from app.embedded_redis import redis_answers, start_redis_server, unix_socket_path
 from app.extensions import db
 from app.inbox.auth import inbox_url
@@ -188,6 +188,7 @@ def child_commands(config: dict) -> list[tuple[str, list[str]]]:
     commands = [("web", gunicorn_argv(config["HOST"], config["PORT"], config["WEB_WORKERS"], graceful_timeout=5)),
                 ("worker-urgent", flask + ["worker", "critical", "high", *stop_soon])]
     commands += [(f"worker-{n}", flask + ["worker", *QUEUE_NAMES, *stop_soon]) for n in range(1, config["RQ_WORKERS"] + 1)]
+    commands.append(("worker-webhooks", flask + ["worker", WEBHOOK_QUEUE, *stop_soon]))  # a slow endpoint never holds up a send
     commands.append(("scheduler", flask + ["scheduler"]))
     return commands
 
@@ -260,6 +261,8 @@ def start_all(services: Services, config: dict, load_demo: bool, mail_port: int)
     env = child_environment(config, smtp_url(services.mail_sink) if services.mail_sink else None)
     run_migrations(env)
     if load_demo:
+        # The demo's webhook endpoint is Herald's own request log, on this loopback host: allowed explicitly.
+        env.setdefault("HERALD_WEBHOOK_ALLOWED_HOSTS", urlparse(env["HERALD_BASE_URL"]).hostname or "")
         seed_demo_data(instance_path)
     for name, args in child_commands(config):
         services.start_child(name, args, env)

@@ -67,12 +67,20 @@ def _rules():
     evaluate_rules_if_due(utcnow(), current_app.config["RULES_EVALUATION_MINUTES"])
 
 
+def _webhooks():
+    """Nudges the webhook dispatcher when a message is due that no nudge announced (a retry, a lost nudge)."""
+    from app.outbound_webhooks.dispatch import tick
+
+    tick()
+
+
 # name -> (function, interval in seconds)
 PERIODIC_JOBS = {
     "maintenance": (_maintenance, 30),
     "purge-idempotency-keys": (_purge, 3600),
     "purge-expired-history": (_retention, 3600),
     "evaluate-rules": (_rules, 60),
+    "outbound-webhooks": (_webhooks, 10),
 }
 
 

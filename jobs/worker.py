@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.worker import SimpleWorker
 
-from app.config import QUEUE_NAMES
+from app.config import QUEUE_NAMES, WEBHOOK_QUEUE
 from app.extensions import db
 from app.redis_client import get_redis
 from app.tasks import get_queue
@@ -115,14 +115,16 @@ def build_worker(queue_names: tuple[str, ...] = QUEUE_NAMES, name: str | None = 
 @click.argument("queues", nargs=-1)
 @with_appcontext
 def worker_command(burst: bool, name: str | None, shutdown_timeout: float, queues: tuple[str, ...]) -> None:
-    """Work QUEUES in priority order (default: critical high normal low) until SIGTERM.
+    """Work QUEUES in priority order (default: critical high normal low) until SIGTERM; ``webhooks`` is the
+    webhook dispatcher's own queue.
 
     SIGTERM finishes the job in hand and exits; see HeraldWorker for what happens to a job that takes longer.
     """
-    unknown = [q for q in queues if q not in QUEUE_NAMES]
+    known = (*QUEUE_NAMES, WEBHOOK_QUEUE)
+    unknown = [q for q in queues if q not in known]
     if unknown:
-        raise click.BadParameter(f"unknown queue {unknown[0]!r}; choose from {', '.join(QUEUE_NAMES)}", param_hint="QUEUE")
-    ordered = tuple(q for q in QUEUE_NAMES if q in queues) if queues else QUEUE_NAMES
+        raise click.BadParameter(f"unknown queue {unknown[0]!r}; choose from {', '.join(known)}", param_hint="QUEUE")
+    ordered = tuple(q for q in known if q in queues) if queues else QUEUE_NAMES
     work_through_redis_outages(ordered, name, burst, shutdown_timeout)
 
 

@@ -9,6 +9,7 @@ from app import schemas
 from app.api.scopes import SCOPES
 from app.inbox import embed_schemas
 from app.inbox.store import CURSOR_PATTERN, MAX_LIMIT
+from app.outbound_webhooks import schemas as webhook_schemas
 from app.rules import schemas as rule_schemas
 
 REF = "#/components/schemas/{model}"
@@ -34,6 +35,8 @@ INBOX_QUERY = [
     {"name": "unread_only", "in": "query", "schema": {"type": "boolean", "default": False},
      "description": "`true` or `false`"},
 ]
+ENDPOINT_ID = {"name": "endpoint_id", "in": "path", "required": True,
+               "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}
 NOT_FOUND = {"description": "no such user, notification or device (ids over their maximum length included)",
              "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}}}
 
@@ -67,6 +70,21 @@ OPERATIONS = [
      {"200": schemas.User, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse}),
     ("post", "/v1/users:batch", "users:write", "Upsert up to 10,000 users at once, all or nothing", [], rule_schemas.UsersBatch,
      {"200": rule_schemas.BatchResult, "400": schemas.ErrorResponse}),
+    # -- outbound webhooks (app/outbound_webhooks/) --
+    ("get", "/v1/webhook-endpoints", "webhooks:manage", "List webhook endpoints", [], None,
+     {"200": webhook_schemas.WebhookEndpointList}),
+    ("post", "/v1/webhook-endpoints", "webhooks:manage", "Register a webhook endpoint (its secret is shown once)", [],
+     webhook_schemas.WebhookEndpointCreate, {"201": webhook_schemas.WebhookEndpointCreated, "400": schemas.ErrorResponse}),
+    ("get", "/v1/webhook-endpoints/{endpoint_id}", "webhooks:manage", "Read a webhook endpoint", [ENDPOINT_ID], None,
+     {"200": webhook_schemas.WebhookEndpointOut, "404": schemas.ErrorResponse}),
+    ("patch", "/v1/webhook-endpoints/{endpoint_id}", "webhooks:manage", "Change, disable or enable a webhook endpoint",
+     [ENDPOINT_ID], webhook_schemas.WebhookEndpointUpdate,
+     {"200": webhook_schemas.WebhookEndpointOut, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse}),
+    ("delete", "/v1/webhook-endpoints/{endpoint_id}", "webhooks:manage", "Delete a webhook endpoint and its messages",
+     [ENDPOINT_ID], None, {"204": None, "404": schemas.ErrorResponse}),
+    ("post", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret", "webhooks:manage",
+     "New signing secret (the old one signs too for 24 h)", [ENDPOINT_ID], None,
+     {"200": webhook_schemas.WebhookSecret, "404": schemas.ErrorResponse}),
 ]
 
 

@@ -9,5 +9,7 @@ from app.console import (  # noqa: F401  (register the routes)
     routes,
     rules,
     templates_editor,
+    webhook_request_log,
+    webhooks,
 )
 from app.console.blueprint import bookmarks, bp  # noqa: F401  (create_app registers them)

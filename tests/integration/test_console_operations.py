@@ -279,11 +279,11 @@ def test_key_form_rejects_a_bad_rate_limit_next_to_the_field(admin):
     assert db.session.scalar(select(ApiKey)) is None
 
 
-def test_key_form_offers_every_scope_with_erasure_unticked_and_refuses_none(admin):
+def test_key_form_offers_every_scope_with_erasure_and_webhooks_unticked_and_refuses_none(admin):
     page = admin.get("/console/operations/api-keys").get_data(as_text=True)
     for scope in ALL_SCOPES:
         ticked = re.search(rf'<input[^>]*value="{scope}"[^>]*>', page).group(0)
-        assert ("checked" in ticked) == (scope != "users:erase"), ticked
+        assert ("checked" in ticked) == (scope not in ("users:erase", "webhooks:manage")), ticked
     response = admin.post("/console/operations/api-keys", data={"name": "x", "rate_limit": "1/second"})
     assert response.status_code == 400 and "Choose at least one scope." in response.get_data(as_text=True)
     response = admin.post("/console/operations/api-keys", data={"name": "x", "rate_limit": "1/second", "scopes": ["root"]})
