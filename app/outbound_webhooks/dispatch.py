@@ -193,7 +193,7 @@ def dispatch(budget_seconds: float = PASS_BUDGET_SECONDS) -> Counter:
             if won:
                 batch = _outgoing(won, now)
                 answers = send_all([outgoing for _claimed, outgoing in batch], config)
-                counts += record([(claimed, answer) for (claimed, _o), answer in zip(batch, answers)], config)
+                counts += record([(claimed, answer) for (claimed, _o), answer in zip(batch, answers, strict=True)], config)
     _follow_up()
     return counts
 

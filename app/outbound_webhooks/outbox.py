@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from app.config import WEBHOOK_QUEUE
 from app.extensions import db
-from app.models.outbound_webhooks import WebhookEndpoint, WebhookMessage
 from app.models.bulk import insert_rows
+from app.models.outbound_webhooks import WebhookEndpoint, WebhookMessage
 from app.models.types import utcnow
 from app.outbound_webhooks.events import Fact, envelope, ordering_key
 from app.redis_client import get_redis, key

@@ -3,8 +3,8 @@
 Revision ID: 0013_outbound_webhooks
 Revises: 0011
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0013_outbound_webhooks"

@@ -1,17 +1,17 @@
 """The pure rules of outbound webhooks: schedule, auto-disable, signatures (against the reference library), events."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from app.config import ConfigError, WEBHOOK_RETRY_SCHEDULE, parse_seconds_list, webhook_settings
+from app.config import WEBHOOK_RETRY_SCHEDULE, ConfigError, parse_seconds_list, webhook_settings
 from app.delivery.endpoints import push_endpoint_problem, resolved_address_problem
 from app.outbound_webhooks import events, signing
 from app.outbound_webhooks.policy import retry_delay, should_disable, succeeded
 
-NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 def test_the_default_schedule_is_the_specs_and_ends_24_hours_after_the_first_attempt():
