@@ -15,7 +15,8 @@ import random
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, time as clock, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock
 from pathlib import Path
 
 import click
@@ -28,6 +29,7 @@ from sqlalchemy import insert, select
 from app.api.keys import create_api_key
 from app.extensions import db
 from app.models import Device, Preference, Recipient, Rule, StaffUser, Template, TemplateVersion
+from app.outbound_webhooks.endpoints import add_request_log_endpoint
 from app.rules.definitions import DEFAULT_AUDIENCE
 from app.rules.windows import COUNTRY_POLICY, DEFAULT_WINDOW
 
@@ -221,13 +223,14 @@ def demo_loaded() -> bool:
 def load_demo(instance_path: str | Path, count: int = RECIPIENT_COUNT) -> DemoCredentials:
     """Insert the demo data in one transaction and save the credentials; the caller checks :func:`demo_loaded`."""
     rng = random.Random(RANDOM_SEED)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     admin_password, marketer_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
     admin = _add_staff(ADMIN_EMAIL, "admin", admin_password)
     _add_staff(MARKETER_EMAIL, "marketer", marketer_password)
     db.session.flush()
     _add_templates(created_by=admin.id)
     _add_low_balance_rule()
+    add_request_log_endpoint(current_app.config["BASE_URL"])
     db.session.execute(insert(Recipient), [_recipient_row(number, rng, now) for number in range(1, count + 1)])
     recipient_ids = db.session.scalars(
         select(Recipient.id).where(Recipient.external_id.like("demo-%")).order_by(Recipient.id)).all()
@@ -376,9 +379,13 @@ def echo_credentials(instance_path: str | Path) -> None:
 
 
 @click.command("seed-demo")
+@click.option("--when-enabled", is_flag=True,
+              help="Load only when HERALD_DEMO_DATA is on (the container image's migrate step passes this).")
 @with_appcontext
-def seed_demo() -> None:
+def seed_demo(when_enabled: bool) -> None:
     """Load demo data once (recipients, templates, staff, an API key) and print the credentials."""
+    if when_enabled and not current_app.config["DEMO_DATA"]:
+        return
     instance_path = current_app.instance_path
     if demo_loaded():
         click.echo("Demo data is already loaded.")

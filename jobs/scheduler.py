@@ -18,6 +18,7 @@ import click
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import current_app
 from flask.cli import with_appcontext
+from redis.exceptions import LockError
 
 from app.leadership import LEADER_KEY_PARTS, Leadership, LeaseTiming, RedisLease, holder_label
 from app.models.types import utcnow
@@ -45,7 +46,7 @@ def locked(name: str, ttl: int, may_run=lambda: True):
             finally:
                 try:
                     lock.release()
-                except Exception:  # expired meanwhile: nothing to release
+                except LockError:  # expired meanwhile: nothing to release
                     pass
 
     return run
@@ -76,12 +77,20 @@ def _rules():
     evaluate_rules_if_due(utcnow(), current_app.config["RULES_EVALUATION_MINUTES"])
 
 
+def _webhooks():
+    """Nudges the webhook dispatcher when a message is due that no nudge announced (a retry, a lost nudge)."""
+    from app.outbound_webhooks.dispatch import tick
+
+    tick()
+
+
 # name -> (function, interval in seconds)
 PERIODIC_JOBS = {
     "maintenance": (_maintenance, 30),
     "purge-idempotency-keys": (_purge, 3600),
     "purge-expired-history": (_retention, 3600),
     "evaluate-rules": (_rules, 60),
+    "outbound-webhooks": (_webhooks, 10),
 }
 
 
@@ -124,10 +133,20 @@ def follow(scheduler: BackgroundScheduler, holder: str, leading: bool, active: b
     return active
 
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 @click.command("scheduler")
 @with_appcontext
 def scheduler_command() -> None:
-    """Run periodic work (re-drive, clean-up and retention; rule evaluation) while this process holds the lease."""
+    """Run periodic work (re-drive, clean-up and retention; rule evaluation) while this process holds the lease,
+    until SIGTERM or SIGINT.
+
+    The lease is sought and renewed in a thread of its own; the passes run in APScheduler's threads; this thread
+    only waits for the signal, then stops seeking the lease, stops the timers, lets a pass in progress finish (and
+    release its lock) and hands the lease back. Shutting down from inside a signal handler could deadlock: the
+    handler may interrupt a thread while it holds the thread pool's lock to submit a pass.
+    """
     timing = LeaseTiming(current_app.config["SCHEDULER_LEASE_SECONDS"])
     leadership = Leadership(timing)
     scheduler = build_scheduler(may_run=lambda: leadership.active(time.monotonic()))
@@ -135,15 +154,19 @@ def scheduler_command() -> None:
     client = connect(current_app.config["REDIS_URL"], socket_timeout=timing.margin / 2,
                      socket_connect_timeout=timing.margin / 2)
     lease = RedisLease(client, key(*LEADER_KEY_PARTS), timing.lease, holder_label())
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
-    signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+    # Blocked before any thread starts, so every thread inherits the mask and sigwait below receives them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     # APScheduler logs two lines per run at INFO (every 30 s); failures still reach the log as warnings and errors.
     logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
     log.info("scheduler %s started with jobs: %s; seeking the lease", lease.holder, ", ".join(PERIODIC_JOBS))
     scheduler.start(paused=True)
-    try:
-        lead_while_elected(scheduler, lease, leadership, stop)
-    finally:
-        scheduler.shutdown(wait=True)  # the job in hand finishes before a standby may start periodic work
-        lease.release()
+    stop = threading.Event()
+    candidate = threading.Thread(target=lead_while_elected, args=(scheduler, lease, leadership, stop),
+                                 name="scheduler-lease")
+    candidate.start()
+    received = signal.sigwait(STOP_SIGNALS)
+    log.info("%s received; stopping once the passes in progress finish", signal.Signals(received).name)
+    stop.set()
+    candidate.join()
+    scheduler.shutdown(wait=True)
+    lease.release()  # only now may a standby start periodic work

@@ -197,10 +197,10 @@ def raw_insert_rate(template, sample: int, channels: tuple[str, ...]) -> float:
 
 def signed_in_client(base: str) -> httpx.Client:
     client = httpx.Client(base_url=base, timeout=30)
-    page = client.get("/login").text
+    page = client.get("/console/login").text
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page) or \
         re.search(r'name="csrf_token" value="([^"]+)"', page)
-    response = client.post("/login", data={"csrf_token": token.group(1), "email": STAFF_EMAIL,
+    response = client.post("/console/login", data={"csrf_token": token.group(1), "email": STAFF_EMAIL,
                                            "password": STAFF_PASSWORD, "next": ""})
     assert response.status_code == 302, response.text[:500]
     return client
@@ -209,7 +209,7 @@ def signed_in_client(base: str) -> httpx.Client:
 def probe_dashboard(client: httpx.Client, stop: threading.Event, latencies: list[float], interval: float) -> None:
     while not stop.is_set():
         started = time.perf_counter()
-        response = client.get("/")
+        response = client.get("/console/")
         latencies.append(time.perf_counter() - started)
         assert response.status_code == 200
         stop.wait(interval)
@@ -240,7 +240,7 @@ def campaign_benchmark(bench_env: dict, recipients: int, timeout_s: float, ceili
         env = {**bench_env, "HERALD_BENCH_SINK_URL": sink_url, "HERALD_CHANNEL_SLOTS": "2"}
         with bench_workers(env, 2):
             client = signed_in_client(base)
-            client.get("/")
+            client.get("/console/")
             stop = threading.Event()
             probe = threading.Thread(target=probe_dashboard, args=(client, stop, latencies, 0.5), daemon=True)
             launched_wall = utcnow()
@@ -275,7 +275,7 @@ def campaign_benchmark(bench_env: dict, recipients: int, timeout_s: float, ceili
           f"{label}, 2 workers: status {status}, {done} in inboxes, sent {sent}, {unsent} unsent; "
           f"launch -> last delivery {seconds:.1f} s = {rate:.0f} recipients/s end to end; "
           f"raw bulk insert of the same rows {ceiling:.0f} recipients/s (sample {min(recipients, ceiling_sample)}), "
-          f"ratio {rate / ceiling:.2f}; dashboard GET / during fan-out ({len(latencies)} samples): {dash} "
+          f"ratio {rate / ceiling:.2f}; dashboard GET /console/ during fan-out ({len(latencies)} samples): {dash} "
           f"({machine()})")
     return {"status": status, "done": done, "sent": sent, "rate": rate, "ceiling": ceiling, "p99_ms": p99}
 

@@ -127,7 +127,7 @@ def delivered(notification_ids: list[str]) -> int:
 
 def longest_wait_for_a_202(answers, start: float, end: float) -> float:
     times = sorted([start, end] + [at for at, status, _, _ in answers if status == 202 and start <= at <= end])
-    return max(b - a for a, b in zip(times, times[1:]))
+    return max(b - a for a, b in zip(times, times[1:], strict=False))
 
 
 def test_a_primary_failover_mid_load_keeps_accepting_and_loses_nothing(app, test_env, api_key, sentinel, tmp_path):
