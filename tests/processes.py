@@ -20,11 +20,11 @@ from tests.conftest import PROJECT_ROOT, free_port, wait_for_port
 
 
 def start_web(env: dict, log_path: Path, port: int | None = None) -> tuple[subprocess.Popen, int]:
-    """``gunicorn -k gevent … wsgi:app`` on a free loopback port, once its worker answers ``/healthz``."""
+    """``flask web`` (it execs gunicorn with gevent workers) on a free loopback port, once ``/healthz`` answers."""
     port = port or free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", "1000",
-         "-b", f"127.0.0.1:{port}", "--timeout", "60", "wsgi:app"],
+        [sys.executable, "-m", "flask", "--app", "wsgi", "web", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
         cwd=PROJECT_ROOT, env={**env, "HERALD_BASE_URL": f"http://127.0.0.1:{port}"},
         stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:

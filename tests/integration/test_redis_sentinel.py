@@ -1,6 +1,6 @@
 """REDIS_URL=redis+sentinel://…: Herald follows a primary failover, keeps accepting, and loses nothing.
 
-A real primary, a replica and a sentinel on loopback; Herald's web (gunicorn)
+A real primary, a replica and a sentinel on loopback; Herald's web (`flask web`)
 and a worker reach Redis only through the sentinel. Mid-load the primary is
 SIGKILLed; the sentinel promotes the replica. Every request is answered 202
 (or 503 with Retry-After, never 500), accepts never stop for longer than the
