@@ -165,7 +165,7 @@ def _channel_offer() -> list[tuple[Template, list[str]]]:
 
 
 def _detail_context(campaign: Campaign) -> dict:
-    template = db.session.get(Template, campaign.template_id)
+    template = db.session.get(Template, campaign.template_id) if campaign.template_id is not None else None
     view = _progress_or_none(campaign)
     counted_failures = view is None or view.failed > 0  # the grouping reads the deliveries: skip it when none failed
     return {

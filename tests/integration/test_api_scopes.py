@@ -33,11 +33,19 @@ ROUTE_SCOPES = {
     ("GET", "/v1/users/{user_id}/notifications"): "notifications:read",
     ("PATCH", "/v1/notifications/{notification_id}/read"): "notifications:write",
     ("POST", "/v1/users/{user_id}/notifications/read-all"): "notifications:write",
+    # topics and bulk sends (issue 17)
+    ("POST", "/v1/notifications/bulk"): "notifications:send",
+    ("PUT", "/v1/topics/{key}"): "topics:write",
+    ("GET", "/v1/topics/{key}"): "topics:read",
+    ("PUT", "/v1/topics/{key}/subscribers"): "topics:write",
+    ("DELETE", "/v1/topics/{key}/subscribers"): "topics:write",
+    ("GET", "/v1/topics/{key}/subscribers"): "topics:read",
+    ("GET", "/v1/users/{user_id}/topics"): "topics:read",
 }
 
 
 def concrete(path: str) -> str:
-    return path.format(user_id="ana", device_id=1, notification_id="0" * 32)
+    return path.format(user_id="ana", device_id=1, notification_id="0" * 32, key="team")
 
 
 def test_every_v1_route_is_in_the_scope_table_and_the_openapi_document(app, client):
@@ -114,4 +122,8 @@ def test_migration_0011_gives_keys_made_before_scopes_every_scope(test_env, tmp_
     flask("db", "upgrade", "0011")
     with sqlite3.connect(database) as conn:
         [(scopes,)] = conn.execute("SELECT scopes FROM api_keys").fetchall()
-    assert scopes.split() == list(ALL_SCOPES)
+    assert scopes.split() == [s for s in ALL_SCOPES if not s.startswith("topics:")]
+    flask("db", "upgrade", "0012_topics")  # a key that could read and change users can do the same with topics
+    with sqlite3.connect(database) as conn:
+        [(scopes,)] = conn.execute("SELECT scopes FROM api_keys").fetchall()
+    assert sorted(scopes.split()) == sorted(ALL_SCOPES)
