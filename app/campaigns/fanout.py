@@ -214,13 +214,13 @@ def notification_rows_for(ctx: Context, people: list[Person], now: datetime) -> 
     """The batch's notification rows (origin ``campaign:<id>``), with the in-app content rendered into them
     (the inbox shows the stored title/body; literal title/body is stored as sent, like a single send's);
     and the (recipient, channel) pairs whose content would not render."""
-    campaign, template, content = ctx.campaign, ctx.template, ctx.content
+    campaign, template, spec = ctx.campaign, ctx.template, ctx.content
     notification_rows, failures = [], {}
     for person in people:
-        row = {"id": new_notification_id(), "recipient_id": person.id, "type": content["type"],
-               "category": content["category"], "priority": ctx.priority, "template_key": template and template.key,
-               "template_version": campaign.template_version, "title": content["title"], "body": content["body"],
-               "data": content["data"], "collapse_key": content["collapse_key"],
+        row = {"id": new_notification_id(), "recipient_id": person.id, "type": spec["type"],
+               "category": spec["category"], "priority": ctx.priority, "template_key": template and template.key,
+               "template_version": campaign.template_version, "title": spec["title"], "body": spec["body"],
+               "data": spec["data"], "collapse_key": spec["collapse_key"],
                "channels": ctx.channels, "status": "routed", "created_at": now, "routed_at": now,
                "campaign_id": campaign.id, "origin": origin.of_campaign(campaign.id)}
         if inbox_channel() in ctx.channels and template is not None:
