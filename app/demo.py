@@ -27,7 +27,7 @@ from sqlalchemy import insert, select
 
 from app.api.keys import create_api_key
 from app.extensions import db
-from app.models import Device, Preference, Recipient, Rule, StaffUser, Template, TemplateVersion
+from app.models import Device, Preference, Recipient, Rule, StaffUser, Template, TemplateVersion, Topic, TopicSubscription
 from app.rules.definitions import DEFAULT_AUDIENCE
 from app.rules.windows import COUNTRY_POLICY, DEFAULT_WINDOW
 
@@ -38,6 +38,7 @@ DEMO_RULE_NAME = "Low balance"
 CREDENTIALS_FILE = "demo-credentials.txt"
 RECIPIENT_COUNT = 3000
 DEMO_INBOX_USER = "demo-00001"  # whose inbox link `make run` prints
+DEMO_TEAM_SIZE = 12  # demo-00001 .. demo-00012 are in the "team" topic
 RANDOM_SEED = 20261101
 
 NO_TIMEZONE_SHARE = 0.10
@@ -233,6 +234,7 @@ def load_demo(instance_path: str | Path, count: int = RECIPIENT_COUNT) -> DemoCr
         select(Recipient.id).where(Recipient.external_id.like("demo-%")).order_by(Recipient.id)).all()
     _bulk_insert(Device, _device_rows(recipient_ids, rng, now))
     _bulk_insert(Preference, _preference_rows(recipient_ids, rng))
+    _add_team_topic(recipient_ids[:DEMO_TEAM_SIZE])
     _, api_key = create_api_key(API_KEY_NAME)  # commits the whole demo at once
     credentials = DemoCredentials(admin_password, marketer_password, api_key)
     _save_credentials(credentials_path(instance_path), credentials)
@@ -269,6 +271,14 @@ def _add_low_balance_rule() -> None:
         name=DEMO_RULE_NAME, enabled=True, audience=DEFAULT_AUDIENCE, type="transactional", category="low_balance",
         priority="normal", template_key="low_balance", channels=["in_app", "email"], window_start=DEFAULT_WINDOW[0],
         window_end=DEFAULT_WINDOW[1], every_days=1, no_timezone_policy=COUNTRY_POLICY))
+
+
+def _add_team_topic(recipient_ids: list[int]) -> None:
+    """The "team" topic (POST /v1/notifications with "topic": "team"), the inbox link's user among its members."""
+    topic = Topic(key="team", name="Team", user_can_leave=True)
+    db.session.add(topic)
+    db.session.flush()
+    _bulk_insert(TopicSubscription, [{"topic_id": topic.id, "recipient_id": rid} for rid in recipient_ids])
 
 
 def _recipient_row(number: int, rng: random.Random, now: datetime) -> dict:

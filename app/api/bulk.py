@@ -17,6 +17,7 @@ def post_bulk():
     payload = parse_body(send_schemas.BulkSend)
     if payload.audience is not None:
         return _to_audience(payload)
+    idempotency_key_of(None)  # items carry their own keys; a malformed header is still refused
     try:
         results = accept_bulk(payload.items, g.api_key.id)
     except UnknownNames as error:

@@ -5,9 +5,9 @@ title/body, each channel's limits, strict values) is the same one, stated once.
 """
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -17,6 +17,14 @@ TOPIC_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 MAX_EXCLUDE = 1000
 MAX_BULK_ITEMS = 1000
 UserId = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+def _integral(value):
+    """JSON Schema calls 3.0 an integer; so does this (a boolean stays refused: it is not a number in JSON)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+AudienceId = Annotated[int, BeforeValidator(_integral), Field(ge=1, le=2**63 - 1)]
 
 
 def _present(field: str) -> dict:
@@ -56,13 +64,12 @@ class RunContent(NotificationCreate):
 
     user_id: SkipJsonSchema[None] = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _no_user(cls, value: Any) -> Any:
-        if isinstance(value, dict) and "user_id" in value:
+    @model_validator(mode="after")
+    def _no_user(self) -> RunContent:
+        if "user_id" in self.model_fields_set:  # null included: the document has no such field
             raise PydanticCustomError("no_user_id", "an audience send goes to the audience; leave user_id out",
                                       {"field": "notification.user_id"})
-        return value
+        return self
 
 
 _ITEMS_OR_AUDIENCE = {"oneOf": [
@@ -83,7 +90,7 @@ class BulkSend(Strict):
     items: list[NotificationCreate] | None = Field(None, min_length=1, max_length=MAX_BULK_ITEMS, description=(
         f"Up to {MAX_BULK_ITEMS:,} single sends, each with its own user_id, content and optional idempotency_key; "
         "all are validated before any is stored (all or nothing), in one transaction"))
-    audience: Annotated[int, Field(ge=1, le=2**63 - 1)] | Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
+    audience: AudienceId | Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
         None, description="Instead of items: a saved audience's id or name; `notification` goes to everyone in it, "
                           "through a run (202 with `run_id`)")
     notification: RunContent | None = Field(None, description="With `audience`: the one payload")

@@ -10,4 +10,5 @@ from app.console import (  # noqa: F401  (register the routes)
     routes,
     rules,
     templates_editor,
+    topics,
 )

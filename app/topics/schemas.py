@@ -11,7 +11,7 @@ from app.schemas import Strict
 
 MAX_SUBSCRIBERS_PER_CALL = 1000
 MAX_PAGE = 100
-SUBSCRIBER_CURSOR_PATTERN = r"^[0-9]{1,19}$"
+SUBSCRIBER_CURSOR_PATTERN = r"^[0-9]{1,18}$"
 TopicKey = Annotated[str, Field(pattern=TOPIC_KEY_PATTERN)]
 
 
