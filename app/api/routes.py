@@ -96,7 +96,9 @@ def _ids_without_nul():
 def _field_of(error: dict) -> str:
     """The request field an error is about; whole-model checks name their field in ``ctx``."""
     named = (error.get("ctx") or {}).get("field")
-    return named or ".".join(str(part) for part in error["loc"]) or "(body)"
+    # A union's member (``constrained-int``, ``function-before[...]``) is pydantic's label, not a request field.
+    parts = [str(part) for part in error["loc"] if not re.fullmatch(r"(constrained-\w+|function-\w+\[.*\])", str(part))]
+    return named or ".".join(parts) or "(body)"
 
 
 def dump(model: type[BaseModel], **fields) -> dict:

@@ -24,7 +24,7 @@ def _integral(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-AudienceId = Annotated[int, BeforeValidator(_integral), Field(ge=1, le=2**63 - 1)]
+AudienceId = Annotated[int, Field(ge=1, le=2**63 - 1), BeforeValidator(_integral)]
 
 
 def _present(field: str) -> dict:
