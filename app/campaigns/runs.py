@@ -12,6 +12,8 @@ answers the same run and a different body is a conflict.
 """
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -21,7 +23,7 @@ from app.campaigns.batches import enqueue_plan
 from app.channels import in_send_order
 from app.delivery.priority import effective_priority
 from app.extensions import db
-from app.models import Campaign, IdempotencyKey, Template
+from app.models import Campaign, CampaignBatch, IdempotencyKey, Template
 from app.models.campaigns import RUNNING, SEND_AT, SEND_NOW
 from app.models.types import utcnow
 from app.redis_outage import enqueue_or_leave_to_reaper
@@ -81,3 +83,15 @@ def start_run(payload: NotificationCreate, *, name: str, label: str, audience_fi
 def _launch(run_id: int) -> None:
     progress.set_status(run_id, RUNNING, planned=0)
     enqueue_plan(run_id)
+
+
+def relaunch_unplanned(stale: datetime) -> int:
+    """Runs (and launched campaigns) stored while Redis was down have no batches and no planning job: the
+    reaper queues their planning again (planning is safe to repeat). Returns how many."""
+    has_batches = select(CampaignBatch.id).where(CampaignBatch.campaign_id == Campaign.id).exists()
+    ids = db.session.scalars(select(Campaign.id).where(Campaign.status == RUNNING, Campaign.launched_at < stale,
+                                                       ~has_batches).limit(100)).all()
+    db.session.commit()
+    for run_id in ids:
+        _launch(run_id)
+    return len(ids)

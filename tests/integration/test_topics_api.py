@@ -130,3 +130,23 @@ def test_exactly_one_of_user_id_and_topic(api):
     assert stray.status_code == 400 and stray.json["error"]["fields"][0]["field"] == "exclude"
     unknown = topic_send(api, topic="nobody")
     assert unknown.status_code == 404 and unknown.json["error"]["code"] == "unknown_topic"
+
+
+def test_a_run_stored_while_redis_was_down_is_planned_by_the_reaper(api, run_jobs):
+    from datetime import timedelta
+
+    from app.config import QUEUE_NAMES
+    from app.models.types import utcnow
+    from app.tasks import get_queue
+    from jobs.maintenance import redrive_stuck_work
+
+    make_topic(api)
+    api.put("/v1/topics/team/subscribers", json={"user_ids": ["ana", "bo"]})
+    run_id = topic_send(api).json["run_id"]
+    for name in QUEUE_NAMES:  # as if Redis had lost the planning job (or been down when the run was stored)
+        get_queue(name).empty()
+    assert redrive_stuck_work(utcnow(), lease_seconds=120)["runs"] == 0  # not stale yet
+    assert redrive_stuck_work(utcnow() + timedelta(minutes=11), lease_seconds=120)["runs"] == 1
+    run_jobs()
+    assert db.session.get(Campaign, run_id).status == "finished"
+    assert db.session.scalar(select(func.count()).select_from(Notification)) == 2
