@@ -6,10 +6,10 @@ from functools import lru_cache
 from pydantic.json_schema import models_json_schema
 
 from app import schemas
+from app.api import send_schemas
 from app.api.scopes import SCOPES
 from app.inbox.store import CURSOR_PATTERN, MAX_LIMIT
 from app.rules import schemas as rule_schemas
-from app.api import send_schemas
 from app.topics import schemas as topic_schemas
 
 REF = "#/components/schemas/{model}"
@@ -36,7 +36,7 @@ INBOX_QUERY = [
      "description": "`true` or `false`"},
 ]
 TOPIC_KEY = {"name": "key", "in": "path", "required": True,
-             "schema": {"type": "string", "pattern": send_schemas.TOPIC_KEY_PATTERN},
+             "schema": {"type": "string", "pattern": topic_schemas.TOPIC_KEY_PATTERN},
              "description": "The topic's key (your own id for it, e.g. `team-42`). Reading an unknown key is 404."}
 SUBSCRIBER_QUERY = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": topic_schemas.MAX_PAGE, "default": 50}},

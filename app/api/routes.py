@@ -17,8 +17,8 @@ from app.delivery.endpoints import push_endpoint_problem
 from app.extensions import db
 from app.inbox import store
 from app.models import Notification, Recipient
-from app.topics.send import UnknownTopic, send_to_topic
 from app.recipients import erase_recipient, find_recipient, register_device, remove_device, set_preferences, upsert_recipient
+from app.topics.send import UnknownTopic, send_to_topic
 
 bp.before_request(authenticate)
 

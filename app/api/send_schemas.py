@@ -12,11 +12,10 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from app.schemas import NotificationAccepted, NotificationCreate, Strict, _content_rules, _no
+from app.topics.schemas import TOPIC_KEY_PATTERN, UserId
 
-TOPIC_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 MAX_EXCLUDE = 1000
 MAX_BULK_ITEMS = 1000
-UserId = Annotated[str, Field(min_length=1, max_length=255)]
 
 
 def _integral(value):

@@ -7,8 +7,8 @@ from flask import abort, jsonify, request
 
 from app.api.blueprint import bp
 from app.api.routes import USER_ID, BadRequest, dump, parse_body, recipient_or_404
-from app.api.send_schemas import TOPIC_KEY_PATTERN
 from app.topics import schemas, store
+from app.topics.schemas import TOPIC_KEY_PATTERN
 
 TOPIC_KEY = "<string(maxlength=128):key>"
 

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from app.api.send_schemas import TOPIC_KEY_PATTERN, UserId
 from app.schemas import Strict
 
+TOPIC_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+UserId = Annotated[str, Field(min_length=1, max_length=255)]
 MAX_SUBSCRIBERS_PER_CALL = 1000
 MAX_PAGE = 100
 SUBSCRIBER_CURSOR_PATTERN = r"^[0-9]{1,18}$"
