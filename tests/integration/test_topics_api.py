@@ -1,4 +1,6 @@
 """Topics over /v1: membership in batches, paging, a user's topics, and sends to a topic through a campaign run."""
+import re
+
 from sqlalchemy import func, select
 
 from app.campaigns import progress
@@ -150,3 +152,21 @@ def test_a_run_stored_while_redis_was_down_is_planned_by_the_reaper(api, run_job
     run_jobs()
     assert db.session.get(Campaign, run_id).status == "finished"
     assert db.session.scalar(select(func.count()).select_from(Notification)) == 2
+
+
+def test_the_console_shows_a_topic_send_as_a_run_with_its_progress(api, client, run_jobs):
+    from tests.factories import make_staff
+
+    make_topic(api)
+    api.put("/v1/topics/team/subscribers", json={"user_ids": ["ana", "bo"]})
+    run_id = topic_send(api).json["run_id"]
+    run_jobs()
+    make_staff(email="mia@example.com", password="correct horse battery", role="marketer")
+    client.post("/login", data={"email": "mia@example.com", "password": "correct horse battery"})
+    topic_page = client.get("/console/topics/team").get_data(as_text=True)
+    assert 'data-testid="subscriber-count">2<' in topic_page
+    link = re.search(rf'href="([^"]*/campaigns/{run_id})"', topic_page).group(1)  # wherever the campaign pages live
+    page = client.get(link)
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "API run: Ana commented — Looks good" in html and "finished" in html
