@@ -170,3 +170,18 @@ def test_the_console_shows_a_topic_send_as_a_run_with_its_progress(api, client, 
     assert page.status_code == 200
     html = page.get_data(as_text=True)
     assert "API run: Ana commented — Looks good" in html and "finished" in html
+
+
+def test_a_forged_test_send_of_an_api_run_is_refused_not_a_500(api, client):
+    """A run is never a draft, so its page offers no test send; a POST made anyway is refused (422), sends nothing."""
+    from tests.factories import make_staff
+
+    make_topic(api)
+    run_id = topic_send(api).json["run_id"]
+    make_staff(email="mia@example.com", password="correct horse battery", role="marketer")
+    client.post("/login", data={"email": "mia@example.com", "password": "correct horse battery"})
+    topic_page = client.get("/console/topics/team").get_data(as_text=True)
+    link = re.search(rf'href="([^"]*/campaigns/{run_id})"', topic_page).group(1)
+    response = client.post(f"{link}/test", data={"user_ids": "ana"})
+    assert response.status_code == 422
+    assert db.session.scalar(select(func.count()).select_from(Notification)) == 0
