@@ -185,3 +185,20 @@ def test_a_forged_test_send_of_an_api_run_is_refused_not_a_500(api, client):
     response = client.post(f"{link}/test", data={"user_ids": "ana"})
     assert response.status_code == 422
     assert db.session.scalar(select(func.count()).select_from(Notification)) == 0
+
+
+def test_a_transactional_topic_send_fans_out_on_its_priority_queue_not_behind_campaigns(api):
+    from app.tasks import get_queue
+    from jobs.campaigns import plan_campaign
+
+    make_topic(api)
+    api.put("/v1/topics/team/subscribers", json={"user_ids": ["ana", "bo"]})
+    urgent = topic_send(api, priority="high").json["run_id"]
+    news = topic_send(api, type="marketing", category="news").json["run_id"]
+    plan_campaign(urgent)
+    plan_campaign(news)
+
+    def batches_on(queue):
+        return [job.args[0] for job in get_queue(queue).jobs if job.func_name == "jobs.campaigns.run_batch"]
+
+    assert batches_on("high") == [urgent] and batches_on("low") == [news]
