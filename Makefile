@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app wsgi
 
-.PHONY: run test test-pg bench chromium clean
+.PHONY: run test test-pg bench lint chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test-pg: $(VENV)/.stamp-dev chromium
 
 bench: $(VENV)/.stamp-dev
 	$(BIN)/pytest -m bench -s tests/bench
+
+# Lint (rules in pyproject.toml) and check the formatting without changing a file.
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) instance

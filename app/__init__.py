@@ -26,8 +26,7 @@ def create_app(config: dict | None = None) -> Flask:
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from app import models  # noqa: F401  (register the tables)
-    from app import redis_client
+    from app import models, redis_client  # noqa: F401  (models registers the tables)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), compare_type=True)
@@ -45,21 +44,26 @@ def create_app(config: dict | None = None) -> Flask:
 
     from app import auth, cli, errors, health  # noqa: F401  (auth registers the user loader)
     from app.api import bp as api_bp
+    from app.console import bookmarks as console_bookmarks_bp
     from app.console import bp as console_bp
     from app.inbox import bp as inbox_bp
+    from app.inbox.embed import bp as inbox_api_bp
     from app.metrics import bp as metrics_bp
     from app.realtime.stream import bp as realtime_bp
     from app.webhooks import bp as webhooks_bp
 
     app.register_blueprint(health.bp)
     app.register_blueprint(console_bp)
+    app.register_blueprint(console_bookmarks_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(inbox_bp)
+    app.register_blueprint(inbox_api_bp)
     app.register_blueprint(realtime_bp)
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(metrics_bp)
     csrf.exempt(webhooks_bp)
     csrf.exempt(api_bp)
+    csrf.exempt(inbox_api_bp)  # user token in a header only, never a cookie: nothing to forge
     app.add_url_rule("/favicon.ico", "favicon", _favicon)
     errors.init_app(app)
     cli.init_app(app)

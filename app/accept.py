@@ -16,13 +16,15 @@ from datetime import timedelta
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from app.schemas import NotificationCreate
 from app.delivery.priority import effective_priority
 from app.extensions import db
 from app.models import IdempotencyKey, Notification, Recipient, Template
 from app.models.notifications import new_notification_id
 from app.models.types import utcnow
+from app.outbound_webhooks import events as webhook_events
+from app.outbound_webhooks.outbox import emit
 from app.redis_outage import enqueue_or_leave_to_reaper
+from app.schemas import NotificationCreate
 from app.tasks import enqueue
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -106,6 +108,7 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
                     "api_key_id": api_key_id, "key": idempotency_key, "request_hash": fingerprint,
                     "notification_id": notification_id, "created_at": now})
             connection.execute(_INSERT_NOTIFICATION, row)
+            emit(webhook_events.accepted(row, payload.user_id))
             db.session.commit()
             break
         except IntegrityError:

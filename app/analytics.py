@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import case, func, select
 
@@ -42,7 +42,7 @@ class Period:
 
 def resolve_period(key: str | None, start_text: str = "", end_text: str = "", now: datetime | None = None) -> Period:
     """``24h`` / ``7d`` / ``30d`` end now; ``custom`` covers whole UTC days from start to end, inclusive."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if key != "custom":
         label, span = PERIODS.get(key or "", PERIODS["24h"])
         return Period(key if key in PERIODS else "24h", label, now - span, now)
@@ -54,9 +54,9 @@ def resolve_period(key: str | None, start_text: str = "", end_text: str = "", no
         raise PeriodError("The end date is before the start date.")
     if (last - first).days + 1 > MAX_CUSTOM_DAYS:
         raise PeriodError(f"A custom period can span at most {MAX_CUSTOM_DAYS} days.")
-    start = datetime.combine(first, time(0), timezone.utc)
+    start = datetime.combine(first, time(0), UTC)
     return Period("custom", f"{first.isoformat()} to {last.isoformat()}", start,
-                  datetime.combine(last, time(0), timezone.utc) + timedelta(days=1))
+                  datetime.combine(last, time(0), UTC) + timedelta(days=1))
 
 
 # -- cohort ---------------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ def funnel(period: Period, campaign=None) -> dict[str, int]:
         period, campaign,
     )).one()
     values = (notes[0], notes[1], deliveries[0], deliveries[1], deliveries[2], notes[2], notes[3])
-    return {stage: int(value or 0) for stage, value in zip(FUNNEL_STAGES, values)}
+    return {stage: int(value or 0) for stage, value in zip(FUNNEL_STAGES, values, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def latency_percentiles(period: Period, campaign=None) -> list[Latency]:
                    *[func.percentile_cont(p).within_group(seconds) for p in PERCENTILES])
             .select_from(Delivery).group_by(Notification.priority)
         )).all()
-        found = {row[0]: Latency(row[0], int(row[1]), {p: float(v) for p, v in zip(PERCENTILES, row[2:])})
+        found = {row[0]: Latency(row[0], int(row[1]), {p: float(v) for p, v in zip(PERCENTILES, row[2:], strict=True)})
                  for row in rows}
     else:
         seconds = (func.julianday(Delivery.delivered_at) - func.julianday(Notification.created_at)) * 86400.0
@@ -215,7 +215,7 @@ def sends_per_hour(period: Period, campaign=None) -> list[tuple[datetime, int]]:
                  .group_by(bucket))
     if campaign is not None:
         statement = statement.where(Notification.campaign_id == campaign)
-    counts = {datetime.strptime(label, "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc): int(n)
+    counts = {datetime.strptime(label, "%Y-%m-%d %H:%M").replace(tzinfo=UTC): int(n)
               for label, n in db.session.execute(statement)}
     return [(slot, counts.get(slot, 0)) for slot in hour_slots(period)]
 

@@ -12,8 +12,10 @@ def init_app(app: Flask) -> None:
     from app.channels.vapid import vapid_keys_command
     from app.console.commands import create_staff
     from app.demo import seed_demo
-    from app.inbox.commands import inbox_link
+    from app.inbox.commands import inbox_link, user_token_command
     from app.launcher import up
+    from app.web import web_command
 
-    for command in (create_api_key, create_staff, seed_demo, inbox_link, up, vapid_keys_command):
+    for command in (create_api_key, create_staff, seed_demo, inbox_link, user_token_command, up, vapid_keys_command,
+                    web_command):
         app.cli.add_command(command)

@@ -6,7 +6,11 @@ into a clean exit instead of a traceback in the middle of a request.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import os
+import re
 import secrets
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,6 +22,8 @@ from sqlalchemy.exc import ArgumentError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INSTANCE = PROJECT_ROOT / "instance"
 QUEUE_NAMES = ("critical", "high", "normal", "low")
+# Outbound webhooks are dispatched from a queue of their own, so a slow endpoint never holds up a send.
+WEBHOOK_QUEUE = "webhooks"
 
 
 class ConfigError(Exception):
@@ -66,6 +72,23 @@ def check_http_url(name: str, url: str) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
     return url.rstrip("/")
+
+
+def parse_hosts(name: str, value: str | None) -> frozenset[str]:
+    """``"push.lan, 10.0.0.7"`` -> the lower-cased host names and IP addresses, no scheme, port or path."""
+    hosts = frozenset(part.strip().lower().strip("[]") for part in (value or "").split(",") if part.strip())
+    for host in hosts:
+        if not re.fullmatch(r"[a-z0-9.:-]+", host) or (":" in host and not _is_ip(host)):
+            raise ConfigError(f"{name} lists host names or IP addresses, comma-separated; got {host!r}")
+    return hosts
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def check_smtp_url(url: str) -> str:
@@ -140,6 +163,8 @@ def provider_settings(env: dict[str, str], rq_workers: int) -> dict:
     APNS_BASE, APNS_TEAM_ID, APNS_KEY_ID, APNS_KEY_FILE (the .p8), APNS_TOPIC (bundle id), HERALD_APNS_RATE
     FCM_BASE, FCM_PROJECT_ID, FCM_SERVICE_ACCOUNT_FILE, HERALD_FCM_RATE (default 600000/minute)
     HERALD_WEB_PUSH_SUBJECT (contact e-mail for VAPID), HERALD_WEB_PUSH_TTL, HERALD_WEB_PUSH_RATE
+    HERALD_WEB_PUSH_PRIVATE_HOSTS         push services on your own network (host names or IPs, comma-separated)
+                                          Herald may call although private, over http too; default none
     SENDGRID_WEBHOOK_PUBLIC_KEY           the Event Webhook's verification key (base64), for bounces
     HERALD_BREAKER_FAIL_MAX, HERALD_BREAKER_RESET_SECONDS   circuit breaker per provider
     HERALD_CHANNEL_SLOTS                  workers one external channel may occupy at once
@@ -174,12 +199,59 @@ def provider_settings(env: dict[str, str], rq_workers: int) -> dict:
         "WEB_PUSH_SUBJECT": get("HERALD_WEB_PUSH_SUBJECT") or "admin@herald.local",
         "WEB_PUSH_TTL": parse_int("HERALD_WEB_PUSH_TTL", get("HERALD_WEB_PUSH_TTL"), 24 * 3600),
         "WEB_PUSH_RATE": parse_rate("HERALD_WEB_PUSH_RATE", get("HERALD_WEB_PUSH_RATE"), "0"),
+        "WEB_PUSH_PRIVATE_HOSTS": parse_hosts("HERALD_WEB_PUSH_PRIVATE_HOSTS", get("HERALD_WEB_PUSH_PRIVATE_HOSTS")),
         "SENDGRID_WEBHOOK_PUBLIC_KEY": get("SENDGRID_WEBHOOK_PUBLIC_KEY"),
         "BREAKER_FAIL_MAX": parse_int("HERALD_BREAKER_FAIL_MAX", get("HERALD_BREAKER_FAIL_MAX"), 10, minimum=1),
         "BREAKER_RESET_SECONDS": parse_float("HERALD_BREAKER_RESET_SECONDS", get("HERALD_BREAKER_RESET_SECONDS"), 30.0),
         "CHANNEL_SLOTS": parse_int("HERALD_CHANNEL_SLOTS", get("HERALD_CHANNEL_SLOTS"), max(1, rq_workers - 1), minimum=1),
         "PROVIDER_CONNECT_TIMEOUT": parse_float("HERALD_PROVIDER_CONNECT_TIMEOUT", get("HERALD_PROVIDER_CONNECT_TIMEOUT"), 3.0, minimum=0.1),
         "PROVIDER_TIMEOUT": parse_float("HERALD_PROVIDER_TIMEOUT", get("HERALD_PROVIDER_TIMEOUT"), 10.0, minimum=0.1),
+    }
+
+
+def parse_seconds_list(name: str, value: str | None, default: str) -> tuple[float, ...]:
+    """``"5,300,1800"`` -> (5.0, 300.0, 1800.0); every item a non-negative number."""
+    try:
+        items = tuple(float(part) for part in (value or default).split(",") if part.strip())
+    except ValueError:
+        items = ()
+    if not items or any(item < 0 for item in items):
+        raise ConfigError(f"{name} must be comma-separated seconds like 5,300,1800, got {value!r}")
+    return items
+
+
+# Standard Webhooks' recommended schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h after each failure), its last
+# step shortened so that the last of the eight attempts lands 24 h after the first.
+WEBHOOK_RETRY_SCHEDULE = "5,300,1800,7200,18000,36000,23095"
+
+
+def webhook_settings(env: dict[str, str]) -> dict:
+    """Outbound webhooks (app/outbound_webhooks/).
+
+    HERALD_WEBHOOK_ALLOWED_HOSTS          host names/addresses exempt from the public-https rule (tests, the demo);
+                                          comma-separated, default none
+    HERALD_WEBHOOK_TIMEOUT                seconds per POST, connect included (default 5)
+    HERALD_WEBHOOK_RETRY_SCHEDULE         seconds to wait after each failed attempt (default: 24 h, see above)
+    HERALD_WEBHOOK_DISABLE_AFTER_HOURS    an endpoint whose every attempt failed for this long ...
+    HERALD_WEBHOOK_DISABLE_MIN_FAILURES   ... and at least this many times in a row is disabled (default 24 h, 10)
+    HERALD_WEBHOOK_CONCURRENCY            POSTs in flight at once per dispatcher (default 8)
+    HERALD_WEBHOOK_LEASE_SECONDS          a claimed message whose dispatcher died is sent again after this (default 60)
+    """
+    get = env.get
+    hosts = parse_hosts("HERALD_WEBHOOK_ALLOWED_HOSTS", get("HERALD_WEBHOOK_ALLOWED_HOSTS"))
+    timeout = parse_float("HERALD_WEBHOOK_TIMEOUT", get("HERALD_WEBHOOK_TIMEOUT"), 5.0, minimum=0.1)
+    return {
+        "WEBHOOK_ALLOWED_HOSTS": hosts,
+        "WEBHOOK_TIMEOUT": timeout,
+        "WEBHOOK_RETRY_SCHEDULE": parse_seconds_list("HERALD_WEBHOOK_RETRY_SCHEDULE", get("HERALD_WEBHOOK_RETRY_SCHEDULE"),
+                                                     WEBHOOK_RETRY_SCHEDULE),
+        "WEBHOOK_DISABLE_AFTER_HOURS": parse_float("HERALD_WEBHOOK_DISABLE_AFTER_HOURS",
+                                                   get("HERALD_WEBHOOK_DISABLE_AFTER_HOURS"), 24.0),
+        "WEBHOOK_DISABLE_MIN_FAILURES": parse_int("HERALD_WEBHOOK_DISABLE_MIN_FAILURES",
+                                                  get("HERALD_WEBHOOK_DISABLE_MIN_FAILURES"), 10, minimum=1),
+        "WEBHOOK_CONCURRENCY": parse_int("HERALD_WEBHOOK_CONCURRENCY", get("HERALD_WEBHOOK_CONCURRENCY"), 8, minimum=1),
+        "WEBHOOK_LEASE_SECONDS": parse_int("HERALD_WEBHOOK_LEASE_SECONDS", get("HERALD_WEBHOOK_LEASE_SECONDS"),
+                                           max(60, int(timeout * 3)), minimum=1),
     }
 
 
@@ -193,6 +265,35 @@ def instance_secret(instance_path: Path) -> str:
     path.write_text(secret)
     path.chmod(0o600)
     return secret
+
+
+def embed_settings(env: dict[str, str], secret_key: str, inbox_secret: str) -> dict:
+    """User tokens (JWT HS256) and the origins allowed to embed the inbox component.
+
+    HERALD_USER_TOKEN_SECRET   key of user tokens; at least 32 characters and not the inbox-link secret
+                               (default: derived from SECRET_KEY, so only ``flask user-token`` can make them)
+    HERALD_USER_TOKEN_MAX_SECONDS  the furthest exp a token may carry, from now (default 86400)
+    HERALD_EMBED_ORIGINS       space- or comma-separated origins (scheme://host[:port]) that get CORS headers
+    """
+    # Keyed by a constant, not by the secret: an inbox link is HMAC keyed by the secret, so a link made for the
+    # user id "herald user tokens" would otherwise print this key.
+    derived = hmac.new(b"herald user tokens", secret_key.encode(), hashlib.sha256).hexdigest()
+    token_secret = env.get("HERALD_USER_TOKEN_SECRET") or derived
+    if len(token_secret) < 32:
+        raise ConfigError("HERALD_USER_TOKEN_SECRET must be at least 32 characters")
+    if token_secret == inbox_secret:
+        raise ConfigError("HERALD_USER_TOKEN_SECRET must differ from HERALD_INBOX_SECRET (see the README's embed section)")
+    origins = []
+    for origin in (env.get("HERALD_EMBED_ORIGINS") or "").replace(",", " ").split():
+        parsed = urlparse(origin)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path or parsed.query or origin.endswith("/"):
+            raise ConfigError(f"HERALD_EMBED_ORIGINS holds origins like https://app.example.com, got {origin!r}")
+        origins.append(origin.lower())
+    return {
+        "USER_TOKEN_SECRET": token_secret,
+        "USER_TOKEN_MAX_SECONDS": parse_int("HERALD_USER_TOKEN_MAX_SECONDS", env.get("HERALD_USER_TOKEN_MAX_SECONDS"), 86400, minimum=1),
+        "EMBED_ORIGINS": tuple(origins),
+    }
 
 
 def embedded_redis_url(instance_path: Path) -> str:
@@ -213,15 +314,18 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
 
     rq_workers = parse_int("HERALD_RQ_WORKERS", env.get("HERALD_RQ_WORKERS"), 2, minimum=1)
     port = parse_int("HERALD_PORT", env.get("HERALD_PORT"), 5000, minimum=1)
+    inbox_secret = env.get("HERALD_INBOX_SECRET") or secret_key
     return {
         **provider_settings(env, rq_workers),
+        **embed_settings(env, secret_key, inbox_secret),
+        **webhook_settings(env),
         "INSTANCE_PATH": str(instance),
         "SQLALCHEMY_DATABASE_URI": check_database_url(database_url),
         "REDIS_URL": check_redis_url(redis_url),
         "REDIS_EMBEDDED": not env.get("REDIS_URL"),
         "REDIS_PREFIX": env.get("HERALD_REDIS_PREFIX", "herald"),
         "SECRET_KEY": secret_key,
-        "INBOX_SECRET": env.get("HERALD_INBOX_SECRET") or secret_key,
+        "INBOX_SECRET": inbox_secret,
         "BASE_URL": check_http_url("HERALD_BASE_URL", env.get("HERALD_BASE_URL", f"http://127.0.0.1:{port}")),
         "SMTP_URL": check_smtp_url(env["SMTP_URL"]) if env.get("SMTP_URL") else None,
         "MAIL_FROM": env.get("HERALD_MAIL_FROM", "Herald <no-reply@herald.local>"),
@@ -243,6 +347,10 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "WTF_CSRF_TIME_LIMIT": None,
         "PORT": port,
+        # The address `flask web` listens on: loopback unless told otherwise (a container says 0.0.0.0).
+        "HOST": env.get("HERALD_HOST") or "127.0.0.1",
+        # `flask seed-demo --when-enabled` (the container image's migrate step) loads the demo data only when on.
+        "DEMO_DATA": parse_boolean(env.get("HERALD_DEMO_DATA")),
         "WEB_WORKERS": parse_int("HERALD_WEB_WORKERS", env.get("HERALD_WEB_WORKERS"), 2, minimum=1),
         "RQ_WORKERS": rq_workers,
         "SSE_HEARTBEAT_SECONDS": parse_float("HERALD_SSE_HEARTBEAT_SECONDS", env.get("HERALD_SSE_HEARTBEAT_SECONDS"), 15.0, minimum=0.05),
@@ -251,6 +359,4 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
         # Daily rules: evaluated every N minutes (aligned to the clock), claims sent in batches of this size.
         "RULES_EVALUATION_MINUTES": parse_int("RULES_EVALUATION_MINUTES", env.get("RULES_EVALUATION_MINUTES"), 15, minimum=1),
         "RULES_SEND_BATCH": parse_int("HERALD_RULES_SEND_BATCH", env.get("HERALD_RULES_SEND_BATCH"), 1000, minimum=1),
-        # Tests only: seconds to pause after each sent batch, so a SIGKILL can land mid-run.
-        "RULES_TEST_SEND_DELAY": parse_float("HERALD_RULES_TEST_SEND_DELAY", env.get("HERALD_RULES_TEST_SEND_DELAY"), 0.0),
     }

@@ -15,7 +15,8 @@ import random
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, time as clock, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock
 from pathlib import Path
 
 import click
@@ -27,9 +28,11 @@ from sqlalchemy import insert, select
 
 from app.api.keys import create_api_key
 from app.extensions import db
-from app.models import Device, Preference, Recipient, Rule, StaffUser, Template, TemplateVersion, Topic, TopicSubscription
+from app.models import Device, Preference, Recipient, Rule, StaffUser, Template, TemplateVersion
+from app.outbound_webhooks.endpoints import add_request_log_endpoint
 from app.rules.definitions import DEFAULT_AUDIENCE
 from app.rules.windows import COUNTRY_POLICY, DEFAULT_WINDOW
+from app.topics.store import create_topic_with
 
 ADMIN_EMAIL = "admin@herald.local"
 MARKETER_EMAIL = "marketer@herald.local"
@@ -222,19 +225,20 @@ def demo_loaded() -> bool:
 def load_demo(instance_path: str | Path, count: int = RECIPIENT_COUNT) -> DemoCredentials:
     """Insert the demo data in one transaction and save the credentials; the caller checks :func:`demo_loaded`."""
     rng = random.Random(RANDOM_SEED)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     admin_password, marketer_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
     admin = _add_staff(ADMIN_EMAIL, "admin", admin_password)
     _add_staff(MARKETER_EMAIL, "marketer", marketer_password)
     db.session.flush()
     _add_templates(created_by=admin.id)
     _add_low_balance_rule()
+    add_request_log_endpoint(current_app.config["BASE_URL"])
     db.session.execute(insert(Recipient), [_recipient_row(number, rng, now) for number in range(1, count + 1)])
     recipient_ids = db.session.scalars(
         select(Recipient.id).where(Recipient.external_id.like("demo-%")).order_by(Recipient.id)).all()
     _bulk_insert(Device, _device_rows(recipient_ids, rng, now))
     _bulk_insert(Preference, _preference_rows(recipient_ids, rng))
-    _add_team_topic(recipient_ids[:DEMO_TEAM_SIZE])
+    create_topic_with("team", "Team", recipient_ids[:DEMO_TEAM_SIZE])  # "topic": "team" reaches demo-00001 and 11 more
     _, api_key = create_api_key(API_KEY_NAME)  # commits the whole demo at once
     credentials = DemoCredentials(admin_password, marketer_password, api_key)
     _save_credentials(credentials_path(instance_path), credentials)
@@ -271,14 +275,6 @@ def _add_low_balance_rule() -> None:
         name=DEMO_RULE_NAME, enabled=True, audience=DEFAULT_AUDIENCE, type="transactional", category="low_balance",
         priority="normal", template_key="low_balance", channels=["in_app", "email"], window_start=DEFAULT_WINDOW[0],
         window_end=DEFAULT_WINDOW[1], every_days=1, no_timezone_policy=COUNTRY_POLICY))
-
-
-def _add_team_topic(recipient_ids: list[int]) -> None:
-    """The "team" topic (POST /v1/notifications with "topic": "team"), the inbox link's user among its members."""
-    topic = Topic(key="team", name="Team", user_can_leave=True)
-    db.session.add(topic)
-    db.session.flush()
-    _bulk_insert(TopicSubscription, [{"topic_id": topic.id, "recipient_id": rid} for rid in recipient_ids])
 
 
 def _recipient_row(number: int, rng: random.Random, now: datetime) -> dict:
@@ -386,9 +382,13 @@ def echo_credentials(instance_path: str | Path) -> None:
 
 
 @click.command("seed-demo")
+@click.option("--when-enabled", is_flag=True,
+              help="Load only when HERALD_DEMO_DATA is on (the container image's migrate step passes this).")
 @with_appcontext
-def seed_demo() -> None:
+def seed_demo(when_enabled: bool) -> None:
     """Load demo data once (recipients, templates, staff, an API key) and print the credentials."""
+    if when_enabled and not current_app.config["DEMO_DATA"]:
+        return
     instance_path = current_app.instance_path
     if demo_loaded():
         click.echo("Demo data is already loaded.")

@@ -10,8 +10,14 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+# sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
+MAX_UNIX_SOCKET_PATH = 107
 
 
 def redis_server_binary() -> str:
@@ -53,3 +59,26 @@ def start_redis_server(directory: Path, port: int = 0, unix_socket: Path | None 
             time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"redis-server did not answer within {timeout}s")
+
+
+def unix_socket_path(redis_url: str) -> Path:
+    """The socket of a ``unix://`` Redis URL; ValueError when Linux could not bind it."""
+    path = Path(urlparse(redis_url).path)
+    if len(str(path)) > MAX_UNIX_SOCKET_PATH:
+        raise ValueError(
+            f"the Redis socket path {path} is too long for a unix socket; use a shorter HERALD_INSTANCE_PATH")
+    return path
+
+
+def redis_answers(socket_path: Path) -> bool:
+    """True when a Redis server already answers on ``socket_path`` (a second `flask up` reuses it)."""
+    if not socket_path.exists():
+        return False
+    client = redis.Redis(unix_socket_path=str(socket_path), socket_connect_timeout=1, socket_timeout=1,
+                         retry=Retry(NoBackoff(), retries=0))
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return False
+    finally:
+        client.close()

@@ -19,7 +19,7 @@ UNAVAILABLE_RETRY_AFTER = 5
 
 
 def wants_json() -> bool:
-    return request.path.startswith(("/v1/", "/webhooks/")) or request.path == "/v1"
+    return request.path.startswith(("/v1/", "/webhooks/", "/inbox/api/")) or request.path == "/v1"
 
 
 def _json_error(status: int, code: str, message: str, errors: list | None = None):
@@ -88,7 +88,7 @@ def _discard_session() -> None:
 
 
 def handle_unexpected(error: Exception):
-    log.exception("unhandled error on %s %s", request.method, request.path)
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
     if wants_json():
         return _json_error(500, "internal_error", "Something went wrong on our side; nothing was lost, retry later.")
     wrapped = InternalServerError()

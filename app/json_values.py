@@ -6,7 +6,7 @@ them. Contact fields take their value, an empty string (which clears them) or nu
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 from zoneinfo import available_timezones
 
 from pydantic import BeforeValidator, Field, StringConstraints, WithJsonSchema
@@ -45,12 +45,12 @@ def _fraction_or_exponent(value: Any) -> Any:
 
 
 # Numbers beyond 2**53 would not survive a round trip through JSON and SQLite/PostgreSQL JSON alike: refused.
-Number = Union[Annotated[int, Field(ge=-(2**53), le=2**53)],
-               Annotated[float, Field(ge=-(2**53), le=2**53, allow_inf_nan=False), BeforeValidator(_fraction_or_exponent)]]
-Scalar = Union[bool, Number, Annotated[str, StringConstraints(max_length=2000)]]
-AttributeValue = Union[Scalar, Annotated[list[Scalar], Field(max_length=100)]]
+Number = (Annotated[int, Field(ge=-(2**53), le=2**53)]
+          | Annotated[float, Field(ge=-(2**53), le=2**53, allow_inf_nan=False), BeforeValidator(_fraction_or_exponent)])
+Scalar = bool | Number | Annotated[str, StringConstraints(max_length=2000)]
+AttributeValue = Scalar | Annotated[list[Scalar], Field(max_length=100)]
 NO_OTHER_NAMES = {"additionalProperties": False}
 StoredAttributes = Annotated[dict[AttributeName, AttributeValue], Field(max_length=200, json_schema_extra=NO_OTHER_NAMES)]
 # In a merge, null deletes the key.
-AttributesPatchValue = Annotated[dict[AttributeName, Union[AttributeValue, None]],
+AttributesPatchValue = Annotated[dict[AttributeName, AttributeValue | None],
                                  Field(max_length=200, json_schema_extra=NO_OTHER_NAMES)]

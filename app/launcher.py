@@ -1,8 +1,9 @@
 """`flask up`: everything Herald needs, in one terminal.
 
 Order: embedded Redis (when ``REDIS_URL`` is unset), a local SMTP sink (when
-``SMTP_URL`` is unset), migrations, demo data, then the children -- gunicorn,
-the RQ workers and the APScheduler process -- each in a session of its own so
+``SMTP_URL`` is unset), migrations, demo data, then the role commands a
+production supervisor runs -- ``flask web``'s gunicorn, ``flask worker critical high``,
+``flask worker`` and ``flask scheduler`` -- each in a session of its own so
 the terminal's Ctrl-C reaches only this process, which then stops them in
 order: children first, embedded Redis last. A child that dies on its own
 stops everything with exit code 1.
@@ -25,27 +26,23 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import click
-import redis
 from aiosmtpd.controller import Controller
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import current_app
 from flask.cli import with_appcontext
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from app import demo
-from app.config import PROJECT_ROOT, QUEUE_NAMES
-from app.embedded_redis import start_redis_server
+from app.config import PROJECT_ROOT, QUEUE_NAMES, WEBHOOK_QUEUE
+from app.embedded_redis import redis_answers, start_redis_server, unix_socket_path
 from app.extensions import db
 from app.inbox.auth import inbox_url
 from app.mail_sink import smtp_url, start_mail_sink
+from app.web import gunicorn_argv
 
 HEALTH_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 POLL_INTERVAL = 0.2
-# sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
-MAX_UNIX_SOCKET_PATH = 107
 
 
 class StopRequested(Exception):
@@ -136,29 +133,11 @@ def check_port_free(port: int, setting: str) -> None:
             raise
 
 
-def unix_socket_path(redis_url: str) -> Path:
-    path = Path(urlparse(redis_url).path)
-    if len(str(path)) > MAX_UNIX_SOCKET_PATH:
-        raise click.ClickException(
-            f"the Redis socket path {path} is too long for a unix socket; use a shorter HERALD_INSTANCE_PATH")
-    return path
-
-
-def redis_answers(socket_path: Path) -> bool:
-    if not socket_path.exists():
-        return False
-    client = redis.Redis(unix_socket_path=str(socket_path), socket_connect_timeout=1, socket_timeout=1,
-                         retry=Retry(NoBackoff(), retries=0))
-    try:
-        return bool(client.ping())
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
-        return False
-    finally:
-        client.close()
-
-
 def start_embedded_redis(services: Services, instance_path: Path, redis_url: str) -> None:
-    socket_path = unix_socket_path(redis_url)
+    try:
+        socket_path = unix_socket_path(redis_url)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
     if redis_answers(socket_path):
         echo(f"reusing the Redis already answering on {socket_path}")
         return
@@ -198,17 +177,19 @@ def seed_demo_data(instance_path: Path) -> None:
 
 
 def child_commands(config: dict) -> list[tuple[str, list[str]]]:
-    """Name and argv of every child.
+    """Name and argv of every child: the role commands a production supervisor runs (on loopback unless
+    HERALD_HOST says otherwise, as the container image's ``demo`` role does).
 
-    gunicorn's control socket defaults to one path per user (~/.gunicorn), which
-    two Herald instances would fight over; a short graceful timeout keeps
-    Ctrl-C quick while SSE streams are open.
+    The web role is the gunicorn command line ``flask web`` would exec, started directly: going through
+    ``flask web`` would load the app once more only to read three settings, which on two busy cores added
+    ~6 s to every start. A short graceful timeout keeps Ctrl-C quick; inbox streams end at once anyway.
     """
-    python, flask = sys.executable, [sys.executable, "-m", "flask", "--app", "wsgi"]
-    web = [python, "-m", "gunicorn", "-k", "gevent", "-w", str(config["WEB_WORKERS"]), "--worker-connections", "2000",
-           "--graceful-timeout", "5", "--no-control-socket", "-b", f"127.0.0.1:{config['PORT']}", "wsgi:app"]
-    commands = [("web", web), ("worker-urgent", flask + ["worker", "critical", "high"])]
-    commands += [(f"worker-{n}", flask + ["worker", *QUEUE_NAMES]) for n in range(1, config["RQ_WORKERS"] + 1)]
+    flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
+    stop_soon = ["--shutdown-timeout", "5"]
+    commands = [("web", gunicorn_argv(config["HOST"], config["PORT"], config["WEB_WORKERS"], graceful_timeout=5)),
+                ("worker-urgent", flask + ["worker", "critical", "high", *stop_soon])]
+    commands += [(f"worker-{n}", flask + ["worker", *QUEUE_NAMES, *stop_soon]) for n in range(1, config["RQ_WORKERS"] + 1)]
+    commands.append(("worker-webhooks", flask + ["worker", WEBHOOK_QUEUE, *stop_soon]))  # a slow endpoint never holds up a send
     commands.append(("scheduler", flask + ["scheduler"]))
     return commands
 
@@ -263,7 +244,7 @@ def print_banner(base_url: str, config: dict, mail_directory: Path | None, demo_
         echo(f"demo user {demo_user}'s inbox: {inbox_url(base_url, config['INBOX_SECRET'], demo_user)}")
     if mail_directory is not None:
         echo(f"outgoing mail is kept in {mail_directory}")
-    echo(f"sign in at {base_url}/login; press Ctrl-C to stop everything")
+    echo(f"sign in at {base_url}/console/login; press Ctrl-C to stop everything")
 
 
 def start_all(services: Services, config: dict, load_demo: bool, mail_port: int) -> None:
@@ -281,6 +262,8 @@ def start_all(services: Services, config: dict, load_demo: bool, mail_port: int)
     env = child_environment(config, smtp_url(services.mail_sink) if services.mail_sink else None)
     run_migrations(env)
     if load_demo:
+        # The demo's webhook endpoint is Herald's own request log, on this loopback host: allowed explicitly.
+        env.setdefault("HERALD_WEBHOOK_ALLOWED_HOSTS", urlparse(env["HERALD_BASE_URL"]).hostname or "")
         seed_demo_data(instance_path)
     for name, args in child_commands(config):
         services.start_child(name, args, env)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from pathlib import Path
 
@@ -34,7 +34,7 @@ class EmlFileHandler:
         return "250 Message accepted for delivery"
 
     def _next_path(self) -> Path:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         return self.directory / f"{stamp}-{next(self._sequence):04d}.eml"
 
     @staticmethod

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 
-from app.schemas import DeviceCreate, PreferencesUpdate, UserUpsert
 from app.extensions import db
 from app.models import AuditEntry, Device, Preference, Recipient
 from app.models.types import utcnow
+from app.schemas import DeviceCreate, PreferencesUpdate, UserUpsert
 
 
 def find_recipient(external_id: str) -> Recipient | None:

@@ -12,7 +12,7 @@ from datetime import datetime
 from rq import Queue, Retry
 from rq.worker import Worker
 
-from app.config import QUEUE_NAMES
+from app.config import QUEUE_NAMES, WEBHOOK_QUEUE
 from app.models.types import utcnow
 from app.redis_client import get_redis
 
@@ -37,13 +37,15 @@ JOBS = {
     "jobs.campaigns.run_batch": JobSpec(600, _RETRY),
     # Not retried: the next viewer who finds the snapshot stale asks again once its lock (this timeout) expires.
     "jobs.dashboard.refresh_dashboard_counts": JobSpec(120, None, result_ttl=0, failure_ttl=120),
+    # Not retried: what a pass leaves undone stays in the outbox, and the next nudge or the scheduler's tick runs it.
+    "jobs.webhooks.dispatch": JobSpec(300, None, result_ttl=60, failure_ttl=3600),
 }
 DEFAULT_JOB = JobSpec(300, _RETRY)
 
 
 def get_queue(name: str) -> Queue:
-    if name not in QUEUE_NAMES:
-        raise ValueError(f"unknown queue {name!r}; expected one of {', '.join(QUEUE_NAMES)}")
+    if name not in QUEUE_NAMES and name != WEBHOOK_QUEUE:
+        raise ValueError(f"unknown queue {name!r}; expected one of {', '.join(QUEUE_NAMES)} or {WEBHOOK_QUEUE}")
     return Queue(name, connection=get_redis())
 
 

@@ -25,10 +25,9 @@ import redis as redis_lib
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
+from app.embedded_redis import start_redis_server
 
-from app.embedded_redis import start_redis_server  # noqa: E402
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 RUN_ID = uuid.uuid4().hex[:8]
 REDIS_LOCK_KEY = "herald-test-run-lock"
@@ -84,7 +83,8 @@ def test_env(tmp_path_factory):
         "SECRET_KEY": secrets.token_hex(32),
         "HERALD_INSTANCE_PATH": str(instance),
         "HERALD_BASE_URL": "http://127.0.0.1:5000",
-        "HERALD_TEST_MODE": "1",
+        # The host page of tests/browser/test_embedded_inbox.py is served from this origin (another port).
+        "HERALD_EMBED_ORIGINS": f"http://127.0.0.1:{free_port()}",
     }
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)

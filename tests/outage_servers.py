@@ -128,7 +128,7 @@ class Herald:
             **os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SMTP_URL": smtp_url,
             "HERALD_REDIS_PREFIX": "herald-fault", "SECRET_KEY": "fault-test-secret-" + "x" * 16,
             "HERALD_INSTANCE_PATH": str(directory / "instance"), "HERALD_BASE_URL": f"http://127.0.0.1:{self.port}",
-            "HERALD_TEST_MODE": "1", "HERALD_DISPATCH_LEASE_SECONDS": "10", "HERALD_TRACK_CLICKS": "false",
+            "HERALD_DISPATCH_LEASE_SECONDS": "10", "HERALD_TRACK_CLICKS": "false",
         }
         self.web = self.reaper = None
         self.workers: list[subprocess.Popen] = []

@@ -8,7 +8,9 @@ from pydantic.json_schema import models_json_schema
 from app import schemas
 from app.api import send_schemas
 from app.api.scopes import SCOPES
+from app.inbox import embed_schemas
 from app.inbox.store import CURSOR_PATTERN, MAX_LIMIT
+from app.outbound_webhooks import schemas as webhook_schemas
 from app.rules import schemas as rule_schemas
 from app.topics import schemas as topic_schemas
 
@@ -47,6 +49,8 @@ SUBSCRIBER_QUERY = [
 BULK_IDEMPOTENCY_HEADER = {**IDEMPOTENCY_HEADER, "description": (
     "Audience sends only (or the notification's idempotency_key): same key + same body within 24 h returns the same run; "
     "a different body is 409. Items carry their own idempotency_key; with items the header is not used.")}
+ENDPOINT_ID = {"name": "endpoint_id", "in": "path", "required": True,
+               "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}
 NOT_FOUND = {"description": "no such user, notification or device (ids over their maximum length included)",
              "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}}}
 
@@ -101,6 +105,21 @@ OPERATIONS = [
      None, {"200": topic_schemas.SubscriberPage, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse}),
     ("get", "/v1/users/{user_id}/topics", "topics:read", "The topics a recipient is in", [USER_ID], None,
      {"200": topic_schemas.UserTopics, "404": schemas.ErrorResponse}),
+    # -- outbound webhooks (app/outbound_webhooks/) --
+    ("get", "/v1/webhook-endpoints", "webhooks:manage", "List webhook endpoints", [], None,
+     {"200": webhook_schemas.WebhookEndpointList}),
+    ("post", "/v1/webhook-endpoints", "webhooks:manage", "Register a webhook endpoint (its secret is shown once)", [],
+     webhook_schemas.WebhookEndpointCreate, {"201": webhook_schemas.WebhookEndpointCreated, "400": schemas.ErrorResponse}),
+    ("get", "/v1/webhook-endpoints/{endpoint_id}", "webhooks:manage", "Read a webhook endpoint", [ENDPOINT_ID], None,
+     {"200": webhook_schemas.WebhookEndpointOut, "404": schemas.ErrorResponse}),
+    ("patch", "/v1/webhook-endpoints/{endpoint_id}", "webhooks:manage", "Change, disable or enable a webhook endpoint",
+     [ENDPOINT_ID], webhook_schemas.WebhookEndpointUpdate,
+     {"200": webhook_schemas.WebhookEndpointOut, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse}),
+    ("delete", "/v1/webhook-endpoints/{endpoint_id}", "webhooks:manage", "Delete a webhook endpoint and its messages",
+     [ENDPOINT_ID], None, {"204": None, "404": schemas.ErrorResponse}),
+    ("post", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret", "webhooks:manage",
+     "New signing secret (the old one signs too for 24 h)", [ENDPOINT_ID], None,
+     {"200": webhook_schemas.WebhookSecret, "404": schemas.ErrorResponse}),
 ]
 
 
@@ -113,9 +132,10 @@ def _ref(model) -> dict:
 
 @lru_cache(maxsize=4)
 def build_openapi(base_url: str) -> dict:
-    models = {model for op in OPERATIONS for model in [op[5], *op[6].values()] if model is not None}
+    models = {model for op in OPERATIONS for model in [op[5], *op[6].values()] if model is not None} | set(embed_schemas.MODELS)
+    requests = {op[5] for op in OPERATIONS} | {op[4] for op in embed_schemas.OPERATIONS}
     _, definitions = models_json_schema(
-        [(model, "validation" if model in {op[5] for op in OPERATIONS} else "serialization") for model in sorted(models, key=lambda m: m.__name__)],
+        [(model, "validation" if model in requests else "serialization") for model in sorted(models, key=lambda m: m.__name__)],
         ref_template=REF,
     )
     paths: dict = {}
@@ -142,6 +162,7 @@ def build_openapi(base_url: str) -> dict:
         if request_model is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(request_model)}}}
         paths.setdefault(path, {})[method] = operation
+    paths.update(_embed_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "Herald API", "version": "1.0.0",
@@ -153,6 +174,31 @@ def build_openapi(base_url: str) -> dict:
         "paths": paths,
         "components": {
             "schemas": definitions.get("$defs", {}),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": SECURITY_DESCRIPTION}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": SECURITY_DESCRIPTION},
+                                "userToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                              "description": embed_schemas.USER_TOKEN_DESCRIPTION}},
         },
     }
+
+
+def _embed_paths() -> dict:
+    """The ``<herald-inbox>`` component's endpoints: a user token (``userToken``), not an API key; CORS per HERALD_EMBED_ORIGINS."""
+    paths: dict = {}
+    for method, path, summary, parameters, request_model, responses in embed_schemas.OPERATIONS:
+        operation = {
+            "summary": summary,
+            "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('-', '_')}",
+            "tags": ["embedded inbox"],
+            "description": "For the `<herald-inbox>` component and host products: needs a user token with the `inbox` "
+                           "scope. Browsers on an origin in `HERALD_EMBED_ORIGINS` may call it (CORS, without cookies).",
+            "security": [{"userToken": ["inbox"]}],
+            "parameters": parameters,
+            "responses": {status: {"description": status, "content": {"application/json": {"schema": _ref(model)}}}
+                          for status, model in responses.items()},
+        }
+        operation["responses"]["401"] = {"description": "no user token, or one Herald refuses; error.reason says why",
+                                         "content": {"application/json": {"schema": _ref(embed_schemas.TokenErrorResponse)}}}
+        if request_model is not None:
+            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(request_model)}}}
+        paths[path] = {method: operation}
+    return paths

@@ -7,17 +7,24 @@ import re
 from flask import abort, current_app, g, jsonify, render_template, request
 from pydantic import BaseModel, ValidationError
 
-from app.accept import IdempotencyConflict, UnknownRecipient, UnknownTemplate, accept_notification
 from app import schemas
+from app.accept import IdempotencyConflict, UnknownRecipient, UnknownTemplate, accept_notification
 from app.api import send_schemas
-from app.api.blueprint import bp
 from app.api.auth import authenticate
+from app.api.blueprint import bp
 from app.api.openapi import build_openapi
 from app.delivery.endpoints import push_endpoint_problem
 from app.extensions import db
 from app.inbox import store
 from app.models import Notification, Recipient
-from app.recipients import erase_recipient, find_recipient, register_device, remove_device, set_preferences, upsert_recipient
+from app.recipients import (
+    erase_recipient,
+    find_recipient,
+    register_device,
+    remove_device,
+    set_preferences,
+    upsert_recipient,
+)
 from app.topics.send import UnknownTopic, send_to_topic
 
 bp.before_request(authenticate)
@@ -170,7 +177,7 @@ def post_device(user_id: str):
     recipient = recipient_or_404(user_id)
     fields = parse_body(schemas.DeviceCreate)
     if fields.subscription:
-        problem = push_endpoint_problem(fields.subscription.endpoint, current_app.config.get("ALLOW_LOOPBACK_PUSH", False))
+        problem = push_endpoint_problem(fields.subscription.endpoint, current_app.config["WEB_PUSH_PRIVATE_HOSTS"])
         if problem:
             raise BadRequest([{"field": "subscription.endpoint", "message": problem}])
     device, created = register_device(recipient, fields)

@@ -20,10 +20,14 @@ SCOPES = {
     "users:erase": "erase a recipient and all their data (GDPR); irreversible",
     "topics:read": "read topics, their subscribers and a recipient's topics",
     "topics:write": "create and change topics and their subscribers",
+    "webhooks:manage": "register, change and delete outbound webhook endpoints (an admin's power: they receive events "
+                       "about every user)",
 }
 ALL_SCOPES = tuple(SCOPES)
-# A new key gets every scope but erasure unless asked: erasing people cannot be undone, so it is granted by name.
-DEFAULT_SCOPES = tuple(scope for scope in ALL_SCOPES if scope != "users:erase")
+# A new key gets every scope but erasure and webhooks unless asked: erasing people cannot be undone, and an endpoint
+# hears about everyone, so those are granted by name.
+GRANTED_BY_NAME = ("users:erase", "webhooks:manage")
+DEFAULT_SCOPES = tuple(scope for scope in ALL_SCOPES if scope not in GRANTED_BY_NAME)
 
 
 class UnknownScope(ValueError):

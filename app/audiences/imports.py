@@ -129,7 +129,7 @@ def read_rows(lines: Iterable[str]) -> tuple[list[str], Iterator[tuple[int, dict
         start = reader.line_num + 1
         for cells in reader:
             if any(cell.strip() for cell in cells):
-                row: dict[str, str | None] = dict(zip(header, cells))
+                row: dict[str, str | None] = dict(zip(header, cells, strict=False))
                 if len(cells) > len(header):
                     row[None] = "extra"  # type: ignore[index]
                 for name in header[len(cells):]:

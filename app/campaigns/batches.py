@@ -56,7 +56,7 @@ def plan_batches(campaign: Campaign, now: datetime) -> list[dict]:
         pages = [(start, False, None, page) for page in keyset_pages(condition, size)]
     run_times = planning.spaced_run_times([p[0] for p in pages], [p[3][2] for p in pages], campaign.throttle_per_minute)
     rows = []
-    for seq, ((_start, by_zone, zone, (first, last, count)), run_at) in enumerate(zip(pages, run_times)):
+    for seq, ((_start, by_zone, zone, (first, last, count)), run_at) in enumerate(zip(pages, run_times, strict=True)):
         if campaign.ends_at is not None and run_at > campaign.ends_at:
             run_at = campaign.ends_at  # runs at the end only to record its recipients as campaign_ended
         rows.append({"campaign_id": campaign.id, "seq": seq, "first_id": first, "last_id": last, "size": count,

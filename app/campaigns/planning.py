@@ -14,7 +14,7 @@ that happen twice (clocks going back) use the first occurrence.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 
 from app.channels import channel_names, variant_sources
 from app.delivery.quiet_hours import zone
@@ -31,7 +31,7 @@ def local_wave_time(local_time: time, zone_name: str | None, now: datetime) -> d
         day = local_now.date() + timedelta(days=days)
         candidate = datetime.combine(day, local_time, tzinfo=tz)  # fold=0: gap -> shifted by it, overlap -> first
         # Round-tripping through UTC normalises a non-existent wall time to the instant after the gap.
-        instant = candidate.astimezone(timezone.utc)
+        instant = candidate.astimezone(UTC)
         if instant >= now:
             return instant
     raise AssertionError("unreachable: a local time recurs within two days")
@@ -73,7 +73,7 @@ def spaced_run_times(starts: list[datetime], sizes: list[int], per_minute: int |
         return list(starts)
     times: list[datetime] = []
     previous: tuple[datetime, int] | None = None
-    for start, size in zip(starts, sizes):
+    for start, size in zip(starts, sizes, strict=True):
         at = start
         if previous is not None:
             at = max(at, previous[0] + timedelta(seconds=60 * previous[1] / per_minute))

@@ -18,7 +18,17 @@ from app.campaigns.fanout import cancel_pending
 from app.channels import in_list_order, in_send_order
 from app.delivery.constants import DELIVERED, DISPATCHED, FAILED, FINAL_STATUSES, SUPPRESSED
 from app.extensions import db
-from app.models import Audience, AuditEntry, Campaign, CampaignBatch, Delivery, Notification, Recipient, StaffUser, Template
+from app.models import (
+    Audience,
+    AuditEntry,
+    Campaign,
+    CampaignBatch,
+    Delivery,
+    Notification,
+    Recipient,
+    StaffUser,
+    Template,
+)
 from app.models.campaigns import BATCH_CANCELLED, BATCH_PENDING, CANCELLED, DRAFT, PAUSED, RUNNING, SEND_AT, SEND_LOCAL
 from app.models.types import utcnow
 from app.render_checks import audience_failure

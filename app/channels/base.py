@@ -116,6 +116,8 @@ class Channel:
     # What the template editor's preview measures: SMS segments, or the provider payload against its limit.
     billed_in_segments: ClassVar[bool] = False
     payload_limit: ClassVar[int | None] = None
+    # The preview shows it as a mail: subject line, the HTML part in a sandboxed frame, the plain-text part.
+    previews_as_mail: ClassVar[bool] = False
 
     def __init__(self, app_config: dict):
         self.config = app_config

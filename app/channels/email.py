@@ -139,6 +139,7 @@ class SmtpEmail(Channel):
     content_fields = ("subject", "html", "text")
     optional_fields = frozenset({"text"})  # without one, the plain-text part carries the subject
     field_limits = {"subject": 998}
+    previews_as_mail = True
 
     def __init__(self, app_config: dict):
         super().__init__(app_config)

@@ -4,7 +4,8 @@ Every adapter sends through :func:`guarded` (one provider) or
 :func:`first_available` (a channel's providers in order), so the rules hold
 for all of them:
 
-- **Circuit breaker** (pybreaker, state in Redis so every worker shares it):
+- **Circuit breaker** (pybreaker, state in Redis so every worker shares it, see
+  :mod:`app.channels.circuit_store`):
   ``BREAKER_FAIL_MAX`` consecutive provider faults (5xx, timeouts, refused
   connections -- ``Result.provider_fault``) open the circuit; while it is
   open no call is made and the send answers ``Outcome.WAIT``, which the
@@ -29,8 +30,10 @@ from datetime import UTC, datetime
 import pybreaker
 from flask import current_app
 from prometheus_client import Counter
+from redis.exceptions import RedisError
 
 from app.channels.base import Outcome, Result
+from app.channels.circuit_store import RedisCircuitStorage
 from app.redis_client import get_redis, key
 
 log = logging.getLogger(__name__)
@@ -88,10 +91,13 @@ class ProviderFault(Exception):
 class _OpenListener(pybreaker.CircuitBreakerListener):
     """Log and count an opening once, although every worker notices it when it reads the shared state."""
 
+    def __init__(self, storage: RedisCircuitStorage):
+        self.storage = storage
+
     def state_change(self, breaker, old_state, new_state) -> None:
         if new_state is None or new_state.name != pybreaker.STATE_OPEN:
             return
-        opened_at = breaker._state_storage.opened_at
+        opened_at = self.storage.opened_at
         stamp = int(opened_at.timestamp()) if opened_at else int(time.time())
         if get_redis().set(key("provider", breaker.name, "opened", stamp), 1, nx=True, ex=3600):
             get_redis().incr(key("provider", breaker.name, "opens"))
@@ -100,24 +106,24 @@ class _OpenListener(pybreaker.CircuitBreakerListener):
                         breaker.name, breaker.fail_max, breaker.reset_timeout)
 
 
-_BREAKERS: dict[tuple[str, str, int], pybreaker.CircuitBreaker] = {}
+_BREAKERS: dict[tuple[str, str, int], tuple[pybreaker.CircuitBreaker, RedisCircuitStorage]] = {}
 _CLOSED_SEEN: dict[int, float] = {}
 _SCRIPTS: dict[tuple[int, str], object] = {}
 
 
-def breaker(provider: str) -> pybreaker.CircuitBreaker:
-    """The breaker of one provider, its state in Redis under this installation's prefix."""
+def breaker(provider: str) -> tuple[pybreaker.CircuitBreaker, RedisCircuitStorage]:
+    """The breaker of one provider and its state in Redis under this installation's prefix."""
     config, connection = current_app.config, get_redis()
     cache_key = (config["REDIS_PREFIX"], provider, id(connection))
     if cache_key not in _BREAKERS:
-        storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, connection, namespace=key("breaker", provider))
+        storage = RedisCircuitStorage(provider, connection)
         _BREAKERS[cache_key] = pybreaker.CircuitBreaker(
             fail_max=config["BREAKER_FAIL_MAX"], reset_timeout=config["BREAKER_RESET_SECONDS"],
-            state_storage=storage, name=provider, listeners=[_OpenListener()], throw_new_error_on_trip=False,
-        )
-    found = _BREAKERS[cache_key]
+            state_storage=storage, name=provider, listeners=[_OpenListener(storage)], throw_new_error_on_trip=False,
+        ), storage
+    found, storage = _BREAKERS[cache_key]
     found.fail_max, found.reset_timeout = config["BREAKER_FAIL_MAX"], config["BREAKER_RESET_SECONDS"]
-    return found
+    return found, storage
 
 
 def _script(source: str):
@@ -151,7 +157,7 @@ def release_slot(pool: str, token: str) -> None:
     get_redis().zrem(key("slots", pool), token)
 
 
-def count(provider: str, failed: bool, reset: pybreaker.CircuitBreaker | None = None) -> None:
+def count(provider: str, failed: bool, reset: RedisCircuitStorage | None = None) -> None:
     """Add one send (and one failure) to the provider's per-minute health buckets.
 
     ``reset`` also ends the breaker's streak of consecutive failures, in the same round trip.
@@ -159,7 +165,7 @@ def count(provider: str, failed: bool, reset: pybreaker.CircuitBreaker | None = 
     minute = int(time.time() // 60)
     pipe = get_redis().pipeline(transaction=False)
     if reset is not None:
-        pipe.set(reset._state_storage._namespace("fail_counter"), 0)
+        reset.reset_counter_in(pipe)
     pipe.sadd(key("providers"), provider)
     pipe.incr(key("provider", provider, "sent", minute))
     pipe.expire(key("provider", provider, "sent", minute), HEALTH_BUCKET_TTL)
@@ -169,11 +175,11 @@ def count(provider: str, failed: bool, reset: pybreaker.CircuitBreaker | None = 
     pipe.execute()
 
 
-def _open_for(circuit: pybreaker.CircuitBreaker) -> float | None:
+def _open_for(circuit: pybreaker.CircuitBreaker, storage: RedisCircuitStorage) -> float | None:
     """Seconds until an open circuit lets a probe through, or None when calls may go now."""
     if circuit.current_state != pybreaker.STATE_OPEN:
         return None
-    opened_at = circuit._state_storage.opened_at
+    opened_at = storage.opened_at
     if opened_at is None:
         return None
     remaining = opened_at.timestamp() + circuit.reset_timeout - datetime.now(UTC).timestamp()
@@ -185,11 +191,32 @@ def _raise(result: Result) -> Result:
 
 
 def guarded(provider: str, send: Callable[[], Result], per_second: float = 0.0, bucket: str | None = None) -> Result:
-    """Call one provider under its breaker and rate limit; record the outcome in the health counters."""
-    circuit = breaker(provider)
+    """Call one provider under its breaker and rate limit; record the outcome in the health counters.
+
+    Once the provider has answered, its answer stands: a Redis failure in the bookkeeping after the call (breaker
+    state, health counters) is logged, never turned into an error -- an error would retry a message already sent.
+    """
+    answers: list[Result] = []
+
+    def send_once() -> Result:
+        answers.append(send())
+        return answers[0]
+
+    try:
+        return _guarded(provider, send_once, per_second, bucket)
+    except RedisError as error:
+        if not answers:
+            raise
+        log.warning("provider %s answered %s, but recording it in Redis failed (%s); the answer stands",
+                    provider, answers[0].outcome.name, type(error).__name__)
+        return answers[0]
+
+
+def _guarded(provider: str, send: Callable[[], Result], per_second: float, bucket: str | None) -> Result:
+    circuit, storage = breaker(provider)
     trusted_closed = time.monotonic() - _CLOSED_SEEN.get(id(circuit), float("-inf")) < STATE_CACHE_SECONDS
     if not trusted_closed:
-        remaining = _open_for(circuit)
+        remaining = _open_for(circuit, storage)
         if remaining is not None:
             return Result(Outcome.WAIT, provider, error_code="circuit_open",
                           detail=f"circuit open for {provider}", retry_after=max(1.0, remaining))
@@ -205,7 +232,7 @@ def guarded(provider: str, send: Callable[[], Result], per_second: float = 0.0, 
     if trusted_closed:
         result = send()
         if not result.provider_fault:
-            count(provider, failed=result.outcome is Outcome.TRANSIENT, reset=circuit)
+            count(provider, failed=result.outcome is Outcome.TRANSIENT, reset=storage)
             return result
         call, argument = _raise, result  # let pybreaker count the fault (and maybe open)
     else:

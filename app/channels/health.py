@@ -7,6 +7,7 @@ import pybreaker
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from app.channels.circuit_store import field_key
 from app.channels.guard import HEALTH_WINDOW_MINUTES
 from app.redis_client import get_redis, key
 
@@ -24,7 +25,7 @@ def provider_health() -> list[dict]:
     for name in names:
         pipe.mget([key("provider", name, "sent", m) for m in minutes])
         pipe.mget([key("provider", name, "failed", m) for m in minutes])
-        pipe.get(key("breaker", name, "pybreaker", "state"))
+        pipe.get(field_key(name, "state"))
         pipe.get(key("provider", name, "opens"))
     answers = pipe.execute()
     rows = []

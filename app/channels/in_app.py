@@ -17,6 +17,8 @@ from app.delivery.constants import DELIVERED, SENDING
 from app.extensions import db
 from app.models import Delivery, DeliveryEvent, Notification
 from app.models.bulk import insert_rows, update_by_id
+from app.outbound_webhooks import events as webhook_events
+from app.outbound_webhooks.outbox import emit
 from app.pipeline.claims import due
 from app.realtime.publish import publish_to_user
 from app.redis_client import get_redis
@@ -69,6 +71,7 @@ class InAppChannel(Channel):
         insert_rows(DeliveryEvent, [{"delivery_id": e.delivery_id, "status": status, "detail": detail,
                                      "created_at": now}
                                     for e in landed for status, detail in ((SENDING, None), (DELIVERED, "inbox"))])
+        emit(webhook_events.delivered_to_inbox(self.name, [(e.notification_id, e.recipient_id) for e in landed]))
         db.session.commit()
         pipe = get_redis().pipeline(transaction=False)
         for e in landed:

@@ -1,11 +1,10 @@
 """Web push (RFC 8030) with VAPID (RFC 8292) and aes128gcm payload encryption (RFC 8291).
 
-The ``webpush`` package builds the encrypted body; the HTTP call goes
-through one pooled client per adapter instance (per worker), so 10,000
-subscriptions on one push service reuse a handful of connections. The VAPID
-header is signed here, once per push-service origin and reused for hours:
-``webpush`` signs one per message and drops the port from the audience, which
-RFC 8292 says is the endpoint's *origin*.
+``http_ece`` (RFC 8188, the encoder pywebpush uses) encrypts the body; the
+HTTP call goes through one pooled client per adapter instance (per worker), so
+10,000 subscriptions on one push service reuse a handful of connections. The
+VAPID header is signed here, once per push-service origin (RFC 8292: the
+endpoint's *origin*, port included) and reused for hours.
 
 Every endpoint is checked again at send time -- the URL rules applied at
 registration, then the addresses its host resolves to *now* -- so a
@@ -16,15 +15,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+import http_ece
 import httpx
 import jwt
-from webpush import WebPush
-from webpush.types import WebPushKeys, WebPushSubscription
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from app.channels.base import Channel, DeviceTarget, Message, Outcome, Result, register
 from app.channels.guard import guarded
@@ -61,6 +61,17 @@ def origin_of(url: str) -> str:
     return f"{parsed.scheme}://{parsed.hostname}{port}"
 
 
+def encrypt_payload(body: bytes, p256dh: str, auth: str) -> bytes:
+    """The RFC 8291 ``aes128gcm`` body for one subscription: a fresh sender key pair and salt per message.
+
+    Raises ValueError when the subscription's keys are not base64url or ``p256dh`` is not a P-256 point.
+    """
+    receiver_key = base64.urlsafe_b64decode(p256dh + "=" * (-len(p256dh) % 4))
+    auth_secret = base64.urlsafe_b64decode(auth + "=" * (-len(auth) % 4))
+    return http_ece.encrypt(body, salt=os.urandom(16), private_key=ec.generate_private_key(ec.SECP256R1()),
+                            dh=receiver_key, auth_secret=auth_secret, version="aes128gcm")
+
+
 def topic_for(collapse_key: str | None) -> str | None:
     """RFC 8030 Topic (replaces an undelivered message with the same topic): <= 32 URL-safe base64 characters."""
     if not collapse_key:
@@ -86,11 +97,9 @@ class WebPushChannel(Channel):
 
     def __init__(self, app_config: dict):
         super().__init__(app_config)
-        private_path, public_path = ensure_vapid_keys(Path(app_config["INSTANCE_PATH"]))
+        private_path, _public_path = ensure_vapid_keys(Path(app_config["INSTANCE_PATH"]))
         self.vapid_private = private_path.read_bytes()
         self.vapid_public = application_server_key(app_config["INSTANCE_PATH"])
-        self.webpush = WebPush(private_key=self.vapid_private, public_key=public_path.read_bytes(),
-                               subscriber=app_config.get("WEB_PUSH_SUBJECT", "admin@herald.local"))
         self.client = pooled_client(app_config, http2=True)
         self._resolved: dict[str, tuple[float, str | None]] = {}
         self._vapid: dict[str, tuple[float, str]] = {}
@@ -108,20 +117,20 @@ class WebPushChannel(Channel):
         return combine("webpush", results)
 
     def send_to(self, device: DeviceTarget, body: bytes, message: Message) -> Result:
-        allow_loopback = bool(self.config.get("ALLOW_LOOPBACK_PUSH"))
+        private_hosts = self.config.get("WEB_PUSH_PRIVATE_HOSTS", frozenset())
         host = (urlparse(device.token).hostname or "").lower()
-        problem = push_endpoint_problem(device.token, allow_loopback) or self._address_problem(host, allow_loopback)
+        problem = push_endpoint_problem(device.token, private_hosts) or self._address_problem(host, private_hosts)
         if problem:
             return Result(Outcome.TOKEN_GONE, "webpush", error_code="endpoint_refused", detail=problem)
         return guarded(f"webpush:{host}", lambda: self._post(device, body, message),
                        self.config.get("WEB_PUSH_RATE", 0.0), bucket="webpush")
 
-    def _address_problem(self, host: str, allow_loopback: bool) -> str | None:
+    def _address_problem(self, host: str, private_hosts: frozenset[str]) -> str | None:
         """Resolve at most once a minute per host: a campaign to 10,000 subscribers of one push service asks DNS once."""
         cached = self._resolved.get(host)
         if cached and cached[0] > time.monotonic():
             return cached[1]
-        problem = resolved_address_problem(host, allow_loopback)
+        problem = resolved_address_problem(host, private_hosts)
         self._resolved[host] = (time.monotonic() + DNS_CACHE_SECONDS, problem)
         return problem
 
@@ -139,12 +148,9 @@ class WebPushChannel(Channel):
 
     def _post(self, device: DeviceTarget, body: bytes, message: Message) -> Result:
         provider = f"webpush:{urlparse(device.token).hostname}"
-        subscription = WebPushSubscription(endpoint=device.token, keys=WebPushKeys(p256dh=device.p256dh, auth=device.auth))
         ttl = self.config.get("WEB_PUSH_TTL", 86400)
         try:
-            # The RFC 8291 body alone: WebPush.get() would also sign a fresh VAPID JWT per message (~8 % of a
-            # send), where vapid_authorization() reuses one per origin. The receiver in the tests decrypts it.
-            encrypted = self.webpush._encrypt(body, subscription)
+            encrypted = encrypt_payload(body, device.p256dh, device.auth)
         except ValueError as error:  # p256dh is not a P-256 point: this subscription can never be encrypted to
             return Result(Outcome.TOKEN_GONE, provider, error_code="invalid_subscription_keys", detail=str(error)[:500])
         headers = {"content-encoding": "aes128gcm", "authorization": self.vapid_authorization(device.token),

@@ -1,5 +1,4 @@
 """Staff console (htmx). One module per area; each registers its routes on ``bp``."""
-from app.console.blueprint import bp  # noqa: F401  (create_app registers it)
 from app.console import (  # noqa: F401  (register the routes)
     analytics,
     audiences,
@@ -11,4 +10,7 @@ from app.console import (  # noqa: F401  (register the routes)
     rules,
     templates_editor,
     topics,
+    webhook_request_log,
+    webhooks,
 )
+from app.console.blueprint import bookmarks, bp  # noqa: F401  (create_app registers them)

@@ -17,7 +17,7 @@ def campaign_choices() -> list[tuple[str, str]]:
     return [(str(id_), str(name)) for id_, name in rows]
 
 
-@bp.get("/console/analytics")
+@bp.get("/analytics")
 @login_required
 def analytics_page():
     args = request.args

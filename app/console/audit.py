@@ -108,7 +108,7 @@ def audit_entries(filters: AuditFilter, number: int) -> Page:
     return page_of(statement, number)
 
 
-@bp.get("/console/audit")
+@bp.get("/audit")
 @admin_required
 def audit_log():
     filters = AuditFilter.from_args(request.args)

@@ -3,5 +3,8 @@ from flask import Blueprint
 
 from app.channels import channel_names
 
-bp = Blueprint("console", "app.console")
+bp = Blueprint("console", "app.console", url_prefix="/console")
 bp.add_app_template_global(channel_names)
+
+# Old root addresses people bookmarked before the console moved under /console/; the rest moved without redirects.
+bookmarks = Blueprint("console_bookmarks", "app.console")

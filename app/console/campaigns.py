@@ -1,7 +1,7 @@
 """Console area: campaigns -- compose, test-send, launch, pause, resume, cancel, watch progress live.
 
 Marketers and admins both run campaigns. The live page streams progress over
-SSE (``/campaigns/<id>/events``) from the campaign's Redis counters; without
+SSE (``/console/campaigns/<id>/events``) from the campaign's Redis counters; without
 JavaScript the same numbers render server-side and a refresh link updates them.
 """
 from __future__ import annotations
@@ -14,8 +14,16 @@ from flask import Response, abort, current_app, flash, redirect, render_template
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from redis.exceptions import RedisError
-from wtforms import DateTimeLocalField, IntegerField, RadioField, SelectField, SelectMultipleField, StringField, \
-    TextAreaField, TimeField
+from wtforms import (
+    DateTimeLocalField,
+    IntegerField,
+    RadioField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+    TimeField,
+)
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
@@ -25,6 +33,7 @@ from app.console.blueprint import bp
 from app.extensions import db, htmx
 from app.models import Campaign, Template
 from app.models.campaigns import CANCELLED, FINISHED
+from app.realtime.stream import final_retry, stopping
 from app.redis_client import get_redis
 
 CHANNEL_LABELS = labels()
@@ -322,6 +331,9 @@ class ProgressStream:
         last_payload, last_write = None, clock.monotonic()
         started, samples, engagement = last_write, 0, self._engagement()
         while not self.closed and clock.monotonic() - started < STREAM_MAX_SECONDS:
+            if stopping():
+                yield final_retry()
+                return
             status, counters = progress.parse(self.redis.hgetall(self.key))
             status = status or self.status
             counters.setdefault("planned", self.planned)

@@ -288,7 +288,7 @@ def _rows_longest_path_first(paths: dict[int, str]) -> list[tuple[int, str]]:
 
 def _row_of(problem: str, ordered: list[tuple[int, str]]) -> tuple[int, str] | None:
     for rid, path in ordered:
-        if problem.startswith(path + ".") or problem.startswith(path + ":"):
+        if problem.startswith((path + ".", path + ":")):
             return rid, path
     return None
 

@@ -59,7 +59,7 @@ def _take(slot: str | None) -> dict | None:
     return json.loads(held) if held else None
 
 
-@bp.get("/console/operations/api-keys/created")
+@bp.get("/operations/api-keys/created")
 @admin_required
 def api_key_created():
     held = _take(session.pop(SESSION_SLOT, None))

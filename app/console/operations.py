@@ -18,16 +18,26 @@ from wtforms.widgets import CheckboxInput, ListWidget
 from app.api.scopes import DEFAULT_SCOPES, SCOPES
 from app.auth import admin_required
 from app.config import check_rate_limit
-from app.console.blueprint import bp
 from app.console.audit import page_number
+from app.console.blueprint import bp
 from app.console.new_api_key import show_new_key
-from app.console.operations_store import (api_keys, change_rate_limit, create_key, dead_letters, discard_dead_letter,
-                                          find_notifications, load_notification, notification_steps,
-                                          providers_or_none, queues_or_none, retry_all_dead_letters,
-                                          retry_dead_letter, revoke_key)
+from app.console.operations_store import (
+    api_keys,
+    change_rate_limit,
+    create_key,
+    dead_letters,
+    discard_dead_letter,
+    find_notifications,
+    load_notification,
+    notification_steps,
+    providers_or_none,
+    queues_or_none,
+    retry_all_dead_letters,
+    retry_dead_letter,
+    revoke_key,
+)
 from app.extensions import db, htmx
 from app.models import ApiKey, Recipient
-
 
 # -- forms ---------------------------------------------------------------------------------------
 
@@ -55,7 +65,7 @@ class RateLimitForm(FlaskForm):
 
 # -- views -----------------------------------------------------------------------------------------
 
-@bp.get("/console/operations")
+@bp.get("/operations")
 @admin_required
 def operations():
     """The delivery log: search by notification id, user id or idempotency key."""
@@ -68,7 +78,7 @@ def operations():
     return render_template(template, query=query, results=results)
 
 
-@bp.get("/console/operations/notifications/<notification_id>")
+@bp.get("/operations/notifications/<notification_id>")
 @admin_required
 def notification_timeline(notification_id: str):
     notification = load_notification(notification_id)
@@ -79,14 +89,14 @@ def notification_timeline(notification_id: str):
                            steps=notification_steps(notification))
 
 
-@bp.get("/console/operations/dead-letters")
+@bp.get("/operations/dead-letters")
 @admin_required
 def dead_letter_list():
     entries = dead_letters(page_number(request.args.get("page")))
     return render_template("console/operations/dead_letters.html", entries=entries, form=FlaskForm())
 
 
-@bp.post("/console/operations/dead-letters/<int:delivery_id>/retry")
+@bp.post("/operations/dead-letters/<int:delivery_id>/retry")
 @admin_required
 def dead_letter_retry(delivery_id: int):
     if retry_dead_letter(delivery_id, current_user):
@@ -96,7 +106,7 @@ def dead_letter_retry(delivery_id: int):
     return redirect(url_for("console.dead_letter_list"))
 
 
-@bp.post("/console/operations/dead-letters/retry-all")
+@bp.post("/operations/dead-letters/retry-all")
 @admin_required
 def dead_letter_retry_all():
     count = retry_all_dead_letters(current_user)
@@ -104,7 +114,7 @@ def dead_letter_retry_all():
     return redirect(url_for("console.dead_letter_list"))
 
 
-@bp.post("/console/operations/dead-letters/<int:delivery_id>/discard")
+@bp.post("/operations/dead-letters/<int:delivery_id>/discard")
 @admin_required
 def dead_letter_discard(delivery_id: int):
     if discard_dead_letter(delivery_id, current_user):
@@ -114,7 +124,7 @@ def dead_letter_discard(delivery_id: int):
     return redirect(url_for("console.dead_letter_list"))
 
 
-@bp.get("/console/operations/health")
+@bp.get("/operations/health")
 @admin_required
 def health_page():
     return render_template("console/operations/health.html", queues=queues_or_none(), providers=providers_or_none())
@@ -127,13 +137,13 @@ def _render_keys(form: ApiKeyForm, status: int = 200, limit_forms: dict | None =
     return render_template("console/operations/api_keys.html", keys=keys, form=form, limit_forms=forms), status
 
 
-@bp.get("/console/operations/api-keys")
+@bp.get("/operations/api-keys")
 @admin_required
 def api_key_list():
     return _render_keys(ApiKeyForm(formdata=None))
 
 
-@bp.post("/console/operations/api-keys")
+@bp.post("/operations/api-keys")
 @admin_required
 def api_key_create():
     form = ApiKeyForm()
@@ -149,7 +159,7 @@ def _key_or_404(key_id: int) -> ApiKey:
     return api_key
 
 
-@bp.post("/console/operations/api-keys/<int:key_id>/revoke")
+@bp.post("/operations/api-keys/<int:key_id>/revoke")
 @admin_required
 def api_key_revoke(key_id: int):
     api_key = _key_or_404(key_id)
@@ -160,7 +170,7 @@ def api_key_revoke(key_id: int):
     return redirect(url_for("console.api_key_list"))
 
 
-@bp.post("/console/operations/api-keys/<int:key_id>/rate-limit")
+@bp.post("/operations/api-keys/<int:key_id>/rate-limit")
 @admin_required
 def api_key_rate_limit(key_id: int):
     api_key = _key_or_404(key_id)

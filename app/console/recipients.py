@@ -3,39 +3,39 @@
 Everyone signed in may look; only admins change anything. Templates hide the
 forms from marketers, and every write endpoint refuses them on its own
 (``admin_required``), so a hand-made POST gets 403 too. Each change commits
-together with its audit entry.
+together with its audit entry (app/console/recipients_store.py does the work).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
-from sqlalchemy import func, or_, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
 from wtforms import SelectField, StringField
 from wtforms.validators import DataRequired, Length, Regexp
 
 from app.auth import admin_required
+from app.console.audit import page_number
 from app.console.blueprint import bp
-from app.console.audit import Page, page_number, page_of, record_change
+from app.console.recipients_store import (
+    ADDRESS_CHANNELS,
+    CHANNELS,
+    add_suppression,
+    known_categories,
+    notification_history,
+    preference_grid,
+    recipient_suppressions,
+    record_inbox_opened,
+    remove_suppression,
+    search_recipients,
+    search_suppressions,
+    set_hard_stop,
+    set_preference,
+)
 from app.console.routes import safe_next_path
-from app.channels import address_fields, canonical_address, channel_names
-from app.delivery.constants import ALL_CATEGORIES
-from app.delivery.routing import MARKETING_CATEGORY
-from app.extensions import db, htmx
+from app.extensions import htmx
 from app.inbox.auth import inbox_path
-from app.models import Delivery, Notification, Preference, Recipient, Suppression, Template
-from app.models.types import utcnow
+from app.models import Recipient
 from app.recipients import erase_recipient, find_recipient
-
-HISTORY_PER_PAGE = 10
-# Channels whose address lives on the recipient row, so a suppression entry can be matched to them.
-ADDRESS_CHANNELS = address_fields()
-CHANNELS = channel_names()
-
 
 # -- forms ---------------------------------------------------------------------------------------
 
@@ -59,66 +59,7 @@ class EraseForm(FlaskForm):
     confirm = StringField("Type the user id to confirm", validators=[DataRequired("Type the user id to confirm.")])
 
 
-# -- reads ---------------------------------------------------------------------------------------
-
-def search_recipients(query: str, number: int) -> Page:
-    """Prefix match on user id, email (case-insensitive) or phone; ordered by user id."""
-    statement = select(Recipient).order_by(Recipient.external_id)
-    if query:
-        statement = statement.where(or_(
-            Recipient.external_id.startswith(query, autoescape=True),
-            func.lower(Recipient.email).startswith(query.lower(), autoescape=True),
-            Recipient.phone.startswith(query, autoescape=True),
-        ))
-    return page_of(statement, number)
-
-
-@dataclass(frozen=True)
-class Switch:
-    channel: str
-    category: str
-    enabled: bool
-    explicit: bool  # a saved row, not the default
-
-
-def preference_grid(recipient: Recipient, categories: list[str]) -> list[tuple[str, list[Switch]]]:
-    """Rows of (category, one switch per channel), channel-wide ``*`` first; a switch nobody set reads as on."""
-    saved = {(p.channel, p.category): p.enabled for p in recipient.preferences}
-    return [
-        (category, [Switch(channel, category, saved.get((channel, category), True), (channel, category) in saved)
-                    for channel in CHANNELS])
-        for category in [ALL_CATEGORIES, *categories]
-    ]
-
-
-def known_categories(recipient: Recipient) -> list[str]:
-    """What can be switched: marketing (the blanket opt-out), template categories, received and saved ones."""
-    received = select(Notification.category).where(Notification.recipient_id == recipient.id)
-    templated = select(Template.category)
-    found = set(db.session.scalars(received.union(templated)))
-    found |= {p.category for p in recipient.preferences}
-    found.add(MARKETING_CATEGORY)
-    found.discard(ALL_CATEGORIES)
-    return sorted(c for c in found if c)
-
-
-def recipient_suppressions(recipient: Recipient) -> list[Suppression]:
-    pairs = [(channel, getattr(recipient, field)) for channel, field in ADDRESS_CHANNELS.items()
-             if getattr(recipient, field)]
-    if not pairs:
-        return []
-    return list(db.session.scalars(select(Suppression).where(or_(
-        *[(Suppression.channel == channel) & (Suppression.address == address) for channel, address in pairs]
-    )).order_by(Suppression.id)))
-
-
-def notification_history(recipient: Recipient, number: int) -> Page:
-    """Newest first, each with its deliveries and their events loaded in two more queries."""
-    statement = (select(Notification).where(Notification.recipient_id == recipient.id)
-                 .options(selectinload(Notification.deliveries).selectinload(Delivery.events))
-                 .order_by(Notification.created_at.desc(), Notification.id.desc()))
-    return page_of(statement, number, per_page=HISTORY_PER_PAGE)
-
+# -- views ---------------------------------------------------------------------------------------
 
 def recipient_or_404(user_id: str) -> Recipient:
     recipient = find_recipient(user_id)
@@ -127,59 +68,7 @@ def recipient_or_404(user_id: str) -> Recipient:
     return recipient
 
 
-# -- writes --------------------------------------------------------------------------------------
-
-def set_preference(recipient: Recipient, channel: str, category: str, enabled: bool, actor) -> None:
-    row = db.session.get(Preference, (recipient.id, channel, category))
-    before = None if row is None else {"channel": channel, "category": category, "enabled": row.enabled}
-    if row is None:
-        row = Preference(recipient_id=recipient.id, channel=channel, category=category, enabled=enabled)
-        db.session.add(row)
-    row.enabled = enabled
-    row.updated_at = recipient.updated_at = utcnow()
-    record_change(actor, "preference.set", "recipient", recipient.id, before,
-                  {"channel": channel, "category": category, "enabled": enabled})
-    db.session.commit()
-
-
-def set_hard_stop(recipient: Recipient, enabled: bool, actor) -> None:
-    before = {"hard_stop": recipient.hard_stop}
-    recipient.hard_stop = enabled
-    recipient.updated_at = utcnow()
-    record_change(actor, "recipient.hard_stop", "recipient", recipient.id, before, {"hard_stop": enabled})
-    db.session.commit()
-
-
-def add_suppression(channel: str, address: str, reason: str, actor) -> Suppression | None:
-    """The new entry, or None when the address is already suppressed on that channel."""
-    address = canonical_address(channel, address)
-    entry = Suppression(channel=channel, address=address, reason=reason, created_at=utcnow())
-    db.session.add(entry)
-    try:
-        db.session.flush()
-    except IntegrityError:
-        db.session.rollback()
-        return None
-    record_change(actor, "suppression.add", "suppression", entry.id, None,
-                  {"channel": channel, "address": address, "reason": reason})
-    db.session.commit()
-    return entry
-
-
-def remove_suppression(suppression_id: int, actor) -> bool:
-    entry = db.session.get(Suppression, suppression_id)
-    if entry is None:
-        return False
-    record_change(actor, "suppression.remove", "suppression", entry.id,
-                  {"channel": entry.channel, "address": entry.address, "reason": entry.reason}, None)
-    db.session.delete(entry)
-    db.session.commit()
-    return True
-
-
-# -- views ---------------------------------------------------------------------------------------
-
-@bp.get("/console/recipients")
+@bp.get("/recipients")
 @login_required
 def recipients():
     query = request.args.get("q", "").strip()[:320]
@@ -203,13 +92,13 @@ def _render_recipient(recipient: Recipient):
     )
 
 
-@bp.get("/console/recipients/<user_id>")
+@bp.get("/recipients/<user_id>")
 @login_required
 def recipient_page(user_id: str):
     return _render_recipient(recipient_or_404(user_id))
 
 
-@bp.post("/console/recipients/<user_id>/preferences")
+@bp.post("/recipients/<user_id>/preferences")
 @admin_required
 def recipient_preference(user_id: str):
     recipient = recipient_or_404(user_id)
@@ -224,7 +113,7 @@ def recipient_preference(user_id: str):
     return redirect(url_for("console.recipient_page", user_id=recipient.external_id))
 
 
-@bp.post("/console/recipients/<user_id>/hard-stop")
+@bp.post("/recipients/<user_id>/hard-stop")
 @admin_required
 def recipient_hard_stop(user_id: str):
     recipient = recipient_or_404(user_id)
@@ -237,19 +126,17 @@ def recipient_hard_stop(user_id: str):
     return redirect(url_for("console.recipient_page", user_id=recipient.external_id))
 
 
-@bp.post("/console/recipients/<user_id>/open-inbox")
+@bp.post("/recipients/<user_id>/open-inbox")
 @admin_required
 def recipient_open_inbox(user_id: str):
     """Sign this browser in to the recipient's own inbox (not read-only: what the admin reads is marked read),
     through the same signed link the host product gives the user; the audit log records who opened it."""
     recipient = recipient_or_404(user_id)
-    record_change(current_user, "recipient.open_inbox", "recipient", recipient.id, None,
-                  {"user_id": recipient.external_id})
-    db.session.commit()
+    record_inbox_opened(recipient, current_user)
     return redirect(inbox_path(current_app.config["INBOX_SECRET"], recipient.external_id), code=303)
 
 
-@bp.route("/console/recipients/<user_id>/erase", methods=["GET", "POST"])
+@bp.route("/recipients/<user_id>/erase", methods=["GET", "POST"])
 @admin_required
 def recipient_erase(user_id: str):
     recipient = recipient_or_404(user_id)
@@ -265,19 +152,16 @@ def recipient_erase(user_id: str):
     return render_template("console/recipients/erase.html", recipient=recipient, form=form), status
 
 
-@bp.get("/console/suppressions")
+@bp.get("/suppressions")
 @login_required
 def suppressions():
     query = request.args.get("q", "").strip()[:320]
-    statement = select(Suppression).order_by(Suppression.created_at.desc(), Suppression.id.desc())
-    if query:
-        statement = statement.where(func.lower(Suppression.address).startswith(query.lower(), autoescape=True))
-    entries = page_of(statement, page_number(request.args.get("page")))
+    entries = search_suppressions(query, page_number(request.args.get("page")))
     return render_template("console/recipients/suppressions.html", entries=entries, query=query,
                            form=SuppressionForm(formdata=None))
 
 
-@bp.post("/console/suppressions")
+@bp.post("/suppressions")
 @admin_required
 def suppression_add():
     form = SuppressionForm()
@@ -288,12 +172,11 @@ def suppression_add():
             flash(f"{entry.address} will not be contacted on {entry.channel}.", "info")
             return redirect(_safe_back(back) or url_for("console.suppressions"))
         form.address.errors.append("This address is already suppressed on that channel.")
-    statement = select(Suppression).order_by(Suppression.created_at.desc(), Suppression.id.desc())
-    return render_template("console/recipients/suppressions.html", entries=page_of(statement, 1), query="",
+    return render_template("console/recipients/suppressions.html", entries=search_suppressions("", 1), query="",
                            form=form), 400
 
 
-@bp.post("/console/suppressions/<int:suppression_id>/delete")
+@bp.post("/suppressions/<int:suppression_id>/delete")
 @admin_required
 def suppression_remove(suppression_id: int):
     if not remove_suppression(suppression_id, current_user):

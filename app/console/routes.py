@@ -9,7 +9,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app.console.blueprint import bp
+from app.console.blueprint import bookmarks, bp
 from app.console.forms import LoginForm
 from app.console.stats import dashboard_counts
 from app.extensions import db, htmx, limiter
@@ -90,3 +90,15 @@ def dashboard():
     if htmx:
         return render_template("partials/_dashboard_counts.html", counts=counts)
     return render_template("console/dashboard.html", counts=counts)
+
+
+@bookmarks.get("/")
+def root():
+    return redirect(url_for("console.dashboard"), 302)
+
+
+@bookmarks.get("/login")
+def old_login():
+    """Keeps ``?next=`` so a bookmarked sign-in link still lands where it pointed."""
+    query = request.query_string.decode("latin-1")
+    return redirect(url_for("console.login") + ("?" + query if query else ""), 301)

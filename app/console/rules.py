@@ -13,8 +13,8 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.audiences.filters import validate_filter
-from app.console.blueprint import bp
 from app.channels import labels
+from app.console.blueprint import bp
 from app.delivery.constants import NOTIFICATION_TYPES, PRIORITIES
 from app.extensions import db, htmx
 from app.models import Rule, RuleSend, Template

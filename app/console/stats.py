@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
@@ -68,7 +68,7 @@ class DashboardCounts(DatabaseCounts):
 
 def utc_day_bounds(moment: datetime) -> tuple[datetime, datetime]:
     """The UTC calendar day holding ``moment``, as a half-open [start, end) interval."""
-    start = moment.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return start, start + timedelta(days=1)
 
 

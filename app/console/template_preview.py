@@ -73,6 +73,7 @@ class ChannelPreview:
     errors: dict[str, str] = field(default_factory=dict)
     sms: dict | None = None
     push_bytes: dict[str, int] | None = None
+    as_mail: bool = False  # the registry's previews_as_mail: the template lays it out as a mail
 
 
 @dataclass
@@ -123,7 +124,7 @@ def build_preview(variants: dict, default_locale: str, meta: dict, recipient: Re
         if not variant:
             continue
         locale = next(loc for loc, chans in variants.items() if chans.get(channel) is variant)
-        shown = ChannelPreview(channel, locale)
+        shown = ChannelPreview(channel, locale, as_mail=channel_class(channel).previews_as_mail)
         for name in CHANNEL_FIELDS[channel]:
             if name not in variant:
                 continue

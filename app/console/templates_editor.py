@@ -185,8 +185,8 @@ def _editor(template: Template | None):
         form.key.errors.append("A template with this key exists already.")
         return _render_editor(form, template, locales, variants), 422
     except StaleVersion:
-        general = ["Someone saved a newer version while you were editing. Open the template again to see it; "
-                   "your changes are still in this form."]
+        general = [("Someone saved a newer version while you were editing. Open the template again to see it; "
+                    "your changes are still in this form.")]
         return _render_editor(form, template, locales, variants, general=general), 409
     flash(f"Saved {saved.key}, version {saved.current_version}.", "info")
     return redirect(url_for("console.template_edit", template_id=saved.id))

@@ -20,7 +20,7 @@ def _page_number() -> int:
     return int(text) if re.fullmatch(r"[1-9][0-9]{0,5}", text) else 1
 
 
-@bp.get("/console/topics")
+@bp.get("/topics")
 @login_required
 def topics_index():
     page = _page_number()
@@ -28,7 +28,7 @@ def topics_index():
     return render_template("console/topics/index.html", topics=rows[:PAGE], page=page, has_next=len(rows) > PAGE)
 
 
-@bp.get("/console/topics/<string(maxlength=128):key>")
+@bp.get("/topics/<string(maxlength=128):key>")
 @login_required
 def topic_detail(key: str):
     topic = store.find_topic(key)

@@ -1,14 +1,19 @@
-"""Web-push endpoints must be https URLs on public hosts: Herald must never be a proxy into a private network."""
+"""Web-push endpoints must be https URLs on public hosts: Herald must never be a proxy into a private network.
+
+The one exception is the operator's own: a push service on their network whose host they list in
+``HERALD_WEB_PUSH_PRIVATE_HOSTS`` (a self-hosted push server); only those exact hosts pass, over http too.
+"""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection
 from urllib.parse import urlparse
 
 PRIVATE_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
 
 
-def push_endpoint_problem(url: str, allow_loopback: bool = False) -> str | None:
-    """Why this endpoint is unacceptable, or None. ``allow_loopback`` exists for tests only."""
+def push_endpoint_problem(url: str, private_hosts: Collection[str] = frozenset()) -> str | None:
+    """Why this endpoint is unacceptable, or None. ``private_hosts`` are the operator's own push services."""
     parsed = urlparse(url)
     host = (parsed.hostname or "").lower()
     if not host:
@@ -17,7 +22,7 @@ def push_endpoint_problem(url: str, allow_loopback: bool = False) -> str | None:
         address = ipaddress.ip_address(host)
     except ValueError:
         address = None
-    if allow_loopback and (host == "localhost" or (address is not None and address.is_loopback)):
+    if host in private_hosts:
         return None if parsed.scheme in ("http", "https") else "endpoint must be an http(s) URL"
     if parsed.scheme != "https":
         return "endpoint must be an https URL"
@@ -28,16 +33,18 @@ def push_endpoint_problem(url: str, allow_loopback: bool = False) -> str | None:
     return None
 
 
-def resolved_address_problem(host: str, allow_loopback: bool = False, resolve=None) -> str | None:
+def resolved_address_problem(host: str, private_hosts: Collection[str] = frozenset(), resolve=None) -> str | None:
     """Why the addresses ``host`` resolves to are unacceptable, or None.
 
     A public name can point at 10.0.0.5 (or be re-pointed after the
     subscription was accepted), so the check at registration is repeated at
     send time against what DNS answers now. ``resolve`` defaults to
-    :func:`socket.getaddrinfo`; tests pass their own.
+    :func:`socket.getaddrinfo`; tests pass their own. A host the operator listed as theirs is not checked.
     """
     import socket
 
+    if host in private_hosts:
+        return None
     resolve = resolve or socket.getaddrinfo
     try:
         infos = resolve(host, None, type=socket.SOCK_STREAM)
@@ -47,8 +54,6 @@ def resolved_address_problem(host: str, allow_loopback: bool = False, resolve=No
         return f"endpoint host {host!r} does not resolve"
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if allow_loopback and address.is_loopback:
-            continue
         if not address.is_global:
             return f"endpoint host {host!r} resolves to a non-public address ({address})"
     return None

@@ -1,7 +1,7 @@
 """Quiet hours in the recipient's own time zone."""
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
@@ -37,4 +37,4 @@ def quiet_until(now: datetime, tz_name: str | None, start: time | None, end: tim
     if local_now.time().replace(tzinfo=None) >= end:
         end_date += timedelta(days=1)
     local_end = datetime.combine(end_date, end, tzinfo=local_now.tzinfo)
-    return local_end.astimezone(timezone.utc)
+    return local_end.astimezone(UTC)

@@ -13,9 +13,15 @@ from functools import lru_cache
 from flask import current_app, g, has_app_context, has_request_context
 from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta
 
-from app.delivery.sandbox import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT_MS, Budget, BudgetedSandbox, OverBudget, render_within
-
 from app.channels import content_fields, field_limits, optional_fields, variant_sources
+from app.delivery.sandbox import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_TIMEOUT_MS,
+    Budget,
+    BudgetedSandbox,
+    OverBudget,
+    render_within,
+)
 
 # The fields each channel's variant provides, those it may leave out, and the longest rendered text a
 # channel accepts: declared on the channel adapters (app/channels/).

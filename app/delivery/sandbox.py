@@ -292,7 +292,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
             budget.check_size(len(left) + len(right))
         return check_value(_BINOPS[operator_name](left, right), budget)
 
-    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's own spelling)
+    def call(__self, __context, __obj, *args, **kwargs):  # Jinja's own spelling of the parameters
         budget = current_budget()
         budget.check_time()
         check_method_call(__obj, args, budget)

@@ -8,8 +8,9 @@ boundary shows once per page.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 # Tabs, newlines and other controls are stripped by browsers inside URLs,

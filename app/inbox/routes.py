@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from zoneinfo import available_timezones
 
-from flask import abort, current_app, flash, jsonify, make_response, redirect, render_template, request, send_from_directory, url_for
+from flask import (
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+    url_for,
+)
 from flask_login import login_required
 from pydantic import ValidationError
 from sqlalchemy import delete, select, union
@@ -20,11 +31,13 @@ from app.channels.vapid import application_server_key
 from app.delivery.constants import ALL_CATEGORIES
 from app.delivery.endpoints import push_endpoint_problem
 from app.extensions import db, htmx
-from app.inbox import preferences as prefs_form, store
+from app.inbox import preferences as prefs_form
+from app.inbox import store
+from app.inbox.auth import recipient_required, sign_in, sign_in_with_user_token, token_refusal
 from app.inbox.blueprint import bp
-from app.inbox.auth import recipient_required, sign_in
 from app.inbox.display import present
 from app.inbox.grouping import group_entries
+from app.inbox.tokens import TokenRefused
 from app.inbox.topics import topics_context
 from app.models import Device, Notification, Recipient, Template
 from app.models.types import utcnow
@@ -82,8 +95,19 @@ def _badge_only(recipient: Recipient, status: int = 200):
     return render_template("inbox/_badge.html", unread=store.unread_count(recipient.id), oob=True), status
 
 
+def _signed_in_by_user_token(scope: str, endpoint: str):
+    """A page opened with ``?access_token=<jwt>``: open a session within the token's limits, drop it from the URL."""
+    try:
+        sign_in_with_user_token(request.args.get("access_token", ""), scope)
+    except TokenRefused as error:
+        return token_refusal(error)
+    return redirect(url_for(endpoint), code=303)
+
+
 @bp.get("/inbox")
 def inbox():
+    if "access_token" in request.args and "user" not in request.args:
+        return _signed_in_by_user_token("inbox", "inbox.inbox")
     if "user" in request.args or "token" in request.args:
         if sign_in(request.args.get("user", ""), request.args.get("token", "")) is None:
             abort(403, "This inbox link is not valid. Open your notifications again from the product you use.")
@@ -162,13 +186,19 @@ def _render_preferences(recipient: Recipient, error: str | None = None, status: 
 
 
 @bp.get("/inbox/preferences")
-@recipient_required
-def preferences(recipient: Recipient):
+def preferences():
+    if "access_token" in request.args:
+        return _signed_in_by_user_token("preferences", "inbox.preferences")
+    return _preferences_page()
+
+
+@recipient_required(scope="preferences")
+def _preferences_page(recipient: Recipient):
     return _render_preferences(recipient)
 
 
 @bp.post("/inbox/preferences")
-@recipient_required
+@recipient_required(scope="preferences")
 def save_preferences(recipient: Recipient):
     form = request.form
     try:
@@ -200,7 +230,7 @@ def add_browser(recipient: Recipient):
             "endpoint": body.get("endpoint"), "keys": body.get("keys")}})
     except ValidationError:
         return jsonify({"error": "That is not a browser push subscription."}), 400
-    problem = push_endpoint_problem(fields.subscription.endpoint, current_app.config.get("ALLOW_LOOPBACK_PUSH", False))
+    problem = push_endpoint_problem(fields.subscription.endpoint, current_app.config["WEB_PUSH_PRIVATE_HOSTS"])
     if problem:
         return jsonify({"error": problem}), 400
     device, created = register_device(recipient, fields)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, exists, func, not_, or_, select, update
 from sqlalchemy.orm import aliased
@@ -10,6 +10,8 @@ from sqlalchemy.orm import aliased
 from app.extensions import db
 from app.models import Notification
 from app.models.types import utcnow
+from app.outbound_webhooks import events as webhook_events
+from app.outbound_webhooks.outbox import emit
 from app.realtime.publish import publish_to_user
 
 MAX_LIMIT = 100
@@ -22,7 +24,7 @@ class BadCursor(ValueError):
 # "<microseconds since the epoch>-<notification id>": every string of this shape is a position, so the
 # OpenAPI document can state the format exactly (a malformed cursor is a 400, a well-formed one a page).
 CURSOR_PATTERN = r"^([0-9]{1,16}-[0-9a-f]{32})?$"
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 
 
@@ -112,17 +114,19 @@ def unread_count(recipient_id: int) -> int:
 def mark_read(notification: Notification) -> None:
     if notification.read_at is None:
         notification.read_at = utcnow()
+        emit(webhook_events.read(notification.recipient_id, [notification.id]))
         db.session.commit()
     publish_to_user(notification.recipient_id, "read", {"ids": [notification.id], "unread": unread_count(notification.recipient_id)})
 
 
 def mark_all_read(recipient_id: int) -> int:
-    result = db.session.execute(
+    marked = db.session.execute(
         update(Notification).where(_visible(recipient_id), Notification.read_at.is_(None)).values(read_at=utcnow())
-    )
+        .returning(Notification.id), execution_options={"synchronize_session": False}).scalars().all()
+    emit(webhook_events.read(recipient_id, marked))
     db.session.commit()
     publish_to_user(recipient_id, "read", {"all": True, "unread": 0})
-    return result.rowcount
+    return len(marked)
 
 
 def find_visible(recipient_id: int, ids: list[str]) -> list[Notification]:
@@ -134,14 +138,15 @@ def find_visible(recipient_id: int, ids: list[str]) -> list[Notification]:
 
 def mark_ids_read(recipient_id: int, ids: list[str]) -> int:
     """Mark several of this recipient's notifications read (a collapsed group) with one realtime event."""
-    result = db.session.execute(
+    marked = db.session.execute(
         update(Notification)
         .where(_visible(recipient_id), Notification.read_at.is_(None), Notification.id.in_(ids[:MAX_LIMIT]))
-        .values(read_at=utcnow())
-    )
+        .values(read_at=utcnow()).returning(Notification.id), execution_options={"synchronize_session": False}
+    ).scalars().all()
+    emit(webhook_events.read(recipient_id, marked))
     db.session.commit()
     publish_to_user(recipient_id, "read", {"ids": ids[:MAX_LIMIT], "unread": unread_count(recipient_id)})
-    return result.rowcount
+    return len(marked)
 
 
 def archive(recipient_id: int, ids: list[str]) -> int:
@@ -177,8 +182,11 @@ def arrived_after(recipient_id: int, notification_id: str, overlap_seconds: floa
 
 def record_click(notification_id: str, channel: str) -> bool:
     """Keep the first click on a notification's link (any channel); later ones change nothing. True when first."""
-    result = db.session.execute(
+    first = db.session.execute(
         update(Notification).where(Notification.id == notification_id, Notification.clicked_at.is_(None))
-        .values(clicked_at=utcnow(), clicked_channel=channel))
+        .values(clicked_at=utcnow(), clicked_channel=channel).returning(Notification.recipient_id),
+        execution_options={"synchronize_session": False}).scalars().all()
+    for recipient_id in first:
+        emit(webhook_events.clicked(recipient_id, notification_id, channel))
     db.session.commit()
-    return result.rowcount == 1
+    return bool(first)

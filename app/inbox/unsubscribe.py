@@ -8,6 +8,8 @@ from app.delivery.unsubscribe import read_unsubscribe_token
 from app.extensions import csrf, db
 from app.inbox.blueprint import bp
 from app.models import Preference
+from app.outbound_webhooks import events as webhook_events
+from app.outbound_webhooks.outbox import emit
 from app.recipients import find_recipient
 
 
@@ -24,6 +26,8 @@ def _recipient_and_category(token: str):
 
 def opt_out_of_email_category(recipient, category: str) -> None:
     preference = db.session.get(Preference, (recipient.id, SmtpEmail.name, category))
+    if preference is None or preference.enabled:
+        emit(webhook_events.unsubscribed(recipient.external_id, SmtpEmail.name, category))
     if preference is None:
         db.session.add(Preference(recipient_id=recipient.id, channel=SmtpEmail.name, category=category, enabled=False))
     else:

@@ -3,6 +3,7 @@ from app.models.audiences import Audience, ImportJob
 from app.models.campaigns import Campaign, CampaignBatch
 from app.models.content import Template, TemplateVersion
 from app.models.notifications import Delivery, DeliveryEvent, IdempotencyKey, Notification
+from app.models.outbound_webhooks import WebhookAttempt, WebhookEndpoint, WebhookMessage
 from app.models.recipients import Device, Preference, Recipient, Suppression
 from app.models.rules import Rule, RuleSend
 from app.models.staff import ApiKey, AuditEntry, StaffUser
@@ -14,4 +15,5 @@ __all__ = [
     "ApiKey", "AuditEntry", "Delivery", "DeliveryEvent", "Device", "IdempotencyKey", "Notification",
     "Preference", "Recipient", "Rule", "RuleSend", "StaffUser", "Suppression", "Template", "TemplateVersion",
     "Topic", "TopicSubscription",
+    "WebhookAttempt", "WebhookEndpoint", "WebhookMessage",
 ]

@@ -44,6 +44,7 @@ from app.pipeline.sending import send_messages
 from app.redis_client import get_redis
 from app.tasks import deliver_later
 
+
 def deliver(delivery_ids: list[int], now: datetime | None = None) -> Report:
     """Deliver a chunk. Idempotent: only due deliveries are claimed, so a re-run or re-drive sends nothing twice."""
     now = now or utcnow()

@@ -121,7 +121,7 @@ def load_facts(people: list[Person], channels: list[str], marketing: bool, now: 
     cap = current_app.config["MARKETING_CAP_PER_HOUR"]
     recent = marketing_sent_last_hour(ids, now) if marketing and cap > 0 else [0] * len(people)
     facts = {}
-    for person, marketing_recent in zip(people, recent):
+    for person, marketing_recent in zip(people, recent, strict=True):
         blocked = {c for c, a in (("email", person.email), ("sms", person.phone)) if a and (c, a) in suppressed}
         facts[person.id] = routing.RecipientFacts(
             hard_stop=person.hard_stop, timezone=person.timezone, quiet_start=person.quiet_start,

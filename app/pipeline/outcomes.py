@@ -21,6 +21,8 @@ from app.extensions import db
 from app.models import Delivery, DeliveryEvent, Device, Suppression
 from app.models.bulk import insert_ignoring_conflicts, insert_rows, update_by_id
 from app.models.types import utcnow
+from app.outbound_webhooks import events as webhook_events
+from app.outbound_webhooks.outbox import emit
 from app.pipeline import origin
 from app.pipeline.content import address_of
 
@@ -117,6 +119,7 @@ def record(pairs: list[tuple[object, Result]], report: Report, now: datetime | N
     insert_rows(DeliveryEvent, events)
     deactivate_devices(dead_devices)
     suppress_addresses(bounced, now)
+    emit(webhook_events.delivery_outcomes([(item, report.statuses[item.id], result) for item, result in pairs]))
     db.session.commit()
 
 

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 QUEUE_SIZE = 256
 REPORT_SECONDS = 0.5
 RESYNC = str(Message({"reason": "missed"}, type="resync"))
+# Not sent as is: the stream ends on it with a final ``retry:`` (see app/realtime/stream.py).
+DRAIN = ": this server is stopping\n\n"
 
 
 class Subscriber:
@@ -41,6 +43,7 @@ class Subscriber:
         self.channel = channel
         self._queue: queue.Queue[str] = queue.Queue(maxsize)
         self._overflowed = False
+        self._draining = False
 
     def deliver(self, event: str) -> None:
         try:
@@ -48,17 +51,29 @@ class Subscriber:
         except queue.Full:
             self._overflowed = True
 
+    def drain(self) -> None:
+        """Make the stream end: its next (or pending) ``next_event`` answers :data:`DRAIN`."""
+        self._draining = True
+        try:
+            self._queue.put_nowait(DRAIN)  # wakes a waiting next_event; a full queue wakes it anyway
+        except queue.Full:
+            pass
+
     def next_event(self, timeout: float) -> str | None:
-        """The next wire-format event, a resync if events were dropped, or None after ``timeout``."""
+        """The next wire-format event, a resync if events were dropped, :data:`DRAIN` once drained, or None after
+        ``timeout``. Events still queued when the stream is drained are dropped: the reconnect replays them."""
+        if self._draining:
+            return DRAIN
         if self._overflowed:
             self._overflowed = False
             while not self._queue.empty():
                 self._queue.get_nowait()
             return RESYNC
         try:
-            return self._queue.get(timeout=timeout)
+            event = self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
+        return DRAIN if self._draining else event
 
 
 def wire_format(raw: bytes | str) -> str | None:
@@ -85,6 +100,7 @@ class Hub:
         self._thread: threading.Thread | None = None
         self._count = 0
         self._confirmed = False
+        self._draining = False
 
     @property
     def client_count(self) -> int:
@@ -96,6 +112,9 @@ class Hub:
         with self._lock:
             self._channels.setdefault(channel, set()).add(subscriber)
             self._count += 1
+            if self._draining:
+                subscriber.drain()
+                return subscriber
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="sse-hub", daemon=True)
                 self._thread.start()
@@ -115,6 +134,20 @@ class Hub:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def drain(self) -> int:
+        """The process is stopping: end every open stream (and any opened from now on) and stop listening.
+
+        Returns how many streams were told. Each ends with a final ``retry:``, so its browser reconnects --
+        behind a load balancer, to another web process -- and replays what it missed by ``Last-Event-ID``.
+        """
+        with self._lock:
+            self._draining = True
+            listeners = [s for subscribers in self._channels.values() for s in subscribers]
+        for subscriber in listeners:
+            subscriber.drain()
+        self.stop()
+        return len(listeners)
 
     def _report(self) -> None:
         if self._on_count is not None:

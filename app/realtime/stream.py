@@ -7,25 +7,54 @@ saw); what reached the inbox after it is replayed from the database.
 """
 from __future__ import annotations
 
+import random
 import threading
+import time
 
 from flask import Blueprint, Response, abort, current_app, request
 from flask_sse import Message
 
-from app.inbox.auth import signed_in_recipient
+from app.inbox.auth import session_access, token_access, token_refusal
 from app.inbox.store import arrived_after
-from app.realtime.hub import RESYNC, Hub, Subscriber, process_label
+from app.inbox.tokens import TokenRefused
+from app.realtime.hub import DRAIN, RESYNC, Hub, Subscriber, process_label
 from app.realtime.publish import user_channel
 from app.redis_client import connect, key
 
 bp = Blueprint("realtime", __name__)
 
 KEEPALIVE = ": keepalive\n\n"
+# Sent as a stream's last event when the user token it was opened with expires; the page asks its host for a new one.
+TOKEN_EXPIRED = str(Message({"reason": "expired"}, type="token_expired"))
 RECONNECT_MS = 2000
 REPLAY_LIMIT = 100
 REPLAY_OVERLAP_SECONDS = 5.0
 HUB_EXTENSION = "herald_sse_hub"
 _hub_lock = threading.Lock()
+# When a stopping web process ends its streams, browsers come back after a random 0.5-3 s, not all at once.
+DRAIN_RETRY_MS = (500, 3000)
+_stopping = threading.Event()
+
+
+def stopping() -> bool:
+    """True once :func:`drain_streams` ran in this process: long responses should end with :func:`final_retry`."""
+    return _stopping.is_set()
+
+
+def final_retry() -> str:
+    """The last line of a drained stream: the browser's EventSource reconnects after this many milliseconds."""
+    return f"retry: {random.randint(*DRAIN_RETRY_MS)}\n\n"
+
+
+def drain_streams(app) -> int:
+    """The web process is stopping (gunicorn's SIGTERM, see app/gunicorn_config.py): end every event stream.
+
+    Returns how many inbox streams were open. Their browsers reconnect to whichever web process the load
+    balancer picks and replay what they missed by ``Last-Event-ID``.
+    """
+    _stopping.set()
+    hub = app.extensions.get(HUB_EXTENSION)
+    return hub.drain() if hub is not None else 0
 
 
 def hub_client_name(prefix: str) -> str:
@@ -78,14 +107,22 @@ class EventStream:
     """The response body. ``close()`` runs when the server gives up on the client, whether or not
     iteration started; under gevent a write to a closed socket fails at the next heartbeat at the latest."""
 
-    def __init__(self, hub: Hub, subscriber: Subscriber, backlog: list[str], heartbeat: float):
+    def __init__(self, hub: Hub, subscriber: Subscriber, backlog: list[str], heartbeat: float, until: float | None = None):
         self.hub, self.subscriber, self.backlog, self.heartbeat = hub, subscriber, backlog, heartbeat
+        self.until = until  # a stream opened with a user token ends when the token does
 
     def __iter__(self):
         yield f"retry: {RECONNECT_MS}\n\n"
         yield from self.backlog
         while True:
-            event = self.subscriber.next_event(self.heartbeat)
+            left = None if self.until is None else self.until - time.time()
+            if left is not None and left <= 0:
+                yield TOKEN_EXPIRED
+                return
+            event = self.subscriber.next_event(self.heartbeat if left is None else min(self.heartbeat, left))
+            if event == DRAIN:
+                yield final_retry()
+                return
             yield KEEPALIVE if event is None else event
 
     def close(self) -> None:
@@ -94,9 +131,15 @@ class EventStream:
 
 @bp.get("/inbox/stream")
 def stream():
-    recipient = signed_in_recipient()
-    if recipient is None:
+    """Authorised by the inbox session, or a user token with the ``stream`` scope (header, or ``access_token``
+    in the query string since EventSource cannot send headers)."""
+    try:
+        access = token_access("stream", allow_query=True) or session_access("stream")
+    except TokenRefused as error:
+        return token_refusal(error)
+    if access is None:
         abort(401, "Sign in to your inbox first.")
+    recipient = access.recipient
     last_event_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     hub = get_hub()
     # Subscribe before reading the database, so an event landing in between is queued, not lost.
@@ -106,6 +149,6 @@ def stream():
     except Exception:
         hub.unsubscribe(subscriber)
         raise
-    body = EventStream(hub, subscriber, backlog, current_app.config["SSE_HEARTBEAT_SECONDS"])
+    body = EventStream(hub, subscriber, backlog, current_app.config["SSE_HEARTBEAT_SECONDS"], access.expires_at)
     return Response(body, mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -28,7 +28,6 @@ Nothing is sent late.
 from __future__ import annotations
 
 import logging
-import time as clock
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -87,7 +86,6 @@ def send_claims(rule: Rule, now: datetime, batch_size: int | None = None) -> dic
     """Send every pending claim of ``rule`` (fresh ones and those a crash left behind), batch by batch."""
     config = current_app.config
     batch_size = batch_size or config["RULES_SEND_BATCH"]
-    delay = config["RULES_TEST_SEND_DELAY"]
     template = db.session.scalar(select(Template).where(Template.key == rule.template_key))
     totals = {"sent": 0, "waiting": 0, "expired": 0, "suppressed": 0}
     after_id = 0
@@ -100,8 +98,6 @@ def send_claims(rule: Rule, now: datetime, batch_size: int | None = None) -> dic
         outcome = _send_batch(rule, template, batch, now)
         for name, count in outcome.items():
             totals[name] += count
-        if delay:
-            clock.sleep(delay)  # test hook: widens the window a SIGKILL can land in
     return totals
 
 

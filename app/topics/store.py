@@ -31,6 +31,17 @@ def upsert_topic(key: str, name: str, user_can_leave: bool) -> tuple[Topic, bool
     return topic, created
 
 
+def create_topic_with(key: str, name: str, recipient_ids: list[int], user_can_leave: bool = True) -> Topic:
+    """A new topic and its first members, in the caller's transaction (the demo's "team")."""
+    topic = Topic(key=key, name=name, user_can_leave=user_can_leave)
+    db.session.add(topic)
+    db.session.flush()
+    now = utcnow()
+    insert_ignoring_conflicts(TopicSubscription, [{"topic_id": topic.id, "recipient_id": rid, "created_at": now}
+                                                  for rid in recipient_ids], ["topic_id", "recipient_id"])
+    return topic
+
+
 def _unique(user_ids: list[str]) -> list[str]:
     return list(dict.fromkeys(user_ids))
 

@@ -1,3 +1,3 @@
 """Provider callbacks (delivery receipts, bounces, inbound SMS), verified by signature."""
-from app.webhooks.blueprint import bp  # noqa: F401  (create_app registers it)
 from app.webhooks import email, sms  # noqa: F401  (register the routes)
+from app.webhooks.blueprint import bp  # noqa: F401  (create_app registers it)

@@ -10,6 +10,8 @@ from app.extensions import db
 from app.models import Delivery, DeliveryEvent, Suppression
 from app.models.bulk import insert_ignoring_conflicts
 from app.models.types import utcnow
+from app.outbound_webhooks import events as webhook_events
+from app.outbound_webhooks.outbox import emit
 
 
 def settle(channel: str, provider_message_id: str, reported: str, final: dict[str, str],
@@ -37,6 +39,8 @@ def settle(channel: str, provider_message_id: str, reported: str, final: dict[st
     db.session.add(DeliveryEvent(delivery_id=delivery.id, status=target,
                                  detail=f"receipt: {reported}" + (f" ({error_code}: {detail})" if error_code else ""),
                                  created_at=now))
+    emit(webhook_events.delivery_outcome(target, delivery.notification_id, channel, recipient_id=delivery.notification.recipient_id,
+                                         provider=delivery.provider, error_code=error_code))
     return delivery
 
 

@@ -6,14 +6,14 @@ that could change users can change topic membership; keys that could read
 users can read it.
 
 Revision ID: 0012_topics
-Revises: 0011
+Revises: 0013_outbound_webhooks
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0012_topics"
-down_revision = "0011"
+down_revision = "0013_outbound_webhooks"  # re-chained after merging main (outbound webhooks came first)
 branch_labels = None
 depends_on = None
 

@@ -197,10 +197,10 @@ def raw_insert_rate(template, sample: int, channels: tuple[str, ...]) -> float:
 
 def signed_in_client(base: str) -> httpx.Client:
     client = httpx.Client(base_url=base, timeout=30)
-    page = client.get("/login").text
+    page = client.get("/console/login").text
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page) or \
         re.search(r'name="csrf_token" value="([^"]+)"', page)
-    response = client.post("/login", data={"csrf_token": token.group(1), "email": STAFF_EMAIL,
+    response = client.post("/console/login", data={"csrf_token": token.group(1), "email": STAFF_EMAIL,
                                            "password": STAFF_PASSWORD, "next": ""})
     assert response.status_code == 302, response.text[:500]
     return client

@@ -17,8 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select, text
 
-from app.channels import Outcome, Result
-from app.channels import base
+from app.channels import Outcome, Result, base
 from app.channels.base import _REGISTRY, Channel
 from app.channels.push import MobilePush
 from app.extensions import db

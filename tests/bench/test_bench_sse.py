@@ -26,8 +26,8 @@ from sqlalchemy import insert
 
 from app.extensions import db
 from app.models import Recipient
-from app.realtime.publish import publish, user_channel
 from app.realtime.hub import process_label
+from app.realtime.publish import publish, user_channel
 from app.realtime.stream import client_count_key, hub_client_name
 from app.redis_client import get_redis, key
 from tests.bench.harness import machine, summary
@@ -145,7 +145,7 @@ def streams_held_by(redis_conn, master_pid: int) -> int:
     return sum(int(redis_conn.get(client_count_key(f"{hostname}:{pid}")) or 0) for pid in workers)
 
 
-def run_load(load: "Load", subscribed, publish_all) -> dict:
+def run_load(load: Load, subscribed, publish_all) -> dict:
     """asyncio.run in a thread of its own: browser tests earlier in the session leave an event loop on this one."""
     app = current_app._get_current_object()
 

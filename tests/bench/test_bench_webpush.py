@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections import Counter
 import sys
 import time
+from collections import Counter
 
 import httpx
 import pytest
 
 from app.channels import DeviceTarget, Message, Outcome, close_all
-from app.pipeline.sending import send_messages
 from app.channels.web_push import WebPushChannel
+from app.pipeline.sending import send_messages
 from tests.bench.harness import machine
 from tests.conftest import PROJECT_ROOT, free_port, wait_for_port
 from tests.peers.webpush import Subscription
@@ -65,7 +65,7 @@ def stats(base: str) -> dict:
 
 
 def webpush_benchmark(app, count: int) -> dict:
-    app.config["ALLOW_LOOPBACK_PUSH"] = True
+    app.config["WEB_PUSH_PRIVATE_HOSTS"] = frozenset({"127.0.0.1"})
     close_all()
     process, base = receiver()
     try:
@@ -88,7 +88,7 @@ def webpush_benchmark(app, count: int) -> dict:
     finally:
         process.terminate()
         process.wait(10)
-        app.config["ALLOW_LOOPBACK_PUSH"] = False
+        app.config["WEB_PUSH_PRIVATE_HOSTS"] = frozenset()
     print(f"\n[bench] web push, one worker, {count} subscriptions: pooled client {pooled_rate:.0f} sends/s "
           f"over {pooled_connections} connection(s); new connection per message {fresh_rate:.0f} sends/s "
           f"over {fresh_connections} connections ({pooled_rate / fresh_rate:.2f}x) ({machine()})")

@@ -16,5 +16,5 @@ def browser_type_launch_args(browser_type_launch_args):
 
 @pytest.fixture(scope="session")
 def base_url(live_server):
-    """Relative ``page.goto("/login")`` calls go to the live server."""
+    """Relative ``page.goto("/console/login")`` calls go to the live server."""
     return live_server

@@ -90,7 +90,7 @@ def test_a_notification_reaches_both_open_tabs_live_and_a_read_mark_crosses_over
 
 
 def launch_campaign(page: Page, name: str, template_name: str) -> None:
-    page.goto("/campaigns/new")
+    page.goto("/console/campaigns/new")
     page.get_by_label("Name").fill(name)
     template = page.get_by_label("Template")
     template.select_option(template.locator("option", has_text=template_name).get_attribute("value"))
@@ -109,7 +109,7 @@ def test_the_demo_marketer_sends_every_demo_template_and_nothing_fails(herald, b
     context = browser.new_context(base_url=herald.base_url)
     try:
         page = context.new_page()
-        page.goto("/login")
+        page.goto("/console/login")
         page.get_by_label("Email").fill(MARKETER_EMAIL)
         page.get_by_label("Password").fill(herald.credentials.marketer_password)
         page.get_by_role("button", name="Sign in").click()

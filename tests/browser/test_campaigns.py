@@ -34,7 +34,7 @@ def seed(app, count: int) -> None:
 
 
 def sign_in(page: Page) -> None:
-    page.goto("/login")
+    page.goto("/console/login")
     page.get_by_label("Email").fill(EMAIL)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()

@@ -20,8 +20,7 @@ from app.audiences.store import save_audience
 from app.campaigns import store as campaigns
 from app.demo import ADMIN_EMAIL, load_demo
 from app.extensions import db
-from app.models import Campaign, Delivery, Notification, Rule, StaffUser, Suppression, Template, \
-    TemplateVersion
+from app.models import Campaign, Delivery, Notification, Rule, StaffUser, Suppression, Template, TemplateVersion
 from app.models.types import utcnow
 from app.topics import store as topic_store
 from tests.factories import make_notification, make_recipient, make_staff
@@ -141,25 +140,25 @@ def _seed_console(app, run_jobs) -> dict:
 def console_pages(ids: dict) -> dict[str, str]:
     """Every console page an admin can open, by a name a failure can quote."""
     return {
-        "dashboard": "/",
-        "templates list": "/templates",
-        "template editor (new)": "/templates/new",
-        "template editor (edit)": f"/templates/{ids['template']}",
-        "template versions": f"/templates/{ids['template']}/versions",
-        "template diff": f"/templates/{ids['template']}/diff",
-        "audiences list": "/audiences",
-        "audience builder (new)": "/audiences/new",
-        "audience builder (saved)": f"/audiences/{ids['audience']}",
-        "audience import": "/audiences/import",
-        "audience import result": f"/audiences/imports/{ids['import']}",
-        "campaigns list": "/campaigns",
-        "campaign form (new)": "/campaigns/new",
-        "campaign form (edit draft)": f"/campaigns/{ids['draft']}/edit",
-        "campaign page (launched)": f"/campaigns/{ids['launched']}",
-        "campaign page (draft)": f"/campaigns/{ids['draft']}",
-        "rules list": "/rules",
-        "rule form (new)": "/rules/new",
-        "rule form (edit)": f"/rules/{ids['rule']}",
+        "dashboard": "/console/",
+        "templates list": "/console/templates",
+        "template editor (new)": "/console/templates/new",
+        "template editor (edit)": f"/console/templates/{ids['template']}",
+        "template versions": f"/console/templates/{ids['template']}/versions",
+        "template diff": f"/console/templates/{ids['template']}/diff",
+        "audiences list": "/console/audiences",
+        "audience builder (new)": "/console/audiences/new",
+        "audience builder (saved)": f"/console/audiences/{ids['audience']}",
+        "audience import": "/console/audiences/import",
+        "audience import result": f"/console/audiences/imports/{ids['import']}",
+        "campaigns list": "/console/campaigns",
+        "campaign form (new)": "/console/campaigns/new",
+        "campaign form (edit draft)": f"/console/campaigns/{ids['draft']}/edit",
+        "campaign page (launched)": f"/console/campaigns/{ids['launched']}",
+        "campaign page (draft)": f"/console/campaigns/{ids['draft']}",
+        "rules list": "/console/rules",
+        "rule form (new)": "/console/rules/new",
+        "rule form (edit)": f"/console/rules/{ids['rule']}",
         "recipients list": f"/console/recipients?q={ids['person'][:8]}",
         "recipient page": f"/console/recipients/{ids['person']}",
         "recipient erase": f"/console/recipients/{ids['person']}/erase",
@@ -177,7 +176,7 @@ def console_pages(ids: dict) -> dict[str, str]:
 
 
 def sign_in(page: Page, password: str) -> None:
-    page.goto("/login")
+    page.goto("/console/login")
     page.get_by_label("Email").fill(ADMIN_EMAIL)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
@@ -215,7 +214,7 @@ def test_audience_builder_keeps_its_controls_in_its_card_and_marks_only_invalid_
                      {"field": "last_seen_at", "op": "within_days", "value": 30}]}]}, staff)
         audience_id = audience.id
     page.set_viewport_size({"width": width, "height": HEIGHT})
-    page.goto(f"/audiences/{audience_id}")
+    page.goto(f"/console/audiences/{audience_id}")
     page.get_by_label("Email").fill("mia@example.com")
     page.get_by_label("Password").fill("correct horse battery")
     page.get_by_role("button", name="Sign in").click()

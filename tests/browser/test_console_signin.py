@@ -36,10 +36,10 @@ def test_admin_signs_in_sees_seeded_counts_and_signs_out(app, live_server, admin
     seed_recipients(app, 4, notifications_each=2)
 
     page.goto("/")
-    expect(page).to_have_url(re.compile(r"/login\?next=%2F$"))
+    expect(page).to_have_url(re.compile(r"/console/login\?next=%2Fconsole%2F$"))
     sign_in(page)
 
-    expect(page).to_have_url(f"{live_server}/")
+    expect(page).to_have_url(f"{live_server}/console/")
     expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
     expect(page.get_by_test_id("signed-in-email")).to_have_text(EMAIL)
     expect(page.get_by_test_id("signed-in-role")).to_have_text("admin")
@@ -49,26 +49,26 @@ def test_admin_signs_in_sees_seeded_counts_and_signs_out(app, live_server, admin
     expect(page.get_by_test_id("queue-critical-queued")).to_have_text("0")
 
     page.get_by_role("button", name="Sign out").click()
-    expect(page).to_have_url(f"{live_server}/login")
+    expect(page).to_have_url(f"{live_server}/console/login")
     expect(page.get_by_text("You are signed out.")).to_be_visible()
 
     page.goto("/")
-    expect(page).to_have_url(re.compile(r"/login\?next=%2F$"))
+    expect(page).to_have_url(re.compile(r"/console/login\?next=%2Fconsole%2F$"))
 
 
 def test_wrong_password_shows_the_message_and_opens_no_session(app, live_server, admin, page: Page):
-    page.goto("/login")
+    page.goto("/console/login")
     sign_in(page, password="not the password")
 
     expect(page.get_by_role("alert")).to_have_text("Wrong email or password.")
     expect(page.get_by_label("Email")).to_have_value(EMAIL)
     page.goto("/")
-    expect(page).to_have_url(re.compile(r"/login\?next=%2F$"))
+    expect(page).to_have_url(re.compile(r"/console/login\?next=%2Fconsole%2F$"))
 
 
 def test_dashboard_counts_refresh_in_place_without_a_reload(app, live_server, admin, page: Page):
     seed_recipients(app, 1)
-    page.goto("/login")
+    page.goto("/console/login")
     sign_in(page)
     expect(page.get_by_test_id("count-recipients")).to_have_text("1")
     page.evaluate("window.sameDocument = true")

@@ -153,7 +153,7 @@ def test_staff_view_as_is_read_only_in_the_browser(app, live_server, users, api,
         make_staff(email="admin@example.com", password="correct horse battery", role="admin")
     send(api, "ana", "Private to Ana")
     run_jobs()
-    page.goto("/login")
+    page.goto("/console/login")
     page.get_by_label("Email").fill("admin@example.com")
     page.get_by_label("Password").fill("correct horse battery")
     page.get_by_role("button", name="Sign in").click()

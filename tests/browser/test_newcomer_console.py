@@ -18,7 +18,7 @@ PASSWORD = "correct horse battery"
 def admin_page(app, live_server, page: Page) -> Page:
     with app.app_context():
         make_staff(email="admin@example.com", password=PASSWORD, role="admin")
-    page.goto("/login")
+    page.goto("/console/login")
     page.get_by_label("Email").fill("admin@example.com")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()

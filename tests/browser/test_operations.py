@@ -27,7 +27,7 @@ def dead_letter(app):
 
 
 def test_admin_retries_a_dead_letter(app, live_server, dead_letter, page: Page):
-    page.goto("/login")
+    page.goto("/console/login")
     page.get_by_label("Email").fill("admin@example.com")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()

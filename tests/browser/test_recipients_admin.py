@@ -23,7 +23,7 @@ def people(app):
 
 
 def sign_in(page: Page, email: str) -> None:
-    page.goto("/login")
+    page.goto("/console/login")
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()

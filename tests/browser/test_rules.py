@@ -22,9 +22,9 @@ def test_marketer_creates_edits_and_dry_runs_a_rule(app, live_server, page: Page
             make_recipient(timezone=zone, attributes={"balance": 10, "low_balance_threshold": 50})
         make_recipient(timezone="Europe/Lisbon", attributes={"balance": 900, "low_balance_threshold": 50})
 
-    page.goto("/rules")
+    page.goto("/console/rules")
     sign_in(page, EMAIL, PASSWORD)
-    expect(page).to_have_url(f"{live_server}/rules")
+    expect(page).to_have_url(f"{live_server}/console/rules")
     page.get_by_role("link", name="New rule").click()
 
     page.get_by_label("Name").fill("Low balance")
@@ -42,7 +42,7 @@ def test_marketer_creates_edits_and_dry_runs_a_rule(app, live_server, page: Page
     page.get_by_label("Send until (local)").fill("23:59")
     page.get_by_role("button", name="Save rule").click()
     expect(page.get_by_text("Rule “Low balance” created.")).to_be_visible()
-    expect(page).to_have_url(re.compile(r"/rules/\d+$"))
+    expect(page).to_have_url(re.compile(r"/console/rules/\d+$"))
 
     page.evaluate("window.sameDocument = true")
     page.get_by_role("button", name="Run dry run").click()
@@ -72,7 +72,7 @@ def test_enabling_a_rule_whose_template_fails_for_its_audience_is_refused_with_t
             "in_app": {"title": "Low", "body": "Below {{ recipient.attributes.low_balance_threshold }}"}}})
         make_recipient(external_id="no-threshold", attributes={"balance": 10})
 
-    page.goto("/rules/new")
+    page.goto("/console/rules/new")
     sign_in(page, EMAIL, PASSWORD)
     page.get_by_label("Name").fill("Low balance")
     page.get_by_label("Audience filter (JSON)").fill('{"all": []}')

@@ -28,7 +28,7 @@ def sign_in(page: Page, path: str) -> None:
 def test_marketer_builds_a_template_with_live_preview_saves_two_versions_and_sees_the_diff(app, live_server, marketer, page: Page):
     with app.app_context():
         make_recipient(external_id="ana", attributes={"balance": 12})
-    sign_in(page, "/templates/new")
+    sign_in(page, "/console/templates/new")
     expect(page.get_by_role("heading", name="New template")).to_be_visible()
     page.get_by_label("Key").fill("low-balance")
     page.get_by_label("Name").fill("Low balance")
@@ -69,7 +69,7 @@ def test_marketer_builds_a_low_balance_audience_and_watches_the_count_change(app
         make_recipient(external_id="lis-low", timezone="Europe/Lisbon", attributes={"balance": 10, "low_balance_threshold": 50})
         make_recipient(external_id="ny-low", timezone="America/New_York", attributes={"balance": 1, "low_balance_threshold": 50})
         make_recipient(external_id="sg-rich", timezone="Asia/Singapore", attributes={"balance": 500, "low_balance_threshold": 50})
-    sign_in(page, "/audiences/new")
+    sign_in(page, "/console/audiences/new")
     expect(page.get_by_test_id("audience-count")).to_have_text("4")
 
     page.get_by_role("button", name="Add condition", exact=True).click()
@@ -107,7 +107,7 @@ def test_marketer_builds_a_low_balance_audience_and_watches_the_count_change(app
 def test_marketer_uploads_a_csv_and_watches_the_import_finish(app, live_server, marketer, page: Page, run_jobs, tmp_path):
     csv = tmp_path / "people.csv"
     csv.write_text("user_id,email,balance\nu1,u1@example.com,5\nu2,broken,7\nu3,,9\n")
-    sign_in(page, "/audiences/import")
+    sign_in(page, "/console/audiences/import")
     page.get_by_label("CSV file").set_input_files(str(csv))
     page.get_by_role("button", name="Upload and import").click()
     expect(page.get_by_test_id("import-status")).to_have_text("queued")
@@ -121,7 +121,7 @@ def test_marketer_uploads_a_csv_and_watches_the_import_finish(app, live_server, 
 def test_saving_a_template_that_fails_for_the_sample_recipient_asks_and_keeps_what_was_typed(app, live_server, marketer, page: Page):
     with app.app_context():
         make_recipient(external_id="ana", attributes={"balance": 12, "low_balance_threshold": 50})
-    sign_in(page, "/templates/new")
+    sign_in(page, "/console/templates/new")
     variables = page.get_by_test_id("template-variables")
     expect(variables.get_by_test_id("variables-recipient")).to_contain_text("recipient.attributes.low_balance_threshold")
     expect(variables.get_by_test_id("variables-notification")).to_contain_text("notification.title")

@@ -46,7 +46,7 @@ def test_an_end_user_leaves_a_topic_that_allows_it_and_cannot_leave_one_that_doe
 
 
 def test_staff_browse_topics_with_counts_and_page_through_subscribers(page: Page, topics):
-    page.goto("/login")
+    page.goto("/console/login")
     page.get_by_label("Email").fill(EMAIL)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()

@@ -1,7 +1,8 @@
 """Analytics numbers against known seeded data (both databases), the analytics page, and /metrics."""
 from __future__ import annotations
 
-from datetime import datetime, time as clock, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -141,11 +142,11 @@ def test_a_malformed_campaign_id_is_a_period_error():
 # --- pure parts ---------------------------------------------------------------------------------------
 
 def test_resolve_period_presets_and_custom_whole_days():
-    now = datetime(2026, 3, 10, 12, 30, tzinfo=timezone.utc)
+    now = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
     assert resolve_period("7d", now=now).start == now - timedelta(days=7)
     assert resolve_period("bogus", now=now).key == "24h"
     custom = resolve_period("custom", "2026-03-01", "2026-03-02", now=now)
-    assert (custom.start, custom.end) == (datetime(2026, 3, 1, tzinfo=timezone.utc), datetime(2026, 3, 3, tzinfo=timezone.utc))
+    assert (custom.start, custom.end) == (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC))
 
 
 @pytest.mark.parametrize("start,end,message", [("2026-03-02", "2026-03-01", "before"), ("x", "2026-03-01", "YYYY-MM-DD"),
@@ -161,13 +162,13 @@ def test_interpolate_matches_percentile_cont_between_neighbours():
 
 
 def test_hour_slots_cover_a_partial_first_hour():
-    start = datetime(2026, 3, 10, 10, 37, tzinfo=timezone.utc)
+    start = datetime(2026, 3, 10, 10, 37, tzinfo=UTC)
     slots = hour_slots(Period("x", "x", start, start + timedelta(hours=2)))
     assert [s.hour for s in slots] == [10, 11, 12]
 
 
 def test_bar_chart_scales_bars_to_the_peak_and_labels_ticks():
-    t0 = datetime(2026, 3, 10, 0, tzinfo=timezone.utc)
+    t0 = datetime(2026, 3, 10, 0, tzinfo=UTC)
     chart = bar_chart([(t0 + timedelta(hours=n), v) for n, v in enumerate([0, 5, 10, 5])], width=400, height=100)
     assert chart.peak == 10
     heights = [bar.height for bar in chart.bars]
@@ -182,7 +183,7 @@ def test_bar_chart_scales_bars_to_the_peak_and_labels_ticks():
 
 def sign_in(client, role):
     make_staff(email=f"{role}@example.com", password=PASSWORD, role=role)
-    client.post("/login", data={"email": f"{role}@example.com", "password": PASSWORD})
+    client.post("/console/login", data={"email": f"{role}@example.com", "password": PASSWORD})
 
 
 @pytest.mark.parametrize("role", ["admin", "marketer"])
@@ -206,7 +207,7 @@ def test_analytics_page_explains_a_bad_custom_period_instead_of_failing(client):
 
 def test_analytics_page_needs_a_sign_in(client):
     response = client.get("/console/analytics")
-    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    assert response.status_code == 302 and "/console/login" in response.headers["Location"]
 
 
 # --- /metrics ------------------------------------------------------------------------------------------

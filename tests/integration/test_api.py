@@ -1,5 +1,5 @@
 """The /v1 API against the real database and Redis, jobs run by Herald's worker."""
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 
 from sqlalchemy import func, select
 
@@ -93,7 +93,7 @@ def test_idempotency_key_expires_after_24_hours(api):
     make_recipient(external_id="ana")
     first = send(api, idempotency_key="order-1").json["id"]
     reservation = db.session.scalar(select(IdempotencyKey))
-    reservation.created_at = datetime.now(timezone.utc) - timedelta(hours=25)
+    reservation.created_at = datetime.now(UTC) - timedelta(hours=25)
     db.session.commit()
     second = send(api, idempotency_key="order-1", body="new day").json["id"]
     assert first != second
@@ -134,7 +134,7 @@ def test_hard_stop_suppresses_even_security(api, run_jobs):
 
 
 def test_quiet_hours_defer_push_but_not_in_app(api, run_jobs):
-    now_utc = datetime.now(timezone.utc)
+    now_utc = datetime.now(UTC)
     start = (now_utc - timedelta(hours=1)).time().replace(second=0, microsecond=0)
     end = (now_utc + timedelta(hours=2)).time().replace(second=0, microsecond=0)
     make_recipient(external_id="ana", timezone="UTC", quiet_start=start, quiet_end=end, phone="+14155552671")
@@ -149,7 +149,7 @@ def test_quiet_hours_defer_push_but_not_in_app(api, run_jobs):
 def test_marketing_frequency_cap_applies_per_recipient(api, run_jobs, app):
     make_recipient(external_id="ana")
     ids = [send(api, type="marketing", category="promotions", body=f"offer {n}").json["id"] for n in range(4)]
-    for notification_id in ids:  # route one at a time, in order
+    for _ in ids:  # route one at a time, in order
         run_jobs()
     reasons = [statuses(api, n)["in_app"] for n in ids]
     assert reasons[:3] == [("DELIVERED", None)] * 3 and reasons[3] == ("SUPPRESSED", "frequency_cap")

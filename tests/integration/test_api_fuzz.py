@@ -34,6 +34,7 @@ from schemathesis.engine import Status, events, from_schema
 
 from app.api.keys import create_api_key
 from app.api.scopes import ALL_SCOPES
+from app.inbox.tokens import sign_user_token
 from app.schemas import TIME_ZONES
 from tests.factories import make_recipient
 
@@ -113,11 +114,14 @@ def failures_of(schema) -> tuple[list[str], dict]:
 def test_every_v1_operation_passes_every_schemathesis_check(app, live_server):
     make_recipient(external_id="fuzz-user", email="fuzz@example.com")
     key = create_api_key("fuzz", rate_limit="1000000/minute", scopes=ALL_SCOPES)[1]
+    user_token = sign_user_token(app.config["USER_TOKEN_SECRET"], "fuzz-user", int(time.time()) + 3600)
     register_formats()
     config = SchemathesisConfig.from_dict({
         "seed": SEED,
         "base-url": live_server,
         "headers": {"Authorization": f"Bearer {key}"},
+        # The embedded inbox's endpoints take a user token, not an API key.
+        "operations": [{"include-path-regex": "^/inbox/api/", "headers": {"Authorization": f"Bearer {user_token}"}}],
         # Generous: the suite shares two cores with other work, and a timeout is not what this test is about.
         "request-timeout": 60,
         "generation": {"max-examples": EXAMPLES_PER_OPERATION, "database": "none"},

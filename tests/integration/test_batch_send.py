@@ -4,11 +4,11 @@ from __future__ import annotations
 import threading
 import time
 
-from app.pipeline.sending import send_messages
 from app.channels import Message, Outcome, Result
 from app.channels.base import Channel
 from app.channels.push import MobilePush
 from app.channels.web_push import WebPushChannel
+from app.pipeline.sending import send_messages
 
 
 def message(n: int) -> Message:

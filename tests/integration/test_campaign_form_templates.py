@@ -15,9 +15,9 @@ def test_campaign_form_lists_templates_by_name_with_key_version_and_channels(app
                                             "email": {"subject": "This week", "text": "News", "html": "<p>News</p>"}}})
     make_template("security_alert", name="Security alert", type="security", category="security",
                   variants={"en": {"sms": {"text": "New sign-in"}}})
-    client.post("/login", data={"email": "mia@example.com", "password": PASSWORD})
+    client.post("/console/login", data={"email": "mia@example.com", "password": PASSWORD})
 
-    html = client.get("/campaigns/new").get_data(as_text=True)
+    html = client.get("/console/campaigns/new").get_data(as_text=True)
 
     assert f'<option value="{digest.id}">Weekly digest (weekly_digest)</option>' in html
     offer = html[html.index('data-testid="channel-offer"'):html.index("</ul>", html.index('data-testid="channel-offer"'))]

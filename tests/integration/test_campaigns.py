@@ -12,8 +12,18 @@ from sqlalchemy import event, func, insert, select, update
 from app.campaigns import progress, store
 from app.campaigns.fanout import run_batch
 from app.extensions import db
-from app.models import AuditEntry, Campaign, CampaignBatch, Delivery, DeliveryEvent, Notification, Preference, \
-    Recipient, StaffUser, Suppression
+from app.models import (
+    AuditEntry,
+    Campaign,
+    CampaignBatch,
+    Delivery,
+    DeliveryEvent,
+    Notification,
+    Preference,
+    Recipient,
+    StaffUser,
+    Suppression,
+)
 from app.models.campaigns import BATCH_PENDING
 from app.models.types import utcnow
 from app.realtime.publish import user_channel
@@ -364,8 +374,8 @@ def test_progress_stream_sends_current_counts_and_ends_when_the_campaign_finishe
     cid = campaign.id
     store.launch(campaign, marketer)
     run_jobs()
-    client.post("/login", data={"email": "mia@example.com", "password": "correct horse battery"})
-    response = client.get(f"/campaigns/{cid}/events")
+    client.post("/console/login", data={"email": "mia@example.com", "password": "correct horse battery"})
+    response = client.get(f"/console/campaigns/{cid}/events")
     assert response.mimetype == "text/event-stream"
     body = response.get_data(as_text=True)  # finite: the campaign is finished
     blocks = [block.splitlines() for block in body.split("\n\n") if block.strip()]
@@ -378,7 +388,7 @@ def test_progress_stream_sends_current_counts_and_ends_when_the_campaign_finishe
 def test_progress_stream_needs_a_signed_in_staff_member(app, client, template, marketer):
     campaign = new_campaign(template, marketer)
     cid = campaign.id
-    response = client.get(f"/campaigns/{cid}/events")
+    response = client.get(f"/console/campaigns/{cid}/events")
     assert response.status_code in (302, 401)
     assert response.mimetype != "text/event-stream"
 

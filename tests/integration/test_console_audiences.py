@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, select
 
-from app.audiences.store import audience_query, count_and_sample
 from app.audiences.filters import validate_filter
+from app.audiences.store import audience_query, count_and_sample
 from app.console.forms_content import Builder, Group, Row, builder_from_tree, invalid_controls, tree_from_builder
 from app.extensions import db
 from app.models import Audience, AuditEntry, Recipient
@@ -26,7 +26,7 @@ LOW_BALANCE = {
 @pytest.fixture
 def marketer(app, client):
     make_staff(email="mia@example.com", password=PASSWORD, role="marketer")
-    client.post("/login", data={"email": "mia@example.com", "password": PASSWORD})
+    client.post("/console/login", data={"email": "mia@example.com", "password": PASSWORD})
     return client
 
 
@@ -49,7 +49,7 @@ def sample_of(html: str) -> list[str]:
 
 
 def test_live_count_and_sample_match_the_filter(marketer, people):
-    html = marketer.post("/audiences/reach", data=LOW_BALANCE, headers={"HX-Request": "true"}).get_data(as_text=True)
+    html = marketer.post("/console/audiences/reach", data=LOW_BALANCE, headers={"HX-Request": "true"}).get_data(as_text=True)
     assert count_of(html) == 2
     assert sample_of(html) == ["sg-low", "lis-low"]
 
@@ -58,7 +58,7 @@ def test_any_group_nested_under_all(marketer, people):
     data = {**LOW_BALANCE, "row": ["1", "3", "4"], "group": ["1"], "g1-mode": "any",
             "r3-group": "1", "r3-field": "timezone", "r3-op": "=", "r3-value": "America/New_York",
             "r4-group": "1", "r4-field": "last_seen_at", "r4-op": "within_days", "r4-value": "7"}
-    html = marketer.post("/audiences/reach", data=data).get_data(as_text=True)
+    html = marketer.post("/console/audiences/reach", data=data).get_data(as_text=True)
     assert sorted(sample_of(html)) == ["lis-low", "ny-low"]
 
 
@@ -77,13 +77,13 @@ def test_count_and_sample_are_exactly_two_queries(app, people):
 def test_sample_stops_at_twenty_while_the_count_is_all(marketer):
     for number in range(25):
         make_recipient(external_id=f"u{number:02}", attributes={"score": number})
-    html = marketer.post("/audiences/reach", data={"mode": "all", "row": ["1"], "r1-field": "attributes.score", "r1-op": ">=", "r1-value": "0"}).get_data(as_text=True)
+    html = marketer.post("/console/audiences/reach", data={"mode": "all", "row": ["1"], "r1-field": "attributes.score", "r1-op": ">=", "r1-value": "0"}).get_data(as_text=True)
     assert count_of(html) == 25 and len(sample_of(html)) == 20
 
 
 def test_validation_messages_sit_next_to_the_offending_row(marketer, people):
     data = {**LOW_BALANCE, "row": ["1", "2", "5"], "r5-group": "0", "r5-field": "attributes.balance", "r5-op": "<", "r5-value": "cheap"}
-    html = marketer.post("/audiences/reach", data=data).get_data(as_text=True)
+    html = marketer.post("/console/audiences/reach", data=data).get_data(as_text=True)
     assert 'data-testid="audience-count-invalid"' in html
     assert re.search(r'id="row-err-5"[^>]*>value: &lt; on an attribute needs a number<', html)
     assert re.search(r'id="row-err-1"[^>]*><', html)
@@ -93,16 +93,16 @@ def test_validation_messages_sit_next_to_the_offending_row(marketer, people):
 
 
 def test_without_javascript_add_row_and_count_rerender_the_page(marketer, people):
-    page = marketer.post("/audiences/new", data={**LOW_BALANCE, "action": "add_row:0"}).get_data(as_text=True)
+    page = marketer.post("/console/audiences/new", data={**LOW_BALANCE, "action": "add_row:0"}).get_data(as_text=True)
     assert 'name="r3-field"' in page
-    page = marketer.post("/audiences/new", data={**LOW_BALANCE, "action": "count"}).get_data(as_text=True)
+    page = marketer.post("/console/audiences/new", data={**LOW_BALANCE, "action": "count"}).get_data(as_text=True)
     assert count_of(page) == 2
-    page = marketer.post("/audiences/new", data={**LOW_BALANCE, "action": "remove_row:2"}).get_data(as_text=True)
+    page = marketer.post("/console/audiences/new", data={**LOW_BALANCE, "action": "remove_row:2"}).get_data(as_text=True)
     assert 'name="r2-field"' not in page and count_of(page) == 3
 
 
 def test_saving_an_audience_keeps_the_filter_and_audits_it(marketer, people):
-    response = marketer.post("/audiences/new", data={**LOW_BALANCE, "name": "Low balance in SG/Lisbon", "action": "save"})
+    response = marketer.post("/console/audiences/new", data={**LOW_BALANCE, "name": "Low balance in SG/Lisbon", "action": "save"})
     assert response.status_code == 302
     audience = db.session.scalar(select(Audience))
     assert audience.filter == {"all": [
@@ -110,19 +110,19 @@ def test_saving_an_audience_keeps_the_filter_and_audits_it(marketer, people):
         {"field": "timezone", "op": "in", "value": ["Asia/Singapore", "Europe/Lisbon"]},
     ]}
     assert db.session.scalar(select(AuditEntry).where(AuditEntry.action == "audience.create")).actor == "mia@example.com"
-    page = marketer.get(f"/audiences/{audience.id}").get_data(as_text=True)
+    page = marketer.get(f"/console/audiences/{audience.id}").get_data(as_text=True)
     assert 'value="low_balance_threshold"' not in page and 'value="attributes.low_balance_threshold"' in page
     assert count_of(page) == 2
-    assert "Low balance in SG/Lisbon" in marketer.get("/audiences").get_data(as_text=True)
+    assert "Low balance in SG/Lisbon" in marketer.get("/console/audiences").get_data(as_text=True)
 
 
 def test_save_needs_a_name_a_free_name_and_a_valid_filter(marketer, people):
-    no_name = marketer.post("/audiences/new", data={**LOW_BALANCE, "action": "save"})
+    no_name = marketer.post("/console/audiences/new", data={**LOW_BALANCE, "action": "save"})
     assert no_name.status_code == 422 and "Name the audience" in no_name.get_data(as_text=True)
-    marketer.post("/audiences/new", data={**LOW_BALANCE, "name": "Taken", "action": "save"})
-    taken = marketer.post("/audiences/new", data={**LOW_BALANCE, "name": "Taken", "action": "save"})
+    marketer.post("/console/audiences/new", data={**LOW_BALANCE, "name": "Taken", "action": "save"})
+    taken = marketer.post("/console/audiences/new", data={**LOW_BALANCE, "name": "Taken", "action": "save"})
     assert taken.status_code == 422 and "already exists" in taken.get_data(as_text=True)
-    bad = marketer.post("/audiences/new", data={"mode": "all", "row": ["1"], "r1-field": "password", "name": "Bad", "action": "save"})
+    bad = marketer.post("/console/audiences/new", data={"mode": "all", "row": ["1"], "r1-field": "password", "name": "Bad", "action": "save"})
     assert bad.status_code == 422 and "unknown field" in bad.get_data(as_text=True)
     assert db.session.scalar(select(Audience).where(Audience.name == "Bad")) is None
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from rq import Queue
@@ -31,7 +31,7 @@ def sign_in(client, email=EMAIL, password=PASSWORD, next_path=None):
     data = {"email": email, "password": password}
     if next_path is not None:
         data["next"] = next_path
-    return client.post("/login", data=data)
+    return client.post("/console/login", data=data)
 
 
 @pytest.fixture
@@ -47,14 +47,14 @@ def signed_in(client) -> bool:
 
 
 def login_form_token(client) -> str:
-    html = client.get("/login").get_data(as_text=True)
+    html = client.get("/console/login").get_data(as_text=True)
     return re.search(r'id="csrf_token" name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
 
 
 # --- sign-in ---------------------------------------------------------------
 
 def test_login_page_has_labelled_email_and_password_fields(client):
-    html = client.get("/login").get_data(as_text=True)
+    html = client.get("/console/login").get_data(as_text=True)
     assert '<label for="email">Email</label>' in html
     assert '<label for="password">Password</label>' in html
     assert 'type="password"' in html
@@ -63,14 +63,14 @@ def test_login_page_has_labelled_email_and_password_fields(client):
 def test_right_password_signs_in_and_lands_on_dashboard(app, client, admin):
     response = sign_in(client)
     assert response.status_code == 302
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == "/console/"
     assert signed_in(client)
-    page = client.get("/").get_data(as_text=True)
+    page = client.get("/console/").get_data(as_text=True)
     assert by_testid(page, "signed-in-email") == EMAIL
 
 
 def test_sign_in_records_last_login_time(app, client, admin):
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     sign_in(client)
     with app.app_context():
         last_login = db.session.get(StaffUser, admin).last_login_at
@@ -87,7 +87,7 @@ def test_wrong_password_shows_clear_message_and_creates_no_session(app, client, 
     assert response.status_code == 200
     assert by_testid(response.get_data(as_text=True), "login-error") == "Wrong email or password."
     assert not signed_in(client)
-    assert client.get("/").status_code == 302
+    assert client.get("/console/").status_code == 302
     with app.app_context():
         assert db.session.get(StaffUser, admin).last_login_at is None
 
@@ -99,7 +99,7 @@ def test_unknown_email_gets_the_same_message_as_a_wrong_password(client, admin):
 
 
 def test_empty_fields_show_errors_next_to_each_field(client):
-    html = client.post("/login", data={"email": "", "password": ""}).get_data(as_text=True)
+    html = client.post("/console/login", data={"email": "", "password": ""}).get_data(as_text=True)
     assert re.search(r'id="email-errors">Enter your email\.<', html)
     assert re.search(r'id="password-errors">Enter your password\.<', html)
     assert 'aria-describedby="email-errors"' in html
@@ -117,21 +117,21 @@ def test_inactive_account_is_refused_even_with_the_right_password(app, client):
 
 def test_signed_in_user_visiting_login_goes_to_dashboard(client, admin):
     sign_in(client)
-    response = client.get("/login")
+    response = client.get("/console/login")
     assert response.status_code == 302
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == "/console/"
 
 
 # --- next= -------------------------------------------------------------------
 
 def test_anonymous_dashboard_visit_redirects_to_login_with_next(client):
-    response = client.get("/")
+    response = client.get("/console/")
     assert response.status_code == 302
-    assert response.headers["Location"].startswith("/login?next=")
+    assert response.headers["Location"].startswith("/console/login?next=")
 
 
 def test_login_form_carries_next_from_the_query_string(client):
-    html = client.get("/login?next=/somewhere").get_data(as_text=True)
+    html = client.get("/console/login?next=/somewhere").get_data(as_text=True)
     assert re.search(r'id="next" name="next" type="hidden" value="/somewhere"', html)
 
 
@@ -147,27 +147,53 @@ def test_relative_next_is_followed_after_sign_in(client, admin):
 def test_foreign_or_odd_next_falls_back_to_dashboard(client, admin, target):
     response = sign_in(client, next_path=target)
     assert response.status_code == 302
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == "/console/"
 
 
 def test_safe_next_path_keeps_local_paths_with_query():
-    assert safe_next_path("/campaigns/3?tab=audience") == "/campaigns/3?tab=audience"
+    assert safe_next_path("/console/campaigns/3?tab=audience") == "/console/campaigns/3?tab=audience"
+
+
+# --- where the console lives ---------------------------------------------------
+
+def test_every_console_page_is_under_console_and_public_urls_stay_at_the_root(app):
+    """One prefix for staff pages; the public addresses other systems and end users hold do not move."""
+    public = ("/v1", "/inbox", "/c/", "/unsubscribe/", "/webhooks/", "/healthz", "/metrics", "/sw.js", "/favicon.ico",
+              "/static/")
+    rules = {rule.rule: rule.endpoint for rule in app.url_map.iter_rules()}
+    misplaced = [path for path, endpoint in rules.items()
+                 if endpoint.startswith("console.") and not path.startswith("/console/")]
+    stray = [path for path, endpoint in rules.items() if not path.startswith(("/console/",) + public)
+             and not endpoint.startswith("console_bookmarks.")]
+    assert misplaced == [] and stray == []
+    assert {path for path, endpoint in rules.items() if endpoint.startswith("console_bookmarks.")} == {"/", "/login"}
+
+
+def test_the_root_and_the_old_login_bookmark_lead_to_the_console(client, admin):
+    root = client.get("/")
+    assert root.status_code == 302 and root.headers["Location"] == "/console/"
+    old_login = client.get("/login?next=/console/campaigns")
+    assert old_login.status_code == 301 and old_login.headers["Location"] == "/console/login?next=/console/campaigns"
+    assert client.get("/login").headers["Location"] == "/console/login"
+    assert client.get("/campaigns").status_code == 404
+    landed = client.get("/", follow_redirects=True)
+    assert landed.request.path == "/console/login" and landed.request.args["next"] == "/console/"
 
 
 # --- sign-out ----------------------------------------------------------------
 
 def test_sign_out_ends_the_session_and_lands_on_login(client, admin):
     sign_in(client)
-    response = client.post("/logout", follow_redirects=True)
-    assert response.request.path == "/login"
+    response = client.post("/console/logout", follow_redirects=True)
+    assert response.request.path == "/console/login"
     assert "You are signed out." in response.get_data(as_text=True)
     assert not signed_in(client)
-    assert client.get("/").status_code == 302
+    assert client.get("/console/").status_code == 302
 
 
 def test_sign_out_is_not_reachable_with_get(client, admin):
     sign_in(client)
-    assert client.get("/logout").status_code == 405
+    assert client.get("/console/logout").status_code == 405
     assert signed_in(client)
 
 
@@ -175,15 +201,15 @@ def test_sign_out_is_not_reachable_with_get(client, admin):
 
 def test_header_shows_email_role_and_sign_out_button(client, admin):
     sign_in(client)
-    html = client.get("/").get_data(as_text=True)
+    html = client.get("/console/").get_data(as_text=True)
     assert by_testid(html, "signed-in-role") == "admin"
-    assert re.search(r'<form method="post" action="/logout"', html)
+    assert re.search(r'<form method="post" action="/console/logout"', html)
     assert 'aria-current="page">Dashboard<' in html
 
 
 def test_htmx_is_served_from_our_static_folder_and_no_cdn(client, admin):
     sign_in(client)
-    html = client.get("/").get_data(as_text=True)
+    html = client.get("/console/").get_data(as_text=True)
     sources = re.findall(r'<(?:script|link)[^>]+(?:src|href)="([^"]+)"', html)
     assert "/static/js/htmx.min.js" in sources
     assert all(source.startswith("/") and not source.startswith("//") for source in sources)
@@ -195,7 +221,7 @@ def test_marketer_sees_the_dashboard_with_their_role(app, client):
     with app.app_context():
         make_staff(email="m@example.com", password=PASSWORD, role="marketer")
     sign_in(client, email="m@example.com")
-    response = client.get("/")
+    response = client.get("/console/")
     assert response.status_code == 200
     assert by_testid(response.get_data(as_text=True), "signed-in-role") == "marketer"
 
@@ -207,7 +233,7 @@ def test_dashboard_counts_what_the_database_holds(app, client, admin):
         recipients = [make_recipient() for _ in range(3)]
         for recipient in recipients:
             make_notification(recipient)
-        yesterday = datetime.now(timezone.utc) - timedelta(days=1, hours=1)
+        yesterday = datetime.now(UTC) - timedelta(days=1, hours=1)
         old = make_notification(recipients[0], created_at=yesterday)
         fresh = make_notification(recipients[1])
         db.session.add_all([
@@ -217,7 +243,7 @@ def test_dashboard_counts_what_the_database_holds(app, client, admin):
         ])
         db.session.commit()
     sign_in(client)
-    html = client.get("/").get_data(as_text=True)
+    html = client.get("/console/").get_data(as_text=True)
     assert by_testid(html, "count-recipients") == "3"
     assert by_testid(html, "count-notifications-today") == "4"
     expected = {"pending": "0", "sending": "0", "dispatched": "0", "delivered": "2", "failed": "1", "suppressed": "0",
@@ -229,7 +255,7 @@ def test_dashboard_shows_queue_depths_from_redis(app, client, admin, redis_conn)
     Queue("high", connection=redis_conn).enqueue("builtins.print", "x")
     Queue("high", connection=redis_conn).enqueue("builtins.print", "y")
     sign_in(client)
-    html = client.get("/").get_data(as_text=True)
+    html = client.get("/console/").get_data(as_text=True)
     assert by_testid(html, "queue-high-queued") == "2"
     for name in ("critical", "normal", "low"):
         assert by_testid(html, f"queue-{name}-queued") == "0"
@@ -243,7 +269,7 @@ def test_dashboard_still_renders_when_redis_is_down(app, client, admin):
     saved = app.extensions["herald_redis"]
     app.extensions["herald_redis"] = connect("redis://127.0.0.1:1/0")
     try:
-        response = client.get("/")
+        response = client.get("/console/")
     finally:
         app.extensions["herald_redis"] = saved
     assert response.status_code == 200
@@ -254,7 +280,7 @@ def test_htmx_request_gets_only_the_counts_partial(app, client, admin):
     with app.app_context():
         make_recipient()
     sign_in(client)
-    response = client.get("/", headers={"HX-Request": "true"})
+    response = client.get("/console/", headers={"HX-Request": "true"})
     html = response.get_data(as_text=True)
     assert html.lstrip().startswith('<div id="dashboard-counts"')
     assert "<html" not in html and "site-header" not in html
@@ -263,21 +289,21 @@ def test_htmx_request_gets_only_the_counts_partial(app, client, admin):
 
 def test_full_page_includes_the_polling_partial(client, admin):
     sign_in(client)
-    html = client.get("/").get_data(as_text=True)
-    assert re.search(r'<div id="dashboard-counts"[^>]*\s+hx-get="/" hx-trigger="every 5s" hx-swap="outerHTML"', html)
+    html = client.get("/console/").get_data(as_text=True)
+    assert re.search(r'<div id="dashboard-counts"[^>]*\s+hx-get="/console/" hx-trigger="every 5s" hx-swap="outerHTML"', html)
 
 
 def test_htmx_poll_after_session_ends_reloads_into_sign_in(client):
-    response = client.get("/", headers={"HX-Request": "true"})
+    response = client.get("/console/", headers={"HX-Request": "true"})
     assert response.status_code == 204
-    assert response.headers["HX-Redirect"] == "/login?next=/"
+    assert response.headers["HX-Redirect"] == "/console/login?next=/console/"
 
 
 def test_utc_day_bounds_follow_the_utc_calendar_not_local_time():
     lisbon_evening = datetime(2026, 3, 1, 23, 30, tzinfo=timezone(timedelta(hours=-3)))
     start, end = utc_day_bounds(lisbon_evening)
-    assert start == datetime(2026, 3, 2, tzinfo=timezone.utc)
-    assert end == datetime(2026, 3, 3, tzinfo=timezone.utc)
+    assert start == datetime(2026, 3, 2, tzinfo=UTC)
+    assert end == datetime(2026, 3, 3, tzinfo=UTC)
 
 
 # --- error pages and CSRF ----------------------------------------------------
@@ -292,7 +318,7 @@ def csrf_app(app):
 
 def test_login_without_csrf_token_is_a_400_page_not_a_500(csrf_app, admin):
     client = csrf_app.test_client()
-    response = client.post("/login", data={"email": EMAIL, "password": PASSWORD})
+    response = client.post("/console/login", data={"email": EMAIL, "password": PASSWORD})
     assert response.status_code == 400
     html = response.get_data(as_text=True)
     assert by_testid(html, "error-code") == "400"
@@ -303,7 +329,7 @@ def test_login_without_csrf_token_is_a_400_page_not_a_500(csrf_app, admin):
 def test_login_with_the_form_csrf_token_signs_in(csrf_app, admin):
     client = csrf_app.test_client()
     response = client.post(
-        "/login", data={"email": EMAIL, "password": PASSWORD, "csrf_token": login_form_token(client)}
+        "/console/login", data={"email": EMAIL, "password": PASSWORD, "csrf_token": login_form_token(client)}
     )
     assert response.status_code == 302
     assert signed_in(client)
@@ -311,12 +337,12 @@ def test_login_with_the_form_csrf_token_signs_in(csrf_app, admin):
 
 def test_sign_out_without_csrf_token_is_refused(csrf_app, admin):
     client = csrf_app.test_client()
-    client.post("/login", data={"email": EMAIL, "password": PASSWORD, "csrf_token": login_form_token(client)})
-    assert client.post("/logout").status_code == 400
+    client.post("/console/login", data={"email": EMAIL, "password": PASSWORD, "csrf_token": login_form_token(client)})
+    assert client.post("/console/logout").status_code == 400
     assert signed_in(client)
-    page = client.get("/").get_data(as_text=True)
+    page = client.get("/console/").get_data(as_text=True)
     header_token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    assert client.post("/logout", data={"csrf_token": header_token}).status_code == 302
+    assert client.post("/console/logout", data={"csrf_token": header_token}).status_code == 302
     assert not signed_in(client)
 
 
@@ -342,7 +368,7 @@ def test_forbidden_and_server_error_pages_render_styled(csrf_app, app):
     with app.app_context():
         make_staff(email="m@example.com", password=PASSWORD, role="marketer")
     client = csrf_app.test_client()
-    client.post("/login", data={"email": "m@example.com", "password": PASSWORD, "csrf_token": login_form_token(client)})
+    client.post("/console/login", data={"email": "m@example.com", "password": PASSWORD, "csrf_token": login_form_token(client)})
 
     forbidden = client.get("/test-admin-only")
     assert forbidden.status_code == 403
@@ -358,8 +384,8 @@ def test_forbidden_and_server_error_pages_render_styled(csrf_app, app):
 
 
 def test_password_guessing_is_rate_limited_per_address(client):
-    codes = [client.post("/login", data={"email": "admin@example.com", "password": f"guess-{n}"}).status_code
+    codes = [client.post("/console/login", data={"email": "admin@example.com", "password": f"guess-{n}"}).status_code
              for n in range(11)]
     assert codes[:10] == [200] * 10
     assert codes[10] == 429
-    assert b"Too many sign-in attempts" in client.post("/login", data={"email": "x@example.com", "password": "y"}).data
+    assert b"Too many sign-in attempts" in client.post("/console/login", data={"email": "x@example.com", "password": "y"}).data

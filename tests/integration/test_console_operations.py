@@ -29,13 +29,13 @@ def staff(app):
 
 @pytest.fixture
 def admin(client, staff):
-    assert client.post("/login", data={"email": ADMIN, "password": PASSWORD}).status_code == 302
+    assert client.post("/console/login", data={"email": ADMIN, "password": PASSWORD}).status_code == 302
     return client
 
 
 @pytest.fixture
 def marketer(client, staff):
-    assert client.post("/login", data={"email": MARKETER, "password": PASSWORD}).status_code == 302
+    assert client.post("/console/login", data={"email": MARKETER, "password": PASSWORD}).status_code == 302
     return client
 
 
@@ -74,7 +74,7 @@ OPERATIONS_WRITES = ["/console/operations/dead-letters/1/retry", "/console/opera
 @pytest.mark.parametrize("path", OPERATIONS_PAGES)
 def test_anonymous_visitors_are_sent_to_sign_in(client, path):
     response = client.get(path)
-    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    assert response.status_code == 302 and "/console/login" in response.headers["Location"]
 
 
 @pytest.mark.parametrize("path", OPERATIONS_PAGES)
@@ -96,8 +96,8 @@ def test_marketers_cannot_change_anything_in_operations(marketer, path):
 
 def test_operations_nav_is_shown_to_admins_only(admin, client):
     assert 'href="/console/operations"' in admin.get("/console/recipients").get_data(as_text=True)
-    client.post("/logout")
-    client.post("/login", data={"email": MARKETER, "password": PASSWORD})
+    client.post("/console/logout")
+    client.post("/console/login", data={"email": MARKETER, "password": PASSWORD})
     html = client.get("/console/recipients").get_data(as_text=True)
     assert 'href="/console/operations"' not in html and 'href="/console/analytics"' in html
 
@@ -126,7 +126,7 @@ def test_timeline_shows_accepted_routed_and_every_delivery_event(api, client, st
     run_jobs()
     # Sign in after the worker ran: it ends the session the signed-in user was loaded in.
     admin = client
-    admin.post("/login", data={"email": ADMIN, "password": PASSWORD})
+    admin.post("/console/login", data={"email": ADMIN, "password": PASSWORD})
     html = admin.get(f"/console/operations/notifications/{notification_id}").get_data(as_text=True)
     assert 'data-testid="step-accepted"' in html and 'data-testid="step-routed"' in html
     assert "k-1" in html
@@ -279,11 +279,11 @@ def test_key_form_rejects_a_bad_rate_limit_next_to_the_field(admin):
     assert db.session.scalar(select(ApiKey)) is None
 
 
-def test_key_form_offers_every_scope_with_erasure_unticked_and_refuses_none(admin):
+def test_key_form_offers_every_scope_with_erasure_and_webhooks_unticked_and_refuses_none(admin):
     page = admin.get("/console/operations/api-keys").get_data(as_text=True)
     for scope in ALL_SCOPES:
         ticked = re.search(rf'<input[^>]*value="{scope}"[^>]*>', page).group(0)
-        assert ("checked" in ticked) == (scope != "users:erase"), ticked
+        assert ("checked" in ticked) == (scope not in ("users:erase", "webhooks:manage")), ticked
     response = admin.post("/console/operations/api-keys", data={"name": "x", "rate_limit": "1/second"})
     assert response.status_code == 400 and "Choose at least one scope." in response.get_data(as_text=True)
     response = admin.post("/console/operations/api-keys", data={"name": "x", "rate_limit": "1/second", "scopes": ["root"]})

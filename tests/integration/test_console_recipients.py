@@ -1,7 +1,7 @@
 """Recipients in the console: search, the recipient page, admin-only opt-out edits, suppression, erasure, audit log."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -21,7 +21,7 @@ def staff(app):
 
 
 def sign_in(client, email):
-    response = client.post("/login", data={"email": email, "password": PASSWORD})
+    response = client.post("/console/login", data={"email": email, "password": PASSWORD})
     assert response.status_code == 302
 
 
@@ -89,7 +89,7 @@ def test_search_box_is_an_htmx_active_search_that_pushes_the_url(admin):
 def test_anonymous_visitors_are_sent_to_sign_in(client):
     for path in ("/console/recipients", "/console/recipients/ana", "/console/suppressions", "/console/audit"):
         response = client.get(path)
-        assert response.status_code == 302 and "/login" in response.headers["Location"], path
+        assert response.status_code == 302 and "/console/login" in response.headers["Location"], path
     assert client.post("/console/recipients/ana/preferences").status_code == 302
 
 
@@ -213,6 +213,8 @@ def test_admin_adds_and_removes_a_suppression_with_audit(admin):
     entry = db.session.scalar(select(Suppression))
     assert (entry.channel, entry.address, entry.reason) == ("email", "ana@example.com", "complaint")
     assert "ana@example.com" in admin.get("/console/suppressions").get_data(as_text=True)
+    assert "ana@example.com" in admin.get("/console/suppressions?q=ANA@").get_data(as_text=True)
+    assert "ana@example.com" not in admin.get("/console/suppressions?q=bob").get_data(as_text=True)
 
     duplicate = admin.post("/console/suppressions", data={"channel": "email", "address": "ana@example.com", "reason": "again"})
     assert duplicate.status_code == 400 and "already suppressed" in duplicate.get_data(as_text=True)
@@ -281,7 +283,7 @@ def test_audit_log_filters_by_actor_and_target_and_pages(admin):
 
 
 def test_record_change_stores_dates_as_iso_text_and_commits_with_the_caller(app):
-    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     record_change("cli", "x.y", "x", 1, {"at": moment}, {"tags": ("a", "b")})
     db.session.rollback()
     assert audit_entries() == [], "nothing is stored unless the caller commits"
@@ -296,7 +298,7 @@ def test_record_change_stores_dates_as_iso_text_and_commits_with_the_caller(app)
 
 def test_admin_opens_a_users_inbox_through_its_signed_link_and_the_audit_log_says_who(admin):
     ana = make_recipient(external_id="ana maria")
-    make_notification(ana, title="Your order shipped", inbox_at=datetime.now(timezone.utc))
+    make_notification(ana, title="Your order shipped", inbox_at=datetime.now(UTC))
     page = admin.get("/console/recipients/ana%20maria").get_data(as_text=True)
     assert "Open this user&#39;s inbox" in page or "Open this user's inbox" in page
 

@@ -15,11 +15,11 @@ from rq.registry import StartedJobRegistry
 from sqlalchemy import func, select
 
 from app.accept import accept_notification
-from app.schemas import NotificationCreate
 from app.extensions import db
 from app.models import Delivery, DeliveryEvent, Notification
 from app.models.types import utcnow
 from app.redis_client import get_redis
+from app.schemas import NotificationCreate
 from jobs.delivery import dispatch_delivery, route_notification
 from jobs.maintenance import redrive_stuck_work
 from tests.conftest import PROJECT_ROOT, kill_worker, start_worker

@@ -36,7 +36,7 @@ def test_creates_an_admin_with_a_hashed_password(app, runner):
 
 def test_created_account_can_sign_in(app, runner, client):
     runner.invoke(args=["create-staff", "mk@example.com", "--role", "marketer", "--password", "s3cret-enough"])
-    response = client.post("/login", data={"email": "mk@example.com", "password": "s3cret-enough"})
+    response = client.post("/console/login", data={"email": "mk@example.com", "password": "s3cret-enough"})
     assert response.status_code == 302
 
 

@@ -24,7 +24,7 @@ HEADER = "user_id,email,phone,timezone,locale,balance,plan\n"
 @pytest.fixture
 def marketer(app, client):
     make_staff(email="mia@example.com", password=PASSWORD, role="marketer")
-    client.post("/login", data={"email": "mia@example.com", "password": PASSWORD})
+    client.post("/console/login", data={"email": "mia@example.com", "password": PASSWORD})
     return client
 
 
@@ -46,7 +46,7 @@ def drain(run_jobs):
 
 
 def upload(client, text: str, name: str = "people.csv"):
-    return client.post("/audiences/import", data={"file": (io.BytesIO(text.encode()), name)}, content_type="multipart/form-data")
+    return client.post("/console/audiences/import", data={"file": (io.BytesIO(text.encode()), name)}, content_type="multipart/form-data")
 
 
 def big_csv(rows: int, bad_lines: dict[int, str]) -> str:
@@ -70,7 +70,7 @@ def test_ten_thousand_rows_import_with_counts_and_errors_by_line(app, marketer, 
     response = upload(marketer, big_csv(10_000, bad))
     assert response.status_code == 302
     job = db.session.scalar(select(ImportJob))
-    assert response.headers["Location"].endswith(f"/audiences/imports/{job.id}")
+    assert response.headers["Location"].endswith(f"/console/audiences/imports/{job.id}")
     stored = Path(job.stored_path)
     assert stored.exists() and stored.parent == Path(app.instance_path) / "imports"
     assert Queue("low", connection=get_redis()).count == 1
@@ -94,7 +94,7 @@ def test_ten_thousand_rows_import_with_counts_and_errors_by_line(app, marketer, 
     assert untouched.email is None and untouched.attributes["balance"] == -1
     assert not stored.exists() and job.stored_path is None
 
-    page = marketer.get(f"/audiences/imports/{job.id}").get_data(as_text=True)
+    page = marketer.get(f"/console/audiences/imports/{job.id}").get_data(as_text=True)
     assert 'data-status="done"' in page and 'hx-trigger="every 1s"' not in page
     assert re.search(r'<td class="num">1000</td><td>phone</td><td>must be in E.164 format', page)
     assert re.search(r'data-testid="import-inserted">9797<', page)
@@ -105,7 +105,7 @@ def test_progress_page_polls_every_second_and_reads_redis_while_running(app, mar
     job = db.session.scalar(select(ImportJob))
     get_redis().hset(progress_key(job.id), mapping={"status": "running", "total": 50_000, "processed": 12_000,
                                                    "inserted": 11_000, "updated": 900, "errors": 3})
-    html = marketer.get(f"/audiences/imports/{job.id}", headers={"HX-Request": "true"}).get_data(as_text=True)
+    html = marketer.get(f"/console/audiences/imports/{job.id}", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert html.lstrip().startswith("<section") and 'hx-trigger="every 1s"' in html
     assert 'data-testid="import-processed">12000 / 50000<' in html
     assert '<progress max="50000" value="12000"' in html
@@ -136,7 +136,7 @@ def test_a_user_twice_in_the_file_ends_with_the_later_values(app, marketer, drai
 
 
 def test_cells_are_typed_by_the_rules_the_import_page_states(app, marketer, drain):
-    page = marketer.get("/audiences/import").get_data(as_text=True)
+    page = marketer.get("/console/audiences/import").get_data(as_text=True)
     assert 'data-testid="csv-typing-rules"' in page and "02134" in page
     upload(marketer, "user_id,zip,balance,ratio,account\nu1,02134,42,0.5,12345678901234567890\n")
     drain()
@@ -157,10 +157,10 @@ def test_a_file_without_user_id_is_refused_before_queueing(app, marketer):
 
 def test_non_csv_and_non_utf8_uploads_are_refused_with_a_message(app, marketer):
     assert "Upload a .csv file." in upload(marketer, "user_id\n1\n", name="people.xlsx").get_data(as_text=True)
-    response = marketer.post("/audiences/import", data={"file": (io.BytesIO("user_id,näme\n1,x\n".encode("latin-1")), "p.csv")},
+    response = marketer.post("/console/audiences/import", data={"file": (io.BytesIO("user_id,näme\n1,x\n".encode("latin-1")), "p.csv")},
                              content_type="multipart/form-data")
     assert response.status_code == 422 and "not UTF-8" in response.get_data(as_text=True)
-    assert "Choose a CSV file." in marketer.post("/audiences/import", data={}).get_data(as_text=True)
+    assert "Choose a CSV file." in marketer.post("/console/audiences/import", data={}).get_data(as_text=True)
 
 
 def test_a_job_whose_file_vanished_fails_with_a_reason(app, marketer, drain):

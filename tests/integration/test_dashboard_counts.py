@@ -1,10 +1,11 @@
 """The dashboard's database counts: exact while cheap, from a shared Redis snapshot refreshed by a worker once not."""
 from __future__ import annotations
 
-import pytest
-from rq import Queue
 from dataclasses import replace
 from datetime import timedelta
+
+import pytest
+from rq import Queue
 
 from app.console import stats
 from app.console.stats import DatabaseCounts, snapshot_action
@@ -45,7 +46,7 @@ def test_a_costly_snapshot_is_shown_at_once_and_refreshed_by_a_worker(app, clien
         stats._store(snapshot(took=2.0, age=60, recipients=99))
     sign_in(client)
 
-    html = client.get("/").get_data(as_text=True)
+    html = client.get("/console/").get_data(as_text=True)
     assert by_testid(html, "count-recipients") == "99"  # the old snapshot, without waiting for a count
     with app.app_context():  # the request asked the workers for a refresh and did not count itself
         assert [job.func_name for job in Queue(stats.REFRESH_QUEUE, connection=get_redis()).jobs] == [stats.REFRESH_JOB]
@@ -58,7 +59,7 @@ def test_a_costly_snapshot_is_shown_at_once_and_refreshed_by_a_worker(app, clien
     # Counting 3 rows was cheap: from now on every request counts afresh.
     with app.app_context():
         make_recipient()
-    assert by_testid(client.get("/").get_data(as_text=True), "count-recipients") == "4"
+    assert by_testid(client.get("/console/").get_data(as_text=True), "count-recipients") == "4"
 
 
 def test_only_one_refresh_is_queued_at_a_time(app, run_jobs):
@@ -77,4 +78,4 @@ def test_a_fresh_costly_snapshot_is_used_as_it_is(app, client, admin):
         make_recipient()
         stats._store(replace(snapshot(took=2.0, age=0, recipients=42), as_of=utcnow()))
     sign_in(client)
-    assert by_testid(client.get("/").get_data(as_text=True), "count-recipients") == "42"
+    assert by_testid(client.get("/console/").get_data(as_text=True), "count-recipients") == "42"

@@ -1,5 +1,5 @@
 import stat
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -145,7 +145,7 @@ def test_demo_low_balance_rule_alerts_only_customers_below_their_threshold_insid
     rule = db.session.scalar(select(Rule).filter_by(name=DEMO_RULE_NAME))
     assert (rule.enabled, rule.template_key, rule.channels) == (True, "low_balance", ["in_app", "email"])
     # 02:00 UTC: morning to evening from Kolkata to Kiritimati, night in the Americas and Europe.
-    now = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
     expected = dry_run(rule, now).total
 
     result = evaluate_rule(rule, now)
@@ -175,3 +175,12 @@ def test_demo_team_topic_holds_the_inbox_links_user_and_a_send_reaches_its_membe
     titled = db.session.scalars(select(Recipient.external_id).join(Notification, Notification.recipient_id == Recipient.id)
                                 .where(Notification.title == "Stand-up in 5")).all()
     assert len(titled) == 11 and "demo-00001" in titled and "demo-00002" not in titled
+
+
+def test_the_demo_has_one_webhook_endpoint_on_heralds_own_request_log_hearing_every_event(seeded, app):
+    from app.models import WebhookEndpoint
+    from app.outbound_webhooks.events import ALL_EVENT_TYPES
+
+    [endpoint] = db.session.scalars(select(WebhookEndpoint)).all()
+    assert endpoint.url == f"{app.config['BASE_URL']}/console/webhooks/request-log"
+    assert endpoint.enabled and endpoint.event_types == list(ALL_EVENT_TYPES) and endpoint.secret.startswith("whsec_")

@@ -45,7 +45,7 @@ def test_sigkilled_batch_reruns_without_a_second_notification_inbox_entry_or_unr
     campaign_id = campaign.id
     assert store.launch(campaign, marketer) == []
     plan_campaign(campaign_id)
-    get_redis().delete(*[k for k in get_redis().keys("rq:queue:normal")])  # the plan job ran inline above
+    get_redis().delete(*get_redis().keys("rq:queue:normal"))  # the plan job ran inline above
     assert db.session.scalar(select(func.count()).select_from(CampaignBatch)) == 1
 
     smtp_server.handler.rcpt_delay_seconds = 0.01  # the worker spends its time inside the provider call

@@ -22,7 +22,7 @@ def test_console_inbox_and_api_docs_pages_link_icons_that_answer(app, client):
 
     make_recipient(external_id="ana")
     client.get(inbox_path(app.config["INBOX_SECRET"], "ana"))
-    for path in ("/login", "/inbox", "/v1/docs"):
+    for path in ("/console/login", "/inbox", "/v1/docs"):
         page = client.get(path)
         links = icon_links(page.get_data(as_text=True))
         assert len(links) == 2, path

@@ -339,13 +339,13 @@ def test_push_key_and_service_worker_are_served(app, client):
 
 def staff_login(client, role="marketer"):
     make_staff(email="staff@example.com", password="correct horse battery", role=role)
-    assert client.post("/login", data={"email": "staff@example.com", "password": "correct horse battery"}).status_code == 302
+    assert client.post("/console/login", data={"email": "staff@example.com", "password": "correct horse battery"}).status_code == 302
 
 
 def test_view_as_needs_a_staff_session(client):
     make_recipient(external_id="ana")
     response = client.get("/console/recipients/ana/inbox-view")
-    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    assert response.status_code == 302 and "/console/login" in response.headers["Location"]
 
 
 def test_staff_see_the_inbox_read_only_and_writes_are_refused(app, client):

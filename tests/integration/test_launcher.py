@@ -165,7 +165,7 @@ def test_up_serves_demo_data_stops_on_ctrl_c_and_restarts_fast(instance):
     assert f"started Redis on {instance / 'redis.sock'}" in first.output
     credentials = DemoCredentials.from_text(first.output)
     assert check_password_hash(admin_password_hash(instance), credentials.admin_password)
-    assert get_status(f"http://127.0.0.1:{port}/login") == 200
+    assert get_status(f"http://127.0.0.1:{port}/console/login") == 200
     counts = database_counts(instance)
     assert counts["recipients"] >= 3000 and counts["time_zones"] >= 20
     send_test_mail(first.output)

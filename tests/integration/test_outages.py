@@ -149,7 +149,7 @@ def test_database_down_console_page_is_styled_503(database_down_app):
         identifier = _create_identifier()  # what flask-login's strong session protection expects from this client
     with client.session_transaction() as session:  # a signed-in staff member whose row cannot be loaded
         session.update({"_user_id": "1", "_id": identifier, "_fresh": True})
-    assert_styled_503(client.get("/"))
+    assert_styled_503(client.get("/console/"))
 
 
 def test_database_down_inbox_page_is_styled_503(database_down_app):
@@ -172,7 +172,7 @@ def test_redis_down_sign_in_is_still_rate_limited_in_the_process(client, redis_d
     """The console's per-address limit falls back to memory (Flask-Limiter's fallback) instead of failing."""
     monkeypatch.setattr(limiter, "_storage_dead", False)  # restored afterwards: later tests count in Redis again
     limiter._fallback_storage.reset()
-    codes = [client.post("/login", data={"email": "admin@example.com", "password": f"guess-{n}"}).status_code
+    codes = [client.post("/console/login", data={"email": "admin@example.com", "password": f"guess-{n}"}).status_code
              for n in range(11)]
     limiter._fallback_storage.reset()
     assert codes == [200] * 10 + [429]

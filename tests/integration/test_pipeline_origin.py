@@ -39,7 +39,7 @@ def campaign_email(campaign_id: int, **fields) -> int:
 def test_console_dead_letter_retry_of_a_cancelled_campaigns_delivery_sends_nothing(client, run_jobs, smtp_server):
     make_staff(email=ADMIN, password=PASSWORD, role="admin")
     delivery_id = campaign_email(campaign_with_status("cancelled"))
-    assert client.post("/login", data={"email": ADMIN, "password": PASSWORD}).status_code == 302
+    assert client.post("/console/login", data={"email": ADMIN, "password": PASSWORD}).status_code == 302
     assert client.post(f"/console/operations/dead-letters/{delivery_id}/retry").status_code == 302
     run_jobs()
     delivery = db.session.get(Delivery, delivery_id)

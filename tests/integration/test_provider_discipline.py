@@ -92,7 +92,10 @@ def test_half_open_probe_closes_the_circuit_and_the_waiting_send_goes_out(app, a
     assert delivery_of(waiting).attempts == 0
     del twilio.fail_account[SID]
     time.sleep(2.1)  # opened_at has one-second resolution
-    run_jobs(include_scheduled=True)
+    deadline = time.monotonic() + 5  # the wait carries up to a second of jitter
+    while delivery_of(waiting).status != "DISPATCHED" and time.monotonic() < deadline:
+        run_jobs(include_scheduled=True)
+        time.sleep(0.2)
     assert delivery_of(waiting).status == "DISPATCHED"
     assert {row["name"]: row["circuit"] for row in provider_health()}["twilio"] == "closed"
 
@@ -211,3 +214,37 @@ def test_a_hanging_email_server_does_not_delay_sms(app, api, test_env, twilio):
         for worker in workers:
             kill_worker(worker)  # one is inside a 30 s SMTP wait; a warm shutdown would wait for it
         black_hole.close()
+
+
+@pytest.mark.parametrize("circuit_trusted_closed", [False, True])
+def test_an_answered_send_stands_when_redis_dies_before_its_bookkeeping(app, tmp_path, monkeypatch, caplog,
+                                                                         circuit_trusted_closed):
+    """The provider took the message; Redis then dies before the breaker and health counters are written.
+
+    Turning that into an error would retry a message already sent (seen as a duplicate email when Redis was
+    killed mid-load): the provider's answer is returned and the lost bookkeeping is only logged.
+    """
+    from app.channels import Outcome, Result, guard
+    from app.redis_client import connect
+    from tests.outage_servers import PrivateRedis
+
+    private = PrivateRedis(tmp_path / "redis").start()
+    try:
+        monkeypatch.setitem(app.extensions, "herald_redis", connect(private.url))
+        provider = f"bookkeeping-{circuit_trusted_closed}"
+        if circuit_trusted_closed:
+            assert guard.guarded(provider, lambda: Result(Outcome.DELIVERED, provider)).outcome is Outcome.DELIVERED
+        sent = []
+
+        def send_then_redis_dies() -> Result:
+            sent.append(1)
+            private.stop()
+            return Result(Outcome.DELIVERED, provider, provider_message_id="m-1")
+
+        with caplog.at_level(logging.WARNING, logger="app.channels.guard"):
+            result = guard.guarded(provider, send_then_redis_dies)
+        assert sent == [1]
+        assert (result.outcome, result.provider_message_id) == (Outcome.DELIVERED, "m-1")
+        assert "the answer stands" in caplog.text
+    finally:
+        private.stop()

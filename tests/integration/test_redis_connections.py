@@ -22,9 +22,9 @@ from flask_limiter import Limiter
 from flask_sse import Message
 from rq import Queue, SimpleWorker
 
+from app import _limits_storage_uri as limits_storage_uri
 from app.embedded_redis import start_redis_server
 from app.realtime.hub import RESYNC, Hub
-from app import _limits_storage_uri as limits_storage_uri
 from app.redis_client import connect
 from tests.conftest import free_port
 

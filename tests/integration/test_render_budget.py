@@ -61,7 +61,7 @@ def test_hostile_templates_fail_as_render_error_in_a_real_worker_and_hold_it_no_
 
 def test_preview_shows_a_hostile_template_as_an_error_at_its_line_not_a_500(app, client):
     make_staff(email="mia@example.com", password="correct horse battery", role="marketer")
-    client.post("/login", data={"email": "mia@example.com", "password": "correct horse battery"})
+    client.post("/console/login", data={"email": "mia@example.com", "password": "correct horse battery"})
     make_recipient(external_id="ana")
     form = {
         "key": "hostile", "name": "Hostile", "category": "general", "type": "marketing", "default_locale": "en",
@@ -71,7 +71,7 @@ def test_preview_shows_a_hostile_template_as_an_error_at_its_line_not_a_500(app,
         "v-en-push-title": "Hi", "v-en-push-body": GIGABYTE,
     }
     started = time.monotonic()
-    response = client.post("/templates/preview", data=form, headers={"HX-Request": "true"})
+    response = client.post("/console/templates/preview", data=form, headers={"HX-Request": "true"})
     assert response.status_code == 200
     assert time.monotonic() - started < 10
     html = response.get_data(as_text=True)
@@ -88,14 +88,14 @@ def test_preview_under_gunicorn_gevent_answers_with_the_error_and_the_worker_kee
     make_staff(email="mia@example.com", password="correct horse battery", role="marketer")
     make_recipient(external_id="ana")
     with httpx.Client(base_url=live_server, timeout=60) as http:
-        http.post("/login", data={"email": "mia@example.com", "password": "correct horse battery",
-                                  "csrf_token": csrf_token(http.get("/login").text)})
-        token = csrf_token(http.get("/templates/new").text)
+        http.post("/console/login", data={"email": "mia@example.com", "password": "correct horse battery",
+                                  "csrf_token": csrf_token(http.get("/console/login").text)})
+        token = csrf_token(http.get("/console/templates/new").text)
         form = {"key": "hostile", "name": "Hostile", "category": "general", "type": "marketing", "default_locale": "en",
                 "locales": ["en"], "preview_user": "ana", "csrf_token": token,
                 "v-en-in_app-title": "Hi", "v-en-in_app-body": NESTED_LOOPS}
         started = time.monotonic()
-        response = http.post("/templates/preview", data=form, headers={"HX-Request": "true"})
+        response = http.post("/console/templates/preview", data=form, headers={"HX-Request": "true"})
         elapsed = time.monotonic() - started
         assert response.status_code == 200
         assert "Line 1: rendering took longer than 200 ms" in response.text

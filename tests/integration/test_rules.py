@@ -1,7 +1,8 @@
 """Daily rule evaluation against the real database: local windows, the dedup gate, opt-outs read live."""
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,9 +12,9 @@ from app.extensions import db
 from app.models import Delivery, Notification, Preference, Recipient, Rule, RuleSend, Suppression
 from app.models.rules import EXPIRED, SENT
 from app.models.rules import SUPPRESSED as CLAIM_SUPPRESSED
+from app.pipeline.deliver import deliver
 from app.recipients import erase_recipient
 from app.rules.evaluate import dry_run, evaluate_rule
-from app.pipeline.deliver import deliver
 from app.rules.windows import idempotency_key
 from tests.factories import make_recipient, make_template
 
@@ -22,7 +23,7 @@ LOW_BALANCE = {"all": [{"field": "attributes.balance", "op": "<", "field_value":
 
 def at(zone: str, year, month, day, hour, minute=0) -> datetime:
     """The UTC instant of a local wall-clock time, computed with zoneinfo (DST-aware)."""
-    return datetime(year, month, day, hour, minute, tzinfo=ZoneInfo(zone)).astimezone(timezone.utc)
+    return datetime(year, month, day, hour, minute, tzinfo=ZoneInfo(zone)).astimezone(UTC)
 
 
 def make_rule(**fields) -> Rule:
@@ -85,8 +86,8 @@ def test_a_day_of_evaluations_every_15_minutes_sends_only_inside_nine_to_seven_l
     zones = ["Asia/Singapore", "America/Los_Angeles", "Europe/Lisbon", "Asia/Kolkata", "Asia/Kathmandu",
              "Pacific/Kiritimati", "Pacific/Pago_Pago", "America/St_Johns", "Australia/Lord_Howe"]
     people = {low(zone).id: zone for zone in zones}
-    moment = datetime(2026, 6, 15, tzinfo=timezone.utc)
-    while moment < datetime(2026, 6, 17, tzinfo=timezone.utc):
+    moment = datetime(2026, 6, 15, tzinfo=UTC)
+    while moment < datetime(2026, 6, 17, tzinfo=UTC):
         evaluate_rule(rule, moment)
         moment += timedelta(minutes=15)
     sent = db.session.execute(select(Notification.recipient_id, Notification.created_at)).all()
@@ -97,7 +98,7 @@ def test_a_day_of_evaluations_every_15_minutes_sends_only_inside_nine_to_seven_l
                                  .group_by(RuleSend.recipient_id, RuleSend.local_date)).all()
     assert all(count == 1 for _r, _d, count in per_day)
     # A local day that starts inside the sweep is sent at its first evaluation at or after 09:00: 09:00 exactly.
-    start = datetime(2026, 6, 15, tzinfo=timezone.utc)
+    start = datetime(2026, 6, 15, tzinfo=UTC)
     full_days = [created.astimezone(ZoneInfo(people[r])) for r, created in sent
                  if datetime.combine(created.astimezone(ZoneInfo(people[r])).date(), time(0), ZoneInfo(people[r])) >= start]
     assert {moment.tzinfo.key for moment in full_days} == set(zones)
@@ -110,7 +111,7 @@ def test_los_angeles_dst_transition_days_use_the_local_wall_clock(app, day, labe
     rule = make_rule()
     person = low("America/Los_Angeles")
     # Every 15 minutes over the whole UTC span of the local day: sent once, at the first slot >= 09:00 local.
-    start = datetime(2026, month, day, tzinfo=ZoneInfo("America/Los_Angeles")).astimezone(timezone.utc)
+    start = datetime(2026, month, day, tzinfo=ZoneInfo("America/Los_Angeles")).astimezone(UTC)
     sends = []
     moment = start
     while moment < start + timedelta(hours=26):
@@ -124,7 +125,7 @@ def test_los_angeles_dst_transition_days_use_the_local_wall_clock(app, day, labe
 def test_date_line_zones_at_the_same_instant_have_different_local_dates(app):
     rule = make_rule()
     kiritimati, pago_pago = low("Pacific/Kiritimati"), low("Pacific/Pago_Pago")
-    instant = datetime(2026, 6, 15, 22, 0, tzinfo=timezone.utc)  # 12:00 on the 16th in Kiritimati, 11:00 on the 15th in Pago Pago
+    instant = datetime(2026, 6, 15, 22, 0, tzinfo=UTC)  # 12:00 on the 16th in Kiritimati, 11:00 on the 15th in Pago Pago
     result = evaluate_rule(rule, instant)
     assert sorted(t.local_date for t in result.targets) == [date(2026, 6, 15), date(2026, 6, 16)]
     claims = dict(db.session.execute(select(RuleSend.recipient_id, RuleSend.local_date)).all())
@@ -154,15 +155,15 @@ def test_every_three_days_sends_once_per_period(app):
         evaluate_rule(rule, at("Europe/Lisbon", 2026, 6, day, 10))
     assert notified(person) == 3
     periods = sorted(db.session.scalars(select(RuleSend.local_date)))
-    assert all((b - a).days == 3 for a, b in zip(periods, periods[1:]))
+    assert all((b - a).days == 3 for a, b in pairwise(periods))
 
 
 def test_recipients_without_a_zone_get_the_utc_window_by_default(app):
     rule = make_rule()
     nowhere = low(None, attributes={"country": "SG"})
-    evaluate_rule(rule, datetime(2026, 6, 15, 8, 59, tzinfo=timezone.utc))
+    evaluate_rule(rule, datetime(2026, 6, 15, 8, 59, tzinfo=UTC))
     assert notified(nowhere) == 0
-    evaluate_rule(rule, datetime(2026, 6, 15, 9, 0, tzinfo=timezone.utc))
+    evaluate_rule(rule, datetime(2026, 6, 15, 9, 0, tzinfo=UTC))
     assert notified(nowhere) == 1
     assert db.session.scalar(select(RuleSend.timezone)) == "UTC"
 
@@ -174,7 +175,7 @@ def test_country_policy_infers_the_zone_from_the_country_attribute(app):
     evaluate_rule(rule, at("Asia/Singapore", 2026, 6, 15, 9))  # 01:00 UTC
     assert (notified(singaporean), notified(unknown)) == (1, 0)
     assert db.session.scalar(select(RuleSend.timezone)) == "country:SG"
-    evaluate_rule(rule, datetime(2026, 6, 15, 9, tzinfo=timezone.utc))
+    evaluate_rule(rule, datetime(2026, 6, 15, 9, tzinfo=UTC))
     assert notified(unknown) == 1  # an unknown country falls back to UTC
 
 

@@ -11,11 +11,11 @@ from app.extensions import db
 from app.models import Delivery, Device, Notification, Rule, RuleSend
 from app.models.rules import SUPPRESSED as CLAIM_SUPPRESSED
 from app.models.types import utcnow
+from app.pipeline.deliver import deliver
 from app.redis_client import get_redis, key
 from app.rules.evaluate import evaluate_rule
-from app.pipeline.deliver import deliver
-from jobs.maintenance import redrive_stuck_work
 from app.tasks import get_queue
+from jobs.maintenance import redrive_stuck_work
 from tests.integration.test_rules import at, low, make_rule
 
 

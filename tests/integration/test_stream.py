@@ -20,8 +20,8 @@ import pytest
 
 from app.inbox.auth import user_token
 from app.models.types import utcnow
-from app.realtime.publish import publish_to_user, user_channel
 from app.realtime.hub import process_label
+from app.realtime.publish import publish_to_user, user_channel
 from app.realtime.stream import client_count_key, get_hub, hub_client_name
 from app.redis_client import get_redis
 from tests.conftest import PROJECT_ROOT, free_port, wait_for_port
@@ -151,7 +151,7 @@ def test_many_streams_share_one_redis_subscription_and_each_gets_only_its_own(ap
         assert get_hub().client_count >= len(streams)
         for r in recipients:
             publish_to_user(r.id, "notification", {"id": f"{r.id:032d}", "for": r.external_id}, event_id=f"{r.id:032d}")
-        for r, stream in zip(recipients, streams):
+        for r, stream in zip(recipients, streams, strict=True):
             [event] = stream.events(1)
             assert f'"for": "{r.external_id}"' in event
     finally:
@@ -210,6 +210,25 @@ def streams_held_by(redis_conn, master_pid: int) -> int:
     return sum(int(redis_conn.get(client_count_key(f"{hostname}:{pid}")) or 0) for pid in workers)
 
 
+def local_tcp_ports(pid: int) -> set[int]:
+    """The local ports of the TCP sockets process ``pid`` holds (its fds' socket inodes, looked up in /proc/net/tcp)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def wait_for_open_streams(redis_conn, master_pid: int, expected: int, timeout: float = 15.0) -> None:
     """The hub reports its count every half second; closed sockets are noticed at a heartbeat (0.3 s)."""
     deadline = time.monotonic() + timeout
@@ -237,5 +256,8 @@ def test_under_gevent_a_client_that_vanished_is_dropped_at_the_next_heartbeat(ap
         sock.close()
     wait_for_open_streams(redis_conn, master_pid, 1)
     name = hub_client_name(app.config["REDIS_PREFIX"])
-    assert len([c for c in redis_conn.client_list() if c.get("name") == name]) == 2  # this process's hub + gunicorn's
+    worker_ports = local_tcp_ports(int(Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()[0]))
+    hub_connections = [c for c in redis_conn.client_list()
+                       if c.get("name") == name and int(c["addr"].rsplit(":", 1)[1]) in worker_ports]
     sockets[2].close()
+    assert len(hub_connections) == 1, "the gunicorn worker's streams share one hub connection to Redis"

@@ -3,7 +3,6 @@ test-sends report what really happened, and a campaign's failures are grouped by
 from __future__ import annotations
 
 import json
-from datetime import time
 
 import pytest
 from flask import g
@@ -33,7 +32,7 @@ def marketer(app):
 
 
 def sign_in(client) -> None:
-    response = client.post("/login", data={"email": "mia@example.com", "password": PASSWORD})
+    response = client.post("/console/login", data={"email": "mia@example.com", "password": PASSWORD})
     assert response.status_code == 302
 
 
@@ -58,7 +57,7 @@ def test_launch_is_refused_naming_the_recipient_and_the_error_when_the_template_
     assert "es-noplan" in problems[0] and "in_app" in problems[0] and "plan" in problems[0]
     assert db.session.get(Campaign, campaign.id).status == DRAFT
     sign_in(client)
-    response = client.post(f"/campaigns/{campaign.id}/launch", follow_redirects=True)
+    response = client.post(f"/console/campaigns/{campaign.id}/launch", follow_redirects=True)
     assert "does not render for recipient es-noplan" in response.get_data(as_text=True)
     assert db.session.get(Campaign, campaign.id).status == DRAFT
 
@@ -103,16 +102,16 @@ def test_enabling_a_rule_whose_template_fails_for_its_audience_is_refused(app, c
     make_recipient(external_id="es-noplan", locale="es")
     sign_in(client)
 
-    refused = client.post("/rules/new", data=rule_form("plans"))
+    refused = client.post("/console/rules/new", data=rule_form("plans"))
     assert refused.status_code == 422
     page = refused.get_data(as_text=True)
     assert "does not render for recipient es-noplan" in page and "plan" in page
     assert db.session.scalar(select(func.count()).select_from(Rule)) == 0
 
-    disabled = client.post("/rules/new", data=rule_form("plans", enabled=False))
+    disabled = client.post("/console/rules/new", data=rule_form("plans", enabled=False))
     assert disabled.status_code == 302
     rule = db.session.scalar(select(Rule))
-    assert client.post(f"/rules/{rule.id}", data=rule_form("plans")).status_code == 422
+    assert client.post(f"/console/rules/{rule.id}", data=rule_form("plans")).status_code == 422
     db.session.refresh(rule)
     assert rule.enabled is False
 
@@ -121,7 +120,7 @@ def test_a_rule_whose_template_renders_for_its_audience_is_enabled(app, client, 
     make_template("plans", variants=PLAN_VARIANTS)
     make_recipient(external_id="es-pro", locale="es", attributes={"plan": "pro"})
     sign_in(client)
-    assert client.post("/rules/new", data=rule_form("plans")).status_code == 302
+    assert client.post("/console/rules/new", data=rule_form("plans")).status_code == 302
     assert db.session.scalar(select(Rule.enabled)) is True
 
 
@@ -139,7 +138,7 @@ def test_saving_a_template_that_fails_for_the_sample_recipient_asks_first_and_ke
     make_recipient(external_id="ana", attributes={})
     sign_in(client)
 
-    first = client.post("/templates/new", data=editor_form())
+    first = client.post("/console/templates/new", data=editor_form())
     assert first.status_code == 422
     page = first.get_data(as_text=True)
     assert 'data-testid="render-failures"' in page and "ana" in page
@@ -148,7 +147,7 @@ def test_saving_a_template_that_fails_for_the_sample_recipient_asks_first_and_ke
     assert "Plan {{ recipient.attributes.plan }}" in page  # what was typed is still there
     assert db.session.scalar(select(func.count()).select_from(Template)) == 0
 
-    anyway = client.post("/templates/new", data=editor_form(action="save_anyway"))
+    anyway = client.post("/console/templates/new", data=editor_form(action="save_anyway"))
     assert anyway.status_code == 302
     assert db.session.scalar(select(Template.key)) == "plans"
 
@@ -158,9 +157,9 @@ def test_saving_checks_the_preview_recipient_with_the_sample_data(app, client, m
     make_recipient(external_id="bo", attributes={"plan": "pro"})
     sign_in(client)
     body = "Plan {{ recipient.attributes.plan }}, order {{ data.order }}"
-    failing = client.post("/templates/new", data=editor_form(**{"v-en-in_app-body": body, "preview_user": "bo"}))
+    failing = client.post("/console/templates/new", data=editor_form(**{"v-en-in_app-body": body, "preview_user": "bo"}))
     assert failing.status_code == 422 and "order" in failing.get_data(as_text=True)
-    saved = client.post("/templates/new", data=editor_form(**{"v-en-in_app-body": body, "preview_user": "bo",
+    saved = client.post("/console/templates/new", data=editor_form(**{"v-en-in_app-body": body, "preview_user": "bo",
                                                               "sample_data": '{"order": 7}'}))
     assert saved.status_code == 302
 
@@ -175,9 +174,9 @@ def test_editor_lists_recipient_fields_attributes_seen_data_and_notification_fie
     assert variables["data"] == ["data.order"] and "notification.title" in variables["notification"]
 
     sign_in(client)
-    page = client.get("/templates/new").get_data(as_text=True)
+    page = client.get("/console/templates/new").get_data(as_text=True)
     assert 'data-testid="template-variables"' in page and "recipient.attributes.balance" in page
-    preview = client.post("/templates/preview", data=editor_form(sample_data='{"order": 7, "items": []}'))
+    preview = client.post("/console/templates/preview", data=editor_form(sample_data='{"order": 7, "items": []}'))
     assert 'id="variables-data"' in preview.get_data(as_text=True)
     assert "data.items" in preview.get_data(as_text=True) and "data.order" in preview.get_data(as_text=True)
 
@@ -192,12 +191,12 @@ def test_test_send_reports_each_recipients_real_outcome_per_channel(app, client,
     cid = store.create_campaign(fields(template.id), marketer).id
     sign_in(client)
 
-    sent = client.post(f"/campaigns/{cid}/test", data={"user_ids": "ana, es-noplan, no-mail, nobody"})
+    sent = client.post(f"/console/campaigns/{cid}/test", data={"user_ids": "ana, es-noplan, no-mail, nobody"})
     page = sent.get_data(as_text=True)
     assert "nobody: " in page and "no recipient has this user id" in page
     assert "queued" in page and "hx-get" in page  # nothing has run yet: the panel polls
     waiting = _test_ids(db.session.get(Campaign, cid))
-    tired = client.get(f"/campaigns/{cid}/test-results", query_string={"n": waiting, "poll": TEST_RESULT_POLLS},
+    tired = client.get(f"/console/campaigns/{cid}/test-results", query_string={"n": waiting, "poll": TEST_RESULT_POLLS},
                        headers={"HX-Request": "true"}).get_data(as_text=True)
     assert "hx-get" not in tired and "Still waiting: are the workers running?" in tired  # no endless polling
 
@@ -211,7 +210,7 @@ def test_test_send_reports_each_recipients_real_outcome_per_channel(app, client,
     assert "render_error" in outcomes["es-noplan"]["in_app"].detail and "plan" in outcomes["es-noplan"]["in_app"].detail
     assert outcomes["no-mail"]["email"].label == "suppressed"
 
-    polled = client.get(f"/campaigns/{cid}/test-results", query_string={"n": ids}, headers={"HX-Request": "true"})
+    polled = client.get(f"/console/campaigns/{cid}/test-results", query_string={"n": ids}, headers={"HX-Request": "true"})
     html = polled.get_data(as_text=True)
     assert "hx-get" not in html  # every delivery is final: polling stops
     assert 'data-testid="test-outcome-es-noplan-in_app"' in html and "failed" in html
@@ -243,9 +242,9 @@ def test_campaign_failures_are_grouped_by_error_code_with_an_example(app, client
     assert [(g.error_code, g.count) for g in groups] == [("render_error", 6)]
     assert "plan" in groups[0].example
     sign_in(client)
-    page = client.get(f"/campaigns/{cid}").get_data(as_text=True)
+    page = client.get(f"/console/campaigns/{cid}").get_data(as_text=True)
     assert 'data-testid="failure-render_error"' in page and ">6<" in page
     assert 'data-testid="campaign-status">finished<' in page and ">Pause<" not in page
-    controls = client.get(f"/campaigns/{cid}/controls", headers={"HX-Request": "true"}).get_data(as_text=True)
+    controls = client.get(f"/console/campaigns/{cid}/controls", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert 'hx-swap-oob="true">finished<' in controls and "Cancel campaign" not in controls
     assert db.session.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == "FAILED")) == 6

@@ -162,7 +162,7 @@ def test_the_console_shows_a_topic_send_as_a_run_with_its_progress(api, client, 
     run_id = topic_send(api).json["run_id"]
     run_jobs()
     make_staff(email="mia@example.com", password="correct horse battery", role="marketer")
-    client.post("/login", data={"email": "mia@example.com", "password": "correct horse battery"})
+    client.post("/console/login", data={"email": "mia@example.com", "password": "correct horse battery"})
     topic_page = client.get("/console/topics/team").get_data(as_text=True)
     assert 'data-testid="subscriber-count">2<' in topic_page
     link = re.search(rf'href="([^"]*/campaigns/{run_id})"', topic_page).group(1)  # wherever the campaign pages live
@@ -179,7 +179,7 @@ def test_a_forged_test_send_of_an_api_run_is_refused_not_a_500(api, client):
     make_topic(api)
     run_id = topic_send(api).json["run_id"]
     make_staff(email="mia@example.com", password="correct horse battery", role="marketer")
-    client.post("/login", data={"email": "mia@example.com", "password": "correct horse battery"})
+    client.post("/console/login", data={"email": "mia@example.com", "password": "correct horse battery"})
     topic_page = client.get("/console/topics/team").get_data(as_text=True)
     link = re.search(rf'href="([^"]*/campaigns/{run_id})"', topic_page).group(1)
     response = client.post(f"{link}/test", data={"user_ids": "ana"})

@@ -16,10 +16,11 @@ from tests.peers.webpush import WebPushService
 def push_service(app):
     service = WebPushService().start()
     close_all()
-    app.config["ALLOW_LOOPBACK_PUSH"] = True
+    # The local push service stands in for one on the operator's network, which the setting lets Herald call.
+    app.config["WEB_PUSH_PRIVATE_HOSTS"] = frozenset({"127.0.0.1"})
     yield service
     close_all()
-    app.config["ALLOW_LOOPBACK_PUSH"] = False
+    app.config["WEB_PUSH_PRIVATE_HOSTS"] = frozenset()
     service.stop()
 
 
@@ -113,10 +114,10 @@ def test_a_private_endpoint_stored_behind_registrations_back_is_refused_at_send_
     assert not db.session.scalars(select(Device.active)).all()[0]
 
 
-def test_loopback_endpoints_are_refused_unless_the_test_setting_allows_them(app, api, run_jobs, push_service):
+def test_a_private_push_service_is_refused_unless_the_operator_lists_its_host(app, api, run_jobs, push_service):
     make_recipient(external_id="ana")
     subscribe(api, "ana", push_service.subscribe("local"))
-    app.config["ALLOW_LOOPBACK_PUSH"] = False
+    app.config["WEB_PUSH_PRIVATE_HOSTS"] = frozenset({"push.lan"})
     notification_id = notify(api)
     run_jobs()
     assert delivery_of(notification_id).error_code == "endpoint_refused"

@@ -1,9 +1,9 @@
 import pytest
 from pydantic import ValidationError
 
-from app.schemas import DeviceCreate, NotificationCreate, UserUpsert
 from app.delivery.endpoints import push_endpoint_problem
 from app.delivery.unsubscribe import read_unsubscribe_token, unsubscribe_token
+from app.schemas import DeviceCreate, NotificationCreate, UserUpsert
 
 
 def fields_of(error: ValidationError) -> set[str]:
@@ -61,9 +61,14 @@ def test_private_or_plaintext_push_endpoints_are_refused(url):
     assert push_endpoint_problem(url) is not None
 
 
-def test_public_https_push_endpoint_is_fine_and_loopback_only_when_allowed():
+def test_public_https_push_endpoint_is_fine_and_a_private_one_only_when_the_operator_lists_its_host():
     assert push_endpoint_problem("https://fcm.googleapis.com/fcm/send/abc") is None
-    assert push_endpoint_problem("http://127.0.0.1:8080/push", allow_loopback=True) is None
+    own = frozenset({"127.0.0.1", "push.lan"})
+    assert push_endpoint_problem("http://127.0.0.1:8080/push", own) is None
+    assert push_endpoint_problem("https://push.lan/x", own) is None
+    assert push_endpoint_problem("ftp://push.lan/x", own) is not None
+    for other in ("http://localhost:8080/push", "https://10.0.0.8/x", "https://[::1]/x", "https://printer.local/x"):
+        assert push_endpoint_problem(other, own) is not None, other
 
 
 def test_unsubscribe_token_round_trips_and_rejects_forgery():

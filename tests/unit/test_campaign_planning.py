@@ -3,8 +3,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 
-from app.campaigns.planning import (Wave, batch_size, launch_problems, local_wave_time, missing_variants, plan_waves,
-                                    progress_from_counters, spaced_run_times, split_sizes, template_channels)
+from app.campaigns.planning import (
+    Wave,
+    batch_size,
+    launch_problems,
+    local_wave_time,
+    missing_variants,
+    plan_waves,
+    progress_from_counters,
+    spaced_run_times,
+    split_sizes,
+    template_channels,
+)
 
 NINE = time(9, 0)
 
@@ -83,7 +93,7 @@ def test_no_minute_window_starts_more_sends_than_the_limit():
     sizes = split_sizes(10_000, batch_size(700))
     times = spaced_run_times([start] * len(sizes), sizes, per_minute=700)
     for t in times:
-        in_window = sum(size for at, size in zip(times, sizes) if t <= at < t + timedelta(minutes=1))
+        in_window = sum(size for at, size in zip(times, sizes, strict=True) if t <= at < t + timedelta(minutes=1))
         assert in_window <= 700
 
 

@@ -3,7 +3,7 @@
 The adapters declare name, label, order, address field, platforms and the
 rest once; everything else asks the registry. The source checks at the end
 fail when a comparison with a channel name, or a spelled-out channel list,
-creeps back into app/ or jobs/ outside app/channels/.
+creeps back into app/ or jobs/ outside app/channels/, or into a Jinja template.
 """
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import ast
 from pathlib import Path
 from typing import get_args
 
-import pytest
+from jinja2 import Environment, nodes
 
 from app import channels
 from app.channels import base
 
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = ("app", "jobs")
+TEMPLATES = ROOT / "templates"
 
 def test_every_adapter_declares_what_the_registry_answers():
     for cls in channels.channel_classes():
@@ -81,6 +82,7 @@ def test_what_routing_and_rendering_ask_of_a_channel():
     assert channels.canonical_address("email", " Ana@X.com ") == "ana@x.com"
     assert channels.canonical_address("sms", " +14155552671 ") == "+14155552671"
     assert channels.label_for("pager") == "pager"
+    assert [c for c in channels.channel_names() if channels.channel_class(c).previews_as_mail] == ["email"]
 
 
 # -- source checks -------------------------------------------------------------------------------
@@ -124,6 +126,38 @@ def _findings(check) -> dict[str, list[int]]:
     return found
 
 
+def template_channel_name_comparisons(source: str, names: frozenset[str]) -> list[int]:
+    """Lines of a Jinja template comparing a value (==, !=, in, not in) with a channel name written as a string."""
+    lines = []
+    for node in Environment().parse(source).find_all(nodes.Compare):
+        for operand in (node.expr, *(op.expr for op in node.ops)):
+            literals = operand.items if isinstance(operand, (nodes.Tuple, nodes.List)) else [operand]
+            if any(isinstance(item, nodes.Const) and item.value in names for item in literals):
+                lines.append(node.lineno)
+                break
+    return lines
+
+
+def template_channel_lists(source: str, names: frozenset[str]) -> list[int]:
+    """Lines of a Jinja template holding a literal tuple, list or dict that names every channel."""
+    lines = []
+    for node in Environment().parse(source).find_all((nodes.Tuple, nodes.List, nodes.Dict)):
+        items = [pair.key for pair in node.items] if isinstance(node, nodes.Dict) else node.items
+        if names <= {item.value for item in items if isinstance(item, nodes.Const)}:
+            lines.append(node.lineno)
+    return lines
+
+
+def _template_findings(check) -> dict[str, list[int]]:
+    names = frozenset(channels.channel_names())
+    found = {}
+    for path in sorted(TEMPLATES.rglob("*.html")):
+        lines = check(path.read_text(), names)
+        if lines:
+            found[path.relative_to(ROOT).as_posix()] = lines
+    return found
+
+
 def test_the_source_checks_catch_what_they_look_for():
     names = frozenset({"sms", "push"})
     assert channel_name_comparisons('if channel == "sms":\n    pass\n', names) == [1]
@@ -132,10 +166,27 @@ def test_the_source_checks_catch_what_they_look_for():
     assert channel_name_comparisons('x = field == "text"\nsend("sms")\n', names) == []
     assert spelled_out_channel_lists('ORDER = ("push", "sms")\nLABELS = {"sms": 1, "push": 2}\n', names) == [1, 2]
     assert spelled_out_channel_lists('x = ["push"]\n', names) == []
+    assert template_channel_name_comparisons('{% if shown.channel == "sms" %}x{% endif %}', names) == [1]
+    assert template_channel_name_comparisons("<p>\n{{ 'a' if c != 'push' else 'b' }}</p>", names) == [2]
+    assert template_channel_name_comparisons('{% for c in cs if c in ("push", "fax") %}{% endfor %}', names) == [1]
+    assert template_channel_name_comparisons('{% if "sms" not in sent %}{% endif %}', names) == [1]
+    assert template_channel_name_comparisons('{% if name == "text" %}{{ "sms" }}{% endif %}', names) == []
+    assert template_channel_lists('{% for c in ("push", "sms") %}{% endfor %}{% set x = {"sms": 1, "push": 2} %}',
+                                  names) == [1, 1]
+    assert template_channel_lists('{% for c in ["push"] %}{% endfor %}', names) == []
 
 
 def test_nothing_outside_the_registry_compares_a_value_to_a_channel_name():
     assert _findings(channel_name_comparisons) == {}, "ask app.channels (the registry) instead"
+
+
+def test_no_template_compares_a_value_to_a_channel_name():
+    assert _template_findings(template_channel_name_comparisons) == {}, \
+        "pass the template a flag or attribute from the registry (app.channels) instead"
+
+
+def test_no_template_spells_out_the_channel_list():
+    assert _template_findings(template_channel_lists) == {}, "pass channel_names() or labels() to the template"
 
 
 def test_the_channel_list_is_spelled_out_only_in_the_registry():

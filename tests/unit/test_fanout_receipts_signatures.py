@@ -86,8 +86,9 @@ def test_a_public_name_that_resolves_to_a_private_address_is_refused():
     assert resolved_address_problem("push.example.com", resolve=fake_resolver("93.184.216.34")) is None
     assert "non-public" in resolved_address_problem("push.example.com", resolve=fake_resolver("93.184.216.34", "10.0.0.5"))
     assert "non-public" in resolved_address_problem("rebind.example.com", resolve=fake_resolver("127.0.0.1"))
-    assert resolved_address_problem("rebind.example.com", True, resolve=fake_resolver("127.0.0.1")) is None
-    assert "non-public" in resolved_address_problem("meta.example.com", True, resolve=fake_resolver("169.254.169.254"))
+    own = frozenset({"push.lan.example"})  # HERALD_WEB_PUSH_PRIVATE_HOSTS: the operator's own push service
+    assert resolved_address_problem("push.lan.example", own, resolve=fake_resolver("10.0.0.5")) is None
+    assert "non-public" in resolved_address_problem("meta.example.com", own, resolve=fake_resolver("169.254.169.254"))
 
 
 def test_a_host_that_does_not_resolve_is_refused():

@@ -1,12 +1,12 @@
 """Collapsing inbox items by collapse_key, their headlines, and which deep links may be followed."""
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from app.inbox.grouping import group_entries, headline, is_safe_link, safe_link
 
-READ = datetime(2026, 1, 1, tzinfo=timezone.utc)
+READ = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @dataclass

@@ -1,5 +1,5 @@
 import random
-from datetime import datetime, time, timezone
+from datetime import UTC, datetime, time
 
 import pytest
 
@@ -22,20 +22,20 @@ def test_same_day_window_and_empty_window():
 
 def test_quiet_until_follows_local_clock_across_dst_change():
     # US DST starts 2026-03-08 02:00 local. At 23:30 PST on the 7th the 07:00 end is PDT (UTC-7).
-    now = datetime(2026, 3, 8, 7, 30, tzinfo=timezone.utc)
-    assert quiet_until(now, "America/Los_Angeles", time(22, 0), time(7, 0)) == datetime(2026, 3, 8, 14, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 3, 8, 7, 30, tzinfo=UTC)
+    assert quiet_until(now, "America/Los_Angeles", time(22, 0), time(7, 0)) == datetime(2026, 3, 8, 14, 0, tzinfo=UTC)
 
 
 def test_missing_time_zone_uses_utc():
-    now = datetime(2026, 3, 8, 23, 0, tzinfo=timezone.utc)
-    assert quiet_until(now, None, time(22, 0), time(7, 0)) == datetime(2026, 3, 9, 7, 0, tzinfo=timezone.utc)
-    assert quiet_until(now, "Not/AZone", time(22, 0), time(7, 0)) == datetime(2026, 3, 9, 7, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 3, 8, 23, 0, tzinfo=UTC)
+    assert quiet_until(now, None, time(22, 0), time(7, 0)) == datetime(2026, 3, 9, 7, 0, tzinfo=UTC)
+    assert quiet_until(now, "Not/AZone", time(22, 0), time(7, 0)) == datetime(2026, 3, 9, 7, 0, tzinfo=UTC)
 
 
 def test_backoff_doubles_with_bounded_jitter_then_gives_up():
     rng = random.Random(7)
     delays = [next_retry_delay(attempt, rng) for attempt in range(1, MAX_ATTEMPTS)]
-    for delay, base in zip(delays, (1, 2, 4, 8, 16)):
+    for delay, base in zip(delays, (1, 2, 4, 8, 16), strict=True):
         assert base * 0.8 <= delay <= base * 1.2
     assert next_retry_delay(MAX_ATTEMPTS, rng) is None
 

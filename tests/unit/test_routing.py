@@ -1,10 +1,10 @@
-from datetime import datetime, time, timezone
+from datetime import UTC, datetime, time
 
 import pytest
 
 from app.delivery.routing import DEFER, SEND, SUPPRESS, NotificationFacts, RecipientFacts, route
 
-NOON_UTC = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+NOON_UTC = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 ALL = frozenset({"in_app", "email", "sms", "push", "web_push"})
 
 
@@ -74,7 +74,7 @@ def test_marketing_frequency_cap_suppresses_the_fourth_in_an_hour():
 
 QUIET = {"timezone": "Asia/Singapore", "quiet_start": time(22, 0), "quiet_end": time(7, 0)}
 # 16:00 UTC is 00:00 in Singapore: inside 22:00-07:00.
-MIDNIGHT_SINGAPORE = datetime(2026, 3, 2, 16, 0, tzinfo=timezone.utc)
+MIDNIGHT_SINGAPORE = datetime(2026, 3, 2, 16, 0, tzinfo=UTC)
 
 
 def test_quiet_hours_defer_interrupting_channels_to_the_window_end():
@@ -84,7 +84,7 @@ def test_quiet_hours_defer_interrupting_channels_to_the_window_end():
     for channel in ("push", "sms", "web_push"):
         assert by_channel[channel].action == DEFER
         # 07:00 Singapore (UTC+8) on the 3rd is 23:00 UTC on the 2nd.
-        assert by_channel[channel].not_before == datetime(2026, 3, 2, 23, 0, tzinfo=timezone.utc)
+        assert by_channel[channel].not_before == datetime(2026, 3, 2, 23, 0, tzinfo=UTC)
     assert by_channel["in_app"].action == SEND and by_channel["email"].action == SEND
 
 

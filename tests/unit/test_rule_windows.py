@@ -1,5 +1,5 @@
 """Pure time-zone and window arithmetic of daily rules."""
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
 from app.rules import windows
@@ -9,11 +9,11 @@ NINE, SEVEN = time(9), time(19)
 
 
 def utc(*args) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
+    return datetime(*args, tzinfo=UTC)
 
 
 def local(zone, *args) -> datetime:
-    return datetime(*args, tzinfo=ZoneInfo(zone)).astimezone(timezone.utc)
+    return datetime(*args, tzinfo=ZoneInfo(zone)).astimezone(UTC)
 
 
 def test_window_includes_its_start_and_excludes_its_end():
