@@ -46,14 +46,22 @@ class IdempotencyConflict(Exception):
 
 @dataclass(frozen=True)
 class Accepted:
-    id: str
+    id: str | None
     status: str
     replayed: bool
+    run_id: int | None = None  # a send to a topic or an audience (app/campaigns/runs.py)
 
 
-def request_fingerprint(payload: NotificationCreate) -> str:
-    """Hash of the request's meaning (not its bytes): key order and the key's own spelling don't matter."""
+def request_fingerprint(payload) -> str:
+    """Hash of the request's meaning (not its bytes): key order and the key's own spelling don't matter.
+
+    A send to one user hashes as it did before topics existed (``topic``/``exclude`` left out when absent),
+    so keys reserved then still replay.
+    """
     body = payload.model_dump(mode="json", exclude={"idempotency_key"})
+    if body.get("topic", 0) is None:
+        body.pop("topic")
+        body.pop("exclude", None)
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -67,7 +75,7 @@ def _replay(api_key_id: int, key: str, fingerprint: str) -> Accepted | None:
         return None
     if reservation.request_hash != fingerprint:
         raise IdempotencyConflict(key)
-    return Accepted(reservation.notification_id, "accepted", replayed=True)
+    return Accepted(reservation.notification_id, "accepted", replayed=True, run_id=reservation.run_id)
 
 
 def accept_notification(payload: NotificationCreate, api_key_id: int | None, idempotency_key: str | None) -> Accepted:
@@ -88,15 +96,8 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
             raise UnknownTemplate(payload.template)
 
     now = utcnow()
-    priority = effective_priority(payload.type, payload.priority)
-    notification_id = new_notification_id()
-    row = {
-        "id": notification_id, "recipient_id": recipient_id, "type": payload.type, "category": payload.category,
-        "priority": priority, "template_key": payload.template, "template_version": template_version,
-        "title": payload.title, "body": payload.body, "data": payload.data, "channels": list(payload.channels),
-        "collapse_key": payload.collapse_key, "idempotency_key": idempotency_key, "api_key_id": api_key_id,
-        "send_at": payload.send_at, "status": "accepted", "created_at": now,
-    }
+    row = notification_row(payload, recipient_id, template_version, api_key_id, idempotency_key, now)
+    notification_id, priority = row["id"], row["priority"]
     for _attempt in range(2):
         try:
             # Core inserts of constant statements (the row travels as parameters): compiled once per process,
@@ -121,3 +122,15 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
 
     enqueue_or_leave_to_reaper(enqueue, "jobs.delivery.route_notification", notification_id, priority=priority, at=payload.send_at)
     return Accepted(notification_id, "accepted", replayed=False)
+
+
+def notification_row(payload: NotificationCreate, recipient_id: int, template_version: int | None, api_key_id: int | None,
+                     idempotency_key: str | None, now) -> dict:
+    """The notification row of one accepted send: the single send and every bulk item build it here."""
+    return {
+        "id": new_notification_id(), "recipient_id": recipient_id, "type": payload.type, "category": payload.category,
+        "priority": effective_priority(payload.type, payload.priority), "template_key": payload.template,
+        "template_version": template_version, "title": payload.title, "body": payload.body, "data": payload.data,
+        "channels": list(payload.channels), "collapse_key": payload.collapse_key, "idempotency_key": idempotency_key,
+        "api_key_id": api_key_id, "send_at": payload.send_at, "status": "accepted", "created_at": now,
+    }

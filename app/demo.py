@@ -32,6 +32,7 @@ from app.models import Device, Preference, Recipient, Rule, StaffUser, Template,
 from app.outbound_webhooks.endpoints import add_request_log_endpoint
 from app.rules.definitions import DEFAULT_AUDIENCE
 from app.rules.windows import COUNTRY_POLICY, DEFAULT_WINDOW
+from app.topics.store import create_topic_with
 
 ADMIN_EMAIL = "admin@herald.local"
 MARKETER_EMAIL = "marketer@herald.local"
@@ -40,6 +41,7 @@ DEMO_RULE_NAME = "Low balance"
 CREDENTIALS_FILE = "demo-credentials.txt"
 RECIPIENT_COUNT = 3000
 DEMO_INBOX_USER = "demo-00001"  # whose inbox link `make run` prints
+DEMO_TEAM_SIZE = 12  # demo-00001 .. demo-00012 are in the "team" topic
 RANDOM_SEED = 20261101
 
 NO_TIMEZONE_SHARE = 0.10
@@ -236,6 +238,7 @@ def load_demo(instance_path: str | Path, count: int = RECIPIENT_COUNT) -> DemoCr
         select(Recipient.id).where(Recipient.external_id.like("demo-%")).order_by(Recipient.id)).all()
     _bulk_insert(Device, _device_rows(recipient_ids, rng, now))
     _bulk_insert(Preference, _preference_rows(recipient_ids, rng))
+    create_topic_with("team", "Team", recipient_ids[:DEMO_TEAM_SIZE])  # "topic": "team" reaches demo-00001 and 11 more
     _, api_key = create_api_key(API_KEY_NAME)  # commits the whole demo at once
     credentials = DemoCredentials(admin_password, marketer_password, api_key)
     _save_credentials(credentials_path(instance_path), credentials)

@@ -31,6 +31,7 @@ class JobSpec:
 _RETRY = Retry(max=3, interval=[1, 5, 30])
 JOBS = {
     "jobs.delivery.route_notification": JobSpec(300, _RETRY),
+    "jobs.delivery.route_notifications": JobSpec(600, _RETRY),
     "jobs.delivery.deliver": JobSpec(300, _RETRY),
     "jobs.campaigns.plan_campaign": JobSpec(600, _RETRY),
     "jobs.campaigns.run_batch": JobSpec(600, _RETRY),

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 from app.pipeline.deliver import deliver as _deliver
 from app.pipeline.route import route_notification as _route_notification
+from app.pipeline.route import route_notifications as _route_notifications
 
 
 def route_notification(notification_id: str) -> None:
     _route_notification(notification_id)
+
+
+def route_notifications(notification_ids: list[str]) -> None:
+    _route_notifications(notification_ids)
 
 
 def deliver(delivery_ids: list[int]) -> dict[str, int]:

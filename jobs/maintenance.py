@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from rq.registry import StartedJobRegistry
 from sqlalchemy import and_, delete, or_, select
 
+from app.campaigns.runs import relaunch_unplanned
 from app.config import QUEUE_NAMES
 from app.delivery.constants import PENDING, SENDING
 from app.extensions import db
@@ -90,10 +91,12 @@ def redrive_stuck_work(now: datetime, lease_seconds: int, stale_after: timedelta
         by_priority[priority].append(delivery_id)
     for priority, delivery_ids in by_priority.items():
         deliver_later(delivery_ids, priority)
+    runs = relaunch_unplanned(stale)
     db.session.remove()
-    if unrouted or stuck:
-        log.warning("re-drove %d unrouted notifications and %d stuck deliveries", len(unrouted), len(stuck))
-    return {"notifications": len(unrouted), "deliveries": len(stuck)}
+    if unrouted or stuck or runs:
+        log.warning("re-drove %d unrouted notifications, %d stuck deliveries and %d unplanned runs",
+                    len(unrouted), len(stuck), runs)
+    return {"notifications": len(unrouted), "deliveries": len(stuck), "runs": runs}
 
 
 def purge_expired_idempotency_keys(now: datetime) -> int:

@@ -6,11 +6,13 @@ from functools import lru_cache
 from pydantic.json_schema import models_json_schema
 
 from app import schemas
+from app.api import send_schemas
 from app.api.scopes import SCOPES
 from app.inbox import embed_schemas
 from app.inbox.store import CURSOR_PATTERN, MAX_LIMIT
 from app.outbound_webhooks import schemas as webhook_schemas
 from app.rules import schemas as rule_schemas
+from app.topics import schemas as topic_schemas
 
 REF = "#/components/schemas/{model}"
 SECURITY_DESCRIPTION = (
@@ -35,6 +37,18 @@ INBOX_QUERY = [
     {"name": "unread_only", "in": "query", "schema": {"type": "boolean", "default": False},
      "description": "`true` or `false`"},
 ]
+TOPIC_KEY = {"name": "key", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": topic_schemas.TOPIC_KEY_PATTERN},
+             "description": "The topic's key (your own id for it, e.g. `team-42`). Reading an unknown key is 404."}
+SUBSCRIBER_QUERY = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": topic_schemas.MAX_PAGE, "default": 50}},
+    {"name": "cursor", "in": "query",
+     "schema": {"type": "string", "pattern": "^([0-9]{1,18})?$"},
+     "description": "next_cursor of the previous page (empty or absent: the first page)"},
+]
+BULK_IDEMPOTENCY_HEADER = {**IDEMPOTENCY_HEADER, "description": (
+    "Audience sends only (or the notification's idempotency_key): same key + same body within 24 h returns the same run; "
+    "a different body is 409. Items carry their own idempotency_key; with items the header is not used.")}
 ENDPOINT_ID = {"name": "endpoint_id", "in": "path", "required": True,
                "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}
 NOT_FOUND = {"description": "no such user, notification or device (ids over their maximum length included)",
@@ -55,8 +69,9 @@ OPERATIONS = [
      {"200": schemas.Device, "201": schemas.Device, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse}),
     ("delete", "/v1/users/{user_id}/devices/{device_id}", "users:write", "Remove a device", [USER_ID, DEVICE_ID], None,
      {"204": None, "404": schemas.ErrorResponse}),
-    ("post", "/v1/notifications", "notifications:send", "Send a notification", [IDEMPOTENCY_HEADER], schemas.NotificationCreate,
-     {"202": schemas.NotificationAccepted, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse,
+    ("post", "/v1/notifications", "notifications:send", "Send a notification to a user, or to a topic's subscribers",
+     [IDEMPOTENCY_HEADER], send_schemas.SendRequest,
+     {"202": send_schemas.SendAccepted, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse,
       "409": schemas.ErrorResponse, "429": schemas.ErrorResponse}),
     ("get", "/v1/notifications/{notification_id}", "notifications:read", "Status per channel, attempts and events", [NOTIFICATION_ID], None,
      {"200": schemas.NotificationOut, "404": schemas.ErrorResponse}),
@@ -70,6 +85,26 @@ OPERATIONS = [
      {"200": schemas.User, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse}),
     ("post", "/v1/users:batch", "users:write", "Upsert up to 10,000 users at once, all or nothing", [], rule_schemas.UsersBatch,
      {"200": rule_schemas.BatchResult, "400": schemas.ErrorResponse}),
+    # -- topics and bulk sends (issue 17) --
+    ("post", "/v1/notifications/bulk", "notifications:send",
+     "Send up to 1,000 notifications in one call (all validated before any is stored), or one to a saved audience",
+     [BULK_IDEMPOTENCY_HEADER], send_schemas.BulkSend,
+     {"202": send_schemas.BulkResult, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse,
+      "409": schemas.ErrorResponse}),
+    ("put", "/v1/topics/{key}", "topics:write", "Create or update a topic", [TOPIC_KEY], topic_schemas.TopicUpsert,
+     {"200": topic_schemas.Topic, "201": topic_schemas.Topic, "400": schemas.ErrorResponse}),
+    ("get", "/v1/topics/{key}", "topics:read", "Read a topic and its subscriber count", [TOPIC_KEY], None,
+     {"200": topic_schemas.Topic, "404": schemas.ErrorResponse}),
+    ("put", "/v1/topics/{key}/subscribers", "topics:write", "Add up to 1,000 subscribers (unknown user ids are created)",
+     [TOPIC_KEY], topic_schemas.SubscribersChange,
+     {"200": topic_schemas.SubscribersChanged, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse}),
+    ("delete", "/v1/topics/{key}/subscribers", "topics:write", "Remove up to 1,000 subscribers", [TOPIC_KEY],
+     topic_schemas.SubscribersChange,
+     {"200": topic_schemas.SubscribersChanged, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse}),
+    ("get", "/v1/topics/{key}/subscribers", "topics:read", "A topic's subscribers, a page at a time", [TOPIC_KEY, *SUBSCRIBER_QUERY],
+     None, {"200": topic_schemas.SubscriberPage, "400": schemas.ErrorResponse, "404": schemas.ErrorResponse}),
+    ("get", "/v1/users/{user_id}/topics", "topics:read", "The topics a recipient is in", [USER_ID], None,
+     {"200": topic_schemas.UserTopics, "404": schemas.ErrorResponse}),
     # -- outbound webhooks (app/outbound_webhooks/) --
     ("get", "/v1/webhook-endpoints", "webhooks:manage", "List webhook endpoints", [], None,
      {"200": webhook_schemas.WebhookEndpointList}),

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from app import schemas
 from app.accept import IdempotencyConflict, UnknownRecipient, UnknownTemplate, accept_notification
+from app.api import send_schemas
 from app.api.auth import authenticate
 from app.api.blueprint import bp
 from app.api.openapi import build_openapi
@@ -24,6 +25,7 @@ from app.recipients import (
     set_preferences,
     upsert_recipient,
 )
+from app.topics.send import UnknownTopic, send_to_topic
 
 bp.before_request(authenticate)
 
@@ -101,7 +103,9 @@ def _ids_without_nul():
 def _field_of(error: dict) -> str:
     """The request field an error is about; whole-model checks name their field in ``ctx``."""
     named = (error.get("ctx") or {}).get("field")
-    return named or ".".join(str(part) for part in error["loc"]) or "(body)"
+    # A union's member (``constrained-int``, ``function-before[...]``) is pydantic's label, not a request field.
+    parts = [str(part) for part in error["loc"] if not re.fullmatch(r"(constrained-\w+|function-\w+\[.*\])", str(part))]
+    return named or ".".join(parts) or "(body)"
 
 
 def dump(model: type[BaseModel], **fields) -> dict:
@@ -190,24 +194,40 @@ def delete_device(user_id: str, device_id: int):
 
 # -- notifications -----------------------------------------------------------------------------
 
-@bp.post("/notifications")
-def post_notification():
-    payload = parse_body(schemas.NotificationCreate)
+def idempotency_key_of(body_key: str | None) -> str | None:
+    """The request's idempotency key: the header, or the body's; both must agree when both are sent."""
     header_key = request.headers.get("Idempotency-Key")
     if header_key is not None and not re.fullmatch(schemas.IDEMPOTENCY_HEADER_PATTERN, header_key):
         raise BadRequest([{"field": "Idempotency-Key", "message": "1 to 255 printable ASCII characters, no space at either end"}])
-    if header_key and payload.idempotency_key and header_key != payload.idempotency_key:
+    if header_key and body_key and header_key != body_key:
         raise BadRequest([{"field": "idempotency_key", "message": "differs from the Idempotency-Key header"}])
-    key = header_key or payload.idempotency_key
+    return header_key or body_key
+
+
+def accepted_json(accepted):
+    if accepted.run_id is not None:
+        return jsonify(dump(send_schemas.RunAccepted, run_id=accepted.run_id, status=accepted.status)), 202
+    return jsonify(dump(schemas.NotificationAccepted, id=accepted.id, status=accepted.status)), 202
+
+
+@bp.post("/notifications")
+def post_notification():
+    payload = parse_body(send_schemas.SendRequest)
+    key = idempotency_key_of(payload.idempotency_key)
     try:
-        accepted = accept_notification(payload, g.api_key.id, key)
+        if payload.topic is not None:
+            accepted = send_to_topic(payload, g.api_key.id, key)
+        else:
+            accepted = accept_notification(payload, g.api_key.id, key)
     except UnknownRecipient:
         return _error(404, "unknown_user", f"user {payload.user_id!r} does not exist; create it with PUT /v1/users/{{user_id}}")
+    except UnknownTopic:
+        return _error(404, "unknown_topic", f"no topic with key {payload.topic!r}; create it with PUT /v1/topics/{{key}}")
     except UnknownTemplate:
         return _error(404, "unknown_template", f"no template with key {payload.template!r}")
     except IdempotencyConflict:
         return _error(409, "idempotency_conflict", "this Idempotency-Key was used in the last 24 h with a different request body")
-    return jsonify(dump(schemas.NotificationAccepted, id=accepted.id, status=accepted.status)), 202
+    return accepted_json(accepted)
 
 
 NOTIFICATION_ID = "<string(length=32):notification_id>"

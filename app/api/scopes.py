@@ -12,12 +12,14 @@ import re
 from functools import lru_cache
 
 SCOPES = {
-    "notifications:send": "send notifications (POST /v1/notifications)",
+    "notifications:send": "send notifications (POST /v1/notifications, to a user or a topic, and in bulk)",
     "notifications:read": "read a notification's delivery status and a recipient's inbox",
     "notifications:write": "mark notifications read",
     "users:read": "read recipients and their preferences",
     "users:write": "create and change recipients, preferences, devices and attributes (one or in bulk)",
     "users:erase": "erase a recipient and all their data (GDPR); irreversible",
+    "topics:read": "read topics, their subscribers and a recipient's topics",
+    "topics:write": "create and change topics and their subscribers",
     "webhooks:manage": "register, change and delete outbound webhook endpoints (an admin's power: they receive events "
                        "about every user)",
 }

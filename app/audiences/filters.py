@@ -9,6 +9,7 @@ The tree::
         {"field": "attributes.plan", "op": "exists"},
         {"field": "reachable", "op": "=", "value": "email"},
         {"field": "last_seen_at", "op": "within_days", "value": 7},
+        {"field": "topic", "op": "=", "value": "team"},   # subscribers of a topic
     ]}
 
 ``validate_filter`` is pure and returns human messages with the path of each
@@ -23,7 +24,7 @@ from sqlalchemy import and_, exists, false, func, not_, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.channels import address_fields, channel_names, device_platforms
-from app.models import Device, Recipient
+from app.models import Device, Recipient, Topic, TopicSubscription
 
 COLUMNS = {"external_id": Recipient.external_id, "email": Recipient.email, "phone": Recipient.phone,
            "timezone": Recipient.timezone, "locale": Recipient.locale}
@@ -76,13 +77,17 @@ def _validate_condition(cond: dict, path: str) -> list[str]:
         if op != "=" or cond.get("value") not in REACHABLE_CHANNELS:
             return [f"{path}: reachable takes op '=' and a channel: {', '.join(REACHABLE_CHANNELS)}"]
         return []
+    if field == "topic":
+        if op != "=" or not isinstance(cond.get("value"), str) or not 0 < len(cond["value"]) <= 128:
+            return [f"{path}: topic takes op '=' and a topic key"]
+        return []
     if field == "last_seen_at":
         value = cond.get("value")
         if op != "within_days" or not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 3650:
             return [f"{path}: last_seen_at takes op 'within_days' and a whole number of days (1-3650)"]
         return []
     if field not in COLUMNS and _attribute_name(field) is None:
-        return [f"{path}.field: unknown field {field!r}; use one of {', '.join(COLUMNS)}, attributes.<name>, reachable, last_seen_at"]
+        return [f"{path}.field: unknown field {field!r}; use one of {', '.join(COLUMNS)}, attributes.<name>, reachable, last_seen_at, topic"]
     if op not in OPERATORS:
         return [f"{path}.op: unknown operator {op!r}; use one of {', '.join(OPERATORS)}"]
     if op in ("exists", "not_exists"):
@@ -170,6 +175,9 @@ def compile_filter(tree: dict, dialect: str, now: datetime) -> ColumnElement:
     field, op = tree["field"], tree["op"]
     if field == "reachable":
         return _reachable(tree["value"])
+    if field == "topic":
+        return exists(select(TopicSubscription.recipient_id).join(Topic, Topic.id == TopicSubscription.topic_id)
+                      .where(TopicSubscription.recipient_id == Recipient.id, Topic.key == tree["value"]))
     if field == "last_seen_at":
         return Recipient.last_seen_at >= now - timedelta(days=tree["value"])
     name = _attribute_name(field)

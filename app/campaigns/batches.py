@@ -85,13 +85,22 @@ def plan_campaign(campaign_id: int) -> int:
     return count
 
 
+def batch_queue(content: dict | None) -> str:
+    """Console campaigns and marketing fan out on the low queue; any other API run (a topic send: "your team
+    commented") on its priority's queue, so it does not wait behind a million-recipient newsletter."""
+    if content is None or content.get("type") == "marketing":
+        return BATCH_QUEUE
+    return {"critical": "high", "high": "high", "normal": "normal"}.get(content.get("priority"), BATCH_QUEUE)
+
+
 def enqueue_pending_batches(campaign_id: int) -> int:
     """One job per pending batch, pipelined: due ones queued now, later waves in the scheduled registry."""
+    queue = batch_queue(db.session.scalar(select(Campaign.content).where(Campaign.id == campaign_id)))
     batches = db.session.execute(select(CampaignBatch.id, CampaignBatch.run_at).where(
         CampaignBatch.campaign_id == campaign_id, CampaignBatch.status == BATCH_PENDING).order_by(CampaignBatch.seq)).all()
     db.session.commit()
     tasks.enqueue_all("jobs.campaigns.run_batch", [((campaign_id, batch_id), run_at) for batch_id, run_at in batches],
-                      priority=BATCH_QUEUE)
+                      priority=queue)
     return len(batches)
 
 

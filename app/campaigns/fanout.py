@@ -41,6 +41,7 @@ from app.models.campaigns import BATCH_CANCELLED, BATCH_DONE, BATCH_PENDING, CAN
 from app.models.notifications import new_notification_id
 from app.models.types import utcnow
 from app.pipeline import origin
+from app.pipeline.content import inline_renderer
 from app.pipeline.deliver import deliver
 from app.pipeline.facts import PERSON_COLUMNS, Person, record_marketing_sends, render_context, route_people
 from app.redis_client import get_redis
@@ -76,19 +77,29 @@ class Context:
     """What every step of one campaign run needs, loaded once."""
 
     campaign: Campaign
-    template: Template
+    template: Template | None  # None: an API run with literal title/body
     renderer: VersionRenderer
     channels: list[str]
     note: routing.NotificationFacts
     priority: str
+    content: dict  # type, category, title, body, data, collapse_key of every notification
 
 
 def campaign_context(campaign: Campaign) -> Context:
-    template = db.session.get(Template, campaign.template_id)
+    """A console campaign's template says what it is; an API run's ``content`` says it (app/campaigns/runs.py)."""
+    template = db.session.get(Template, campaign.template_id) if campaign.template_id is not None else None
     channels = in_send_order(campaign.channels)
-    priority = effective_priority(template.type, "low" if template.type == "marketing" else "normal")
-    return Context(campaign, template, renderer_for(template, campaign.template_version), channels,
-                   routing.NotificationFacts(template.type, template.category, priority, tuple(channels)), priority)
+    if campaign.content is None:
+        priority = effective_priority(template.type, "low" if template.type == "marketing" else "normal")
+        content = {"type": template.type, "category": template.category, "title": None, "body": None, "data": {},
+                   "collapse_key": None}
+    else:
+        content = campaign.content
+        priority = content["priority"]
+    renderer = (renderer_for(template, campaign.template_version) if template is not None
+                else inline_renderer(content["title"], content["body"]))
+    return Context(campaign, template, renderer, channels,
+                   routing.NotificationFacts(content["type"], content["category"], priority, tuple(channels)), priority, content)
 
 
 def campaign_status(campaign_id: int) -> str | None:
@@ -139,7 +150,7 @@ def due_deliveries(notification_ids: list[str], now: datetime) -> list[int]:
 
 def create_rows(ctx: Context, people: list[Person], now: datetime, ended: bool) -> dict[int, str]:
     """Insert the batch's notifications and routed deliveries (idempotently); returns recipient -> notification id."""
-    campaign, template = ctx.campaign, ctx.template
+    campaign = ctx.campaign
     decisions = ({p.id: [routing.Decision(c, routing.SUPPRESS, ENDED) for c in ctx.channels] for p in people}
                  if ended else route_people(ctx.note, people, now))
 
@@ -193,7 +204,7 @@ def create_rows(ctx: Context, people: list[Person], now: datetime, ended: bool) 
     pipe = get_redis().pipeline(transaction=False)
     progress.add(pipe, campaign.id, {**counts, "notified": inserted} if inserted else counts)
     pipe.execute()
-    if created and template.type == "marketing":
+    if created and ctx.note.type == "marketing":
         record_marketing_sends({p.id: ids[p.id] for p in people if any(d.action != routing.SUPPRESS for d in decisions[p.id])}, now)
     schedule_deferred(ctx.priority, deferred)
     return ids
@@ -201,16 +212,18 @@ def create_rows(ctx: Context, people: list[Person], now: datetime, ended: bool) 
 
 def notification_rows_for(ctx: Context, people: list[Person], now: datetime) -> tuple[list[dict], dict]:
     """The batch's notification rows (origin ``campaign:<id>``), with the in-app content rendered into them
-    (the inbox shows the stored title/body); and the (recipient, channel) pairs whose content would not render."""
-    campaign, template = ctx.campaign, ctx.template
+    (the inbox shows the stored title/body; literal title/body is stored as sent, like a single send's);
+    and the (recipient, channel) pairs whose content would not render."""
+    campaign, template, spec = ctx.campaign, ctx.template, ctx.content
     notification_rows, failures = [], {}
     for person in people:
-        row = {"id": new_notification_id(), "recipient_id": person.id, "type": template.type,
-               "category": template.category, "priority": ctx.priority, "template_key": template.key,
-               "template_version": campaign.template_version, "title": None, "body": None, "data": {},
+        row = {"id": new_notification_id(), "recipient_id": person.id, "type": spec["type"],
+               "category": spec["category"], "priority": ctx.priority, "template_key": template and template.key,
+               "template_version": campaign.template_version, "title": spec["title"], "body": spec["body"],
+               "data": spec["data"], "collapse_key": spec["collapse_key"],
                "channels": ctx.channels, "status": "routed", "created_at": now, "routed_at": now,
                "campaign_id": campaign.id, "origin": origin.of_campaign(campaign.id)}
-        if inbox_channel() in ctx.channels:
+        if inbox_channel() in ctx.channels and template is not None:
             # The inbox shows the stored title/body, so the in-app variant is rendered into the row.
             try:
                 content = ctx.renderer.render(inbox_channel(), person.locale, render_context(person, SimpleNamespace(**row)))

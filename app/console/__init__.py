@@ -9,6 +9,7 @@ from app.console import (  # noqa: F401  (register the routes)
     routes,
     rules,
     templates_editor,
+    topics,
     webhook_request_log,
     webhooks,
 )

@@ -174,7 +174,7 @@ def _channel_offer() -> list[tuple[Template, list[str]]]:
 
 
 def _detail_context(campaign: Campaign) -> dict:
-    template = db.session.get(Template, campaign.template_id)
+    template = db.session.get(Template, campaign.template_id) if campaign.template_id is not None else None
     view = _progress_or_none(campaign)
     counted_failures = view is None or view.failed > 0  # the grouping reads the deliveries: skip it when none failed
     return {
@@ -220,7 +220,9 @@ def campaign_test_send(campaign_id: int):
     results, outcomes = None, None
     if form.validate_on_submit():
         user_ids = [u.strip() for u in form.user_ids.data.split(",") if u.strip()][:20]
-        if not user_ids:
+        if campaign.template_id is None:  # an API run's literal content: the API's own send is its test
+            form.user_ids.errors = ["A topic or audience send made by the API has no template to test-send."]
+        elif not user_ids:
             form.user_ids.errors = ["Give at least one user id."]
         else:
             results = store.test_send(campaign, user_ids, current_user)

@@ -38,6 +38,7 @@ from app.inbox.blueprint import bp
 from app.inbox.display import present
 from app.inbox.grouping import group_entries
 from app.inbox.tokens import TokenRefused
+from app.inbox.topics import topics_context
 from app.models import Device, Notification, Recipient, Template
 from app.models.types import utcnow
 from app.recipients import find_recipient, register_device, set_preferences, upsert_recipient
@@ -180,7 +181,7 @@ def _render_preferences(recipient: Recipient, error: str | None = None, status: 
     return render_template(
         "inbox/preferences.html", recipient=recipient, switches=switches, rows=rows, channels=preference_channels(),
         labels=labels(), error=error, zones=sorted(available_timezones()),
-        unread=store.unread_count(recipient.id),
+        unread=store.unread_count(recipient.id), **topics_context(recipient),
     ), status
 
 

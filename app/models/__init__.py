@@ -7,11 +7,13 @@ from app.models.outbound_webhooks import WebhookAttempt, WebhookEndpoint, Webhoo
 from app.models.recipients import Device, Preference, Recipient, Suppression
 from app.models.rules import Rule, RuleSend
 from app.models.staff import ApiKey, AuditEntry, StaffUser
+from app.models.topics import Topic, TopicSubscription
 
 __all__ = [
     "Audience", "ImportJob",
     "Campaign", "CampaignBatch",
     "ApiKey", "AuditEntry", "Delivery", "DeliveryEvent", "Device", "IdempotencyKey", "Notification",
     "Preference", "Recipient", "Rule", "RuleSend", "StaffUser", "Suppression", "Template", "TemplateVersion",
+    "Topic", "TopicSubscription",
     "WebhookAttempt", "WebhookEndpoint", "WebhookMessage",
 ]

@@ -33,7 +33,8 @@ class Campaign(db.Model):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
-    template_id: Mapped[int] = mapped_column(ForeignKey("templates.id"))
+    # None for an API run with literal title/body (``content`` then holds it).
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("templates.id"))
     # Pinned at launch; until then the template's current version is what a test send uses.
     template_version: Mapped[int | None] = mapped_column(Integer)
     channels: Mapped[list] = mapped_column(Json)
@@ -46,6 +47,9 @@ class Campaign(db.Model):
     throttle_per_minute: Mapped[int | None] = mapped_column(Integer)
     ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(16), default=DRAFT)
+    # API runs (a send to a topic or a saved audience): the payload's type, category, priority, title, body,
+    # data and collapse key; None for console campaigns, whose template says them.
+    content: Mapped[dict | None] = mapped_column(Json)
     planned: Mapped[int] = mapped_column(Integer, default=0)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

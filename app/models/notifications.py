@@ -127,5 +127,7 @@ class IdempotencyKey(db.Model):
     api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(255))
     request_hash: Mapped[str] = mapped_column(String(64))
-    notification_id: Mapped[str] = mapped_column(String(32))
+    # What the first request made: one notification, or a run (a topic or audience send, see app/campaigns/runs.py).
+    notification_id: Mapped[str | None] = mapped_column(String(32))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -22,6 +22,7 @@ from app.demo import ADMIN_EMAIL, load_demo
 from app.extensions import db
 from app.models import Campaign, Delivery, Notification, Rule, StaffUser, Suppression, Template, TemplateVersion
 from app.models.types import utcnow
+from app.topics import store as topic_store
 from tests.factories import make_notification, make_recipient, make_staff
 
 WIDTHS = (1280, 1440, 1920)
@@ -122,7 +123,10 @@ def _seed_console(app, run_jobs) -> dict:
         db.session.add(Suppression(channel="email", reason="hard bounce (550 5.1.1 user unknown)",
                                    address="alexandra.konstantinopoulou-fitzgerald@subsidiary.example-holdings.co.uk"))
         db.session.commit()
-        ids = {"audience": audience.id, "launched": launched.id, "draft": draft.id, "import": upload_job.id,
+        topic, _ = topic_store.upsert_topic("customers-in-the-spring-promotion-pilot-group-eu-west-2026",
+                                            "Customers in the spring promotion pilot group (EU West, 2026)", True)
+        topic_store.add_subscribers(topic, [person.external_id])
+        ids = {"topic": topic.key, "audience": audience.id, "launched": launched.id, "draft": draft.id, "import": upload_job.id,
                "template": digest.id, "rule": db.session.scalars(db.select(Rule.id)).first(),
                "person": person.external_id, "notification": notification.id}
     run_jobs()
@@ -166,6 +170,8 @@ def console_pages(ids: dict) -> dict[str, str]:
         "analytics": "/console/analytics",
         "audit log": "/console/audit",
         "API keys": "/console/operations/api-keys",
+        "topics list": "/console/topics",
+        "topic page": f"/console/topics/{ids['topic']}",
     }
 
 

@@ -33,6 +33,14 @@ ROUTE_SCOPES = {
     ("GET", "/v1/users/{user_id}/notifications"): "notifications:read",
     ("PATCH", "/v1/notifications/{notification_id}/read"): "notifications:write",
     ("POST", "/v1/users/{user_id}/notifications/read-all"): "notifications:write",
+    # topics and bulk sends (issue 17)
+    ("POST", "/v1/notifications/bulk"): "notifications:send",
+    ("PUT", "/v1/topics/{key}"): "topics:write",
+    ("GET", "/v1/topics/{key}"): "topics:read",
+    ("PUT", "/v1/topics/{key}/subscribers"): "topics:write",
+    ("DELETE", "/v1/topics/{key}/subscribers"): "topics:write",
+    ("GET", "/v1/topics/{key}/subscribers"): "topics:read",
+    ("GET", "/v1/users/{user_id}/topics"): "topics:read",
     ("GET", "/v1/webhook-endpoints"): "webhooks:manage",
     ("POST", "/v1/webhook-endpoints"): "webhooks:manage",
     ("GET", "/v1/webhook-endpoints/{endpoint_id}"): "webhooks:manage",
@@ -43,7 +51,7 @@ ROUTE_SCOPES = {
 
 
 def concrete(path: str) -> str:
-    return path.format(user_id="ana", device_id=1, notification_id="0" * 32, endpoint_id=1)
+    return path.format(user_id="ana", device_id=1, notification_id="0" * 32, key="team", endpoint_id=1)
 
 
 def test_every_v1_route_is_in_the_scope_table_and_the_openapi_document(app, client):
@@ -121,4 +129,8 @@ def test_migration_0011_gives_keys_made_before_scopes_every_scope(test_env, tmp_
     with sqlite3.connect(database) as conn:
         [(scopes,)] = conn.execute("SELECT scopes FROM api_keys").fetchall()
     # Every scope that existed then; webhooks:manage came later and, like erasure today, is granted only by name.
-    assert scopes.split() == [scope for scope in ALL_SCOPES if scope != "webhooks:manage"]
+    assert scopes.split() == [s for s in ALL_SCOPES if s != "webhooks:manage" and not s.startswith("topics:")]
+    flask("db", "upgrade", "0012_topics")  # a key that could read and change users can do the same with topics
+    with sqlite3.connect(database) as conn:
+        [(scopes,)] = conn.execute("SELECT scopes FROM api_keys").fetchall()
+    assert sorted(scopes.split()) == sorted(s for s in ALL_SCOPES if s != "webhooks:manage")

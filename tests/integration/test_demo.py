@@ -160,6 +160,23 @@ def test_demo_low_balance_rule_alerts_only_customers_below_their_threshold_insid
     assert evaluate_rule(rule, now).claimed == 0
 
 
+def test_demo_team_topic_holds_the_inbox_links_user_and_a_send_reaches_its_members(seeded, app, run_jobs):
+    from app.api.keys import create_api_key
+    from app.topics import store
+
+    team = store.find_topic("team")
+    assert team is not None and store.subscriber_count(team.id) == 12
+    key = create_api_key("demo-test")[1]
+    response = app.test_client().post("/v1/notifications", headers={"Authorization": f"Bearer {key}"}, json={
+        "topic": "team", "exclude": ["demo-00002"], "type": "transactional", "title": "Stand-up in 5",
+        "channels": ["in_app"]})
+    assert response.status_code == 202
+    run_jobs()
+    titled = db.session.scalars(select(Recipient.external_id).join(Notification, Notification.recipient_id == Recipient.id)
+                                .where(Notification.title == "Stand-up in 5")).all()
+    assert len(titled) == 11 and "demo-00001" in titled and "demo-00002" not in titled
+
+
 def test_the_demo_has_one_webhook_endpoint_on_heralds_own_request_log_hearing_every_event(seeded, app):
     from app.models import WebhookEndpoint
     from app.outbound_webhooks.events import ALL_EVENT_TYPES

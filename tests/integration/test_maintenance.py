@@ -20,7 +20,7 @@ from tests.factories import make_notification, make_recipient
 def test_notification_whose_enqueue_was_lost_is_routed_by_the_reaper(app, run_jobs):
     recipient = make_recipient()
     notification_id = make_notification(recipient, created_at=utcnow() - timedelta(minutes=11)).id  # committed, never enqueued
-    assert redrive_stuck_work(utcnow(), lease_seconds=120) == {"notifications": 1, "deliveries": 0}
+    assert redrive_stuck_work(utcnow(), lease_seconds=120) == {"notifications": 1, "deliveries": 0, "runs": 0}
     run_jobs()
     assert db.session.get(Notification, notification_id).status == "routed"
     assert db.session.scalar(select(Delivery.status)) == "DELIVERED"
@@ -28,7 +28,7 @@ def test_notification_whose_enqueue_was_lost_is_routed_by_the_reaper(app, run_jo
 
 def test_recent_work_is_left_to_its_own_job(app):
     make_notification(make_recipient())
-    assert redrive_stuck_work(utcnow(), lease_seconds=120) == {"notifications": 0, "deliveries": 0}
+    assert redrive_stuck_work(utcnow(), lease_seconds=120) == {"notifications": 0, "deliveries": 0, "runs": 0}
 
 
 def test_deferred_delivery_whose_scheduled_job_vanished_is_sent_after_its_time(app, run_jobs):
