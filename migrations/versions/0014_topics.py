@@ -5,15 +5,15 @@ an idempotency key may name the run it made instead of a notification. Keys
 that could change users can change topic membership; keys that could read
 users can read it.
 
-Revision ID: 0012_topics
+Revision ID: 0014_topics
 Revises: 0013_outbound_webhooks
 """
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0012_topics"
-down_revision = "0013_outbound_webhooks"  # re-chained after merging main (outbound webhooks came first)
+revision = "0014_topics"
+down_revision = "0013_outbound_webhooks"
 branch_labels = None
 depends_on = None
 
