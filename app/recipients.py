@@ -6,6 +6,8 @@ from sqlalchemy import delete, select
 from app.extensions import db
 from app.models import AuditEntry, Device, Preference, Recipient
 from app.models.types import utcnow
+from app.outbound_webhooks import events as webhook_events
+from app.outbound_webhooks.outbox import emit
 from app.schemas import DeviceCreate, PreferencesUpdate, UserUpsert
 
 
@@ -50,6 +52,13 @@ def erase_recipient(recipient: Recipient, actor: str) -> None:
 def set_preferences(recipient: Recipient, update: PreferencesUpdate) -> None:
     """Upsert each (channel, category) switch; takes effect for the very next notification."""
     existing = {(p.channel, p.category): p for p in recipient.preferences}
+    before = {switch: row.enabled for switch, row in existing.items()}
+    after = {(item.channel, item.category): item.enabled for item in update.preferences}
+    facts = [fact for channel, category in webhook_events.switched_off(before, after)
+             for fact in webhook_events.unsubscribed(recipient.external_id, channel, category, "preferences")]
+    if update.hard_stop and not recipient.hard_stop:
+        facts += webhook_events.unsubscribed(recipient.external_id, None, None, "preferences")
+    emit(facts)
     for item in update.preferences:
         row = existing.get((item.channel, item.category))
         if row is None:

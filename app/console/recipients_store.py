@@ -18,6 +18,8 @@ from app.delivery.routing import MARKETING_CATEGORY
 from app.extensions import db
 from app.models import Delivery, Notification, Preference, Recipient, Suppression, Template
 from app.models.types import utcnow
+from app.outbound_webhooks import events as webhook_events
+from app.outbound_webhooks.outbox import emit
 
 HISTORY_PER_PAGE = 10
 # Channels whose address lives on the recipient row, so a suppression entry can be matched to them.
@@ -99,6 +101,8 @@ def notification_history(recipient: Recipient, number: int) -> Page:
 def set_preference(recipient: Recipient, channel: str, category: str, enabled: bool, actor) -> None:
     row = db.session.get(Preference, (recipient.id, channel, category))
     before = None if row is None else {"channel": channel, "category": category, "enabled": row.enabled}
+    if not enabled and (row is None or row.enabled):
+        emit(webhook_events.unsubscribed(recipient.external_id, channel, category, "console"))
     if row is None:
         row = Preference(recipient_id=recipient.id, channel=channel, category=category, enabled=enabled)
         db.session.add(row)
@@ -111,6 +115,8 @@ def set_preference(recipient: Recipient, channel: str, category: str, enabled: b
 
 def set_hard_stop(recipient: Recipient, enabled: bool, actor) -> None:
     before = {"hard_stop": recipient.hard_stop}
+    if enabled and not recipient.hard_stop:
+        emit(webhook_events.unsubscribed(recipient.external_id, None, None, "console"))
     recipient.hard_stop = enabled
     recipient.updated_at = utcnow()
     record_change(actor, "recipient.hard_stop", "recipient", recipient.id, before, {"hard_stop": enabled})

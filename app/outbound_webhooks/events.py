@@ -95,5 +95,14 @@ def clicked(recipient_id: int, notification_id: str, channel: str) -> list[Fact]
     return [Fact(NOTIFICATION_CLICKED, {"notification_id": notification_id, "channel": channel}, recipient_id)]
 
 
-def unsubscribed(user_id: str, channel: str, category: str) -> list[Fact]:
-    return [Fact(RECIPIENT_UNSUBSCRIBED, {"user_id": user_id, "channel": channel, "category": category})]
+def unsubscribed(user_id: str, channel: str | None, category: str | None, source: str = "unsubscribe_link") -> list[Fact]:
+    """A recipient turned something off: one (channel, category) switch, or everything (``None`` for both: hard stop).
+
+    ``source`` says where: ``unsubscribe_link``, ``preferences`` (inbox page or API), ``console`` (staff) or ``sms_stop``.
+    """
+    return [Fact(RECIPIENT_UNSUBSCRIBED, {"user_id": user_id, "channel": channel, "category": category, "source": source})]
+
+
+def switched_off(before: dict[tuple[str, str], bool], after: dict[tuple[str, str], bool]) -> list[tuple[str, str]]:
+    """The (channel, category) switches that were on (or unset) and are now off, in a stable order."""
+    return sorted(switch for switch, enabled in after.items() if not enabled and before.get(switch, True))

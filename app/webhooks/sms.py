@@ -10,14 +10,16 @@ from __future__ import annotations
 from xml.sax.saxutils import escape
 
 from flask import Response, abort, current_app, request
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from app.channels.twilio_sms import TwilioAccount, TwilioSms, accounts
 from app.delivery.receipts import TWILIO_DEAD_NUMBER_CODES, TWILIO_FINAL
 from app.delivery.signatures import twilio_signature_valid
 from app.delivery.sms import inbound_keyword, to_e164
 from app.extensions import db
-from app.models import Suppression
+from app.models import Recipient, Suppression
+from app.outbound_webhooks import events as webhook_events
+from app.outbound_webhooks.outbox import emit
 from app.webhooks.blueprint import bp
 from app.webhooks.receipts import settle, suppress
 
@@ -64,6 +66,8 @@ def sms_inbound():
         return twiml()
     if keyword == "stop":
         suppress(TwilioSms.name, number, STOP_REASON)
+        owners = db.session.scalars(select(Recipient.external_id).where(Recipient.phone == number)).all()
+        emit([fact for user_id in owners for fact in webhook_events.unsubscribed(user_id, TwilioSms.name, None, "sms_stop")])
     elif keyword == "start":
         db.session.execute(delete(Suppression).where(
             Suppression.channel == TwilioSms.name, Suppression.address == number, Suppression.reason == STOP_REASON))

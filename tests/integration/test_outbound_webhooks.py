@@ -20,6 +20,7 @@ from app.outbound_webhooks.events import Fact
 from app.outbound_webhooks.outbox import emit
 from app.redis_client import get_redis
 from tests.factories import make_notification, make_recipient, make_staff
+from tests.integration.test_sms import twilio, twilio_post  # noqa: F401  (twilio: a fixture)
 from tests.peers.webhook import WebhookPeer
 
 ADMIN, PASSWORD = "admin@example.com", "correct horse battery"
@@ -279,3 +280,23 @@ def test_an_unsigned_post_to_the_request_log_is_refused_and_kept_nowhere(client)
     response = client.post("/console/webhooks/request-log", json={"type": "forged"})
     assert response.status_code == 401
     assert get_redis().keys("*webhook-request-log*") == []
+
+
+@pytest.mark.usefixtures("twilio")
+def test_every_way_to_opt_out_emits_recipient_unsubscribed_once(api, app, client, webhook_config, peer):
+    """Preferences (API and inbox share one path), the hard stop and an inbound SMS STOP; turning on emits nothing."""
+    make_recipient(external_id="ana", phone="+351912345678")
+    register(api, f"{peer.url}/hook", ["recipient.unsubscribed"])
+    switches = [{"channel": "email", "category": "news", "enabled": False},
+                {"channel": "sms", "category": "orders", "enabled": True}]
+    assert api.put("/v1/users/ana/preferences", json={"preferences": switches}).status_code == 200
+    assert api.put("/v1/users/ana/preferences", json={"preferences": switches}).status_code == 200  # no change
+    assert api.put("/v1/users/ana/preferences", json={"hard_stop": True}).status_code == 200
+    assert twilio_post(app, client, "/webhooks/sms/inbound", {"From": "+351912345678", "Body": "STOP"}).status_code == 200
+    drain(lambda: len(peer.received()) == 3)
+    data = [event["data"] for event in peer.events()]
+    assert data == [
+        {"user_id": "ana", "channel": "email", "category": "news", "source": "preferences"},
+        {"user_id": "ana", "channel": None, "category": None, "source": "preferences"},
+        {"user_id": "ana", "channel": "sms", "category": None, "source": "sms_stop"},
+    ]
