@@ -1,4 +1,5 @@
 """WSGI entry point: ``gunicorn -k gevent wsgi:app``; also FLASK_APP for the CLI, with jobs/'s worker and scheduler."""
+
 import sys
 
 from app import create_app

@@ -1,4 +1,5 @@
 """Herald: a self-hosted multi-channel notification service."""
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,9 @@ def create_app(config: dict | None = None) -> Flask:
     htmx.init_app(app)
     # Redis down must not make rate-limited routes fail: the console's limits fall back to this process's memory
     # (the API's per-key limits do the same in app/redis_outage.py), and no limit check waits long on a dead server.
-    storage_uri, storage_options = redis_client.limits_storage(app.config["REDIS_URL"],
-                                                               {"socket_connect_timeout": 1, "socket_timeout": 1})
+    storage_uri, storage_options = redis_client.limits_storage(
+        app.config["REDIS_URL"], {"socket_connect_timeout": 1, "socket_timeout": 1}
+    )
     app.config.setdefault("RATELIMIT_STORAGE_URI", storage_uri)
     app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["REDIS_PREFIX"] + ":limits")
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
@@ -75,7 +77,9 @@ def create_app(config: dict | None = None) -> Flask:
 
 def _favicon():
     """Browsers ask for /favicon.ico whatever the page links to."""
-    return send_from_directory(PROJECT_ROOT / "static", "favicon.ico", mimetype="image/vnd.microsoft.icon", max_age=86400)
+    return send_from_directory(
+        PROJECT_ROOT / "static", "favicon.ico", mimetype="image/vnd.microsoft.icon", max_age=86400
+    )
 
 
 def _enable_sqlite_concurrency(app: Flask) -> None:
@@ -85,6 +89,7 @@ def _enable_sqlite_concurrency(app: Flask) -> None:
     from sqlalchemy import event
 
     with app.app_context():
+
         @event.listens_for(db.engine, "connect")
         def _pragmas(dbapi_connection, _record):
             cursor = dbapi_connection.cursor()

@@ -6,6 +6,7 @@ between that commit and the enqueue, or Redis is down at that moment, the
 reaper (jobs/maintenance.py) finds the row still ``accepted`` and enqueues it.
 With the database down nothing is stored and the caller gets a 503 (app/errors.py).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -66,7 +67,9 @@ def request_fingerprint(payload) -> str:
 
 
 def _replay(api_key_id: int, key: str, fingerprint: str) -> Accepted | None:
-    reservation = db.session.scalar(select(IdempotencyKey).where(IdempotencyKey.api_key_id == api_key_id, IdempotencyKey.key == key))
+    reservation = db.session.scalar(
+        select(IdempotencyKey).where(IdempotencyKey.api_key_id == api_key_id, IdempotencyKey.key == key)
+    )
     if reservation is None:
         return None
     if reservation.created_at < utcnow() - IDEMPOTENCY_WINDOW:
@@ -104,9 +107,16 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
             # where ``insert(Model).values(**row)`` was a new statement to coerce and cache-key on every request.
             connection = db.session.connection()
             if idempotency_key:
-                connection.execute(_INSERT_KEY, {
-                    "api_key_id": api_key_id, "key": idempotency_key, "request_hash": fingerprint,
-                    "notification_id": notification_id, "created_at": now})
+                connection.execute(
+                    _INSERT_KEY,
+                    {
+                        "api_key_id": api_key_id,
+                        "key": idempotency_key,
+                        "request_hash": fingerprint,
+                        "notification_id": notification_id,
+                        "created_at": now,
+                    },
+                )
             connection.execute(_INSERT_NOTIFICATION, row)
             emit(webhook_events.accepted(row, payload.user_id))
             db.session.commit()
@@ -120,17 +130,37 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
     else:
         raise RuntimeError("idempotency key could not be reserved")
 
-    enqueue_or_leave_to_reaper(enqueue, "jobs.delivery.route_notification", notification_id, priority=priority, at=payload.send_at)
+    enqueue_or_leave_to_reaper(
+        enqueue, "jobs.delivery.route_notification", notification_id, priority=priority, at=payload.send_at
+    )
     return Accepted(notification_id, "accepted", replayed=False)
 
 
-def notification_row(payload: NotificationCreate, recipient_id: int, template_version: int | None, api_key_id: int | None,
-                     idempotency_key: str | None, now) -> dict:
+def notification_row(
+    payload: NotificationCreate,
+    recipient_id: int,
+    template_version: int | None,
+    api_key_id: int | None,
+    idempotency_key: str | None,
+    now,
+) -> dict:
     """The notification row of one accepted send: the single send and every bulk item build it here."""
     return {
-        "id": new_notification_id(), "recipient_id": recipient_id, "type": payload.type, "category": payload.category,
-        "priority": effective_priority(payload.type, payload.priority), "template_key": payload.template,
-        "template_version": template_version, "title": payload.title, "body": payload.body, "data": payload.data,
-        "channels": list(payload.channels), "collapse_key": payload.collapse_key, "idempotency_key": idempotency_key,
-        "api_key_id": api_key_id, "send_at": payload.send_at, "status": "accepted", "created_at": now,
+        "id": new_notification_id(),
+        "recipient_id": recipient_id,
+        "type": payload.type,
+        "category": payload.category,
+        "priority": effective_priority(payload.type, payload.priority),
+        "template_key": payload.template,
+        "template_version": template_version,
+        "title": payload.title,
+        "body": payload.body,
+        "data": payload.data,
+        "channels": list(payload.channels),
+        "collapse_key": payload.collapse_key,
+        "idempotency_key": idempotency_key,
+        "api_key_id": api_key_id,
+        "send_at": payload.send_at,
+        "status": "accepted",
+        "created_at": now,
     }

@@ -9,6 +9,7 @@ inserted in one statement, all in one transaction committed before the 202. A re
 answers its first notification's id; a key used with a different body fails the whole call (409 naming the
 item) and nothing is stored.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -44,15 +45,27 @@ class ItemConflict(Exception):
 
 def _lookups(items: list[NotificationCreate]) -> tuple[dict[str, int], dict[str, int]]:
     users = {item.user_id for item in items}
-    recipients = dict(db.session.execute(select(Recipient.external_id, Recipient.id).where(Recipient.external_id.in_(users))).all())
-    missing = [{"field": f"items.{i}.user_id", "message": f"user {item.user_id!r} does not exist"}
-               for i, item in enumerate(items) if item.user_id not in recipients]
+    recipients = dict(
+        db.session.execute(select(Recipient.external_id, Recipient.id).where(Recipient.external_id.in_(users))).all()
+    )
+    missing = [
+        {"field": f"items.{i}.user_id", "message": f"user {item.user_id!r} does not exist"}
+        for i, item in enumerate(items)
+        if item.user_id not in recipients
+    ]
     if missing:
         raise UnknownNames("unknown_user", missing)
     keys = {item.template for item in items if item.template}
-    versions = dict(db.session.execute(select(Template.key, Template.current_version).where(Template.key.in_(keys))).all()) if keys else {}
-    missing = [{"field": f"items.{i}.template", "message": f"no template with key {item.template!r}"}
-               for i, item in enumerate(items) if item.template and versions.get(item.template) is None]
+    versions = (
+        dict(db.session.execute(select(Template.key, Template.current_version).where(Template.key.in_(keys))).all())
+        if keys
+        else {}
+    )
+    missing = [
+        {"field": f"items.{i}.template", "message": f"no template with key {item.template!r}"}
+        for i, item in enumerate(items)
+        if item.template and versions.get(item.template) is None
+    ]
     if missing:
         raise UnknownNames("unknown_template", missing)
     return recipients, versions
@@ -75,16 +88,25 @@ def accept_bulk(items: list[NotificationCreate], api_key_id: int) -> list[Accept
         row = notification_row(item, recipients[item.user_id], versions.get(item.template), api_key_id, key, now)
         if key:
             first_of_key[key] = (index, fingerprint)
-            reservations[key] = {"api_key_id": api_key_id, "key": key, "request_hash": fingerprint,
-                                 "notification_id": row["id"], "created_at": now}
+            reservations[key] = {
+                "api_key_id": api_key_id,
+                "key": key,
+                "request_hash": fingerprint,
+                "notification_id": row["id"],
+                "created_at": now,
+            }
         rows.append((index, row))
     replayed = _reserve(list(reservations.values()), api_key_id, now, first_of_key)
     fresh = [row for index, row in rows if row["idempotency_key"] not in replayed]
     insert_rows(Notification, fresh)
     db.session.commit()
     _enqueue_routing(fresh)
-    done = {index: Accepted(replayed[row["idempotency_key"]], "accepted", True) if row["idempotency_key"] in replayed
-            else Accepted(row["id"], "accepted", False) for index, row in rows}
+    done = {
+        index: Accepted(replayed[row["idempotency_key"]], "accepted", True)
+        if row["idempotency_key"] in replayed
+        else Accepted(row["id"], "accepted", False)
+        for index, row in rows
+    }
     return [done[i] if i in done else Accepted(done[repeats[i]].id, "accepted", True) for i in range(len(items))]
 
 
@@ -93,16 +115,23 @@ def _reserve(rows: list[dict], api_key_id: int, now, first_of_key: dict[str, tup
     if not rows:
         return {}
     keys = [row["key"] for row in rows]
-    db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.api_key_id == api_key_id, IdempotencyKey.key.in_(keys),
-                                                    IdempotencyKey.created_at < now - IDEMPOTENCY_WINDOW))
+    db.session.execute(
+        delete(IdempotencyKey).where(
+            IdempotencyKey.api_key_id == api_key_id,
+            IdempotencyKey.key.in_(keys),
+            IdempotencyKey.created_at < now - IDEMPOTENCY_WINDOW,
+        )
+    )
     won = {key for (key,) in insert_returning(IdempotencyKey, rows, ["api_key_id", "key"], [IdempotencyKey.key])}
     taken = [key for key in keys if key not in won]
     if not taken:
         return {}
     replayed = {}
     for key, request_hash, notification_id in db.session.execute(
-            select(IdempotencyKey.key, IdempotencyKey.request_hash, IdempotencyKey.notification_id)
-            .where(IdempotencyKey.api_key_id == api_key_id, IdempotencyKey.key.in_(taken))):
+        select(IdempotencyKey.key, IdempotencyKey.request_hash, IdempotencyKey.notification_id).where(
+            IdempotencyKey.api_key_id == api_key_id, IdempotencyKey.key.in_(taken)
+        )
+    ):
         index, fingerprint = first_of_key[key]
         if request_hash != fingerprint or notification_id is None:
             db.session.rollback()

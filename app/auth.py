@@ -1,4 +1,5 @@
 """Who is calling: staff sessions (flask-login) and role checks."""
+
 from __future__ import annotations
 
 from functools import wraps

@@ -2,6 +2,7 @@
 
 The ``worker`` and ``scheduler`` commands are ``jobs/``'s and are registered by ``wsgi.py``: app/ never imports jobs/.
 """
+
 from __future__ import annotations
 
 from flask import Flask
@@ -16,6 +17,14 @@ def init_app(app: Flask) -> None:
     from app.launcher import up
     from app.web import web_command
 
-    for command in (create_api_key, create_staff, seed_demo, inbox_link, user_token_command, up, vapid_keys_command,
-                    web_command):
+    for command in (
+        create_api_key,
+        create_staff,
+        seed_demo,
+        inbox_link,
+        user_token_command,
+        up,
+        vapid_keys_command,
+        web_command,
+    ):
         app.cli.add_command(command)

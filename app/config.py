@@ -4,22 +4,30 @@ Nothing else in Herald touches ``os.environ``. A missing or malformed setting
 raises :class:`ConfigError` with one line naming it; ``wsgi.py`` turns that
 into a clean exit instead of a traceback in the middle of a request.
 """
+
 from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import os
-import re
 import secrets
 from pathlib import Path
 from urllib.parse import urlparse
 
-from limits import parse as parse_limit
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
-from app.redis_client import SENTINEL_FORM, is_sentinel, parse_sentinel_url
+from app.settings_values import (
+    ConfigError,
+    check_api_rate_limit,
+    check_database_url,
+    check_http_url,
+    check_redis_url,
+    check_smtp_url,
+    parse_boolean,
+    parse_float,
+    parse_hosts,
+    parse_int,
+    parse_rate,
+    parse_seconds_list,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INSTANCE = PROJECT_ROOT / "instance"
@@ -28,151 +36,10 @@ QUEUE_NAMES = ("critical", "high", "normal", "low")
 WEBHOOK_QUEUE = "webhooks"
 
 
-class ConfigError(Exception):
-    """A setting is missing or malformed; the message is one line for humans."""
-
-
-def parse_boolean(value: str | None, default: bool = False) -> bool:
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def parse_int(name: str, value: str | None, default: int, minimum: int = 0) -> int:
-    if value is None or value == "":
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
-    if number < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {number}")
-    return number
-
-
-def check_database_url(url: str) -> str:
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(f"DATABASE_URL is not a database URL: {url!r}") from None
-    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-        raise ConfigError(f"DATABASE_URL must be sqlite:// or postgresql://, got {parsed.get_backend_name()!r}")
-    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
-        url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
-    return url
-
-
-def check_redis_url(url: str) -> str:
-    scheme = urlparse(url).scheme
-    if scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
-        raise ConfigError(f"REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel://, got {url!r}")
-    if is_sentinel(url):
-        try:
-            parse_sentinel_url(url)
-        except ValueError as error:
-            raise ConfigError(f"REDIS_URL must look like {SENTINEL_FORM}: {error}") from None
-    return url
-
-
-def check_http_url(name: str, url: str) -> str:
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
-    return url.rstrip("/")
-
-
-def parse_hosts(name: str, value: str | None) -> frozenset[str]:
-    """``"push.lan, 10.0.0.7"`` -> the lower-cased host names and IP addresses, no scheme, port or path."""
-    hosts = frozenset(part.strip().lower().strip("[]") for part in (value or "").split(",") if part.strip())
-    for host in hosts:
-        if not re.fullmatch(r"[a-z0-9.:-]+", host) or (":" in host and not _is_ip(host)):
-            raise ConfigError(f"{name} lists host names or IP addresses, comma-separated; got {host!r}")
-    return hosts
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def check_smtp_url(url: str) -> str:
-    parsed = urlparse(url)
-    if parsed.scheme not in ("smtp", "smtps", "smtp+starttls") or not parsed.hostname:
-        raise ConfigError(f"SMTP_URL must look like smtp://user:pass@host:port, got {url!r}")
-    return url
-
-
-def parse_rate(name: str, value: str | None, default: str) -> float:
-    """``"1/second"``, ``"600000/minute"`` or ``"0"`` (unlimited) -> tokens per second (0.0 = unlimited)."""
-    text = (value or default).strip().lower()
-    if text in ("0", "unlimited"):
-        return 0.0
-    count, _, unit = text.partition("/")
-    seconds = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}.get(unit)
-    try:
-        number = float(count)
-    except ValueError:
-        number = -1
-    if seconds is None or number <= 0:
-        raise ConfigError(f"{name} must look like 10/second, 600000/minute or 0, got {value!r}")
-    return number / seconds
-
-
-def check_rate_limit(text: str) -> str:
-    """One ``limits`` rate such as ``6000/minute``; raises ValueError with a sentence for a form or the CLI."""
-    text = text.strip()
-    if any(sep in text for sep in ";,|"):
-        raise ValueError("Give one rate, like 6000/minute.")
-    try:
-        item = parse_limit(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a rate; write it like 6000/minute or 10/second.") from None
-    if item.amount < 1:
-        raise ValueError("The rate must allow at least one request.")
-    return text
-
-
-def check_api_rate_limit(name: str, value: str) -> str:
-    """The per-key limit a new API key gets unless it is given its own."""
-    try:
-        return check_rate_limit(value)
-    except ValueError as error:
-        raise ConfigError(f"{name}: {error}") from None
-
-
-def parse_float(name: str, value: str | None, default: float, minimum: float = 0.0) -> float:
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if number < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {number}")
-    return number
-
-
 def provider_settings(env: dict[str, str], rq_workers: int) -> dict:
     """Channel providers: credentials, endpoints, rate limits, breakers.
 
-    SMTP_URL / SMTP_FALLBACK_URL          email relays, tried in this order
-    HERALD_SMTP_TIMEOUT                   seconds per SMTP connect/command (default 10)
-    HERALD_UNSUBSCRIBE_MAILTO             a mailbox listed as <mailto:…> in List-Unsubscribe beside the one-click URL
-    TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN SMS account; TWILIO_FROM (a number) or
-    TWILIO_FROM / TWILIO_MESSAGING_SERVICE_SID   TWILIO_MESSAGING_SERVICE_SID as sender
-    TWILIO_FALLBACK_ACCOUNT_SID, ..._AUTH_TOKEN, ..._FROM   a second SMS account for failover
-    TWILIO_API_BASE                       default https://api.twilio.com (tests point it at a local fake)
-    HERALD_SMS_RATE                       per sending number, default 1/second (a US long code)
-    HERALD_SMS_HELP_TEXT                  the reply to an inbound HELP
-    APNS_BASE, APNS_TEAM_ID, APNS_KEY_ID, APNS_KEY_FILE (the .p8), APNS_TOPIC (bundle id), HERALD_APNS_RATE
-    FCM_BASE, FCM_PROJECT_ID, FCM_SERVICE_ACCOUNT_FILE, HERALD_FCM_RATE (default 600000/minute)
-    HERALD_WEB_PUSH_SUBJECT (contact e-mail for VAPID), HERALD_WEB_PUSH_TTL, HERALD_WEB_PUSH_RATE
-    HERALD_WEB_PUSH_PRIVATE_HOSTS         push services on your own network (host names or IPs, comma-separated)
-                                          Herald may call although private, over http too; default none
-    SENDGRID_WEBHOOK_PUBLIC_KEY           the Event Webhook's verification key (base64), for bounces
+    The email, SMS and push providers' own settings are listed on the helpers below; for all of them:
     HERALD_BREAKER_FAIL_MAX, HERALD_BREAKER_RESET_SECONDS   circuit breaker per provider
     HERALD_CHANNEL_SLOTS                  workers one external channel may occupy at once
                                           (default: all but one, so one outage never takes them all)
@@ -180,9 +47,50 @@ def provider_settings(env: dict[str, str], rq_workers: int) -> dict:
     """
     get = env.get
     return {
+        **_email_provider_settings(env),
+        **_sms_provider_settings(env),
+        **_push_provider_settings(env),
+        "BREAKER_FAIL_MAX": parse_int("HERALD_BREAKER_FAIL_MAX", get("HERALD_BREAKER_FAIL_MAX"), 10, minimum=1),
+        "BREAKER_RESET_SECONDS": parse_float("HERALD_BREAKER_RESET_SECONDS", get("HERALD_BREAKER_RESET_SECONDS"), 30.0),
+        "CHANNEL_SLOTS": parse_int(
+            "HERALD_CHANNEL_SLOTS", get("HERALD_CHANNEL_SLOTS"), max(1, rq_workers - 1), minimum=1
+        ),
+        "PROVIDER_CONNECT_TIMEOUT": parse_float(
+            "HERALD_PROVIDER_CONNECT_TIMEOUT", get("HERALD_PROVIDER_CONNECT_TIMEOUT"), 3.0, minimum=0.1
+        ),
+        "PROVIDER_TIMEOUT": parse_float("HERALD_PROVIDER_TIMEOUT", get("HERALD_PROVIDER_TIMEOUT"), 10.0, minimum=0.1),
+    }
+
+
+def _email_provider_settings(env: dict[str, str]) -> dict:
+    """Email relays and bounces.
+
+    SMTP_URL / SMTP_FALLBACK_URL          email relays, tried in this order
+    HERALD_SMTP_TIMEOUT                   seconds per SMTP connect/command (default 10)
+    HERALD_UNSUBSCRIBE_MAILTO             a mailbox listed as <mailto:…> in List-Unsubscribe beside the one-click URL
+    SENDGRID_WEBHOOK_PUBLIC_KEY           the Event Webhook's verification key (base64), for bounces
+    """
+    get = env.get
+    return {
         "SMTP_FALLBACK_URL": check_smtp_url(env["SMTP_FALLBACK_URL"]) if get("SMTP_FALLBACK_URL") else None,
         "UNSUBSCRIBE_MAILTO": get("HERALD_UNSUBSCRIBE_MAILTO") or None,
         "SMTP_TIMEOUT": parse_float("HERALD_SMTP_TIMEOUT", get("HERALD_SMTP_TIMEOUT"), 10.0, minimum=0.1),
+        "SENDGRID_WEBHOOK_PUBLIC_KEY": get("SENDGRID_WEBHOOK_PUBLIC_KEY"),
+    }
+
+
+def _sms_provider_settings(env: dict[str, str]) -> dict:
+    """Twilio accounts.
+
+    TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN SMS account; TWILIO_FROM (a number) or
+    TWILIO_FROM / TWILIO_MESSAGING_SERVICE_SID   TWILIO_MESSAGING_SERVICE_SID as sender
+    TWILIO_FALLBACK_ACCOUNT_SID, ..._AUTH_TOKEN, ..._FROM   a second SMS account for failover
+    TWILIO_API_BASE                       default https://api.twilio.com (tests point it at a local fake)
+    HERALD_SMS_RATE                       per sending number, default 1/second (a US long code)
+    HERALD_SMS_HELP_TEXT                  the reply to an inbound HELP
+    """
+    get = env.get
+    return {
         "TWILIO_ACCOUNT_SID": get("TWILIO_ACCOUNT_SID"),
         "TWILIO_AUTH_TOKEN": get("TWILIO_AUTH_TOKEN"),
         "TWILIO_FROM": get("TWILIO_FROM"),
@@ -192,7 +100,22 @@ def provider_settings(env: dict[str, str], rq_workers: int) -> dict:
         "TWILIO_FALLBACK_FROM": get("TWILIO_FALLBACK_FROM"),
         "TWILIO_API_BASE": check_http_url("TWILIO_API_BASE", get("TWILIO_API_BASE") or "https://api.twilio.com"),
         "SMS_RATE": parse_rate("HERALD_SMS_RATE", get("HERALD_SMS_RATE"), "1/second"),
-        "SMS_HELP_TEXT": get("HERALD_SMS_HELP_TEXT") or "Herald notifications. Reply STOP to unsubscribe, START to resubscribe.",
+        "SMS_HELP_TEXT": get("HERALD_SMS_HELP_TEXT")
+        or "Herald notifications. Reply STOP to unsubscribe, START to resubscribe.",
+    }
+
+
+def _push_provider_settings(env: dict[str, str]) -> dict:
+    """APNs, FCM and web push.
+
+    APNS_BASE, APNS_TEAM_ID, APNS_KEY_ID, APNS_KEY_FILE (the .p8), APNS_TOPIC (bundle id), HERALD_APNS_RATE
+    FCM_BASE, FCM_PROJECT_ID, FCM_SERVICE_ACCOUNT_FILE, HERALD_FCM_RATE (default 600000/minute)
+    HERALD_WEB_PUSH_SUBJECT (contact e-mail for VAPID), HERALD_WEB_PUSH_TTL, HERALD_WEB_PUSH_RATE
+    HERALD_WEB_PUSH_PRIVATE_HOSTS         push services on your own network (host names or IPs, comma-separated)
+                                          Herald may call although private, over http too; default none
+    """
+    get = env.get
+    return {
         "APNS_BASE": check_http_url("APNS_BASE", get("APNS_BASE") or "https://api.push.apple.com"),
         "APNS_TEAM_ID": get("APNS_TEAM_ID"),
         "APNS_KEY_ID": get("APNS_KEY_ID"),
@@ -207,24 +130,7 @@ def provider_settings(env: dict[str, str], rq_workers: int) -> dict:
         "WEB_PUSH_TTL": parse_int("HERALD_WEB_PUSH_TTL", get("HERALD_WEB_PUSH_TTL"), 24 * 3600),
         "WEB_PUSH_RATE": parse_rate("HERALD_WEB_PUSH_RATE", get("HERALD_WEB_PUSH_RATE"), "0"),
         "WEB_PUSH_PRIVATE_HOSTS": parse_hosts("HERALD_WEB_PUSH_PRIVATE_HOSTS", get("HERALD_WEB_PUSH_PRIVATE_HOSTS")),
-        "SENDGRID_WEBHOOK_PUBLIC_KEY": get("SENDGRID_WEBHOOK_PUBLIC_KEY"),
-        "BREAKER_FAIL_MAX": parse_int("HERALD_BREAKER_FAIL_MAX", get("HERALD_BREAKER_FAIL_MAX"), 10, minimum=1),
-        "BREAKER_RESET_SECONDS": parse_float("HERALD_BREAKER_RESET_SECONDS", get("HERALD_BREAKER_RESET_SECONDS"), 30.0),
-        "CHANNEL_SLOTS": parse_int("HERALD_CHANNEL_SLOTS", get("HERALD_CHANNEL_SLOTS"), max(1, rq_workers - 1), minimum=1),
-        "PROVIDER_CONNECT_TIMEOUT": parse_float("HERALD_PROVIDER_CONNECT_TIMEOUT", get("HERALD_PROVIDER_CONNECT_TIMEOUT"), 3.0, minimum=0.1),
-        "PROVIDER_TIMEOUT": parse_float("HERALD_PROVIDER_TIMEOUT", get("HERALD_PROVIDER_TIMEOUT"), 10.0, minimum=0.1),
     }
-
-
-def parse_seconds_list(name: str, value: str | None, default: str) -> tuple[float, ...]:
-    """``"5,300,1800"`` -> (5.0, 300.0, 1800.0); every item a non-negative number."""
-    try:
-        items = tuple(float(part) for part in (value or default).split(",") if part.strip())
-    except ValueError:
-        items = ()
-    if not items or any(item < 0 for item in items):
-        raise ConfigError(f"{name} must be comma-separated seconds like 5,300,1800, got {value!r}")
-    return items
 
 
 # Standard Webhooks' recommended schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h after each failure), its last
@@ -250,15 +156,19 @@ def webhook_settings(env: dict[str, str]) -> dict:
     return {
         "WEBHOOK_ALLOWED_HOSTS": hosts,
         "WEBHOOK_TIMEOUT": timeout,
-        "WEBHOOK_RETRY_SCHEDULE": parse_seconds_list("HERALD_WEBHOOK_RETRY_SCHEDULE", get("HERALD_WEBHOOK_RETRY_SCHEDULE"),
-                                                     WEBHOOK_RETRY_SCHEDULE),
-        "WEBHOOK_DISABLE_AFTER_HOURS": parse_float("HERALD_WEBHOOK_DISABLE_AFTER_HOURS",
-                                                   get("HERALD_WEBHOOK_DISABLE_AFTER_HOURS"), 24.0),
-        "WEBHOOK_DISABLE_MIN_FAILURES": parse_int("HERALD_WEBHOOK_DISABLE_MIN_FAILURES",
-                                                  get("HERALD_WEBHOOK_DISABLE_MIN_FAILURES"), 10, minimum=1),
+        "WEBHOOK_RETRY_SCHEDULE": parse_seconds_list(
+            "HERALD_WEBHOOK_RETRY_SCHEDULE", get("HERALD_WEBHOOK_RETRY_SCHEDULE"), WEBHOOK_RETRY_SCHEDULE
+        ),
+        "WEBHOOK_DISABLE_AFTER_HOURS": parse_float(
+            "HERALD_WEBHOOK_DISABLE_AFTER_HOURS", get("HERALD_WEBHOOK_DISABLE_AFTER_HOURS"), 24.0
+        ),
+        "WEBHOOK_DISABLE_MIN_FAILURES": parse_int(
+            "HERALD_WEBHOOK_DISABLE_MIN_FAILURES", get("HERALD_WEBHOOK_DISABLE_MIN_FAILURES"), 10, minimum=1
+        ),
         "WEBHOOK_CONCURRENCY": parse_int("HERALD_WEBHOOK_CONCURRENCY", get("HERALD_WEBHOOK_CONCURRENCY"), 8, minimum=1),
-        "WEBHOOK_LEASE_SECONDS": parse_int("HERALD_WEBHOOK_LEASE_SECONDS", get("HERALD_WEBHOOK_LEASE_SECONDS"),
-                                           max(60, int(timeout * 3)), minimum=1),
+        "WEBHOOK_LEASE_SECONDS": parse_int(
+            "HERALD_WEBHOOK_LEASE_SECONDS", get("HERALD_WEBHOOK_LEASE_SECONDS"), max(60, int(timeout * 3)), minimum=1
+        ),
     }
 
 
@@ -295,16 +205,26 @@ def embed_settings(env: dict[str, str], secret_key: str, inbox_secret: str) -> d
     if len(token_secret) < 32:
         raise ConfigError("HERALD_USER_TOKEN_SECRET must be at least 32 characters")
     if token_secret == inbox_secret:
-        raise ConfigError("HERALD_USER_TOKEN_SECRET must differ from HERALD_INBOX_SECRET (see the README's embed section)")
+        raise ConfigError(
+            "HERALD_USER_TOKEN_SECRET must differ from HERALD_INBOX_SECRET (see the README's embed section)"
+        )
     origins = []
     for origin in (env.get("HERALD_EMBED_ORIGINS") or "").replace(",", " ").split():
         parsed = urlparse(origin)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path or parsed.query or origin.endswith("/"):
+        if (
+            parsed.scheme not in ("http", "https")
+            or not parsed.netloc
+            or parsed.path
+            or parsed.query
+            or origin.endswith("/")
+        ):
             raise ConfigError(f"HERALD_EMBED_ORIGINS holds origins like https://app.example.com, got {origin!r}")
         origins.append(origin.lower())
     return {
         "USER_TOKEN_SECRET": token_secret,
-        "USER_TOKEN_MAX_SECONDS": parse_int("HERALD_USER_TOKEN_MAX_SECONDS", env.get("HERALD_USER_TOKEN_MAX_SECONDS"), 86400, minimum=1),
+        "USER_TOKEN_MAX_SECONDS": parse_int(
+            "HERALD_USER_TOKEN_MAX_SECONDS", env.get("HERALD_USER_TOKEN_MAX_SECONDS"), 86400, minimum=1
+        ),
         "EMBED_ORIGINS": tuple(origins),
     }
 
@@ -329,7 +249,8 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
     port = parse_int("HERALD_PORT", env.get("HERALD_PORT"), 5000, minimum=1)
     inbox_secret = env.get("HERALD_INBOX_SECRET") or secret_key
     return {
-        **provider_settings(env, rq_workers), **scheduler_settings(env),
+        **provider_settings(env, rq_workers),
+        **scheduler_settings(env),
         **embed_settings(env, secret_key, inbox_secret),
         **webhook_settings(env),
         "INSTANCE_PATH": str(instance),
@@ -342,23 +263,11 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
         "BASE_URL": check_http_url("HERALD_BASE_URL", env.get("HERALD_BASE_URL", f"http://127.0.0.1:{port}")),
         "SMTP_URL": check_smtp_url(env["SMTP_URL"]) if env.get("SMTP_URL") else None,
         "MAIL_FROM": env.get("HERALD_MAIL_FROM", "Herald <no-reply@herald.local>"),
-        "API_RATE_LIMIT": check_api_rate_limit("HERALD_API_RATE_LIMIT", env.get("HERALD_API_RATE_LIMIT", "6000/minute")),
-        # Notifications (with deliveries and events) and the rules' sent log older than this are deleted; 0 keeps all.
-        "RETENTION_DAYS": parse_int("HERALD_RETENTION_DAYS", env.get("HERALD_RETENTION_DAYS"), 365),
-        # Links in email and push go through {BASE_URL}/c/<signed token> so clicks can be counted.
-        "TRACK_CLICKS": parse_boolean(env.get("HERALD_TRACK_CLICKS"), default=True),
-        "MARKETING_CAP_PER_HOUR": parse_int("HERALD_MARKETING_CAP_PER_HOUR", env.get("HERALD_MARKETING_CAP_PER_HOUR"), 3),
-        # What one render of a user-authored template may spend; over it, the delivery fails as render_error.
-        "RENDER_TIMEOUT_MS": parse_int("HERALD_RENDER_TIMEOUT_MS", env.get("HERALD_RENDER_TIMEOUT_MS"), 200, minimum=1),
-        "RENDER_MAX_BYTES": parse_int("HERALD_RENDER_MAX_BYTES", env.get("HERALD_RENDER_MAX_BYTES"), 256 * 1024, minimum=1024),
-        "DISPATCH_LEASE_SECONDS": parse_int("HERALD_DISPATCH_LEASE_SECONDS", env.get("HERALD_DISPATCH_LEASE_SECONDS"), 120, minimum=1),
-        "SESSION_COOKIE_SECURE": parse_boolean(env.get("HERALD_SECURE_COOKIES")),
-        "SESSION_COOKIE_HTTPONLY": True,
-        "SESSION_COOKIE_SAMESITE": "Lax",
-        "REMEMBER_COOKIE_HTTPONLY": True,
-        "REMEMBER_COOKIE_SAMESITE": "Lax",
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
-        "WTF_CSRF_TIME_LIMIT": None,
+        "API_RATE_LIMIT": check_api_rate_limit(
+            "HERALD_API_RATE_LIMIT", env.get("HERALD_API_RATE_LIMIT", "6000/minute")
+        ),
+        **_delivery_settings(env),
+        **_session_settings(env),
         "PORT": port,
         # The address `flask web` listens on: loopback unless told otherwise (a container says 0.0.0.0).
         "HOST": env.get("HERALD_HOST") or "127.0.0.1",
@@ -366,10 +275,48 @@ def from_environment(env: dict[str, str] | None = None, instance_path: Path | No
         "DEMO_DATA": parse_boolean(env.get("HERALD_DEMO_DATA")),
         "WEB_WORKERS": parse_int("HERALD_WEB_WORKERS", env.get("HERALD_WEB_WORKERS"), 2, minimum=1),
         "RQ_WORKERS": rq_workers,
-        "SSE_HEARTBEAT_SECONDS": parse_float("HERALD_SSE_HEARTBEAT_SECONDS", env.get("HERALD_SSE_HEARTBEAT_SECONDS"), 15.0, minimum=0.05),
+        "SSE_HEARTBEAT_SECONDS": parse_float(
+            "HERALD_SSE_HEARTBEAT_SECONDS", env.get("HERALD_SSE_HEARTBEAT_SECONDS"), 15.0, minimum=0.05
+        ),
         # When set, /metrics answers only to "Authorization: Bearer <token>".
         "METRICS_TOKEN": env.get("HERALD_METRICS_TOKEN") or None,
         # Daily rules: evaluated every N minutes (aligned to the clock), claims sent in batches of this size.
-        "RULES_EVALUATION_MINUTES": parse_int("RULES_EVALUATION_MINUTES", env.get("RULES_EVALUATION_MINUTES"), 15, minimum=1),
+        "RULES_EVALUATION_MINUTES": parse_int(
+            "RULES_EVALUATION_MINUTES", env.get("RULES_EVALUATION_MINUTES"), 15, minimum=1
+        ),
         "RULES_SEND_BATCH": parse_int("HERALD_RULES_SEND_BATCH", env.get("HERALD_RULES_SEND_BATCH"), 1000, minimum=1),
+    }
+
+
+def _delivery_settings(env: dict[str, str]) -> dict:
+    """How long Herald keeps what it sent, and what one send may cost it."""
+    return {
+        # Notifications (with deliveries and events) and the rules' sent log older than this are deleted; 0 keeps all.
+        "RETENTION_DAYS": parse_int("HERALD_RETENTION_DAYS", env.get("HERALD_RETENTION_DAYS"), 365),
+        # Links in email and push go through {BASE_URL}/c/<signed token> so clicks can be counted.
+        "TRACK_CLICKS": parse_boolean(env.get("HERALD_TRACK_CLICKS"), default=True),
+        "MARKETING_CAP_PER_HOUR": parse_int(
+            "HERALD_MARKETING_CAP_PER_HOUR", env.get("HERALD_MARKETING_CAP_PER_HOUR"), 3
+        ),
+        # What one render of a user-authored template may spend; over it, the delivery fails as render_error.
+        "RENDER_TIMEOUT_MS": parse_int("HERALD_RENDER_TIMEOUT_MS", env.get("HERALD_RENDER_TIMEOUT_MS"), 200, minimum=1),
+        "RENDER_MAX_BYTES": parse_int(
+            "HERALD_RENDER_MAX_BYTES", env.get("HERALD_RENDER_MAX_BYTES"), 256 * 1024, minimum=1024
+        ),
+        "DISPATCH_LEASE_SECONDS": parse_int(
+            "HERALD_DISPATCH_LEASE_SECONDS", env.get("HERALD_DISPATCH_LEASE_SECONDS"), 120, minimum=1
+        ),
+    }
+
+
+def _session_settings(env: dict[str, str]) -> dict:
+    """Console sessions, cookies and forms, and the database pool."""
+    return {
+        "SESSION_COOKIE_SECURE": parse_boolean(env.get("HERALD_SECURE_COOKIES")),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "WTF_CSRF_TIME_LIMIT": None,
     }

@@ -7,6 +7,7 @@ database cannot happen. Recipient data comes from a seeded random generator
 :mod:`secrets` and are written to ``<instance>/demo-credentials.txt``
 (mode 0600), the only place they are kept.
 """
+
 from __future__ import annotations
 
 import base64
@@ -27,6 +28,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import insert, select
 
 from app.api.keys import create_api_key
+from app.demo_templates import TEMPLATES, template_variants
 from app.extensions import db
 from app.models import Device, Preference, Recipient, Rule, StaffUser, Template, TemplateVersion
 from app.outbound_webhooks.endpoints import add_request_log_endpoint
@@ -95,92 +97,6 @@ REGIONS = (
     Region("Australia/Sydney", "AU", ("en",), "+6141#######"),
 )
 
-_EN = {
-    "welcome": {
-        "in_app": {"title": "Welcome to Herald", "body": "Hi {{ recipient.id }}, your account is ready."},
-        "email": {
-            "subject": "Welcome aboard",
-            "html": "<p>Hi {{ recipient.id }},</p><p>Your account is ready. We are glad you are here.</p>",
-            "text": "Hi {{ recipient.id }},\n\nYour account is ready. We are glad you are here.",
-        },
-        "sms": {"text": "Welcome! Your account is ready."},
-        "push": {"title": "Welcome", "body": "Your account is ready."},
-    },
-    "low_balance": {
-        "in_app": {
-            "title": "Your balance is low",
-            "body": "Your balance is {{ recipient.attributes.balance }}, below your "
-                    "{{ recipient.attributes.low_balance_threshold }} alert level.",
-        },
-        "email": {
-            "subject": "Low balance: {{ recipient.attributes.balance }}",
-            "html": "<p>Your balance is <strong>{{ recipient.attributes.balance }}</strong>, below your alert level "
-                    "of {{ recipient.attributes.low_balance_threshold }}.</p><p>Top up to avoid interruptions.</p>",
-            "text": "Your balance is {{ recipient.attributes.balance }}, below your alert level of "
-                    "{{ recipient.attributes.low_balance_threshold }}.\nTop up to avoid interruptions.",
-        },
-        "sms": {"text": "Low balance: {{ recipient.attributes.balance }} "
-                        "(alert level {{ recipient.attributes.low_balance_threshold }}). Top up soon."},
-        "push": {"title": "Low balance", "body": "Your balance is {{ recipient.attributes.balance }}."},
-    },
-    "weekly_digest": {
-        "in_app": {"title": "Your week in review", "body": "Here is what happened this week."},
-        "email": {
-            "subject": "Your weekly digest",
-            "html": "<h1>Your week</h1><p>Here is what happened this week on your {{ recipient.attributes.plan }} plan.</p>",
-            "text": "Your week\n\nHere is what happened this week on your {{ recipient.attributes.plan }} plan.",
-        },
-        "push": {"title": "Your weekly digest", "body": "See what happened this week."},
-    },
-    "security_alert": {
-        "in_app": {"title": "New sign-in", "body": "A new device signed in to your account. Was it you?"},
-        "email": {
-            "subject": "Security alert: new sign-in",
-            "html": "<p>A new device signed in to your account.</p><p>If it was not you, reset your password now.</p>",
-            "text": "A new device signed in to your account.\nIf it was not you, reset your password now.",
-        },
-        "sms": {"text": "Security alert: a new device signed in. Not you? Reset your password now."},
-        "push": {"title": "Security alert", "body": "A new device signed in to your account."},
-    },
-}
-
-_ES = {
-    "welcome": {
-        "in_app": {"title": "Bienvenido a Herald", "body": "Hola {{ recipient.id }}, tu cuenta está lista."},
-        "email": {
-            "subject": "Te damos la bienvenida",
-            "html": "<p>Hola {{ recipient.id }},</p><p>Tu cuenta está lista.</p>",
-            "text": "Hola {{ recipient.id }},\n\nTu cuenta está lista.",
-        },
-        "sms": {"text": "¡Bienvenido! Tu cuenta está lista."},
-        "push": {"title": "Bienvenido", "body": "Tu cuenta está lista."},
-    },
-    "low_balance": {
-        "in_app": {
-            "title": "Tu saldo es bajo",
-            "body": "Tu saldo es {{ recipient.attributes.balance }}, por debajo de tu nivel de alerta "
-                    "de {{ recipient.attributes.low_balance_threshold }}.",
-        },
-        "email": {
-            "subject": "Saldo bajo: {{ recipient.attributes.balance }}",
-            "html": "<p>Tu saldo es <strong>{{ recipient.attributes.balance }}</strong>, por debajo de tu nivel de "
-                    "alerta de {{ recipient.attributes.low_balance_threshold }}.</p>",
-            "text": "Tu saldo es {{ recipient.attributes.balance }}, por debajo de tu nivel de alerta de "
-                    "{{ recipient.attributes.low_balance_threshold }}.",
-        },
-        "sms": {"text": "Saldo bajo: {{ recipient.attributes.balance }}. Recarga pronto."},
-        "push": {"title": "Saldo bajo", "body": "Tu saldo es {{ recipient.attributes.balance }}."},
-    },
-}
-
-# key -> (name, type, category)
-TEMPLATES = {
-    "welcome": ("Welcome", "transactional", "account"),
-    "low_balance": ("Low balance", "transactional", "low_balance"),
-    "weekly_digest": ("Weekly digest", "marketing", "marketing"),
-    "security_alert": ("Security alert", "security", "security"),
-}
-
 
 @dataclass(frozen=True)
 class DemoCredentials:
@@ -235,7 +151,8 @@ def load_demo(instance_path: str | Path, count: int = RECIPIENT_COUNT) -> DemoCr
     add_request_log_endpoint(current_app.config["BASE_URL"])
     db.session.execute(insert(Recipient), [_recipient_row(number, rng, now) for number in range(1, count + 1)])
     recipient_ids = db.session.scalars(
-        select(Recipient.id).where(Recipient.external_id.like("demo-%")).order_by(Recipient.id)).all()
+        select(Recipient.id).where(Recipient.external_id.like("demo-%")).order_by(Recipient.id)
+    ).all()
     _bulk_insert(Device, _device_rows(recipient_ids, rng, now))
     _bulk_insert(Preference, _preference_rows(recipient_ids, rng))
     create_topic_with("team", "Team", recipient_ids[:DEMO_TEAM_SIZE])  # "topic": "team" reaches demo-00001 and 11 more
@@ -259,9 +176,7 @@ def _add_staff(email: str, role: str, password: str) -> StaffUser:
 
 def _add_templates(created_by: int) -> None:
     for key, (name, kind, category) in TEMPLATES.items():
-        variants = {"en": _EN[key]}
-        if key in _ES:
-            variants["es"] = _ES[key]
+        variants = template_variants(key)
         template = Template(key=key, name=name, type=kind, category=category, default_locale="en", current_version=1)
         template.versions.append(TemplateVersion(version=1, variants=variants, created_by=created_by))
         db.session.add(template)
@@ -271,10 +186,22 @@ def _add_low_balance_rule() -> None:
     """The neobank's daily alert, live from the first minute: in-app (and email to the mail sink) for the ~5 %
     below their own threshold, once per local day, 09:00-19:00 in each recipient's zone; the ~10 % without a
     zone are judged by their country attribute."""
-    db.session.add(Rule(
-        name=DEMO_RULE_NAME, enabled=True, audience=DEFAULT_AUDIENCE, type="transactional", category="low_balance",
-        priority="normal", template_key="low_balance", channels=["in_app", "email"], window_start=DEFAULT_WINDOW[0],
-        window_end=DEFAULT_WINDOW[1], every_days=1, no_timezone_policy=COUNTRY_POLICY))
+    db.session.add(
+        Rule(
+            name=DEMO_RULE_NAME,
+            enabled=True,
+            audience=DEFAULT_AUDIENCE,
+            type="transactional",
+            category="low_balance",
+            priority="normal",
+            template_key="low_balance",
+            channels=["in_app", "email"],
+            window_start=DEFAULT_WINDOW[0],
+            window_end=DEFAULT_WINDOW[1],
+            every_days=1,
+            no_timezone_policy=COUNTRY_POLICY,
+        )
+    )
 
 
 def _recipient_row(number: int, rng: random.Random, now: datetime) -> dict:
@@ -328,8 +255,16 @@ def _device_rows(recipient_ids: list[int], rng: random.Random, now: datetime) ->
 
 
 def _device_row(recipient_id: int, platform: str, token: str, now: datetime, p256dh=None, auth=None) -> dict:
-    return {"recipient_id": recipient_id, "platform": platform, "token": token, "p256dh": p256dh, "auth": auth,
-            "active": True, "last_seen_at": now, "created_at": now}
+    return {
+        "recipient_id": recipient_id,
+        "platform": platform,
+        "token": token,
+        "p256dh": p256dh,
+        "auth": auth,
+        "active": True,
+        "last_seen_at": now,
+        "created_at": now,
+    }
 
 
 def _fcm_token(rng: random.Random) -> str:
@@ -342,8 +277,9 @@ def _web_push_row(recipient_id: int, rng: random.Random, now: datetime) -> dict:
     host = rng.choice(("https://fcm.googleapis.com/fcm/send/", "https://updates.push.services.mozilla.com/wpush/v2/"))
     public_key = ec.generate_private_key(ec.SECP256R1()).public_key()
     p256dh = _b64url(public_key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint))
-    return _device_row(recipient_id, "web", host + _b64url(rng.randbytes(96)), now,
-                       p256dh=p256dh, auth=_b64url(rng.randbytes(16)))
+    return _device_row(
+        recipient_id, "web", host + _b64url(rng.randbytes(96)), now, p256dh=p256dh, auth=_b64url(rng.randbytes(16))
+    )
 
 
 def _b64url(raw: bytes) -> str:
@@ -382,8 +318,11 @@ def echo_credentials(instance_path: str | Path) -> None:
 
 
 @click.command("seed-demo")
-@click.option("--when-enabled", is_flag=True,
-              help="Load only when HERALD_DEMO_DATA is on (the container image's migrate step passes this).")
+@click.option(
+    "--when-enabled",
+    is_flag=True,
+    help="Load only when HERALD_DEMO_DATA is on (the container image's migrate step passes this).",
+)
 @with_appcontext
 def seed_demo(when_enabled: bool) -> None:
     """Load demo data once (recipients, templates, staff, an API key) and print the credentials."""
@@ -395,6 +334,8 @@ def seed_demo(when_enabled: bool) -> None:
     else:
         started = time.monotonic()
         load_demo(instance_path)
-        click.echo(f"Loaded demo data: {RECIPIENT_COUNT} recipients, {len(TEMPLATES)} templates, "
-                   f"1 daily rule, 2 staff accounts, 1 API key ({time.monotonic() - started:.1f} s).")
+        click.echo(
+            f"Loaded demo data: {RECIPIENT_COUNT} recipients, {len(TEMPLATES)} templates, "
+            f"1 daily rule, 2 staff accounts, 1 API key ({time.monotonic() - started:.1f} s)."
+        )
     echo_credentials(instance_path)

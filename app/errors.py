@@ -1,4 +1,5 @@
 """Error pages: JSON under /v1 and /webhooks, styled HTML elsewhere. Never a bare 500."""
+
 from __future__ import annotations
 
 import logging
@@ -31,12 +32,16 @@ def _json_error(status: int, code: str, message: str, errors: list | None = None
 
 def handle_http_error(error: HTTPException):
     if wants_json():
-        response, status = _json_error(error.code or 500, (error.name or "error").lower().replace(" ", "_"), error.description or "")
+        response, status = _json_error(
+            error.code or 500, (error.name or "error").lower().replace(" ", "_"), error.description or ""
+        )
         for header in ("Retry-After", "WWW-Authenticate", "Allow"):
             if error.get_response().headers.get(header):
                 response.headers[header] = error.get_response().headers[header]
         return response, status
-    return render_template("errors/error.html", code=error.code, name=error.name, description=error.description), error.code
+    return render_template(
+        "errors/error.html", code=error.code, name=error.name, description=error.description
+    ), error.code
 
 
 def handle_csrf_error(error: CSRFError):

@@ -7,6 +7,7 @@ level: the app is imported by each worker, after the patch.
 Command-line options (``flask web --host/--port/--workers``, or ``GUNICORN_CMD_ARGS``)
 override what is set here.
 """
+
 import signal
 
 worker_class = "gevent"  # SSE streams are long requests: one greenlet each, not one thread

@@ -3,6 +3,7 @@
 ``/healthz`` needs no sign-in, so it names which dependency is down and
 nothing more: the driver's message (host, port, user) goes to the log only.
 """
+
 import logging
 
 from flask import Blueprint, jsonify

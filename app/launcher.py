@@ -8,6 +8,7 @@ the terminal's Ctrl-C reaches only this process, which then stops them in
 order: children first, embedded Redis last. A child that dies on its own
 stops everything with exit code 1.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -158,8 +159,13 @@ def run_migrations(env: dict[str, str]) -> None:
     if schema_is_current():
         return
     echo("upgrading the database schema")
-    result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=PROJECT_ROOT, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines() or ["(no output)"]
         raise click.ClickException(f"database migration failed: {lines[-1]}")
@@ -186,18 +192,28 @@ def child_commands(config: dict) -> list[tuple[str, list[str]]]:
     """
     flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
     stop_soon = ["--shutdown-timeout", "5"]
-    commands = [("web", gunicorn_argv(config["HOST"], config["PORT"], config["WEB_WORKERS"], graceful_timeout=5)),
-                ("worker-urgent", flask + ["worker", "critical", "high", *stop_soon])]
-    commands += [(f"worker-{n}", flask + ["worker", *QUEUE_NAMES, *stop_soon]) for n in range(1, config["RQ_WORKERS"] + 1)]
-    commands.append(("worker-webhooks", flask + ["worker", WEBHOOK_QUEUE, *stop_soon]))  # a slow endpoint never holds up a send
+    commands = [
+        ("web", gunicorn_argv(config["HOST"], config["PORT"], config["WEB_WORKERS"], graceful_timeout=5)),
+        ("worker-urgent", flask + ["worker", "critical", "high", *stop_soon]),
+    ]
+    commands += [
+        (f"worker-{n}", flask + ["worker", *QUEUE_NAMES, *stop_soon]) for n in range(1, config["RQ_WORKERS"] + 1)
+    ]
+    commands.append(
+        ("worker-webhooks", flask + ["worker", WEBHOOK_QUEUE, *stop_soon])
+    )  # a slow endpoint never holds up a send
     commands.append(("scheduler", flask + ["scheduler"]))
     return commands
 
 
 def child_environment(config: dict, mail_url: str | None) -> dict[str, str]:
     """The launcher's own environment, pinned to the resources it resolved, so every child agrees."""
-    env = {**os.environ, "HERALD_INSTANCE_PATH": config["INSTANCE_PATH"], "REDIS_URL": config["REDIS_URL"],
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "HERALD_INSTANCE_PATH": config["INSTANCE_PATH"],
+        "REDIS_URL": config["REDIS_URL"],
+        "PYTHONUNBUFFERED": "1",
+    }
     env.setdefault("HERALD_BASE_URL", f"http://127.0.0.1:{config['PORT']}")
     if mail_url:
         env["SMTP_URL"] = mail_url
@@ -229,8 +245,10 @@ def supervise(services: Services) -> int:
     while True:
         exited = services.exited_child()
         if exited is not None:
-            echo(f"{exited.name} (pid {exited.process.pid}) exited unexpectedly with code "
-                 f"{exited.process.returncode}; stopping everything")
+            echo(
+                f"{exited.name} (pid {exited.process.pid}) exited unexpectedly with code "
+                f"{exited.process.returncode}; stopping everything"
+            )
             return 1
         time.sleep(POLL_INTERVAL)
 
@@ -272,8 +290,12 @@ def start_all(services: Services, config: dict, load_demo: bool, mail_port: int)
 
 
 @click.command("up")
-@click.option("--port", type=click.IntRange(1, 65535), default=None,
-              help="Port of the web server on 127.0.0.1 (default: HERALD_PORT, else 5000).")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Port of the web server on 127.0.0.1 (default: HERALD_PORT, else 5000).",
+)
 @click.option("--no-demo", is_flag=True, help="Do not load the demo data.")
 @click.option("--mail-port", type=int, default=0, help="Port of the local SMTP sink (default: a free one).")
 @with_appcontext

@@ -25,6 +25,7 @@ does not work through a transaction-pooling PgBouncer or on SQLite), and a
 lease with an explicit time-to-live tells its holder exactly how long it may
 act, whereas a session lock is lost silently with its connection.
 """
+
 from __future__ import annotations
 
 import logging

@@ -4,6 +4,7 @@
 channel works end to end on a laptop and nothing leaves the machine. Open the
 files with any mail client, or read them as text.
 """
+
 from __future__ import annotations
 
 import itertools

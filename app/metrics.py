@@ -7,6 +7,7 @@ the Redis fallback of the accept path, which exists exactly when Redis cannot
 count: those figures are this process's own. Open unless
 ``METRICS_TOKEN`` is set; then a scraper sends it as a bearer token.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -38,12 +39,16 @@ class DatabaseCollector:
         notifications = GaugeMetricFamily("herald_notifications", "Notifications stored, by type", labels=["type"])
         for kind, count in db.session.execute(select(Notification.type, func.count()).group_by(Notification.type)):
             notifications.add_metric([kind], count)
-        deliveries = GaugeMetricFamily("herald_deliveries", "Deliveries stored, by channel and status",
-                                       labels=["channel", "status"])
+        deliveries = GaugeMetricFamily(
+            "herald_deliveries", "Deliveries stored, by channel and status", labels=["channel", "status"]
+        )
         for channel, status, count in db.session.execute(
-                select(Delivery.channel, Delivery.status, func.count()).group_by(Delivery.channel, Delivery.status)):
+            select(Delivery.channel, Delivery.status, func.count()).group_by(Delivery.channel, Delivery.status)
+        ):
             deliveries.add_metric([channel, status], count)
-        dead = db.session.scalar(select(func.count()).select_from(Delivery).where(Delivery.dead_lettered_at.is_not(None)))
+        dead = db.session.scalar(
+            select(func.count()).select_from(Delivery).where(Delivery.dead_lettered_at.is_not(None))
+        )
         yield notifications
         yield deliveries
         yield GaugeMetricFamily("herald_dead_letters", "Deliveries on the dead-letter list", value=dead or 0)
@@ -63,8 +68,11 @@ class QueueCollector:
             return
         up.add_metric([], 1)
         leading = get_redis().exists(key(*LEADER_KEY_PARTS))
-        yield GaugeMetricFamily("herald_scheduler_leader", "1 while a scheduler process holds the lease and runs "
-                                "periodic work, 0 when none does", value=1 if leading else 0)
+        yield GaugeMetricFamily(
+            "herald_scheduler_leader",
+            "1 while a scheduler process holds the lease and runs periodic work, 0 when none does",
+            value=1 if leading else 0,
+        )
         jobs = GaugeMetricFamily("herald_queue_jobs", "RQ jobs per queue and state", labels=["queue", "state"])
         workers = GaugeMetricFamily("herald_queue_workers", "RQ workers listening on each queue", labels=["queue"])
         for name, depth in depths.items():
@@ -79,17 +87,24 @@ class RedisOutageCollector:
 
     def collect(self):
         counters = outage.counters
-        yield GaugeMetricFamily("herald_rate_limit_fallback_active",
-                                "1 while this process counts API rate limits in memory because Redis is unreachable",
-                                value=1 if outage.active else 0)
-        yield CounterMetricFamily("herald_rate_limit_fallback_requests",
-                                  "API requests this process rate-limited in memory because Redis was unreachable",
-                                  value=counters.fallback_charges)
-        yield CounterMetricFamily("herald_accept_enqueue_deferred",
-                                  "Notifications this process accepted without enqueueing (Redis unreachable); "
-                                  "the reaper routes them", value=counters.deferred_enqueues)
-        yield CounterMetricFamily("herald_redis_outages", "Redis outages this process has noticed",
-                                  value=counters.outages)
+        yield GaugeMetricFamily(
+            "herald_rate_limit_fallback_active",
+            "1 while this process counts API rate limits in memory because Redis is unreachable",
+            value=1 if outage.active else 0,
+        )
+        yield CounterMetricFamily(
+            "herald_rate_limit_fallback_requests",
+            "API requests this process rate-limited in memory because Redis was unreachable",
+            value=counters.fallback_charges,
+        )
+        yield CounterMetricFamily(
+            "herald_accept_enqueue_deferred",
+            "Notifications this process accepted without enqueueing (Redis unreachable); the reaper routes them",
+            value=counters.deferred_enqueues,
+        )
+        yield CounterMetricFamily(
+            "herald_redis_outages", "Redis outages this process has noticed", value=counters.outages
+        )
 
 
 def provider_metrics() -> bytes:
@@ -111,8 +126,13 @@ def authorised(expected: str | None, header: str) -> bool:
 @bp.get("/metrics")
 def metrics():
     if not authorised(current_app.config.get("METRICS_TOKEN"), request.headers.get("Authorization", "")):
-        abort(Response("metrics need 'Authorization: Bearer <METRICS_TOKEN>'\n", 401,
-                       {"WWW-Authenticate": 'Bearer realm="metrics"', "Content-Type": "text/plain"}))
+        abort(
+            Response(
+                "metrics need 'Authorization: Bearer <METRICS_TOKEN>'\n",
+                401,
+                {"WWW-Authenticate": 'Bearer realm="metrics"', "Content-Type": "text/plain"},
+            )
+        )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector())
     registry.register(QueueCollector())

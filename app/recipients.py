@@ -1,14 +1,16 @@
 """Recipient profile, preferences, devices and erasure: the writes behind /v1/users."""
+
 from __future__ import annotations
 
 from sqlalchemy import delete, select
 
+from app.device_schemas import DeviceCreate
 from app.extensions import db
 from app.models import AuditEntry, Device, Preference, Recipient
 from app.models.types import utcnow
 from app.outbound_webhooks import events as webhook_events
 from app.outbound_webhooks.outbox import emit
-from app.schemas import DeviceCreate, PreferencesUpdate, UserUpsert
+from app.schemas import PreferencesUpdate, UserUpsert
 
 
 def find_recipient(external_id: str) -> Recipient | None:
@@ -32,7 +34,9 @@ def upsert_recipient(external_id: str, fields: UserUpsert) -> tuple[Recipient, b
                 value = {}
             setattr(recipient, name, value)
     if "quiet_hours" in given:
-        recipient.quiet_start, recipient.quiet_end = fields.quiet_hours.as_times() if fields.quiet_hours else (None, None)
+        recipient.quiet_start, recipient.quiet_end = (
+            fields.quiet_hours.as_times() if fields.quiet_hours else (None, None)
+        )
     recipient.updated_at = utcnow()
     db.session.commit()
     return recipient, created
@@ -43,8 +47,16 @@ def erase_recipient(recipient: Recipient, actor: str) -> None:
 
     The audit entry keeps only the internal id: the erasure is provable, the person is not identifiable.
     """
-    db.session.add(AuditEntry(actor=actor, action="recipient.erase", target_type="recipient",
-                              target_id=str(recipient.id), before=None, after=None))
+    db.session.add(
+        AuditEntry(
+            actor=actor,
+            action="recipient.erase",
+            target_type="recipient",
+            target_id=str(recipient.id),
+            before=None,
+            after=None,
+        )
+    )
     db.session.delete(recipient)
     db.session.commit()
 
@@ -54,15 +66,20 @@ def set_preferences(recipient: Recipient, update: PreferencesUpdate) -> None:
     existing = {(p.channel, p.category): p for p in recipient.preferences}
     before = {switch: row.enabled for switch, row in existing.items()}
     after = {(item.channel, item.category): item.enabled for item in update.preferences}
-    facts = [fact for channel, category in webhook_events.switched_off(before, after)
-             for fact in webhook_events.unsubscribed(recipient.external_id, channel, category, "preferences")]
+    facts = [
+        fact
+        for channel, category in webhook_events.switched_off(before, after)
+        for fact in webhook_events.unsubscribed(recipient.external_id, channel, category, "preferences")
+    ]
     if update.hard_stop and not recipient.hard_stop:
         facts += webhook_events.unsubscribed(recipient.external_id, None, None, "preferences")
     emit(facts)
     for item in update.preferences:
         row = existing.get((item.channel, item.category))
         if row is None:
-            row = Preference(recipient_id=recipient.id, channel=item.channel, category=item.category, enabled=item.enabled)
+            row = Preference(
+                recipient_id=recipient.id, channel=item.channel, category=item.category, enabled=item.enabled
+            )
             db.session.add(row)
             existing[(item.channel, item.category)] = row
         else:

@@ -10,6 +10,7 @@ Redis pub/sub channels ignore the database number, so every key and channel
 Herald owns goes through :func:`key` and carries the configured prefix; two
 Herald installations (or two test runs) can share one Redis server.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,8 +66,13 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
         raise ValueError("the path must be /service_name or /service_name/db")
     if len(parts) == 2 and not parts[1].isdigit():
         raise ValueError(f"the database must be a number, got {parts[1]!r}")
-    return SentinelTarget(tuple(sentinels), unquote(parts[0]), int(parts[1]) if len(parts) == 2 else 0,
-                          unquote(username) or None, unquote(password) or None)
+    return SentinelTarget(
+        tuple(sentinels),
+        unquote(parts[0]),
+        int(parts[1]) if len(parts) == 2 else 0,
+        unquote(username) or None,
+        unquote(password) or None,
+    )
 
 
 def is_unix_socket(url: str) -> bool:
@@ -106,15 +112,17 @@ def limits_storage(url: str, options: dict) -> tuple[str, dict]:
     travels as an option, and it must count on the primary, not on a replica.
     """
     if is_unix_socket(url):
-        return "redis+unix://" + url[len("unix://"):], options
+        return "redis+unix://" + url[len("unix://") :], options
     if not is_sentinel(url):
         return url, options
     target = parse_sentinel_url(url)
     hosts = ",".join(f"{host}:{port}" for host, port in target.sentinels)
     timeouts = {name: value for name, value in options.items() if name.startswith("socket_")}
     # Credentials as options: limits would pass a URL's percent-encoded password on as it is written.
-    return (f"redis+sentinel://{hosts}/{target.service_name}",
-            {**options, **target.auth, "db": target.db, "use_replicas": False, "sentinel_kwargs": timeouts})
+    return (
+        f"redis+sentinel://{hosts}/{target.service_name}",
+        {**options, **target.auth, "db": target.db, "use_replicas": False, "sentinel_kwargs": timeouts},
+    )
 
 
 def init_app(app) -> None:

@@ -14,6 +14,7 @@ during an outage do not each wait on a refused connection, logs the outage
 once when it starts and once when it ends, and lets one request per
 ``PROBE_SECONDS`` try Redis again. ``/metrics`` exports its counters.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,8 +71,12 @@ class RedisOutage:
                 return
             self.down_since = self.clock()
             self.counters.outages += 1
-        log.warning("Redis unreachable while %s (%s); accepting anyway: per-key rate limits counted in this process, "
-                    "routing left to the reaper until Redis answers", doing, type(error).__name__)
+        log.warning(
+            "Redis unreachable while %s (%s); accepting anyway: per-key rate limits counted in this process, "
+            "routing left to the reaper until Redis answers",
+            doing,
+            type(error).__name__,
+        )
 
     def succeeded(self) -> None:
         if self.down_since is None:

@@ -9,17 +9,16 @@ a boolean), and every rule a validator enforces is also written into the
 schema (a pattern, an enum, a length, a format, an ``anyOf``) so that the
 document states it.
 """
+
 from __future__ import annotations
 
-import base64
 import re
 from datetime import datetime, time
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import phonenumbers
-from cryptography.hazmat.primitives.asymmetric import ec
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from app.channels import channel_names, content_fields
@@ -29,7 +28,6 @@ from app.json_values import E164_PATTERN, TIME_ZONES, EmailField, PhoneField, St
 Channel = Literal[channel_names()]  # the channel registry (app/channels/) is the one list
 NotificationType = Literal["marketing", "transactional", "security"]
 Priority = Literal["low", "normal", "high", "critical"]
-Platform = Literal["ios", "android", "web"]
 
 CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 LOCALE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"
@@ -78,10 +76,14 @@ def parse_timezone(value: str | None) -> str | None:
 
 
 class QuietHours(Strict):
-    start: str = Field(pattern=HHMM_PATTERN, description="Local time HH:MM (24-hour) when the quiet window starts",
-                       examples=["22:00"])
-    end: str = Field(pattern=HHMM_PATTERN, description="Local time HH:MM (24-hour) when it ends (may be the next day)",
-                     examples=["07:00"])
+    start: str = Field(
+        pattern=HHMM_PATTERN, description="Local time HH:MM (24-hour) when the quiet window starts", examples=["22:00"]
+    )
+    end: str = Field(
+        pattern=HHMM_PATTERN,
+        description="Local time HH:MM (24-hour) when it ends (may be the next day)",
+        examples=["07:00"],
+    )
 
     def as_times(self) -> tuple[time, time]:
         return time.fromisoformat(self.start), time.fromisoformat(self.end)
@@ -112,7 +114,8 @@ class UserUpsert(ContactFields):
     timezone: TimeZoneField = Field(None, examples=["Asia/Singapore"])
     locale: str | None = Field(None, pattern=LOCALE_PATTERN, examples=["pt-BR"])
     attributes: StoredAttributes | None = Field(
-        None, description="Flat attributes (strings, numbers, booleans, lists of those), replaced as a whole")
+        None, description="Flat attributes (strings, numbers, booleans, lists of those), replaced as a whole"
+    )
     quiet_hours: QuietHours | None = None
 
 
@@ -148,109 +151,37 @@ class Preferences(BaseModel):
     hard_stop: bool
 
 
-def _b64url_bytes(value: str) -> bytes:
-    return base64.urlsafe_b64decode(value + "=" * (-len(value.rstrip("=")) % 4))
-
-
-# Canonical base64url of exactly 16 bytes, and of a 65-byte uncompressed point (first byte 0x04).
-AUTH_SECRET_PATTERN = r"^[A-Za-z0-9_-]{21}[AQgw]={0,2}$"
-P256_POINT_PATTERN = r"^B[A-P][A-Za-z0-9_-]{84}[AEIMQUYcgkosw048]=?$"
-APNS_TOKEN_PATTERN = r"^[0-9a-fA-F]{64,200}$"
-FCM_TOKEN_PATTERN = r"^[A-Za-z0-9_:-]{32,4096}$"
-
-
-class WebPushKeys(Strict):
-    p256dh: Annotated[str, WithJsonSchema({
-        "type": "string", "format": "p256-public-key", "minLength": 87, "maxLength": 88,
-        "description": f"The subscription's P-256 public key: 65 bytes, uncompressed, base64url ({P256_POINT_PATTERN}), "
-                       "and a point on the curve"})] = Field(pattern=P256_POINT_PATTERN)
-    auth: str = Field(pattern=AUTH_SECRET_PATTERN, description="16-byte authentication secret, base64url")
-
-    @field_validator("p256dh")
-    @classmethod
-    def _p256_point(cls, value: str) -> str:
-        try:
-            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), _b64url_bytes(value.rstrip("=")))
-        except ValueError:
-            raise ValueError("is not a point on the P-256 curve") from None
-        return value
-
-
-class WebPushSubscription(Strict):
-    endpoint: Annotated[str, WithJsonSchema({
-        "type": "string", "format": "public-https-url", "maxLength": 2048,
-        "description": "The push service's absolute https:// URL; its host must be a public DNS name (not localhost, "
-                       "*.local, *.internal, *.lan, *.home.arpa, a bare name) or a public address"})] = Field(max_length=2048)
-    keys: WebPushKeys
-
-
 def _no(field: str) -> dict:
     return {"not": {"required": [field], "properties": {field: {"not": {"type": "null"}}}}}
-
-
-DEVICE_RULES = {"oneOf": [
-    {"properties": {"platform": {"const": "web"}}, "required": ["subscription"],
-     "allOf": [{"properties": {"subscription": {"type": "object"}}}, _no("token")]},
-    {"properties": {"platform": {"const": "ios"}, "token": {"type": "string", "pattern": APNS_TOKEN_PATTERN}},
-     "required": ["token"], "allOf": [_no("subscription")]},
-    {"properties": {"platform": {"const": "android"}, "token": {"type": "string", "pattern": FCM_TOKEN_PATTERN}},
-     "required": ["token"], "allOf": [_no("subscription")]},
-]}
-
-
-class DeviceCreate(Strict):
-    """web takes ``subscription``; ios takes a hex APNs token; android an FCM token (the schema's ``oneOf``)."""
-
-    model_config = ConfigDict(json_schema_extra=DEVICE_RULES)
-
-    platform: Platform
-    token: str | None = Field(None, description="APNs (ios: 64+ hex characters) or FCM (android: 32+ of "
-                                                "[A-Za-z0-9_:-]) registration token; not for web")
-    subscription: WebPushSubscription | None = Field(None, description="PushSubscription.toJSON() (web only)")
-
-    @model_validator(mode="after")
-    def _token_matches_platform(self) -> DeviceCreate:
-        if self.platform == "web":
-            if self.subscription is None:
-                raise ValueError("subscription is required for platform web")
-            if self.token is not None:
-                raise ValueError("token is only for ios/android; web uses subscription")
-        else:
-            if self.token is None:
-                raise ValueError(f"token is required for platform {self.platform}")
-            if self.subscription is not None:
-                raise ValueError("subscription is only for platform web")
-            if self.platform == "ios" and not re.fullmatch(APNS_TOKEN_PATTERN, self.token):
-                raise ValueError("token: an APNs device token is 64+ hexadecimal characters")
-            if self.platform == "android" and not re.fullmatch(FCM_TOKEN_PATTERN, self.token):
-                raise ValueError("token: an FCM registration token is 32+ characters of [A-Za-z0-9_:-]")
-        return self
-
-
-class Device(BaseModel):
-    id: int
-    platform: Platform
-    active: bool
-    created_at: datetime
 
 
 def _content_rules() -> dict:
     """The body rules no single field states: content is required, and literal text must fit every channel asked for."""
     present = {"type": "string", "minLength": 1}
-    has_content = {"anyOf": [{"required": [field], "properties": {field: present}} for field in ("template", "title", "body")]}
+    has_content = {
+        "anyOf": [{"required": [field], "properties": {field: present}} for field in ("template", "title", "body")]
+    }
     fits = []
     for channel, fields in content_fields().items():
         # Literal text lands in the channel's field of the same name, else in its last one (SMS: "text").
-        limits = {field: FIELD_LIMITS.get((channel, field if field in fields else fields[-1])) for field in ("title", "body")}
+        limits = {
+            field: FIELD_LIMITS.get((channel, field if field in fields else fields[-1])) for field in ("title", "body")
+        }
         if any(limits.values()):
-            fits.append({"if": {"required": ["channels"], "properties": {"channels": {"contains": {"const": channel}}}},
-                         "then": {"properties": {field: {"maxLength": limit} for field, limit in limits.items() if limit}}})
+            fits.append(
+                {
+                    "if": {"required": ["channels"], "properties": {"channels": {"contains": {"const": channel}}}},
+                    "then": {"properties": {field: {"maxLength": limit} for field, limit in limits.items() if limit}},
+                }
+            )
     return {"allOf": [has_content, *fits]}
 
 
 IDEMPOTENCY_HEADER_PATTERN = r"^[!-~]([ -~]{0,253}[!-~])?$"
-IDEMPOTENCY_KEY_DESCRIPTION = ("Or the Idempotency-Key header; when both are sent they must be equal. "
-                               "Same key + same body within 24 h returns the first answer; a different body is 409.")
+IDEMPOTENCY_KEY_DESCRIPTION = (
+    "Or the Idempotency-Key header; when both are sent they must be equal. "
+    "Same key + same body within 24 h returns the first answer; a different body is 409."
+)
 
 
 class NotificationCreate(Strict):
@@ -265,8 +196,9 @@ class NotificationCreate(Strict):
     title: str | None = Field(None, max_length=500)
     body: str | None = Field(None, max_length=10_000)
     data: dict[str, Any] = Field(default_factory=dict, description="Payload for deep links, available to templates")
-    channels: list[Channel] = Field(min_length=1, max_length=5, json_schema_extra={"uniqueItems": True},
-                                    description="Each channel at most once")
+    channels: list[Channel] = Field(
+        min_length=1, max_length=5, json_schema_extra={"uniqueItems": True}, description="Each channel at most once"
+    )
     priority: Priority = "normal"
     idempotency_key: str | None = Field(None, min_length=1, max_length=255, description=IDEMPOTENCY_KEY_DESCRIPTION)
     send_at: datetime | None = Field(None, description="RFC 3339 date-time with a UTC offset; later delivery")
@@ -301,8 +233,10 @@ class NotificationCreate(Strict):
                 limit = FIELD_LIMITS.get((channel, limit_field)) or FIELD_LIMITS.get((channel, "text"))
                 if text and limit and len(text) > limit:
                     raise PydanticCustomError(
-                        "too_long_for_channel", "{field} has {length} characters; {channel} accepts at most {limit}",
-                        {"field": field, "length": len(text), "channel": channel, "limit": limit})
+                        "too_long_for_channel",
+                        "{field} has {length} characters; {channel} accepts at most {limit}",
+                        {"field": field, "length": len(text), "channel": channel, "limit": limit},
+                    )
         return self
 
 
@@ -382,4 +316,3 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
-

@@ -4,6 +4,7 @@ One RQ queue per priority; workers listen in :data:`QUEUE_NAMES` order, so
 critical never waits behind low. Each job's timeout and retry are declared
 once, in :data:`JOBS`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -69,7 +70,12 @@ def queue_depths() -> dict[str, dict[str, int]]:
 def options(func: str, timeout_key: str = "job_timeout") -> dict:
     """RQ's keyword arguments for ``func``; ``prepare_data``/``create_job`` spell the timeout ``timeout``."""
     spec = JOBS.get(func, DEFAULT_JOB)
-    return {"retry": spec.retry, timeout_key: spec.timeout, "failure_ttl": spec.failure_ttl, "result_ttl": spec.result_ttl}
+    return {
+        "retry": spec.retry,
+        timeout_key: spec.timeout,
+        "failure_ttl": spec.failure_ttl,
+        "result_ttl": spec.result_ttl,
+    }
 
 
 def enqueue(func: str, *args, priority: str = "normal", at: datetime | None = None):
@@ -89,18 +95,20 @@ def enqueue_all(func: str, calls: list[tuple[tuple, datetime]], priority: str, c
     queue = get_queue(priority)
     now = utcnow()
     for start in range(0, len(calls), chunk):
-        part = calls[start:start + chunk]
+        part = calls[start : start + chunk]
         with queue.connection.pipeline() as pipe:
             due = [Queue.prepare_data(func, args, **options(func, "timeout")) for args, run_at in part if run_at <= now]
             if due:
                 queue.enqueue_many(due, pipeline=pipe)
             for args, run_at in part:
                 if run_at > now:
-                    queue.schedule_job(queue.create_job(func, args=args, **options(func, "timeout")), run_at, pipeline=pipe)
+                    queue.schedule_job(
+                        queue.create_job(func, args=args, **options(func, "timeout")), run_at, pipeline=pipe
+                    )
             pipe.execute()
 
 
 def deliver_later(delivery_ids: list[int], priority: str, at: datetime | None = None, chunk: int = 1000) -> None:
     """Hand deliveries to the pipeline's job, in chunks."""
     for start in range(0, len(delivery_ids), chunk):
-        enqueue("jobs.delivery.deliver", delivery_ids[start:start + chunk], priority=priority, at=at)
+        enqueue("jobs.delivery.deliver", delivery_ids[start : start + chunk], priority=priority, at=at)

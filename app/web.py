@@ -4,6 +4,7 @@ It replaces itself with gunicorn (``exec``), so a supervisor's SIGTERM reaches
 gunicorn's master directly: no new connections, open requests finish, SSE
 streams end with a final ``retry:`` (``app/gunicorn_config.py``).
 """
+
 from __future__ import annotations
 
 import os
@@ -30,10 +31,18 @@ def gunicorn_argv(host: str, port: int, workers: int, graceful_timeout: int | No
 @click.command("web")
 @click.option("--host", default=None, help="Address to listen on (default: HERALD_HOST, else 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default: HERALD_PORT, else 5000).")
-@click.option("--workers", type=click.IntRange(1, 256), default=None,
-              help="gunicorn gevent worker processes (default: HERALD_WEB_WORKERS, else 2).")
-@click.option("--graceful-timeout", type=click.IntRange(0, 3600), default=None,
-              help="Seconds open requests get after SIGTERM (default 25).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="gunicorn gevent worker processes (default: HERALD_WEB_WORKERS, else 2).",
+)
+@click.option(
+    "--graceful-timeout",
+    type=click.IntRange(0, 3600),
+    default=None,
+    help="Seconds open requests get after SIGTERM (default 25).",
+)
 @with_appcontext
 def web_command(host: str | None, port: int | None, workers: int | None, graceful_timeout: int | None) -> None:
     """Serve the API, console and inbox with gunicorn + gevent until SIGTERM.
@@ -41,8 +50,9 @@ def web_command(host: str | None, port: int | None, workers: int | None, gracefu
     Other gunicorn settings can be given in GUNICORN_CMD_ARGS (gunicorn reads it itself).
     """
     config = current_app.config
-    argv = gunicorn_argv(host or config["HOST"], port or config["PORT"], workers or config["WEB_WORKERS"],
-                         graceful_timeout)
+    argv = gunicorn_argv(
+        host or config["HOST"], port or config["PORT"], workers or config["WEB_WORKERS"], graceful_timeout
+    )
     sys.stdout.flush()
     sys.stderr.flush()
     os.chdir(PROJECT_ROOT)  # gunicorn imports wsgi:app from the working directory

@@ -1,4 +1,5 @@
 """RQ entry points of campaigns; planning lives in :mod:`app.campaigns.batches`, batches in :mod:`app.campaigns.fanout`."""
+
 from __future__ import annotations
 
 from app.campaigns.batches import plan_campaign as _plan_campaign

@@ -1,4 +1,5 @@
 """The ``flask worker`` and ``flask scheduler`` commands, registered on the app by ``wsgi.py`` (app/ never imports jobs/)."""
+
 from __future__ import annotations
 
 from flask import Flask

@@ -1,4 +1,5 @@
 """The console dashboard's shared counts, refreshed by a worker when a viewer finds them stale."""
+
 from __future__ import annotations
 
 from app.console.stats import refresh_snapshot

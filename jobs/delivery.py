@@ -1,4 +1,5 @@
 """RQ entry points of the delivery pipeline (:mod:`app.pipeline`); the work itself lives there."""
+
 from __future__ import annotations
 
 from app.pipeline.deliver import deliver as _deliver
@@ -28,4 +29,3 @@ def dispatch_delivery(delivery_id: int) -> str:
         if report.counts[outcome]:
             return outcome
     return "not-claimed"
-

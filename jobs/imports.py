@@ -1,4 +1,5 @@
 """RQ entry point of CSV imports; the import itself is :mod:`app.audiences.importer`."""
+
 from __future__ import annotations
 
 from app.audiences.importer import run_import as _run_import

@@ -4,6 +4,7 @@ Every step of the pipeline is idempotent (unique deliveries, conditional
 claims), so re-driving is always safe; this module only has to *find* the
 work. It runs every 30 s from the scheduler process.
 """
+
 from __future__ import annotations
 
 import logging
@@ -67,8 +68,11 @@ def redrive_stuck_work(now: datetime, lease_seconds: int, stale_after: timedelta
     stale = now - stale_after
     unrouted = db.session.execute(
         select(Notification.id, Notification.priority)
-        .where(Notification.status == "accepted", Notification.created_at < stale,
-               or_(Notification.send_at.is_(None), Notification.send_at < stale))
+        .where(
+            Notification.status == "accepted",
+            Notification.created_at < stale,
+            or_(Notification.send_at.is_(None), Notification.send_at < stale),
+        )
         .limit(BATCH)
     ).all()
     for notification_id, priority in unrouted:
@@ -78,11 +82,16 @@ def redrive_stuck_work(now: datetime, lease_seconds: int, stale_after: timedelta
     stuck = db.session.execute(
         select(Delivery.id, Notification.priority)
         .join(Notification, Notification.id == Delivery.notification_id)
-        .where(or_(
-            and_(Delivery.status == PENDING, Delivery.updated_at < stale,
-                 or_(Delivery.not_before.is_(None), Delivery.not_before < stale)),
-            and_(Delivery.status == SENDING, Delivery.claimed_at < lease_expired),
-        ))
+        .where(
+            or_(
+                and_(
+                    Delivery.status == PENDING,
+                    Delivery.updated_at < stale,
+                    or_(Delivery.not_before.is_(None), Delivery.not_before < stale),
+                ),
+                and_(Delivery.status == SENDING, Delivery.claimed_at < lease_expired),
+            )
+        )
         .limit(BATCH)
     ).all()
     # Whatever their origin: the pipeline re-checks it (a campaign's pause, a rule's send window) before sending.
@@ -94,8 +103,12 @@ def redrive_stuck_work(now: datetime, lease_seconds: int, stale_after: timedelta
     runs = relaunch_unplanned(stale)
     db.session.remove()
     if unrouted or stuck or runs:
-        log.warning("re-drove %d unrouted notifications, %d stuck deliveries and %d unplanned runs",
-                    len(unrouted), len(stuck), runs)
+        log.warning(
+            "re-drove %d unrouted notifications, %d stuck deliveries and %d unplanned runs",
+            len(unrouted),
+            len(stuck),
+            runs,
+        )
     return {"notifications": len(unrouted), "deliveries": len(stuck), "runs": runs}
 
 

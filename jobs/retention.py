@@ -7,6 +7,7 @@ hourly run carries on. A rule's sent-log row is the dedup gate for its period,
 so it is kept at least two days past the end of the longest period that rule
 uses ("every N days"), whatever the retention says.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,16 +57,24 @@ def purge_expired_history(now: datetime, retention_days: int, budget_seconds: fl
     deadline = time.monotonic() + budget_seconds
     cutoff = now - timedelta(days=retention_days)
     notifications, finished = _delete_in_chunks(
-        Notification, Notification.created_at < cutoff, Notification.created_at, deadline)
+        Notification, Notification.created_at < cutoff, Notification.created_at, deadline
+    )
     rule_sends = 0
     for rule_id, every_days in db.session.execute(select(Rule.id, Rule.every_days)).all():
         if not finished:
             break
-        condition = (RuleSend.rule_id == rule_id) & (RuleSend.local_date < sent_log_cutoff(now, retention_days, every_days))
+        condition = (RuleSend.rule_id == rule_id) & (
+            RuleSend.local_date < sent_log_cutoff(now, retention_days, every_days)
+        )
         count, finished = _delete_in_chunks(RuleSend, condition, RuleSend.id, deadline)
         rule_sends += count
     db.session.rollback()
     if notifications or rule_sends:
-        log.info("retention (%d days): deleted %d notifications and %d sent-log rows%s", retention_days,
-                 notifications, rule_sends, "" if finished else "; more next run")
+        log.info(
+            "retention (%d days): deleted %d notifications and %d sent-log rows%s",
+            retention_days,
+            notifications,
+            rule_sends,
+            "" if finished else "; more next run",
+        )
     return {"notifications": notifications, "rule_sends": rule_sends, "finished": finished}

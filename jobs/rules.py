@@ -1,4 +1,5 @@
 """Daily rules in the background: the periodic evaluation and the batch jobs that send to external channels."""
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,16 @@ def evaluate_rules_if_due(now: datetime, minutes: int) -> list | None:
     results = evaluate_all(now)
     get_redis().set(done_key, slot, ex=minutes * 60 * 4)
     for result in results:
-        log.info("rule %s evaluated at %s: %d claimed, %d sent, %d waiting, %d expired, %d suppressed",
-                 result.rule_id, now.isoformat(), result.claimed, result.sent, result.waiting, result.expired, result.suppressed)
+        log.info(
+            "rule %s evaluated at %s: %d claimed, %d sent, %d waiting, %d expired, %d suppressed",
+            result.rule_id,
+            now.isoformat(),
+            result.claimed,
+            result.sent,
+            result.waiting,
+            result.expired,
+            result.suppressed,
+        )
     db.session.remove()
     return results
 

@@ -7,6 +7,7 @@ others stand by with their APScheduler paused and take over within the lease
 A per-job Redis lock stays as a second fence: a job still running in a
 deposed leader keeps its lock, so the new leader skips that job until it ends.
 """
+
 from __future__ import annotations
 
 import logging
@@ -95,16 +96,28 @@ PERIODIC_JOBS = {
 
 
 def build_scheduler(may_run=lambda: True) -> BackgroundScheduler:
-    scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1,
-                                                                  "misfire_grace_time": 60})
+    scheduler = BackgroundScheduler(
+        timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
+    )
     for name, (_func, seconds) in PERIODIC_JOBS.items():
-        scheduler.add_job(locked(name, ttl=max(seconds * 2, 60), may_run=may_run), "interval", seconds=seconds,
-                          id=name, name=name, next_run_time=utcnow())
+        scheduler.add_job(
+            locked(name, ttl=max(seconds * 2, 60), may_run=may_run),
+            "interval",
+            seconds=seconds,
+            id=name,
+            name=name,
+            next_run_time=utcnow(),
+        )
     return scheduler
 
 
-def lead_while_elected(scheduler: BackgroundScheduler, lease: RedisLease, leadership: Leadership,
-                       stop: threading.Event, clock=time.monotonic) -> None:
+def lead_while_elected(
+    scheduler: BackgroundScheduler,
+    lease: RedisLease,
+    leadership: Leadership,
+    stop: threading.Event,
+    clock=time.monotonic,
+) -> None:
     """Until ``stop``: hold or seek the lease; run the (paused) scheduler exactly while this process leads.
 
     The jobs themselves check ``leadership.active`` as they start (``locked``), so none starts past the deadline
@@ -151,8 +164,9 @@ def scheduler_command() -> None:
     leadership = Leadership(timing)
     scheduler = build_scheduler(may_run=lambda: leadership.active(time.monotonic()))
     # A lease call blocks at most half the safety margin, so the leader notices in time that it cannot renew.
-    client = connect(current_app.config["REDIS_URL"], socket_timeout=timing.margin / 2,
-                     socket_connect_timeout=timing.margin / 2)
+    client = connect(
+        current_app.config["REDIS_URL"], socket_timeout=timing.margin / 2, socket_connect_timeout=timing.margin / 2
+    )
     lease = RedisLease(client, key(*LEADER_KEY_PARTS), timing.lease, holder_label())
     # Blocked before any thread starts, so every thread inherits the mask and sigwait below receives them.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
@@ -161,8 +175,9 @@ def scheduler_command() -> None:
     log.info("scheduler %s started with jobs: %s; seeking the lease", lease.holder, ", ".join(PERIODIC_JOBS))
     scheduler.start(paused=True)
     stop = threading.Event()
-    candidate = threading.Thread(target=lead_while_elected, args=(scheduler, lease, leadership, stop),
-                                 name="scheduler-lease")
+    candidate = threading.Thread(
+        target=lead_while_elected, args=(scheduler, lease, leadership, stop), name="scheduler-lease"
+    )
     candidate.start()
     received = signal.sigwait(STOP_SIGNALS)
     log.info("%s received; stopping once the passes in progress finish", signal.Signals(received).name)

@@ -1,4 +1,5 @@
 """RQ entry point of the outbound-webhook dispatcher (:mod:`app.outbound_webhooks.dispatch`), on the ``webhooks`` queue."""
+
 from __future__ import annotations
 
 from app.outbound_webhooks.dispatch import dispatch as _dispatch

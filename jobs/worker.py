@@ -1,4 +1,5 @@
 """``flask worker [--burst] [QUEUE...]``: an RQ worker that runs jobs inside the app context."""
+
 from __future__ import annotations
 
 import logging
@@ -57,8 +58,11 @@ class HeraldWorker(SimpleWorker):
         super().request_stop(signum, frame)
 
     def _interrupt_job(self) -> None:
-        log.warning("the job in hand is still running %.0f s after the stop request; interrupting it so that "
-                    "RQ hands it back to its queue", self.shutdown_timeout)
+        log.warning(
+            "the job in hand is still running %.0f s after the stop request; interrupting it so that "
+            "RQ hands it back to its queue",
+            self.shutdown_timeout,
+        )
         os.kill(os.getpid(), signal.SIGTERM)
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
@@ -69,8 +73,9 @@ class HeraldWorker(SimpleWorker):
     def perform_job(self, job, queue, execution):
         interval = max(0.5, self.get_heartbeat_ttl(job) / 4)
         stop = threading.Event()
-        beating = threading.Thread(target=self._beat, args=(job, execution, stop, interval), daemon=True,
-                                   name="job-heartbeat")
+        beating = threading.Thread(
+            target=self._beat, args=(job, execution, stop, interval), daemon=True, name="job-heartbeat"
+        )
         beating.start()
         try:
             return super().perform_job(job, queue, execution)
@@ -93,8 +98,9 @@ class HeraldWorker(SimpleWorker):
         super().teardown()
 
 
-def build_worker(queue_names: tuple[str, ...] = QUEUE_NAMES, name: str | None = None,
-                 shutdown_timeout: float | None = None) -> HeraldWorker:
+def build_worker(
+    queue_names: tuple[str, ...] = QUEUE_NAMES, name: str | None = None, shutdown_timeout: float | None = None
+) -> HeraldWorker:
     worker = HeraldWorker(
         [get_queue(q) for q in queue_names],
         connection=get_redis(),
@@ -110,8 +116,13 @@ def build_worker(queue_names: tuple[str, ...] = QUEUE_NAMES, name: str | None = 
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
 @click.option("--name", default=None, help="Worker name (default: RQ's generated one).")
-@click.option("--shutdown-timeout", type=click.FloatRange(1, 3600), default=HeraldWorker.shutdown_timeout,
-              show_default=True, help="Seconds the job in hand may run on after SIGTERM before it is handed back.")
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(1, 3600),
+    default=HeraldWorker.shutdown_timeout,
+    show_default=True,
+    help="Seconds the job in hand may run on after SIGTERM before it is handed back.",
+)
 @click.argument("queues", nargs=-1)
 @with_appcontext
 def worker_command(burst: bool, name: str | None, shutdown_timeout: float, queues: tuple[str, ...]) -> None:
@@ -128,8 +139,9 @@ def worker_command(burst: bool, name: str | None, shutdown_timeout: float, queue
     work_through_redis_outages(ordered, name, burst, shutdown_timeout)
 
 
-def work_through_redis_outages(queue_names: tuple[str, ...], name: str | None, burst: bool,
-                               shutdown_timeout: float | None = None) -> None:
+def work_through_redis_outages(
+    queue_names: tuple[str, ...], name: str | None, burst: bool, shutdown_timeout: float | None = None
+) -> None:
     """Work until stopped, across Redis outages.
 
     RQ waits out a Redis outage only while it is idle; one that lands mid-job makes ``work()`` quit. Then this

@@ -8,6 +8,7 @@ claims with a lock key, plus a key prefix of its own for pub/sub; when no
 Redis answers, a private redis-server is started. So two runs can share a
 machine.
 """
+
 from __future__ import annotations
 
 import os
@@ -183,8 +184,14 @@ def redis_conn(app):
 def start_worker(args: list[str], env: dict) -> subprocess.Popen:
     """``flask worker ARGS`` in a process group of its own: RQ forks its scheduler into a child process, which a
     SIGKILL of the worker alone would orphan, and an orphaned scheduler keeps moving jobs in a later run's Redis."""
-    return subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "worker", *args], cwd=PROJECT_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "worker", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def kill_worker(process: subprocess.Popen) -> None:
@@ -228,9 +235,26 @@ def live_server(app, test_env, tmp_path_factory):
     env = {**os.environ, **test_env, "HERALD_BASE_URL": f"http://127.0.0.1:{port}"}
     log = open(log_path, "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", "1000",
-         "-b", f"127.0.0.1:{port}", "--timeout", "60", "wsgi:app"],
-        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gevent",
+            "-w",
+            "1",
+            "--worker-connections",
+            "1000",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--timeout",
+            "60",
+            "wsgi:app",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port, process=process)

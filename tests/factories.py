@@ -1,4 +1,5 @@
 """Build rows for tests with sensible defaults; keyword arguments override."""
+
 from __future__ import annotations
 
 import base64
@@ -31,7 +32,9 @@ def make_recipient(**fields) -> Recipient:
     return recipient
 
 
-def make_staff(email: str = "admin@example.com", password: str = "correct horse battery", role: str = "admin") -> StaffUser:
+def make_staff(
+    email: str = "admin@example.com", password: str = "correct horse battery", role: str = "admin"
+) -> StaffUser:
     staff = StaffUser(email=email, role=role)
     staff.set_password(password)
     db.session.add(staff)
@@ -43,14 +46,20 @@ def make_template(key: str = "welcome", variants: dict | None = None, **fields) 
     values = {"name": key.replace("_", " ").title(), "category": "general", "type": "transactional"}
     values.update(fields)
     template = Template(key=key, current_version=1, **values)
-    template.versions.append(TemplateVersion(version=1, variants=variants or {
-        "en": {
-            "in_app": {"title": "Hello {{ recipient.id }}", "body": "Welcome aboard."},
-            "email": {"subject": "Welcome", "html": "<p>Welcome aboard.</p>", "text": "Welcome aboard."},
-            "sms": {"text": "Welcome aboard."},
-            "push": {"title": "Welcome", "body": "Welcome aboard."},
-        }
-    }))
+    template.versions.append(
+        TemplateVersion(
+            version=1,
+            variants=variants
+            or {
+                "en": {
+                    "in_app": {"title": "Hello {{ recipient.id }}", "body": "Welcome aboard."},
+                    "email": {"subject": "Welcome", "html": "<p>Welcome aboard.</p>", "text": "Welcome aboard."},
+                    "sms": {"text": "Welcome aboard."},
+                    "push": {"title": "Welcome", "body": "Welcome aboard."},
+                }
+            },
+        )
+    )
     db.session.add(template)
     db.session.commit()
     return template
@@ -58,8 +67,13 @@ def make_template(key: str = "welcome", variants: dict | None = None, **fields) 
 
 def make_notification(recipient: Recipient, **fields) -> Notification:
     values = {
-        "type": "transactional", "category": "general", "priority": "normal",
-        "title": "Hello", "body": "World", "data": {}, "channels": ["in_app"],
+        "type": "transactional",
+        "category": "general",
+        "priority": "normal",
+        "title": "Hello",
+        "body": "World",
+        "data": {},
+        "channels": ["in_app"],
     }
     values.update(fields)
     notification = Notification(recipient_id=recipient.id, **values)
@@ -70,8 +84,11 @@ def make_notification(recipient: Recipient, **fields) -> Notification:
 
 def web_push_keys() -> dict:
     """Keys of a real browser subscription: a fresh P-256 point and a 16-byte auth secret, base64url."""
-    point = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    point = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    )
     return {"p256dh": _b64url(point), "auth": _b64url(os.urandom(16))}
 
 

@@ -2,6 +2,7 @@
 (gunicorn gevent web + an RQ worker) pointed at them. Nothing here is shared with the rest of the suite, so
 killing a server hurts no other test.
 """
+
 from __future__ import annotations
 
 import glob
@@ -66,13 +67,29 @@ class PrivatePostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, tool: str, *args: str) -> None:
-        subprocess.run([*self.as_owner, str(self.bin / tool), *args], check=True, timeout=60,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.run(
+            [*self.as_owner, str(self.bin / tool), *args],
+            check=True,
+            timeout=60,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     def start(self) -> PrivatePostgres:
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.directory / "server.log"), "-o", options,
-                  "-w", "-t", "30", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.directory / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "30",
+            "start",
+        )
         return self
 
     def stop(self) -> None:
@@ -125,10 +142,16 @@ class Herald:
         self.log_path = directory / "herald.log"  # web and worker
         self.port = free_port()
         self.env = {
-            **os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SMTP_URL": smtp_url,
-            "HERALD_REDIS_PREFIX": "herald-fault", "SECRET_KEY": "fault-test-secret-" + "x" * 16,
-            "HERALD_INSTANCE_PATH": str(directory / "instance"), "HERALD_BASE_URL": f"http://127.0.0.1:{self.port}",
-            "HERALD_DISPATCH_LEASE_SECONDS": "10", "HERALD_TRACK_CLICKS": "false",
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "SMTP_URL": smtp_url,
+            "HERALD_REDIS_PREFIX": "herald-fault",
+            "SECRET_KEY": "fault-test-secret-" + "x" * 16,
+            "HERALD_INSTANCE_PATH": str(directory / "instance"),
+            "HERALD_BASE_URL": f"http://127.0.0.1:{self.port}",
+            "HERALD_DISPATCH_LEASE_SECONDS": "10",
+            "HERALD_TRACK_CLICKS": "false",
         }
         self.web = self.reaper = None
         self.workers: list[subprocess.Popen] = []
@@ -139,8 +162,9 @@ class Herald:
 
     def prepare(self) -> str:
         """Migrate the database and return a new API key with a limit the load never reaches (one process: fast)."""
-        result = subprocess.run([sys.executable, "-c", PREPARE], cwd=PROJECT_ROOT, env=self.env, capture_output=True,
-                                text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-c", PREPARE], cwd=PROJECT_ROOT, env=self.env, capture_output=True, text=True, timeout=120
+        )
         if result.returncode:
             raise RuntimeError(f"preparing the database failed:\n{result.stderr[-3000:]}")
         return result.stdout.strip().splitlines()[-1]
@@ -148,13 +172,39 @@ class Herald:
     def start(self) -> Herald:
         self.log = open(self.log_path, "a")
         self.web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", "200",
-             "-b", f"127.0.0.1:{self.port}", "--timeout", "30", "wsgi:app"],
-            cwd=PROJECT_ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-k",
+                "gevent",
+                "-w",
+                "1",
+                "--worker-connections",
+                "200",
+                "-b",
+                f"127.0.0.1:{self.port}",
+                "--timeout",
+                "30",
+                "wsgi:app",
+            ],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         # Each in its own process group, as conftest's start_worker: stop_worker ends RQ's forked scheduler with it.
-        self.workers = [subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "worker"], cwd=PROJECT_ROOT,
-                                         env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-                        for _ in range(WORKERS)]
+        self.workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "flask", "--app", "wsgi", "worker"],
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            for _ in range(WORKERS)
+        ]
         queues = redis.Redis.from_url(self.env["REDIS_URL"])
         registered = wait_until(lambda: len(queues.keys("rq:worker:*")) == WORKERS or self.workers_exited(), timeout=60)
         if not registered or self.workers_exited():
@@ -169,8 +219,13 @@ class Herald:
         return [worker.returncode for worker in self.workers if worker.poll() is not None]
 
     def start_reaper(self) -> None:
-        self.reaper = subprocess.Popen([sys.executable, "-c", REAPER_LOOP], cwd=PROJECT_ROOT, env=self.env,
-                                       stdout=self.log, stderr=subprocess.STDOUT)
+        self.reaper = subprocess.Popen(
+            [sys.executable, "-c", REAPER_LOOP],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def stop(self) -> None:
         if self.reaper is not None:
@@ -201,6 +256,7 @@ def wait_until(condition, timeout: float, every: float = 0.25):
 
 
 def put_user(base_url: str, key: str, user_id: str, email: str) -> None:
-    response = httpx.put(f"{base_url}/v1/users/{user_id}", json={"email": email},
-                         headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    response = httpx.put(
+        f"{base_url}/v1/users/{user_id}", json={"email": email}, headers={"Authorization": f"Bearer {key}"}, timeout=10
+    )
     assert response.status_code in (200, 201), response.text

@@ -4,6 +4,7 @@ For the multi-process tests (scale-out, Sentinel, scheduler leadership): each
 process gets a session of its own, so ``kill_worker`` (SIGKILL to the group)
 takes down everything it started, as a crashed host would.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -23,10 +24,26 @@ def start_web(env: dict, log_path: Path, port: int | None = None) -> tuple[subpr
     """``flask web`` (it execs gunicorn with gevent workers) on a free loopback port, once ``/healthz`` answers."""
     port = port or free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "web", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=PROJECT_ROOT, env={**env, "HERALD_BASE_URL": f"http://127.0.0.1:{port}"},
-        stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            "wsgi",
+            "web",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=PROJECT_ROOT,
+        env={**env, "HERALD_BASE_URL": f"http://127.0.0.1:{port}"},
+        stdout=open(log_path, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_for_port(port, timeout=60, process=process)
         wait_for_health(f"http://127.0.0.1:{port}", timeout=60)
@@ -50,8 +67,14 @@ def wait_for_health(base_url: str, timeout: float) -> None:
 
 def start_scheduler(env: dict, log_path: Path) -> subprocess.Popen:
     """``flask scheduler`` in a process group of its own, its log kept for assertion messages."""
-    return subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "scheduler"], cwd=PROJECT_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "scheduler"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log_path, "w"),
+        start_new_session=True,
+    )
 
 
 def leader_pid(client: redis.Redis, prefix: str, timeout: float, not_pid: int | None = None) -> int | None:

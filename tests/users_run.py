@@ -9,6 +9,7 @@ the demo data in the copy's own ./instance. Only the port differs
 (HERALD_PORT, a free one), so runs can share a machine. Stopping sends Ctrl-C
 to the launcher, then SIGKILL to anything still running in the copy.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,9 @@ from app.demo import DemoCredentials, credentials_path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
-NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "instance", "__pycache__", "*.pyc", ".pytest_cache",
-                                    "test-results")
+NOT_COPIED = shutil.ignore_patterns(
+    ".git", ".venv", "instance", "__pycache__", "*.pyc", ".pytest_cache", "test-results"
+)
 # The suite's own settings (tests/conftest.py puts them in os.environ); a fresh shell has none of them.
 USER_SETTINGS = ("DATABASE_URL", "REDIS_URL", "SMTP_URL", "SECRET_KEY")
 
@@ -56,11 +58,15 @@ class RunningHerald:
 
 def users_environment(port: int) -> dict[str, str]:
     """A fresh shell's environment: none of the suite's settings, no virtualenv on PATH, HERALD_PORT set."""
-    env = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS and not k.startswith("HERALD_")
-           and k != "VIRTUAL_ENV"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in USER_SETTINGS and not k.startswith("HERALD_") and k != "VIRTUAL_ENV"
+    }
     venv_bin = str(Path(sys.prefix) / "bin")
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin
-                                  and "/.venv/" not in p + "/")
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin and "/.venv/" not in p + "/"
+    )
     env["HERALD_PORT"] = str(port)
     return env
 
@@ -119,8 +125,14 @@ def herald_as_make_run_starts_it(port: int):
     root = copy_project(parent / "herald")
     log_path = parent / "up.log"
     with open(log_path, "w") as log:
-        launcher = subprocess.Popen([".venv/bin/flask", "--app", "wsgi", "up"], cwd=root, env=users_environment(port),
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        launcher = subprocess.Popen(
+            [".venv/bin/flask", "--app", "wsgi", "up"],
+            cwd=root,
+            env=users_environment(port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     leftovers = []
     try:
         output = _wait_for_banner(launcher, log_path)

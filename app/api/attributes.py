@@ -1,4 +1,5 @@
 """/v1 routes that feed daily rules: attributes of one user, and users in bulk (a warehouse export)."""
+
 from __future__ import annotations
 
 from flask import jsonify

@@ -1,11 +1,12 @@
 """API-key authentication and per-key rate limits for /v1."""
+
 from __future__ import annotations
 
 from flask import abort, g, jsonify, request
 from limits.strategies import FixedWindowRateLimiter
 
 from app.api.keys import find_active_key
-from app.api.openapi import OPERATION_SCOPES
+from app.api.operations import OPERATION_SCOPES
 from app.api.scopes import missing_scope, openapi_path
 from app.extensions import limiter
 from app.redis_outage import charge_api_key
@@ -21,15 +22,29 @@ def _unauthorized(message: str):
 
 
 def _too_many(retry_after: int, rate: str):
-    response = jsonify({"error": {"code": "rate_limited", "message": f"rate limit of {rate} for this API key exceeded; retry in {retry_after}s"}})
+    response = jsonify(
+        {
+            "error": {
+                "code": "rate_limited",
+                "message": f"rate limit of {rate} for this API key exceeded; retry in {retry_after}s",
+            }
+        }
+    )
     response.status_code = 429
     response.headers["Retry-After"] = str(retry_after)
     abort(response)
 
 
 def _forbidden(scope: str):
-    response = jsonify({"error": {"code": "insufficient_scope", "missing_scope": scope,
-                                  "message": f"this API key lacks the {scope!r} scope this operation needs"}})
+    response = jsonify(
+        {
+            "error": {
+                "code": "insufficient_scope",
+                "missing_scope": scope,
+                "message": f"this API key lacks the {scope!r} scope this operation needs",
+            }
+        }
+    )
     response.status_code = 403
     response.headers["WWW-Authenticate"] = f'Bearer realm="herald", error="insufficient_scope", scope="{scope}"'
     abort(response)

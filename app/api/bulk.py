@@ -1,4 +1,5 @@
 """``POST /v1/notifications/bulk``: up to 1,000 single sends in one call, or one payload to a saved audience."""
+
 from __future__ import annotations
 
 from flask import g, jsonify
@@ -21,14 +22,26 @@ def post_bulk():
     try:
         results = accept_bulk(payload.items, g.api_key.id)
     except UnknownNames as error:
-        body = {"error": {"code": error.code, "message": "items name users or templates that do not exist; nothing was stored",
-                          "fields": error.fields}}
+        body = {
+            "error": {
+                "code": error.code,
+                "message": "items name users or templates that do not exist; nothing was stored",
+                "fields": error.fields,
+            }
+        }
         return jsonify(body), 404
     except ItemConflict as error:
-        return _error(409, "idempotency_conflict", f"items.{error.index}: idempotency_key {error.key!r} was used in the "
-                                                   "last 24 h with a different request body; nothing was stored")
-    return jsonify(dump(send_schemas.BulkAccepted, items=[
-        {"id": r.id, "status": r.status, "replayed": r.replayed} for r in results])), 202
+        return _error(
+            409,
+            "idempotency_conflict",
+            f"items.{error.index}: idempotency_key {error.key!r} was used in the "
+            "last 24 h with a different request body; nothing was stored",
+        )
+    return jsonify(
+        dump(
+            send_schemas.BulkAccepted, items=[{"id": r.id, "status": r.status, "replayed": r.replayed} for r in results]
+        )
+    ), 202
 
 
 def _to_audience(payload):
@@ -40,5 +53,7 @@ def _to_audience(payload):
     except UnknownTemplate:
         return _error(404, "unknown_template", f"no template with key {payload.notification.template!r}")
     except IdempotencyConflict:
-        return _error(409, "idempotency_conflict", "this Idempotency-Key was used in the last 24 h with a different request body")
+        return _error(
+            409, "idempotency_conflict", "this Idempotency-Key was used in the last 24 h with a different request body"
+        )
     return accepted_json(accepted)

@@ -1,4 +1,5 @@
 """API keys: random, shown once, stored as SHA-256 (a fast hash is right for 256-bit random keys)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,9 @@ def hash_key(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
-def create_api_key(name: str, rate_limit: str | None = None,
-                   scopes: tuple[str, ...] | list[str] = DEFAULT_SCOPES) -> tuple[ApiKey, str]:
+def create_api_key(
+    name: str, rate_limit: str | None = None, scopes: tuple[str, ...] | list[str] = DEFAULT_SCOPES
+) -> tuple[ApiKey, str]:
     """Create and commit a key; return the row and the plaintext, which is never stored.
 
     Without a ``rate_limit`` the key gets the installation's default (``HERALD_API_RATE_LIMIT``).
@@ -30,8 +32,9 @@ def create_api_key(name: str, rate_limit: str | None = None,
     rate_limit = rate_limit or current_app.config["API_RATE_LIMIT"]
     granted = parse_scopes(list(scopes))
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
-    api_key = ApiKey(name=name, prefix=plaintext[:10], key_hash=hash_key(plaintext), rate_limit=rate_limit,
-                     scopes=" ".join(granted))
+    api_key = ApiKey(
+        name=name, prefix=plaintext[:10], key_hash=hash_key(plaintext), rate_limit=rate_limit, scopes=" ".join(granted)
+    )
     db.session.add(api_key)
     db.session.commit()
     return api_key, plaintext

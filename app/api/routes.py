@@ -1,4 +1,5 @@
 """The /v1 resources. Each view: parse, call one function, serialise."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ import re
 from flask import abort, current_app, g, jsonify, render_template, request
 from pydantic import BaseModel, ValidationError
 
-from app import schemas
+from app import device_schemas, schemas
 from app.accept import IdempotencyConflict, UnknownRecipient, UnknownTemplate, accept_notification
 from app.api import send_schemas
 from app.api.auth import authenticate
@@ -51,8 +52,10 @@ def parse_body(model: type[BaseModel]):
     mode refuses ``"12"`` for a number and ``0`` for a boolean instead of converting them.
     """
     if not request.is_json:
-        raise BadRequest([{"field": "(body)", "message": "send a JSON object with Content-Type: application/json"}],
-                         "the body must be a JSON object")
+        raise BadRequest(
+            [{"field": "(body)", "message": "send a JSON object with Content-Type: application/json"}],
+            "the body must be a JSON object",
+        )
     raw = request.get_data()
     if b"\\u0000" in raw:
         _refuse_nul(raw)
@@ -61,10 +64,12 @@ def parse_body(model: type[BaseModel]):
     except ValidationError as error:
         problems = error.errors()
         if any(not e["loc"] and e["type"] in ("json_invalid", "model_type") for e in problems):
-            raise BadRequest([{"field": "(body)", "message": "the body must be a JSON object"}],
-                             "the body must be a JSON object") from None
-        raise BadRequest([{"field": _field_of(e), "message": e["msg"].removeprefix("Value error, ")}
-                          for e in problems]) from None
+            raise BadRequest(
+                [{"field": "(body)", "message": "the body must be a JSON object"}], "the body must be a JSON object"
+            ) from None
+        raise BadRequest(
+            [{"field": _field_of(e), "message": e["msg"].removeprefix("Value error, ")} for e in problems]
+        ) from None
 
 
 def _refuse_nul(raw: bytes) -> None:
@@ -120,14 +125,39 @@ def recipient_or_404(user_id: str) -> Recipient:
 
 
 def user_json(r: Recipient) -> dict:
-    quiet = {"start": r.quiet_start.strftime("%H:%M"), "end": r.quiet_end.strftime("%H:%M")} if r.quiet_start and r.quiet_end else None
-    return dump(schemas.User, user_id=r.external_id, email=r.email, phone=r.phone, timezone=r.timezone, locale=r.locale,
-                attributes=r.attributes or {}, quiet_hours=quiet, hard_stop=r.hard_stop, created_at=r.created_at, updated_at=r.updated_at)
+    quiet = (
+        {"start": r.quiet_start.strftime("%H:%M"), "end": r.quiet_end.strftime("%H:%M")}
+        if r.quiet_start and r.quiet_end
+        else None
+    )
+    return dump(
+        schemas.User,
+        user_id=r.external_id,
+        email=r.email,
+        phone=r.phone,
+        timezone=r.timezone,
+        locale=r.locale,
+        attributes=r.attributes or {},
+        quiet_hours=quiet,
+        hard_stop=r.hard_stop,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+    )
 
 
 def inbox_item_json(n: Notification) -> dict:
-    return dump(schemas.InboxItem, id=n.id, type=n.type, category=n.category, title=n.title, body=n.body, data=n.data or {},
-                collapse_key=n.collapse_key, created_at=n.inbox_at or n.created_at, read=n.read_at is not None)
+    return dump(
+        schemas.InboxItem,
+        id=n.id,
+        type=n.type,
+        category=n.category,
+        title=n.title,
+        body=n.body,
+        data=n.data or {},
+        collapse_key=n.collapse_key,
+        created_at=n.inbox_at or n.created_at,
+        read=n.read_at is not None,
+    )
 
 
 # -- users -------------------------------------------------------------------------------------
@@ -166,22 +196,34 @@ def put_preferences(user_id: str):
 
 
 def preferences_json(r: Recipient) -> dict:
-    quiet = {"start": r.quiet_start.strftime("%H:%M"), "end": r.quiet_end.strftime("%H:%M")} if r.quiet_start and r.quiet_end else None
-    items = [{"channel": p.channel, "category": p.category, "enabled": p.enabled}
-             for p in sorted(r.preferences, key=lambda p: (p.channel, p.category))]
+    quiet = (
+        {"start": r.quiet_start.strftime("%H:%M"), "end": r.quiet_end.strftime("%H:%M")}
+        if r.quiet_start and r.quiet_end
+        else None
+    )
+    items = [
+        {"channel": p.channel, "category": p.category, "enabled": p.enabled}
+        for p in sorted(r.preferences, key=lambda p: (p.channel, p.category))
+    ]
     return dump(schemas.Preferences, preferences=items, quiet_hours=quiet, hard_stop=r.hard_stop)
 
 
 @bp.post(f"/users/{USER_ID}/devices")
 def post_device(user_id: str):
     recipient = recipient_or_404(user_id)
-    fields = parse_body(schemas.DeviceCreate)
+    fields = parse_body(device_schemas.DeviceCreate)
     if fields.subscription:
         problem = push_endpoint_problem(fields.subscription.endpoint, current_app.config["WEB_PUSH_PRIVATE_HOSTS"])
         if problem:
             raise BadRequest([{"field": "subscription.endpoint", "message": problem}])
     device, created = register_device(recipient, fields)
-    body = dump(schemas.Device, id=device.id, platform=device.platform, active=device.active, created_at=device.created_at)
+    body = dump(
+        device_schemas.Device,
+        id=device.id,
+        platform=device.platform,
+        active=device.active,
+        created_at=device.created_at,
+    )
     return jsonify(body), (201 if created else 200)
 
 
@@ -194,11 +236,14 @@ def delete_device(user_id: str, device_id: int):
 
 # -- notifications -----------------------------------------------------------------------------
 
+
 def idempotency_key_of(body_key: str | None) -> str | None:
     """The request's idempotency key: the header, or the body's; both must agree when both are sent."""
     header_key = request.headers.get("Idempotency-Key")
     if header_key is not None and not re.fullmatch(schemas.IDEMPOTENCY_HEADER_PATTERN, header_key):
-        raise BadRequest([{"field": "Idempotency-Key", "message": "1 to 255 printable ASCII characters, no space at either end"}])
+        raise BadRequest(
+            [{"field": "Idempotency-Key", "message": "1 to 255 printable ASCII characters, no space at either end"}]
+        )
     if header_key and body_key and header_key != body_key:
         raise BadRequest([{"field": "idempotency_key", "message": "differs from the Idempotency-Key header"}])
     return header_key or body_key
@@ -220,13 +265,19 @@ def post_notification():
         else:
             accepted = accept_notification(payload, g.api_key.id, key)
     except UnknownRecipient:
-        return _error(404, "unknown_user", f"user {payload.user_id!r} does not exist; create it with PUT /v1/users/{{user_id}}")
+        return _error(
+            404, "unknown_user", f"user {payload.user_id!r} does not exist; create it with PUT /v1/users/{{user_id}}"
+        )
     except UnknownTopic:
-        return _error(404, "unknown_topic", f"no topic with key {payload.topic!r}; create it with PUT /v1/topics/{{key}}")
+        return _error(
+            404, "unknown_topic", f"no topic with key {payload.topic!r}; create it with PUT /v1/topics/{{key}}"
+        )
     except UnknownTemplate:
         return _error(404, "unknown_template", f"no template with key {payload.template!r}")
     except IdempotencyConflict:
-        return _error(409, "idempotency_conflict", "this Idempotency-Key was used in the last 24 h with a different request body")
+        return _error(
+            409, "idempotency_conflict", "this Idempotency-Key was used in the last 24 h with a different request body"
+        )
     return accepted_json(accepted)
 
 
@@ -245,15 +296,38 @@ def get_notification(notification_id: str):
     n = notification_or_404(notification_id)
     recipient = db.session.get(Recipient, n.recipient_id)
     deliveries = [
-        {"channel": d.channel, "status": d.status, "attempts": d.attempts, "reason": d.reason, "error_code": d.error_code,
-         "last_error": d.last_error, "not_before": d.not_before,
-         "events": [{"status": e.status, "detail": e.detail, "at": e.created_at} for e in d.events]}
+        {
+            "channel": d.channel,
+            "status": d.status,
+            "attempts": d.attempts,
+            "reason": d.reason,
+            "error_code": d.error_code,
+            "last_error": d.last_error,
+            "not_before": d.not_before,
+            "events": [{"status": e.status, "detail": e.detail, "at": e.created_at} for e in d.events],
+        }
         for d in n.deliveries
     ]
-    return jsonify(dump(schemas.NotificationOut, id=n.id, user_id=recipient.external_id, type=n.type, category=n.category,
-                        priority=n.priority, status=n.status, title=n.title, body=n.body, data=n.data or {},
-                        collapse_key=n.collapse_key, created_at=n.created_at, read_at=n.read_at, clicked_at=n.clicked_at,
-                        clicked_channel=n.clicked_channel, deliveries=deliveries))
+    return jsonify(
+        dump(
+            schemas.NotificationOut,
+            id=n.id,
+            user_id=recipient.external_id,
+            type=n.type,
+            category=n.category,
+            priority=n.priority,
+            status=n.status,
+            title=n.title,
+            body=n.body,
+            data=n.data or {},
+            collapse_key=n.collapse_key,
+            created_at=n.created_at,
+            read_at=n.read_at,
+            clicked_at=n.clicked_at,
+            clicked_channel=n.clicked_channel,
+            deliveries=deliveries,
+        )
+    )
 
 
 @bp.get(f"/users/{USER_ID}/notifications")
@@ -272,8 +346,14 @@ def list_notifications(user_id: str):
         items, next_cursor = store.inbox_page(recipient.id, int(limit_text), cursor, unread_text == "true")
     except store.BadCursor as error:
         raise BadRequest([{"field": "cursor", "message": str(error)}]) from None
-    return jsonify(dump(schemas.InboxPage, items=[inbox_item_json(n) for n in items], next_cursor=next_cursor,
-                        unread_count=store.unread_count(recipient.id)))
+    return jsonify(
+        dump(
+            schemas.InboxPage,
+            items=[inbox_item_json(n) for n in items],
+            next_cursor=next_cursor,
+            unread_count=store.unread_count(recipient.id),
+        )
+    )
 
 
 @bp.patch(f"/notifications/{NOTIFICATION_ID}/read")
@@ -290,6 +370,7 @@ def read_all(user_id: str):
 
 
 # -- documentation -----------------------------------------------------------------------------
+
 
 @bp.get("/openapi.json")
 def openapi_document():

@@ -3,9 +3,10 @@
 Scopes follow what a calling service does, not the URL layout: a service that
 sends receipts needs ``notifications:send`` and perhaps ``users:write`` to keep
 addresses current; only a privacy tool should hold ``users:erase``. The scope of
-each operation is declared once, in the OpenAPI table (app/api/openapi.py), so
+each operation is declared once, in the operations table (app/api/operations.py), so
 the document states exactly what the check enforces.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,7 +22,7 @@ SCOPES = {
     "topics:read": "read topics, their subscribers and a recipient's topics",
     "topics:write": "create and change topics and their subscribers",
     "webhooks:manage": "register, change and delete outbound webhook endpoints (an admin's power: they receive events "
-                       "about every user)",
+    "about every user)",
 }
 ALL_SCOPES = tuple(SCOPES)
 # A new key gets every scope but erasure and webhooks unless asked: erasing people cannot be undone, and an endpoint

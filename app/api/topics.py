@@ -1,4 +1,5 @@
 """/v1/topics: create topics, add and remove subscribers in batches, page through them; a user's topics."""
+
 from __future__ import annotations
 
 import re
@@ -21,8 +22,15 @@ def _topic_or_404(key: str):
 
 
 def topic_json(topic) -> dict:
-    return dump(schemas.Topic, key=topic.key, name=topic.name, user_can_leave=topic.user_can_leave,
-                subscribers=store.subscriber_count(topic.id), created_at=topic.created_at, updated_at=topic.updated_at)
+    return dump(
+        schemas.Topic,
+        key=topic.key,
+        name=topic.name,
+        user_can_leave=topic.user_can_leave,
+        subscribers=store.subscriber_count(topic.id),
+        created_at=topic.created_at,
+        updated_at=topic.updated_at,
+    )
 
 
 @bp.put(f"/topics/{TOPIC_KEY}")
@@ -43,8 +51,11 @@ def get_topic(key: str):
 def put_subscribers(key: str):
     topic = _topic_or_404(key)
     added, created = store.add_subscribers(topic, parse_body(schemas.SubscribersChange).user_ids)
-    return jsonify(dump(schemas.SubscribersChanged, added=added, created_users=created,
-                        subscribers=store.subscriber_count(topic.id)))
+    return jsonify(
+        dump(
+            schemas.SubscribersChanged, added=added, created_users=created, subscribers=store.subscriber_count(topic.id)
+        )
+    )
 
 
 @bp.delete(f"/topics/{TOPIC_KEY}/subscribers")
@@ -64,13 +75,24 @@ def get_subscribers(key: str):
     if cursor is not None and not re.fullmatch(schemas.SUBSCRIBER_CURSOR_PATTERN, cursor):
         raise BadRequest([{"field": "cursor", "message": "must be a next_cursor this API returned"}])
     items, next_after = store.subscriber_page(topic.id, int(limit_text), int(cursor) if cursor else None)
-    return jsonify(dump(schemas.SubscriberPage, items=[{"user_id": u, "subscribed_at": at} for u, at in items],
-                        next_cursor=str(next_after) if next_after is not None else None))
+    return jsonify(
+        dump(
+            schemas.SubscriberPage,
+            items=[{"user_id": u, "subscribed_at": at} for u, at in items],
+            next_cursor=str(next_after) if next_after is not None else None,
+        )
+    )
 
 
 @bp.get(f"/users/{USER_ID}/topics")
 def get_user_topics(user_id: str):
     recipient = recipient_or_404(user_id)
-    return jsonify(dump(schemas.UserTopics, topics=[
-        {"key": t.key, "name": t.name, "user_can_leave": t.user_can_leave, "subscribed_at": at}
-        for t, at in store.topics_of(recipient.id)]))
+    return jsonify(
+        dump(
+            schemas.UserTopics,
+            topics=[
+                {"key": t.key, "name": t.name, "user_can_leave": t.user_can_leave, "subscribed_at": at}
+                for t, at in store.topics_of(recipient.id)
+            ],
+        )
+    )

@@ -1,4 +1,5 @@
 """/v1/webhook-endpoints: register, list, change, delete endpoints and rotate their secret (scope webhooks:manage)."""
+
 from __future__ import annotations
 
 from flask import abort, jsonify
@@ -17,9 +18,19 @@ MAX_ID = 2**63 - 1
 
 
 def endpoint_json(endpoint: WebhookEndpoint, model=schemas.WebhookEndpointOut, **extra) -> dict:
-    return dump(model, id=endpoint.id, url=endpoint.url, description=endpoint.description, event_types=endpoint.event_types,
-                enabled=endpoint.enabled, disabled_reason=endpoint.disabled_reason, failing_since=endpoint.failing_since,
-                created_at=endpoint.created_at, updated_at=endpoint.updated_at, **extra)
+    return dump(
+        model,
+        id=endpoint.id,
+        url=endpoint.url,
+        description=endpoint.description,
+        event_types=endpoint.event_types,
+        enabled=endpoint.enabled,
+        disabled_reason=endpoint.disabled_reason,
+        failing_since=endpoint.failing_since,
+        created_at=endpoint.created_at,
+        updated_at=endpoint.updated_at,
+        **extra,
+    )
 
 
 def endpoint_or_404(endpoint_id: int) -> WebhookEndpoint:
@@ -60,8 +71,13 @@ def update_webhook_endpoint(endpoint_id: int):
     endpoint = endpoint_or_404(endpoint_id)
     fields = parse_body(schemas.WebhookEndpointUpdate)
     try:
-        change_endpoint(endpoint, url=fields.url, event_types=fields.event_types, description=fields.description,
-                        enabled=fields.enabled)
+        change_endpoint(
+            endpoint,
+            url=fields.url,
+            event_types=fields.event_types,
+            description=fields.description,
+            enabled=fields.enabled,
+        )
     except EndpointProblem as problem:
         _refused(problem)
     db.session.commit()

@@ -15,6 +15,7 @@ The tree::
 ``validate_filter`` is pure and returns human messages with the path of each
 problem; ``compile_filter`` assumes a valid tree.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -26,8 +27,13 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.channels import address_fields, channel_names, device_platforms
 from app.models import Device, Recipient, Topic, TopicSubscription
 
-COLUMNS = {"external_id": Recipient.external_id, "email": Recipient.email, "phone": Recipient.phone,
-           "timezone": Recipient.timezone, "locale": Recipient.locale}
+COLUMNS = {
+    "external_id": Recipient.external_id,
+    "email": Recipient.email,
+    "phone": Recipient.phone,
+    "timezone": Recipient.timezone,
+    "locale": Recipient.locale,
+}
 COMPARISONS = ("=", "!=", "<", "<=", ">", ">=")
 OPERATORS = (*COMPARISONS, "in", "not_in", "exists", "not_exists")
 REACHABLE_CHANNELS = channel_names()
@@ -37,7 +43,7 @@ MAX_CONDITIONS = 100
 
 def _attribute_name(field: str) -> str | None:
     if field.startswith("attributes.") and len(field) > len("attributes.") and len(field) <= 140:
-        name = field[len("attributes."):]
+        name = field[len("attributes.") :]
         return name if name.replace("_", "").replace("-", "").isalnum() else None
     return None
 
@@ -87,21 +93,33 @@ def _validate_condition(cond: dict, path: str) -> list[str]:
             return [f"{path}: last_seen_at takes op 'within_days' and a whole number of days (1-3650)"]
         return []
     if field not in COLUMNS and _attribute_name(field) is None:
-        return [f"{path}.field: unknown field {field!r}; use one of {', '.join(COLUMNS)}, attributes.<name>, reachable, last_seen_at, topic"]
+        return [
+            f"{path}.field: unknown field {field!r}; use one of {', '.join(COLUMNS)}, attributes.<name>, reachable, last_seen_at, topic"
+        ]
     if op not in OPERATORS:
         return [f"{path}.op: unknown operator {op!r}; use one of {', '.join(OPERATORS)}"]
     if op in ("exists", "not_exists"):
         return [] if "value" not in cond and "field_value" not in cond else [f"{path}: {op} takes no value"]
     if "field_value" in cond:
         other = cond["field_value"]
-        if op not in COMPARISONS or not isinstance(other, str) or _attribute_name(other) is None or _attribute_name(field) is None:
+        if (
+            op not in COMPARISONS
+            or not isinstance(other, str)
+            or _attribute_name(other) is None
+            or _attribute_name(field) is None
+        ):
             return [f"{path}.field_value: compares two attributes (attributes.<a> {op} attributes.<b>)"]
         return []
     if "value" not in cond:
         return [f"{path}.value: required for {op}"]
     value = cond["value"]
     if op in ("in", "not_in"):
-        if not isinstance(value, list) or not value or len(value) > 1000 or not all(isinstance(v, (str, Number)) and not isinstance(v, bool) for v in value):
+        if (
+            not isinstance(value, list)
+            or not value
+            or len(value) > 1000
+            or not all(isinstance(v, (str, Number)) and not isinstance(v, bool) for v in value)
+        ):
             return [f"{path}.value: {op} takes a list of 1-1000 strings or numbers"]
         return []
     if not isinstance(value, (str, Number)) or (isinstance(value, bool) and op not in ("=", "!=")):
@@ -112,8 +130,14 @@ def _validate_condition(cond: dict, path: str) -> list[str]:
 
 
 def _compare(left, op: str, right):
-    return {"=": left == right, "!=": left != right, "<": left < right, "<=": left <= right,
-            ">": left > right, ">=": left >= right}[op]
+    return {
+        "=": left == right,
+        "!=": left != right,
+        "<": left < right,
+        "<=": left <= right,
+        ">": left > right,
+        ">=": left >= right,
+    }[op]
 
 
 def _json_type(name: str, dialect: str):
@@ -135,8 +159,11 @@ def _attribute_condition(name: str, op: str, cond: dict, dialect: str) -> Column
         return present if op == "exists" else not_(present)
     if "field_value" in cond:
         other = _attribute_name(cond["field_value"])
-        return and_(_is_number(name, dialect), _is_number(other, dialect),
-                    _compare(attribute.as_float(), op, Recipient.attributes[other].as_float()))
+        return and_(
+            _is_number(name, dialect),
+            _is_number(other, dialect),
+            _compare(attribute.as_float(), op, Recipient.attributes[other].as_float()),
+        )
     value = cond["value"]
     if op in ("in", "not_in"):
         numbers = [v for v in value if not isinstance(v, str)]
@@ -159,8 +186,13 @@ def _reachable(channel: str) -> ColumnElement:
     if channel in address_fields():
         return getattr(Recipient, address_fields()[channel]).is_not(None)
     if channel in device_platforms():
-        return exists(select(Device.id).where(Device.recipient_id == Recipient.id, Device.active.is_(True),
-                                              Device.platform.in_(sorted(device_platforms()[channel]))))
+        return exists(
+            select(Device.id).where(
+                Device.recipient_id == Recipient.id,
+                Device.active.is_(True),
+                Device.platform.in_(sorted(device_platforms()[channel])),
+            )
+        )
     return true()
 
 
@@ -176,8 +208,11 @@ def compile_filter(tree: dict, dialect: str, now: datetime) -> ColumnElement:
     if field == "reachable":
         return _reachable(tree["value"])
     if field == "topic":
-        return exists(select(TopicSubscription.recipient_id).join(Topic, Topic.id == TopicSubscription.topic_id)
-                      .where(TopicSubscription.recipient_id == Recipient.id, Topic.key == tree["value"]))
+        return exists(
+            select(TopicSubscription.recipient_id)
+            .join(Topic, Topic.id == TopicSubscription.topic_id)
+            .where(TopicSubscription.recipient_id == Recipient.id, Topic.key == tree["value"])
+        )
     if field == "last_seen_at":
         return Recipient.last_seen_at >= now - timedelta(days=tree["value"])
     name = _attribute_name(field)

@@ -8,6 +8,7 @@ CONFLICT DO NOTHING of the new ones and one executemany UPDATE of the rest.
 A re-run (RQ retries a job whose worker died) upserts the same rows again
 with the same result.
 """
+
 from __future__ import annotations
 
 import logging
@@ -77,8 +78,17 @@ def create_import(upload: FileStorage, staff: StaffUser) -> ImportJob:
     job = ImportJob(filename=filename, stored_path=str(path), status="queued", errors=[], created_by=staff.id)
     db.session.add(job)
     db.session.flush()
-    db.session.add(AuditEntry(staff_user_id=staff.id, actor=staff.email, action="recipients.import",
-                              target_type="import", target_id=str(job.id), before=None, after={"filename": filename}))
+    db.session.add(
+        AuditEntry(
+            staff_user_id=staff.id,
+            actor=staff.email,
+            action="recipients.import",
+            target_type="import",
+            target_id=str(job.id),
+            before=None,
+            after={"filename": filename},
+        )
+    )
     db.session.commit()
     tasks.enqueue("jobs.imports.run_import", job.id, priority="low")
     return job
@@ -91,17 +101,30 @@ def _count_rows(path: Path) -> int:
 
 
 def _publish(job: ImportJob) -> None:
-    get_redis().hset(progress_key(job.id), mapping={
-        "status": job.status, "total": job.total, "processed": job.processed,
-        "inserted": job.inserted, "updated": job.updated, "errors": job.error_count,
-    })
+    get_redis().hset(
+        progress_key(job.id),
+        mapping={
+            "status": job.status,
+            "total": job.total,
+            "processed": job.processed,
+            "inserted": job.inserted,
+            "updated": job.updated,
+            "errors": job.error_count,
+        },
+    )
     get_redis().expire(progress_key(job.id), PROGRESS_TTL)
 
 
 def read_progress(job: ImportJob) -> dict:
     """The live figures from Redis while the job runs; the row's once it has ended (or Redis forgot)."""
-    figures = {"status": job.status, "total": job.total, "processed": job.processed,
-               "inserted": job.inserted, "updated": job.updated, "errors": job.error_count}
+    figures = {
+        "status": job.status,
+        "total": job.total,
+        "processed": job.processed,
+        "inserted": job.inserted,
+        "updated": job.updated,
+        "errors": job.error_count,
+    }
     if job.status in ("queued", "running"):
         live = get_redis().hgetall(progress_key(job.id))
         for name, value in live.items():
@@ -189,11 +212,21 @@ def upsert_records(records: list[ImportRecord]) -> tuple[int, int]:
     now = utcnow()
     by_id = {r.external_id: r for r in records}
     existing = _existing(list(by_id))
-    new_rows = [{
-        "external_id": r.external_id, "email": r.profile.get("email"), "phone": r.profile.get("phone"),
-        "timezone": r.profile.get("timezone"), "locale": r.profile.get("locale", "en"),
-        "attributes": r.attributes, "hard_stop": False, "created_at": now, "updated_at": now,
-    } for r in records if r.external_id not in existing]
+    new_rows = [
+        {
+            "external_id": r.external_id,
+            "email": r.profile.get("email"),
+            "phone": r.profile.get("phone"),
+            "timezone": r.profile.get("timezone"),
+            "locale": r.profile.get("locale", "en"),
+            "attributes": r.attributes,
+            "hard_stop": False,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for r in records
+        if r.external_id not in existing
+    ]
     inserted = _insert_new(new_rows)
     to_update = [r for r in records if r.external_id in existing]
     if inserted < len(new_rows):
@@ -213,16 +246,27 @@ def _insert_new(rows: list[dict]) -> int:
     if not rows:
         return 0
     dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = (dialect.insert(Recipient).values(rows).on_conflict_do_nothing(index_elements=["external_id"])
-                 .returning(Recipient.id))
+    statement = (
+        dialect.insert(Recipient)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["external_id"])
+        .returning(Recipient.id)
+    )
     return len(db.session.execute(statement).all())
 
 
 def _existing(external_ids: list[str]) -> dict[str, tuple]:
-    rows = db.session.execute(select(
-        Recipient.external_id, Recipient.id, Recipient.email, Recipient.phone, Recipient.timezone,
-        Recipient.locale, Recipient.attributes,
-    ).where(Recipient.external_id.in_(external_ids))).all()
+    rows = db.session.execute(
+        select(
+            Recipient.external_id,
+            Recipient.id,
+            Recipient.email,
+            Recipient.phone,
+            Recipient.timezone,
+            Recipient.locale,
+            Recipient.attributes,
+        ).where(Recipient.external_id.in_(external_ids))
+    ).all()
     return {row[0]: row[1:] for row in rows}
 
 
@@ -231,4 +275,3 @@ def _update_row(current: tuple, record: ImportRecord, now) -> dict:
     values = {"email": email, "phone": phone, "timezone": timezone, "locale": locale}
     values.update(record.profile)
     return {"id": recipient_id, **values, "attributes": {**(attributes or {}), **record.attributes}, "updated_at": now}
-

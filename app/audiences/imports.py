@@ -7,6 +7,7 @@ row is checked with the same validators as the API (app/schemas.py), so a
 CSV cannot put into the database what ``PUT /v1/users/<id>`` would refuse.
 An empty cell leaves that field (or attribute) as it is.
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,9 +25,11 @@ MAX_ATTRIBUTE_NAME = 128
 _INTEGER = re.compile(r"[+-]?(0|[1-9][0-9]*)")
 _DECIMAL = re.compile(r"[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 LARGEST_NUMBER = 2**53  # the API's limit: beyond it a JSON number does not survive a round trip
-TYPING_RULES = ("A cell that is a whole number without leading zeros (42, -7) becomes an integer, and a decimal "
-                "(4.5, .5, 1e3) a number, both within ±9,007,199,254,740,992; anything else — 007, 02134, "
-                "1,5, true, text — is kept as text, exactly as written apart from surrounding spaces.")
+TYPING_RULES = (
+    "A cell that is a whole number without leading zeros (42, -7) becomes an integer, and a decimal "
+    "(4.5, .5, 1e3) a number, both within ±9,007,199,254,740,992; anything else — 007, 02134, "
+    "1,5, true, text — is kept as text, exactly as written apart from surrounding spaces."
+)
 _LOCALE = re.compile(LOCALE_PATTERN)
 _VALIDATORS = {"email": parse_email, "phone": parse_e164, "timezone": parse_timezone}
 
@@ -132,7 +135,7 @@ def read_rows(lines: Iterable[str]) -> tuple[list[str], Iterator[tuple[int, dict
                 row: dict[str, str | None] = dict(zip(header, cells, strict=False))
                 if len(cells) > len(header):
                     row[None] = "extra"  # type: ignore[index]
-                for name in header[len(cells):]:
+                for name in header[len(cells) :]:
                     row[name] = None
                 yield start, row
             start = reader.line_num + 1

@@ -3,6 +3,7 @@
 Membership is always computed in SQL from the filter (app/audiences/filters.py);
 recipients are never loaded into Python to be filtered.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -72,9 +73,16 @@ def save_audience(audience: Audience | None, name: str, tree: dict, staff: Staff
     except IntegrityError:
         db.session.rollback()
         raise ValueError(f"An audience named {name!r} already exists.") from None
-    db.session.add(AuditEntry(staff_user_id=staff.id, actor=staff.email,
-                              action="audience.create" if before is None else "audience.update",
-                              target_type="audience", target_id=str(audience.id),
-                              before=before, after={"name": name, "filter": tree}))
+    db.session.add(
+        AuditEntry(
+            staff_user_id=staff.id,
+            actor=staff.email,
+            action="audience.create" if before is None else "audience.update",
+            target_type="audience",
+            target_id=str(audience.id),
+            before=before,
+            after={"name": name, "filter": tree},
+        )
+    )
     db.session.commit()
     return audience

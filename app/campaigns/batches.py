@@ -8,6 +8,7 @@ page and queues one ``jobs.campaigns.run_batch`` job per batch, pipelined
 to the low queue, so a million-recipient campaign never delays a
 transactional notification.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -31,9 +32,13 @@ def keyset_pages(condition, size: int):
     """(first id, last id, count) per page of at most ``size`` matching recipients, in id order."""
     last = 0
     while True:
-        ids = db.session.execute(
-            select(Recipient.id).where(condition, Recipient.id > last).order_by(Recipient.id).limit(size)
-        ).scalars().all()
+        ids = (
+            db.session.execute(
+                select(Recipient.id).where(condition, Recipient.id > last).order_by(Recipient.id).limit(size)
+            )
+            .scalars()
+            .all()
+        )
         if not ids:
             return
         yield ids[0], ids[-1], len(ids)
@@ -46,7 +51,9 @@ def plan_batches(campaign: Campaign, now: datetime) -> list[dict]:
     size = planning.batch_size(campaign.throttle_per_minute)
     pages: list[tuple[datetime, bool, str | None, tuple[int, int, int]]] = []
     if campaign.schedule == SEND_LOCAL:
-        zones = db.session.execute(select(Recipient.timezone).where(condition).group_by(Recipient.timezone)).scalars().all()
+        zones = (
+            db.session.execute(select(Recipient.timezone).where(condition).group_by(Recipient.timezone)).scalars().all()
+        )
         for wave in planning.plan_waves(list(zones), campaign.local_time, now):
             for zone in wave.zones:
                 zone_condition = Recipient.timezone.is_(None) if zone is None else Recipient.timezone == zone
@@ -59,8 +66,19 @@ def plan_batches(campaign: Campaign, now: datetime) -> list[dict]:
     for seq, ((_start, by_zone, zone, (first, last, count)), run_at) in enumerate(zip(pages, run_times, strict=True)):
         if campaign.ends_at is not None and run_at > campaign.ends_at:
             run_at = campaign.ends_at  # runs at the end only to record its recipients as campaign_ended
-        rows.append({"campaign_id": campaign.id, "seq": seq, "first_id": first, "last_id": last, "size": count,
-                     "by_zone": by_zone, "zone": zone, "run_at": run_at, "status": BATCH_PENDING})
+        rows.append(
+            {
+                "campaign_id": campaign.id,
+                "seq": seq,
+                "first_id": first,
+                "last_id": last,
+                "size": count,
+                "by_zone": by_zone,
+                "zone": zone,
+                "run_at": run_at,
+                "status": BATCH_PENDING,
+            }
+        )
     return rows
 
 
@@ -73,10 +91,13 @@ def plan_campaign(campaign_id: int) -> int:
     if exists is None:
         rows = plan_batches(campaign, utcnow())
         for start in range(0, len(rows), 1000):
-            insert_ignoring_conflicts(CampaignBatch, rows[start:start + 1000], ["campaign_id", "seq"])
-        planned = db.session.scalar(select(func.coalesce(func.sum(CampaignBatch.size), 0))
-                                    .where(CampaignBatch.campaign_id == campaign_id))
-        db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(planned=planned, updated_at=utcnow()))
+            insert_ignoring_conflicts(CampaignBatch, rows[start : start + 1000], ["campaign_id", "seq"])
+        planned = db.session.scalar(
+            select(func.coalesce(func.sum(CampaignBatch.size), 0)).where(CampaignBatch.campaign_id == campaign_id)
+        )
+        db.session.execute(
+            update(Campaign).where(Campaign.id == campaign_id).values(planned=planned, updated_at=utcnow())
+        )
         db.session.commit()
         progress.set_status(campaign_id, campaign.status, planned=planned)
     count = enqueue_pending_batches(campaign_id)
@@ -96,11 +117,15 @@ def batch_queue(content: dict | None) -> str:
 def enqueue_pending_batches(campaign_id: int) -> int:
     """One job per pending batch, pipelined: due ones queued now, later waves in the scheduled registry."""
     queue = batch_queue(db.session.scalar(select(Campaign.content).where(Campaign.id == campaign_id)))
-    batches = db.session.execute(select(CampaignBatch.id, CampaignBatch.run_at).where(
-        CampaignBatch.campaign_id == campaign_id, CampaignBatch.status == BATCH_PENDING).order_by(CampaignBatch.seq)).all()
+    batches = db.session.execute(
+        select(CampaignBatch.id, CampaignBatch.run_at)
+        .where(CampaignBatch.campaign_id == campaign_id, CampaignBatch.status == BATCH_PENDING)
+        .order_by(CampaignBatch.seq)
+    ).all()
     db.session.commit()
-    tasks.enqueue_all("jobs.campaigns.run_batch", [((campaign_id, batch_id), run_at) for batch_id, run_at in batches],
-                      priority=queue)
+    tasks.enqueue_all(
+        "jobs.campaigns.run_batch", [((campaign_id, batch_id), run_at) for batch_id, run_at in batches], priority=queue
+    )
     return len(batches)
 
 

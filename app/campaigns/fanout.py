@@ -17,6 +17,7 @@ mid-batch, RQ's retry, a resume):
 
 Progress counters (Redis hash per campaign) only count rows this run changed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,6 +58,7 @@ DELIVERY_CHUNK = 2000
 
 # -- loading the batch -------------------------------------------------------------------------
 
+
 def audience_condition(campaign: Campaign, now: datetime):
     return compile_filter(campaign.audience_filter, db.session.get_bind().dialect.name, now)
 
@@ -69,8 +71,8 @@ def load_batch_people(campaign: Campaign, batch: CampaignBatch, now: datetime) -
     return [Person(*row) for row in rows]
 
 
-
 # -- the batch ---------------------------------------------------------------------------------
+
 
 @dataclass
 class Context:
@@ -91,15 +93,31 @@ def campaign_context(campaign: Campaign) -> Context:
     channels = in_send_order(campaign.channels)
     if campaign.content is None:
         priority = effective_priority(template.type, "low" if template.type == "marketing" else "normal")
-        content = {"type": template.type, "category": template.category, "title": None, "body": None, "data": {},
-                   "collapse_key": None}
+        content = {
+            "type": template.type,
+            "category": template.category,
+            "title": None,
+            "body": None,
+            "data": {},
+            "collapse_key": None,
+        }
     else:
         content = campaign.content
         priority = content["priority"]
-    renderer = (renderer_for(template, campaign.template_version) if template is not None
-                else inline_renderer(content["title"], content["body"]))
-    return Context(campaign, template, renderer, channels,
-                   routing.NotificationFacts(content["type"], content["category"], priority, tuple(channels)), priority, content)
+    renderer = (
+        renderer_for(template, campaign.template_version)
+        if template is not None
+        else inline_renderer(content["title"], content["body"])
+    )
+    return Context(
+        campaign,
+        template,
+        renderer,
+        channels,
+        routing.NotificationFacts(content["type"], content["category"], priority, tuple(channels)),
+        priority,
+        content,
+    )
 
 
 def campaign_status(campaign_id: int) -> str | None:
@@ -143,71 +161,146 @@ def run_batch(campaign_id: int, batch_id: int) -> str:
 
 def due_deliveries(notification_ids: list[str], now: datetime) -> list[int]:
     """The batch's deliveries the pipeline may take now (quiet-hours ones wait in their own jobs)."""
-    return db.session.execute(select(Delivery.id).where(
-        Delivery.notification_id.in_(notification_ids), Delivery.status.in_((PENDING, SENDING)),
-        or_(Delivery.not_before.is_(None), Delivery.not_before <= now)).order_by(Delivery.id)).scalars().all()
+    return (
+        db.session.execute(
+            select(Delivery.id)
+            .where(
+                Delivery.notification_id.in_(notification_ids),
+                Delivery.status.in_((PENDING, SENDING)),
+                or_(Delivery.not_before.is_(None), Delivery.not_before <= now),
+            )
+            .order_by(Delivery.id)
+        )
+        .scalars()
+        .all()
+    )
 
 
 def create_rows(ctx: Context, people: list[Person], now: datetime, ended: bool) -> dict[int, str]:
     """Insert the batch's notifications and routed deliveries (idempotently); returns recipient -> notification id."""
     campaign = ctx.campaign
-    decisions = ({p.id: [routing.Decision(c, routing.SUPPRESS, ENDED) for c in ctx.channels] for p in people}
-                 if ended else route_people(ctx.note, people, now))
-
+    decisions = (
+        {p.id: [routing.Decision(c, routing.SUPPRESS, ENDED) for c in ctx.channels] for p in people}
+        if ended
+        else route_people(ctx.note, people, now)
+    )
     notification_rows, failures = notification_rows_for(ctx, people, now)
-    # Rows this run created carry this run's ``now``: that tells them apart from a previous run's.
-    inserted = insert_ignoring_conflicts(Notification, notification_rows, ["campaign_id", "recipient_id"])
-    if inserted == len(notification_rows):
-        ids = {row["recipient_id"]: row["id"] for row in notification_rows}
-    else:  # a re-run: the first run's rows and ids stand
-        existing = db.session.execute(select(Notification.recipient_id, Notification.id, Notification.created_at).where(
-            Notification.campaign_id == campaign.id, Notification.recipient_id.in_([p.id for p in people]))).all()
-        ids = {recipient_id: notification_id for recipient_id, notification_id, _at in existing}
-        inserted = sum(1 for _r, _n, created_at in existing if created_at == now)
-
-    delivery_rows = []
-    for person in people:
-        for decision in decisions[person.id]:
-            status, reason = SUPPRESSED if decision.action == routing.SUPPRESS else PENDING, decision.reason
-            error = failures.get((person.id, decision.channel))
-            if error and status == PENDING:
-                status, reason = FAILED, None
-            delivery_rows.append({"notification_id": ids[person.id], "channel": decision.channel, "status": status,
-                                  "reason": reason, "not_before": decision.not_before, "attempts": 0,
-                                  "error_code": "render_error" if status == FAILED else None,
-                                  "last_error": error if status == FAILED else None,
-                                  "created_at": now, "updated_at": now})
-    created = sum(insert_ignoring_conflicts(Delivery, delivery_rows[start:start + DELIVERY_CHUNK], ["notification_id", "channel"])
-                  for start in range(0, len(delivery_rows), DELIVERY_CHUNK))
-    counts: dict[str, int] = defaultdict(int)
-    deferred: dict[datetime, list[int]] = defaultdict(list)
-    if created:
-        query = select(Delivery.id, Delivery.status, Delivery.reason, Delivery.last_error, Delivery.not_before).where(
-            Delivery.notification_id.in_(list(ids.values())), Delivery.created_at == now)
-        events = []
-        for delivery_id, status, reason, last_error, not_before in db.session.execute(query):
-            if status == SUPPRESSED:
-                counts[f"suppressed:{reason}"] += 1
-                events.append({"delivery_id": delivery_id, "status": SUPPRESSED, "detail": reason, "created_at": now})
-            elif status == FAILED:
-                counts["failed"] += 1
-                events.append({"delivery_id": delivery_id, "status": FAILED, "detail": f"render_error: {last_error}",
-                               "created_at": now})
-            elif not_before is not None:
-                deferred[not_before].append(delivery_id)
-                events.append({"delivery_id": delivery_id, "status": PENDING,
-                               "detail": f"deferred until {not_before.isoformat()} (quiet_hours)", "created_at": now})
-        if events:
-            db.session.execute(insert(DeliveryEvent), events)
+    ids, inserted = _insert_notifications(campaign.id, people, notification_rows, now)
+    delivery_rows = delivery_rows_for(people, decisions, ids, failures, now)
+    created = sum(
+        insert_ignoring_conflicts(
+            Delivery, delivery_rows[start : start + DELIVERY_CHUNK], ["notification_id", "channel"]
+        )
+        for start in range(0, len(delivery_rows), DELIVERY_CHUNK)
+    )
+    counts, deferred = _record_created_deliveries(list(ids.values()), now) if created else ({}, {})
     db.session.commit()
 
     pipe = get_redis().pipeline(transaction=False)
     progress.add(pipe, campaign.id, {**counts, "notified": inserted} if inserted else counts)
     pipe.execute()
     if created and ctx.note.type == "marketing":
-        record_marketing_sends({p.id: ids[p.id] for p in people if any(d.action != routing.SUPPRESS for d in decisions[p.id])}, now)
+        record_marketing_sends(
+            {p.id: ids[p.id] for p in people if any(d.action != routing.SUPPRESS for d in decisions[p.id])}, now
+        )
     schedule_deferred(ctx.priority, deferred)
     return ids
+
+
+def _insert_notifications(
+    campaign_id: int, people: list[Person], notification_rows: list[dict], now: datetime
+) -> tuple[dict[int, str], int]:
+    """Insert the batch's notifications; (recipient -> notification id, how many this run inserted)."""
+    # Rows this run created carry this run's ``now``: that tells them apart from a previous run's.
+    inserted = insert_ignoring_conflicts(Notification, notification_rows, ["campaign_id", "recipient_id"])
+    if inserted == len(notification_rows):
+        return {row["recipient_id"]: row["id"] for row in notification_rows}, inserted
+    # a re-run: the first run's rows and ids stand
+    existing = db.session.execute(
+        select(Notification.recipient_id, Notification.id, Notification.created_at).where(
+            Notification.campaign_id == campaign_id, Notification.recipient_id.in_([p.id for p in people])
+        )
+    ).all()
+    ids = {recipient_id: notification_id for recipient_id, notification_id, _at in existing}
+    return ids, sum(1 for _r, _n, created_at in existing if created_at == now)
+
+
+def routed_status(decision: routing.Decision, render_error: str | None) -> tuple[str, str | None]:
+    """(status, reason) of a routed delivery: suppressed as routed, else pending, or failed if it cannot render."""
+    status, reason = SUPPRESSED if decision.action == routing.SUPPRESS else PENDING, decision.reason
+    if render_error and status == PENDING:
+        return FAILED, None
+    return status, reason
+
+
+def delivery_rows_for(
+    people: list[Person],
+    decisions: dict[int, list[routing.Decision]],
+    ids: dict[int, str],
+    failures: dict[tuple[int, str], str],
+    now: datetime,
+) -> list[dict]:
+    """One delivery row per routed (recipient, channel), with its status decided by :func:`routed_status`."""
+    rows = []
+    for person in people:
+        for decision in decisions[person.id]:
+            error = failures.get((person.id, decision.channel))
+            status, reason = routed_status(decision, error)
+            rows.append(
+                {
+                    "notification_id": ids[person.id],
+                    "channel": decision.channel,
+                    "status": status,
+                    "reason": reason,
+                    "not_before": decision.not_before,
+                    "attempts": 0,
+                    "error_code": "render_error" if status == FAILED else None,
+                    "last_error": error if status == FAILED else None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+    return rows
+
+
+def _record_created_deliveries(
+    notification_ids: list[str], now: datetime
+) -> tuple[dict[str, int], dict[datetime, list[int]]]:
+    """Events for the deliveries this run created (suppressed, failed, deferred); their progress counts and the
+    deferred ones by release time."""
+    counts: dict[str, int] = defaultdict(int)
+    deferred: dict[datetime, list[int]] = defaultdict(list)
+    query = select(Delivery.id, Delivery.status, Delivery.reason, Delivery.last_error, Delivery.not_before).where(
+        Delivery.notification_id.in_(notification_ids), Delivery.created_at == now
+    )
+    events = []
+    for delivery_id, status, reason, last_error, not_before in db.session.execute(query):
+        if status == SUPPRESSED:
+            counts[f"suppressed:{reason}"] += 1
+            events.append({"delivery_id": delivery_id, "status": SUPPRESSED, "detail": reason, "created_at": now})
+        elif status == FAILED:
+            counts["failed"] += 1
+            events.append(
+                {
+                    "delivery_id": delivery_id,
+                    "status": FAILED,
+                    "detail": f"render_error: {last_error}",
+                    "created_at": now,
+                }
+            )
+        elif not_before is not None:
+            deferred[not_before].append(delivery_id)
+            events.append(
+                {
+                    "delivery_id": delivery_id,
+                    "status": PENDING,
+                    "detail": f"deferred until {not_before.isoformat()} (quiet_hours)",
+                    "created_at": now,
+                }
+            )
+    if events:
+        db.session.execute(insert(DeliveryEvent), events)
+    return counts, deferred
 
 
 def notification_rows_for(ctx: Context, people: list[Person], now: datetime) -> tuple[list[dict], dict]:
@@ -217,16 +310,31 @@ def notification_rows_for(ctx: Context, people: list[Person], now: datetime) -> 
     campaign, template, spec = ctx.campaign, ctx.template, ctx.content
     notification_rows, failures = [], {}
     for person in people:
-        row = {"id": new_notification_id(), "recipient_id": person.id, "type": spec["type"],
-               "category": spec["category"], "priority": ctx.priority, "template_key": template and template.key,
-               "template_version": campaign.template_version, "title": spec["title"], "body": spec["body"],
-               "data": spec["data"], "collapse_key": spec["collapse_key"],
-               "channels": ctx.channels, "status": "routed", "created_at": now, "routed_at": now,
-               "campaign_id": campaign.id, "origin": origin.of_campaign(campaign.id)}
+        row = {
+            "id": new_notification_id(),
+            "recipient_id": person.id,
+            "type": spec["type"],
+            "category": spec["category"],
+            "priority": ctx.priority,
+            "template_key": template and template.key,
+            "template_version": campaign.template_version,
+            "title": spec["title"],
+            "body": spec["body"],
+            "data": spec["data"],
+            "collapse_key": spec["collapse_key"],
+            "channels": ctx.channels,
+            "status": "routed",
+            "created_at": now,
+            "routed_at": now,
+            "campaign_id": campaign.id,
+            "origin": origin.of_campaign(campaign.id),
+        }
         if inbox_channel() in ctx.channels and template is not None:
             # The inbox shows the stored title/body, so the in-app variant is rendered into the row.
             try:
-                content = ctx.renderer.render(inbox_channel(), person.locale, render_context(person, SimpleNamespace(**row)))
+                content = ctx.renderer.render(
+                    inbox_channel(), person.locale, render_context(person, SimpleNamespace(**row))
+                )
                 row["title"], row["body"] = content["title"], content["body"]
             except RenderError as error:
                 failures[(person.id, inbox_channel())] = str(error)
@@ -238,13 +346,16 @@ def schedule_deferred(priority: str, deferred: dict[datetime, list[int]]) -> Non
     """Quiet-hours deliveries go in one job per minute of release (and per 1000), never one job per delivery."""
     by_minute: dict[datetime, list[int]] = defaultdict(list)
     for at, delivery_ids in deferred.items():
-        minute = at.replace(second=0, microsecond=0) + (timedelta(minutes=1) if at.second or at.microsecond else timedelta(0))
+        minute = at.replace(second=0, microsecond=0) + (
+            timedelta(minutes=1) if at.second or at.microsecond else timedelta(0)
+        )
         by_minute[minute].extend(delivery_ids)
     for at, delivery_ids in sorted(by_minute.items()):
         deliver_later(delivery_ids, priority, at)
 
 
 # -- stopping ----------------------------------------------------------------------------------
+
 
 def cancel_pending(campaign_id: int) -> int:
     """Nothing unsent goes out after a cancel: PENDING deliveries become SUPPRESSED campaign_cancelled.
@@ -253,13 +364,21 @@ def cancel_pending(campaign_id: int) -> int:
     """
     now = utcnow()
     scope = Delivery.notification_id.in_(select(Notification.id).where(Notification.campaign_id == campaign_id))
-    stopped = db.session.execute(
-        update(Delivery).where(scope, Delivery.status == PENDING)
-        .values(status=SUPPRESSED, reason=CANCELLED_REASON, updated_at=now).returning(Delivery.id)
-    ).scalars().all()
+    stopped = (
+        db.session.execute(
+            update(Delivery)
+            .where(scope, Delivery.status == PENDING)
+            .values(status=SUPPRESSED, reason=CANCELLED_REASON, updated_at=now)
+            .returning(Delivery.id)
+        )
+        .scalars()
+        .all()
+    )
     if stopped:
-        db.session.execute(insert(DeliveryEvent), [{"delivery_id": d, "status": SUPPRESSED, "detail": CANCELLED_REASON,
-                                                    "created_at": now} for d in stopped])
+        db.session.execute(
+            insert(DeliveryEvent),
+            [{"delivery_id": d, "status": SUPPRESSED, "detail": CANCELLED_REASON, "created_at": now} for d in stopped],
+        )
     db.session.commit()
     if stopped:
         pipe = get_redis().pipeline(transaction=False)
@@ -269,6 +388,9 @@ def cancel_pending(campaign_id: int) -> int:
 
 
 def _close_batch(batch: CampaignBatch, status: str) -> None:
-    db.session.execute(update(CampaignBatch).where(CampaignBatch.id == batch.id, CampaignBatch.status == BATCH_PENDING)
-                       .values(status=status, done_at=utcnow()))
+    db.session.execute(
+        update(CampaignBatch)
+        .where(CampaignBatch.id == batch.id, CampaignBatch.status == BATCH_PENDING)
+        .values(status=status, done_at=utcnow())
+    )
     db.session.commit()

@@ -11,6 +11,7 @@ Wall-clock times that do not exist on a DST day (02:30 when clocks jump
 02:00 -> 03:00) go out after the jump, shifted by the gap (03:30); times
 that happen twice (clocks going back) use the first occurrence.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,8 +51,10 @@ def plan_waves(zones: list[str | None], local_time: time, now: datetime) -> list
     by_instant: dict[datetime, list[str | None]] = {}
     for name in zones:
         by_instant.setdefault(local_wave_time(local_time, name, now), []).append(name)
-    return [Wave(at, tuple(sorted(names, key=lambda n: (n is not None, n or ""))))
-            for at, names in sorted(by_instant.items())]
+    return [
+        Wave(at, tuple(sorted(names, key=lambda n: (n is not None, n or ""))))
+        for at, names in sorted(by_instant.items())
+    ]
 
 
 def batch_size(per_minute: int | None) -> int:
@@ -99,9 +102,18 @@ def missing_variants(variants: dict, channels: list[str], default_locale: str) -
     return [c for c in channels if pick_variant(variants, c, default_locale, default_locale) is None]
 
 
-def launch_problems(*, audience_count: int, variants: dict | None, default_locale: str, channels: list[str],
-                    schedule: str, send_at: datetime | None, local_time: time | None,
-                    ends_at: datetime | None, now: datetime) -> list[str]:
+def launch_problems(
+    *,
+    audience_count: int,
+    variants: dict | None,
+    default_locale: str,
+    channels: list[str],
+    schedule: str,
+    send_at: datetime | None,
+    local_time: time | None,
+    ends_at: datetime | None,
+    now: datetime,
+) -> list[str]:
     """Every reason this campaign cannot launch now, in words for the page; empty when it can."""
     problems = []
     if audience_count <= 0:

@@ -4,6 +4,7 @@ Fields: ``planned``, ``notified``, ``sent:<channel>``, ``suppressed:<reason>``,
 ``failed``, ``uncertain`` (marketing in flight when a worker died, not sent twice) and ``status``. Redis keeps nothing on disk here, so the database
 stays the truth: :func:`read` rebuilds a lost hash from the delivery rows.
 """
+
 from __future__ import annotations
 
 from sqlalchemy import func, select, update
@@ -64,16 +65,29 @@ def read(campaign_id: int, status: str, planned: int) -> dict[str, int]:
 
 def finish_if_complete(campaign_id: int) -> bool:
     """A running campaign is finished once no batch waits and no delivery of it is still to be sent."""
-    if db.session.scalar(select(CampaignBatch.id).where(CampaignBatch.campaign_id == campaign_id,
-                                                        CampaignBatch.status == BATCH_PENDING).limit(1)) is not None:
+    if (
+        db.session.scalar(
+            select(CampaignBatch.id)
+            .where(CampaignBatch.campaign_id == campaign_id, CampaignBatch.status == BATCH_PENDING)
+            .limit(1)
+        )
+        is not None
+    ):
         return False
-    unsent = db.session.scalar(select(Delivery.id).join(Notification, Notification.id == Delivery.notification_id).where(
-        Notification.campaign_id == campaign_id, Delivery.status.in_((PENDING, SENDING))).limit(1))
+    unsent = db.session.scalar(
+        select(Delivery.id)
+        .join(Notification, Notification.id == Delivery.notification_id)
+        .where(Notification.campaign_id == campaign_id, Delivery.status.in_((PENDING, SENDING)))
+        .limit(1)
+    )
     if unsent is not None:
         return False
     now = utcnow()
-    done = db.session.execute(update(Campaign).where(Campaign.id == campaign_id, Campaign.status == RUNNING)
-                              .values(status=FINISHED, finished_at=now, updated_at=now)).rowcount
+    done = db.session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == RUNNING)
+        .values(status=FINISHED, finished_at=now, updated_at=now)
+    ).rowcount
     db.session.commit()
     if done:
         set_status(campaign_id, FINISHED)
@@ -101,7 +115,8 @@ def delivery_counts(campaign_id: int) -> dict[str, int]:
         else:
             continue
         counts[field] = counts.get(field, 0) + count
-    counts["notified"] = db.session.scalar(select(func.count()).select_from(Notification)
-                                           .where(Notification.campaign_id == campaign_id)) or 0
+    counts["notified"] = (
+        db.session.scalar(select(func.count()).select_from(Notification).where(Notification.campaign_id == campaign_id))
+        or 0
+    )
     return counts
-

@@ -10,6 +10,7 @@ counters, pause / resume / cancel and page in the console.
 Idempotency is the single send's: the reservation names the run instead of a notification, so a replay
 answers the same run and a different body is a conflict.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -38,21 +39,45 @@ def topic_filter(key: str, exclude: list[str] | None) -> dict:
     return {"all": conditions}
 
 
-def _run_row(payload: NotificationCreate, template: Template | None, name: str, label: str, audience_filter: dict, now) -> dict:
+def _run_row(
+    payload: NotificationCreate, template: Template | None, name: str, label: str, audience_filter: dict, now
+) -> dict:
     return {
-        "name": name[:255], "template_id": template.id if template else None,
-        "template_version": template.current_version if template else None, "channels": in_send_order(payload.channels),
-        "audience_filter": audience_filter, "audience_name": label[:255],
-        "schedule": SEND_AT if payload.send_at else SEND_NOW, "send_at": payload.send_at, "status": RUNNING, "planned": 0,
-        "created_at": now, "updated_at": now, "launched_at": now,
-        "content": {"type": payload.type, "category": payload.category,
-                    "priority": effective_priority(payload.type, payload.priority), "title": payload.title,
-                    "body": payload.body, "data": payload.data, "collapse_key": payload.collapse_key},
+        "name": name[:255],
+        "template_id": template.id if template else None,
+        "template_version": template.current_version if template else None,
+        "channels": in_send_order(payload.channels),
+        "audience_filter": audience_filter,
+        "audience_name": label[:255],
+        "schedule": SEND_AT if payload.send_at else SEND_NOW,
+        "send_at": payload.send_at,
+        "status": RUNNING,
+        "planned": 0,
+        "created_at": now,
+        "updated_at": now,
+        "launched_at": now,
+        "content": {
+            "type": payload.type,
+            "category": payload.category,
+            "priority": effective_priority(payload.type, payload.priority),
+            "title": payload.title,
+            "body": payload.body,
+            "data": payload.data,
+            "collapse_key": payload.collapse_key,
+        },
     }
 
 
-def start_run(payload: NotificationCreate, *, name: str, label: str, audience_filter: dict, fingerprint: str,
-              api_key_id: int | None, idempotency_key: str | None) -> Accepted:
+def start_run(
+    payload: NotificationCreate,
+    *,
+    name: str,
+    label: str,
+    audience_filter: dict,
+    fingerprint: str,
+    api_key_id: int | None,
+    idempotency_key: str | None,
+) -> Accepted:
     """Store the run (once per idempotency key) and queue its planning; the run id is what the caller is told."""
     template = None
     if payload.template:
@@ -62,11 +87,22 @@ def start_run(payload: NotificationCreate, *, name: str, label: str, audience_fi
     for _attempt in range(2):
         now = utcnow()
         try:
-            run_id = db.session.execute(insert(Campaign).values(**_run_row(payload, template, name, label, audience_filter, now))
-                                        .returning(Campaign.id)).scalar_one()
+            run_id = db.session.execute(
+                insert(Campaign)
+                .values(**_run_row(payload, template, name, label, audience_filter, now))
+                .returning(Campaign.id)
+            ).scalar_one()
             if idempotency_key:
-                db.session.execute(insert(IdempotencyKey).values(api_key_id=api_key_id, key=idempotency_key, request_hash=fingerprint,
-                                                                 notification_id=None, run_id=run_id, created_at=now))
+                db.session.execute(
+                    insert(IdempotencyKey).values(
+                        api_key_id=api_key_id,
+                        key=idempotency_key,
+                        request_hash=fingerprint,
+                        notification_id=None,
+                        run_id=run_id,
+                        created_at=now,
+                    )
+                )
             db.session.commit()
             break
         except IntegrityError:
@@ -89,8 +125,9 @@ def relaunch_unplanned(stale: datetime) -> int:
     """Runs (and launched campaigns) stored while Redis was down have no batches and no planning job: the
     reaper queues their planning again (planning is safe to repeat). Returns how many."""
     has_batches = select(CampaignBatch.id).where(CampaignBatch.campaign_id == Campaign.id).exists()
-    ids = db.session.scalars(select(Campaign.id).where(Campaign.status == RUNNING, Campaign.launched_at < stale,
-                                                       ~has_batches).limit(100)).all()
+    ids = db.session.scalars(
+        select(Campaign.id).where(Campaign.status == RUNNING, Campaign.launched_at < stale, ~has_batches).limit(100)
+    ).all()
     db.session.commit()
     for run_id in ids:
         _launch(run_id)

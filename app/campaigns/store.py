@@ -1,13 +1,15 @@
-"""What the console does with campaigns: save drafts, check, launch, pause, resume, cancel, test-send, read progress.
+"""What the console does with campaigns: save drafts, check, launch, pause, resume, cancel, read progress.
 
 Every change writes an AuditEntry. State changes are conditional UPDATEs
 (``WHERE status = <expected>``), so two staff clicking at once cannot launch
-a campaign twice or resume a cancelled one.
+a campaign twice or resume a cancelled one. Test sends and what became of them
+are in :mod:`app.campaigns.testsend`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import datetime, time
 
 from sqlalchemy import func, select, update
 
@@ -16,7 +18,7 @@ from app.campaigns import planning, progress
 from app.campaigns.batches import enqueue_pending_batches, enqueue_plan
 from app.campaigns.fanout import cancel_pending
 from app.channels import in_list_order, in_send_order
-from app.delivery.constants import DELIVERED, DISPATCHED, FAILED, FINAL_STATUSES, SUPPRESSED
+from app.delivery.constants import FAILED
 from app.extensions import db
 from app.models import (
     Audience,
@@ -57,25 +59,44 @@ class CampaignFields:
 def snapshot(campaign: Campaign) -> dict:
     """The campaign as JSON, for audit entries."""
     return {
-        "name": campaign.name, "template_id": campaign.template_id, "template_version": campaign.template_version,
-        "channels": list(campaign.channels or []), "audience_filter": campaign.audience_filter,
-        "audience_name": campaign.audience_name, "schedule": campaign.schedule,
+        "name": campaign.name,
+        "template_id": campaign.template_id,
+        "template_version": campaign.template_version,
+        "channels": list(campaign.channels or []),
+        "audience_filter": campaign.audience_filter,
+        "audience_name": campaign.audience_name,
+        "schedule": campaign.schedule,
         "send_at": campaign.send_at.isoformat() if campaign.send_at else None,
         "local_time": campaign.local_time.strftime("%H:%M") if campaign.local_time else None,
         "throttle_per_minute": campaign.throttle_per_minute,
-        "ends_at": campaign.ends_at.isoformat() if campaign.ends_at else None, "status": campaign.status,
+        "ends_at": campaign.ends_at.isoformat() if campaign.ends_at else None,
+        "status": campaign.status,
     }
 
 
-def _audit(actor: StaffUser, action: str, campaign: Campaign, before: dict | None, after: dict | None) -> None:
-    db.session.add(AuditEntry(staff_user_id=actor.id, actor=actor.email, action=action, target_type="campaign",
-                              target_id=str(campaign.id), before=before, after=after, created_at=utcnow()))
+def audit(actor: StaffUser, action: str, campaign: Campaign, before: dict | None, after: dict | None) -> None:
+    """Add the AuditEntry for a change to ``campaign``; the caller commits it with the change."""
+    db.session.add(
+        AuditEntry(
+            staff_user_id=actor.id,
+            actor=actor.email,
+            action=action,
+            target_type="campaign",
+            target_id=str(campaign.id),
+            before=before,
+            after=after,
+            created_at=utcnow(),
+        )
+    )
 
 
 # -- reading -----------------------------------------------------------------------------------
 
+
 def list_campaigns(limit: int = 200) -> list[Campaign]:
-    return db.session.scalars(select(Campaign).order_by(Campaign.created_at.desc(), Campaign.id.desc()).limit(limit)).all()
+    return db.session.scalars(
+        select(Campaign).order_by(Campaign.created_at.desc(), Campaign.id.desc()).limit(limit)
+    ).all()
 
 
 def templates() -> list[Template]:
@@ -117,14 +138,22 @@ def launch_problems(campaign: Campaign, now: datetime | None = None) -> list[str
         audience_count=0 if audience_is_empty(campaign.audience_filter, now) else 1,
         variants=version.variants if version else None,
         default_locale=template.default_locale if template else "en",
-        channels=list(campaign.channels or []), schedule=campaign.schedule, send_at=campaign.send_at,
-        local_time=campaign.local_time, ends_at=campaign.ends_at, now=now)
+        channels=list(campaign.channels or []),
+        schedule=campaign.schedule,
+        send_at=campaign.send_at,
+        local_time=campaign.local_time,
+        ends_at=campaign.ends_at,
+        now=now,
+    )
 
 
 def engagement(campaign_id: int) -> tuple[int, int]:
     """(read, clicked): the campaign's notifications read in the inbox, and those whose link was followed."""
-    read, clicked = db.session.execute(select(func.count(Notification.read_at), func.count(Notification.clicked_at))
-                                       .where(Notification.campaign_id == campaign_id)).one()
+    read, clicked = db.session.execute(
+        select(func.count(Notification.read_at), func.count(Notification.clicked_at)).where(
+            Notification.campaign_id == campaign_id
+        )
+    ).one()
     return int(read or 0), int(clicked or 0)
 
 
@@ -141,13 +170,16 @@ def waves(campaign: Campaign, limit: int = 50) -> list[tuple[datetime, int, int]
     """(run at, batches, recipients) per distinct batch time, for the page."""
     rows = db.session.execute(
         select(CampaignBatch.run_at, func.count(), func.sum(CampaignBatch.size))
-        .where(CampaignBatch.campaign_id == campaign.id).group_by(CampaignBatch.run_at)
-        .order_by(CampaignBatch.run_at).limit(limit)
+        .where(CampaignBatch.campaign_id == campaign.id)
+        .group_by(CampaignBatch.run_at)
+        .order_by(CampaignBatch.run_at)
+        .limit(limit)
     ).all()
     return [(at, int(count), int(size or 0)) for at, count, size in rows]
 
 
 # -- writing -----------------------------------------------------------------------------------
+
 
 def validate_fields(fields: CampaignFields) -> dict[str, list[str]]:
     """Problems per form field that the form's own validators cannot see."""
@@ -162,7 +194,9 @@ def validate_fields(fields: CampaignFields) -> dict[str, list[str]]:
         offered = template_channels(template)
         extra = [c for c in fields.channels if c not in offered]
         if extra:
-            errors["channels"] = [f"The template has no variant for {', '.join(extra)}; it offers {', '.join(offered) or 'none'}."]
+            errors["channels"] = [
+                f"The template has no variant for {', '.join(extra)}; it offers {', '.join(offered) or 'none'}."
+            ]
     if not fields.channels:
         errors.setdefault("channels", []).append("Choose at least one channel.")
     if fields.schedule == SEND_AT and fields.send_at is None:
@@ -190,7 +224,7 @@ def create_campaign(fields: CampaignFields, actor: StaffUser) -> Campaign:
     _apply(campaign, fields)
     db.session.add(campaign)
     db.session.flush()
-    _audit(actor, "campaign.create", campaign, None, snapshot(campaign))
+    audit(actor, "campaign.create", campaign, None, snapshot(campaign))
     db.session.commit()
     return campaign
 
@@ -200,23 +234,27 @@ def update_campaign(campaign: Campaign, fields: CampaignFields, actor: StaffUser
         raise CampaignStateError("Only a draft can be edited; this campaign has been launched.")
     before = snapshot(campaign)
     _apply(campaign, fields)
-    _audit(actor, "campaign.update", campaign, before, snapshot(campaign))
+    audit(actor, "campaign.update", campaign, before, snapshot(campaign))
     db.session.commit()
     return campaign
 
 
-def _transition(campaign: Campaign, expected: tuple[str, ...], values: dict, action: str, actor: StaffUser,
-                verb: str) -> None:
+def _transition(
+    campaign: Campaign, expected: tuple[str, ...], values: dict, action: str, actor: StaffUser, verb: str
+) -> None:
     before = snapshot(campaign)
     now = utcnow()
-    changed = db.session.execute(update(Campaign).where(Campaign.id == campaign.id, Campaign.status.in_(expected))
-                                 .values(**values, updated_at=now)).rowcount
+    changed = db.session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign.id, Campaign.status.in_(expected))
+        .values(**values, updated_at=now)
+    ).rowcount
     if not changed:
         db.session.rollback()
         db.session.refresh(campaign)
         raise CampaignStateError(f"This campaign is {campaign.status}; it cannot be {verb} now.")
     db.session.refresh(campaign)
-    _audit(actor, action, campaign, before, snapshot(campaign))
+    audit(actor, action, campaign, before, snapshot(campaign))
     db.session.commit()
     progress.set_status(campaign.id, campaign.status)
 
@@ -231,12 +269,19 @@ def launch(campaign: Campaign, actor: StaffUser, now: datetime | None = None) ->
     if problems:
         return problems
     template = db.session.get(Template, campaign.template_id)
-    failure = audience_failure(template, template.current_version, campaign.audience_filter,
-                               list(campaign.channels or []), {}, now)
+    failure = audience_failure(
+        template, template.current_version, campaign.audience_filter, list(campaign.channels or []), {}, now
+    )
     if failure is not None:
         return [f"{failure}. Fix the template (or the audience) and launch again."]
-    _transition(campaign, (DRAFT,), {"status": RUNNING, "template_version": template.current_version,
-                                     "launched_at": now}, "campaign.launch", actor, "launched")
+    _transition(
+        campaign,
+        (DRAFT,),
+        {"status": RUNNING, "template_version": template.current_version, "launched_at": now},
+        "campaign.launch",
+        actor,
+        "launched",
+    )
     progress.set_status(campaign.id, RUNNING, planned=0)
     enqueue_plan(campaign.id)
     return []
@@ -255,72 +300,21 @@ def resume(campaign: Campaign, actor: StaffUser) -> None:
 
 def cancel(campaign: Campaign, actor: StaffUser) -> None:
     """Stops everything not yet sent: pending batches are closed, pending deliveries suppressed."""
-    _transition(campaign, (DRAFT, RUNNING, PAUSED), {"status": CANCELLED, "finished_at": utcnow()}, "campaign.cancel", actor, "cancelled")
-    db.session.execute(update(CampaignBatch).where(CampaignBatch.campaign_id == campaign.id,
-                                                   CampaignBatch.status == BATCH_PENDING)
-                       .values(status=BATCH_CANCELLED, done_at=utcnow()))
+    _transition(
+        campaign,
+        (DRAFT, RUNNING, PAUSED),
+        {"status": CANCELLED, "finished_at": utcnow()},
+        "campaign.cancel",
+        actor,
+        "cancelled",
+    )
+    db.session.execute(
+        update(CampaignBatch)
+        .where(CampaignBatch.campaign_id == campaign.id, CampaignBatch.status == BATCH_PENDING)
+        .values(status=BATCH_CANCELLED, done_at=utcnow())
+    )
     db.session.commit()
     cancel_pending(campaign.id)
-
-
-@dataclass(frozen=True)
-class TestSendResult:
-    user_id: str
-    notification_id: str | None
-    error: str | None
-
-
-@dataclass(frozen=True)
-class ChannelOutcome:
-    """What became of one test delivery, read from its row."""
-
-    channel: str
-    status: str
-    detail: str | None = None  # the reason, error or deferral
-    settled: bool = True       # nothing more will change without waiting (final, or deferred to a later time)
-
-    @property
-    def label(self) -> str:
-        return {DELIVERED: "sent", DISPATCHED: "sent", FAILED: "failed", SUPPRESSED: "suppressed"}.get(
-            self.status, "deferred" if self.settled else "sending")
-
-
-def channel_outcome(delivery: Delivery, now: datetime) -> ChannelOutcome:
-    if delivery.status == FAILED:
-        code = delivery.error_code or "error"
-        return ChannelOutcome(delivery.channel, FAILED, f"{code}: {delivery.last_error}" if delivery.last_error else code)
-    if delivery.status in FINAL_STATUSES:
-        return ChannelOutcome(delivery.channel, delivery.status, delivery.reason)
-    if delivery.not_before is not None and delivery.not_before > now + timedelta(seconds=30):
-        return ChannelOutcome(delivery.channel, delivery.status,
-                              f"until {delivery.not_before:%Y-%m-%d %H:%M} UTC ({delivery.reason or 'quiet hours'})")
-    return ChannelOutcome(delivery.channel, delivery.status, None, settled=False)
-
-
-@dataclass(frozen=True)
-class TestOutcome:
-    user_id: str
-    notification_id: str
-    channels: tuple[ChannelOutcome, ...]
-
-    @property
-    def settled(self) -> bool:
-        return bool(self.channels) and all(c.settled for c in self.channels)
-
-
-def test_outcomes(campaign: Campaign, notification_ids: list[str], now: datetime | None = None) -> list[TestOutcome]:
-    """Each of this campaign's test notifications with its deliveries as they stand (none yet: still queued)."""
-    now = now or utcnow()
-    rows = db.session.execute(
-        select(Notification.id, Recipient.external_id, Notification.data)
-        .join(Recipient, Recipient.id == Notification.recipient_id).where(Notification.id.in_(notification_ids))).all()
-    notes = [(n, user) for n, user, data in rows if (data or {}).get("campaign_id") == campaign.id]
-    deliveries: dict[str, list[ChannelOutcome]] = {}
-    for delivery in db.session.scalars(select(Delivery).where(Delivery.notification_id.in_([n for n, _u in notes]))
-                                       .order_by(Delivery.id)):
-        deliveries.setdefault(delivery.notification_id, []).append(channel_outcome(delivery, now))
-    found = {n: TestOutcome(user, n, tuple(deliveries.get(n, ()))) for n, user in notes}
-    return [found[n] for n in notification_ids if n in found]
 
 
 @dataclass(frozen=True)
@@ -336,31 +330,8 @@ def failure_groups(campaign_id: int, limit: int = 20) -> list[FailureGroup]:
         select(Delivery.error_code, func.count(), func.min(Delivery.last_error))
         .join(Notification, Notification.id == Delivery.notification_id)
         .where(Notification.campaign_id == campaign_id, Delivery.status == FAILED)
-        .group_by(Delivery.error_code).order_by(func.count().desc(), Delivery.error_code).limit(limit)).all()
+        .group_by(Delivery.error_code)
+        .order_by(func.count().desc(), Delivery.error_code)
+        .limit(limit)
+    ).all()
     return [FailureGroup(code or "unknown", int(count), example) for code, count, example in rows]
-
-
-def test_send(campaign: Campaign, user_ids: list[str], actor: StaffUser) -> list[TestSendResult]:
-    """Send the campaign's current content to a few recipients through the normal pipeline, marked as a test."""
-    from app.accept import UnknownRecipient, UnknownTemplate, accept_notification
-    from app.schemas import NotificationCreate
-
-    template = db.session.get(Template, campaign.template_id)
-    results = []
-    for user_id in user_ids:
-        payload = NotificationCreate(
-            user_id=user_id, type=template.type, category=template.category, template=template.key,
-            data={"campaign_id": campaign.id, "campaign_test": True}, channels=list(campaign.channels), priority="high",
-        )
-        try:
-            accepted = accept_notification(payload, api_key_id=None, idempotency_key=None)
-        except UnknownRecipient:
-            results.append(TestSendResult(user_id, None, "no recipient has this user id"))
-        except UnknownTemplate:
-            results.append(TestSendResult(user_id, None, "the template no longer exists"))
-        else:
-            results.append(TestSendResult(user_id, accepted.id, None))
-    _audit(actor, "campaign.test_send", campaign, None,
-           {"user_ids": user_ids, "sent": [r.notification_id for r in results if r.notification_id]})
-    db.session.commit()
-    return results

@@ -5,6 +5,7 @@ with the team's .p8 key; Apple rejects one older than an hour and throttles
 one renewed more often than every 20 minutes, so it is cached and renewed
 after ``JWT_REFRESH_SECONDS``.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,26 +66,38 @@ class ApnsClient:
             if self._jwt is None or time.time() - self._jwt[0] >= JWT_REFRESH_SECONDS:
                 issued = time.time()
                 key = Path(self.config["APNS_KEY_FILE"]).read_text()
-                token = jwt.encode({"iss": self.config["APNS_TEAM_ID"], "iat": int(issued)}, key, algorithm="ES256",
-                                   headers={"kid": self.config["APNS_KEY_ID"]})
+                token = jwt.encode(
+                    {"iss": self.config["APNS_TEAM_ID"], "iat": int(issued)},
+                    key,
+                    algorithm="ES256",
+                    headers={"kid": self.config["APNS_KEY_ID"]},
+                )
                 self._jwt = (issued, token)
             return self._jwt[1]
 
     def send(self, device: DeviceTarget, message: Message) -> Result:
         if not all(self.config.get(s) for s in ("APNS_TEAM_ID", "APNS_KEY_ID", "APNS_KEY_FILE", "APNS_TOPIC")):
-            return Result(Outcome.PERMANENT, self.name, error_code="not_configured", detail="APNS_* settings are not set")
+            return Result(
+                Outcome.PERMANENT, self.name, error_code="not_configured", detail="APNS_* settings are not set"
+            )
         payload = apns_payload(message)
         body = json.dumps(payload, separators=(",", ":")).encode()
         if len(body) > MAX_PAYLOAD_BYTES:
-            return Result(Outcome.PERMANENT, self.name, error_code="payload_too_large",
-                          detail=f"{len(body)} bytes; APNs takes at most {MAX_PAYLOAD_BYTES}")
+            return Result(
+                Outcome.PERMANENT,
+                self.name,
+                error_code="payload_too_large",
+                detail=f"{len(body)} bytes; APNs takes at most {MAX_PAYLOAD_BYTES}",
+            )
         headers = apns_headers(message, device.id, self.config["APNS_TOPIC"], background="alert" not in payload["aps"])
         return guarded(self.name, lambda: self._post(device.token, body, headers), self.config.get("APNS_RATE", 0.0))
 
     def _post(self, token: str, body: bytes, headers: dict[str, str]) -> Result:
         url = f"{self.config['APNS_BASE']}/3/device/{token}"
         try:
-            response = self.client.post(url, content=body, headers={**headers, "authorization": f"bearer {self.provider_token()}"})
+            response = self.client.post(
+                url, content=body, headers={**headers, "authorization": f"bearer {self.provider_token()}"}
+            )
         except httpx.HTTPError as error:
             return transport_failure(self.name, error)
         if response.status_code == 200:
@@ -94,8 +107,14 @@ class ApnsClient:
         if response.status_code == 410 or reason in DEAD_TOKEN_REASONS:
             return Result(Outcome.TOKEN_GONE, self.name, error_code=reason or "Unregistered", detail=detail)
         if response.status_code == 429 or response.status_code >= 500:
-            return Result(Outcome.TRANSIENT, self.name, error_code=reason or f"http_{response.status_code}", detail=detail,
-                          retry_after=retry_after(response), provider_fault=response.status_code >= 500)
+            return Result(
+                Outcome.TRANSIENT,
+                self.name,
+                error_code=reason or f"http_{response.status_code}",
+                detail=detail,
+                retry_after=retry_after(response),
+                provider_fault=response.status_code >= 500,
+            )
         if reason in PROVIDER_TOKEN_REASONS:
             self._jwt = None  # the next try signs a fresh one
             return Result(Outcome.TRANSIENT, self.name, error_code=reason, detail=detail, provider_fault=True)

@@ -12,6 +12,7 @@ these once; the API schema, the console, the inbox's preference grid, the
 audience filter and routing read them through the functions at the end of
 this module -- nothing else in Herald compares a value to a channel name.
 """
+
 from __future__ import annotations
 
 import enum
@@ -21,11 +22,11 @@ from typing import Any, ClassVar
 
 
 class Outcome(enum.Enum):
-    DISPATCHED = "dispatched"      # handed to the provider; a receipt may follow
-    DELIVERED = "delivered"        # the provider (or Herald itself) confirms delivery
-    TRANSIENT = "transient"        # timeout, 429, 5xx: retry with backoff
-    PERMANENT = "permanent"        # will never work for this message: stop now
-    TOKEN_GONE = "token_gone"      # the address/token is dead: stop and deactivate it
+    DISPATCHED = "dispatched"  # handed to the provider; a receipt may follow
+    DELIVERED = "delivered"  # the provider (or Herald itself) confirms delivery
+    TRANSIENT = "transient"  # timeout, 429, 5xx: retry with backoff
+    PERMANENT = "permanent"  # will never work for this message: stop now
+    TOKEN_GONE = "token_gone"  # the address/token is dead: stop and deactivate it
     # The provider is unavailable *to us* (open circuit, rate limit, no free worker slot):
     # nothing was tried, so the delivery waits without spending one of its attempts.
     WAIT = "wait"
@@ -52,7 +53,7 @@ class DeviceTarget:
 
     id: int
     platform: str
-    token: str              # APNs/FCM token, or the web-push endpoint URL
+    token: str  # APNs/FCM token, or the web-push endpoint URL
     p256dh: str | None = None
     auth: str | None = None
 
@@ -70,9 +71,9 @@ class Message:
     notification_type: str
     category: str
     priority: str
-    content: dict[str, str]             # e.g. {"subject", "html", "text"} for email
+    content: dict[str, str]  # e.g. {"subject", "html", "text"} for email
     data: dict[str, Any] = field(default_factory=dict)
-    address: str | None = None          # email address, phone number, ...
+    address: str | None = None  # email address, phone number, ...
     collapse_key: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     devices: tuple[DeviceTarget, ...] = ()
@@ -88,8 +89,8 @@ class Channel:
     """
 
     name: ClassVar[str]
-    label: ClassVar[str]                # what people read: console, inbox, errors
-    order: ClassVar[int]                # place in every list of channels (API enum, console, analytics)
+    label: ClassVar[str]  # what people read: console, inbox, errors
+    order: ClassVar[int]  # place in every list of channels (API enum, console, analytics)
     # Order a notification's channels are sent in: instant and cheap first, slow and costly last.
     send_order: ClassVar[int]
     # Column in the inbox preference grid; None keeps the channel out of the grid.
@@ -100,13 +101,13 @@ class Channel:
     tracks_links: ClassVar[bool] = False
     # Marketing messages carry a one-click unsubscribe (List-Unsubscribe, RFC 8058).
     one_click_unsubscribe: ClassVar[bool] = False
-    address_field: ClassVar[str | None] = None    # the recipient column holding the address
+    address_field: ClassVar[str | None] = None  # the recipient column holding the address
     address_case_sensitive: ClassVar[bool] = True
-    platforms: ClassVar[frozenset[str]] = frozenset()   # device platforms it sends to
+    platforms: ClassVar[frozenset[str]] = frozenset()  # device platforms it sends to
     external: ClassVar[bool] = True
     # The inbox's channel: its content is rendered into the notification row, which is what the inbox shows.
     is_inbox: ClassVar[bool] = False
-    interrupts: ClassVar[bool] = False              # waits out the recipient's quiet hours
+    interrupts: ClassVar[bool] = False  # waits out the recipient's quiet hours
     marketing_needs_opt_in: ClassVar[bool] = False  # marketing only after an explicit opt-in
     content_fields: ClassVar[tuple[str, ...]] = ()  # the fields a template variant provides
     optional_fields: ClassVar[frozenset[str]] = frozenset()
@@ -162,6 +163,7 @@ def close_all() -> None:
 
 
 # -- What the rest of Herald asks the registry. Every answer follows the registered adapter classes.
+
 
 def channel_classes() -> tuple[type[Channel], ...]:
     return tuple(sorted(_REGISTRY.values(), key=lambda cls: cls.order))

@@ -10,6 +10,7 @@ both: a successful send ends the failure streak in the same pipelined round trip
 As in pybreaker's Redis storage, a Redis error is logged and answered with a closed circuit and no
 failures, so a Redis outage never blocks sending on its own.
 """
+
 from __future__ import annotations
 
 import logging

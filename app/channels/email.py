@@ -5,6 +5,7 @@ a receiving system (and our tests) can recognise a re-driven copy -- including
 the rare copy a failover sends when the first relay accepted the message but
 the connection broke before it said so.
 """
+
 from __future__ import annotations
 
 import re
@@ -82,7 +83,9 @@ class SmtpRelay:
         url = urlparse(self.url)
         port = url.port or (465 if url.scheme == "smtps" else 25)
         if url.scheme == "smtps":
-            connection = smtplib.SMTP_SSL(url.hostname, port, timeout=self.timeout, context=ssl.create_default_context())
+            connection = smtplib.SMTP_SSL(
+                url.hostname, port, timeout=self.timeout, context=ssl.create_default_context()
+            )
         else:
             connection = smtplib.SMTP(url.hostname, port, timeout=self.timeout)
             if url.scheme == "smtp+starttls":
@@ -101,13 +104,23 @@ class SmtpRelay:
             return self._refused(error.smtp_code, error.smtp_error)
         except (smtplib.SMTPException, OSError) as error:
             self.close()
-            return Result(Outcome.TRANSIENT, self.name, error_code="smtp_connection",
-                          detail=f"{type(error).__name__}: {error}", provider_fault=True)
+            return Result(
+                Outcome.TRANSIENT,
+                self.name,
+                error_code="smtp_connection",
+                detail=f"{type(error).__name__}: {error}",
+                provider_fault=True,
+            )
         return Result(Outcome.DISPATCHED, self.name, provider_message_id=email["Message-ID"])
 
     def _refused(self, code: int, reply: bytes | str) -> Result:
-        return Result(classify_smtp_code(code), self.name, error_code=f"smtp_{code}", detail=_text(reply),
-                      provider_fault=code in RELAY_DOWN_CODES)
+        return Result(
+            classify_smtp_code(code),
+            self.name,
+            error_code=f"smtp_{code}",
+            detail=_text(reply),
+            provider_fault=code in RELAY_DOWN_CODES,
+        )
 
     def _send_with_reconnect(self, email: EmailMessage) -> None:
         """Reuse the open connection; if the server dropped it while idle, reconnect once."""
@@ -147,7 +160,10 @@ class SmtpEmail(Channel):
 
     def relays(self) -> list[SmtpRelay]:
         """The configured relays in order; read per send so a changed setting applies at once."""
-        wanted = [(name, self.config.get(setting)) for name, setting in (("smtp", "SMTP_URL"), ("smtp-fallback", "SMTP_FALLBACK_URL"))]
+        wanted = [
+            (name, self.config.get(setting))
+            for name, setting in (("smtp", "SMTP_URL"), ("smtp-fallback", "SMTP_FALLBACK_URL"))
+        ]
         relays = []
         for name, url in wanted:
             if not url:

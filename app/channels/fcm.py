@@ -5,6 +5,7 @@ the service account's JWT grant and exchanges it at the account's
 ``token_uri``; the access token (an hour) is reused until google-auth
 considers it close to expiry.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,14 +72,17 @@ class FcmClient:
         with self._lock:
             if self._credentials is None:
                 self._credentials = service_account.Credentials.from_service_account_file(
-                    self.config["FCM_SERVICE_ACCOUNT_FILE"], scopes=SCOPES)
+                    self.config["FCM_SERVICE_ACCOUNT_FILE"], scopes=SCOPES
+                )
             if force or not self._credentials.valid:
                 self._credentials.refresh(google.auth.transport.requests.Request(self._session))
             return self._credentials.token
 
     def send(self, device: DeviceTarget, message: Message) -> Result:
         if not (self.config.get("FCM_PROJECT_ID") and self.config.get("FCM_SERVICE_ACCOUNT_FILE")):
-            return Result(Outcome.PERMANENT, self.name, error_code="not_configured", detail="FCM_* settings are not set")
+            return Result(
+                Outcome.PERMANENT, self.name, error_code="not_configured", detail="FCM_* settings are not set"
+            )
         body = fcm_body(message, device.token)
         return guarded(self.name, lambda: self._post(body), self.config.get("FCM_RATE", 0.0))
 
@@ -90,7 +94,9 @@ class FcmClient:
         except httpx.HTTPError as error:
             return transport_failure(self.name, error)
         except google.auth.exceptions.GoogleAuthError as error:
-            return Result(Outcome.TRANSIENT, self.name, error_code="oauth_error", detail=str(error)[:500], provider_fault=True)
+            return Result(
+                Outcome.TRANSIENT, self.name, error_code="oauth_error", detail=str(error)[:500], provider_fault=True
+            )
         if response.status_code == 200:
             return Result(Outcome.DISPATCHED, self.name, provider_message_id=response.json().get("name"))
         code, on_token = fcm_error(response)
@@ -98,10 +104,18 @@ class FcmClient:
             return Result(Outcome.TOKEN_GONE, self.name, error_code=code, detail=response.text[:500])
         if response.status_code == 401:
             self._credentials = None  # re-read and re-exchange on the next try
-            return Result(Outcome.TRANSIENT, self.name, error_code=code, detail=response.text[:500], provider_fault=True)
+            return Result(
+                Outcome.TRANSIENT, self.name, error_code=code, detail=response.text[:500], provider_fault=True
+            )
         if response.status_code == 429 or response.status_code >= 500:
-            return Result(Outcome.TRANSIENT, self.name, error_code=code, detail=response.text[:500],
-                          retry_after=retry_after(response), provider_fault=response.status_code >= 500)
+            return Result(
+                Outcome.TRANSIENT,
+                self.name,
+                error_code=code,
+                detail=response.text[:500],
+                retry_after=retry_after(response),
+                provider_fault=response.status_code >= 500,
+            )
         return Result(Outcome.PERMANENT, self.name, error_code=code, detail=response.text[:500])
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ for all of them:
 - **Health**: sends and failures per provider per minute, kept 16 minutes,
   for :mod:`app.channels.health`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -102,8 +103,12 @@ class _OpenListener(pybreaker.CircuitBreakerListener):
         if get_redis().set(key("provider", breaker.name, "opened", stamp), 1, nx=True, ex=3600):
             get_redis().incr(key("provider", breaker.name, "opens"))
             CIRCUIT_OPEN_TOTAL.labels(provider=breaker.name).inc()
-            log.warning("circuit for provider %s opened after %d consecutive failures; sends wait %ss",
-                        breaker.name, breaker.fail_max, breaker.reset_timeout)
+            log.warning(
+                "circuit for provider %s opened after %d consecutive failures; sends wait %ss",
+                breaker.name,
+                breaker.fail_max,
+                breaker.reset_timeout,
+            )
 
 
 _BREAKERS: dict[tuple[str, str, int], tuple[pybreaker.CircuitBreaker, RedisCircuitStorage]] = {}
@@ -117,10 +122,17 @@ def breaker(provider: str) -> tuple[pybreaker.CircuitBreaker, RedisCircuitStorag
     cache_key = (config["REDIS_PREFIX"], provider, id(connection))
     if cache_key not in _BREAKERS:
         storage = RedisCircuitStorage(provider, connection)
-        _BREAKERS[cache_key] = pybreaker.CircuitBreaker(
-            fail_max=config["BREAKER_FAIL_MAX"], reset_timeout=config["BREAKER_RESET_SECONDS"],
-            state_storage=storage, name=provider, listeners=[_OpenListener(storage)], throw_new_error_on_trip=False,
-        ), storage
+        _BREAKERS[cache_key] = (
+            pybreaker.CircuitBreaker(
+                fail_max=config["BREAKER_FAIL_MAX"],
+                reset_timeout=config["BREAKER_RESET_SECONDS"],
+                state_storage=storage,
+                name=provider,
+                listeners=[_OpenListener(storage)],
+                throw_new_error_on_trip=False,
+            ),
+            storage,
+        )
     found, storage = _BREAKERS[cache_key]
     found.fail_max, found.reset_timeout = config["BREAKER_FAIL_MAX"], config["BREAKER_RESET_SECONDS"]
     return found, storage
@@ -207,8 +219,12 @@ def guarded(provider: str, send: Callable[[], Result], per_second: float = 0.0, 
     except RedisError as error:
         if not answers:
             raise
-        log.warning("provider %s answered %s, but recording it in Redis failed (%s); the answer stands",
-                    provider, answers[0].outcome.name, type(error).__name__)
+        log.warning(
+            "provider %s answered %s, but recording it in Redis failed (%s); the answer stands",
+            provider,
+            answers[0].outcome.name,
+            type(error).__name__,
+        )
         return answers[0]
 
 
@@ -218,16 +234,16 @@ def _guarded(provider: str, send: Callable[[], Result], per_second: float, bucke
     if not trusted_closed:
         remaining = _open_for(circuit, storage)
         if remaining is not None:
-            return Result(Outcome.WAIT, provider, error_code="circuit_open",
-                          detail=f"circuit open for {provider}", retry_after=max(1.0, remaining))
-    wait = take_token(bucket or provider, per_second)
-    if wait > MAX_INLINE_WAIT:
-        return Result(Outcome.WAIT, provider, error_code="rate_limited", detail=f"{provider} rate limit", retry_after=wait)
-    if wait:
-        time.sleep(wait)
-        wait = take_token(bucket or provider, per_second)
-        if wait:
-            return Result(Outcome.WAIT, provider, error_code="rate_limited", detail=f"{provider} rate limit", retry_after=wait)
+            return Result(
+                Outcome.WAIT,
+                provider,
+                error_code="circuit_open",
+                detail=f"circuit open for {provider}",
+                retry_after=max(1.0, remaining),
+            )
+    limited = _rate_limited(provider, bucket or provider, per_second)
+    if limited is not None:
+        return limited
 
     if trusted_closed:
         result = send()
@@ -236,11 +252,13 @@ def _guarded(provider: str, send: Callable[[], Result], per_second: float, bucke
             return result
         call, argument = _raise, result  # let pybreaker count the fault (and maybe open)
     else:
+
         def call(_unused=None) -> Result:
             result = send()
             if result.provider_fault:
                 raise ProviderFault(result)
             return result
+
         argument = None
 
     try:
@@ -249,14 +267,36 @@ def _guarded(provider: str, send: Callable[[], Result], per_second: float, bucke
         result = fault.result
     except pybreaker.CircuitBreakerError:
         _CLOSED_SEEN.pop(id(circuit), None)
-        return Result(Outcome.WAIT, provider, error_code="circuit_open", detail=f"circuit open for {provider}",
-                      retry_after=max(1.0, circuit.reset_timeout))
+        return Result(
+            Outcome.WAIT,
+            provider,
+            error_code="circuit_open",
+            detail=f"circuit open for {provider}",
+            retry_after=max(1.0, circuit.reset_timeout),
+        )
     if result.provider_fault:
         _CLOSED_SEEN.pop(id(circuit), None)
     elif circuit.current_state == pybreaker.STATE_CLOSED:
         _CLOSED_SEEN[id(circuit)] = time.monotonic()
     count(provider, failed=result.provider_fault or result.outcome is Outcome.TRANSIENT)
     return result
+
+
+def _rate_limited(provider: str, bucket: str, per_second: float) -> Result | None:
+    """Take a token from the bucket, sleeping through a short wait; a WAIT when none comes in time, else None."""
+    wait = take_token(bucket, per_second)
+    if wait > MAX_INLINE_WAIT:
+        return Result(
+            Outcome.WAIT, provider, error_code="rate_limited", detail=f"{provider} rate limit", retry_after=wait
+        )
+    if wait:
+        time.sleep(wait)
+        wait = take_token(bucket, per_second)
+        if wait:
+            return Result(
+                Outcome.WAIT, provider, error_code="rate_limited", detail=f"{provider} rate limit", retry_after=wait
+            )
+    return None
 
 
 def first_available(providers: Iterable[tuple[str, Callable[[], Result], float]]) -> Result:

@@ -1,4 +1,5 @@
 """Provider health for the console and for Prometheus, read from the Redis counters every worker updates."""
+
 from __future__ import annotations
 
 import time
@@ -30,17 +31,19 @@ def provider_health() -> list[dict]:
     answers = pipe.execute()
     rows = []
     for index, name in enumerate(names):
-        sent_values, failed_values, state, opens = answers[index * 4:index * 4 + 4]
+        sent_values, failed_values, state, opens = answers[index * 4 : index * 4 + 4]
         sent = sum(int(v) for v in sent_values if v)
         failed = sum(int(v) for v in failed_values if v)
-        rows.append({
-            "name": name,
-            "circuit": state.decode() if state else pybreaker.STATE_CLOSED,
-            "sent_15m": sent,
-            "failed_15m": failed,
-            "error_rate": round(failed / sent, 4) if sent else 0.0,
-            "opens": int(opens or 0),
-        })
+        rows.append(
+            {
+                "name": name,
+                "circuit": state.decode() if state else pybreaker.STATE_CLOSED,
+                "sent_15m": sent,
+                "failed_15m": failed,
+                "error_rate": round(failed / sent, 4) if sent else 0.0,
+                "opens": int(opens or 0),
+            }
+        )
     return rows
 
 
@@ -51,11 +54,16 @@ class ProviderHealthCollector:
         self.rows = rows
 
     def collect(self):
-        state = GaugeMetricFamily("herald_provider_circuit_state", "1 for the provider's current circuit state",
-                                  labels=["provider", "state"])
+        state = GaugeMetricFamily(
+            "herald_provider_circuit_state", "1 for the provider's current circuit state", labels=["provider", "state"]
+        )
         sent = GaugeMetricFamily("herald_provider_sends_15m", "Sends in the last 15 minutes", labels=["provider"])
-        failed = GaugeMetricFamily("herald_provider_failures_15m", "Failed sends in the last 15 minutes", labels=["provider"])
-        opens = CounterMetricFamily("herald_provider_circuit_opens", "Circuit openings, all workers", labels=["provider"])
+        failed = GaugeMetricFamily(
+            "herald_provider_failures_15m", "Failed sends in the last 15 minutes", labels=["provider"]
+        )
+        opens = CounterMetricFamily(
+            "herald_provider_circuit_opens", "Circuit openings, all workers", labels=["provider"]
+        )
         for row in self.rows:
             for name in (pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN):
                 state.add_metric([row["name"], name], 1.0 if row["circuit"] == name else 0.0)

@@ -1,4 +1,5 @@
 """What the HTTP-based adapters share: one pooled client per adapter instance, and status classification."""
+
 from __future__ import annotations
 
 import logging
@@ -40,16 +41,32 @@ def retry_after(response: httpx.Response) -> float | None:
 
 def transport_failure(provider: str, error: httpx.HTTPError) -> Result:
     """Timeouts and refused connections: the provider's fault, retry and count against its circuit."""
-    return Result(Outcome.TRANSIENT, provider, error_code="connection_error",
-                  detail=f"{type(error).__name__}: {error}"[:500], provider_fault=True)
+    return Result(
+        Outcome.TRANSIENT,
+        provider,
+        error_code="connection_error",
+        detail=f"{type(error).__name__}: {error}"[:500],
+        provider_fault=True,
+    )
 
 
 def throttled_or_down(provider: str, response: httpx.Response, code: str | None = None) -> Result | None:
     """The Result for a 429 or a 5xx, or None for any other status."""
     if response.status_code == 429:
-        return Result(Outcome.TRANSIENT, provider, error_code=code or "http_429", detail=response.text[:500],
-                      retry_after=retry_after(response))
+        return Result(
+            Outcome.TRANSIENT,
+            provider,
+            error_code=code or "http_429",
+            detail=response.text[:500],
+            retry_after=retry_after(response),
+        )
     if response.status_code >= 500:
-        return Result(Outcome.TRANSIENT, provider, error_code=code or f"http_{response.status_code}",
-                      detail=response.text[:500], retry_after=retry_after(response), provider_fault=True)
+        return Result(
+            Outcome.TRANSIENT,
+            provider,
+            error_code=code or f"http_{response.status_code}",
+            detail=response.text[:500],
+            retry_after=retry_after(response),
+            provider_fault=True,
+        )
     return None

@@ -5,6 +5,7 @@ conditional UPDATE of the deliveries (PENDING -> DELIVERED, RETURNING the
 winners), one of their notifications (into the inbox), their events, then the
 realtime publishes pipelined in one Redis round trip.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,32 +52,79 @@ class InAppChannel(Channel):
         """Put the due entries in their recipients' inboxes; returns the delivery ids this call delivered."""
         if not entries:
             return set()
-        won = set(db.session.execute(
-            update(Delivery).where(Delivery.id.in_([e.delivery_id for e in entries]), due(now))
-            .values(status=DELIVERED, provider="herald", attempts=Delivery.attempts + 1, claimed_at=now,
-                    dispatched_at=now, delivered_at=now, last_error=None, error_code=None, updated_at=now)
-            .returning(Delivery.id), execution_options={"synchronize_session": False}
-        ).scalars())
+        won = _claim_delivered(entries, now)
         if not won:
             db.session.commit()
             return won
         landed = [e for e in entries if e.delivery_id in won]
-        # Idempotent: a re-driven delivery keeps the first inbox time.
-        db.session.execute(update(Notification).where(Notification.id.in_([e.notification_id for e in landed]),
-                                                      Notification.inbox_at.is_(None)).values(inbox_at=now),
-                           execution_options={"synchronize_session": False})
-        update_by_id(Notification, [{"id": e.notification_id, "title": e.rendered.get("title"), "body": e.rendered.get("body")}
-                                    for e in landed if e.rendered])
-        # The same transitions as any send (claimed, then delivered), written in one statement.
-        insert_rows(DeliveryEvent, [{"delivery_id": e.delivery_id, "status": status, "detail": detail,
-                                     "created_at": now}
-                                    for e in landed for status, detail in ((SENDING, None), (DELIVERED, "inbox"))])
+        _write_inbox(landed, now)
         emit(webhook_events.delivered_to_inbox(self.name, [(e.notification_id, e.recipient_id) for e in landed]))
         db.session.commit()
-        pipe = get_redis().pipeline(transaction=False)
-        for e in landed:
-            title = e.rendered.get("title") if e.rendered else e.title
-            publish_to_user(e.recipient_id, "notification", {"id": e.notification_id, "title": title, "category": e.category},
-                            event_id=e.notification_id, pipeline=pipe)
-        pipe.execute()
+        _announce(landed)
         return won
+
+
+def _claim_delivered(entries: list[InboxEntry], now: datetime) -> set[int]:
+    """Move the due deliveries straight to DELIVERED in one conditional UPDATE; the ids it moved."""
+    return set(
+        db.session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_([e.delivery_id for e in entries]), due(now))
+            .values(
+                status=DELIVERED,
+                provider="herald",
+                attempts=Delivery.attempts + 1,
+                claimed_at=now,
+                dispatched_at=now,
+                delivered_at=now,
+                last_error=None,
+                error_code=None,
+                updated_at=now,
+            )
+            .returning(Delivery.id),
+            execution_options={"synchronize_session": False},
+        ).scalars()
+    )
+
+
+def _write_inbox(landed: list[InboxEntry], now: datetime) -> None:
+    """Show the delivered notifications in the inbox, with any rendered content, and record their events."""
+    # Idempotent: a re-driven delivery keeps the first inbox time.
+    db.session.execute(
+        update(Notification)
+        .where(Notification.id.in_([e.notification_id for e in landed]), Notification.inbox_at.is_(None))
+        .values(inbox_at=now),
+        execution_options={"synchronize_session": False},
+    )
+    update_by_id(
+        Notification,
+        [
+            {"id": e.notification_id, "title": e.rendered.get("title"), "body": e.rendered.get("body")}
+            for e in landed
+            if e.rendered
+        ],
+    )
+    # The same transitions as any send (claimed, then delivered), written in one statement.
+    insert_rows(
+        DeliveryEvent,
+        [
+            {"delivery_id": e.delivery_id, "status": status, "detail": detail, "created_at": now}
+            for e in landed
+            for status, detail in ((SENDING, None), (DELIVERED, "inbox"))
+        ],
+    )
+
+
+def _announce(landed: list[InboxEntry]) -> None:
+    """Tell the recipients' open pages, all publishes pipelined in one Redis round trip."""
+    pipe = get_redis().pipeline(transaction=False)
+    for e in landed:
+        title = e.rendered.get("title") if e.rendered else e.title
+        publish_to_user(
+            e.recipient_id,
+            "notification",
+            {"id": e.notification_id, "title": title, "category": e.category},
+            event_id=e.notification_id,
+            pipeline=pipe,
+        )
+    pipe.execute()

@@ -4,6 +4,7 @@ How the devices' outcomes make up the delivery's is decided in
 :func:`app.delivery.fanout.combine` (any device reached = delivered; dead
 tokens are deactivated either way).
 """
+
 from __future__ import annotations
 
 from app.channels.apns import MAX_PAYLOAD_BYTES, ApnsClient

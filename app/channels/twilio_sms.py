@@ -7,6 +7,7 @@ with the message resource; its ``sid`` is what the status callback
 idempotency key, so a send whose answer was lost can be sent twice; the
 breaker and short timeouts keep that window small.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -61,17 +62,29 @@ class TwilioSms(Channel):
     def send(self, message: Message) -> Result:
         configured = accounts(self.config)
         if not configured:
-            return Result(Outcome.PERMANENT, "twilio", error_code="not_configured", detail="TWILIO_* settings are not set")
+            return Result(
+                Outcome.PERMANENT, "twilio", error_code="not_configured", detail="TWILIO_* settings are not set"
+            )
         number = to_e164(message.address or "")
         if number is None:
-            return Result(Outcome.TOKEN_GONE, "twilio", error_code="invalid_number", detail=f"{message.address!r} is not E.164")
+            return Result(
+                Outcome.TOKEN_GONE, "twilio", error_code="invalid_number", detail=f"{message.address!r} is not E.164"
+            )
         text = message.content["text"]
         segments = count_segments(text)
         if segments.count > MAX_SEGMENTS:
-            return Result(Outcome.PERMANENT, "twilio", error_code="too_many_segments",
-                          detail=f"{segments.count} {segments.encoding} segments; at most {MAX_SEGMENTS}")
+            return Result(
+                Outcome.PERMANENT,
+                "twilio",
+                error_code="too_many_segments",
+                detail=f"{segments.count} {segments.encoding} segments; at most {MAX_SEGMENTS}",
+            )
         return first_available(
-            (account.name, (lambda account=account: self._post(account, number, text)), self.config.get("SMS_RATE", 1.0))
+            (
+                account.name,
+                (lambda account=account: self._post(account, number, text)),
+                self.config.get("SMS_RATE", 1.0),
+            )
             for account in configured
         )
 
@@ -94,9 +107,13 @@ class TwilioSms(Channel):
         error = _error_body(response)
         code = error.get("code")
         outcome = Outcome.TOKEN_GONE if code in DEAD_NUMBER_CODES else Outcome.PERMANENT
-        return Result(outcome, account.name, error_code=f"twilio_{code or response.status_code}",
-                      detail=str(error.get("message") or response.text)[:500],
-                      provider_fault=response.status_code in (401, 403))
+        return Result(
+            outcome,
+            account.name,
+            error_code=f"twilio_{code or response.status_code}",
+            detail=str(error.get("message") or response.text)[:500],
+            provider_fault=response.status_code in (401, 403),
+        )
 
     def close(self) -> None:
         self.client.close()

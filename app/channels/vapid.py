@@ -1,4 +1,5 @@
 """VAPID keys for web push: generated once, kept in the instance folder, public half served to browsers."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -10,6 +10,7 @@ Every endpoint is checked again at send time -- the URL rules applied at
 registration, then the addresses its host resolves to *now* -- so a
 subscription cannot turn Herald into a proxy into a private network.
 """
+
 from __future__ import annotations
 
 import base64
@@ -68,8 +69,14 @@ def encrypt_payload(body: bytes, p256dh: str, auth: str) -> bytes:
     """
     receiver_key = base64.urlsafe_b64decode(p256dh + "=" * (-len(p256dh) % 4))
     auth_secret = base64.urlsafe_b64decode(auth + "=" * (-len(auth) % 4))
-    return http_ece.encrypt(body, salt=os.urandom(16), private_key=ec.generate_private_key(ec.SECP256R1()),
-                            dh=receiver_key, auth_secret=auth_secret, version="aes128gcm")
+    return http_ece.encrypt(
+        body,
+        salt=os.urandom(16),
+        private_key=ec.generate_private_key(ec.SECP256R1()),
+        dh=receiver_key,
+        auth_secret=auth_secret,
+        version="aes128gcm",
+    )
 
 
 def topic_for(collapse_key: str | None) -> str | None:
@@ -109,8 +116,12 @@ class WebPushChannel(Channel):
         results = []
         for device in message.devices:
             if len(body) > MAX_PAYLOAD_BYTES:
-                result = Result(Outcome.PERMANENT, "webpush", error_code="payload_too_large",
-                                detail=f"{len(body)} bytes; web push carries at most {MAX_PAYLOAD_BYTES}")
+                result = Result(
+                    Outcome.PERMANENT,
+                    "webpush",
+                    error_code="payload_too_large",
+                    detail=f"{len(body)} bytes; web push carries at most {MAX_PAYLOAD_BYTES}",
+                )
             else:
                 result = self.send_to(device, body, message)
             results.append((device.id, result))
@@ -122,8 +133,12 @@ class WebPushChannel(Channel):
         problem = push_endpoint_problem(device.token, private_hosts) or self._address_problem(host, private_hosts)
         if problem:
             return Result(Outcome.TOKEN_GONE, "webpush", error_code="endpoint_refused", detail=problem)
-        return guarded(f"webpush:{host}", lambda: self._post(device, body, message),
-                       self.config.get("WEB_PUSH_RATE", 0.0), bucket="webpush")
+        return guarded(
+            f"webpush:{host}",
+            lambda: self._post(device, body, message),
+            self.config.get("WEB_PUSH_RATE", 0.0),
+            bucket="webpush",
+        )
 
     def _address_problem(self, host: str, private_hosts: frozenset[str]) -> str | None:
         """Resolve at most once a minute per host: a campaign to 10,000 subscribers of one push service asks DNS once."""
@@ -141,8 +156,9 @@ class WebPushChannel(Channel):
         if cached is None or cached[0] - time.time() < VAPID_RENEW_BEFORE:
             expires = time.time() + VAPID_LIFETIME
             subject = self.config.get("WEB_PUSH_SUBJECT", "admin@herald.local")
-            token = jwt.encode({"aud": origin, "exp": int(expires), "sub": f"mailto:{subject}"},
-                               self.vapid_private, algorithm="ES256")
+            token = jwt.encode(
+                {"aud": origin, "exp": int(expires), "sub": f"mailto:{subject}"}, self.vapid_private, algorithm="ES256"
+            )
             cached = self._vapid[origin] = (expires, f"vapid t={token}, k={self.vapid_public}")
         return cached[1]
 
@@ -153,9 +169,13 @@ class WebPushChannel(Channel):
             encrypted = encrypt_payload(body, device.p256dh, device.auth)
         except ValueError as error:  # p256dh is not a P-256 point: this subscription can never be encrypted to
             return Result(Outcome.TOKEN_GONE, provider, error_code="invalid_subscription_keys", detail=str(error)[:500])
-        headers = {"content-encoding": "aes128gcm", "authorization": self.vapid_authorization(device.token),
-                   "ttl": str(ttl), "content-type": "application/octet-stream",
-                   "urgency": URGENCY.get(message.priority, "normal")}
+        headers = {
+            "content-encoding": "aes128gcm",
+            "authorization": self.vapid_authorization(device.token),
+            "ttl": str(ttl),
+            "content-type": "application/octet-stream",
+            "urgency": URGENCY.get(message.priority, "normal"),
+        }
         topic = topic_for(message.collapse_key)
         if topic:
             headers["topic"] = topic
@@ -166,12 +186,17 @@ class WebPushChannel(Channel):
         if response.status_code in (200, 201, 202):
             return Result(Outcome.DISPATCHED, provider, provider_message_id=response.headers.get("location"))
         if response.status_code in (404, 410):
-            return Result(Outcome.TOKEN_GONE, provider, error_code=f"http_{response.status_code}",
-                          detail="subscription expired or unsubscribed")
+            return Result(
+                Outcome.TOKEN_GONE,
+                provider,
+                error_code=f"http_{response.status_code}",
+                detail="subscription expired or unsubscribed",
+            )
         if response.status_code == 413:
             return Result(Outcome.PERMANENT, provider, error_code="payload_too_large", detail=response.text[:500])
         return throttled_or_down(provider, response) or Result(
-            Outcome.PERMANENT, provider, error_code=f"http_{response.status_code}", detail=response.text[:500])
+            Outcome.PERMANENT, provider, error_code=f"http_{response.status_code}", detail=response.text[:500]
+        )
 
     def close(self) -> None:
         self.client.close()

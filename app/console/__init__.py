@@ -1,4 +1,5 @@
 """Staff console (htmx). One module per area; each registers its routes on ``bp``."""
+
 from app.console import (  # noqa: F401  (register the routes)
     analytics,
     audiences,

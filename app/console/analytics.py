@@ -1,4 +1,5 @@
 """Console area: delivery analytics for a period, optionally for one campaign."""
+
 from __future__ import annotations
 
 from flask import render_template, request

@@ -1,4 +1,5 @@
 """Console area: audiences -- a filter builder with a live count and sample, saved audiences, CSV imports."""
+
 from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, request, url_for
@@ -38,14 +39,24 @@ def evaluate(builder: Builder) -> dict:
     problems = validate_filter(tree)
     by_row, general = messages_by_row(problems, paths)
     reach = None if problems else count_and_sample(tree, utcnow())
-    return {"builder": builder, "row_errors": by_row, "row_invalid": invalid_controls(problems, paths),
-            "general": general, "reach": reach, "sample_size": SAMPLE_SIZE}
+    return {
+        "builder": builder,
+        "row_errors": by_row,
+        "row_invalid": invalid_controls(problems, paths),
+        "general": general,
+        "reach": reach,
+        "sample_size": SAMPLE_SIZE,
+    }
 
 
 def _render_builder(form: AudienceForm, builder: Builder, audience: Audience | None, status: int = 200):
     return render_template(
-        "console/audiences/edit.html", form=form, audience=audience, operators=OPERATOR_LABELS,
-        suggestions=FIELD_SUGGESTIONS, **evaluate(builder),
+        "console/audiences/edit.html",
+        form=form,
+        audience=audience,
+        operators=OPERATOR_LABELS,
+        suggestions=FIELD_SUGGESTIONS,
+        **evaluate(builder),
     ), status
 
 

@@ -1,4 +1,5 @@
 """The audit log: one helper every console area calls on each admin change, and the page that reads it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,8 +29,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def record_change(actor: StaffUser | str, action: str, target_type: str, target_id: Any,
-                  before: dict | None, after: dict | None) -> AuditEntry:
+def record_change(
+    actor: StaffUser | str, action: str, target_type: str, target_id: Any, before: dict | None, after: dict | None
+) -> AuditEntry:
     """Add an audit entry to the session; the caller's commit stores it with the change it describes.
 
     Committing both together is the point: a change is never stored without its entry, nor an
@@ -51,6 +53,7 @@ def record_change(actor: StaffUser | str, action: str, target_type: str, target_
 
 
 # -- paging (shared by the console's long lists) --------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Page:
@@ -81,6 +84,7 @@ def page_of(statement, number: int, per_page: int = PER_PAGE, scalars: bool = Tr
 
 # -- the audit log page ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class AuditFilter:
     actor: str = ""
@@ -92,8 +96,11 @@ class AuditFilter:
         return cls(*(args.get(name, "").strip()[:320] for name in ("actor", "target_type", "target_id")))
 
     def as_args(self) -> dict[str, str]:
-        return {k: v for k, v in (("actor", self.actor), ("target_type", self.target_type),
-                                  ("target_id", self.target_id)) if v}
+        return {
+            k: v
+            for k, v in (("actor", self.actor), ("target_type", self.target_type), ("target_id", self.target_id))
+            if v
+        }
 
 
 def audit_entries(filters: AuditFilter, number: int) -> Page:

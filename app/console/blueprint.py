@@ -1,4 +1,5 @@
 """The console's blueprint, on its own so the area modules that register routes on it do not import their package."""
+
 from flask import Blueprint
 
 from app.channels import channel_names

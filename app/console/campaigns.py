@@ -4,110 +4,31 @@ Marketers and admins both run campaigns. The live page streams progress over
 SSE (``/console/campaigns/<id>/events``) from the campaign's Redis counters; without
 JavaScript the same numbers render server-side and a refresh link updates them.
 """
+
 from __future__ import annotations
 
 import json
 import time as clock
-from datetime import UTC, datetime
 
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from redis.exceptions import RedisError
-from wtforms import (
-    DateTimeLocalField,
-    IntegerField,
-    RadioField,
-    SelectField,
-    SelectMultipleField,
-    StringField,
-    TextAreaField,
-    TimeField,
-)
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
-from wtforms.widgets import CheckboxInput, ListWidget
 
-from app.campaigns import planning, progress, store
-from app.channels import labels
+from app.campaigns import planning, progress, store, testsend
 from app.console.blueprint import bp
+from app.console.forms_campaigns import CHANNEL_LABELS, SCHEDULE_LABELS, CampaignForm, TestSendForm
 from app.extensions import db, htmx
 from app.models import Campaign, Template
 from app.models.campaigns import CANCELLED, FINISHED
 from app.realtime.stream import final_retry, stopping
 from app.redis_client import get_redis
 
-CHANNEL_LABELS = labels()
-SCHEDULE_LABELS = {"now": "Send now", "at": "At a UTC time", "local": "At a local time in each recipient's zone"}
 SAMPLE_SECONDS = 0.5
-READ_EVERY = 10          # samples between read/click count queries (~5 s)
+READ_EVERY = 10  # samples between read/click count queries (~5 s)
 STREAM_MAX_SECONDS = 3600
 HEARTBEAT_SECONDS = 15.0
 TEST_RESULT_POLLS = 120  # the test-send panel asks once a second for two minutes, then offers "Check again"
-
-
-class MultiCheckboxField(SelectMultipleField):
-    widget = ListWidget(prefix_label=False)
-    option_widget = CheckboxInput()
-
-
-class CampaignForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired("Give the campaign a name."), Length(max=255)])
-    template_id = SelectField("Template", coerce=int, validators=[DataRequired("Choose a template.")])
-    audience_id = SelectField("Saved audience", coerce=int, validate_choice=False, default=0)
-    audience_filter = TextAreaField("Audience filter (JSON)", default='{"all": []}')
-    channels = MultiCheckboxField("Channels", choices=list(CHANNEL_LABELS.items()))
-    schedule = RadioField("When", choices=list(SCHEDULE_LABELS.items()), default="now")
-    send_at = DateTimeLocalField("Send at (UTC)", format="%Y-%m-%dT%H:%M", validators=[Optional()])
-    local_time = TimeField("Local time", validators=[Optional()])
-    throttle_per_minute = IntegerField("Max sends per minute", validators=[
-        Optional(), NumberRange(min=1, max=10_000_000, message="Between 1 and 10,000,000, or leave empty.")])
-    ends_at = DateTimeLocalField("End time (UTC, optional)", format="%Y-%m-%dT%H:%M", validators=[Optional()])
-
-    def fill_choices(self) -> None:
-        self.template_id.choices = [(0, "Choose a template…")] + [(t.id, f"{t.name} ({t.key})") for t in store.templates()]
-        self.audience_id.choices = [(0, "Custom filter below")] + [(a.id, a.name) for a in store.saved_audiences()]
-
-    def to_fields(self) -> tuple[store.CampaignFields | None, dict[str, list[str]]]:
-        """The parsed draft, or the problems per field (the filter's carry their location)."""
-        audience_name = None
-        audience_filter = None
-        if self.audience_id.data:
-            audience = store.saved_audience(self.audience_id.data)
-            if audience is None:
-                return None, {"audience_id": ["That saved audience no longer exists."]}
-            audience_filter, audience_name = audience.filter, audience.name
-        else:
-            try:
-                audience_filter = json.loads(self.audience_filter.data or "")
-            except ValueError as error:
-                return None, {"audience_filter": [f"Not valid JSON: {error}."]}
-        fields = store.CampaignFields(
-            name=self.name.data or "", template_id=self.template_id.data or 0, audience_filter=audience_filter,
-            audience_name=audience_name, channels=list(self.channels.data or []), schedule=self.schedule.data,
-            send_at=_utc(self.send_at.data), local_time=self.local_time.data,
-            throttle_per_minute=self.throttle_per_minute.data, ends_at=_utc(self.ends_at.data))
-        return fields, store.validate_fields(fields)
-
-    def load(self, campaign: Campaign) -> None:
-        self.name.data = campaign.name
-        self.template_id.data = campaign.template_id
-        self.audience_filter.data = json.dumps(campaign.audience_filter, indent=2)
-        self.channels.data = list(campaign.channels)
-        self.schedule.data = campaign.schedule
-        self.send_at.data = campaign.send_at.replace(tzinfo=None) if campaign.send_at else None
-        self.local_time.data = campaign.local_time
-        self.throttle_per_minute.data = campaign.throttle_per_minute
-        self.ends_at.data = campaign.ends_at.replace(tzinfo=None) if campaign.ends_at else None
-
-
-class TestSendForm(FlaskForm):
-    user_ids = StringField("User ids (comma-separated)", validators=[
-        DataRequired("Give at least one user id."), Length(max=2000)])
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """The form's naive datetime-local value, read as UTC."""
-    return value.replace(tzinfo=UTC) if value else None
 
 
 def _campaign_or_404(campaign_id: int) -> Campaign:
@@ -123,6 +44,7 @@ def _attach_errors(form: CampaignForm, errors: dict[str, list[str]]) -> None:
 
 
 # -- pages -------------------------------------------------------------------------------------
+
 
 @bp.get("/campaigns")
 @login_required
@@ -142,8 +64,9 @@ def campaign_new():
             flash("Campaign saved as a draft. Test it, then launch.", "info")
             return redirect(url_for("console.campaign_detail", campaign_id=campaign.id))
         _attach_errors(form, errors)
-    return render_template("console/campaigns/compose.html", form=form, campaign=None,
-                           channel_offer=_channel_offer()), 200 if request.method == "GET" or not form.errors else 422
+    return render_template(
+        "console/campaigns/compose.html", form=form, campaign=None, channel_offer=_channel_offer()
+    ), 200 if request.method == "GET" or not form.errors else 422
 
 
 @bp.route("/campaigns/<int:campaign_id>/edit", methods=["GET", "POST"])
@@ -164,8 +87,9 @@ def campaign_edit(campaign_id: int):
             flash("Draft saved.", "info")
             return redirect(url_for("console.campaign_detail", campaign_id=campaign.id))
         _attach_errors(form, errors)
-    return render_template("console/campaigns/compose.html", form=form, campaign=campaign,
-                           channel_offer=_channel_offer()), 200 if request.method == "GET" or not form.errors else 422
+    return render_template(
+        "console/campaigns/compose.html", form=form, campaign=campaign, channel_offer=_channel_offer()
+    ), 200 if request.method == "GET" or not form.errors else 422
 
 
 def _channel_offer() -> list[tuple[Template, list[str]]]:
@@ -178,10 +102,15 @@ def _detail_context(campaign: Campaign) -> dict:
     view = _progress_or_none(campaign)
     counted_failures = view is None or view.failed > 0  # the grouping reads the deliveries: skip it when none failed
     return {
-        "campaign": campaign, "template": template, "view": view,
+        "campaign": campaign,
+        "template": template,
+        "view": view,
         "failures": store.failure_groups(campaign.id) if campaign.status != "draft" and counted_failures else [],
-        "problems": store.launch_problems(campaign), "waves": store.waves(campaign),
-        "channel_labels": CHANNEL_LABELS, "schedule_labels": SCHEDULE_LABELS, "max_polls": TEST_RESULT_POLLS,
+        "problems": store.launch_problems(campaign),
+        "waves": store.waves(campaign),
+        "channel_labels": CHANNEL_LABELS,
+        "schedule_labels": SCHEDULE_LABELS,
+        "max_polls": TEST_RESULT_POLLS,
         "audience_count": store.audience_count(campaign.audience_filter) if campaign.status == "draft" else None,
     }
 
@@ -197,8 +126,13 @@ def _progress_or_none(campaign: Campaign) -> planning.Progress | None:
 @login_required
 def campaign_detail(campaign_id: int):
     campaign = _campaign_or_404(campaign_id)
-    return render_template("console/campaigns/detail.html", test_form=TestSendForm(), results=None, outcomes=None,
-                           **_detail_context(campaign))
+    return render_template(
+        "console/campaigns/detail.html",
+        test_form=TestSendForm(),
+        results=None,
+        outcomes=None,
+        **_detail_context(campaign),
+    )
 
 
 @bp.get("/campaigns/<int:campaign_id>/progress")
@@ -207,8 +141,12 @@ def campaign_progress(campaign_id: int):
     """The progress panel alone (htmx refresh); a full page for a browser without JavaScript."""
     campaign = _campaign_or_404(campaign_id)
     if htmx:
-        return render_template("console/campaigns/_progress.html", campaign=campaign, view=_progress_or_none(campaign),
-                               channel_labels=CHANNEL_LABELS)
+        return render_template(
+            "console/campaigns/_progress.html",
+            campaign=campaign,
+            view=_progress_or_none(campaign),
+            channel_labels=CHANNEL_LABELS,
+        )
     return redirect(url_for("console.campaign_detail", campaign_id=campaign_id))
 
 
@@ -225,11 +163,12 @@ def campaign_test_send(campaign_id: int):
         elif not user_ids:
             form.user_ids.errors = ["Give at least one user id."]
         else:
-            results = store.test_send(campaign, user_ids, current_user)
-            outcomes = store.test_outcomes(campaign, [r.notification_id for r in results if r.notification_id])
+            results = testsend.test_send(campaign, user_ids, current_user)
+            outcomes = testsend.test_outcomes(campaign, [r.notification_id for r in results if r.notification_id])
     status = 422 if form.errors or form.user_ids.errors else 200
-    return render_template("console/campaigns/detail.html", test_form=form, results=results, outcomes=outcomes,
-                           **_detail_context(campaign)), status
+    return render_template(
+        "console/campaigns/detail.html", test_form=form, results=results, outcomes=outcomes, **_detail_context(campaign)
+    ), status
 
 
 @bp.get("/campaigns/<int:campaign_id>/test-results")
@@ -237,13 +176,23 @@ def campaign_test_send(campaign_id: int):
 def campaign_test_results(campaign_id: int):
     """What became of a test-send's deliveries (``?n=<notification id>`` each); the panel polls it until settled."""
     campaign = _campaign_or_404(campaign_id)
-    outcomes = store.test_outcomes(campaign, request.args.getlist("n")[:20])
+    outcomes = testsend.test_outcomes(campaign, request.args.getlist("n")[:20])
     if htmx:
-        return render_template("console/campaigns/_test_outcomes.html", campaign=campaign, outcomes=outcomes,
-                               channel_labels=CHANNEL_LABELS, polls=request.args.get("poll", 0, type=int),
-                               max_polls=TEST_RESULT_POLLS)
-    return render_template("console/campaigns/detail.html", test_form=TestSendForm(), results=[], outcomes=outcomes,
-                           **_detail_context(campaign))
+        return render_template(
+            "console/campaigns/_test_outcomes.html",
+            campaign=campaign,
+            outcomes=outcomes,
+            channel_labels=CHANNEL_LABELS,
+            polls=request.args.get("poll", 0, type=int),
+            max_polls=TEST_RESULT_POLLS,
+        )
+    return render_template(
+        "console/campaigns/detail.html",
+        test_form=TestSendForm(),
+        results=[],
+        outcomes=outcomes,
+        **_detail_context(campaign),
+    )
 
 
 @bp.get("/campaigns/<int:campaign_id>/failures")
@@ -296,12 +245,22 @@ def campaign_action(campaign_id: int, action: str):
 
 # -- live progress -----------------------------------------------------------------------------
 
+
 def progress_payload(status: str, counters: dict[str, int], engagement: tuple[int, int], channels: int) -> dict:
     read, clicked = engagement
     view = planning.progress_from_counters(counters, read=read, clicked=clicked)
-    return {"status": status, "planned": view.planned, "sent": view.sent, "suppressed": view.suppressed,
-            "failed": view.failed, "read": view.read, "clicked": view.clicked, "percent": view.percent(channels),
-            "sent_by_channel": view.sent_by_channel, "suppressed_reasons": view.suppressed_reasons}
+    return {
+        "status": status,
+        "planned": view.planned,
+        "sent": view.sent,
+        "suppressed": view.suppressed,
+        "failed": view.failed,
+        "read": view.read,
+        "clicked": view.clicked,
+        "percent": view.percent(channels),
+        "sent_by_channel": view.sent_by_channel,
+        "suppressed_reasons": view.suppressed_reasons,
+    }
 
 
 class ProgressStream:
@@ -362,8 +321,10 @@ def campaign_events(campaign_id: int):
     campaign = _campaign_or_404(campaign_id)
     if campaign.status != "draft":
         store.campaign_progress(campaign, with_engagement=False)  # rebuilds the counters if Redis lost them
-    stream = ProgressStream(current_app._get_current_object(), campaign, get_redis(),
-                            progress.progress_key(campaign.id), HEARTBEAT_SECONDS)
+    stream = ProgressStream(
+        current_app._get_current_object(), campaign, get_redis(), progress.progress_key(campaign.id), HEARTBEAT_SECONDS
+    )
     db.session.remove()  # a long stream must not hold a database connection
-    return Response(stream, mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
+    return Response(
+        stream, mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

@@ -1,4 +1,5 @@
 """Staff account administration from the command line."""
+
 from __future__ import annotations
 
 import click
@@ -31,8 +32,14 @@ def _check_password(_ctx, _param, value: str) -> str:
 @click.command("create-staff")
 @click.argument("email", callback=_check_email)
 @click.option("--role", required=True, type=click.Choice(ROLES), help="What the account may do in the console.")
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, callback=_check_password,
-              help=f"At least {MIN_PASSWORD_LENGTH} characters; asked for (hidden) when left out.")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    callback=_check_password,
+    help=f"At least {MIN_PASSWORD_LENGTH} characters; asked for (hidden) when left out.",
+)
 @with_appcontext
 def create_staff(email: str, role: str, password: str) -> None:
     """Create a console account for EMAIL with the given role."""

@@ -5,6 +5,7 @@ whose shape the user changes -- a template's locales and channel variants,
 an audience's rows and groups -- are read from the posted form by the pure
 functions below, so the same code serves a plain submit and an htmx post.
 """
+
 from __future__ import annotations
 
 import re
@@ -34,20 +35,33 @@ _LOCALE = re.compile(LOCALE_PATTERN)
 
 # -- templates ---------------------------------------------------------------------------------
 
+
 class TemplateForm(FlaskForm):
-    key = StringField("Key", validators=[
-        DataRequired("Give the template a key."),
-        Regexp(KEY_PATTERN, message="Lower-case letters, digits, - and _ only, starting with a letter or digit."),
-    ])
+    key = StringField(
+        "Key",
+        validators=[
+            DataRequired("Give the template a key."),
+            Regexp(KEY_PATTERN, message="Lower-case letters, digits, - and _ only, starting with a letter or digit."),
+        ],
+    )
     name = StringField("Name", validators=[DataRequired("Give the template a name."), Length(max=255)])
-    category = StringField("Category", default="general", validators=[
-        DataRequired("Give the template a category."),
-        Regexp(CATEGORY_PATTERN, message="Lower-case letters, digits, ., - and _ only."),
-    ])
+    category = StringField(
+        "Category",
+        default="general",
+        validators=[
+            DataRequired("Give the template a category."),
+            Regexp(CATEGORY_PATTERN, message="Lower-case letters, digits, ., - and _ only."),
+        ],
+    )
     type = SelectField("Type", choices=[(t, t) for t in NOTIFICATION_TYPES], default="marketing")
-    default_locale = StringField("Default locale", default="en", validators=[
-        DataRequired("Give a default locale."), Regexp(LOCALE_PATTERN, message="A locale like en or pt-BR."),
-    ])
+    default_locale = StringField(
+        "Default locale",
+        default="en",
+        validators=[
+            DataRequired("Give a default locale."),
+            Regexp(LOCALE_PATTERN, message="A locale like en or pt-BR."),
+        ],
+    )
     # The version the editor started from: saving over someone else's newer save is refused.
     base_version = HiddenField()
     preview_user = StringField("Preview for user id", validators=[Optional(), Length(max=255)])
@@ -108,8 +122,17 @@ def variants_from_form(formdata, locales: list[str]) -> dict:
 SPECIAL_FIELDS = ("reachable", "last_seen_at")
 FIELD_SUGGESTIONS = (*COLUMNS, *SPECIAL_FIELDS, "attributes.")
 OPERATOR_LABELS = {
-    "=": "=", "!=": "≠", "<": "<", "<=": "≤", ">": ">", ">=": "≥", "in": "in", "not_in": "not in",
-    "exists": "exists", "not_exists": "does not exist", "within_days": "within the last N days",
+    "=": "=",
+    "!=": "≠",
+    "<": "<",
+    "<=": "≤",
+    ">": ">",
+    ">=": "≥",
+    "in": "in",
+    "not_in": "not in",
+    "exists": "exists",
+    "not_exists": "does not exist",
+    "within_days": "within the last N days",
 }
 VALUELESS = frozenset({"exists", "not_exists"})
 MAX_ROWS = 100
@@ -121,9 +144,13 @@ class AudienceForm(FlaskForm):
 
 
 class ImportForm(FlaskForm):
-    file = FileField("CSV file", validators=[
-        FileRequired("Choose a CSV file."), FileAllowed(["csv", "txt"], "Upload a .csv file."),
-    ])
+    file = FileField(
+        "CSV file",
+        validators=[
+            FileRequired("Choose a CSV file."),
+            FileAllowed(["csv", "txt"], "Upload a .csv file."),
+        ],
+    )
 
 
 @dataclass(frozen=True)
@@ -175,9 +202,16 @@ def builder_from_form(formdata) -> Builder:
             continue
         group = _int(formdata.get(f"r{rid}-group")) or 0
         p = f"r{rid}-"
-        rows.append(Row(rid, group if group in known else 0, (formdata.get(p + "field") or "").strip(),
-                        formdata.get(p + "op") or "=", "attribute" if formdata.get(p + "kind") == "attribute" else "value",
-                        (formdata.get(p + "value") or "").strip()))
+        rows.append(
+            Row(
+                rid,
+                group if group in known else 0,
+                (formdata.get(p + "field") or "").strip(),
+                formdata.get(p + "op") or "=",
+                "attribute" if formdata.get(p + "kind") == "attribute" else "value",
+                (formdata.get(p + "value") or "").strip(),
+            )
+        )
     return Builder(_mode(formdata.get("mode"), "all"), tuple(rows[:MAX_ROWS]), tuple(groups[:MAX_GROUPS]))
 
 
@@ -195,8 +229,11 @@ def apply_action(builder: Builder, action: str | None) -> Builder:
     if verb == "remove_row" and number is not None:
         return replace(builder, rows=tuple(r for r in builder.rows if r.id != number))
     if verb == "remove_group" and number:
-        return replace(builder, groups=tuple(g for g in builder.groups if g.id != number),
-                       rows=tuple(r for r in builder.rows if r.group != number))
+        return replace(
+            builder,
+            groups=tuple(g for g in builder.groups if g.id != number),
+            rows=tuple(r for r in builder.rows if r.group != number),
+        )
     return builder
 
 
@@ -316,7 +353,7 @@ def invalid_controls(problems: list[str], paths: dict[int, str]) -> dict[int, li
         located = _row_of(problem, ordered)
         if not located or problem.startswith(located[1] + ":"):
             continue
-        part = problem[len(located[1]) + 1:].partition(":")[0]
+        part = problem[len(located[1]) + 1 :].partition(":")[0]
         control = CONTROL_OF_PART.get(part)
         if control and control not in controls.setdefault(located[0], []):
             controls[located[0]].append(control)
@@ -325,7 +362,7 @@ def invalid_controls(problems: list[str], paths: dict[int, str]) -> dict[int, li
 
 def _humane(problem: str, path: str) -> str:
     """Drop the machine path: the message already sits next to its row."""
-    rest = problem[len(path):]
+    rest = problem[len(path) :]
     if rest.startswith(":"):
         return rest[1:].strip()
     name, _, message = rest[1:].partition(":")

@@ -7,6 +7,7 @@ reload, the back button or a second tab then shows nothing and creates
 nothing. When Redis cannot hold it, the POST's own answer shows the key, as
 the only alternative to losing it.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,11 @@ def _slot_key(slot: str) -> str:
 
 
 def _render(api_key: ApiKey, plaintext: str, status: int):
-    return render_template("console/operations/api_key_created.html", api_key=api_key, plaintext=plaintext), status, NO_STORE
+    return (
+        render_template("console/operations/api_key_created.html", api_key=api_key, plaintext=plaintext),
+        status,
+        NO_STORE,
+    )
 
 
 def show_new_key(api_key: ApiKey, plaintext: str):
@@ -65,7 +70,10 @@ def api_key_created():
     held = _take(session.pop(SESSION_SLOT, None))
     api_key = db.session.get(ApiKey, held["id"]) if held else None
     if api_key is None:
-        flash("A new key is shown only once, and this one was already shown. If it was not copied, revoke it and "
-              "create another.", "info")
+        flash(
+            "A new key is shown only once, and this one was already shown. If it was not copied, revoke it and "
+            "create another.",
+            "info",
+        )
         return redirect(url_for("console.api_key_list"))
     return _render(api_key, held["plaintext"], 200)

@@ -6,6 +6,7 @@ page shows queues and providers; API keys are created, limited and revoked
 here. The work is done in app/console/operations_store.py; these views read
 the request, call it and render.
 """
+
 from __future__ import annotations
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
@@ -17,7 +18,6 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.api.scopes import DEFAULT_SCOPES, SCOPES
 from app.auth import admin_required
-from app.config import check_rate_limit
 from app.console.audit import page_number
 from app.console.blueprint import bp
 from app.console.new_api_key import show_new_key
@@ -38,8 +38,10 @@ from app.console.operations_store import (
 )
 from app.extensions import db, htmx
 from app.models import ApiKey, Recipient
+from app.settings_values import check_rate_limit
 
 # -- forms ---------------------------------------------------------------------------------------
+
 
 def _rate_limit_validator(_form, field) -> None:
     try:
@@ -49,21 +51,32 @@ def _rate_limit_validator(_form, field) -> None:
 
 
 class ApiKeyForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired("Name the key after the service that will use it."),
-                                           Length(max=255)])
-    rate_limit = StringField("Rate limit", default=lambda: current_app.config["API_RATE_LIMIT"],
-                             validators=[DataRequired("Give a rate limit."), Length(max=64), _rate_limit_validator])
-    scopes = SelectMultipleField("Scopes", choices=[(name, f"{name} — {meaning}") for name, meaning in SCOPES.items()],
-                                 default=list(DEFAULT_SCOPES), widget=ListWidget(prefix_label=False),
-                                 option_widget=CheckboxInput(), validators=[DataRequired("Choose at least one scope.")])
+    name = StringField(
+        "Name", validators=[DataRequired("Name the key after the service that will use it."), Length(max=255)]
+    )
+    rate_limit = StringField(
+        "Rate limit",
+        default=lambda: current_app.config["API_RATE_LIMIT"],
+        validators=[DataRequired("Give a rate limit."), Length(max=64), _rate_limit_validator],
+    )
+    scopes = SelectMultipleField(
+        "Scopes",
+        choices=[(name, f"{name} — {meaning}") for name, meaning in SCOPES.items()],
+        default=list(DEFAULT_SCOPES),
+        widget=ListWidget(prefix_label=False),
+        option_widget=CheckboxInput(),
+        validators=[DataRequired("Choose at least one scope.")],
+    )
 
 
 class RateLimitForm(FlaskForm):
-    rate_limit = StringField("Rate limit", validators=[DataRequired("Give a rate limit."), Length(max=64),
-                                                       _rate_limit_validator])
+    rate_limit = StringField(
+        "Rate limit", validators=[DataRequired("Give a rate limit."), Length(max=64), _rate_limit_validator]
+    )
 
 
 # -- views -----------------------------------------------------------------------------------------
+
 
 @bp.get("/operations")
 @admin_required
@@ -71,8 +84,13 @@ def operations():
     """The delivery log: search by notification id, user id or idempotency key."""
     query = request.args.get("q", "").strip()[:255]
     results = find_notifications(query, page_number(request.args.get("page"))) if query else None
-    if results is not None and not htmx and results.number == 1 and len(results.items) == 1 \
-            and results.items[0].id == query:
+    if (
+        results is not None
+        and not htmx
+        and results.number == 1
+        and len(results.items) == 1
+        and results.items[0].id == query
+    ):
         return redirect(url_for("console.notification_timeline", notification_id=query))
     template = "console/operations/_log_results.html" if htmx else "console/operations/log.html"
     return render_template(template, query=query, results=results)
@@ -85,8 +103,12 @@ def notification_timeline(notification_id: str):
     if notification is None:
         abort(404, "No notification with that id (it may have been erased with its recipient).")
     recipient = db.session.get(Recipient, notification.recipient_id)
-    return render_template("console/operations/timeline.html", notification=notification, recipient=recipient,
-                           steps=notification_steps(notification))
+    return render_template(
+        "console/operations/timeline.html",
+        notification=notification,
+        recipient=recipient,
+        steps=notification_steps(notification),
+    )
 
 
 @bp.get("/operations/dead-letters")
@@ -180,4 +202,3 @@ def api_key_rate_limit(key_id: int):
     change_rate_limit(api_key, form.rate_limit.data, current_user)
     flash(f"Key {api_key.name} may now make {api_key.rate_limit}.", "info")
     return redirect(url_for("console.api_key_list"))
-

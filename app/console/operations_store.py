@@ -3,6 +3,7 @@
 The console's operations views (app/console/operations.py) read a request,
 call one of these and render. Every change is audited.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,13 +30,16 @@ RETRY_BATCH = 500
 
 # -- delivery log ----------------------------------------------------------------------------------
 
+
 def find_notifications(query: str, number: int) -> Page:
     """Notifications whose id, recipient user id or idempotency key is exactly ``query``; newest first."""
-    statement = (select(Notification).join(Recipient, Recipient.id == Notification.recipient_id)
-                 .where(or_(Notification.id == query, Recipient.external_id == query,
-                            Notification.idempotency_key == query))
-                 .options(selectinload(Notification.deliveries))
-                 .order_by(Notification.created_at.desc(), Notification.id.desc()))
+    statement = (
+        select(Notification)
+        .join(Recipient, Recipient.id == Notification.recipient_id)
+        .where(or_(Notification.id == query, Recipient.external_id == query, Notification.idempotency_key == query))
+        .options(selectinload(Notification.deliveries))
+        .order_by(Notification.created_at.desc(), Notification.id.desc())
+    )
     return page_of(statement, number)
 
 
@@ -48,11 +52,21 @@ class Step:
 
 def notification_steps(notification: Notification) -> list[Step]:
     """Accepted and routed, the notification's own milestones; deliveries carry their own events."""
-    steps = [Step(notification.created_at, "accepted",
-                  f"idempotency key {notification.idempotency_key}" if notification.idempotency_key else None)]
+    steps = [
+        Step(
+            notification.created_at,
+            "accepted",
+            f"idempotency key {notification.idempotency_key}" if notification.idempotency_key else None,
+        )
+    ]
     if notification.routed_at:
-        steps.append(Step(notification.routed_at, "routed",
-                          f"{len(notification.deliveries)} deliveries: " + ", ".join(d.channel for d in notification.deliveries)))
+        steps.append(
+            Step(
+                notification.routed_at,
+                "routed",
+                f"{len(notification.deliveries)} deliveries: " + ", ".join(d.channel for d in notification.deliveries),
+            )
+        )
     if notification.inbox_at:
         steps.append(Step(notification.inbox_at, "in inbox"))
     if notification.read_at:
@@ -64,20 +78,25 @@ def notification_steps(notification: Notification) -> list[Step]:
 
 def load_notification(notification_id: str) -> Notification | None:
     return db.session.scalar(
-        select(Notification).where(Notification.id == notification_id)
+        select(Notification)
+        .where(Notification.id == notification_id)
         .options(selectinload(Notification.deliveries).selectinload(Delivery.events))
     )
 
 
 # -- dead letters ----------------------------------------------------------------------------------
 
+
 def _dead(statement):
     return statement.where(Delivery.dead_lettered_at.is_not(None), Delivery.status == FAILED)
 
 
 def dead_letters(number: int) -> Page:
-    statement = _dead(select(Delivery).options(selectinload(Delivery.notification))
-                      .order_by(Delivery.dead_lettered_at.desc(), Delivery.id.desc()))
+    statement = _dead(
+        select(Delivery)
+        .options(selectinload(Delivery.notification))
+        .order_by(Delivery.dead_lettered_at.desc(), Delivery.id.desc())
+    )
     return page_of(statement, number)
 
 
@@ -91,23 +110,36 @@ def _revive(ids: list[int], actor, now: datetime) -> list[tuple[int, str]]:
     The WHERE repeats the dead-letter condition, so two staff clicking retry at once send once.
     """
     rows = db.session.execute(
-        _dead(select(Delivery.id, Delivery.dead_lettered_at, Delivery.error_code, Delivery.attempts,
-                     Notification.priority).join(Notification).where(Delivery.id.in_(ids)))
+        _dead(
+            select(
+                Delivery.id, Delivery.dead_lettered_at, Delivery.error_code, Delivery.attempts, Notification.priority
+            )
+            .join(Notification)
+            .where(Delivery.id.in_(ids))
+        )
     ).all()
-    won = set(db.session.scalars(
-        _dead(update(Delivery).where(Delivery.id.in_([r.id for r in rows])))
-        .values(status=PENDING, dead_lettered_at=None, not_before=None, updated_at=now)
-        .returning(Delivery.id), execution_options={"synchronize_session": False}
-    ))
+    won = set(
+        db.session.scalars(
+            _dead(update(Delivery).where(Delivery.id.in_([r.id for r in rows])))
+            .values(status=PENDING, dead_lettered_at=None, not_before=None, updated_at=now)
+            .returning(Delivery.id),
+            execution_options={"synchronize_session": False},
+        )
+    )
     detail = f"retried by {actor.email}"
     revived = []
     for row in rows:
         if row.id not in won:
             continue
         db.session.add(DeliveryEvent(delivery_id=row.id, status=PENDING, detail=detail, created_at=now))
-        record_change(actor, "delivery.retry", "delivery", row.id,
-                      _snapshot(FAILED, row.dead_lettered_at, row.error_code, row.attempts),
-                      _snapshot(PENDING, None, row.error_code, row.attempts))
+        record_change(
+            actor,
+            "delivery.retry",
+            "delivery",
+            row.id,
+            _snapshot(FAILED, row.dead_lettered_at, row.error_code, row.attempts),
+            _snapshot(PENDING, None, row.error_code, row.attempts),
+        )
         revived.append((row.id, row.priority))
     db.session.commit()
     return revived
@@ -130,8 +162,14 @@ def retry_all_dead_letters(actor) -> int:
     """Retry every dead letter there is now, in batches; ones that fail again meanwhile are not re-picked."""
     now, after_id, total = utcnow(), 0, 0
     while True:
-        ids = list(db.session.scalars(_dead(select(Delivery.id)).where(
-            Delivery.id > after_id, Delivery.dead_lettered_at <= now).order_by(Delivery.id).limit(RETRY_BATCH)))
+        ids = list(
+            db.session.scalars(
+                _dead(select(Delivery.id))
+                .where(Delivery.id > after_id, Delivery.dead_lettered_at <= now)
+                .order_by(Delivery.id)
+                .limit(RETRY_BATCH)
+            )
+        )
         if not ids:
             return total
         revived = _revive(ids, actor, now)
@@ -149,21 +187,29 @@ def discard_dead_letter(delivery_id: int, actor) -> bool:
     before = _snapshot(delivery.status, delivery.dead_lettered_at, delivery.error_code, delivery.attempts)
     reason = f"discarded by {actor.email}"
     result = db.session.execute(
-        _dead(update(Delivery).where(Delivery.id == delivery_id))
-        .values(dead_lettered_at=None, reason=reason[:255], updated_at=now),
+        _dead(update(Delivery).where(Delivery.id == delivery_id)).values(
+            dead_lettered_at=None, reason=reason[:255], updated_at=now
+        ),
         execution_options={"synchronize_session": False},
     )
     if result.rowcount != 1:
         db.session.rollback()
         return False
     db.session.add(DeliveryEvent(delivery_id=delivery_id, status=FAILED, detail=reason, created_at=now))
-    record_change(actor, "delivery.discard", "delivery", delivery_id, before,
-                  {**before, "dead_lettered_at": None, "reason": reason})
+    record_change(
+        actor,
+        "delivery.discard",
+        "delivery",
+        delivery_id,
+        before,
+        {**before, "dead_lettered_at": None, "reason": reason},
+    )
     db.session.commit()
     return True
 
 
 # -- health ----------------------------------------------------------------------------------------
+
 
 def queues_or_none() -> dict | None:
     try:
@@ -184,9 +230,15 @@ def providers_or_none() -> list[dict] | None:
 
 # -- API keys --------------------------------------------------------------------------------------
 
+
 def _key_snapshot(api_key: ApiKey) -> dict:
-    return {"name": api_key.name, "prefix": api_key.prefix, "rate_limit": api_key.rate_limit,
-            "scopes": api_key.scopes, "revoked_at": api_key.revoked_at}
+    return {
+        "name": api_key.name,
+        "prefix": api_key.prefix,
+        "rate_limit": api_key.rate_limit,
+        "scopes": api_key.scopes,
+        "revoked_at": api_key.revoked_at,
+    }
 
 
 def create_key(name: str, rate_limit: str, actor, scopes: list[str]) -> tuple[ApiKey, str]:
@@ -217,5 +269,6 @@ def change_rate_limit(api_key: ApiKey, rate_limit: str, actor) -> None:
 
 
 def api_keys(number: int) -> Page:
-    return page_of(select(ApiKey).order_by(ApiKey.revoked_at.is_not(None), ApiKey.created_at.desc(), ApiKey.id.desc()),
-                   number)
+    return page_of(
+        select(ApiKey).order_by(ApiKey.revoked_at.is_not(None), ApiKey.created_at.desc(), ApiKey.id.desc()), number
+    )

@@ -5,6 +5,7 @@ forms from marketers, and every write endpoint refuses them on its own
 (``admin_required``), so a hand-made POST gets 403 too. Each change commits
 together with its audit entry (app/console/recipients_store.py does the work).
 """
+
 from __future__ import annotations
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
@@ -39,6 +40,7 @@ from app.recipients import erase_recipient, find_recipient
 
 # -- forms ---------------------------------------------------------------------------------------
 
+
 class PreferenceForm(FlaskForm):
     channel = SelectField(choices=[(c, c) for c in CHANNELS], validate_choice=True)
     category = StringField(validators=[DataRequired(), Length(max=64), Regexp(r"^(\*|[A-Za-z0-9_.:-]+)$")])
@@ -60,6 +62,7 @@ class EraseForm(FlaskForm):
 
 
 # -- views ---------------------------------------------------------------------------------------
+
 
 def recipient_or_404(user_id: str) -> Recipient:
     recipient = find_recipient(user_id)
@@ -107,8 +110,11 @@ def recipient_preference(user_id: str):
         abort(400, "That preference switch does not exist.")
     set_preference(recipient, form.channel.data, form.category.data, form.enabled.data == "1", current_user)
     if htmx:
-        return render_template("console/recipients/_preferences.html", recipient=recipient,
-                               grid=preference_grid(recipient, known_categories(recipient)))
+        return render_template(
+            "console/recipients/_preferences.html",
+            recipient=recipient,
+            grid=preference_grid(recipient, known_categories(recipient)),
+        )
     flash(f"{form.channel.data} / {form.category.data} is now {'on' if form.enabled.data == '1' else 'off'}.", "info")
     return redirect(url_for("console.recipient_page", user_id=recipient.external_id))
 
@@ -121,8 +127,10 @@ def recipient_hard_stop(user_id: str):
     if not form.validate():
         abort(400, "Send the hard-stop as on or off.")
     set_hard_stop(recipient, form.enabled.data == "1", current_user)
-    flash("Hard stop is on: nothing will be sent to this recipient." if recipient.hard_stop
-          else "Hard stop is off.", "info")
+    flash(
+        "Hard stop is on: nothing will be sent to this recipient." if recipient.hard_stop else "Hard stop is off.",
+        "info",
+    )
     return redirect(url_for("console.recipient_page", user_id=recipient.external_id))
 
 
@@ -157,8 +165,9 @@ def recipient_erase(user_id: str):
 def suppressions():
     query = request.args.get("q", "").strip()[:320]
     entries = search_suppressions(query, page_number(request.args.get("page")))
-    return render_template("console/recipients/suppressions.html", entries=entries, query=query,
-                           form=SuppressionForm(formdata=None))
+    return render_template(
+        "console/recipients/suppressions.html", entries=entries, query=query, form=SuppressionForm(formdata=None)
+    )
 
 
 @bp.post("/suppressions")
@@ -172,8 +181,9 @@ def suppression_add():
             flash(f"{entry.address} will not be contacted on {entry.channel}.", "info")
             return redirect(_safe_back(back) or url_for("console.suppressions"))
         form.address.errors.append("This address is already suppressed on that channel.")
-    return render_template("console/recipients/suppressions.html", entries=search_suppressions("", 1), query="",
-                           form=form), 400
+    return render_template(
+        "console/recipients/suppressions.html", entries=search_suppressions("", 1), query="", form=form
+    ), 400
 
 
 @bp.post("/suppressions/<int:suppression_id>/delete")

@@ -3,6 +3,7 @@
 The console's recipient views (app/console/recipients.py) read a request, call
 one of these and render. Each change commits together with its audit entry.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,15 +30,18 @@ CHANNELS = channel_names()
 
 # -- reads ---------------------------------------------------------------------------------------
 
+
 def search_recipients(query: str, number: int) -> Page:
     """Prefix match on user id, email (case-insensitive) or phone; ordered by user id."""
     statement = select(Recipient).order_by(Recipient.external_id)
     if query:
-        statement = statement.where(or_(
-            Recipient.external_id.startswith(query, autoescape=True),
-            func.lower(Recipient.email).startswith(query.lower(), autoescape=True),
-            Recipient.phone.startswith(query, autoescape=True),
-        ))
+        statement = statement.where(
+            or_(
+                Recipient.external_id.startswith(query, autoescape=True),
+                func.lower(Recipient.email).startswith(query.lower(), autoescape=True),
+                Recipient.phone.startswith(query, autoescape=True),
+            )
+        )
     return page_of(statement, number)
 
 
@@ -53,8 +57,13 @@ def preference_grid(recipient: Recipient, categories: list[str]) -> list[tuple[s
     """Rows of (category, one switch per channel), channel-wide ``*`` first; a switch nobody set reads as on."""
     saved = {(p.channel, p.category): p.enabled for p in recipient.preferences}
     return [
-        (category, [Switch(channel, category, saved.get((channel, category), True), (channel, category) in saved)
-                    for channel in CHANNELS])
+        (
+            category,
+            [
+                Switch(channel, category, saved.get((channel, category), True), (channel, category) in saved)
+                for channel in CHANNELS
+            ],
+        )
         for category in [ALL_CATEGORIES, *categories]
     ]
 
@@ -79,24 +88,37 @@ def search_suppressions(query: str, number: int) -> Page:
 
 
 def recipient_suppressions(recipient: Recipient) -> list[Suppression]:
-    pairs = [(channel, getattr(recipient, field)) for channel, field in ADDRESS_CHANNELS.items()
-             if getattr(recipient, field)]
+    pairs = [
+        (channel, getattr(recipient, field)) for channel, field in ADDRESS_CHANNELS.items() if getattr(recipient, field)
+    ]
     if not pairs:
         return []
-    return list(db.session.scalars(select(Suppression).where(or_(
-        *[(Suppression.channel == channel) & (Suppression.address == address) for channel, address in pairs]
-    )).order_by(Suppression.id)))
+    return list(
+        db.session.scalars(
+            select(Suppression)
+            .where(
+                or_(
+                    *[(Suppression.channel == channel) & (Suppression.address == address) for channel, address in pairs]
+                )
+            )
+            .order_by(Suppression.id)
+        )
+    )
 
 
 def notification_history(recipient: Recipient, number: int) -> Page:
     """Newest first, each with its deliveries and their events loaded in two more queries."""
-    statement = (select(Notification).where(Notification.recipient_id == recipient.id)
-                 .options(selectinload(Notification.deliveries).selectinload(Delivery.events))
-                 .order_by(Notification.created_at.desc(), Notification.id.desc()))
+    statement = (
+        select(Notification)
+        .where(Notification.recipient_id == recipient.id)
+        .options(selectinload(Notification.deliveries).selectinload(Delivery.events))
+        .order_by(Notification.created_at.desc(), Notification.id.desc())
+    )
     return page_of(statement, number, per_page=HISTORY_PER_PAGE)
 
 
 # -- writes --------------------------------------------------------------------------------------
+
 
 def set_preference(recipient: Recipient, channel: str, category: str, enabled: bool, actor) -> None:
     row = db.session.get(Preference, (recipient.id, channel, category))
@@ -108,8 +130,14 @@ def set_preference(recipient: Recipient, channel: str, category: str, enabled: b
         db.session.add(row)
     row.enabled = enabled
     row.updated_at = recipient.updated_at = utcnow()
-    record_change(actor, "preference.set", "recipient", recipient.id, before,
-                  {"channel": channel, "category": category, "enabled": enabled})
+    record_change(
+        actor,
+        "preference.set",
+        "recipient",
+        recipient.id,
+        before,
+        {"channel": channel, "category": category, "enabled": enabled},
+    )
     db.session.commit()
 
 
@@ -133,8 +161,14 @@ def add_suppression(channel: str, address: str, reason: str, actor) -> Suppressi
     except IntegrityError:
         db.session.rollback()
         return None
-    record_change(actor, "suppression.add", "suppression", entry.id, None,
-                  {"channel": channel, "address": address, "reason": reason})
+    record_change(
+        actor,
+        "suppression.add",
+        "suppression",
+        entry.id,
+        None,
+        {"channel": channel, "address": address, "reason": reason},
+    )
     db.session.commit()
     return entry
 
@@ -143,8 +177,14 @@ def remove_suppression(suppression_id: int, actor) -> bool:
     entry = db.session.get(Suppression, suppression_id)
     if entry is None:
         return False
-    record_change(actor, "suppression.remove", "suppression", entry.id,
-                  {"channel": entry.channel, "address": entry.address, "reason": entry.reason}, None)
+    record_change(
+        actor,
+        "suppression.remove",
+        "suppression",
+        entry.id,
+        {"channel": entry.channel, "address": entry.address, "reason": entry.reason},
+        None,
+    )
     db.session.delete(entry)
     db.session.commit()
     return True

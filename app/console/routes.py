@@ -1,4 +1,5 @@
 """Console pages: sign-in, sign-out and the dashboard."""
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit
@@ -55,8 +56,12 @@ def _send_expired_htmx_polls_to_login():
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit("10/minute;50/hour", key_func=get_remote_address, methods=["POST"],
-               error_message="Too many sign-in attempts from your address; wait a minute and try again.")
+@limiter.limit(
+    "10/minute;50/hour",
+    key_func=get_remote_address,
+    methods=["POST"],
+    error_message="Too many sign-in attempts from your address; wait a minute and try again.",
+)
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("console.dashboard"))

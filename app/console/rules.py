@@ -1,4 +1,5 @@
 """Console area: daily rules (list, create, edit, dry-run). Marketers and admins."""
+
 from __future__ import annotations
 
 import json
@@ -34,22 +35,36 @@ class RuleForm(FlaskForm):
     enabled = BooleanField("Enabled", default=True)
     audience = TextAreaField("Audience filter (JSON)", validators=[DataRequired("Describe who receives it.")])
     type = SelectField("Type", choices=[(t, t) for t in NOTIFICATION_TYPES], default="transactional")
-    category = StringField("Category", default="low_balance", validators=[
-        DataRequired("Name the category."), Regexp(r"^[a-z0-9][a-z0-9_.-]{0,63}$", message="Lowercase letters, digits, _ . - only.")])
+    category = StringField(
+        "Category",
+        default="low_balance",
+        validators=[
+            DataRequired("Name the category."),
+            Regexp(r"^[a-z0-9][a-z0-9_.-]{0,63}$", message="Lowercase letters, digits, _ . - only."),
+        ],
+    )
     priority = SelectField("Priority", choices=[(p, p) for p in PRIORITIES], default="normal")
     template_key = SelectField("Template", validate_choice=False)
     channels = CheckboxesField("Channels", choices=list(labels().items()), default=["in_app", "push"])
     window_start = TimeField("Send from (local)", default=time(9), validators=[InputRequired("Give a start time.")])
     window_end = TimeField("Send until (local)", default=time(19), validators=[InputRequired("Give an end time.")])
-    every_days = IntegerField("At most once every N local days", default=1, validators=[
-        InputRequired("Give a number of days."), NumberRange(1, 365, "From 1 to 365 days.")])
-    no_timezone_policy = SelectField("Recipients without a time zone", choices=[
-        ("utc", "Use the UTC window (nobody woken)"), ("country", "Infer from attributes.country")], default="utc")
+    every_days = IntegerField(
+        "At most once every N local days",
+        default=1,
+        validators=[InputRequired("Give a number of days."), NumberRange(1, 365, "From 1 to 365 days.")],
+    )
+    no_timezone_policy = SelectField(
+        "Recipients without a time zone",
+        choices=[("utc", "Use the UTC window (nobody woken)"), ("country", "Infer from attributes.country")],
+        default="utc",
+    )
 
     def __init__(self, *args, rule_id: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.rule_id = rule_id
-        self.template_key.choices = [(t.key, f"{t.name} ({t.key})") for t in db.session.scalars(select(Template).order_by(Template.name))]
+        self.template_key.choices = [
+            (t.key, f"{t.name} ({t.key})") for t in db.session.scalars(select(Template).order_by(Template.name))
+        ]
 
     def validate_name(self, field):
         if name_taken(field.data or "", self.rule_id):
@@ -82,11 +97,20 @@ class RuleForm(FlaskForm):
             raise ValidationError("Choose a policy.")
 
     def values(self) -> dict:
-        return {"name": self.name.data.strip(), "enabled": self.enabled.data, "audience": self.audience.tree,
-                "type": self.type.data, "category": self.category.data, "priority": self.priority.data,
-                "template_key": self.template_key.data, "channels": self.channels.data,
-                "window_start": self.window_start.data, "window_end": self.window_end.data,
-                "every_days": self.every_days.data, "no_timezone_policy": self.no_timezone_policy.data}
+        return {
+            "name": self.name.data.strip(),
+            "enabled": self.enabled.data,
+            "audience": self.audience.tree,
+            "type": self.type.data,
+            "category": self.category.data,
+            "priority": self.priority.data,
+            "template_key": self.template_key.data,
+            "channels": self.channels.data,
+            "window_start": self.window_start.data,
+            "window_end": self.window_end.data,
+            "every_days": self.every_days.data,
+            "no_timezone_policy": self.no_timezone_policy.data,
+        }
 
 
 def _may_enable(form: RuleForm, rule_id: int | None) -> bool:
@@ -135,9 +159,12 @@ def rules_edit(rule_id: int):
         save_rule(rule, form.values(), current_user)
         flash(f"Rule “{rule.name}” saved.", "info")
         return redirect(url_for("console.rules_edit", rule_id=rule.id))
-    sends = db.session.execute(select(RuleSend.status, db.func.count()).where(RuleSend.rule_id == rule.id)
-                               .group_by(RuleSend.status)).all()
-    return render_template("console/rules/form.html", form=form, rule=rule, sends=dict(sends)), 422 if form.errors else 200
+    sends = db.session.execute(
+        select(RuleSend.status, db.func.count()).where(RuleSend.rule_id == rule.id).group_by(RuleSend.status)
+    ).all()
+    return render_template(
+        "console/rules/form.html", form=form, rule=rule, sends=dict(sends)
+    ), 422 if form.errors else 200
 
 
 @bp.post("/rules/<int:rule_id>/dry-run")

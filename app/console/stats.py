@@ -9,6 +9,7 @@ the poll interval one request (a Redis lock decides which) enqueues a
 refresh for the workers (``jobs.dashboard``): the page shows counts at most
 a poll or two old, with their time, and never waits for them.
 """
+
 from __future__ import annotations
 
 import json
@@ -95,9 +96,14 @@ def count_database(now: datetime) -> DatabaseCounts:
     day_start, day_end = utc_day_bounds(now)
     by_status = db.session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
     recipients = _count(select(func.count()).select_from(Recipient))
-    today = _count(select(func.count()).select_from(Notification)
-                   .where(Notification.created_at >= day_start, Notification.created_at < day_end))
-    return DatabaseCounts(recipients, today, complete_status_counts(dict(by_status)), now, time.perf_counter() - started)
+    today = _count(
+        select(func.count())
+        .select_from(Notification)
+        .where(Notification.created_at >= day_start, Notification.created_at < day_end)
+    )
+    return DatabaseCounts(
+        recipients, today, complete_status_counts(dict(by_status)), now, time.perf_counter() - started
+    )
 
 
 def _snapshot_key() -> str:

@@ -1,4 +1,5 @@
 """Side-by-side diffs between two template versions (pure), for the editor's diff page."""
+
 from __future__ import annotations
 
 import difflib
@@ -41,8 +42,15 @@ def diff_text(old: str, new: str) -> tuple[DiffLine, ...]:
             old_i, new_j = i1 + k, j1 + k
             has_old, has_new = old_i < i2, new_j < j2
             kind = "replace" if has_old and has_new else ("delete" if has_old else "insert")
-            rows.append(DiffLine(kind, old_i + 1 if has_old else None, a[old_i] if has_old else None,
-                                 new_j + 1 if has_new else None, b[new_j] if has_new else None))
+            rows.append(
+                DiffLine(
+                    kind,
+                    old_i + 1 if has_old else None,
+                    a[old_i] if has_old else None,
+                    new_j + 1 if has_new else None,
+                    b[new_j] if has_new else None,
+                )
+            )
     return tuple(rows)
 
 

@@ -3,6 +3,7 @@
 Syntax and variable names are checked without a recipient; rendering needs
 one (the preview's, or the sample recipient a save is checked for).
 """
+
 from __future__ import annotations
 
 import json
@@ -45,7 +46,9 @@ def content_problems(variants: dict, default_locale: str) -> tuple[dict[str, str
         for channel, values in channels.items():
             for name in CHANNEL_FIELDS[channel]:
                 if name not in values and (channel, name) not in OPTIONAL_FIELDS:
-                    by_field[field_name(locale, channel, name)] = f"Required when the {CHANNEL_LABELS[channel]} variant is used."
+                    by_field[field_name(locale, channel, name)] = (
+                        f"Required when the {CHANNEL_LABELS[channel]} variant is used."
+                    )
     for locale, channel, name, source in _fields_of(variants):
         problem = source_problem(source, html=name == "html")
         if problem:
@@ -91,9 +94,19 @@ def render_message(error: RenderError) -> str:
 
 def push_payload_bytes(channel: str, content: dict[str, str], data: dict, category: str) -> dict[str, int]:
     """Bytes of the JSON body APNs and FCM would carry (both cap it at 4096)."""
-    message = Message(delivery_id=0, recipient_id=0, notification_id="0" * 32, channel=channel,
-                      idempotency_key="preview", recipient_external_id="", notification_type="marketing",
-                      category=category, priority="normal", content=content, data=data)
+    message = Message(
+        delivery_id=0,
+        recipient_id=0,
+        notification_id="0" * 32,
+        channel=channel,
+        idempotency_key="preview",
+        recipient_external_id="",
+        notification_type="marketing",
+        category=category,
+        priority="normal",
+        content=content,
+        data=data,
+    )
     token = "x" * 163  # an FCM registration token's usual length
     return {
         "apns": len(json.dumps(apns_payload(message), separators=(",", ":")).encode()),
@@ -107,8 +120,14 @@ def build_preview(variants: dict, default_locale: str, meta: dict, recipient: Re
     field_errors = {k: v for k, v in field_errors.items() if not v.startswith("Required")}
     if recipient is None:
         return Preview(field_errors, [], None, "Choose a recipient by user id to see the message as they would get it.")
-    notification = Notification(id="preview", type=meta.get("type") or "marketing", category=meta.get("category") or "general",
-                                title="", body="", data=data)
+    notification = Notification(
+        id="preview",
+        type=meta.get("type") or "marketing",
+        category=meta.get("category") or "general",
+        title="",
+        body="",
+        data=data,
+    )
     context = render_context(recipient, notification)
     for locale, channel, name, source in _fields_of(variants):
         key = field_name(locale, channel, name)

@@ -5,6 +5,7 @@ restoring an old version saves its content again as the newest. Campaigns
 and notifications pin ``Template.version(n)``, so nothing here rewrites a
 version that exists.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,6 +54,7 @@ def content_editor_required(view):
 
 # -- persistence -------------------------------------------------------------------------------
 
+
 class StaleVersion(Exception):
     """Someone saved a newer version while this editor was open."""
 
@@ -68,8 +70,9 @@ def _snapshot(template: Template) -> dict:
     return {**{name: getattr(template, name) for name in ("key", *META_FIELDS)}, "version": template.current_version}
 
 
-def save_template(template: Template | None, meta: dict, variants: dict, staff: StaffUser,
-                  base_version: int | None = None) -> Template:
+def save_template(
+    template: Template | None, meta: dict, variants: dict, staff: StaffUser, base_version: int | None = None
+) -> Template:
     """Create the template or add its next version; the (template, version) unique key settles races."""
     before = None
     if template is None:
@@ -81,8 +84,14 @@ def save_template(template: Template | None, meta: dict, variants: dict, staff: 
         before = _snapshot(template)
         for name in META_FIELDS:
             setattr(template, name, meta[name])
-    latest = 0 if template.id is None else db.session.scalar(
-        select(func.max(TemplateVersion.version)).where(TemplateVersion.template_id == template.id)) or 0
+    latest = (
+        0
+        if template.id is None
+        else db.session.scalar(
+            select(func.max(TemplateVersion.version)).where(TemplateVersion.template_id == template.id)
+        )
+        or 0
+    )
     number = latest + 1
     template.versions.append(TemplateVersion(version=number, variants=variants, created_by=staff.id))
     template.current_version = number
@@ -93,10 +102,17 @@ def save_template(template: Template | None, meta: dict, variants: dict, staff: 
         if before is None:
             raise KeyTaken() from None
         raise StaleVersion() from None
-    db.session.add(AuditEntry(staff_user_id=staff.id, actor=staff.email,
-                              action="template.create" if before is None else "template.save",
-                              target_type="template", target_id=template.key,
-                              before=before, after=_snapshot(template)))
+    db.session.add(
+        AuditEntry(
+            staff_user_id=staff.id,
+            actor=staff.email,
+            action="template.create" if before is None else "template.save",
+            target_type="template",
+            target_id=template.key,
+            before=before,
+            after=_snapshot(template),
+        )
+    )
     db.session.commit()
     return template
 
@@ -108,9 +124,17 @@ def restore_version(template: Template, number: int, staff: StaffUser) -> Templa
         abort(404)
     meta = {name: getattr(template, name) for name in META_FIELDS}
     saved = save_template(template, meta, old.variants, staff)
-    db.session.add(AuditEntry(staff_user_id=staff.id, actor=staff.email, action="template.restore",
-                              target_type="template", target_id=template.key,
-                              before={"version": number}, after={"version": saved.current_version}))
+    db.session.add(
+        AuditEntry(
+            staff_user_id=staff.id,
+            actor=staff.email,
+            action="template.restore",
+            target_type="template",
+            target_id=template.key,
+            before={"version": number},
+            after={"version": saved.current_version},
+        )
+    )
     db.session.commit()
     return saved
 
@@ -127,11 +151,12 @@ def parse_sample_data(text: str | None) -> tuple[dict, str | None]:
     except ValueError as error:
         return {}, f"Not JSON: {error}"
     if not isinstance(data, dict):
-        return {}, "Sample data must be a JSON object, e.g. {\"amount\": 12}."
+        return {}, 'Sample data must be a JSON object, e.g. {"amount": 12}.'
     return data, None
 
 
 # -- views -------------------------------------------------------------------------------------
+
 
 def _template_or_404(template_id: int) -> Template:
     template = db.session.get(Template, template_id)
@@ -185,8 +210,12 @@ def _editor(template: Template | None):
         form.key.errors.append("A template with this key exists already.")
         return _render_editor(form, template, locales, variants), 422
     except StaleVersion:
-        general = [("Someone saved a newer version while you were editing. Open the template again to see it; "
-                    "your changes are still in this form.")]
+        general = [
+            (
+                "Someone saved a newer version while you were editing. Open the template again to see it; "
+                "your changes are still in this form."
+            )
+        ]
         return _render_editor(form, template, locales, variants, general=general), 409
     flash(f"Saved {saved.key}, version {saved.current_version}.", "info")
     return redirect(url_for("console.template_edit", template_id=saved.id))
@@ -195,7 +224,8 @@ def _editor(template: Template | None):
 def _failures_for_sample(variants: dict, form: TemplateForm) -> tuple[Recipient | None, list[str]]:
     """Render every variant for the sample recipient (the preview's, else the first one there is)."""
     recipient = find_recipient(form.preview_user.data) or db.session.scalar(
-        select(Recipient).order_by(Recipient.id).limit(1))
+        select(Recipient).order_by(Recipient.id).limit(1)
+    )
     if recipient is None:
         return None, []
     data, _error = parse_sample_data(form.sample_data.data)
@@ -213,16 +243,35 @@ def _keep_channels_the_editor_does_not_show(variants: dict, saved: dict) -> None
                     variants[locale][channel] = values
 
 
-def _render_editor(form, template, locales, variants, field_errors=None, general=None, locale_message=None,
-                   render_failures=None, sample=None):
+def _render_editor(
+    form,
+    template,
+    locales,
+    variants,
+    field_errors=None,
+    general=None,
+    locale_message=None,
+    render_failures=None,
+    sample=None,
+):
     data, _error = parse_sample_data(form.sample_data.data)
     return render_template(
-        "console/templates/edit.html", form=form, template=template, locales=locales, variants=variants,
-        field_errors=field_errors or {}, general=general or [], locale_message=locale_message,
-        render_failures=render_failures or [], sample=sample,
+        "console/templates/edit.html",
+        form=form,
+        template=template,
+        locales=locales,
+        variants=variants,
+        field_errors=field_errors or {},
+        general=general or [],
+        locale_message=locale_message,
+        render_failures=render_failures or [],
+        sample=sample,
         variables=template_variables(data, attribute_keys()),
-        channels=EDITOR_CHANNELS, channel_fields=CHANNEL_FIELDS, channel_labels=CHANNEL_LABELS,
-        field_name=field_name, optional_fields=OPTIONAL_FIELDS,
+        channels=EDITOR_CHANNELS,
+        channel_fields=CHANNEL_FIELDS,
+        channel_labels=CHANNEL_LABELS,
+        field_name=field_name,
+        optional_fields=OPTIONAL_FIELDS,
     )
 
 
@@ -253,9 +302,16 @@ def template_preview():
     if user_id and recipient is None:
         preview.notice = f"No recipient has user id {user_id!r}."
     slots = [field_name(loc, ch, name) for loc in locales for ch, name in editor_fields()]
-    return render_template("console/templates/_preview.html", preview=preview, slots=slots, data_error=data_error,
-                           channel_labels=CHANNEL_LABELS, max_push=MAX_PAYLOAD_BYTES, oob=True,
-                           data_variables=template_variables(data, [])["data"])
+    return render_template(
+        "console/templates/_preview.html",
+        preview=preview,
+        slots=slots,
+        data_error=data_error,
+        channel_labels=CHANNEL_LABELS,
+        max_push=MAX_PAYLOAD_BYTES,
+        oob=True,
+        data_variables=template_variables(data, [])["data"],
+    )
 
 
 @bp.get("/templates/recipients")
@@ -266,8 +322,12 @@ def template_recipient_search():
     ids = []
     if typed:
         pattern = typed.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        ids = db.session.scalars(select(Recipient.external_id).where(Recipient.external_id.like(pattern, escape="\\"))
-                                 .order_by(Recipient.external_id).limit(10)).all()
+        ids = db.session.scalars(
+            select(Recipient.external_id)
+            .where(Recipient.external_id.like(pattern, escape="\\"))
+            .order_by(Recipient.external_id)
+            .limit(10)
+        ).all()
     return render_template("console/templates/_recipient_options.html", ids=ids)
 
 
@@ -275,8 +335,13 @@ def template_recipient_search():
 @content_editor_required
 def template_versions(template_id: int):
     template = _template_or_404(template_id)
-    authors = dict(db.session.execute(select(StaffUser.id, StaffUser.email).where(
-        StaffUser.id.in_({v.created_by for v in template.versions if v.created_by}))).all())
+    authors = dict(
+        db.session.execute(
+            select(StaffUser.id, StaffUser.email).where(
+                StaffUser.id.in_({v.created_by for v in template.versions if v.created_by})
+            )
+        ).all()
+    )
     return render_template("console/templates/versions.html", template=template, authors=authors)
 
 

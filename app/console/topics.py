@@ -1,4 +1,5 @@
 """Console area: topics -- each with its subscriber count, its subscribers a page at a time, and its runs."""
+
 from __future__ import annotations
 
 import re
@@ -40,6 +41,7 @@ def topic_detail(key: str):
     context = {"topic": topic, "subscribers": subscribers, "next_after": next_after}
     if htmx and request.args.get("after"):
         return render_template("console/topics/_subscribers.html", **context)
-    runs = db.session.scalars(select(Campaign).where(Campaign.audience_name == f"topic {topic.key}")
-                              .order_by(Campaign.id.desc()).limit(20)).all()
+    runs = db.session.scalars(
+        select(Campaign).where(Campaign.audience_name == f"topic {topic.key}").order_by(Campaign.id.desc()).limit(20)
+    ).all()
     return render_template("console/topics/detail.html", count=store.subscriber_count(topic.id), runs=runs, **context)

@@ -4,6 +4,7 @@ The demo (``make run``) registers an endpoint pointing here. A POST is kept only
 Standard Webhooks signature of an endpoint registered with this very URL, so nobody else can write into it;
 admins read the last :data:`KEEP` requests on the page.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,12 @@ def webhook_request_log_receive():
     endpoint = signed_by(body)
     if endpoint is None:
         abort(401, "Only requests signed by an endpoint registered with this URL are kept.")
-    entry = {"received_at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "endpoint_id": endpoint.id,
-             "headers": {name: request.headers.get(name, "") for name in SHOWN_HEADERS}, "body": body.decode(errors="replace")}
+    entry = {
+        "received_at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "endpoint_id": endpoint.id,
+        "headers": {name: request.headers.get(name, "") for name in SHOWN_HEADERS},
+        "body": body.decode(errors="replace"),
+    }
     try:
         pipe = get_redis().pipeline()
         pipe.lpush(_log_key(), json.dumps(entry))

@@ -4,6 +4,7 @@ The work is done in app/outbound_webhooks/endpoints.py (shared with /v1/webhook-
 form, call it, audit the change and render. A new or rotated secret is shown once, as POST -> redirect -> GET,
 held for the next page in Redis under a slot named in the session (like a new API key).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,15 +36,24 @@ NO_STORE = {"Cache-Control": "no-store"}
 class EndpointForm(FlaskForm):
     url = StringField("URL", validators=[DataRequired("Give the URL Herald should POST to."), Length(max=2048)])
     description = StringField("Description", validators=[Length(max=255)])
-    event_types = SelectMultipleField("Events", choices=[(name, f"{name} — {meaning}") for name, meaning in EVENT_TYPES.items()],
-                                      default=list(ALL_EVENT_TYPES), widget=ListWidget(prefix_label=False),
-                                      option_widget=CheckboxInput(), validators=[DataRequired("Choose at least one event.")])
+    event_types = SelectMultipleField(
+        "Events",
+        choices=[(name, f"{name} — {meaning}") for name, meaning in EVENT_TYPES.items()],
+        default=list(ALL_EVENT_TYPES),
+        widget=ListWidget(prefix_label=False),
+        option_widget=CheckboxInput(),
+        validators=[DataRequired("Choose at least one event.")],
+    )
 
 
 def snapshot(endpoint: WebhookEndpoint) -> dict:
     """What the audit log keeps of an endpoint: never its secret."""
-    return {"url": endpoint.url, "description": endpoint.description, "event_types": endpoint.event_types,
-            "enabled": endpoint.enabled}
+    return {
+        "url": endpoint.url,
+        "description": endpoint.description,
+        "event_types": endpoint.event_types,
+        "enabled": endpoint.enabled,
+    }
 
 
 def endpoint_or_404(endpoint_id: int) -> WebhookEndpoint:
@@ -70,8 +80,9 @@ def _hand_over_secret(endpoint: WebhookEndpoint, secret: str):
     """303 to the endpoint's page, which shows ``secret`` once; without Redis, this answer shows it."""
     slot = random.token_urlsafe(16)
     try:
-        get_redis().set(key("console", "webhook-secret", slot), json.dumps({"id": endpoint.id, "secret": secret}),
-                        ex=HOLD_SECONDS)
+        get_redis().set(
+            key("console", "webhook-secret", slot), json.dumps({"id": endpoint.id, "secret": secret}), ex=HOLD_SECONDS
+        )
     except RedisError:
         return _detail(endpoint, EndpointForm(obj=endpoint), secret=secret, status=201)
     session[SECRET_SLOT] = slot
@@ -103,8 +114,9 @@ def webhook_endpoint_create():
     created = {}
 
     def create():
-        created["endpoint"], created["secret"] = store.create_endpoint(form.url.data.strip(), form.event_types.data,
-                                                                       (form.description.data or "").strip())
+        created["endpoint"], created["secret"] = store.create_endpoint(
+            form.url.data.strip(), form.event_types.data, (form.description.data or "").strip()
+        )
 
     if not _apply(form, create):
         return render_template("console/webhooks/index.html", endpoints=store.endpoints(), form=form), 400
@@ -116,9 +128,20 @@ def webhook_endpoint_create():
 
 def _detail(endpoint: WebhookEndpoint, form: EndpointForm, secret: str | None = None, status: int = 200):
     messages = store.recent_messages(endpoint.id)
-    return render_template("console/webhooks/endpoint.html", endpoint=endpoint, form=form, secret=secret,
-                           messages=messages, attempts=store.attempts_of([m.id for m in messages]),
-                           counts=store.message_counts(endpoint.id), action=FlaskForm()), status, NO_STORE
+    return (
+        render_template(
+            "console/webhooks/endpoint.html",
+            endpoint=endpoint,
+            form=form,
+            secret=secret,
+            messages=messages,
+            attempts=store.attempts_of([m.id for m in messages]),
+            counts=store.message_counts(endpoint.id),
+            action=FlaskForm(),
+        ),
+        status,
+        NO_STORE,
+    )
 
 
 @bp.get("/webhooks/<int:endpoint_id>")
@@ -135,8 +158,12 @@ def webhook_endpoint_update(endpoint_id: int):
     before, form = snapshot(endpoint), EndpointForm()
 
     def change():
-        store.change_endpoint(endpoint, url=form.url.data.strip(), event_types=form.event_types.data,
-                              description=(form.description.data or "").strip())
+        store.change_endpoint(
+            endpoint,
+            url=form.url.data.strip(),
+            event_types=form.event_types.data,
+            description=(form.description.data or "").strip(),
+        )
 
     if not _apply(form, change):
         return _detail(endpoint_or_404(endpoint_id), form, status=400)
@@ -152,9 +179,14 @@ def webhook_endpoint_switch(endpoint_id: int, switch: str):
     endpoint = endpoint_or_404(endpoint_id)
     before = snapshot(endpoint)
     store.change_endpoint(endpoint, enabled=switch == "enable")
-    record_change(current_user, f"webhook_endpoint.{switch}", "webhook_endpoint", endpoint.id, before, snapshot(endpoint))
+    record_change(
+        current_user, f"webhook_endpoint.{switch}", "webhook_endpoint", endpoint.id, before, snapshot(endpoint)
+    )
     db.session.commit()
-    flash("Endpoint enabled: kept messages are sent, oldest first." if switch == "enable" else "Endpoint disabled.", "info")
+    flash(
+        "Endpoint enabled: kept messages are sent, oldest first." if switch == "enable" else "Endpoint disabled.",
+        "info",
+    )
     return redirect(url_for("console.webhook_endpoint", endpoint_id=endpoint.id), code=303)
 
 

@@ -3,6 +3,7 @@
 The one exception is the operator's own: a push service on their network whose host they list in
 ``HERALD_WEB_PUSH_PRIVATE_HOSTS`` (a self-hosted push server); only those exact hosts pass, over http too.
 """
+
 from __future__ import annotations
 
 import ipaddress

@@ -15,6 +15,7 @@ channel, sent to every active device. The rules:
 - Every device dead -> TOKEN_GONE; a payload too large or a similar message
   problem -> PERMANENT.
 """
+
 from __future__ import annotations
 
 from app.channels.base import Outcome, Result
@@ -26,19 +27,34 @@ def combine(channel: str, results: list[tuple[int, Result]]) -> Result:
     """Fold ``(device id, result)`` pairs into one Result for the delivery."""
     if not results:
         return Result(Outcome.PERMANENT, channel, error_code="no_active_device", detail="no active device to send to")
-    dead = tuple((device_id, f"{r.provider}: {r.error_code or r.outcome.value}") for device_id, r in results if r.outcome is Outcome.TOKEN_GONE)
+    dead = tuple(
+        (device_id, f"{r.provider}: {r.error_code or r.outcome.value}")
+        for device_id, r in results
+        if r.outcome is Outcome.TOKEN_GONE
+    )
     detail = "; ".join(f"device {device_id}: {_describe(r)}" for device_id, r in results)
     successes = [r for _device, r in results if r.outcome in SUCCESS]
     if successes:
         ids = ",".join(r.provider_message_id for r in successes if r.provider_message_id)
-        return Result(Outcome.DISPATCHED, _providers(results), provider_message_id=ids[:255] or None,
-                      detail=detail, dead_devices=dead)
+        return Result(
+            Outcome.DISPATCHED,
+            _providers(results),
+            provider_message_id=ids[:255] or None,
+            detail=detail,
+            dead_devices=dead,
+        )
     for outcome in (Outcome.TRANSIENT, Outcome.WAIT, Outcome.PERMANENT, Outcome.TOKEN_GONE):
         matching = [r for _device, r in results if r.outcome is outcome]
         if matching:
             retry_after = max((r.retry_after for r in matching if r.retry_after), default=None)
-            return Result(outcome, _providers(results), error_code=matching[0].error_code, detail=detail,
-                          retry_after=retry_after, dead_devices=dead)
+            return Result(
+                outcome,
+                _providers(results),
+                error_code=matching[0].error_code,
+                detail=detail,
+                retry_after=retry_after,
+                dead_devices=dead,
+            )
     raise ValueError(f"unexpected outcomes {[r.outcome for _d, r in results]}")
 
 

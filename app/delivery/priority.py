@@ -1,4 +1,5 @@
 """Effective priority and the queue a notification travels on."""
+
 from app.delivery.constants import PRIORITIES
 
 

@@ -1,4 +1,5 @@
 """Quiet hours in the recipient's own time zone."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta

@@ -1,4 +1,5 @@
 """Provider receipts (delivery status callbacks, bounce events) as transitions of a delivery. Pure."""
+
 from __future__ import annotations
 
 from app.delivery.constants import DELIVERED, DISPATCHED, FAILED

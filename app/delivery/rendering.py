@@ -4,6 +4,7 @@ User-authored templates can read the recipient, their attributes and the
 notification's ``data``; nothing else. An undefined variable is an error --
 we would rather fail a delivery with a reason than send a blank message.
 """
+
 from __future__ import annotations
 
 import json
@@ -102,8 +103,9 @@ def preview_request_budget() -> Budget | None:
     if "render_preview_budget" not in g:
         timeout_ms, max_bytes = budget_settings()
         total_ms = timeout_ms * PREVIEW_RENDERS_PER_REQUEST
-        g.render_preview_budget = Budget(total_ms, max_bytes,
-                                         message=f"not rendered: the preview's {total_ms} ms for all fields ran out")
+        g.render_preview_budget = Budget(
+            total_ms, max_bytes, message=f"not rendered: the preview's {total_ms} ms for all fields ran out"
+        )
     return g.render_preview_budget
 
 
@@ -184,7 +186,6 @@ def referenced_variables(source: str) -> set[str]:
         return set()
 
 
-
 # Names a template may read; anything else is a typo that would fail every send.
 ALLOWED_VARIABLES = frozenset({"recipient", "data", "notification"})
 
@@ -218,6 +219,7 @@ def unknown_variables(source: str) -> set[str]:
 
 # -- rendering: compiled once per template version and channel, rendered per recipient --------
 
+
 class CompiledVariant:
     """A channel variant parsed once; ``render`` gives the same fields and errors as ``render_fields``.
 
@@ -247,7 +249,9 @@ class CompiledVariant:
         for field, compiled in self.fields:
             if isinstance(compiled, RenderError):
                 raise compiled
-            rendered[field] = checked_field(self.channel, field, render_bounded(self.channel, field, compiled, context, budget))
+            rendered[field] = checked_field(
+                self.channel, field, render_bounded(self.channel, field, compiled, context, budget)
+            )
         return rendered
 
 

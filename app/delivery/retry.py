@@ -1,4 +1,5 @@
 """Retry policy for transient provider errors: exponential backoff with jitter."""
+
 from __future__ import annotations
 
 import random

@@ -5,6 +5,7 @@ facts (preferences, suppression, reachability, recent marketing count) and
 act on the decisions. Every "no" carries a reason that ends up on a
 SUPPRESSED delivery, so staff can always answer "why didn't they get it?".
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -89,7 +90,11 @@ def opt_out_reason(channel: str, note: NotificationFacts, prefs: dict[tuple[str,
 def route(note: NotificationFacts, facts: RecipientFacts, now: datetime, marketing_cap_per_hour: int) -> list[Decision]:
     """Decide every requested channel: send now, defer past quiet hours, or suppress with a reason."""
     bypasses_quiet = note.priority == "critical" or note.type == "security"
-    capped = note.type == "marketing" and marketing_cap_per_hour > 0 and facts.marketing_sent_last_hour >= marketing_cap_per_hour
+    capped = (
+        note.type == "marketing"
+        and marketing_cap_per_hour > 0
+        and facts.marketing_sent_last_hour >= marketing_cap_per_hour
+    )
     quiet_end = quiet_until(now, facts.timezone, facts.quiet_start, facts.quiet_end)
     decisions = []
     for channel in note.channels:

@@ -20,6 +20,7 @@ number a template builds grows past the output limit.
 Over budget raises :class:`OverBudget`; ``app.delivery.rendering`` turns it
 (and any other exception escaping Jinja) into a ``RenderError``.
 """
+
 from __future__ import annotations
 
 import operator
@@ -55,8 +56,13 @@ class Budget:
 
     __slots__ = ("timeout_ms", "max_bytes", "wall_deadline", "cpu_deadline", "message")
 
-    def __init__(self, timeout_ms: int = DEFAULT_TIMEOUT_MS, max_bytes: int = DEFAULT_MAX_BYTES,
-                 within: Budget | None = None, message: str | None = None):
+    def __init__(
+        self,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        within: Budget | None = None,
+        message: str | None = None,
+    ):
         """``within``: a larger budget this one is part of (a preview request's), whose deadline also applies."""
         self.timeout_ms, self.max_bytes = timeout_ms, max_bytes
         self.message = message or f"rendering took longer than {timeout_ms} ms"
@@ -175,6 +181,7 @@ def check_replace(text, old, new, budget: Budget) -> None:
 
 # -- filters that can multiply sizes, checked first, then handed to Jinja's own -----------------
 
+
 def bounded_center(value, width=80):
     current_budget().check_size(width if isinstance(width, int) else 0)
     return jinja_filters.do_center(value, width)
@@ -222,22 +229,31 @@ def bounded_slice(value, slices, fill_with=None):
 
 
 SIZE_CHECKED_FILTERS = {
-    "center": bounded_center, "indent": bounded_indent, "replace": bounded_replace, "join": bounded_join,
-    "format": bounded_format, "wordwrap": bounded_wordwrap, "batch": bounded_batch, "slice": bounded_slice,
+    "center": bounded_center,
+    "indent": bounded_indent,
+    "replace": bounded_replace,
+    "join": bounded_join,
+    "format": bounded_format,
+    "wordwrap": bounded_wordwrap,
+    "batch": bounded_batch,
+    "slice": bounded_slice,
 }
 
 
 def budgeted_filter(function):
     """A filter that looks at the clock before it runs and checks the size of what it returns."""
+
     @wraps(function)  # keeps Jinja's pass_context / pass_environment marker
     def budgeted(*args, **kwargs):
         budget = current_budget()
         budget.check_time()
         return check_value(function(*args, **kwargs), budget)
+
     return budgeted
 
 
 # -- the environment and its code generator ---------------------------------------------------
+
 
 class BudgetedCodeGenerator(CodeGenerator):
     """Compiles ``for`` loops to iterate through ``environment.loop_items`` and ``~`` through ``environment.concat_checked``."""

@@ -1,4 +1,5 @@
 """Webhook signature checks, as pure functions over the request's parts."""
+
 from __future__ import annotations
 
 import base64

@@ -7,6 +7,7 @@ each part is the concatenation header). One character outside that alphabet
 (an emoji, a curly quote) switches the whole message to UCS-2: 70 UTF-16 code
 units alone, 67 per part.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,8 +31,8 @@ HELP_WORDS = frozenset({"HELP"})
 
 @dataclass(frozen=True)
 class Segments:
-    encoding: str        # "GSM-7" or "UCS-2"
-    units: int           # septets (GSM-7) or UTF-16 code units (UCS-2)
+    encoding: str  # "GSM-7" or "UCS-2"
+    units: int  # septets (GSM-7) or UTF-16 code units (UCS-2)
     count: int
 
 
@@ -77,7 +78,7 @@ def to_e164(number: str, default_region: str | None = None) -> str | None:
 
 
 def inbound_keyword(body: str) -> str | None:
-    """"stop", "start" or "help" when the whole inbound message is one of the carrier keywords.
+    """ "stop", "start" or "help" when the whole inbound message is one of the carrier keywords.
 
     Like Twilio's own opt-out handling, only a message that *is* the keyword
     counts (case and surrounding spaces or punctuation ignored): "please stop

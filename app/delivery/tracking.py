@@ -15,6 +15,7 @@ segment count); in-app clicks are counted by the inbox's Open action.
 ``HERALD_TRACK_CLICKS=false`` sends every link as written.
 No request, database or clock here.
 """
+
 from __future__ import annotations
 
 import html
@@ -79,6 +80,7 @@ def trackable(url: str, base_url: str) -> bool:
 
 def rewrite_html(markup: str, link: Callable[[str], str]) -> str:
     """Every ``href`` through ``link``; the attribute's HTML escaping is undone before and redone after."""
+
     def swap(match: re.Match) -> str:
         prefix, quote, value = match.groups()
         return f"{prefix}{quote}{html.escape(link(html.unescape(value)), quote=True)}{quote}"
@@ -90,7 +92,7 @@ def rewrite_text(text: str, link: Callable[[str], str]) -> str:
     def swap(match: re.Match) -> str:
         url = match.group(0)
         kept = url.rstrip(_TRAILING)
-        return link(kept) + url[len(kept):]
+        return link(kept) + url[len(kept) :]
 
     return _TEXT_URL.sub(swap, text)
 

@@ -1,4 +1,5 @@
 """Signed one-click unsubscribe links (RFC 8058) for marketing mail."""
+
 from __future__ import annotations
 
 from itsdangerous import BadSignature, URLSafeSerializer

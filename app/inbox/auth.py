@@ -9,6 +9,7 @@ Or the host signs a short-lived JWT (:mod:`app.inbox.tokens`) and sends it as
 ``Authorization: Bearer``; pages and the stream also take it as
 ``?access_token=`` because a link and an EventSource cannot carry a header.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -156,7 +157,9 @@ def token_refusal(error: TokenRefused):
     message = str(error)
     wants_html = request.accept_mimetypes.accept_html and request.accept_mimetypes.best == "text/html"
     if wants_html and not request.path.startswith("/inbox/api/"):
-        response = make_response(render_template("errors/error.html", code=401, name="Sign in again", description=message), 401)
+        response = make_response(
+            render_template("errors/error.html", code=401, name="Sign in again", description=message), 401
+        )
     else:
         body = {"error": {"code": "invalid_token", "reason": error.reason, "message": message}}
         response = make_response(jsonify(body), 401)

@@ -1,4 +1,5 @@
 """``/c/<token>``: a tracked link from an email or a push notification. Count the click, then go where it points."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """``flask inbox-link USER_ID`` and ``flask user-token USER_ID``: what a host product would give that user."""
+
 import time
 
 import click
@@ -24,7 +25,9 @@ def inbox_link(user_id: str) -> None:
 
 @click.command("user-token")
 @click.argument("user_id")
-@click.option("--minutes", type=click.IntRange(1, 24 * 60), default=15, show_default=True, help="Lifetime of the token.")
+@click.option(
+    "--minutes", type=click.IntRange(1, 24 * 60), default=15, show_default=True, help="Lifetime of the token."
+)
 @click.option("--scope", default=None, help=f"Space-separated, from: {', '.join(SCOPES)} (default: all of them).")
 @with_appcontext
 def user_token_command(user_id: str, minutes: int, scope: str | None) -> None:
@@ -35,4 +38,6 @@ def user_token_command(user_id: str, minutes: int, scope: str | None) -> None:
         except TokenRefused as error:
             raise click.BadParameter(str(error), param_hint="--scope") from None
     now = int(time.time())
-    click.echo(sign_user_token(current_app.config["USER_TOKEN_SECRET"], user_id, now + minutes * 60, scope, issued_at=now))
+    click.echo(
+        sign_user_token(current_app.config["USER_TOKEN_SECRET"], user_id, now + minutes * 60, scope, issued_at=now)
+    )

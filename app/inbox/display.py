@@ -1,4 +1,5 @@
 """Times as the recipient reads them: relative ("5 minutes ago") and absolute, in their locale and zone."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,5 +53,7 @@ def present(entries: list[Entry], timezone: str | None, locale: str | None, now:
     views = []
     for entry in entries:
         at = entry.latest.inbox_at
-        views.append(EntryView(entry, relative_time(at, now, locale), absolute_time(at, timezone, locale), at.isoformat()))
+        views.append(
+            EntryView(entry, relative_time(at, now, locale), absolute_time(at, timezone, locale), at.isoformat())
+        )
     return views

@@ -11,6 +11,7 @@ on ``/inbox/stream``; any other origin gets no CORS header, so its browser
 refuses to show it the answer (and does not send a POST whose preflight failed).
 ``Access-Control-Allow-Credentials`` is never sent: cookies do not cross.
 """
+
 from __future__ import annotations
 
 import re
@@ -40,16 +41,29 @@ def bad_query(field: str, message: str) -> BadRequest:
 
 def entry_json(view) -> dict:
     entry = view.entry
-    return {"ids": entry.ids, "unread_ids": entry.unread_ids, "headline": entry.headline, "body": entry.latest.body,
-            "count": entry.count, "unread": entry.unread, "link": entry.link, "category": entry.latest.category,
-            "created_at": view.iso, "when": view.relative, "when_absolute": view.absolute}
+    return {
+        "ids": entry.ids,
+        "unread_ids": entry.unread_ids,
+        "headline": entry.headline,
+        "body": entry.latest.body,
+        "count": entry.count,
+        "unread": entry.unread,
+        "link": entry.link,
+        "category": entry.latest.category,
+        "created_at": view.iso,
+        "when": view.relative,
+        "when_absolute": view.absolute,
+    }
 
 
 def _page_json(recipient: Recipient, cursor: str | None, unread_only: bool, limit: int) -> dict:
     items, next_cursor = store.entries_page(recipient.id, limit, cursor, unread_only)
     views = present(group_entries(items), recipient.timezone, recipient.locale, utcnow())
-    return {"entries": [entry_json(view) for view in views], "next_cursor": next_cursor,
-            "unread_count": store.unread_count(recipient.id)}
+    return {
+        "entries": [entry_json(view) for view in views],
+        "next_cursor": next_cursor,
+        "unread_count": store.unread_count(recipient.id),
+    }
 
 
 @bp.get("/notifications")

@@ -3,6 +3,7 @@
 They live in the same OpenAPI document as /v1 but with their own security
 scheme, ``userToken`` (the host-signed JWT), instead of an API key.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -17,9 +18,12 @@ NotificationId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 
 
 class EntryIds(Strict):
-    ids: list[NotificationId] = Field(min_length=1, max_length=MAX_LIMIT,
-                                      description="an entry's `ids` (archive) or `unread_ids` (mark read), as the list gave them; "
-                                                  "ids that are not in this user's inbox change nothing")
+    ids: list[NotificationId] = Field(
+        min_length=1,
+        max_length=MAX_LIMIT,
+        description="an entry's `ids` (archive) or `unread_ids` (mark read), as the list gave them; "
+        "ids that are not in this user's inbox change nothing",
+    )
 
 
 class InboxEntry(BaseModel):
@@ -67,21 +71,45 @@ USER_TOKEN_DESCRIPTION = (
     "(the user id, required), `exp` (required; at most `HERALD_USER_TOKEN_MAX_SECONDS` ahead), `iat` and `nbf` "
     f"(optional), `scope` (optional; space-separated; absent = all). Clock skew of {LEEWAY_SECONDS} s is allowed. Scopes: "
     + "; ".join(f"`{name}`: {meaning}" for name, meaning in SCOPES.items())
-    + ". A refused token is a 401 whose `error.reason` is one of: " + ", ".join(f"`{r}`" for r in REASONS) + ".")
+    + ". A refused token is a 401 whose `error.reason` is one of: "
+    + ", ".join(f"`{r}`" for r in REASONS)
+    + "."
+)
 LIST_QUERY = [
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 20},
-     "description": "entries per page"},
-    {"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": CURSOR_PATTERN},
-     "description": "next_cursor of the previous page (empty or absent: the first page)"},
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 20},
+        "description": "entries per page",
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "schema": {"type": "string", "pattern": CURSOR_PATTERN},
+        "description": "next_cursor of the previous page (empty or absent: the first page)",
+    },
     {"name": "unread_only", "in": "query", "schema": {"type": "string", "enum": ["true", "false"], "default": "false"}},
 ]
 
 # (method, path, summary, parameters, request schema, {status: response schema})
 OPERATIONS = [
-    ("get", "/inbox/api/notifications", "The user's inbox as entries (grouped by collapse_key), newest first", LIST_QUERY, None,
-     {"200": InboxEntriesPage, "400": ErrorResponse}),
+    (
+        "get",
+        "/inbox/api/notifications",
+        "The user's inbox as entries (grouped by collapse_key), newest first",
+        LIST_QUERY,
+        None,
+        {"200": InboxEntriesPage, "400": ErrorResponse},
+    ),
     ("post", "/inbox/api/read", "Mark notifications read", [], EntryIds, {"200": MarkedRead, "400": ErrorResponse}),
     ("post", "/inbox/api/read-all", "Mark the whole inbox read", [], None, {"200": MarkedRead}),
-    ("post", "/inbox/api/archive", "Archive notifications (they leave the inbox)", [], EntryIds, {"200": Archived, "400": ErrorResponse}),
+    (
+        "post",
+        "/inbox/api/archive",
+        "Archive notifications (they leave the inbox)",
+        [],
+        EntryIds,
+        {"200": Archived, "400": ErrorResponse},
+    ),
 ]
 MODELS = [EntryIds, InboxEntriesPage, MarkedRead, Archived, TokenErrorResponse]

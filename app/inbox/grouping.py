@@ -5,6 +5,7 @@ liked your photo"); everything else is one entry per notification. Grouping
 works on the page being shown, so a group that straddles a "load more"
 boundary shows once per page.
 """
+
 from __future__ import annotations
 
 import re

@@ -5,6 +5,7 @@ Rows are categories, columns channels, plus a row of whole-channel switches
 category: routing ignores category opt-outs for security notices, so a
 toggle there would be a lie; only a channel switch or the global pause stops them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,15 +37,24 @@ class Row:
     cells: tuple[Cell, ...]
 
 
-def grid(categories: set[str], security: set[str], prefs: dict[tuple[str, str], bool]) -> tuple[tuple[Cell, ...], list[Row]]:
+def grid(
+    categories: set[str], security: set[str], prefs: dict[tuple[str, str], bool]
+) -> tuple[tuple[Cell, ...], list[Row]]:
     """(channel switches, one row per category); a switch nobody set reads as on."""
     columns = preference_channels()
     switches = tuple(Cell(channel, ALL_CATEGORIES, prefs.get((channel, ALL_CATEGORIES), True)) for channel in columns)
     rows = []
     for category in sorted(categories - {ALL_CATEGORIES}):
         locked = category in security
-        cells = tuple(Cell(channel, category, True if locked else prefs.get((channel, category), default_on(channel, category)), locked)
-                      for channel in columns)
+        cells = tuple(
+            Cell(
+                channel,
+                category,
+                True if locked else prefs.get((channel, category), default_on(channel, category)),
+                locked,
+            )
+            for channel in columns
+        )
         rows.append(Row(category, locked, cells))
     return switches, rows
 
@@ -59,7 +69,9 @@ class FormError(ValueError):
     pass
 
 
-def parse_form(shown: list[str], checked: list[str], pause: bool, quiet_start: str, quiet_end: str) -> PreferencesUpdate:
+def parse_form(
+    shown: list[str], checked: list[str], pause: bool, quiet_start: str, quiet_end: str
+) -> PreferencesUpdate:
     """Checkboxes send only when ticked, so every switch on the page is listed in ``shown``: shown but not checked = off."""
     on = set(checked)
     items = []

@@ -5,6 +5,7 @@ The same partial (``_items.html``) serves the first render, "load more", and
 the live refresh; htmx requests get the partial, others the full page, so
 every action also works as a plain form without JavaScript.
 """
+
 from __future__ import annotations
 
 from zoneinfo import available_timezones
@@ -30,6 +31,7 @@ from app.channels.in_app import InAppChannel
 from app.channels.vapid import application_server_key
 from app.delivery.constants import ALL_CATEGORIES
 from app.delivery.endpoints import push_endpoint_problem
+from app.device_schemas import DeviceCreate
 from app.extensions import db, htmx
 from app.inbox import preferences as prefs_form
 from app.inbox import store
@@ -42,7 +44,7 @@ from app.inbox.topics import topics_context
 from app.models import Device, Notification, Recipient, Template
 from app.models.types import utcnow
 from app.recipients import find_recipient, register_device, set_preferences, upsert_recipient
-from app.schemas import DeviceCreate, UserUpsert, parse_timezone
+from app.schemas import UserUpsert, parse_timezone
 
 PAGE_SIZE = 20
 FILTERS = ("all", "unread")
@@ -62,7 +64,9 @@ def _render_inbox(recipient: Recipient, view_as: bool = False):
     """The inbox for ``recipient``: full page, or just the items when htmx asks (load more, live refresh)."""
     chosen = _filter()
     try:
-        items, next_cursor = store.entries_page(recipient.id, PAGE_SIZE, request.args.get("cursor") or None, chosen == "unread")
+        items, next_cursor = store.entries_page(
+            recipient.id, PAGE_SIZE, request.args.get("cursor") or None, chosen == "unread"
+        )
     except store.BadCursor:
         abort(400, "This page link is out of date; go back to the start of your inbox.")
     context = {
@@ -129,10 +133,18 @@ def read(recipient: Recipient):
         return _back_to_inbox()
     if _filter() == "unread":
         return _badge_only(recipient)
-    entries = present(group_entries(store.find_visible(recipient.id, ids)), recipient.timezone, recipient.locale, utcnow())
-    return render_template("inbox/_entry.html", view=entries[0] if entries else None, read_only=False,
-                           action_urls=_action_urls(recipient, False), filter=_filter(),
-                           unread=store.unread_count(recipient.id), oob_badge=True)
+    entries = present(
+        group_entries(store.find_visible(recipient.id, ids)), recipient.timezone, recipient.locale, utcnow()
+    )
+    return render_template(
+        "inbox/_entry.html",
+        view=entries[0] if entries else None,
+        read_only=False,
+        action_urls=_action_urls(recipient, False),
+        filter=_filter(),
+        unread=store.unread_count(recipient.id),
+        oob_badge=True,
+    )
 
 
 @bp.post("/inbox/read-all")
@@ -179,9 +191,16 @@ def _render_preferences(recipient: Recipient, error: str | None = None, status: 
     saved = {(p.channel, p.category): p.enabled for p in recipient.preferences}
     switches, rows = prefs_form.grid(categories, security, saved)
     return render_template(
-        "inbox/preferences.html", recipient=recipient, switches=switches, rows=rows, channels=preference_channels(),
-        labels=labels(), error=error, zones=sorted(available_timezones()),
-        unread=store.unread_count(recipient.id), **topics_context(recipient),
+        "inbox/preferences.html",
+        recipient=recipient,
+        switches=switches,
+        rows=rows,
+        channels=preference_channels(),
+        labels=labels(),
+        error=error,
+        zones=sorted(available_timezones()),
+        unread=store.unread_count(recipient.id),
+        **topics_context(recipient),
     ), status
 
 
@@ -202,8 +221,13 @@ def _preferences_page(recipient: Recipient):
 def save_preferences(recipient: Recipient):
     form = request.form
     try:
-        update = prefs_form.parse_form(form.getlist("shown"), form.getlist("pref"), form.get("pause") == "on",
-                                       form.get("quiet_start", ""), form.get("quiet_end", ""))
+        update = prefs_form.parse_form(
+            form.getlist("shown"),
+            form.getlist("pref"),
+            form.get("pause") == "on",
+            form.get("quiet_start", ""),
+            form.get("quiet_end", ""),
+        )
         zone = parse_timezone(form.get("timezone") or None)
     except (prefs_form.FormError, ValueError) as error:
         return _render_preferences(recipient, error=str(error), status=400)
@@ -226,8 +250,9 @@ def add_browser(recipient: Recipient):
     """Save this browser's push subscription (JSON from ``PushSubscription.toJSON()``)."""
     body = request.get_json(silent=True) or {}
     try:
-        fields = DeviceCreate.model_validate({"platform": "web", "subscription": {
-            "endpoint": body.get("endpoint"), "keys": body.get("keys")}})
+        fields = DeviceCreate.model_validate(
+            {"platform": "web", "subscription": {"endpoint": body.get("endpoint"), "keys": body.get("keys")}}
+        )
     except ValidationError:
         return jsonify({"error": "That is not a browser push subscription."}), 400
     problem = push_endpoint_problem(fields.subscription.endpoint, current_app.config["WEB_PUSH_PRIVATE_HOSTS"])
@@ -249,7 +274,9 @@ def remove_browser(recipient: Recipient):
 @bp.get("/sw.js")
 def service_worker():
     """Served from the root so its scope can be the whole site."""
-    response = make_response(send_from_directory(current_app.static_folder, "sw.js", mimetype="text/javascript", max_age=0))
+    response = make_response(
+        send_from_directory(current_app.static_folder, "sw.js", mimetype="text/javascript", max_age=0)
+    )
     response.headers["Service-Worker-Allowed"] = "/"
     response.headers["Cache-Control"] = "no-cache"
     return response

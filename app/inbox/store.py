@@ -1,4 +1,5 @@
 """Inbox queries and read state, shared by the /v1 API and the inbox pages."""
+
 from __future__ import annotations
 
 import re
@@ -40,16 +41,24 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def _visible(recipient_id: int):
-    return and_(Notification.recipient_id == recipient_id, Notification.inbox_at.is_not(None), Notification.archived_at.is_(None))
+    return and_(
+        Notification.recipient_id == recipient_id,
+        Notification.inbox_at.is_not(None),
+        Notification.archived_at.is_(None),
+    )
 
 
-def inbox_page(recipient_id: int, limit: int = 20, cursor: str | None = None, unread_only: bool = False) -> tuple[list[Notification], str | None]:
+def inbox_page(
+    recipient_id: int, limit: int = 20, cursor: str | None = None, unread_only: bool = False
+) -> tuple[list[Notification], str | None]:
     """Newest first, keyset-paginated on (inbox_at, id) so pages stay stable while new items arrive."""
     query = select(Notification).where(_visible(recipient_id))
     if unread_only:
         query = query.where(Notification.read_at.is_(None))
     query = _page_after(query, cursor)
-    rows = db.session.scalars(query.order_by(Notification.inbox_at.desc(), Notification.id.desc()).limit(limit + 1)).all()
+    rows = db.session.scalars(
+        query.order_by(Notification.inbox_at.desc(), Notification.id.desc()).limit(limit + 1)
+    ).all()
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return list(rows[:limit]), next_cursor
 
@@ -65,8 +74,9 @@ def _page_after(query, cursor: str | None):
     return query.where(or_(Notification.inbox_at < at, and_(Notification.inbox_at == at, Notification.id < last_id)))
 
 
-def entries_page(recipient_id: int, limit: int = 20, cursor: str | None = None,
-                 unread_only: bool = False) -> tuple[list[Notification], str | None]:
+def entries_page(
+    recipient_id: int, limit: int = 20, cursor: str | None = None, unread_only: bool = False
+) -> tuple[list[Notification], str | None]:
     """A page of the inbox as the page shows it: ``limit`` entries, each with all of its members.
 
     Pages run over entry heads (a notification without a collapse key, or the
@@ -74,28 +84,47 @@ def entries_page(recipient_id: int, limit: int = 20, cursor: str | None = None,
     is and never shows up again on a later one. Items come newest head first,
     each followed by its older members, as :func:`app.inbox.grouping.group_entries` wants them.
     """
+
     def shown(model):
         condition = and_(model.recipient_id == recipient_id, model.inbox_at.is_not(None), model.archived_at.is_(None))
         return and_(condition, model.read_at.is_(None)) if unread_only else condition
 
     newer = aliased(Notification)
-    newer_in_group = exists(select(newer.id).where(
-        shown(newer), newer.collapse_key == Notification.collapse_key,
-        or_(newer.inbox_at > Notification.inbox_at, and_(newer.inbox_at == Notification.inbox_at, newer.id > Notification.id))))
-    heads_query = select(Notification).where(shown(Notification), or_(Notification.collapse_key.is_(None), not_(newer_in_group)))
-    heads = db.session.scalars(_page_after(heads_query, cursor)
-                               .order_by(Notification.inbox_at.desc(), Notification.id.desc()).limit(limit + 1)).all()
+    newer_in_group = exists(
+        select(newer.id).where(
+            shown(newer),
+            newer.collapse_key == Notification.collapse_key,
+            or_(
+                newer.inbox_at > Notification.inbox_at,
+                and_(newer.inbox_at == Notification.inbox_at, newer.id > Notification.id),
+            ),
+        )
+    )
+    heads_query = select(Notification).where(
+        shown(Notification), or_(Notification.collapse_key.is_(None), not_(newer_in_group))
+    )
+    heads = db.session.scalars(
+        _page_after(heads_query, cursor).order_by(Notification.inbox_at.desc(), Notification.id.desc()).limit(limit + 1)
+    ).all()
     next_cursor = encode_cursor(heads[limit - 1]) if len(heads) > limit else None
     heads = heads[:limit]
     keys = {head.collapse_key for head in heads if head.collapse_key}
     members: dict[str, list[Notification]] = {key: [] for key in keys}
     if keys:
         # The newest GROUP_LIMIT of each group (its head first), counted in SQL: a group of 10,000 likes loads 100.
-        rank = func.row_number().over(partition_by=Notification.collapse_key,
-                                      order_by=(Notification.inbox_at.desc(), Notification.id.desc())).label("rank")
-        ranked = select(Notification.id, rank).where(shown(Notification), Notification.collapse_key.in_(keys)).subquery()
+        rank = (
+            func.row_number()
+            .over(
+                partition_by=Notification.collapse_key, order_by=(Notification.inbox_at.desc(), Notification.id.desc())
+            )
+            .label("rank")
+        )
+        ranked = (
+            select(Notification.id, rank).where(shown(Notification), Notification.collapse_key.in_(keys)).subquery()
+        )
         for item in db.session.scalars(
-            select(Notification).join(ranked, ranked.c.id == Notification.id)
+            select(Notification)
+            .join(ranked, ranked.c.id == Notification.id)
             .where(ranked.c.rank > 1, ranked.c.rank <= GROUP_LIMIT)
             .order_by(Notification.inbox_at.desc(), Notification.id.desc())
         ):
@@ -108,7 +137,9 @@ def entries_page(recipient_id: int, limit: int = 20, cursor: str | None = None,
 
 
 def unread_count(recipient_id: int) -> int:
-    return db.session.scalar(select(func.count()).select_from(Notification).where(_visible(recipient_id), Notification.read_at.is_(None)))
+    return db.session.scalar(
+        select(func.count()).select_from(Notification).where(_visible(recipient_id), Notification.read_at.is_(None))
+    )
 
 
 def mark_read(notification: Notification) -> None:
@@ -116,13 +147,23 @@ def mark_read(notification: Notification) -> None:
         notification.read_at = utcnow()
         emit(webhook_events.read(notification.recipient_id, [notification.id]))
         db.session.commit()
-    publish_to_user(notification.recipient_id, "read", {"ids": [notification.id], "unread": unread_count(notification.recipient_id)})
+    publish_to_user(
+        notification.recipient_id, "read", {"ids": [notification.id], "unread": unread_count(notification.recipient_id)}
+    )
 
 
 def mark_all_read(recipient_id: int) -> int:
-    marked = db.session.execute(
-        update(Notification).where(_visible(recipient_id), Notification.read_at.is_(None)).values(read_at=utcnow())
-        .returning(Notification.id), execution_options={"synchronize_session": False}).scalars().all()
+    marked = (
+        db.session.execute(
+            update(Notification)
+            .where(_visible(recipient_id), Notification.read_at.is_(None))
+            .values(read_at=utcnow())
+            .returning(Notification.id),
+            execution_options={"synchronize_session": False},
+        )
+        .scalars()
+        .all()
+    )
     emit(webhook_events.read(recipient_id, marked))
     db.session.commit()
     publish_to_user(recipient_id, "read", {"all": True, "unread": 0})
@@ -133,16 +174,24 @@ def find_visible(recipient_id: int, ids: list[str]) -> list[Notification]:
     """Those of ``ids`` that are in this recipient's inbox; anyone else's ids simply match nothing."""
     if not ids:
         return []
-    return list(db.session.scalars(select(Notification).where(_visible(recipient_id), Notification.id.in_(ids[:MAX_LIMIT]))))
+    return list(
+        db.session.scalars(select(Notification).where(_visible(recipient_id), Notification.id.in_(ids[:MAX_LIMIT])))
+    )
 
 
 def mark_ids_read(recipient_id: int, ids: list[str]) -> int:
     """Mark several of this recipient's notifications read (a collapsed group) with one realtime event."""
-    marked = db.session.execute(
-        update(Notification)
-        .where(_visible(recipient_id), Notification.read_at.is_(None), Notification.id.in_(ids[:MAX_LIMIT]))
-        .values(read_at=utcnow()).returning(Notification.id), execution_options={"synchronize_session": False}
-    ).scalars().all()
+    marked = (
+        db.session.execute(
+            update(Notification)
+            .where(_visible(recipient_id), Notification.read_at.is_(None), Notification.id.in_(ids[:MAX_LIMIT]))
+            .values(read_at=utcnow())
+            .returning(Notification.id),
+            execution_options={"synchronize_session": False},
+        )
+        .scalars()
+        .all()
+    )
     emit(webhook_events.read(recipient_id, marked))
     db.session.commit()
     publish_to_user(recipient_id, "read", {"ids": ids[:MAX_LIMIT], "unread": unread_count(recipient_id)})
@@ -152,14 +201,18 @@ def mark_ids_read(recipient_id: int, ids: list[str]) -> int:
 def archive(recipient_id: int, ids: list[str]) -> int:
     """Take notifications out of the inbox (kept for delivery history); other tabs hear it as a read change."""
     result = db.session.execute(
-        update(Notification).where(_visible(recipient_id), Notification.id.in_(ids[:MAX_LIMIT])).values(archived_at=utcnow())
+        update(Notification)
+        .where(_visible(recipient_id), Notification.id.in_(ids[:MAX_LIMIT]))
+        .values(archived_at=utcnow())
     )
     db.session.commit()
     publish_to_user(recipient_id, "read", {"archived": ids[:MAX_LIMIT], "unread": unread_count(recipient_id)})
     return result.rowcount
 
 
-def arrived_after(recipient_id: int, notification_id: str, overlap_seconds: float, limit: int) -> list[Notification] | None:
+def arrived_after(
+    recipient_id: int, notification_id: str, overlap_seconds: float, limit: int
+) -> list[Notification] | None:
     """What reached this inbox after ``notification_id`` did, oldest first, for replay on reconnect.
 
     None when the id is not in this recipient's inbox (unknown, archived, or
@@ -182,10 +235,17 @@ def arrived_after(recipient_id: int, notification_id: str, overlap_seconds: floa
 
 def record_click(notification_id: str, channel: str) -> bool:
     """Keep the first click on a notification's link (any channel); later ones change nothing. True when first."""
-    first = db.session.execute(
-        update(Notification).where(Notification.id == notification_id, Notification.clicked_at.is_(None))
-        .values(clicked_at=utcnow(), clicked_channel=channel).returning(Notification.recipient_id),
-        execution_options={"synchronize_session": False}).scalars().all()
+    first = (
+        db.session.execute(
+            update(Notification)
+            .where(Notification.id == notification_id, Notification.clicked_at.is_(None))
+            .values(clicked_at=utcnow(), clicked_channel=channel)
+            .returning(Notification.recipient_id),
+            execution_options={"synchronize_session": False},
+        )
+        .scalars()
+        .all()
+    )
     for recipient_id in first:
         emit(webhook_events.clicked(recipient_id, notification_id, channel))
     db.session.commit()

@@ -9,6 +9,7 @@ token is hex HMAC-SHA256(secret, user id) and a JWT's signature is base64url
 HMAC-SHA256(secret, "header.payload"), so with one shared key a host that signs
 links for user ids a person can choose would also be minting JWTs for them.
 """
+
 from __future__ import annotations
 
 import re
@@ -79,12 +80,18 @@ def _decode(token: str, secret: str) -> dict:
     try:
         # PyJWT reads its own clock; exp, nbf and iat are checked below against the caller's ``now`` instead,
         # so one clock decides expiry and the lifetime cap, and tests need no sleeping.
-        return jwt.decode(token, secret, algorithms=[ALGORITHM],
-                          options={"require": ["sub", "exp"], "verify_exp": False, "verify_nbf": False, "verify_iat": False})
+        return jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={"require": ["sub", "exp"], "verify_exp": False, "verify_nbf": False, "verify_iat": False},
+        )
     except jwt.InvalidSignatureError:
         raise TokenRefused("bad_signature") from None
     except jwt.MissingRequiredClaimError as error:
-        raise TokenRefused("missing_claim", f"The user token lacks the {error.claim!r} claim (sub and exp are required).") from None
+        raise TokenRefused(
+            "missing_claim", f"The user token lacks the {error.claim!r} claim (sub and exp are required)."
+        ) from None
     except jwt.DecodeError:
         raise TokenRefused("malformed") from None
     except jwt.InvalidTokenError as error:
@@ -113,17 +120,23 @@ def verify_user_token(token: str | None, secret: str, needed_scope: str, now: fl
     if any(moment is not None and moment > now + LEEWAY_SECONDS for moment in (not_before, issued)):
         raise TokenRefused("not_yet_valid")
     if expires > now + max_lifetime + LEEWAY_SECONDS:
-        raise TokenRefused("too_long_lived", f"exp may be at most {max_lifetime} seconds from now (HERALD_USER_TOKEN_MAX_SECONDS).")
+        raise TokenRefused(
+            "too_long_lived", f"exp may be at most {max_lifetime} seconds from now (HERALD_USER_TOKEN_MAX_SECONDS)."
+        )
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH or "\x00" in subject:
         raise TokenRefused("bad_claim", f"sub must be the user id, a string of 1 to {MAX_SUBJECT_LENGTH} characters.")
     scopes = granted_scopes(claims.get("scope"))
     if needed_scope not in scopes:
-        raise TokenRefused("wrong_scope", f"This needs the {needed_scope!r} scope; the token has {' '.join(sorted(scopes))!r}.")
+        raise TokenRefused(
+            "wrong_scope", f"This needs the {needed_scope!r} scope; the token has {' '.join(sorted(scopes))!r}."
+        )
     return UserToken(subject, scopes, int(expires))
 
 
-def sign_user_token(secret: str, user_id: str, expires_at: int, scope: str | None = None, issued_at: int | None = None) -> str:
+def sign_user_token(
+    secret: str, user_id: str, expires_at: int, scope: str | None = None, issued_at: int | None = None
+) -> str:
     """What a host product does (and ``flask user-token``): an HS256 JWT for ``user_id``."""
     claims: dict = {"sub": user_id, "exp": expires_at}
     if issued_at is not None:

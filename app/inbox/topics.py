@@ -1,4 +1,5 @@
 """The preferences page's topics: the groups the signed-in user is in, and leaving one that allows it."""
+
 from __future__ import annotations
 
 from flask import flash, redirect, render_template, url_for

@@ -1,4 +1,5 @@
 """One-click unsubscribe from marketing mail (RFC 8058), authorised by a signed token."""
+
 from __future__ import annotations
 
 from flask import abort, current_app, render_template, request

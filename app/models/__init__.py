@@ -1,4 +1,5 @@
 """SQLAlchemy models, one module per domain; importing this registers them all."""
+
 from app.models.audiences import Audience, ImportJob
 from app.models.campaigns import Campaign, CampaignBatch
 from app.models.content import Template, TemplateVersion
@@ -10,10 +11,28 @@ from app.models.staff import ApiKey, AuditEntry, StaffUser
 from app.models.topics import Topic, TopicSubscription
 
 __all__ = [
-    "Audience", "ImportJob",
-    "Campaign", "CampaignBatch",
-    "ApiKey", "AuditEntry", "Delivery", "DeliveryEvent", "Device", "IdempotencyKey", "Notification",
-    "Preference", "Recipient", "Rule", "RuleSend", "StaffUser", "Suppression", "Template", "TemplateVersion",
-    "Topic", "TopicSubscription",
-    "WebhookAttempt", "WebhookEndpoint", "WebhookMessage",
+    "Audience",
+    "ImportJob",
+    "Campaign",
+    "CampaignBatch",
+    "ApiKey",
+    "AuditEntry",
+    "Delivery",
+    "DeliveryEvent",
+    "Device",
+    "IdempotencyKey",
+    "Notification",
+    "Preference",
+    "Recipient",
+    "Rule",
+    "RuleSend",
+    "StaffUser",
+    "Suppression",
+    "Template",
+    "TemplateVersion",
+    "Topic",
+    "TopicSubscription",
+    "WebhookAttempt",
+    "WebhookEndpoint",
+    "WebhookMessage",
 ]

@@ -1,4 +1,5 @@
 """Saved audiences (a filter over recipients) and CSV imports of recipients."""
+
 from __future__ import annotations
 
 from datetime import datetime

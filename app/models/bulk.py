@@ -9,6 +9,7 @@ multi-row ``VALUES ... RETURNING`` spent more still, most of it in psycopg
 splitting a 30,000-placeholder statement on every call.
 On SQLite (in-process, no round trips) a plain ``executemany`` is the fast way.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -27,8 +28,11 @@ def _is_postgresql() -> bool:
 def _with_python_defaults(table: Table, rows: list[dict]) -> tuple[list[str], list[dict]]:
     """Fill the columns the rows leave out from their Python-side defaults, as SQLAlchemy's own INSERT would."""
     given = list(rows[0])
-    missing = [c for c in table.columns if c.name not in rows[0] and c.default is not None
-               and (c.default.is_scalar or c.default.is_callable)]
+    missing = [
+        c
+        for c in table.columns
+        if c.name not in rows[0] and c.default is not None and (c.default.is_scalar or c.default.is_callable)
+    ]
     if not missing:
         return given, rows
     filled = []
@@ -137,13 +141,17 @@ def update_by_id(model, rows: list[dict]) -> None:
     if not _is_postgresql():
         db.session.connection().execute(
             table.update().where(table.c.id == bindparam("_id")),
-            [{**{k: v for k, v in row.items() if k != "id"}, "_id": row["id"]} for row in rows])
+            [{**{k: v for k, v in row.items() if k != "id"}, "_id": row["id"]} for row in rows],
+        )
         return
     _same_keys(rows)
     columns = list(rows[0])
     source, params = _unnest_arrays(table, columns, rows)
     name = _quoted([table.name])
     assignments = ", ".join(f"{_quoted([c])} = source.{_quoted([c])}" for c in columns if c != "id")
-    db.session.connection().execute(text(
-        f"UPDATE {name} SET {assignments} FROM ({source}) AS source ({_quoted(columns)}) WHERE {name}.id = source.id"), params)
-
+    db.session.connection().execute(
+        text(
+            f"UPDATE {name} SET {assignments} FROM ({source}) AS source ({_quoted(columns)}) WHERE {name}.id = source.id"
+        ),
+        params,
+    )

@@ -1,4 +1,5 @@
 """Campaigns (template + audience + schedule) and the batches their fan-out is cut into."""
+
 from __future__ import annotations
 
 from datetime import datetime, time

@@ -1,4 +1,5 @@
 """Message templates and their immutable versions."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -1,4 +1,5 @@
 """Notifications, their per-channel deliveries, the event log and idempotency keys."""
+
 from __future__ import annotations
 
 import uuid

@@ -2,6 +2,7 @@
 
 Not to be confused with app/webhooks/ (INBOUND provider callbacks). See app/outbound_webhooks/.
 """
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -1,4 +1,5 @@
 """Recipients and what they own: devices, preferences; plus suppression lists."""
+
 from __future__ import annotations
 
 from datetime import datetime, time
@@ -28,7 +29,9 @@ class Recipient(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
-    devices: Mapped[list[Device]] = relationship(back_populates="recipient", cascade="all, delete-orphan", passive_deletes=True)
+    devices: Mapped[list[Device]] = relationship(
+        back_populates="recipient", cascade="all, delete-orphan", passive_deletes=True
+    )
     preferences: Mapped[list[Preference]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
 
     def __repr__(self) -> str:
@@ -84,6 +87,6 @@ class Suppression(db.Model):
         (recipients' too, see app.schemas.parse_email), so a bounce reported as ``Ana@X.com`` stops ``ana@x.com``.
         The channel registry says which channels' addresses compare case-insensitively."""
         return canonical_address(channel, address)
+
     reason: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-

@@ -1,4 +1,5 @@
 """Daily rules (e.g. the low-balance alert) and their sent log, the dedup gate."""
+
 from __future__ import annotations
 
 from datetime import date, datetime, time
@@ -12,8 +13,8 @@ from app.models.types import BigId, Json, UTCDateTime, utcnow
 # RuleSend.status: a claim is taken before anything is sent; "sent" means the notification exists in the pipeline.
 CLAIMED = "claimed"
 SENT = "sent"
-SUPPRESSED = "suppressed"   # opted out (or hard stop) between the claim and the send: nothing went out
-EXPIRED = "expired"         # the claim's local day ended for the recipient before it could be sent
+SUPPRESSED = "suppressed"  # opted out (or hard stop) between the claim and the send: nothing went out
+EXPIRED = "expired"  # the claim's local day ended for the recipient before it could be sent
 RULE_SEND_STATUSES = (CLAIMED, SENT, SUPPRESSED, EXPIRED)
 
 

@@ -1,4 +1,5 @@
 """Console staff, API keys and the audit log."""
+
 from __future__ import annotations
 
 from datetime import datetime

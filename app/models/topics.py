@@ -1,4 +1,5 @@
 """Topics: named groups of recipients (a team, the followers of a project) that one API call can notify."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -1,4 +1,5 @@
 """Column types that behave the same on SQLite and PostgreSQL."""
+
 from datetime import UTC, datetime
 
 from sqlalchemy import JSON, BigInteger, DateTime, Integer

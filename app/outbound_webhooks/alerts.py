@@ -1,4 +1,5 @@
 """The email admins get when an endpoint is disabled: over SMTP_URL, through the email channel's relay client."""
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,11 @@ log = logging.getLogger(__name__)
 
 
 def admin_addresses() -> list[str]:
-    return list(db.session.scalars(select(StaffUser.email).where(StaffUser.role == "admin", StaffUser.active.is_(True))
-                                   .order_by(StaffUser.id)))
+    return list(
+        db.session.scalars(
+            select(StaffUser.email).where(StaffUser.role == "admin", StaffUser.active.is_(True)).order_by(StaffUser.id)
+        )
+    )
 
 
 def disabled_email(endpoint: WebhookEndpoint, recipients: list[str], sender: str, console_url: str) -> EmailMessage:
@@ -31,7 +35,8 @@ def disabled_email(endpoint: WebhookEndpoint, recipients: list[str], sender: str
     email.set_content(
         f"Herald stopped sending webhooks to\n\n    {endpoint.url}\n\nbecause {endpoint.disabled_reason}.\n\n"
         f"Messages for it are kept. Once the endpoint answers again, enable it in the console and they are sent, "
-        f"oldest first:\n\n    {console_url}\n")
+        f"oldest first:\n\n    {console_url}\n"
+    )
     return email
 
 

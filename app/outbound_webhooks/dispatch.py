@@ -10,6 +10,7 @@ At least once: the claim (pending -> sending, one winner) is committed before
 the POST. A dispatcher killed mid-POST leaves its claims ``sending``; after the
 lease they are claimable again and sent once more, with the same ``webhook-id``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,22 +47,34 @@ _POOLS: dict[int, ThreadPoolExecutor] = {}
 
 def _claimable(now: datetime, lease: int):
     M = WebhookMessage
-    return or_(and_(M.status == "pending", M.next_attempt_at <= now),
-               and_(M.status == "sending", M.claimed_at < now - timedelta(seconds=lease)))
+    return or_(
+        and_(M.status == "pending", M.next_attempt_at <= now),
+        and_(M.status == "sending", M.claimed_at < now - timedelta(seconds=lease)),
+    )
 
 
 def due_heads(now: datetime, limit: int, lease: int) -> list[int]:
     """Up to ``limit`` due messages, each the oldest open one of its (endpoint, ordering key), oldest first."""
     M = WebhookMessage
     rank = func.row_number().over(partition_by=(M.endpoint_id, M.ordering_key), order_by=M.id).label("rank")
-    open_messages = (select(M.id, M.status, M.next_attempt_at, M.claimed_at, rank)
-                     .join(WebhookEndpoint, WebhookEndpoint.id == M.endpoint_id)
-                     .where(M.status.in_(OPEN), WebhookEndpoint.enabled.is_(True)).subquery())
+    open_messages = (
+        select(M.id, M.status, M.next_attempt_at, M.claimed_at, rank)
+        .join(WebhookEndpoint, WebhookEndpoint.id == M.endpoint_id)
+        .where(M.status.in_(OPEN), WebhookEndpoint.enabled.is_(True))
+        .subquery()
+    )
     heads = db.session.scalars(
-        select(open_messages.c.id).where(open_messages.c.rank == 1, or_(
-            and_(open_messages.c.status == "pending", open_messages.c.next_attempt_at <= now),
-            and_(open_messages.c.status == "sending", open_messages.c.claimed_at < now - timedelta(seconds=lease))))
-        .order_by(open_messages.c.id).limit(limit)).all()
+        select(open_messages.c.id)
+        .where(
+            open_messages.c.rank == 1,
+            or_(
+                and_(open_messages.c.status == "pending", open_messages.c.next_attempt_at <= now),
+                and_(open_messages.c.status == "sending", open_messages.c.claimed_at < now - timedelta(seconds=lease)),
+            ),
+        )
+        .order_by(open_messages.c.id)
+        .limit(limit)
+    ).all()
     db.session.commit()
     return list(heads)
 
@@ -69,10 +82,17 @@ def due_heads(now: datetime, limit: int, lease: int) -> list[int]:
 def claim(message_ids: list[int], now: datetime, lease: int) -> list[int]:
     """pending (due) or abandoned -> sending, one winner per message; committed before any POST."""
     M = WebhookMessage
-    won = db.session.execute(
-        update(M).where(M.id.in_(message_ids), _claimable(now, lease))
-        .values(status="sending", claimed_at=now, attempts=M.attempts + 1).returning(M.id),
-        execution_options={"synchronize_session": False}).scalars().all()
+    won = (
+        db.session.execute(
+            update(M)
+            .where(M.id.in_(message_ids), _claimable(now, lease))
+            .values(status="sending", claimed_at=now, attempts=M.attempts + 1)
+            .returning(M.id),
+            execution_options={"synchronize_session": False},
+        )
+        .scalars()
+        .all()
+    )
     db.session.commit()
     return sorted(won)
 
@@ -86,16 +106,23 @@ class Claimed:
 
 
 def _outgoing(message_ids: list[int], now: datetime) -> list[tuple[Claimed, Outgoing]]:
-    rows = db.session.execute(select(WebhookMessage, WebhookEndpoint)
-                              .join(WebhookEndpoint, WebhookEndpoint.id == WebhookMessage.endpoint_id)
-                              .where(WebhookMessage.id.in_(message_ids)).order_by(WebhookMessage.id)).all()
+    rows = db.session.execute(
+        select(WebhookMessage, WebhookEndpoint)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookMessage.endpoint_id)
+        .where(WebhookMessage.id.in_(message_ids))
+        .order_by(WebhookMessage.id)
+    ).all()
     found = []
     for message, endpoint in rows:
         secrets = [endpoint.secret]
         if endpoint.previous_secret and endpoint.previous_secret_until and endpoint.previous_secret_until > now:
             secrets.append(endpoint.previous_secret)
-        found.append((Claimed(message.id, endpoint.id, message.attempts, message.claimed_at),
-                      Outgoing(message.id, message.msg_id, endpoint.url, tuple(secrets), message.payload)))
+        found.append(
+            (
+                Claimed(message.id, endpoint.id, message.attempts, message.claimed_at),
+                Outgoing(message.id, message.msg_id, endpoint.url, tuple(secrets), message.payload),
+            )
+        )
     db.session.commit()  # end the read: nothing is held open during the POSTs
     return found
 
@@ -118,9 +145,18 @@ def _outcome(message: Claimed, answer: Answer, now: datetime, schedule) -> dict:
     error = answer.error or f"HTTP {answer.status_code}: {answer.response_excerpt or ''}"[:500]
     delay = retry_delay(message.attempts, schedule)
     if delay is None:
-        return {"status": "failed", "finished_at": now, "last_error": f"gave up after {message.attempts} attempts: {error}",
-                "claimed_at": None}
-    return {"status": "pending", "next_attempt_at": now + timedelta(seconds=delay), "last_error": error, "claimed_at": None}
+        return {
+            "status": "failed",
+            "finished_at": now,
+            "last_error": f"gave up after {message.attempts} attempts: {error}",
+            "claimed_at": None,
+        }
+    return {
+        "status": "pending",
+        "next_attempt_at": now + timedelta(seconds=delay),
+        "last_error": error,
+        "claimed_at": None,
+    }
 
 
 def record(sent: list[tuple[Claimed, Answer]], config, now: datetime | None = None) -> Counter:
@@ -131,17 +167,34 @@ def record(sent: list[tuple[Claimed, Answer]], config, now: datetime | None = No
     attempts = []
     for message, answer in sent:
         ok = succeeded(answer.status_code)
-        attempts.append({"message_id": message.id, "attempted_at": now, "status_code": answer.status_code,
-                         "duration_ms": answer.duration_ms, "succeeded": ok, "response_excerpt": answer.response_excerpt,
-                         "error": answer.error})
+        attempts.append(
+            {
+                "message_id": message.id,
+                "attempted_at": now,
+                "status_code": answer.status_code,
+                "duration_ms": answer.duration_ms,
+                "succeeded": ok,
+                "response_excerpt": answer.response_excerpt,
+                "error": answer.error,
+            }
+        )
         values = _outcome(message, answer, now, config["WEBHOOK_RETRY_SCHEDULE"])
         # Conditional on our claim: a dispatcher that took the message over after the lease records it instead.
-        db.session.execute(update(WebhookMessage).where(WebhookMessage.id == message.id, WebhookMessage.status == "sending",
-                                                        WebhookMessage.claimed_at == message.claimed_at).values(**values))
+        db.session.execute(
+            update(WebhookMessage)
+            .where(
+                WebhookMessage.id == message.id,
+                WebhookMessage.status == "sending",
+                WebhookMessage.claimed_at == message.claimed_at,
+            )
+            .values(**values)
+        )
         by_endpoint[message.endpoint_id].append(ok)
         counts[values["status"]] += 1
     # An endpoint deleted while its POSTs were in flight took its messages with it: their attempts go unrecorded.
-    kept = set(db.session.scalars(select(WebhookMessage.id).where(WebhookMessage.id.in_([a["message_id"] for a in attempts]))))
+    kept = set(
+        db.session.scalars(select(WebhookMessage.id).where(WebhookMessage.id.in_([a["message_id"] for a in attempts])))
+    )
     if kept:
         db.session.execute(insert(WebhookAttempt), [attempt for attempt in attempts if attempt["message_id"] in kept])
     disabled = _keep_streaks(by_endpoint, now, config)
@@ -159,13 +212,26 @@ def _keep_streaks(by_endpoint: dict[int, list[bool]], now: datetime, config) -> 
         if any(results):
             db.session.execute(update(E).where(E.id == endpoint_id).values(failing_since=None, consecutive_failures=0))
             continue
-        db.session.execute(update(E).where(E.id == endpoint_id).values(
-            consecutive_failures=E.consecutive_failures + len(results), failing_since=func.coalesce(E.failing_since, now)))
-        since, streak = db.session.execute(select(E.failing_since, E.consecutive_failures).where(E.id == endpoint_id)).one()
-        if should_disable(since, streak, now, config["WEBHOOK_DISABLE_AFTER_HOURS"], config["WEBHOOK_DISABLE_MIN_FAILURES"]):
+        db.session.execute(
+            update(E)
+            .where(E.id == endpoint_id)
+            .values(
+                consecutive_failures=E.consecutive_failures + len(results),
+                failing_since=func.coalesce(E.failing_since, now),
+            )
+        )
+        since, streak = db.session.execute(
+            select(E.failing_since, E.consecutive_failures).where(E.id == endpoint_id)
+        ).one()
+        if should_disable(
+            since, streak, now, config["WEBHOOK_DISABLE_AFTER_HOURS"], config["WEBHOOK_DISABLE_MIN_FAILURES"]
+        ):
             reason = f"every attempt failed since {since:%Y-%m-%d %H:%M} UTC ({streak} in a row)"
-            if db.session.execute(update(E).where(E.id == endpoint_id, E.enabled.is_(True))
-                                  .values(enabled=False, disabled_reason=reason, updated_at=now)).rowcount:
+            if db.session.execute(
+                update(E)
+                .where(E.id == endpoint_id, E.enabled.is_(True))
+                .values(enabled=False, disabled_reason=reason, updated_at=now)
+            ).rowcount:
                 disabled.append(endpoint_id)
     return disabled
 
@@ -189,11 +255,13 @@ def dispatch(budget_seconds: float = PASS_BUDGET_SECONDS) -> Counter:
             if time.monotonic() - started >= budget_seconds:
                 break
             now = utcnow()
-            won = claim(heads[start:start + size], now, lease)
+            won = claim(heads[start : start + size], now, lease)
             if won:
                 batch = _outgoing(won, now)
                 answers = send_all([outgoing for _claimed, outgoing in batch], config)
-                counts += record([(claimed, answer) for (claimed, _o), answer in zip(batch, answers, strict=True)], config)
+                counts += record(
+                    [(claimed, answer) for (claimed, _o), answer in zip(batch, answers, strict=True)], config
+                )
     _follow_up()
     return counts
 
@@ -203,9 +271,13 @@ def next_due() -> datetime | None:
     M = WebhookMessage
     lease = timedelta(seconds=current_app.config["WEBHOOK_LEASE_SECONDS"])
     pending, claimed = db.session.execute(
-        select(func.min(M.next_attempt_at).filter(M.status == "pending"), func.min(M.claimed_at).filter(M.status == "sending"))
+        select(
+            func.min(M.next_attempt_at).filter(M.status == "pending"),
+            func.min(M.claimed_at).filter(M.status == "sending"),
+        )
         .join(WebhookEndpoint, WebhookEndpoint.id == M.endpoint_id)
-        .where(M.status.in_(OPEN), WebhookEndpoint.enabled.is_(True))).one()
+        .where(M.status.in_(OPEN), WebhookEndpoint.enabled.is_(True))
+    ).one()
     db.session.commit()
     times = [t for t in (pending, claimed + lease if claimed else None) if t is not None]
     return min(times) if times else None

@@ -2,6 +2,7 @@
 
 Nothing here commits: the caller commits (with its audit entry, for the console).
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -40,7 +41,9 @@ def canonical_event_types(names) -> list[str]:
     wanted = set(names)
     unknown = sorted(wanted - set(ALL_EVENT_TYPES))
     if unknown:
-        raise EndpointProblem("event_types", f"unknown event type {unknown[0]!r}; choose from {', '.join(ALL_EVENT_TYPES)}")
+        raise EndpointProblem(
+            "event_types", f"unknown event type {unknown[0]!r}; choose from {', '.join(ALL_EVENT_TYPES)}"
+        )
     if not wanted:
         raise EndpointProblem("event_types", "choose at least one event type")
     return [name for name in ALL_EVENT_TYPES if name in wanted]
@@ -56,15 +59,28 @@ def _check_url(url: str) -> str:
 def create_endpoint(url: str, event_types, description: str = "") -> tuple[WebhookEndpoint, str]:
     """A new enabled endpoint and its secret (shown to the caller once)."""
     now = utcnow()
-    endpoint = WebhookEndpoint(url=_check_url(url), description=description, event_types=canonical_event_types(event_types),
-                               secret=new_secret(), enabled=True, consecutive_failures=0, created_at=now, updated_at=now)
+    endpoint = WebhookEndpoint(
+        url=_check_url(url),
+        description=description,
+        event_types=canonical_event_types(event_types),
+        secret=new_secret(),
+        enabled=True,
+        consecutive_failures=0,
+        created_at=now,
+        updated_at=now,
+    )
     db.session.add(endpoint)
     db.session.flush()
     return endpoint, endpoint.secret
 
 
-def change_endpoint(endpoint: WebhookEndpoint, url: str | None = None, event_types=None, description: str | None = None,
-                    enabled: bool | None = None) -> None:
+def change_endpoint(
+    endpoint: WebhookEndpoint,
+    url: str | None = None,
+    event_types=None,
+    description: str | None = None,
+    enabled: bool | None = None,
+) -> None:
     """Change what is given; enabling again clears the failure streak, so the endpoint gets a fresh 24 h."""
     if url is not None:
         endpoint.url = _check_url(url)
@@ -96,8 +112,14 @@ def add_request_log_endpoint(base_url: str) -> WebhookEndpoint:
 
     Written as is (the demo trusts itself); `flask up` allows the base URL's host in HERALD_WEBHOOK_ALLOWED_HOSTS.
     """
-    endpoint = WebhookEndpoint(url=f"{base_url}{REQUEST_LOG_PATH}", description="Demo: Herald's own request log",
-                               event_types=list(ALL_EVENT_TYPES), secret=new_secret(), enabled=True, consecutive_failures=0)
+    endpoint = WebhookEndpoint(
+        url=f"{base_url}{REQUEST_LOG_PATH}",
+        description="Demo: Herald's own request log",
+        event_types=list(ALL_EVENT_TYPES),
+        secret=new_secret(),
+        enabled=True,
+        consecutive_failures=0,
+    )
     db.session.add(endpoint)
     return endpoint
 
@@ -105,10 +127,14 @@ def add_request_log_endpoint(base_url: str) -> WebhookEndpoint:
 def replay(message: WebhookMessage, now: datetime | None = None) -> bool:
     """Send a message again (same ``webhook-id``) as soon as it is the oldest open one of its user; False if in flight."""
     now = now or utcnow()
-    return bool(db.session.execute(
-        update(WebhookMessage).where(WebhookMessage.id == message.id, WebhookMessage.status != "sending")
-        .values(status="pending", next_attempt_at=now, finished_at=None, claimed_at=None),
-        execution_options={"synchronize_session": False}).rowcount)
+    return bool(
+        db.session.execute(
+            update(WebhookMessage)
+            .where(WebhookMessage.id == message.id, WebhookMessage.status != "sending")
+            .values(status="pending", next_attempt_at=now, finished_at=None, claimed_at=None),
+            execution_options={"synchronize_session": False},
+        ).rowcount
+    )
 
 
 def endpoints() -> list[WebhookEndpoint]:
@@ -116,19 +142,31 @@ def endpoints() -> list[WebhookEndpoint]:
 
 
 def message_counts(endpoint_id: int) -> dict[str, int]:
-    return dict(db.session.execute(select(WebhookMessage.status, func.count()).where(WebhookMessage.endpoint_id == endpoint_id)
-                                   .group_by(WebhookMessage.status)).all())
+    return dict(
+        db.session.execute(
+            select(WebhookMessage.status, func.count())
+            .where(WebhookMessage.endpoint_id == endpoint_id)
+            .group_by(WebhookMessage.status)
+        ).all()
+    )
 
 
 def recent_messages(endpoint_id: int, limit: int = 50) -> list[WebhookMessage]:
-    return list(db.session.scalars(select(WebhookMessage).where(WebhookMessage.endpoint_id == endpoint_id)
-                                   .order_by(WebhookMessage.id.desc()).limit(limit)))
+    return list(
+        db.session.scalars(
+            select(WebhookMessage)
+            .where(WebhookMessage.endpoint_id == endpoint_id)
+            .order_by(WebhookMessage.id.desc())
+            .limit(limit)
+        )
+    )
 
 
 def attempts_of(message_ids: list[int]) -> dict[int, list[WebhookAttempt]]:
     found: dict[int, list[WebhookAttempt]] = {message_id: [] for message_id in message_ids}
     if message_ids:
-        for attempt in db.session.scalars(select(WebhookAttempt).where(WebhookAttempt.message_id.in_(message_ids))
-                                          .order_by(WebhookAttempt.id)):
+        for attempt in db.session.scalars(
+            select(WebhookAttempt).where(WebhookAttempt.message_id.in_(message_ids)).order_by(WebhookAttempt.id)
+        ):
             found[attempt.message_id].append(attempt)
     return found

@@ -1,4 +1,5 @@
 """The event types an endpoint can subscribe to, and the envelope every message carries (no I/O)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -54,19 +55,40 @@ _DELIVERY_EVENTS = {DISPATCHED: DELIVERY_SENT, DELIVERED: DELIVERY_DELIVERED, FA
 
 def accepted(row: dict, user_id: str) -> list[Fact]:
     """The notification row the accept path inserts."""
-    return [Fact(NOTIFICATION_ACCEPTED, {"user_id": user_id, "notification_id": row["id"], "type": row["type"],
-                                         "category": row["category"], "priority": row["priority"],
-                                         "channels": list(row["channels"] or []), "origin": row.get("origin") or "api"})]
+    return [
+        Fact(
+            NOTIFICATION_ACCEPTED,
+            {
+                "user_id": user_id,
+                "notification_id": row["id"],
+                "type": row["type"],
+                "category": row["category"],
+                "priority": row["priority"],
+                "channels": list(row["channels"] or []),
+                "origin": row.get("origin") or "api",
+            },
+        )
+    ]
 
 
-def delivery_outcome(status: str, notification_id: str, channel: str, user_id: str | None = None,
-                     recipient_id: int | None = None, **detail) -> list[Fact]:
+def delivery_outcome(
+    status: str,
+    notification_id: str,
+    channel: str,
+    user_id: str | None = None,
+    recipient_id: int | None = None,
+    **detail,
+) -> list[Fact]:
     """A delivery that reached a status worth telling (sent, delivered, failed); none for any other status."""
     event_type = _DELIVERY_EVENTS.get(status)
     if event_type is None:
         return []
-    data = {"notification_id": notification_id, "channel": channel, "status": status.lower(),
-            **{name: value for name, value in detail.items() if value is not None}}
+    data = {
+        "notification_id": notification_id,
+        "channel": channel,
+        "status": status.lower(),
+        **{name: value for name, value in detail.items() if value is not None},
+    }
     if user_id is not None:
         data = {"user_id": user_id, **data}
     return [Fact(event_type, data, recipient_id)]
@@ -76,31 +98,47 @@ def delivery_outcomes(results: list[tuple[object, str, object]]) -> list[Fact]:
     """``(pipeline item, status it ended in, provider Result)`` for a group the pipeline recorded."""
     facts = []
     for item, status, result in results:
-        facts += delivery_outcome(status, item.notification.id, item.channel, item.person.external_id,
-                                  provider=getattr(result, "provider", None), error_code=getattr(result, "error_code", None))
+        facts += delivery_outcome(
+            status,
+            item.notification.id,
+            item.channel,
+            item.person.external_id,
+            provider=getattr(result, "provider", None),
+            error_code=getattr(result, "error_code", None),
+        )
     return facts
 
 
 def delivered_to_inbox(channel: str, landed: list[tuple[str, int]]) -> list[Fact]:
     """``(notification id, recipient id)`` of in-app deliveries that reached their inbox."""
-    return [fact for notification_id, recipient_id in landed
-            for fact in delivery_outcome(DELIVERED, notification_id, channel, recipient_id=recipient_id, provider="herald")]
+    return [
+        fact
+        for notification_id, recipient_id in landed
+        for fact in delivery_outcome(DELIVERED, notification_id, channel, recipient_id=recipient_id, provider="herald")
+    ]
 
 
 def read(recipient_id: int, notification_ids: list[str]) -> list[Fact]:
-    return [Fact(NOTIFICATION_READ, {"notification_id": notification_id}, recipient_id) for notification_id in notification_ids]
+    return [
+        Fact(NOTIFICATION_READ, {"notification_id": notification_id}, recipient_id)
+        for notification_id in notification_ids
+    ]
 
 
 def clicked(recipient_id: int, notification_id: str, channel: str) -> list[Fact]:
     return [Fact(NOTIFICATION_CLICKED, {"notification_id": notification_id, "channel": channel}, recipient_id)]
 
 
-def unsubscribed(user_id: str, channel: str | None, category: str | None, source: str = "unsubscribe_link") -> list[Fact]:
+def unsubscribed(
+    user_id: str, channel: str | None, category: str | None, source: str = "unsubscribe_link"
+) -> list[Fact]:
     """A recipient turned something off: one (channel, category) switch, or everything (``None`` for both: hard stop).
 
     ``source`` says where: ``unsubscribe_link``, ``preferences`` (inbox page or API), ``console`` (staff) or ``sms_stop``.
     """
-    return [Fact(RECIPIENT_UNSUBSCRIBED, {"user_id": user_id, "channel": channel, "category": category, "source": source})]
+    return [
+        Fact(RECIPIENT_UNSUBSCRIBED, {"user_id": user_id, "channel": channel, "category": category, "source": source})
+    ]
 
 
 def switched_off(before: dict[tuple[str, str], bool], after: dict[tuple[str, str], bool]) -> list[tuple[str, str]]:

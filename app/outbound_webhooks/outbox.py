@@ -7,6 +7,7 @@ once the transaction commits is the dispatcher nudged (one Redis round trip per
 commit that wrote messages; a missed nudge is made up by the scheduler's tick).
 With no endpoint subscribed to an event type, :func:`emit` costs one small query.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,8 +41,9 @@ def new_msg_id() -> str:
 def subscribers(event_types: set[str]) -> dict[str, list[int]]:
     """Enabled endpoints per event type among ``event_types``."""
     found: dict[str, list[int]] = {}
-    for endpoint_id, wanted in db.session.execute(select(WebhookEndpoint.id, WebhookEndpoint.event_types)
-                                                  .where(WebhookEndpoint.enabled.is_(True))):
+    for endpoint_id, wanted in db.session.execute(
+        select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(WebhookEndpoint.enabled.is_(True))
+    ):
         for event_type in set(wanted or ()) & event_types:
             found.setdefault(event_type, []).append(endpoint_id)
     return found
@@ -53,7 +55,9 @@ def _user_ids(recipient_ids: set[int]) -> dict[int, str]:
 
     if not recipient_ids:
         return {}
-    return dict(db.session.execute(select(Recipient.id, Recipient.external_id).where(Recipient.id.in_(recipient_ids))).all())
+    return dict(
+        db.session.execute(select(Recipient.id, Recipient.external_id).where(Recipient.id.in_(recipient_ids))).all()
+    )
 
 
 def emit(facts: Iterable[Fact]) -> int:
@@ -73,9 +77,19 @@ def emit(facts: Iterable[Fact]) -> int:
         body = envelope(fact.type, now, data)
         for endpoint_id in endpoints[fact.type]:
             msg_id = new_msg_id()
-            rows.append({"endpoint_id": endpoint_id, "msg_id": msg_id, "event_type": fact.type,
-                         "ordering_key": ordering_key(data, msg_id), "payload": body, "status": "pending",
-                         "attempts": 0, "next_attempt_at": now, "created_at": now})
+            rows.append(
+                {
+                    "endpoint_id": endpoint_id,
+                    "msg_id": msg_id,
+                    "event_type": fact.type,
+                    "ordering_key": ordering_key(data, msg_id),
+                    "payload": body,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+            )
     insert_rows(WebhookMessage, rows)
     db.session.info[_WROTE] = True
     return len(rows)

@@ -1,4 +1,5 @@
 """When a failed message is tried again, and when an endpoint that keeps failing is switched off (no I/O)."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -13,8 +14,9 @@ def retry_delay(attempts: int, schedule: tuple[float, ...]) -> float | None:
     return schedule[attempts - 1]
 
 
-def should_disable(failing_since: datetime | None, consecutive_failures: int, now: datetime,
-                   after_hours: float, min_failures: int) -> bool:
+def should_disable(
+    failing_since: datetime | None, consecutive_failures: int, now: datetime, after_hours: float, min_failures: int
+) -> bool:
     """Every attempt has failed for ``after_hours`` and at least ``min_failures`` times in a row."""
     if failing_since is None or consecutive_failures < min_failures:
         return False

@@ -1,4 +1,5 @@
 """/v1/webhook-endpoints request and response schemas (they also generate the OpenAPI entries)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -10,15 +11,31 @@ from app.outbound_webhooks.events import ALL_EVENT_TYPES, EVENT_TYPES
 from app.schemas import Strict
 
 EventType = Literal[ALL_EVENT_TYPES]
-URL_DESCRIPTION = ("Where Herald POSTs the events: an absolute https:// URL on a public host (not localhost, *.local, "
-                   "*.internal, *.lan, *.home.arpa, a bare name, or a private, loopback or link-local address) -- the "
-                   "web-push rules. Hosts listed in the server's HERALD_WEBHOOK_ALLOWED_HOSTS are exempt (tests, demos).")
-EndpointUrl = Annotated[str, WithJsonSchema({"type": "string", "format": "public-https-url", "maxLength": 2048,
-                                             "description": URL_DESCRIPTION})]
-EVENT_TYPES_DESCRIPTION = "Each at most once; one or more of: " + "; ".join(f"`{k}`: {v}" for k, v in EVENT_TYPES.items())
-EventTypes = Annotated[list[EventType], WithJsonSchema({
-    "type": "array", "items": {"enum": list(ALL_EVENT_TYPES), "type": "string"}, "minItems": 1,
-    "maxItems": len(ALL_EVENT_TYPES), "uniqueItems": True, "description": EVENT_TYPES_DESCRIPTION})]
+URL_DESCRIPTION = (
+    "Where Herald POSTs the events: an absolute https:// URL on a public host (not localhost, *.local, "
+    "*.internal, *.lan, *.home.arpa, a bare name, or a private, loopback or link-local address) -- the "
+    "web-push rules. Hosts listed in the server's HERALD_WEBHOOK_ALLOWED_HOSTS are exempt (tests, demos)."
+)
+EndpointUrl = Annotated[
+    str,
+    WithJsonSchema({"type": "string", "format": "public-https-url", "maxLength": 2048, "description": URL_DESCRIPTION}),
+]
+EVENT_TYPES_DESCRIPTION = "Each at most once; one or more of: " + "; ".join(
+    f"`{k}`: {v}" for k, v in EVENT_TYPES.items()
+)
+EventTypes = Annotated[
+    list[EventType],
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"enum": list(ALL_EVENT_TYPES), "type": "string"},
+            "minItems": 1,
+            "maxItems": len(ALL_EVENT_TYPES),
+            "uniqueItems": True,
+            "description": EVENT_TYPES_DESCRIPTION,
+        }
+    ),
+]
 
 
 def _once_each(value: list[str] | None) -> list[str] | None:

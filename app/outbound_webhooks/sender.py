@@ -1,4 +1,5 @@
 """One POST of one message: signed, refused for a non-public address, timed, never raising."""
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,12 @@ class Answer:
 def client(timeout: float) -> httpx.Client:
     """One pooled client per process (per timeout); redirects are not followed: a 3xx is a failure."""
     if timeout not in _CLIENTS:
-        _CLIENTS[timeout] = httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False,
-                                         limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-                                         headers={"user-agent": "Herald-Webhooks/1"})
+        _CLIENTS[timeout] = httpx.Client(
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            headers={"user-agent": "Herald-Webhooks/1"},
+        )
     return _CLIENTS[timeout]
 
 

@@ -1,4 +1,5 @@
 """Standard Webhooks signing: ``whsec_`` secrets and ``v1,<base64 HMAC-SHA256 of id.timestamp.body>`` (no I/O)."""
+
 from __future__ import annotations
 
 import base64

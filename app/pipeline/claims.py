@@ -1,4 +1,5 @@
 """Claims: the conditional UPDATE that exactly one sender wins, committed before any provider call."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -39,11 +40,15 @@ def claim(delivery_ids: list[int], now: datetime, lease: int | None = None) -> d
     if not delivery_ids:
         return {}
     won = db.session.execute(
-        update(Delivery).where(Delivery.id.in_(delivery_ids), due(now, lease))
+        update(Delivery)
+        .where(Delivery.id.in_(delivery_ids), due(now, lease))
         .values(status=SENDING, claimed_at=now, attempts=Delivery.attempts + 1, updated_at=now)
-        .returning(Delivery.id, Delivery.attempts), execution_options={"synchronize_session": False}
+        .returning(Delivery.id, Delivery.attempts),
+        execution_options={"synchronize_session": False},
     ).all()
     if won:
-        db.session.execute(insert(DeliveryEvent), [{"delivery_id": d, "status": SENDING, "detail": None, "created_at": now}
-                                                  for d, _a in won])
+        db.session.execute(
+            insert(DeliveryEvent),
+            [{"delivery_id": d, "status": SENDING, "detail": None, "created_at": now} for d, _a in won],
+        )
     return dict(won)

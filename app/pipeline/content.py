@@ -6,6 +6,7 @@ title/body renders through the same :class:`VersionRenderer`, built from
 :func:`inline_variant` (the caller's text travels as variables, never as
 template source).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -43,11 +44,27 @@ class Item:
         return f"herald-{self.notification.id}-{self.channel}"
 
 
-NOTE_COLUMNS = (Notification.id, Notification.type, Notification.category, Notification.priority,
-                Notification.template_key, Notification.template_version, Notification.title, Notification.body,
-                Notification.data, Notification.collapse_key, Notification.origin)
-DELIVERY_COLUMNS = (Delivery.id, Delivery.channel, Delivery.status, Delivery.not_before, Delivery.claimed_at,
-                    Delivery.attempts)
+NOTE_COLUMNS = (
+    Notification.id,
+    Notification.type,
+    Notification.category,
+    Notification.priority,
+    Notification.template_key,
+    Notification.template_version,
+    Notification.title,
+    Notification.body,
+    Notification.data,
+    Notification.collapse_key,
+    Notification.origin,
+)
+DELIVERY_COLUMNS = (
+    Delivery.id,
+    Delivery.channel,
+    Delivery.status,
+    Delivery.not_before,
+    Delivery.claimed_at,
+    Delivery.attempts,
+)
 
 
 def load_items(delivery_ids: list[int]) -> list[Item]:
@@ -55,10 +72,11 @@ def load_items(delivery_ids: list[int]) -> list[Item]:
         select(*DELIVERY_COLUMNS, *NOTE_COLUMNS, *PERSON_COLUMNS)
         .join(Notification, Notification.id == Delivery.notification_id)
         .join(Recipient, Recipient.id == Notification.recipient_id)
-        .where(Delivery.id.in_(delivery_ids)).order_by(Delivery.id)
+        .where(Delivery.id.in_(delivery_ids))
+        .order_by(Delivery.id)
     ).all()
     d, n = len(DELIVERY_COLUMNS), len(NOTE_COLUMNS)
-    return [Item(*row[:d], notification=_Note(*row[d:d + n]), person=Person(*row[d + n:])) for row in rows]
+    return [Item(*row[:d], notification=_Note(*row[d : d + n]), person=Person(*row[d + n :])) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -108,9 +126,13 @@ class Renderers:
 
     def _template_renderer(self, note, channel: str) -> VersionRenderer:
         if note.template_key not in self._templates:
-            self._templates[note.template_key] = db.session.scalar(select(Template).where(Template.key == note.template_key))
+            self._templates[note.template_key] = db.session.scalar(
+                select(Template).where(Template.key == note.template_key)
+            )
         template = self._templates[note.template_key]
-        version = note.template_version if note.template_version is not None else (template and template.current_version)
+        version = (
+            note.template_version if note.template_version is not None else (template and template.current_version)
+        )
         if template is None or version is None or template.version(version) is None:
             raise RenderError(channel, "template", f"template {note.template_key!r} no longer exists")
         return renderer_for(template, version)
@@ -121,9 +143,11 @@ def devices_of(channel: str, recipient_ids: set[int]) -> dict[int, tuple[DeviceT
     if adapter is None or not adapter.platforms or not recipient_ids:
         return {}
     devices: dict[int, list[DeviceTarget]] = defaultdict(list)
-    for d in db.session.scalars(select(Device).where(
-            Device.recipient_id.in_(recipient_ids), Device.active.is_(True),
-            Device.platform.in_(adapter.platforms)).order_by(Device.id)):
+    for d in db.session.scalars(
+        select(Device)
+        .where(Device.recipient_id.in_(recipient_ids), Device.active.is_(True), Device.platform.in_(adapter.platforms))
+        .order_by(Device.id)
+    ):
         devices[d.recipient_id].append(DeviceTarget(d.id, d.platform, d.token, d.p256dh, d.auth))
     return {recipient_id: tuple(targets) for recipient_id, targets in devices.items()}
 
@@ -150,11 +174,29 @@ def build_messages(channel: str, items: list[Item], renderers: Renderers) -> lis
         if offers_one_click_unsubscribe(channel) and note.type == "marketing":
             token = unsubscribe_token(config["SECRET_KEY"], person.external_id, note.category)
             headers = list_unsubscribe_headers(f"{config['BASE_URL']}/unsubscribe/{token}")
-        built.append((item, track(Message(
-            delivery_id=item.id, recipient_id=person.id, notification_id=note.id, channel=channel,
-            idempotency_key=item.idempotency_key, recipient_external_id=person.external_id,
-            notification_type=note.type, category=note.category, priority=note.priority, content=content,
-            data=note.data or {}, address=address_of(person, channel), collapse_key=note.collapse_key,
-            headers=headers, devices=devices.get(person.id, ()),
-        ), config)))
+        built.append(
+            (
+                item,
+                track(
+                    Message(
+                        delivery_id=item.id,
+                        recipient_id=person.id,
+                        notification_id=note.id,
+                        channel=channel,
+                        idempotency_key=item.idempotency_key,
+                        recipient_external_id=person.external_id,
+                        notification_type=note.type,
+                        category=note.category,
+                        priority=note.priority,
+                        content=content,
+                        data=note.data or {},
+                        address=address_of(person, channel),
+                        collapse_key=note.collapse_key,
+                        headers=headers,
+                        devices=devices.get(person.id, ()),
+                    ),
+                    config,
+                ),
+            )
+        )
     return built

@@ -20,6 +20,7 @@ chunk of up to a thousand) hands delivery ids to :func:`deliver`:
    (:func:`app.tasks.deliver_later`); campaign counters move in one Redis
    round trip and a campaign with nothing left to send is finished.
 """
+
 from __future__ import annotations
 
 import random
@@ -92,15 +93,26 @@ def mark_uncertain(items: list[Item], report: Report, now: datetime) -> None:
     """SENDING -> UNCERTAIN for claims a dead sender left (conditional on the same claim: one winner)."""
     marked = []
     for item in items:
-        if db.session.execute(update(Delivery).where(Delivery.id == item.id, Delivery.status == SENDING,
-                                                     Delivery.claimed_at == item.claimed_at)
-                              .values(status=UNCERTAIN, updated_at=now),
-                              execution_options={"synchronize_session": False}).rowcount:
+        if db.session.execute(
+            update(Delivery)
+            .where(Delivery.id == item.id, Delivery.status == SENDING, Delivery.claimed_at == item.claimed_at)
+            .values(status=UNCERTAIN, updated_at=now),
+            execution_options={"synchronize_session": False},
+        ).rowcount:
             marked.append(item)
     if marked:
-        db.session.execute(insert(DeliveryEvent), [{
-            "delivery_id": item.id, "status": UNCERTAIN, "created_at": now,
-            "detail": "its sender stopped mid-send; marketing is not sent twice"} for item in marked])
+        db.session.execute(
+            insert(DeliveryEvent),
+            [
+                {
+                    "delivery_id": item.id,
+                    "status": UNCERTAIN,
+                    "created_at": now,
+                    "detail": "its sender stopped mid-send; marketing is not sent twice",
+                }
+                for item in marked
+            ],
+        )
     db.session.commit()
     for item in marked:
         report.statuses[item.id] = UNCERTAIN
@@ -109,8 +121,19 @@ def mark_uncertain(items: list[Item], report: Report, now: datetime) -> None:
 
 def _allowed(items: list[Item], now: datetime, report: Report) -> list[Item]:
     """Apply the origin's policy: SUPPRESS what it forbids, hand back what must wait, keep the rest."""
-    verdicts = origin.verdicts([origin.Target(i.id, i.notification.id, i.notification.origin, i.person.timezone,
-                                              (i.person.attributes or {}).get("country")) for i in items], now)
+    verdicts = origin.verdicts(
+        [
+            origin.Target(
+                i.id,
+                i.notification.id,
+                i.notification.origin,
+                i.person.timezone,
+                (i.person.attributes or {}).get("country"),
+            )
+            for i in items
+        ],
+        now,
+    )
     suppress: dict[str, list[Item]] = {}
     allowed = []
     for item in items:
@@ -130,13 +153,22 @@ def _allowed(items: list[Item], now: datetime, report: Report) -> list[Item]:
 def suppress_items(items: list[Item], reason: str, report: Report, now: datetime) -> None:
     """Due deliveries become SUPPRESSED with ``reason`` (conditional: a delivery sent meanwhile stays sent)."""
     by_id = {i.id: i for i in items}
-    stopped = db.session.execute(
-        update(Delivery).where(Delivery.id.in_(list(by_id)), claims.due(now))
-        .values(status=SUPPRESSED, reason=reason, updated_at=now).returning(Delivery.id),
-        execution_options={"synchronize_session": False}).scalars().all()
+    stopped = (
+        db.session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(list(by_id)), claims.due(now))
+            .values(status=SUPPRESSED, reason=reason, updated_at=now)
+            .returning(Delivery.id),
+            execution_options={"synchronize_session": False},
+        )
+        .scalars()
+        .all()
+    )
     if stopped:
-        db.session.execute(insert(DeliveryEvent), [{"delivery_id": d, "status": SUPPRESSED, "detail": reason,
-                                                    "created_at": now} for d in stopped])
+        db.session.execute(
+            insert(DeliveryEvent),
+            [{"delivery_id": d, "status": SUPPRESSED, "detail": reason, "created_at": now} for d in stopped],
+        )
     db.session.commit()
     for delivery_id in stopped:
         report.statuses[delivery_id] = SUPPRESSED
@@ -179,15 +211,21 @@ def _as_result(problem: RenderError | Result) -> Result:
 
 
 def _claimed(item: Item, attempts: int) -> Item:
-    return Item(item.id, item.channel, "SENDING", item.not_before, item.claimed_at, attempts, item.notification, item.person)
+    return Item(
+        item.id, item.channel, "SENDING", item.not_before, item.claimed_at, attempts, item.notification, item.person
+    )
 
 
 def send_external(channel: str, items: list[Item], renderers: Renderers, report: Report) -> None:
     """Send through the channel's adapter in groups of its concurrency, each claimed, sent and recorded in turn."""
     config = current_app.config
     if channel_class(channel) is None:
-        problem = Result(Outcome.PERMANENT, "herald", error_code="channel_not_configured",
-                         detail=f"no adapter is configured for {channel}")
+        problem = Result(
+            Outcome.PERMANENT,
+            "herald",
+            error_code="channel_not_configured",
+            detail=f"no adapter is configured for {channel}",
+        )
         _fail_unsendable([(item, problem) for item in items], report)
         return
     adapter = adapter_for(channel, config)
@@ -196,9 +234,9 @@ def send_external(channel: str, items: list[Item], renderers: Renderers, report:
     try:
         for start in range(0, len(items), group_size):
             now = utcnow()
-            won = claims.claim([i.id for i in items[start:start + group_size]], now)
+            won = claims.claim([i.id for i in items[start : start + group_size]], now)
             db.session.commit()  # the claim is durable before any provider call
-            claimed = [_claimed(i, won[i.id]) for i in items[start:start + group_size] if i.id in won]
+            claimed = [_claimed(i, won[i.id]) for i in items[start : start + group_size] if i.id in won]
             report.counts["not-claimed"] += min(group_size, len(items) - start) - len(claimed)
             if not claimed:
                 continue
@@ -210,7 +248,7 @@ def send_external(channel: str, items: list[Item], renderers: Renderers, report:
             else:
                 wait = _send_group(adapter, channel, claimed, renderers, report)
             if wait is not None:  # the provider said "not now": the rest waits with it, unclaimed
-                for item in items[start + group_size:]:
+                for item in items[start + group_size :]:
                     report.send_later(item, wait)
                 break
     finally:
@@ -219,8 +257,13 @@ def send_external(channel: str, items: list[Item], renderers: Renderers, report:
 
 
 def _busy(channel: str, config) -> Result:
-    return Result(Outcome.WAIT, channel, error_code="channel_busy",
-                  detail=f"all {config['CHANNEL_SLOTS']} {channel} slots are busy", retry_after=1 + random.random())
+    return Result(
+        Outcome.WAIT,
+        channel,
+        error_code="channel_busy",
+        detail=f"all {config['CHANNEL_SLOTS']} {channel} slots are busy",
+        retry_after=1 + random.random(),
+    )
 
 
 def _send_group(adapter, channel: str, claimed: list[Item], renderers: Renderers, report: Report) -> datetime | None:

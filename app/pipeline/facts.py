@@ -4,6 +4,7 @@ One loader for every producer and for the consumer: an API send is a chunk of
 one, a campaign batch or a rule batch a chunk of up to a thousand. Facts are
 read live (no cache), so a change applies to the next send.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -35,8 +36,18 @@ class Person:
     quiet_end: object
 
 
-PERSON_COLUMNS = (Recipient.id, Recipient.external_id, Recipient.email, Recipient.phone, Recipient.timezone,
-                  Recipient.locale, Recipient.attributes, Recipient.hard_stop, Recipient.quiet_start, Recipient.quiet_end)
+PERSON_COLUMNS = (
+    Recipient.id,
+    Recipient.external_id,
+    Recipient.email,
+    Recipient.phone,
+    Recipient.timezone,
+    Recipient.locale,
+    Recipient.attributes,
+    Recipient.hard_stop,
+    Recipient.quiet_start,
+    Recipient.quiet_end,
+)
 
 
 def load_people(ids) -> dict[int, Person]:
@@ -48,19 +59,31 @@ def render_context(person, notification) -> dict:
     """The variables every template sees. ``person`` is a :class:`Person` or a ``Recipient``; ``notification``
     anything with ``id``, ``type``, ``category``, ``title``, ``body`` and ``data`` attributes."""
     return {
-        "recipient": {"id": person.external_id, "email": person.email, "phone": person.phone, "locale": person.locale,
-                      "timezone": person.timezone, "attributes": person.attributes or {}},
+        "recipient": {
+            "id": person.external_id,
+            "email": person.email,
+            "phone": person.phone,
+            "locale": person.locale,
+            "timezone": person.timezone,
+            "attributes": person.attributes or {},
+        },
         "data": notification.data or {},
-        "notification": {"id": notification.id, "type": notification.type, "category": notification.category,
-                         "title": notification.title or "", "body": notification.body or ""},
+        "notification": {
+            "id": notification.id,
+            "type": notification.type,
+            "category": notification.category,
+            "title": notification.title or "",
+            "body": notification.body or "",
+        },
     }
 
 
 def _preferences(ids: list[int], channels: list[str]) -> dict[int, dict]:
     preferences: dict[int, dict] = defaultdict(dict)
     for recipient_id, channel, category, enabled in db.session.execute(
-        select(Preference.recipient_id, Preference.channel, Preference.category, Preference.enabled)
-        .where(Preference.recipient_id.in_(ids), Preference.channel.in_(channels))
+        select(Preference.recipient_id, Preference.channel, Preference.category, Preference.enabled).where(
+            Preference.recipient_id.in_(ids), Preference.channel.in_(channels)
+        )
     ):
         preferences[recipient_id][(channel, category)] = enabled
     return preferences
@@ -69,21 +92,30 @@ def _preferences(ids: list[int], channels: list[str]) -> dict[int, dict]:
 def _platforms(ids: list[int]) -> dict[int, set[str]]:
     platforms: dict[int, set[str]] = defaultdict(set)
     for recipient_id, platform in db.session.execute(
-        select(Device.recipient_id, Device.platform).where(Device.recipient_id.in_(ids), Device.active.is_(True)).distinct()
+        select(Device.recipient_id, Device.platform)
+        .where(Device.recipient_id.in_(ids), Device.active.is_(True))
+        .distinct()
     ):
         platforms[recipient_id].add(platform)
     return platforms
 
 
 def _suppressed(people: list[Person], channels: list[str]) -> set[tuple[str, str]]:
-    lookups = [(c, [getattr(p, field) for p in people if getattr(p, field)])
-               for c, field in (("email", "email"), ("sms", "phone")) if c in channels]
+    lookups = [
+        (c, [getattr(p, field) for p in people if getattr(p, field)])
+        for c, field in (("email", "email"), ("sms", "phone"))
+        if c in channels
+    ]
     lookups = [(c, addresses) for c, addresses in lookups if addresses]
     if not lookups:
         return set()
-    return set(db.session.execute(select(Suppression.channel, Suppression.address).where(
-        or_(*[and_(Suppression.channel == c, Suppression.address.in_(addresses)) for c, addresses in lookups])
-    )).all())
+    return set(
+        db.session.execute(
+            select(Suppression.channel, Suppression.address).where(
+                or_(*[and_(Suppression.channel == c, Suppression.address.in_(addresses)) for c, addresses in lookups])
+            )
+        ).all()
+    )
 
 
 def marketing_sent_last_hour(recipient_ids: list[int], now: datetime) -> list[int]:
@@ -112,7 +144,9 @@ def record_marketing_sends(sent: dict[int, str], now: datetime) -> None:
     pipe.execute()
 
 
-def load_facts(people: list[Person], channels: list[str], marketing: bool, now: datetime) -> dict[int, routing.RecipientFacts]:
+def load_facts(
+    people: list[Person], channels: list[str], marketing: bool, now: datetime
+) -> dict[int, routing.RecipientFacts]:
     """Routing facts for the whole chunk: a query each for preferences, devices and suppressions."""
     ids = [p.id for p in people]
     preferences = _preferences(ids, channels)
@@ -124,15 +158,21 @@ def load_facts(people: list[Person], channels: list[str], marketing: bool, now: 
     for person, marketing_recent in zip(people, recent, strict=True):
         blocked = {c for c, a in (("email", person.email), ("sms", person.phone)) if a and (c, a) in suppressed}
         facts[person.id] = routing.RecipientFacts(
-            hard_stop=person.hard_stop, timezone=person.timezone, quiet_start=person.quiet_start,
-            quiet_end=person.quiet_end, preferences=preferences.get(person.id, {}),
+            hard_stop=person.hard_stop,
+            timezone=person.timezone,
+            quiet_start=person.quiet_start,
+            quiet_end=person.quiet_end,
+            preferences=preferences.get(person.id, {}),
             reachable=routing.reachable_channels(person.email, person.phone, platforms[person.id]),
-            suppressed=frozenset(blocked), marketing_sent_last_hour=marketing_recent,
+            suppressed=frozenset(blocked),
+            marketing_sent_last_hour=marketing_recent,
         )
     return facts
 
 
-def route_people(note: routing.NotificationFacts, people: list[Person], now: datetime) -> dict[int, list[routing.Decision]]:
+def route_people(
+    note: routing.NotificationFacts, people: list[Person], now: datetime
+) -> dict[int, list[routing.Decision]]:
     """Routing decisions for every person of a chunk (the one marketing-cap path: read here, counted on send)."""
     facts = load_facts(people, list(note.channels), note.type == "marketing", now)
     cap = current_app.config["MARKETING_CAP_PER_HOUR"]

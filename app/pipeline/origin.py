@@ -13,6 +13,7 @@ retry from the console -- the pipeline asks :func:`verdicts` once per chunk:
 
 Nothing else decides this, and nothing parses keys to find out where a delivery came from.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -90,8 +91,16 @@ def rule_verdict(rule: Rule | None, period, target: Target, now: datetime) -> Ve
         return Verdict(SUPPRESS, RULE_REMOVED)
     if period is None:
         return GO
-    verdict = windows.recheck(now, period, target.timezone, target.country, rule.window_start, rule.window_end,
-                              rule.every_days, rule.no_timezone_policy)
+    verdict = windows.recheck(
+        now,
+        period,
+        target.timezone,
+        target.country,
+        rule.window_start,
+        rule.window_end,
+        rule.every_days,
+        rule.no_timezone_policy,
+    )
     return GO if verdict == windows.SEND else Verdict(SUPPRESS, OUTSIDE_WINDOW)
 
 
@@ -104,14 +113,21 @@ def verdicts(targets: list[Target], now: datetime) -> dict[int, Verdict]:
             by_kind[kind].add(ident)
     campaigns = {}
     if by_kind[CAMPAIGN]:
-        campaigns = {row.id: row for row in db.session.execute(
-            select(Campaign.id, Campaign.status, Campaign.ends_at).where(Campaign.id.in_(by_kind[CAMPAIGN])))}
+        campaigns = {
+            row.id: row
+            for row in db.session.execute(
+                select(Campaign.id, Campaign.status, Campaign.ends_at).where(Campaign.id.in_(by_kind[CAMPAIGN]))
+            )
+        }
     rules, periods = {}, {}
     if by_kind[RULE]:
         rules = {rule.id: rule for rule in db.session.scalars(select(Rule).where(Rule.id.in_(by_kind[RULE])))}
         rule_notes = [t.notification_id for t in targets if parse(t.origin)[0] == RULE]
-        periods = dict(db.session.execute(select(RuleSend.notification_id, RuleSend.local_date)
-                                          .where(RuleSend.notification_id.in_(rule_notes))).all())
+        periods = dict(
+            db.session.execute(
+                select(RuleSend.notification_id, RuleSend.local_date).where(RuleSend.notification_id.in_(rule_notes))
+            ).all()
+        )
     result = {}
     for target in targets:
         kind, ident = parse(target.origin)
@@ -119,7 +135,9 @@ def verdicts(targets: list[Target], now: datetime) -> dict[int, Verdict]:
             row = campaigns[ident]
             result[target.delivery_id] = campaign_verdict(row.status, row.ends_at, now)
         elif kind == RULE:
-            result[target.delivery_id] = rule_verdict(rules.get(ident), periods.get(target.notification_id), target, now)
+            result[target.delivery_id] = rule_verdict(
+                rules.get(ident), periods.get(target.notification_id), target, now
+            )
         else:
             result[target.delivery_id] = GO
     return result

@@ -6,6 +6,7 @@ rows, their events, dead devices switched off, hard-bounced addresses
 suppressed -- in one transaction, and tells the :class:`Report` what to hand
 back to the queue.
 """
+
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -69,29 +70,57 @@ def transition(result: Result, attempts: int, now: datetime) -> Transition:
         return Transition(status, attempts, result.detail or result.provider_message_id or status)
     if result.outcome is Outcome.WAIT:
         delay = result.retry_after or 1.0
-        return Transition(PENDING, max(0, attempts - 1), f"waiting {delay:.1f}s: {result.detail or result.error_code}",
-                          not_before=now + timedelta(seconds=delay))
+        return Transition(
+            PENDING,
+            max(0, attempts - 1),
+            f"waiting {delay:.1f}s: {result.detail or result.error_code}",
+            not_before=now + timedelta(seconds=delay),
+        )
     if result.outcome is Outcome.TRANSIENT:
         delay = next_retry_delay(attempts)
         if delay is None:
-            return Transition(FAILED, attempts, f"gave up after {attempts} attempts: {result.detail}",
-                              error_code=result.error_code, last_error=result.detail, dead=True)
+            return Transition(
+                FAILED,
+                attempts,
+                f"gave up after {attempts} attempts: {result.detail}",
+                error_code=result.error_code,
+                last_error=result.detail,
+                dead=True,
+            )
         delay = max(delay, result.retry_after or 0)
-        return Transition(PENDING, attempts,
-                          f"attempt {attempts} failed ({result.error_code}: {result.detail}); retry in {delay:.1f}s",
-                          not_before=now + timedelta(seconds=delay), error_code=result.error_code, last_error=result.detail)
-    return Transition(FAILED, attempts, f"{result.error_code}: {result.detail}", error_code=result.error_code,
-                      last_error=result.detail, dead=True)
+        return Transition(
+            PENDING,
+            attempts,
+            f"attempt {attempts} failed ({result.error_code}: {result.detail}); retry in {delay:.1f}s",
+            not_before=now + timedelta(seconds=delay),
+            error_code=result.error_code,
+            last_error=result.detail,
+        )
+    return Transition(
+        FAILED,
+        attempts,
+        f"{result.error_code}: {result.detail}",
+        error_code=result.error_code,
+        last_error=result.detail,
+        dead=True,
+    )
 
 
 def _row(item, result: Result, change: Transition, now: datetime) -> dict:
     sent = change.status in (DISPATCHED, DELIVERED)
     return {
-        "id": item.id, "status": change.status, "attempts": change.attempts, "provider": result.provider,
-        "provider_message_id": result.provider_message_id if sent else None, "not_before": change.not_before,
-        "dispatched_at": now if sent else None, "delivered_at": now if change.status == DELIVERED else None,
-        "last_error": change.last_error, "error_code": change.error_code,
-        "dead_lettered_at": now if change.dead else None, "updated_at": now,
+        "id": item.id,
+        "status": change.status,
+        "attempts": change.attempts,
+        "provider": result.provider,
+        "provider_message_id": result.provider_message_id if sent else None,
+        "not_before": change.not_before,
+        "dispatched_at": now if sent else None,
+        "delivered_at": now if change.status == DELIVERED else None,
+        "last_error": change.last_error,
+        "error_code": change.error_code,
+        "dead_lettered_at": now if change.dead else None,
+        "updated_at": now,
     }
 
 
@@ -126,8 +155,11 @@ def record(pairs: list[tuple[object, Result]], report: Report, now: datetime | N
 def deactivate_devices(dead: list[tuple[int, str]]) -> None:
     """Dead push tokens and web-push subscriptions stop at once: never tried again, kept for the record."""
     for device_id, reason in dead:
-        db.session.execute(update(Device).where(Device.id == device_id, Device.active.is_(True)).values(
-            active=False, deactivated_reason=reason[:255]))
+        db.session.execute(
+            update(Device)
+            .where(Device.id == device_id, Device.active.is_(True))
+            .values(active=False, deactivated_reason=reason[:255])
+        )
 
 
 def suppress_addresses(bounced: list[tuple[object, Result]], now: datetime) -> None:
@@ -137,7 +169,11 @@ def suppress_addresses(bounced: list[tuple[object, Result]], now: datetime) -> N
         address = address_of(item.person, item.channel)
         if address:
             canonical = Suppression.canonical(item.channel, address)
-            rows[(item.channel, canonical)] = {"channel": item.channel, "address": canonical,
-                                               "reason": f"hard bounce ({result.error_code})", "created_at": now}
+            rows[(item.channel, canonical)] = {
+                "channel": item.channel,
+                "address": canonical,
+                "reason": f"hard bounce ({result.error_code})",
+                "created_at": now,
+            }
     if rows:
         insert_ignoring_conflicts(Suppression, list(rows.values()), ["channel", "address"])

@@ -6,6 +6,7 @@ holds at most its channel's worker slots, never the other channels of the
 same notification. Campaigns and rules route their batches themselves, with
 the same :func:`app.pipeline.facts.route_people`.
 """
+
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -37,18 +38,33 @@ def route_notification(notification_id: str) -> None:
     if notification is None:
         return  # erased with its recipient before we got to it
     person = load_people([notification.recipient_id])[notification.recipient_id]
-    note = routing.NotificationFacts(notification.type, notification.category, notification.priority,
-                                     tuple(notification.channels))
+    note = routing.NotificationFacts(
+        notification.type, notification.category, notification.priority, tuple(notification.channels)
+    )
     decisions = route_people(note, [person], now)[person.id]
-    rows = [{"notification_id": notification.id, "channel": d.channel,
-             "status": SUPPRESSED if d.action == routing.SUPPRESS else PENDING, "reason": d.reason,
-             "not_before": d.not_before, "attempts": 0, "created_at": now, "updated_at": now} for d in decisions]
+    rows = [
+        {
+            "notification_id": notification.id,
+            "channel": d.channel,
+            "status": SUPPRESSED if d.action == routing.SUPPRESS else PENDING,
+            "reason": d.reason,
+            "not_before": d.not_before,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for d in decisions
+    ]
     if insert_ignoring_conflicts(Delivery, rows, ["notification_id", "channel"]):
-        created = db.session.scalars(select(Delivery).where(Delivery.notification_id == notification.id,
-                                                            ~Delivery.events.any())).all()
+        created = db.session.scalars(
+            select(Delivery).where(Delivery.notification_id == notification.id, ~Delivery.events.any())
+        ).all()
         for delivery in created:
-            db.session.add(DeliveryEvent(delivery_id=delivery.id, status=delivery.status, detail=_event_detail(delivery),
-                                         created_at=now))
+            db.session.add(
+                DeliveryEvent(
+                    delivery_id=delivery.id, status=delivery.status, detail=_event_detail(delivery), created_at=now
+                )
+            )
     notification.status = "routed"
     notification.routed_at = notification.routed_at or now
     priority = notification.priority
@@ -56,8 +72,11 @@ def route_notification(notification_id: str) -> None:
     if note.type == "marketing" and any(d.action != routing.SUPPRESS for d in decisions):
         record_marketing_sends({person.id: notification_id}, now)
 
-    pending = db.session.execute(select(Delivery.id, Delivery.channel, Delivery.not_before).where(
-        Delivery.notification_id == notification_id, Delivery.status == PENDING)).all()
+    pending = db.session.execute(
+        select(Delivery.id, Delivery.channel, Delivery.not_before).where(
+            Delivery.notification_id == notification_id, Delivery.status == PENDING
+        )
+    ).all()
     db.session.commit()
     inline = []
     for delivery_id, channel, not_before in sorted(pending, key=lambda d: send_rank(d.channel)):

@@ -1,4 +1,5 @@
 """Calling an adapter for many messages, with as many in flight as the channel allows."""
+
 from __future__ import annotations
 
 import logging

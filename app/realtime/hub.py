@@ -12,6 +12,7 @@ stream is then told to ``resync`` (the page reloads its list from the
 database, which is the truth). A stream too slow to keep up with its queue is
 told the same instead of being allowed to grow without bound.
 """
+
 from __future__ import annotations
 
 import json

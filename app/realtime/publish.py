@@ -5,6 +5,7 @@ publishing thousands of in-app events per second cannot afford that, so this
 mirrors its signature and message format (``flask_sse.Message``) but reuses
 the app's connection. Channels are per recipient and derived on the server.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,9 @@ def user_channel(recipient_id: int) -> str:
     return key("sse", "user", recipient_id)
 
 
-def publish(data, type: str | None = None, id: str | None = None, retry: int | None = None, channel: str = "sse", pipeline=None) -> None:
+def publish(
+    data, type: str | None = None, id: str | None = None, retry: int | None = None, channel: str = "sse", pipeline=None
+) -> None:
     message = json.dumps(Message(data, type=type, id=id, retry=retry).to_dict())
     (pipeline or get_redis()).publish(channel, message)
 

@@ -5,6 +5,7 @@ so asking for someone else's events cannot even be expressed. On reconnect
 the browser sends ``Last-Event-ID`` (the id of the last notification event it
 saw); what reached the inbox after it is replayed from the database.
 """
+
 from __future__ import annotations
 
 import random
@@ -107,7 +108,9 @@ class EventStream:
     """The response body. ``close()`` runs when the server gives up on the client, whether or not
     iteration started; under gevent a write to a closed socket fails at the next heartbeat at the latest."""
 
-    def __init__(self, hub: Hub, subscriber: Subscriber, backlog: list[str], heartbeat: float, until: float | None = None):
+    def __init__(
+        self, hub: Hub, subscriber: Subscriber, backlog: list[str], heartbeat: float, until: float | None = None
+    ):
         self.hub, self.subscriber, self.backlog, self.heartbeat = hub, subscriber, backlog, heartbeat
         self.until = until  # a stream opened with a user token ends when the token does
 
@@ -150,5 +153,6 @@ def stream():
         hub.unsubscribe(subscriber)
         raise
     body = EventStream(hub, subscriber, backlog, current_app.config["SSE_HEARTBEAT_SECONDS"], access.expires_at)
-    return Response(body, mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return Response(
+        body, mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

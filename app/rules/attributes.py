@@ -4,6 +4,7 @@ Merging happens in SQL (``jsonb ||`` on PostgreSQL, ``json_patch`` on
 SQLite), never read-modify-write in Python, so two concurrent updates of
 different keys both land.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,8 @@ def patch_attributes(external_id: str, attributes: dict) -> Recipient | None:
     patch = bindparam("patch", attributes, type_=JSONB) if _postgres() else json.dumps(attributes)
     now = utcnow()
     updated = db.session.execute(
-        update(Recipient).where(Recipient.external_id == external_id)
+        update(Recipient)
+        .where(Recipient.external_id == external_id)
         .values(attributes=merged(Recipient.attributes, patch), updated_at=now)
         .returning(Recipient.id)
     ).scalar()
@@ -51,8 +53,12 @@ def duplicate_user_ids(users: list[BatchUser]) -> list[dict]:
     problems = []
     for index, user in enumerate(users):
         if user.user_id in first:
-            problems.append({"field": f"users.{index}.user_id",
-                             "message": f"user {user.user_id!r} already appears at index {first[user.user_id]}"})
+            problems.append(
+                {
+                    "field": f"users.{index}.user_id",
+                    "message": f"user {user.user_id!r} already appears at index {first[user.user_id]}",
+                }
+            )
         else:
             first[user.user_id] = index
     return problems
@@ -74,7 +80,7 @@ def upsert_users(users: list[BatchUser]) -> tuple[int, int]:
     dialect = postgresql if _postgres() else sqlite
     created = 0
     for start in range(0, len(users), CHUNK):
-        chunk = users[start:start + CHUNK]
+        chunk = users[start : start + CHUNK]
         external_ids = [u.user_id for u in chunk]
         existing = len(db.session.scalars(select(Recipient.id).where(Recipient.external_id.in_(external_ids))).all())
         created += len(chunk) - existing
@@ -86,9 +92,17 @@ def upsert_users(users: list[BatchUser]) -> tuple[int, int]:
             nulls = tuple(sorted(k for k, v in attributes.items() if v is None))
             if nulls:
                 deletions.setdefault(nulls, []).append(user.user_id)
-            row = {"external_id": user.user_id, "attributes": {k: v for k, v in attributes.items() if v is not None},
-                   "email": user.email, "phone": user.phone, "timezone": user.timezone, "locale": user.locale or "en",
-                   "hard_stop": False, "created_at": now, "updated_at": now}
+            row = {
+                "external_id": user.user_id,
+                "attributes": {k: v for k, v in attributes.items() if v is not None},
+                "email": user.email,
+                "phone": user.phone,
+                "timezone": user.timezone,
+                "locale": user.locale or "en",
+                "hard_stop": False,
+                "created_at": now,
+                "updated_at": now,
+            }
             shapes.setdefault(given, []).append(row)
         _delete_keys(deletions)
         for given, rows in shapes.items():
@@ -97,6 +111,8 @@ def upsert_users(users: list[BatchUser]) -> tuple[int, int]:
             changes["attributes"] = merged(Recipient.__table__.c.attributes, statement.excluded.attributes)
             changes["updated_at"] = statement.excluded.updated_at
             # executemany of one compiled statement: the driver batches it into multi-row INSERTs.
-            db.session.connection().execute(statement.on_conflict_do_update(index_elements=["external_id"], set_=changes), rows)
+            db.session.connection().execute(
+                statement.on_conflict_do_update(index_elements=["external_id"], set_=changes), rows
+            )
     db.session.commit()
     return created, len(users) - created

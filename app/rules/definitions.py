@@ -1,4 +1,5 @@
 """Creating and changing rules, with an audit entry for every change."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -9,9 +10,23 @@ from app.extensions import db
 from app.models import AuditEntry, Rule, StaffUser, Template
 from app.render_checks import audience_failure
 
-EDITABLE = ("name", "enabled", "audience", "type", "category", "priority", "template_key", "channels",
-            "window_start", "window_end", "every_days", "no_timezone_policy")
-DEFAULT_AUDIENCE = {"all": [{"field": "attributes.balance", "op": "<", "field_value": "attributes.low_balance_threshold"}]}
+EDITABLE = (
+    "name",
+    "enabled",
+    "audience",
+    "type",
+    "category",
+    "priority",
+    "template_key",
+    "channels",
+    "window_start",
+    "window_end",
+    "every_days",
+    "no_timezone_policy",
+)
+DEFAULT_AUDIENCE = {
+    "all": [{"field": "attributes.balance", "op": "<", "field_value": "attributes.low_balance_threshold"}]
+}
 
 
 def snapshot(rule: Rule) -> dict:
@@ -38,8 +53,9 @@ def enabling_problem(values: dict, rule_id: int | None, now: datetime) -> str | 
     if template is None:
         return "The rule's template no longer exists."
     data = {"rule_id": rule_id or 0, "local_date": now.date().isoformat()}
-    failure = audience_failure(template, template.current_version, values["audience"], list(values["channels"]),
-                               data, now)
+    failure = audience_failure(
+        template, template.current_version, values["audience"], list(values["channels"]), data, now
+    )
     if failure is None:
         return None
     return f"{failure}. Fix the template, or save the rule disabled."
@@ -54,7 +70,16 @@ def save_rule(rule: Rule | None, values: dict, staff: StaffUser) -> Rule:
     for name in EDITABLE:
         setattr(rule, name, values[name])
     db.session.flush()
-    db.session.add(AuditEntry(staff_user_id=staff.id, actor=staff.email, action="rule.update" if before else "rule.create",
-                              target_type="rule", target_id=str(rule.id), before=before, after=snapshot(rule)))
+    db.session.add(
+        AuditEntry(
+            staff_user_id=staff.id,
+            actor=staff.email,
+            action="rule.update" if before else "rule.create",
+            target_type="rule",
+            target_id=str(rule.id),
+            before=before,
+            after=snapshot(rule),
+        )
+    )
     db.session.commit()
     return rule

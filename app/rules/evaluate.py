@@ -27,6 +27,7 @@ page reads) instead of one parallel sequential scan (1.9 s).
 No Python loop ever runs over the recipients table; Python holds only the
 ids of today's eligible recipients, a few hundred thousand at most.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -118,35 +119,54 @@ def opted_out_categories(rule: Rule) -> list[str]:
 
 def channel_open(rule: Rule, channel: str) -> ColumnElement:
     """Reachable on ``channel``, not opted out of it for this rule, its address not suppressed (STOP, bounce)."""
-    disabled = exists(select(Preference.recipient_id).where(
-        Preference.recipient_id == Recipient.id, Preference.channel == channel,
-        Preference.category.in_(opted_out_categories(rule)), Preference.enabled.is_(False)))
+    disabled = exists(
+        select(Preference.recipient_id).where(
+            Preference.recipient_id == Recipient.id,
+            Preference.channel == channel,
+            Preference.category.in_(opted_out_categories(rule)),
+            Preference.enabled.is_(False),
+        )
+    )
     conditions = [_reachable(channel), not_(disabled)]
     address_field = address_fields().get(channel)
     if address_field:
         address = getattr(Recipient, address_field)
-        conditions.append(not_(exists(select(Suppression.id).where(
-            Suppression.channel == channel, Suppression.address == address))))
+        conditions.append(
+            not_(exists(select(Suppression.id).where(Suppression.channel == channel, Suppression.address == address)))
+        )
     return and_(*conditions)
 
 
-def eligible_query(rule: Rule, target: windows.Target, unknown_zones: tuple[str, ...], now: datetime,
-                   *columns: ColumnElement) -> Select:
+def eligible_query(
+    rule: Rule, target: windows.Target, unknown_zones: tuple[str, ...], now: datetime, *columns: ColumnElement
+) -> Select:
     """SELECT ``columns`` of the recipients eligible for ``rule`` on ``target``'s local date.
 
     The scan (zones, hard stop, audience) runs first as a MATERIALIZED CTE on
     PostgreSQL, so it can go parallel; only its rows are probed for opt-outs,
     suppression and the sent log (see the module docstring for the numbers).
     """
-    scanned = select(Recipient.id).where(
-        zone_clause(rule, target, unknown_zones),
-        Recipient.hard_stop.is_(False),
-        compile_filter(rule.audience, dialect_name(), now),
-    ).cte("scanned").prefix_with("MATERIALIZED", dialect="postgresql")
-    already = exists(select(RuleSend.id).where(
-        RuleSend.recipient_id == Recipient.id, RuleSend.rule_id == rule.id, RuleSend.local_date == target.period))
-    return (select(*columns).select_from(scanned).join(Recipient, Recipient.id == scanned.c.id)
-            .where(or_(false(), *[channel_open(rule, channel) for channel in rule.channels]), not_(already)))
+    scanned = (
+        select(Recipient.id)
+        .where(
+            zone_clause(rule, target, unknown_zones),
+            Recipient.hard_stop.is_(False),
+            compile_filter(rule.audience, dialect_name(), now),
+        )
+        .cte("scanned")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+    already = exists(
+        select(RuleSend.id).where(
+            RuleSend.recipient_id == Recipient.id, RuleSend.rule_id == rule.id, RuleSend.local_date == target.period
+        )
+    )
+    return (
+        select(*columns)
+        .select_from(scanned)
+        .join(Recipient, Recipient.id == scanned.c.id)
+        .where(or_(false(), *[channel_open(rule, channel) for channel in rule.channels]), not_(already))
+    )
 
 
 def count_eligible(rule: Rule, target: windows.Target, unknown_zones: tuple[str, ...], now: datetime) -> int:
@@ -155,10 +175,21 @@ def count_eligible(rule: Rule, target: windows.Target, unknown_zones: tuple[str,
 
 def insert_claims(rule: Rule, period, now: datetime, chosen: list[tuple[int, str]]) -> int:
     """Claim ``(recipient id, zone label)`` pairs; the unique key skips anyone claimed meanwhile. Returns rows claimed."""
-    return insert_ignoring_conflicts(RuleSend, [
-        {"rule_id": rule.id, "recipient_id": recipient_id, "local_date": period, "timezone": zone,
-         "status": CLAIMED, "claimed_at": now} for recipient_id, zone in chosen],
-        ["recipient_id", "rule_id", "local_date"])
+    return insert_ignoring_conflicts(
+        RuleSend,
+        [
+            {
+                "rule_id": rule.id,
+                "recipient_id": recipient_id,
+                "local_date": period,
+                "timezone": zone,
+                "status": CLAIMED,
+                "claimed_at": now,
+            }
+            for recipient_id, zone in chosen
+        ],
+        ["recipient_id", "rule_id", "local_date"],
+    )
 
 
 def claim_target(rule: Rule, target: windows.Target, unknown_zones: tuple[str, ...], now: datetime) -> int:
@@ -167,12 +198,15 @@ def claim_target(rule: Rule, target: windows.Target, unknown_zones: tuple[str, .
     A crash between chunks leaves the rest unclaimed; the next evaluation
     selects them again (the anti-join skips the ones already claimed).
     """
-    chosen = sorted(db.session.execute(eligible_query(
-        rule, target, unknown_zones, now, Recipient.id, zone_label_expression(rule, unknown_zones))).all())
+    chosen = sorted(
+        db.session.execute(
+            eligible_query(rule, target, unknown_zones, now, Recipient.id, zone_label_expression(rule, unknown_zones))
+        ).all()
+    )
     db.session.commit()
     claimed = 0
     for start in range(0, len(chosen), CLAIM_CHUNK):
-        claimed += insert_claims(rule, target.period, now, chosen[start:start + CLAIM_CHUNK])
+        claimed += insert_claims(rule, target.period, now, chosen[start : start + CLAIM_CHUNK])
         db.session.commit()
     return claimed
 
@@ -196,8 +230,14 @@ def evaluate_rule(rule: Rule, now: datetime, zones: list[str | None] | None = No
     result = Evaluation(rule.id, now)
     if not rule.enabled:
         return result
-    the_plan = windows.plan(now, present_zones() if zones is None else zones, rule.window_start, rule.window_end,
-                            rule.every_days, rule.no_timezone_policy)
+    the_plan = windows.plan(
+        now,
+        present_zones() if zones is None else zones,
+        rule.window_start,
+        rule.window_end,
+        rule.every_days,
+        rule.no_timezone_policy,
+    )
     result.targets = the_plan.targets
     for target in the_plan.targets:
         result.claimed += claim_target(rule, target, the_plan.unknown_zones, now)
@@ -206,7 +246,11 @@ def evaluate_rule(rule: Rule, now: datetime, zones: list[str | None] | None = No
     if send:
         outcome = send_claims(rule, now)
         result.sent, result.waiting, result.expired, result.suppressed = (
-            outcome["sent"], outcome["waiting"], outcome["expired"], outcome["suppressed"])
+            outcome["sent"],
+            outcome["waiting"],
+            outcome["expired"],
+            outcome["suppressed"],
+        )
     return result
 
 
@@ -219,6 +263,7 @@ def evaluate_all(now: datetime) -> list[Evaluation]:
 
 # -- dry run -----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class DryRun:
     total: int
@@ -229,8 +274,9 @@ class DryRun:
 
 def dry_run(rule: Rule, now: datetime) -> DryRun:
     """Who would receive the rule if it were evaluated now: count per zone and a sample. Writes nothing."""
-    the_plan = windows.plan(now, present_zones(), rule.window_start, rule.window_end, rule.every_days,
-                            rule.no_timezone_policy)
+    the_plan = windows.plan(
+        now, present_zones(), rule.window_start, rule.window_end, rule.every_days, rule.no_timezone_policy
+    )
     counts: dict[str, int] = {}
     sample: list[str] = []
     label = zone_label_expression(rule, the_plan.unknown_zones)
@@ -239,7 +285,10 @@ def dry_run(rule: Rule, now: datetime) -> DryRun:
         for name, count in db.session.execute(query.group_by(label)):
             counts[name] = counts.get(name, 0) + count
         if len(sample) < SAMPLE_SIZE:
-            sample += db.session.scalars(eligible_query(rule, target, the_plan.unknown_zones, now, Recipient.external_id)
-                                         .order_by(Recipient.id).limit(SAMPLE_SIZE - len(sample))).all()
+            sample += db.session.scalars(
+                eligible_query(rule, target, the_plan.unknown_zones, now, Recipient.external_id)
+                .order_by(Recipient.id)
+                .limit(SAMPLE_SIZE - len(sample))
+            ).all()
     by_zone = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return DryRun(sum(counts.values()), by_zone, sample, [t.local_date.isoformat() for t in the_plan.targets])

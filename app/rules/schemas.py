@@ -5,6 +5,7 @@ Attribute values are flat: strings, numbers, booleans, or lists of those;
 PostgreSQL (``jsonb ||``) and SQLite (``json_patch``), and are what audience
 filters compare. Names are what filters can address: letters, digits, ``_``, ``-``.
 """
+
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
@@ -17,8 +18,10 @@ Attributes = AttributesPatchValue
 
 
 class AttributesPatch(Strict):
-    attributes: Attributes = Field(description="Keys to set; null deletes a key; keys not named are kept",
-                                   examples=[{"balance": 42.1, "low_balance_threshold": 50, "old_flag": None}])
+    attributes: Attributes = Field(
+        description="Keys to set; null deletes a key; keys not named are kept",
+        examples=[{"balance": 42.1, "low_balance_threshold": 50, "old_flag": None}],
+    )
 
 
 class BatchUser(ContactFields):
@@ -31,9 +34,11 @@ class BatchUser(ContactFields):
 
 
 class UsersBatch(Strict):
-    users: list[BatchUser] = Field(min_length=1, max_length=MAX_BATCH,
-                                   description=f"Up to {MAX_BATCH} users, each user_id at most once; all are written "
-                                               "or, on any error, none")
+    users: list[BatchUser] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description=f"Up to {MAX_BATCH} users, each user_id at most once; all are written or, on any error, none",
+    )
 
 
 class BatchResult(BaseModel):

@@ -25,6 +25,7 @@ window a claim is left ``claimed`` for the next evaluation inside the window,
 and once the claim's local day is over for them it is marked ``expired``.
 Nothing is sent late.
 """
+
 from __future__ import annotations
 
 import logging
@@ -73,9 +74,13 @@ class Claim:
 
 def _pending_batch(rule: Rule, after_id: int, size: int) -> list[Claim]:
     """The next claims still ``claimed``, with their recipients (plain rows: half the cost of ORM objects)."""
-    query = (select(RuleSend.id, RuleSend.local_date, *PERSON_COLUMNS).join(Recipient, Recipient.id == RuleSend.recipient_id)
-             .where(RuleSend.rule_id == rule.id, RuleSend.status == CLAIMED, RuleSend.id > after_id)
-             .order_by(RuleSend.id).limit(size))
+    query = (
+        select(RuleSend.id, RuleSend.local_date, *PERSON_COLUMNS)
+        .join(Recipient, Recipient.id == RuleSend.recipient_id)
+        .where(RuleSend.rule_id == rule.id, RuleSend.status == CLAIMED, RuleSend.id > after_id)
+        .order_by(RuleSend.id)
+        .limit(size)
+    )
     if db.session.get_bind().dialect.name == "postgresql":
         # A second evaluator running at the same moment takes other claims instead of waiting on these.
         query = query.with_for_update(skip_locked=True, of=RuleSend)
@@ -107,10 +112,46 @@ def _renderer(template: Template | None) -> VersionRenderer | None:
     return renderer_for(template, template.current_version)
 
 
+def _recheck(rule: Rule, claim: Claim, now: datetime) -> str:
+    """The claim's window verdict now, with the recipient's current zone (:func:`app.rules.windows.recheck`)."""
+    person = claim.person
+    return windows.recheck(
+        now,
+        claim.local_date,
+        person.timezone,
+        (person.attributes or {}).get("country"),
+        rule.window_start,
+        rule.window_end,
+        rule.every_days,
+        rule.no_timezone_policy,
+    )
+
+
+def claim_outcome(verdict: str, decisions: list[routing.Decision] | None) -> str:
+    """What a claim comes to: ``waiting`` (its window opens later), ``expired`` (its local day is over),
+    ``suppressed`` (routing suppressed every channel) or ``sent``. ``decisions`` are read only for SEND."""
+    if verdict == windows.WAIT:
+        return "waiting"
+    if verdict == windows.EXPIRE:
+        return "expired"
+    if all(d.action == routing.SUPPRESS for d in decisions):
+        return "suppressed"
+    return "sent"
+
+
+def _claim_update(
+    claim: Claim,
+    status: str,
+    reason: str | None = None,
+    sent_at: datetime | None = None,
+    notification_id: str | None = None,
+) -> dict:
+    """A ``rule_sends`` row's new values, for :func:`app.models.bulk.update_by_id`."""
+    return {"id": claim.id, "status": status, "reason": reason, "sent_at": sent_at, "notification_id": notification_id}
+
+
 def _send_batch(rule: Rule, template: Template | None, batch: list[Claim], now: datetime) -> dict[str, int]:
-    verdicts = {claim.id: windows.recheck(now, claim.local_date, claim.person.timezone, (claim.person.attributes or {}).get("country"),
-                                          rule.window_start, rule.window_end, rule.every_days, rule.no_timezone_policy)
-                for claim in batch}
+    verdicts = {claim.id: _recheck(rule, claim, now) for claim in batch}
     sendable = [claim.person for claim in batch if verdicts[claim.id] == windows.SEND]
     priority = effective_priority(rule.type, rule.priority)
     note = routing.NotificationFacts(rule.type, rule.category, priority, tuple(rule.channels))
@@ -121,41 +162,26 @@ def _send_batch(rule: Rule, template: Template | None, batch: list[Claim], now: 
     counts = {"sent": 0, "waiting": 0, "expired": 0, "suppressed": 0}
     for claim in batch:
         person, verdict = claim.person, verdicts[claim.id]
-        if verdict == windows.WAIT:
-            counts["waiting"] += 1
-            continue
-        if verdict == windows.EXPIRE:
-            claim_updates.append({"id": claim.id, "status": EXPIRED, "reason": OUTSIDE_WINDOW, "sent_at": None, "notification_id": None})
-            counts["expired"] += 1
-            continue
-        if all(d.action == routing.SUPPRESS for d in decisions[person.id]):
-            claim_updates.append({"id": claim.id, "status": CLAIM_SUPPRESSED, "reason": decisions[person.id][0].reason,
-                                  "sent_at": None, "notification_id": None})
-            counts["suppressed"] += 1
-            continue
-        notification = _notification_row(rule, template, claim, priority, now)
-        deliveries += _delivery_rows(rule, renderer, notification, person, decisions[person.id], now)
-        notifications.append(notification)
-        claim_updates.append({"id": claim.id, "status": SENT, "reason": None, "sent_at": now, "notification_id": notification["id"]})
-        counts["sent"] += 1
+        outcome = claim_outcome(verdict, decisions.get(person.id))
+        counts[outcome] += 1
+        if outcome == "expired":
+            claim_updates.append(_claim_update(claim, EXPIRED, OUTSIDE_WINDOW))
+        elif outcome == "suppressed":
+            claim_updates.append(_claim_update(claim, CLAIM_SUPPRESSED, decisions[person.id][0].reason))
+        elif outcome == "sent":
+            notification = _notification_row(rule, template, claim, priority, now)
+            deliveries += _delivery_rows(rule, renderer, notification, person, decisions[person.id], now)
+            notifications.append(notification)
+            claim_updates.append(_claim_update(claim, SENT, None, now, notification["id"]))
 
     if notifications:
-        insert_ignoring_conflicts(Notification, notifications, ["id"])
-        created = insert_returning(Delivery, deliveries, ["notification_id", "channel"],
-                                   [Delivery.id, Delivery.status, Delivery.not_before])
-        if created:
-            insert_rows(DeliveryEvent, [
-                {"delivery_id": d.id, "status": d.status, "created_at": now,
-                 "detail": f"rule {rule.id}" + (f"; deferred until {d.not_before.isoformat()}" if d.not_before else "")}
-                for d in created])
+        _insert_notifications(rule, notifications, deliveries, now)
     update_by_id(RuleSend, [c for c in claim_updates if c["status"] != SENT])
     db.session.commit()
 
     # A claim is marked sent only once its deliveries are in the pipeline's hands: a crash before that leaves
     # it claimed, and the re-drive hands over the deliveries the first run made (with the same ids and keys).
-    ids = [n["id"] for n in notifications]
-    pending = db.session.execute(select(Delivery.id, Delivery.notification_id, Delivery.channel, Delivery.not_before).where(
-        Delivery.notification_id.in_(ids), Delivery.status == PENDING)).all() if ids else []
+    pending = _pending_deliveries([n["id"] for n in notifications])
     if rule.type == "marketing":
         routed = {d.notification_id for d in pending}
         record_marketing_sends({n["recipient_id"]: n["id"] for n in notifications if n["id"] in routed}, now)
@@ -165,32 +191,98 @@ def _send_batch(rule: Rule, template: Template | None, batch: list[Claim], now: 
     return counts
 
 
+def _insert_notifications(rule: Rule, notifications: list[dict], deliveries: list[dict], now: datetime) -> None:
+    """Insert the notifications and their deliveries (a re-drive inserts none twice), with an event per new
+    delivery."""
+    insert_ignoring_conflicts(Notification, notifications, ["id"])
+    created = insert_returning(
+        Delivery, deliveries, ["notification_id", "channel"], [Delivery.id, Delivery.status, Delivery.not_before]
+    )
+    if created:
+        insert_rows(
+            DeliveryEvent,
+            [
+                {
+                    "delivery_id": d.id,
+                    "status": d.status,
+                    "created_at": now,
+                    "detail": f"rule {rule.id}"
+                    + (f"; deferred until {d.not_before.isoformat()}" if d.not_before else ""),
+                }
+                for d in created
+            ],
+        )
+
+
+def _pending_deliveries(notification_ids: list[str]) -> list:
+    """The notifications' PENDING deliveries (this run's or a first run's), to hand to the pipeline."""
+    if not notification_ids:
+        return []
+    return db.session.execute(
+        select(Delivery.id, Delivery.notification_id, Delivery.channel, Delivery.not_before).where(
+            Delivery.notification_id.in_(notification_ids), Delivery.status == PENDING
+        )
+    ).all()
+
+
 def _notification_row(rule: Rule, template: Template | None, claim: Claim, priority: str, now: datetime) -> dict:
     key = windows.idempotency_key(rule.id, claim.person.id, claim.local_date)
     return {
-        "id": notification_id_for(key), "recipient_id": claim.person.id, "type": rule.type, "category": rule.category,
-        "priority": priority, "template_key": rule.template_key, "template_version": template.current_version if template else None,
-        "title": None, "body": None, "data": {"rule_id": rule.id, "local_date": claim.local_date.isoformat()},
-        "channels": list(rule.channels), "collapse_key": f"rule-{rule.id}", "idempotency_key": key,
-        "status": "routed", "created_at": now, "routed_at": now, "inbox_at": None, "origin": origin.of_rule(rule.id),
+        "id": notification_id_for(key),
+        "recipient_id": claim.person.id,
+        "type": rule.type,
+        "category": rule.category,
+        "priority": priority,
+        "template_key": rule.template_key,
+        "template_version": template.current_version if template else None,
+        "title": None,
+        "body": None,
+        "data": {"rule_id": rule.id, "local_date": claim.local_date.isoformat()},
+        "channels": list(rule.channels),
+        "collapse_key": f"rule-{rule.id}",
+        "idempotency_key": key,
+        "status": "routed",
+        "created_at": now,
+        "routed_at": now,
+        "inbox_at": None,
+        "origin": origin.of_rule(rule.id),
     }
 
 
-def _delivery_rows(rule: Rule, renderer: VersionRenderer | None, notification: dict, person: Person,
-                   decisions: list[routing.Decision], now: datetime) -> list[dict]:
+def _delivery_rows(
+    rule: Rule,
+    renderer: VersionRenderer | None,
+    notification: dict,
+    person: Person,
+    decisions: list[routing.Decision],
+    now: datetime,
+) -> list[dict]:
     """One row per channel; the in-app content is rendered into the notification (the inbox shows the row)."""
     rows = []
     for decision in decisions:
-        row = {"notification_id": notification["id"], "channel": decision.channel, "status": PENDING,
-               "reason": decision.reason, "not_before": decision.not_before, "attempts": 0,
-               "last_error": None, "error_code": None, "created_at": now, "updated_at": now}
+        row = {
+            "notification_id": notification["id"],
+            "channel": decision.channel,
+            "status": PENDING,
+            "reason": decision.reason,
+            "not_before": decision.not_before,
+            "attempts": 0,
+            "last_error": None,
+            "error_code": None,
+            "created_at": now,
+            "updated_at": now,
+        }
         if decision.action == routing.SUPPRESS:
             row["status"] = SUPPRESSED
         elif decision.channel == inbox_channel():
             try:
                 if renderer is None:
-                    raise RenderError(decision.channel, "template", f"the rule's template {rule.template_key!r} no longer exists")
-                content = renderer.render(decision.channel, person.locale, render_context(person, SimpleNamespace(**notification)))
+                    raise RenderError(
+                        decision.channel, "template", f"the rule's template {rule.template_key!r} no longer exists"
+                    )
+                content = renderer.render(
+                    decision.channel, person.locale, render_context(person, SimpleNamespace(**notification))
+                )
             except RenderError as error:
                 row.update(status=FAILED, error_code="render_error", last_error=str(error))
             else:

@@ -13,6 +13,7 @@ Recipients without a usable time zone follow the rule's policy:
 sending only when *every* zone of that country is inside the window on the
 same local date; a missing or unknown country falls back to UTC.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -95,8 +96,14 @@ class Plan:
     unknown_zones: tuple[str, ...]
 
 
-def plan(now: datetime, present_zones: Iterable[str | None], start: time, end: time,
-         every_days: int = 1, policy: str = UTC_POLICY) -> Plan:
+def plan(
+    now: datetime,
+    present_zones: Iterable[str | None],
+    start: time,
+    end: time,
+    every_days: int = 1,
+    policy: str = UTC_POLICY,
+) -> Plan:
     """Which recipients are inside the send window at ``now``, grouped by local date (one SQL query each)."""
     by_date: dict[date, Target] = {}
 
@@ -144,8 +151,16 @@ def zone_label(timezone: str | None, country: str | None, policy: str) -> str:
     return f"country:{country.upper()}" if zones != ("UTC",) else "UTC"
 
 
-def recheck(now: datetime, claimed_period: date, timezone: str | None, country: str | None,
-            start: time, end: time, every_days: int = 1, policy: str = UTC_POLICY) -> str:
+def recheck(
+    now: datetime,
+    claimed_period: date,
+    timezone: str | None,
+    country: str | None,
+    start: time,
+    end: time,
+    every_days: int = 1,
+    policy: str = UTC_POLICY,
+) -> str:
     """At send time, with the recipient's *current* zone: SEND, WAIT (window opens later) or EXPIRE.
 
     WAIT leaves the claim for a later evaluation inside the window; EXPIRE means

@@ -1,4 +1,5 @@
 """Request and response schemas of /v1/topics (see app/schemas.py for the conventions: strict, no unknown fields)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -17,8 +18,12 @@ TopicKey = Annotated[str, Field(pattern=TOPIC_KEY_PATTERN)]
 
 
 class TopicUpsert(Strict):
-    name: str = Field(min_length=1, max_length=255, description="Shown in the console and on the inbox's preferences page")
-    user_can_leave: bool = Field(True, description="Whether a subscriber may leave the topic from the inbox's preferences page")
+    name: str = Field(
+        min_length=1, max_length=255, description="Shown in the console and on the inbox's preferences page"
+    )
+    user_can_leave: bool = Field(
+        True, description="Whether a subscriber may leave the topic from the inbox's preferences page"
+    )
 
 
 class Topic(BaseModel):
@@ -31,10 +36,15 @@ class Topic(BaseModel):
 
 
 class SubscribersChange(Strict):
-    user_ids: list[UserId] = Field(min_length=1, max_length=MAX_SUBSCRIBERS_PER_CALL, description=(
-        f"Up to {MAX_SUBSCRIBERS_PER_CALL:,} user ids; repeats count once. Adding: a user id Herald does not know yet "
-        "is created (with no address, as PUT /v1/users/{user_id} with an empty body would). Removing: unknown ids and "
-        "ids not in the topic are ignored."))
+    user_ids: list[UserId] = Field(
+        min_length=1,
+        max_length=MAX_SUBSCRIBERS_PER_CALL,
+        description=(
+            f"Up to {MAX_SUBSCRIBERS_PER_CALL:,} user ids; repeats count once. Adding: a user id Herald does not know yet "
+            "is created (with no address, as PUT /v1/users/{user_id} with an empty body would). Removing: unknown ids and "
+            "ids not in the topic are ignored."
+        ),
+    )
 
 
 class SubscribersChanged(BaseModel):

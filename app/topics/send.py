@@ -1,4 +1,5 @@
 """Sending to a topic or a saved audience: a run on the campaign batch path (app/campaigns/runs.py)."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -23,9 +24,15 @@ def send_to_topic(payload, api_key_id: int | None, idempotency_key: str | None) 
     topic = find_topic(payload.topic)
     if topic is None:
         raise UnknownTopic(payload.topic)
-    return start_run(payload, name=f"Topic: {topic.name}", label=f"topic {topic.key}",
-                     audience_filter=topic_filter(topic.key, payload.exclude), fingerprint=request_fingerprint(payload),
-                     api_key_id=api_key_id, idempotency_key=idempotency_key)
+    return start_run(
+        payload,
+        name=f"Topic: {topic.name}",
+        label=f"topic {topic.key}",
+        audience_filter=topic_filter(topic.key, payload.exclude),
+        fingerprint=request_fingerprint(payload),
+        api_key_id=api_key_id,
+        idempotency_key=idempotency_key,
+    )
 
 
 def send_to_audience(request, api_key_id: int | None, idempotency_key: str | None) -> Accepted:
@@ -34,6 +41,12 @@ def send_to_audience(request, api_key_id: int | None, idempotency_key: str | Non
     audience = db.session.scalar(select(Audience).where(column == request.audience))
     if audience is None:
         raise UnknownAudience(request.audience)
-    return start_run(request.notification, name=f"Audience: {audience.name}", label=audience.name,
-                     audience_filter=audience.filter, fingerprint=request_fingerprint(request),
-                     api_key_id=api_key_id, idempotency_key=idempotency_key)
+    return start_run(
+        request.notification,
+        name=f"Audience: {audience.name}",
+        label=audience.name,
+        audience_filter=audience.filter,
+        fingerprint=request_fingerprint(request),
+        api_key_id=api_key_id,
+        idempotency_key=idempotency_key,
+    )

@@ -5,6 +5,7 @@ array of events, signed with ECDSA (``X-Twilio-Email-Event-Webhook-Signature``
 over ``X-Twilio-Email-Event-Webhook-Timestamp`` + the raw body) by the key
 in ``SENDGRID_WEBHOOK_PUBLIC_KEY``. A bad signature is a 403 and changes nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ def email_events(provider: str):
         abort(404, f"no email webhook for provider {provider!r}")
     key = current_app.config.get("SENDGRID_WEBHOOK_PUBLIC_KEY")
     payload = request.get_data()
-    if not key or not sendgrid_signature_valid(key, request.headers.get(TIMESTAMP_HEADER, ""), payload,
-                                               request.headers.get(SIGNATURE_HEADER, "")):
+    if not key or not sendgrid_signature_valid(
+        key, request.headers.get(TIMESTAMP_HEADER, ""), payload, request.headers.get(SIGNATURE_HEADER, "")
+    ):
         abort(403, "bad SendGrid signature")
     try:
         events = json.loads(payload)
@@ -45,8 +47,14 @@ def email_events(provider: str):
             suppress(SmtpEmail.name, address, reason)
             suppressed += 1
         message_id = event.get("smtp-id")
-        if message_id and settle(SmtpEmail.name, str(message_id), str(event.get("event", "")), SENDGRID_FINAL,
-                                 error_code=f"sendgrid_{event.get('event')}", detail=event.get("reason")):
+        if message_id and settle(
+            SmtpEmail.name,
+            str(message_id),
+            str(event.get("event", "")),
+            SENDGRID_FINAL,
+            error_code=f"sendgrid_{event.get('event')}",
+            detail=event.get("reason"),
+        ):
             settled += 1
     db.session.commit()
     return jsonify({"events": len(events), "suppressed": suppressed, "settled": settled})

@@ -1,4 +1,5 @@
 """Writes shared by the provider webhooks: settle a delivery from a receipt, suppress an address."""
+
 from __future__ import annotations
 
 from sqlalchemy import select, update
@@ -14,11 +15,18 @@ from app.outbound_webhooks import events as webhook_events
 from app.outbound_webhooks.outbox import emit
 
 
-def settle(channel: str, provider_message_id: str, reported: str, final: dict[str, str],
-           error_code: str | None = None, detail: str | None = None) -> Delivery | None:
+def settle(
+    channel: str,
+    provider_message_id: str,
+    reported: str,
+    final: dict[str, str],
+    error_code: str | None = None,
+    detail: str | None = None,
+) -> Delivery | None:
     """Move the delivery a receipt names to DELIVERED or FAILED, once; returns it when it moved."""
-    delivery = db.session.scalar(select(Delivery).where(
-        Delivery.channel == channel, Delivery.provider_message_id == provider_message_id))
+    delivery = db.session.scalar(
+        select(Delivery).where(Delivery.channel == channel, Delivery.provider_message_id == provider_message_id)
+    )
     if delivery is None:
         return None
     target = receipt_transition(delivery.status, reported, final)
@@ -31,19 +39,43 @@ def settle(channel: str, provider_message_id: str, reported: str, final: dict[st
     if target == FAILED:
         values.update(error_code=error_code, last_error=detail, dead_lettered_at=now)
     # Conditional on the status read above: two racing callbacks settle it once.
-    moved = db.session.execute(update(Delivery).where(Delivery.id == delivery.id, Delivery.status == delivery.status)
-                               .values(**values)).rowcount
+    moved = db.session.execute(
+        update(Delivery).where(Delivery.id == delivery.id, Delivery.status == delivery.status).values(**values)
+    ).rowcount
     if not moved:
         db.session.rollback()
         return None
-    db.session.add(DeliveryEvent(delivery_id=delivery.id, status=target,
-                                 detail=f"receipt: {reported}" + (f" ({error_code}: {detail})" if error_code else ""),
-                                 created_at=now))
-    emit(webhook_events.delivery_outcome(target, delivery.notification_id, channel, recipient_id=delivery.notification.recipient_id,
-                                         provider=delivery.provider, error_code=error_code))
+    db.session.add(
+        DeliveryEvent(
+            delivery_id=delivery.id,
+            status=target,
+            detail=f"receipt: {reported}" + (f" ({error_code}: {detail})" if error_code else ""),
+            created_at=now,
+        )
+    )
+    emit(
+        webhook_events.delivery_outcome(
+            target,
+            delivery.notification_id,
+            channel,
+            recipient_id=delivery.notification.recipient_id,
+            provider=delivery.provider,
+            error_code=error_code,
+        )
+    )
     return delivery
 
 
 def suppress(channel: str, address: str, reason: str) -> None:
-    insert_ignoring_conflicts(Suppression, [{"channel": channel, "address": canonical_address(channel, address), "reason": reason,
-                                             "created_at": utcnow()}], ["channel", "address"])
+    insert_ignoring_conflicts(
+        Suppression,
+        [
+            {
+                "channel": channel,
+                "address": canonical_address(channel, address),
+                "reason": reason,
+                "created_at": utcnow(),
+            }
+        ],
+        ["channel", "address"],
+    )

@@ -5,6 +5,7 @@ account named in the request's ``AccountSid``; the URL signed is the public
 one (``HERALD_BASE_URL`` + path), which is what Twilio was told to call.
 A bad or missing signature is a 403 and changes nothing.
 """
+
 from __future__ import annotations
 
 from xml.sax.saxutils import escape
@@ -46,9 +47,14 @@ def twiml(reply: str | None = None) -> Response:
 def sms_status():
     verified_account()
     error_code = request.form.get("ErrorCode") or None
-    delivery = settle(TwilioSms.name, request.form.get("MessageSid", ""), request.form.get("MessageStatus", ""), TWILIO_FINAL,
-                      error_code=f"twilio_{error_code}" if error_code else None,
-                      detail=request.form.get("ErrorMessage"))
+    delivery = settle(
+        TwilioSms.name,
+        request.form.get("MessageSid", ""),
+        request.form.get("MessageStatus", ""),
+        TWILIO_FINAL,
+        error_code=f"twilio_{error_code}" if error_code else None,
+        detail=request.form.get("ErrorMessage"),
+    )
     if delivery is not None and error_code in TWILIO_DEAD_NUMBER_CODES:
         number = to_e164(request.form.get("To", ""))
         if number:
@@ -67,10 +73,19 @@ def sms_inbound():
     if keyword == "stop":
         suppress(TwilioSms.name, number, STOP_REASON)
         owners = db.session.scalars(select(Recipient.external_id).where(Recipient.phone == number)).all()
-        emit([fact for user_id in owners for fact in webhook_events.unsubscribed(user_id, TwilioSms.name, None, "sms_stop")])
+        emit(
+            [
+                fact
+                for user_id in owners
+                for fact in webhook_events.unsubscribed(user_id, TwilioSms.name, None, "sms_stop")
+            ]
+        )
     elif keyword == "start":
-        db.session.execute(delete(Suppression).where(
-            Suppression.channel == TwilioSms.name, Suppression.address == number, Suppression.reason == STOP_REASON))
+        db.session.execute(
+            delete(Suppression).where(
+                Suppression.channel == TwilioSms.name, Suppression.address == number, Suppression.reason == STOP_REASON
+            )
+        )
     db.session.commit()
     # Twilio's own opt-out handling confirms STOP and START to the sender; HELP is answered here.
     return twiml(current_app.config["SMS_HELP_TEXT"] if keyword == "help" else None)

@@ -3,12 +3,13 @@
 Revision ID: 0007
 Revises: 0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0007"
-down_revision = '0005'
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
@@ -50,11 +51,17 @@ def upgrade():
         sa.Column("notification_id", sa.String(length=32), nullable=True),
         sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(["recipient_id"], ["recipients.id"], name=op.f("fk_rule_sends_recipient_id_recipients"), ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["rule_id"], ["rules.id"], name=op.f("fk_rule_sends_rule_id_rules"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["recipient_id"], ["recipients.id"], name=op.f("fk_rule_sends_recipient_id_recipients"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["rule_id"], ["rules.id"], name=op.f("fk_rule_sends_rule_id_rules"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rule_sends")),
         # The dedup gate: one claim per recipient, rule and local day (or period start).
-        sa.UniqueConstraint("recipient_id", "rule_id", "local_date", name=op.f("uq_rule_sends_recipient_id_rule_id_local_date")),
+        sa.UniqueConstraint(
+            "recipient_id", "rule_id", "local_date", name=op.f("uq_rule_sends_recipient_id_rule_id_local_date")
+        ),
     )
     with op.batch_alter_table("rule_sends", schema=None) as batch_op:
         # Re-drive finds a rule's pending claims without scanning its whole history.

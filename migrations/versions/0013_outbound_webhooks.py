@@ -3,6 +3,7 @@
 Revision ID: 0013_outbound_webhooks
 Revises: 0011
 """
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
@@ -49,8 +50,12 @@ def upgrade():
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
-        sa.ForeignKeyConstraint(["endpoint_id"], ["webhook_endpoints.id"],
-                                name=op.f("fk_webhook_messages_endpoint_id_webhook_endpoints"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["endpoint_id"],
+            ["webhook_endpoints.id"],
+            name=op.f("fk_webhook_messages_endpoint_id_webhook_endpoints"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_messages")),
         sa.UniqueConstraint("msg_id", name=op.f("uq_webhook_messages_msg_id")),
     )
@@ -67,8 +72,12 @@ def upgrade():
         sa.Column("succeeded", sa.Boolean(), nullable=False),
         sa.Column("response_excerpt", sa.Text(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["webhook_messages.id"],
-                                name=op.f("fk_webhook_attempts_message_id_webhook_messages"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["webhook_messages.id"],
+            name=op.f("fk_webhook_attempts_message_id_webhook_messages"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_attempts")),
     )
     with op.batch_alter_table("webhook_attempts", schema=None) as batch_op:

@@ -8,6 +8,7 @@ users can read it.
 Revision ID: 0014_topics
 Revises: 0013_outbound_webhooks
 """
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
@@ -45,14 +46,19 @@ def upgrade():
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
         batch_op.alter_column("notification_id", existing_type=sa.String(length=32), nullable=True)
         batch_op.add_column(sa.Column("run_id", BigId, nullable=True))
-        batch_op.create_foreign_key("fk_idempotency_keys_run_id_campaigns", "campaigns", ["run_id"], ["id"], ondelete="CASCADE")
+        batch_op.create_foreign_key(
+            "fk_idempotency_keys_run_id_campaigns", "campaigns", ["run_id"], ["id"], ondelete="CASCADE"
+        )
     # Scope names as of this revision, written out (a migration must not change when app/api/scopes.py does).
     keys = sa.table("api_keys", sa.column("id", BigId), sa.column("scopes", sa.String(255)))
     connection = op.get_bind()
     for key_id, scopes in connection.execute(sa.select(keys.c.id, keys.c.scopes)).all():
         held = scopes.split()
-        added = [new for old, new in (("users:read", "topics:read"), ("users:write", "topics:write"))
-                 if old in held and new not in held]
+        added = [
+            new
+            for old, new in (("users:read", "topics:read"), ("users:write", "topics:write"))
+            if old in held and new not in held
+        ]
         if added:
             connection.execute(keys.update().where(keys.c.id == key_id).values(scopes=" ".join(held + added)))
 

@@ -2,6 +2,7 @@
 
 Run as ``gunicorn -k gevent tests.bench.flask_sse_app:app`` with REDIS_URL set.
 """
+
 import os
 
 from flask import Flask

@@ -1,4 +1,5 @@
 """Shared pieces of the benchmarks: real servers and workers as processes, a bounded load generator."""
+
 from __future__ import annotations
 
 import asyncio
@@ -42,9 +43,26 @@ def summary(latencies_s: list[float]) -> str:
 def gunicorn(env: dict, workers: int = 2):
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", str(workers), "--worker-connections", "2000",
-         "-b", f"127.0.0.1:{port}", "--log-level", "warning", "wsgi:app"],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gevent",
+            "-w",
+            str(workers),
+            "--worker-connections",
+            "2000",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "wsgi:app",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port, process=process)
@@ -68,6 +86,7 @@ def workers(env: dict, queue_sets: list[list[str]]):
 
 def post_load(url: str, headers: dict, bodies: list[dict], concurrency: int) -> tuple[float, list[float], list[int]]:
     """POST every body with `concurrency` keep-alive connections; return (seconds, latencies, status codes)."""
+
     async def run():
         latencies, codes = [], []
         queue: asyncio.Queue = asyncio.Queue()
@@ -75,6 +94,7 @@ def post_load(url: str, headers: dict, bodies: list[dict], concurrency: int) -> 
             queue.put_nowait(body)
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as client:
+
             async def worker():
                 while not queue.empty():
                     body = queue.get_nowait()

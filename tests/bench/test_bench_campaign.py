@@ -17,6 +17,7 @@ cannot finish within ``HERALD_BENCH_FANOUT_SECONDS`` reports the rate of what it
 in-app-only variant (200,000: Herald's own batch work without a provider round trip); the
 default run a 5,000 smoke size.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -49,10 +50,10 @@ STAFF_EMAIL, STAFF_PASSWORD = "bench@example.com", "correct horse battery"
 
 # -- the fake provider: a local HTTP sink and an adapter that only the benchmark's workers load ----
 
+
 def run_sink(port: int) -> None:
     """Answers every HTTP/1.1 request with a tiny 200, keep-alive; counts nothing, parses only what it must."""
-    response = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n"
-                b'{"id":"bench"}\n')
+    response = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{"id":"bench"}\n'
 
     class Sink(asyncio.Protocol):
         def connection_made(self, transport):
@@ -68,7 +69,7 @@ def run_sink(port: int) -> None:
                 length = int(match.group(1)) if match else 0
                 if len(self.buffer) < head_end + 4 + length:
                     return
-                self.buffer = self.buffer[head_end + 4 + length:]
+                self.buffer = self.buffer[head_end + 4 + length :]
                 self.transport.write(response)
 
     async def main():
@@ -91,11 +92,15 @@ def register_bench_email() -> None:
         def __init__(self, app_config):
             super().__init__(app_config)
             self.url = os.environ["HERALD_BENCH_SINK_URL"]
-            self.client = httpx.Client(limits=httpx.Limits(max_connections=16, max_keepalive_connections=16), timeout=10)
+            self.client = httpx.Client(
+                limits=httpx.Limits(max_connections=16, max_keepalive_connections=16), timeout=10
+            )
 
         def send(self, message):
-            response = self.client.post(self.url, json={"to": message.address, "subject": message.content["subject"],
-                                                        "key": message.idempotency_key})
+            response = self.client.post(
+                self.url,
+                json={"to": message.address, "subject": message.content["subject"], "key": message.idempotency_key},
+            )
             if response.status_code != 200:
                 return Result(Outcome.TRANSIENT, "bench", error_code=str(response.status_code), provider_fault=True)
             return Result(Outcome.DISPATCHED, "bench", provider_message_id=message.idempotency_key)
@@ -117,9 +122,17 @@ def worker_main() -> None:
 @contextmanager
 def bench_workers(env: dict, count: int):
     code = "import tests.bench.test_bench_campaign as b; b.worker_main()"
-    processes = [subprocess.Popen([sys.executable, "-c", code, "critical", "high", "normal", "low"], cwd=PROJECT_ROOT,
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-                 for _ in range(count)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, "critical", "high", "normal", "low"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for _ in range(count)
+    ]
     try:
         time.sleep(2.0)
         yield processes
@@ -143,6 +156,7 @@ def sink():
 
 # -- seeding -----------------------------------------------------------------------------------
 
+
 def seed_recipients(count: int) -> None:
     """``count`` recipients in one INSERT ... SELECT over a generated series (no factories, no round trips)."""
     if db.engine.dialect.name == "postgresql":
@@ -152,42 +166,86 @@ def seed_recipients(count: int) -> None:
         now = "now()"
         attributes = "jsonb_build_object('tier', n % 3)"
     else:
-        series = "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < :count) SELECT n FROM seq"
+        series = (
+            "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < :count) SELECT n FROM seq"
+        )
         concat = "'bench-' || n"
         email = "'b' || n || '@example.com'"
         now = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
         attributes = "json_object('tier', n % 3)"
-    db.session.execute(text(
-        f"INSERT INTO recipients (external_id, email, timezone, locale, attributes, hard_stop, created_at, updated_at) "
-        f"SELECT {concat}, {email}, 'Europe/Lisbon', 'en', {attributes}, false, {now}, {now} FROM ({series}) AS s"
-    ), {"count": count})
+    db.session.execute(
+        text(
+            f"INSERT INTO recipients (external_id, email, timezone, locale, attributes, hard_stop, created_at, updated_at) "
+            f"SELECT {concat}, {email}, 'Europe/Lisbon', 'en', {attributes}, false, {now}, {now} FROM ({series}) AS s"
+        ),
+        {"count": count},
+    )
     db.session.commit()
 
 
 def raw_insert_rate(template, sample: int, channels: tuple[str, ...]) -> float:
     """Rows/s of the same notifications + deliveries written set-based, in batches of 1000: the ceiling."""
-    campaign = Campaign(name="ceiling", template_id=template.id, template_version=1, channels=list(channels),
-                        audience_filter={"all": []}, schedule="now", status="cancelled", planned=0)
+    campaign = Campaign(
+        name="ceiling",
+        template_id=template.id,
+        template_version=1,
+        channels=list(channels),
+        audience_filter={"all": []},
+        schedule="now",
+        status="cancelled",
+        planned=0,
+    )
     db.session.add(campaign)
     db.session.commit()
     ids = db.session.scalars(select(Recipient.id).order_by(Recipient.id).limit(sample)).all()
     started = time.perf_counter()
     for start in range(0, len(ids), 1000):
         now = utcnow()
-        notifications = [{"id": new_notification_id(), "recipient_id": r, "type": "marketing", "category": "promo",
-                          "priority": "low", "template_key": template.key, "template_version": 1,
-                          "title": f"Spring for bench-{r}", "body": "New colours", "data": {},
-                          "channels": list(channels), "status": "routed", "created_at": now, "routed_at": now,
-                          "campaign_id": campaign.id} for r in ids[start:start + 1000]]
+        notifications = [
+            {
+                "id": new_notification_id(),
+                "recipient_id": r,
+                "type": "marketing",
+                "category": "promo",
+                "priority": "low",
+                "template_key": template.key,
+                "template_version": 1,
+                "title": f"Spring for bench-{r}",
+                "body": "New colours",
+                "data": {},
+                "channels": list(channels),
+                "status": "routed",
+                "created_at": now,
+                "routed_at": now,
+                "campaign_id": campaign.id,
+            }
+            for r in ids[start : start + 1000]
+        ]
         insert_ignoring_conflicts(Notification, notifications, ["campaign_id", "recipient_id"])
-        deliveries = [{"notification_id": n["id"], "channel": channel, "status": "DELIVERED", "reason": None,
-                       "not_before": None, "attempts": 1, "error_code": None, "last_error": None,
-                       "created_at": now, "updated_at": now} for n in notifications for channel in channels]
+        deliveries = [
+            {
+                "notification_id": n["id"],
+                "channel": channel,
+                "status": "DELIVERED",
+                "reason": None,
+                "not_before": None,
+                "attempts": 1,
+                "error_code": None,
+                "last_error": None,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for n in notifications
+            for channel in channels
+        ]
         insert_ignoring_conflicts(Delivery, deliveries, ["notification_id", "channel"])
         db.session.commit()
     rate = len(ids) / (time.perf_counter() - started)
-    db.session.execute(delete(Delivery).where(Delivery.notification_id.in_(
-        select(Notification.id).where(Notification.campaign_id == campaign.id))))
+    db.session.execute(
+        delete(Delivery).where(
+            Delivery.notification_id.in_(select(Notification.id).where(Notification.campaign_id == campaign.id))
+        )
+    )
     db.session.execute(delete(Notification).where(Notification.campaign_id == campaign.id))
     db.session.commit()
     return rate
@@ -195,13 +253,17 @@ def raw_insert_rate(template, sample: int, channels: tuple[str, ...]) -> float:
 
 # -- the dashboard probe -----------------------------------------------------------------------
 
+
 def signed_in_client(base: str) -> httpx.Client:
     client = httpx.Client(base_url=base, timeout=30)
     page = client.get("/console/login").text
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page) or \
-        re.search(r'name="csrf_token" value="([^"]+)"', page)
-    response = client.post("/console/login", data={"csrf_token": token.group(1), "email": STAFF_EMAIL,
-                                           "password": STAFF_PASSWORD, "next": ""})
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page) or re.search(
+        r'name="csrf_token" value="([^"]+)"', page
+    )
+    response = client.post(
+        "/console/login",
+        data={"csrf_token": token.group(1), "email": STAFF_EMAIL, "password": STAFF_PASSWORD, "next": ""},
+    )
     assert response.status_code == 302, response.text[:500]
     return client
 
@@ -217,23 +279,51 @@ def probe_dashboard(client: httpx.Client, stop: threading.Event, latencies: list
 
 # -- the benchmark -----------------------------------------------------------------------------
 
-def campaign_benchmark(bench_env: dict, recipients: int, timeout_s: float, ceiling_sample: int,
-                       channels: tuple[str, ...] = ("in_app", "email")) -> dict:
+
+def campaign_benchmark(
+    bench_env: dict,
+    recipients: int,
+    timeout_s: float,
+    ceiling_sample: int,
+    channels: tuple[str, ...] = ("in_app", "email"),
+) -> dict:
     backend = db.engine.dialect.name
     seed_started = time.perf_counter()
     seed_recipients(recipients)
     seed_seconds = time.perf_counter() - seed_started
     staff = make_staff(email=STAFF_EMAIL, password=STAFF_PASSWORD, role="marketer")
-    template = make_template("spring", type="marketing", category="promo", variants={"en": {
-        "in_app": {"title": "Spring for {{ recipient.id }}", "body": "New colours"},
-        "email": {"subject": "Spring is here", "html": "<p>New colours, {{ recipient.id }}</p>", "text": "New colours"},
-    }})
+    template = make_template(
+        "spring",
+        type="marketing",
+        category="promo",
+        variants={
+            "en": {
+                "in_app": {"title": "Spring for {{ recipient.id }}", "body": "New colours"},
+                "email": {
+                    "subject": "Spring is here",
+                    "html": "<p>New colours, {{ recipient.id }}</p>",
+                    "text": "New colours",
+                },
+            }
+        },
+    )
     ceiling = raw_insert_rate(template, min(recipients, ceiling_sample), channels)
 
-    campaign = store.create_campaign(store.CampaignFields(
-        name="Bench", template_id=template.id, audience_filter={"all": []}, audience_name=None,
-        channels=list(channels), schedule="now", send_at=None, local_time=None, throttle_per_minute=None,
-        ends_at=None), staff)
+    campaign = store.create_campaign(
+        store.CampaignFields(
+            name="Bench",
+            template_id=template.id,
+            audience_filter={"all": []},
+            audience_name=None,
+            channels=list(channels),
+            schedule="now",
+            send_at=None,
+            local_time=None,
+            throttle_per_minute=None,
+            ends_at=None,
+        ),
+        staff,
+    )
     campaign_id = campaign.id
     latencies: list[float] = []
     with sink() as sink_url, gunicorn(bench_env, workers=1) as base:
@@ -259,24 +349,41 @@ def campaign_benchmark(bench_env: dict, recipients: int, timeout_s: float, ceili
             probe.join(30)
             client.close()
     db.session.remove()
-    last = db.session.scalar(select(func.max(Delivery.updated_at)).join(Notification).where(Notification.campaign_id == campaign_id))
-    done = db.session.scalar(select(func.count()).select_from(Notification).where(Notification.campaign_id == campaign_id,
-                                                                                 Notification.inbox_at.is_not(None)))
-    sent = dict(db.session.execute(select(Delivery.channel, func.count()).join(Notification).where(
-        Notification.campaign_id == campaign_id, Delivery.status.in_(("DELIVERED", "DISPATCHED"))).group_by(Delivery.channel)).all())
-    unsent = db.session.scalar(select(func.count()).select_from(Delivery).join(Notification).where(
-        Notification.campaign_id == campaign_id, Delivery.status.in_((PENDING, SENDING))))
+    last = db.session.scalar(
+        select(func.max(Delivery.updated_at)).join(Notification).where(Notification.campaign_id == campaign_id)
+    )
+    done = db.session.scalar(
+        select(func.count())
+        .select_from(Notification)
+        .where(Notification.campaign_id == campaign_id, Notification.inbox_at.is_not(None))
+    )
+    sent = dict(
+        db.session.execute(
+            select(Delivery.channel, func.count())
+            .join(Notification)
+            .where(Notification.campaign_id == campaign_id, Delivery.status.in_(("DELIVERED", "DISPATCHED")))
+            .group_by(Delivery.channel)
+        ).all()
+    )
+    unsent = db.session.scalar(
+        select(func.count())
+        .select_from(Delivery)
+        .join(Notification)
+        .where(Notification.campaign_id == campaign_id, Delivery.status.in_((PENDING, SENDING)))
+    )
     seconds = (last - launched_wall).total_seconds() if last else float("inf")
     rate = done / seconds if seconds else 0.0
     dash = summary(latencies) if latencies else "no samples"
     p99 = percentile([v * 1000 for v in latencies], 99) if latencies else float("nan")
     label = " + ".join(c if c == "in_app" else f"fake HTTP {c}" for c in channels)
-    print(f"\n[bench] campaign fan-out on {backend}: {recipients} recipients (seeded in {seed_seconds:.1f} s), "
-          f"{label}, 2 workers: status {status}, {done} in inboxes, sent {sent}, {unsent} unsent; "
-          f"launch -> last delivery {seconds:.1f} s = {rate:.0f} recipients/s end to end; "
-          f"raw bulk insert of the same rows {ceiling:.0f} recipients/s (sample {min(recipients, ceiling_sample)}), "
-          f"ratio {rate / ceiling:.2f}; dashboard GET /console/ during fan-out ({len(latencies)} samples): {dash} "
-          f"({machine()})")
+    print(
+        f"\n[bench] campaign fan-out on {backend}: {recipients} recipients (seeded in {seed_seconds:.1f} s), "
+        f"{label}, 2 workers: status {status}, {done} in inboxes, sent {sent}, {unsent} unsent; "
+        f"launch -> last delivery {seconds:.1f} s = {rate:.0f} recipients/s end to end; "
+        f"raw bulk insert of the same rows {ceiling:.0f} recipients/s (sample {min(recipients, ceiling_sample)}), "
+        f"ratio {rate / ceiling:.2f}; dashboard GET /console/ during fan-out ({len(latencies)} samples): {dash} "
+        f"({machine()})"
+    )
     return {"status": status, "done": done, "sent": sent, "rate": rate, "ceiling": ceiling, "p99_ms": p99}
 
 
@@ -291,7 +398,9 @@ def test_campaign_fanout_smoke(bench_env):
 def test_campaign_fanout_in_app_only(bench_env):
     """The same fan-out without a provider round trip: what Herald's own batch work costs."""
     recipients = int(os.environ.get("HERALD_BENCH_RECIPIENTS", "200000"))
-    result = campaign_benchmark(bench_env, recipients=recipients, timeout_s=1800, ceiling_sample=100_000, channels=("in_app",))
+    result = campaign_benchmark(
+        bench_env, recipients=recipients, timeout_s=1800, ceiling_sample=100_000, channels=("in_app",)
+    )
     assert result["done"] > 0
 
 

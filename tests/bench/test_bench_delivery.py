@@ -4,6 +4,7 @@
 - transactional latency: POST -> in-app event published, while a backlog of low-priority
   notifications waits in the queues and two workers (one dedicated to critical/high) drain it.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,17 +34,30 @@ def backend() -> str:
 def accept_benchmark(bench_env, requests: int, concurrency: int) -> dict:
     make_recipient(external_id="bench-user")
     key = create_api_key("bench", rate_limit="1000000000/minute")[1]
-    bodies = [{"user_id": "bench-user", "type": "transactional", "title": "Receipt", "body": f"Order {n}",
-               "channels": ["in_app", "email"], "idempotency_key": f"bench-{uuid.uuid4().hex}"} for n in range(requests)]
+    bodies = [
+        {
+            "user_id": "bench-user",
+            "type": "transactional",
+            "title": "Receipt",
+            "body": f"Order {n}",
+            "channels": ["in_app", "email"],
+            "idempotency_key": f"bench-{uuid.uuid4().hex}",
+        }
+        for n in range(requests)
+    ]
     with gunicorn(bench_env, workers=2) as base:
         post_load(f"{base}/v1/notifications", {"Authorization": f"Bearer {key}"}, bodies[:50], 8)  # warm up
-        seconds, latencies, codes = post_load(f"{base}/v1/notifications", {"Authorization": f"Bearer {key}"}, bodies[50:], concurrency)
+        seconds, latencies, codes = post_load(
+            f"{base}/v1/notifications", {"Authorization": f"Bearer {key}"}, bodies[50:], concurrency
+        )
     accepted = codes.count(202)
     failed = len(codes) - accepted
     assert failed <= len(codes) * 0.001, {c: codes.count(c) for c in set(codes)}
     result = {"rps": accepted / seconds, "latency": summary(latencies)}
-    print(f"\n[bench] accept path on {backend()}: {accepted} accepted POSTs ({failed} failed), concurrency {concurrency}: "
-          f"{result['rps']:.0f} req/s, {result['latency']} ({machine()})")
+    print(
+        f"\n[bench] accept path on {backend()}: {accepted} accepted POSTs ({failed} failed), concurrency {concurrency}: "
+        f"{result['rps']:.0f} req/s, {result['latency']} ({machine()})"
+    )
     return result
 
 
@@ -52,17 +66,35 @@ def seed_low_backlog(count: int) -> None:
     recipients = [make_recipient(external_id=f"bulk-{n}").id for n in range(50)]
     now = utcnow()
     ids = [uuid.uuid4().hex for _ in range(count)]
-    rows = [{"id": nid, "recipient_id": recipients[n % len(recipients)], "type": "marketing", "category": "digest",
-             "priority": "low", "title": "Digest", "body": "Your weekly digest", "data": {}, "channels": ["in_app"],
-             "status": "accepted", "created_at": now} for n, nid in enumerate(ids)]
+    rows = [
+        {
+            "id": nid,
+            "recipient_id": recipients[n % len(recipients)],
+            "type": "marketing",
+            "category": "digest",
+            "priority": "low",
+            "title": "Digest",
+            "body": "Your weekly digest",
+            "data": {},
+            "channels": ["in_app"],
+            "status": "accepted",
+            "created_at": now,
+        }
+        for n, nid in enumerate(ids)
+    ]
     for start in range(0, count, 5000):
-        db.session.execute(insert(Notification), rows[start:start + 5000])
+        db.session.execute(insert(Notification), rows[start : start + 5000])
     db.session.commit()
     queue = Queue("low", connection=get_redis())
     for start in range(0, count, 5000):
         with get_redis().pipeline() as pipe:
-            queue.enqueue_many([Queue.prepare_data("jobs.delivery.route_notification", (nid,), timeout=300)
-                                for nid in ids[start:start + 5000]], pipeline=pipe)
+            queue.enqueue_many(
+                [
+                    Queue.prepare_data("jobs.delivery.route_notification", (nid,), timeout=300)
+                    for nid in ids[start : start + 5000]
+                ],
+                pipeline=pipe,
+            )
             pipe.execute()
 
 
@@ -87,14 +119,25 @@ def latency_benchmark(bench_env, backlog: int, samples: int) -> dict:
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     latencies: dict[str, list[float]] = {"normal": [], "high": []}
-    with gunicorn(bench_env, workers=1) as base, workers(bench_env, [["critical", "high"], ["critical", "high", "normal", "low"]]):
+    with (
+        gunicorn(bench_env, workers=1) as base,
+        workers(bench_env, [["critical", "high"], ["critical", "high", "normal", "low"]]),
+    ):
         client = httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30)
         for n in range(samples):
             priority = "high" if n % 2 else "normal"
             started = time.perf_counter()
-            response = client.post(f"{base}/v1/notifications", json={
-                "user_id": "vip", "type": "transactional", "priority": priority, "title": "Code", "body": f"{n:06d}",
-                "channels": ["in_app"]})
+            response = client.post(
+                f"{base}/v1/notifications",
+                json={
+                    "user_id": "vip",
+                    "type": "transactional",
+                    "priority": priority,
+                    "title": "Code",
+                    "body": f"{n:06d}",
+                    "channels": ["in_app"],
+                },
+            )
             notification_id = response.json()["id"]
             while notification_id not in received and time.perf_counter() - started < 10:
                 time.sleep(0.001)
@@ -107,8 +150,10 @@ def latency_benchmark(bench_env, backlog: int, samples: int) -> dict:
     pubsub.close()
     assert remaining > 0, "the low-priority backlog drained before the measurement ended; raise the backlog"
     for priority, values in latencies.items():
-        print(f"\n[bench] transactional {priority} POST->in-app event on {backend()} with {backlog} low queued "
-              f"({remaining} still queued at the end): {summary(values)} ({machine()})")
+        print(
+            f"\n[bench] transactional {priority} POST->in-app event on {backend()} with {backlog} low queued "
+            f"({remaining} still queued at the end): {summary(values)} ({machine()})"
+        )
     return latencies
 
 

@@ -5,6 +5,7 @@ smoke size. 5% are below their threshold. Printed: the bare eligibility SQL alon
 (the evaluation) and a second pass that finds everyone claimed, the send pass (notifications + in-app + push
 jobs handed over) and the push dispatch to a local fake provider over HTTP.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,12 +31,38 @@ from tests.bench.harness import machine
 from tests.conftest import free_port, wait_for_port
 from tests.integration.test_rules import make_rule
 
-ZONES = ["Pacific/Pago_Pago", "Pacific/Honolulu", "America/Anchorage", "America/Los_Angeles", "America/Denver",
-         "America/Chicago", "America/New_York", "America/Halifax", "America/St_Johns", "America/Sao_Paulo",
-         "Atlantic/South_Georgia", "Atlantic/Azores", "Europe/Lisbon", "Europe/Paris", "Europe/Athens",
-         "Europe/Moscow", "Asia/Tehran", "Asia/Dubai", "Asia/Kabul", "Asia/Karachi", "Asia/Kolkata",
-         "Asia/Kathmandu", "Asia/Dhaka", "Asia/Bangkok", "Asia/Singapore", "Asia/Tokyo", "Australia/Adelaide",
-         "Australia/Sydney", "Pacific/Auckland", "Pacific/Kiritimati"]
+ZONES = [
+    "Pacific/Pago_Pago",
+    "Pacific/Honolulu",
+    "America/Anchorage",
+    "America/Los_Angeles",
+    "America/Denver",
+    "America/Chicago",
+    "America/New_York",
+    "America/Halifax",
+    "America/St_Johns",
+    "America/Sao_Paulo",
+    "Atlantic/South_Georgia",
+    "Atlantic/Azores",
+    "Europe/Lisbon",
+    "Europe/Paris",
+    "Europe/Athens",
+    "Europe/Moscow",
+    "Asia/Tehran",
+    "Asia/Dubai",
+    "Asia/Kabul",
+    "Asia/Karachi",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Asia/Dhaka",
+    "Asia/Bangkok",
+    "Asia/Singapore",
+    "Asia/Tokyo",
+    "Australia/Adelaide",
+    "Australia/Sydney",
+    "Pacific/Auckland",
+    "Pacific/Kiritimati",
+]
 
 FAKE_PROVIDER = """
 import asyncio, sys
@@ -69,8 +96,11 @@ class FakePush(MobilePush):
 
     def send(self, message):
         for device in message.devices:
-            response = self.client.post(self.url, content=json.dumps({"token": device.token, "title": message.content.get("title")}),
-                                        headers={"Idempotency-Key": message.idempotency_key})
+            response = self.client.post(
+                self.url,
+                content=json.dumps({"token": device.token, "title": message.content.get("title")}),
+                headers={"Idempotency-Key": message.idempotency_key},
+            )
             response.raise_for_status()
         return Result(Outcome.DISPATCHED, "fake-push", "1")
 
@@ -82,27 +112,37 @@ def seed(count: int) -> None:
     """Set-based: 1 in 20 below threshold (and with an Android device), zones round-robin."""
     zones = ", ".join(f"'{z}'" for z in ZONES)
     if db.engine.dialect.name == "postgresql":
-        db.session.execute(text(f"""
+        db.session.execute(
+            text(f"""
             INSERT INTO recipients (external_id, timezone, locale, attributes, hard_stop, created_at, updated_at)
             SELECT 'b-' || g, (ARRAY[{zones}])[1 + g % 30], 'en',
                    jsonb_build_object('balance', CASE WHEN g % 20 = 0 THEN 12.5 ELSE 500 END, 'low_balance_threshold', 50),
                    false, now(), now()
-            FROM generate_series(1, :n) AS g"""), {"n": count})
-        db.session.execute(text("""
+            FROM generate_series(1, :n) AS g"""),
+            {"n": count},
+        )
+        db.session.execute(
+            text("""
             INSERT INTO devices (recipient_id, platform, token, active, last_seen_at, created_at)
-            SELECT id, 'android', 'tok-' || id, true, now(), now() FROM recipients WHERE id % 20 = 0"""))
+            SELECT id, 'android', 'tok-' || id, true, now(), now() FROM recipients WHERE id % 20 = 0""")
+        )
     else:
-        db.session.execute(text(f"""
+        db.session.execute(
+            text(f"""
             WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < :n),
                  z(i, name) AS (SELECT * FROM (VALUES {", ".join(f"({i}, '{name}')" for i, name in enumerate(ZONES))}))
             INSERT INTO recipients (external_id, timezone, locale, attributes, hard_stop, created_at, updated_at)
             SELECT 'b-' || g, (SELECT name FROM z WHERE i = g % 30), 'en',
                    json_object('balance', CASE WHEN g % 20 = 0 THEN 12.5 ELSE 500 END, 'low_balance_threshold', 50),
                    0, datetime('now'), datetime('now')
-            FROM s"""), {"n": count})
-        db.session.execute(text("""
+            FROM s"""),
+            {"n": count},
+        )
+        db.session.execute(
+            text("""
             INSERT INTO devices (recipient_id, platform, token, active, last_seen_at, created_at)
-            SELECT id, 'android', 'tok-' || id, 1, datetime('now'), datetime('now') FROM recipients WHERE id % 20 = 0"""))
+            SELECT id, 'android', 'tok-' || id, 1, datetime('now'), datetime('now') FROM recipients WHERE id % 20 = 0""")
+        )
     db.session.commit()
     with db.engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
@@ -150,21 +190,37 @@ def rules_benchmark(count: int, run_jobs, monkeypatch) -> dict:
         run_jobs()
         dispatch_seconds = time.perf_counter() - started
         db.session.expire_all()
-        pushed = db.session.scalar(select(func.count()).select_from(Delivery).where(Delivery.channel == "push", Delivery.status == "DISPATCHED"))
+        pushed = db.session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.channel == "push", Delivery.status == "DISPATCHED")
+        )
         assert pushed == eligible
     finally:
         provider.terminate()
         provider.wait(10)
     zones_in_window = sum(len(t.zones) for t in the_plan.targets)
-    print(f"\n[bench] rules on {backend}: {count:,} recipients in 30 zones (seeded in {seeded:.1f} s), "
-          f"{zones_in_window} zones inside 09-19 at {now:%H:%M} UTC, {eligible:,} eligible ({machine()})")
-    print(f"[bench]   distinct zones + plan {zones_seconds * 1000:.0f} ms; bare eligibility SQL (floor) {floor:.2f} s; "
-          f"evaluation pass (select + claim) {evaluation:.2f} s; the next pass, all claimed {again:.2f} s")
-    print(f"[bench]   send pass (notifications + in-app + push jobs) {send_seconds:.2f} s = {eligible / send_seconds:,.0f}/s"
-          f"; push dispatch to fake provider {dispatch_seconds:.2f} s = {eligible / dispatch_seconds:,.0f}/s")
+    print(
+        f"\n[bench] rules on {backend}: {count:,} recipients in 30 zones (seeded in {seeded:.1f} s), "
+        f"{zones_in_window} zones inside 09-19 at {now:%H:%M} UTC, {eligible:,} eligible ({machine()})"
+    )
+    print(
+        f"[bench]   distinct zones + plan {zones_seconds * 1000:.0f} ms; bare eligibility SQL (floor) {floor:.2f} s; "
+        f"evaluation pass (select + claim) {evaluation:.2f} s; the next pass, all claimed {again:.2f} s"
+    )
+    print(
+        f"[bench]   send pass (notifications + in-app + push jobs) {send_seconds:.2f} s = {eligible / send_seconds:,.0f}/s"
+        f"; push dispatch to fake provider {dispatch_seconds:.2f} s = {eligible / dispatch_seconds:,.0f}/s"
+    )
     assert db.session.scalar(select(func.count()).select_from(RuleSend)) == eligible
-    return {"eligible": eligible, "evaluation": evaluation, "again": again, "floor": floor, "send": send_seconds,
-            "dispatch": dispatch_seconds}
+    return {
+        "eligible": eligible,
+        "evaluation": evaluation,
+        "again": again,
+        "floor": floor,
+        "send": send_seconds,
+        "dispatch": dispatch_seconds,
+    }
 
 
 def test_rules_evaluation_smoke(app, run_jobs, monkeypatch):
@@ -175,6 +231,9 @@ def test_rules_evaluation_smoke(app, run_jobs, monkeypatch):
 @pytest.mark.timeout(3600)
 def test_rules_evaluation_full(app, run_jobs, monkeypatch):
     # HERALD_BENCH_RULES_SIZE runs a smaller full benchmark when the machine is busy.
-    count = int(os.environ.get("HERALD_BENCH_RULES_SIZE") or (8_000_000 if db.engine.dialect.name == "postgresql" else 1_000_000))
+    count = int(
+        os.environ.get("HERALD_BENCH_RULES_SIZE")
+        or (8_000_000 if db.engine.dialect.name == "postgresql" else 1_000_000)
+    )
     result = rules_benchmark(count, run_jobs, monkeypatch)
     assert result["evaluation"] < 60 or db.engine.dialect.name != "postgresql"

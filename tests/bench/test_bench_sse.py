@@ -7,6 +7,7 @@ each client records when its event arrived. Reported: delivery latency
 p50/p99 and Redis connections while the streams are held. `make bench` runs
 5,000 clients; the default run keeps a smoke size.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -50,9 +51,30 @@ def gevent_server(env: dict, app_path: str, clients: int):
     """One gunicorn gevent worker; it inherits this process's raised RLIMIT_NOFILE."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", str(clients + 200),
-         "--backlog", "4096", "--graceful-timeout", "1", "-b", f"127.0.0.1:{port}", "--log-level", "warning", app_path],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gevent",
+            "-w",
+            "1",
+            "--worker-connections",
+            str(clients + 200),
+            "--backlog",
+            "4096",
+            "--graceful-timeout",
+            "1",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            app_path,
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port, process=process)
@@ -163,13 +185,17 @@ def hub_subscriptions(name: str) -> int:
 
 def herald_bench(env: dict, clients: int) -> dict:
     app = current_app._get_current_object()
-    db.session.execute(insert(Recipient), [{"external_id": f"sse-{n}", "locale": "en", "attributes": {}} for n in range(clients)])
+    db.session.execute(
+        insert(Recipient), [{"external_id": f"sse-{n}", "locale": "en", "attributes": {}} for n in range(clients)]
+    )
     db.session.commit()
     ids = [r for (r,) in db.session.execute(db.select(Recipient.id).order_by(Recipient.id))]
     serializer = app.session_interface.get_signing_serializer(app)
     requests = [
-        (f"GET /inbox/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nCookie: session="
-         f"{serializer.dumps({'inbox_recipient_id': rid, 'inbox_external_id': f'sse-{n}'})}\r\n\r\n").encode()
+        (
+            f"GET /inbox/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nCookie: session="
+            f"{serializer.dumps({'inbox_recipient_id': rid, 'inbox_external_id': f'sse-{n}'})}\r\n\r\n"
+        ).encode()
         for n, rid in enumerate(ids)
     ]
     redis_conn = get_redis()
@@ -195,14 +221,16 @@ def herald_bench(env: dict, clients: int) -> dict:
 
 def flask_sse_bench(env: dict, clients: int) -> dict:
     channels = [key("bench-flask-sse", n) for n in range(clients)]
-    requests = [f"GET /stream?channel={c} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
-                for c in channels]
+    requests = [
+        f"GET /stream?channel={c} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
+        for c in channels
+    ]
     redis_conn = get_redis()
 
     def subscribed():
         counted = 0
         for start in range(0, clients, 1000):
-            counted += sum(n for _c, n in redis_conn.pubsub_numsub(*channels[start:start + 1000]))
+            counted += sum(n for _c, n in redis_conn.pubsub_numsub(*channels[start : start + 1000]))
         return counted >= clients
 
     def publish_all():
@@ -224,9 +252,11 @@ def sse_benchmark(bench_env: dict, clients: int) -> dict:
     for name, result in results.items():
         load = result["load"]
         extra = f", hub subscriptions {result['hub_connections']}" if "hub_connections" in result else ""
-        print(f"\n[bench] SSE fan-out, {name}, 1 gevent web process: {load.opened}/{clients} streams held, "
-              f"{len(load.arrivals)} events received, {load.failed} failed; publish->browser {summary(load.arrivals or [0.0])}; "
-              f"Redis connections of the web process while held: {result['redis_connections']}{extra} ({machine()})")
+        print(
+            f"\n[bench] SSE fan-out, {name}, 1 gevent web process: {load.opened}/{clients} streams held, "
+            f"{len(load.arrivals)} events received, {load.failed} failed; publish->browser {summary(load.arrivals or [0.0])}; "
+            f"Redis connections of the web process while held: {result['redis_connections']}{extra} ({machine()})"
+        )
     return results
 
 

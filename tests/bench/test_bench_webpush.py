@@ -9,6 +9,7 @@ through ``app.pipeline.sending.send_messages`` with the adapter's ``concurrent_s
 requests in flight, exactly as a campaign or rule batch sends.
 `make bench` runs 10,000 subscriptions per mode; the default run a smoke size.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,11 @@ from tests.peers.webpush import Subscription
 
 def receiver():
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tests.peers.webpush", str(port)], cwd=PROJECT_ROOT,
-                               env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.peers.webpush", str(port)],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
     wait_for_port(port, process=process)
     return process, f"http://127.0.0.1:{port}"
 
@@ -41,11 +45,22 @@ def messages(base: str, count: int) -> list[Message]:
     for n in range(count):
         keys = Subscription(f"{base}/push/{n}").to_json()["keys"]
         device = DeviceTarget(n, "web", f"{base}/push/{n}", keys["p256dh"], keys["auth"])
-        result.append(Message(delivery_id=n, recipient_id=n, notification_id=f"n{n}", channel="web_push",
-                              idempotency_key=f"herald-n{n}-web_push", recipient_external_id=f"user-{n}",
-                              notification_type="marketing", category="promotions", priority="normal",
-                              content={"title": "Spring sale", "body": f"Up to 50% off, subscriber {n}"},
-                              data={"url": "https://shop.example/sale"}, devices=(device,)))
+        result.append(
+            Message(
+                delivery_id=n,
+                recipient_id=n,
+                notification_id=f"n{n}",
+                channel="web_push",
+                idempotency_key=f"herald-n{n}-web_push",
+                recipient_external_id=f"user-{n}",
+                notification_type="marketing",
+                category="promotions",
+                priority="normal",
+                content={"title": "Spring sale", "body": f"Up to 50% off, subscriber {n}"},
+                data={"url": "https://shop.example/sale"},
+                devices=(device,),
+            )
+        )
     return result
 
 
@@ -89,11 +104,17 @@ def webpush_benchmark(app, count: int) -> dict:
         process.terminate()
         process.wait(10)
         app.config["WEB_PUSH_PRIVATE_HOSTS"] = frozenset()
-    print(f"\n[bench] web push, one worker, {count} subscriptions: pooled client {pooled_rate:.0f} sends/s "
-          f"over {pooled_connections} connection(s); new connection per message {fresh_rate:.0f} sends/s "
-          f"over {fresh_connections} connections ({pooled_rate / fresh_rate:.2f}x) ({machine()})")
-    return {"pooled": pooled_rate, "fresh": fresh_rate, "pooled_connections": pooled_connections,
-            "fresh_connections": fresh_connections}
+    print(
+        f"\n[bench] web push, one worker, {count} subscriptions: pooled client {pooled_rate:.0f} sends/s "
+        f"over {pooled_connections} connection(s); new connection per message {fresh_rate:.0f} sends/s "
+        f"over {fresh_connections} connections ({pooled_rate / fresh_rate:.2f}x) ({machine()})"
+    )
+    return {
+        "pooled": pooled_rate,
+        "fresh": fresh_rate,
+        "pooled_connections": pooled_connections,
+        "fresh_connections": fresh_connections,
+    }
 
 
 def test_webpush_throughput_smoke(app):

@@ -5,6 +5,7 @@ key, the singles with 16 keep-alive connections in flight (the accept benchmark'
 calls two at a time. What is compared is the wall time per accepted notification; the aim (issue 17) is bulk
 at least 5× faster at full size. `make bench` runs 10,000; the default run a smoke size.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -22,8 +23,15 @@ USERS = 50
 
 
 def item(n: int) -> dict:
-    return {"user_id": f"bulk-user-{n % USERS}", "type": "transactional", "category": "receipts", "title": "Receipt",
-            "body": f"Order {n}", "channels": ["in_app", "email"], "idempotency_key": f"bench-{uuid.uuid4().hex}"}
+    return {
+        "user_id": f"bulk-user-{n % USERS}",
+        "type": "transactional",
+        "category": "receipts",
+        "title": "Receipt",
+        "body": f"Order {n}",
+        "channels": ["in_app", "email"],
+        "idempotency_key": f"bench-{uuid.uuid4().hex}",
+    }
 
 
 def bulk_benchmark(bench_env, count: int) -> dict:
@@ -46,9 +54,11 @@ def bulk_benchmark(bench_env, count: int) -> dict:
     assert stored == accepted + count + 150
     result = {"single_per_s": accepted / single_s, "bulk_per_s": count / bulk_s}
     result["ratio"] = result["bulk_per_s"] / result["single_per_s"]
-    print(f"\n[bench] {count} notifications on {db.engine.dialect.name}: single POSTs {result['single_per_s']:,.0f}/s "
-          f"({single_s:.1f} s), bulk calls of 1,000 {result['bulk_per_s']:,.0f}/s ({bulk_s:.2f} s, "
-          f"{max(bulk_lat) * 1000:.0f} ms the slowest call): {result['ratio']:.1f}× per notification ({machine()})")
+    print(
+        f"\n[bench] {count} notifications on {db.engine.dialect.name}: single POSTs {result['single_per_s']:,.0f}/s "
+        f"({single_s:.1f} s), bulk calls of 1,000 {result['bulk_per_s']:,.0f}/s ({bulk_s:.2f} s, "
+        f"{max(bulk_lat) * 1000:.0f} ms the slowest call): {result['ratio']:.1f}× per notification ({machine()})"
+    )
     return result
 
 

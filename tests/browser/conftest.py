@@ -1,4 +1,5 @@
 """Browser tests drive Debian's Chromium against the gunicorn live server."""
+
 import pytest
 
 
@@ -6,12 +7,18 @@ import pytest
 def browser_type_launch_args(browser_type_launch_args):
     # Playwright cannot download its own browsers here; without the
     # background-networking flags Chromium floods the closed network.
-    return {**browser_type_launch_args,
-            "executable_path": "/usr/bin/chromium",
-            "args": ["--no-sandbox", "--disable-gpu",
-                     "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync",
-                     "--no-first-run"]}
+    return {
+        **browser_type_launch_args,
+        "executable_path": "/usr/bin/chromium",
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    }
 
 
 @pytest.fixture(scope="session")

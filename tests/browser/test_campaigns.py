@@ -1,4 +1,5 @@
 """Campaigns in a real browser: compose, test-send, launch, watch live progress, pause, resume, cancel."""
+
 from __future__ import annotations
 
 import re
@@ -26,10 +27,22 @@ def marketer(app):
 def seed(app, count: int) -> None:
     with app.app_context():
         now = utcnow()
-        db.session.execute(insert(Recipient), [
-            {"external_id": f"b{n}", "email": None, "timezone": "Europe/Lisbon", "locale": "en",
-             "attributes": {"plan": "pro" if n % 2 else "free"}, "hard_stop": False, "created_at": now, "updated_at": now}
-            for n in range(count)])
+        db.session.execute(
+            insert(Recipient),
+            [
+                {
+                    "external_id": f"b{n}",
+                    "email": None,
+                    "timezone": "Europe/Lisbon",
+                    "locale": "en",
+                    "attributes": {"plan": "pro" if n % 2 else "free"},
+                    "hard_stop": False,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for n in range(count)
+            ],
+        )
         db.session.commit()
 
 
@@ -52,11 +65,17 @@ def compose(page: Page, name: str, audience: str, channels: list[str]) -> None:
     page.get_by_role("button", name="Save draft").click()
 
 
-def test_marketer_composes_test_sends_launches_and_watches_progress_live(app, live_server, marketer, run_jobs, page: Page):
+def test_marketer_composes_test_sends_launches_and_watches_progress_live(
+    app, live_server, marketer, run_jobs, page: Page
+):
     seed(app, 6)
     with app.app_context():
-        make_template("spring", type="marketing", category="promo",
-                      variants={"en": {"in_app": {"title": "Spring is here", "body": "New colours"}}})
+        make_template(
+            "spring",
+            type="marketing",
+            category="promo",
+            variants={"en": {"in_app": {"title": "Spring is here", "body": "New colours"}}},
+        )
     sign_in(page)
 
     compose(page, "Spring launch", '{"all": [{"field": "attributes.plan", "op": "=", "value": "pro"}]}', ["In-app"])
@@ -100,8 +119,12 @@ def test_marketer_composes_test_sends_launches_and_watches_progress_live(app, li
 
 def test_campaign_that_cannot_launch_says_why(app, live_server, marketer, page: Page):
     with app.app_context():
-        make_template("spring", type="marketing", category="promo",
-                      variants={"en": {"in_app": {"title": "Spring", "body": "New colours"}}})
+        make_template(
+            "spring",
+            type="marketing",
+            category="promo",
+            variants={"en": {"in_app": {"title": "Spring", "body": "New colours"}}},
+        )
     sign_in(page)
 
     compose(page, "Nobody", '{"all": [{"field": "attributes.plan", "op": "=", "value": "gold"}]}', ["In-app"])
@@ -112,8 +135,12 @@ def test_campaign_that_cannot_launch_says_why(app, live_server, marketer, page: 
 
 def test_bad_filter_and_channel_errors_show_next_to_their_fields(app, live_server, marketer, page: Page):
     with app.app_context():
-        make_template("spring", type="marketing", category="promo",
-                      variants={"en": {"in_app": {"title": "Spring", "body": "New colours"}}})
+        make_template(
+            "spring",
+            type="marketing",
+            category="promo",
+            variants={"en": {"in_app": {"title": "Spring", "body": "New colours"}}},
+        )
     sign_in(page)
 
     compose(page, "Broken", '{"all": [{"field": "attributes.plan", "op": "~"}]}', ["In-app", "SMS"])
@@ -126,8 +153,12 @@ def test_bad_filter_and_channel_errors_show_next_to_their_fields(app, live_serve
 def test_pause_resume_and_cancel_from_the_campaign_page(app, live_server, marketer, run_jobs, page: Page):
     seed(app, 4)
     with app.app_context():
-        make_template("spring", type="marketing", category="promo",
-                      variants={"en": {"in_app": {"title": "Spring", "body": "New colours"}}})
+        make_template(
+            "spring",
+            type="marketing",
+            category="promo",
+            variants={"en": {"in_app": {"title": "Spring", "body": "New colours"}}},
+        )
     sign_in(page)
     compose(page, "Stop and go", '{"all": []}', ["In-app"])
     page.get_by_role("button", name="Launch").click()
@@ -159,18 +190,35 @@ def test_pause_resume_and_cancel_from_the_campaign_page(app, live_server, market
 
 
 def test_campaign_page_shows_failures_by_error_code_and_its_badge_and_buttons_change_live_when_it_finishes(
-        app, live_server, marketer, run_jobs, page: Page):
+    app, live_server, marketer, run_jobs, page: Page
+):
     with app.app_context():
         now = utcnow()
         # The launch check renders for a sample of the audience (the first 50 and the first of each locale);
         # the five without a plan come after it, so the campaign launches and their messages fail.
-        db.session.execute(insert(Recipient), [
-            {"external_id": f"p{n:02d}", "email": None, "timezone": "Europe/Lisbon", "locale": "en",
-             "attributes": {"plan": "pro"} if n < 55 else {}, "hard_stop": False, "created_at": now, "updated_at": now}
-            for n in range(60)])
+        db.session.execute(
+            insert(Recipient),
+            [
+                {
+                    "external_id": f"p{n:02d}",
+                    "email": None,
+                    "timezone": "Europe/Lisbon",
+                    "locale": "en",
+                    "attributes": {"plan": "pro"} if n < 55 else {},
+                    "hard_stop": False,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for n in range(60)
+            ],
+        )
         db.session.commit()
-        make_template("spring", type="marketing", category="promo",
-                      variants={"en": {"in_app": {"title": "Spring", "body": "Your {{ recipient.attributes.plan }} plan"}}})
+        make_template(
+            "spring",
+            type="marketing",
+            category="promo",
+            variants={"en": {"in_app": {"title": "Spring", "body": "Your {{ recipient.attributes.plan }} plan"}}},
+        )
     sign_in(page)
     compose(page, "Plans", '{"all": []}', ["In-app"])
     page.get_by_role("button", name="Launch").click()
@@ -200,8 +248,12 @@ def test_campaign_page_shows_failures_by_error_code_and_its_badge_and_buttons_ch
 def test_launch_is_refused_when_the_template_fails_for_someone_in_the_audience(app, live_server, marketer, page: Page):
     seed(app, 2)
     with app.app_context():
-        make_template("spring", type="marketing", category="promo",
-                      variants={"en": {"in_app": {"title": "Spring", "body": "Hi {{ recipient.external_id }}"}}})
+        make_template(
+            "spring",
+            type="marketing",
+            category="promo",
+            variants={"en": {"in_app": {"title": "Spring", "body": "Hi {{ recipient.external_id }}"}}},
+        )
     sign_in(page)
     compose(page, "Typo", '{"all": []}', ["In-app"])
     page.get_by_role("button", name="Launch").click()

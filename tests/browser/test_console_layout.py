@@ -6,6 +6,7 @@ box sticks out to the right of its parent's or of the viewport. Scroll container
 text scrolls inside them) are not counted as overflowing, and what is inside them is not compared with the
 page: the container scrolls it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -88,47 +89,100 @@ def _seed_console(app, run_jobs) -> dict:
         edited["en"]["email"]["subject"] = "Your week at a glance: payments, transfers, savings goals and card spending"
         digest.versions.append(TemplateVersion(version=2, variants=edited, created_by=admin.id))
         digest.current_version = 2
-        tree = {"all": [{"field": "locale", "op": "=", "value": "en"},
-                        {"field": "attributes.balance", "op": "<", "field_value": "attributes.low_balance_threshold"},
-                        {"any": [{"field": "timezone", "op": "in", "value": ["Europe/Lisbon", "Europe/London"]},
-                                 {"field": "last_seen_at", "op": "within_days", "value": 30}]}]}
+        tree = {
+            "all": [
+                {"field": "locale", "op": "=", "value": "en"},
+                {"field": "attributes.balance", "op": "<", "field_value": "attributes.low_balance_threshold"},
+                {
+                    "any": [
+                        {"field": "timezone", "op": "in", "value": ["Europe/Lisbon", "Europe/London"]},
+                        {"field": "last_seen_at", "op": "within_days", "value": 30},
+                    ]
+                },
+            ]
+        }
         audience = save_audience(None, "Low balance, English speakers in Lisbon or London, seen lately", tree, admin)
         fields = campaigns.CampaignFields(
-            name="Weekly digest for every English speaker", template_id=digest.id,
-            audience_filter={"all": [{"field": "locale", "op": "=", "value": "en"}]}, audience_name=None,
-            channels=["in_app"], schedule="now", send_at=None, local_time=None, throttle_per_minute=None, ends_at=None)
+            name="Weekly digest for every English speaker",
+            template_id=digest.id,
+            audience_filter={"all": [{"field": "locale", "op": "=", "value": "en"}]},
+            audience_name=None,
+            channels=["in_app"],
+            schedule="now",
+            send_at=None,
+            local_time=None,
+            throttle_per_minute=None,
+            ends_at=None,
+        )
         launched = campaigns.create_campaign(fields, admin)
         assert campaigns.launch(launched, admin) == []
         fields.name = "Spring promotion for customers who opened the app in the last thirty days, second wave (EU)"
         draft = campaigns.create_campaign(fields, admin)
-        upload = FileStorage(io.BytesIO(b"user_id,email,timezone,plan\nimported-1,ana@example.com,Europe/Lisbon,pro\n"
-                                        b"imported-2,not-an-email,Mars/Olympus_Mons,free\n"),
-                             filename="customers-export-2026-11-30-marketing-team-final-v2.csv", content_type="text/csv")
+        upload = FileStorage(
+            io.BytesIO(
+                b"user_id,email,timezone,plan\nimported-1,ana@example.com,Europe/Lisbon,pro\n"
+                b"imported-2,not-an-email,Mars/Olympus_Mons,free\n"
+            ),
+            filename="customers-export-2026-11-30-marketing-team-final-v2.csv",
+            content_type="text/csv",
+        )
         upload_job = create_import(upload, admin)
-        person = make_recipient(external_id="customer-7f3c9e12-4b1a-4d2e-9c6f-0a8b7e5d4c3b",
-                                email="alexandra.konstantinopoulou-fitzgerald@subsidiary.example-holdings.co.uk",
-                                phone="+351912345678", attributes={"plan": "premium", "balance": 12.5,
-                                                                   "low_balance_threshold": 50})
+        person = make_recipient(
+            external_id="customer-7f3c9e12-4b1a-4d2e-9c6f-0a8b7e5d4c3b",
+            email="alexandra.konstantinopoulou-fitzgerald@subsidiary.example-holdings.co.uk",
+            phone="+351912345678",
+            attributes={"plan": "premium", "balance": 12.5, "low_balance_threshold": 50},
+        )
         notification = make_notification(
-            person, channels=["in_app", "email"], title="Your balance is below your threshold of 50.00 EUR",
+            person,
+            channels=["in_app", "email"],
+            title="Your balance is below your threshold of 50.00 EUR",
             body="Top up in the app to keep your card payments and scheduled transfers running without interruption.",
-            data={"account_id": "acc_0b9d6f3e7a2c4e1b8d5f", "balance": "12.50", "currency": "EUR",
-                  "deep_link": "herald-demo://accounts/acc_0b9d6f3e7a2c4e1b8d5f/top-up?source=low-balance-alert"},
-            idempotency_key="low-balance-customer-7f3c9e12-4b1a-4d2e-9c6f-0a8b7e5d4c3b-2026-11-30")
-        db.session.add(Delivery(
-            notification_id=notification.id, channel="email", status="FAILED", attempts=6, error_code="smtp_rejected",
-            last_error="550 5.1.1 <alexandra.konstantinopoulou-fitzgerald@subsidiary.example-holdings.co.uk>: "
-                       "Recipient address rejected: User unknown in virtual mailbox table",
-            dead_lettered_at=utcnow()))
-        db.session.add(Suppression(channel="email", reason="hard bounce (550 5.1.1 user unknown)",
-                                   address="alexandra.konstantinopoulou-fitzgerald@subsidiary.example-holdings.co.uk"))
+            data={
+                "account_id": "acc_0b9d6f3e7a2c4e1b8d5f",
+                "balance": "12.50",
+                "currency": "EUR",
+                "deep_link": "herald-demo://accounts/acc_0b9d6f3e7a2c4e1b8d5f/top-up?source=low-balance-alert",
+            },
+            idempotency_key="low-balance-customer-7f3c9e12-4b1a-4d2e-9c6f-0a8b7e5d4c3b-2026-11-30",
+        )
+        db.session.add(
+            Delivery(
+                notification_id=notification.id,
+                channel="email",
+                status="FAILED",
+                attempts=6,
+                error_code="smtp_rejected",
+                last_error="550 5.1.1 <alexandra.konstantinopoulou-fitzgerald@subsidiary.example-holdings.co.uk>: "
+                "Recipient address rejected: User unknown in virtual mailbox table",
+                dead_lettered_at=utcnow(),
+            )
+        )
+        db.session.add(
+            Suppression(
+                channel="email",
+                reason="hard bounce (550 5.1.1 user unknown)",
+                address="alexandra.konstantinopoulou-fitzgerald@subsidiary.example-holdings.co.uk",
+            )
+        )
         db.session.commit()
-        topic, _ = topic_store.upsert_topic("customers-in-the-spring-promotion-pilot-group-eu-west-2026",
-                                            "Customers in the spring promotion pilot group (EU West, 2026)", True)
+        topic, _ = topic_store.upsert_topic(
+            "customers-in-the-spring-promotion-pilot-group-eu-west-2026",
+            "Customers in the spring promotion pilot group (EU West, 2026)",
+            True,
+        )
         topic_store.add_subscribers(topic, [person.external_id])
-        ids = {"topic": topic.key, "audience": audience.id, "launched": launched.id, "draft": draft.id, "import": upload_job.id,
-               "template": digest.id, "rule": db.session.scalars(db.select(Rule.id)).first(),
-               "person": person.external_id, "notification": notification.id}
+        ids = {
+            "topic": topic.key,
+            "audience": audience.id,
+            "launched": launched.id,
+            "draft": draft.id,
+            "import": upload_job.id,
+            "template": digest.id,
+            "rule": db.session.scalars(db.select(Rule.id)).first(),
+            "person": person.external_id,
+            "notification": notification.id,
+        }
     run_jobs()
     with app.app_context():
         db.session.expire_all()
@@ -183,8 +237,9 @@ def sign_in(page: Page, password: str) -> None:
     expect(page.get_by_test_id("signed-in-email")).to_have_text(ADMIN_EMAIL)
 
 
-def test_every_console_page_fits_1280_1440_and_1920_px_without_horizontal_overflow(app, live_server, run_jobs,
-                                                                                      page: Page):
+def test_every_console_page_fits_1280_1440_and_1920_px_without_horizontal_overflow(
+    app, live_server, run_jobs, page: Page
+):
     seeded = _seed_console(app, run_jobs)
     sign_in(page, seeded["password"])
     found = []
@@ -203,15 +258,28 @@ def _border_is_red(locator) -> bool:
 
 
 @pytest.mark.parametrize("width", (1280, 1366, 1600, 1920))
-def test_audience_builder_keeps_its_controls_in_its_card_and_marks_only_invalid_ones(app, live_server, page: Page,
-                                                                                     width):
+def test_audience_builder_keeps_its_controls_in_its_card_and_marks_only_invalid_ones(
+    app, live_server, page: Page, width
+):
     with app.app_context():
         staff = make_staff(email="mia@example.com", password="correct horse battery", role="marketer")
         make_recipient(external_id="ana", attributes={"balance": 10, "low_balance_threshold": 50})
-        audience = save_audience(None, "Low balance in Lisbon or London", {"all": [
-            {"field": "attributes.balance", "op": "<", "field_value": "attributes.low_balance_threshold"},
-            {"any": [{"field": "timezone", "op": "in", "value": ["Europe/Lisbon", "Europe/London"]},
-                     {"field": "last_seen_at", "op": "within_days", "value": 30}]}]}, staff)
+        audience = save_audience(
+            None,
+            "Low balance in Lisbon or London",
+            {
+                "all": [
+                    {"field": "attributes.balance", "op": "<", "field_value": "attributes.low_balance_threshold"},
+                    {
+                        "any": [
+                            {"field": "timezone", "op": "in", "value": ["Europe/Lisbon", "Europe/London"]},
+                            {"field": "last_seen_at", "op": "within_days", "value": 30},
+                        ]
+                    },
+                ]
+            },
+            staff,
+        )
         audience_id = audience.id
     page.set_viewport_size({"width": width, "height": HEIGHT})
     page.goto(f"/console/audiences/{audience_id}")
@@ -221,8 +289,11 @@ def test_audience_builder_keeps_its_controls_in_its_card_and_marks_only_invalid_
 
     card = page.locator("#builder").bounding_box()
     panel = page.get_by_role("complementary", name="Who matches").bounding_box()
-    for control in [*page.locator(".condition__value").all(), *page.get_by_role("button", name="Remove").all(),
-                    page.get_by_role("button", name="Save audience")]:
+    for control in [
+        *page.locator(".condition__value").all(),
+        *page.get_by_role("button", name="Remove").all(),
+        page.get_by_role("button", name="Save audience"),
+    ]:
         box = control.bounding_box()
         assert box["x"] + box["width"] <= card["x"] + card["width"] and box["x"] + box["width"] < panel["x"], control
     assert not page.evaluate(FIND_OVERFLOW)

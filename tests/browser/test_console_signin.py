@@ -1,4 +1,5 @@
 """Signing in to the console, reading the dashboard and signing out, in a real browser."""
+
 from __future__ import annotations
 
 import re

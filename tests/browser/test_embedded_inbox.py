@@ -5,6 +5,7 @@ HERALD_EMBED_ORIGINS (another loopback port, see tests/conftest.py), and on
 127.0.0.2, which is not listed. Notifications go through the real /v1 API and
 Herald's worker (``run_jobs``); the live server streams them to the component.
 """
+
 from __future__ import annotations
 
 import html
@@ -63,7 +64,10 @@ def host_server(address: str, port: int, herald: str) -> ThreadingHTTPServer:
 def hosts(app, live_server):
     """(listed origin, unlisted origin) each serving the host page."""
     listed = app.config["EMBED_ORIGINS"][0]
-    servers = [host_server("127.0.0.1", urlsplit(listed).port, live_server), host_server("127.0.0.2", free_port(), live_server)]
+    servers = [
+        host_server("127.0.0.1", urlsplit(listed).port, live_server),
+        host_server("127.0.0.2", free_port(), live_server),
+    ]
     yield listed, f"http://127.0.0.2:{servers[1].server_address[1]}"
     for server in servers:
         server.shutdown()
@@ -83,8 +87,9 @@ def in_shadow(page: Page, testid: str):
     return page.locator("herald-inbox").get_by_test_id(testid)  # Playwright's locators pierce open shadow roots
 
 
-def test_the_component_lists_live_marks_read_archives_and_asks_the_host_for_a_new_token(app, api, run_jobs, hosts, page: Page,
-                                                                                       live_server):
+def test_the_component_lists_live_marks_read_archives_and_asks_the_host_for_a_new_token(
+    app, api, run_jobs, hosts, page: Page, live_server
+):
     make_recipient(external_id="ana")
     listed, _ = hosts
     page.goto(f"{listed}/?token={token_for(app, 'ana')}")
@@ -145,7 +150,10 @@ def test_a_page_on_an_origin_not_listed_is_refused_by_cors(app, hosts, page: Pag
     page.goto(f"{unlisted}/?token={good}")
     expect(page.locator("herald-inbox")).to_have_attribute("data-state", "error")
     expect(in_shadow(page, "herald-error")).to_have_text("Herald cannot be reached right now.")
-    outcome = page.evaluate("""async ([url, token]) => {
+    outcome = page.evaluate(
+        """async ([url, token]) => {
         try { await fetch(url, {headers: {Authorization: `Bearer ${token}`}, credentials: "omit"}); return "read"; }
-        catch (error) { return "refused"; } }""", [f"{live_server}/inbox/api/notifications", good])
+        catch (error) { return "refused"; } }""",
+        [f"{live_server}/inbox/api/notifications", good],
+    )
     assert outcome == "refused"

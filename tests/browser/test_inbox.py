@@ -4,6 +4,7 @@ Two users are two browser contexts (separate cookie jars). Notifications go
 through the real /v1 API and Herald's worker (``run_jobs``), whose in-app
 channel publishes to Redis; the live server's hub streams them to the pages.
 """
+
 from __future__ import annotations
 
 import re
@@ -51,7 +52,14 @@ def open_inbox(context: BrowserContext, app, user_id: str) -> Page:
 
 
 def send(api, user_id: str, title: str, **fields) -> str:
-    body = {"user_id": user_id, "type": "transactional", "title": title, "body": "Body", "channels": ["in_app"], **fields}
+    body = {
+        "user_id": user_id,
+        "type": "transactional",
+        "title": title,
+        "body": "Body",
+        "channels": ["in_app"],
+        **fields,
+    }
     response = api.post("/v1/notifications", json=body)
     assert response.status_code == 202, response.json
     return response.json["id"]
@@ -61,7 +69,9 @@ def headlines(page: Page):
     return page.get_by_test_id("entry-headline")
 
 
-def test_a_notification_appears_live_for_its_owner_and_never_for_anyone_else(app, live_server, users, api, run_jobs, new_context):
+def test_a_notification_appears_live_for_its_owner_and_never_for_anyone_else(
+    app, live_server, users, api, run_jobs, new_context
+):
     ana_context, bob_context = new_context(), new_context()
     ana, bob = open_inbox(ana_context, app, "ana"), open_inbox(bob_context, app, "bob")
     expect(ana.get_by_test_id("unread-count")).to_have_text("0")
@@ -97,7 +107,9 @@ def test_missed_while_disconnected_shows_after_reconnect(app, live_server, users
     expect(headlines(page)).to_have_text(["Arrived while offline"], timeout=LIVE)
 
 
-def test_reading_in_one_tab_updates_the_badge_and_list_in_the_other(app, live_server, users, api, run_jobs, new_context):
+def test_reading_in_one_tab_updates_the_badge_and_list_in_the_other(
+    app, live_server, users, api, run_jobs, new_context
+):
     context = new_context()
     send(api, "ana", "First")
     send(api, "ana", "Second")
@@ -114,7 +126,9 @@ def test_reading_in_one_tab_updates_the_badge_and_list_in_the_other(app, live_se
     expect(second_tab.locator(".inbox-entry--unread")).to_have_count(0)
 
 
-def test_a_preference_switched_off_on_the_page_suppresses_the_next_notification(app, live_server, users, api, run_jobs, page: Page):
+def test_a_preference_switched_off_on_the_page_suppresses_the_next_notification(
+    app, live_server, users, api, run_jobs, page: Page
+):
     page.goto(f"/inbox?user=ana&token={user_token(app.config['INBOX_SECRET'], 'ana')}")
     page.get_by_role("link", name="Preferences").click()
     switch = page.get_by_label("In-app: promotions")
@@ -142,7 +156,8 @@ def test_push_opt_in_explains_a_denied_permission(app, live_server, users, new_c
     page = open_inbox(context, app, "ana")
     page.get_by_role("button", name="Turn on browser notifications").click()
     expect(page.get_by_test_id("push-message")).to_have_text(
-        re.compile(r"Notifications are blocked for this site|You did not allow notifications"))
+        re.compile(r"Notifications are blocked for this site|You did not allow notifications")
+    )
     expect(page.get_by_role("button", name="Turn on browser notifications")).to_be_enabled()
 
 

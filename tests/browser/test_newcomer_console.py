@@ -1,4 +1,5 @@
 """In Chromium: a new API key survives no reload, an admin opens a user's inbox from the console, pages have an icon."""
+
 from __future__ import annotations
 
 import re
@@ -60,8 +61,10 @@ def test_admin_opens_a_users_inbox_in_a_new_tab_and_it_is_audited(app, admin_pag
     expect(inbox).to_have_url(re.compile(r"/inbox$"))
     expect(inbox.get_by_test_id("entry-headline")).to_have_text(["Your order shipped"])
     with app.app_context():
-        assert db.session.scalar(select(AuditEntry.actor).where(AuditEntry.action == "recipient.open_inbox")) \
+        assert (
+            db.session.scalar(select(AuditEntry.actor).where(AuditEntry.action == "recipient.open_inbox"))
             == "admin@example.com"
+        )
 
 
 def test_console_pages_have_an_icon(admin_page: Page):

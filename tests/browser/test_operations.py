@@ -1,4 +1,5 @@
 """Operations in a real browser: an admin retries a dead letter and it is sent again."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,8 +20,15 @@ def dead_letter(app):
     with app.app_context():
         make_staff(email="admin@example.com", password=PASSWORD, role="admin")
         notification = make_notification(make_recipient(email="ana@example.com"), channels=["email"])
-        delivery = Delivery(notification_id=notification.id, channel="email", status="FAILED", attempts=6,
-                            error_code="smtp_connection", last_error="connection refused", dead_lettered_at=utcnow())
+        delivery = Delivery(
+            notification_id=notification.id,
+            channel="email",
+            status="FAILED",
+            attempts=6,
+            error_code="smtp_connection",
+            last_error="connection refused",
+            dead_lettered_at=utcnow(),
+        )
         db.session.add(delivery)
         db.session.commit()
         return delivery.id

@@ -1,4 +1,5 @@
 """Recipients in a real browser: an admin changes an opt-out and finds it in the audit log; a marketer only reads."""
+
 from __future__ import annotations
 
 import re
@@ -30,7 +31,9 @@ def sign_in(page: Page, email: str) -> None:
     expect(page.get_by_test_id("signed-in-email")).to_have_text(email)
 
 
-def test_admin_finds_a_user_by_email_turns_off_marketing_email_and_sees_it_audited(app, live_server, people, page: Page):
+def test_admin_finds_a_user_by_email_turns_off_marketing_email_and_sees_it_audited(
+    app, live_server, people, page: Page
+):
     sign_in(page, "admin@example.com")
     page.get_by_role("link", name="Recipients").click()
     page.get_by_label("Find by user id, email or phone").press_sequentially("ana@", delay=30)

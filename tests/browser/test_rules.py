@@ -1,4 +1,5 @@
 """A marketer creates a low-balance rule in the console, sees field errors, edits it and runs a dry run."""
+
 from __future__ import annotations
 
 import re
@@ -36,7 +37,8 @@ def test_marketer_creates_edits_and_dry_runs_a_rule(app, live_server, page: Page
     expect(page.get_by_text("The window must end after it starts")).to_be_visible()
 
     page.get_by_label("Audience filter (JSON)").fill(
-        '{"all": [{"field": "attributes.balance", "op": "<", "field_value": "attributes.low_balance_threshold"}]}')
+        '{"all": [{"field": "attributes.balance", "op": "<", "field_value": "attributes.low_balance_threshold"}]}'
+    )
     # A window of the whole day, so the dry run counts everyone whatever the hour the test runs at.
     page.get_by_label("Send from (local)").fill("00:00")
     page.get_by_label("Send until (local)").fill("23:59")
@@ -60,16 +62,26 @@ def test_marketer_creates_edits_and_dry_runs_a_rule(app, live_server, page: Page
     with app.app_context():
         rule = db.session.scalar(select(Rule))
         assert (rule.every_days, rule.channels) == (2, ["in_app", "push"])
-        actions = db.session.scalars(select(AuditEntry.action).where(AuditEntry.target_type == "rule").order_by(AuditEntry.id)).all()
+        actions = db.session.scalars(
+            select(AuditEntry.action).where(AuditEntry.target_type == "rule").order_by(AuditEntry.id)
+        ).all()
         assert actions == ["rule.create", "rule.update"]
         assert db.session.scalar(select(AuditEntry.actor).where(AuditEntry.action == "rule.update")) == EMAIL
 
 
-def test_enabling_a_rule_whose_template_fails_for_its_audience_is_refused_with_the_recipient(app, live_server, page: Page):
+def test_enabling_a_rule_whose_template_fails_for_its_audience_is_refused_with_the_recipient(
+    app, live_server, page: Page
+):
     with app.app_context():
         make_staff(email=EMAIL, password=PASSWORD, role="marketer")
-        make_template(key="low_balance", name="Low balance", category="low_balance", variants={"en": {
-            "in_app": {"title": "Low", "body": "Below {{ recipient.attributes.low_balance_threshold }}"}}})
+        make_template(
+            key="low_balance",
+            name="Low balance",
+            category="low_balance",
+            variants={
+                "en": {"in_app": {"title": "Low", "body": "Below {{ recipient.attributes.low_balance_threshold }}"}}
+            },
+        )
         make_recipient(external_id="no-threshold", attributes={"balance": 10})
 
     page.goto("/console/rules/new")

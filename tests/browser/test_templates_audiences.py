@@ -1,4 +1,5 @@
 """A marketer builds a template with a live preview, versions and diffs it, and builds an audience with a live count."""
+
 from __future__ import annotations
 
 import re
@@ -25,7 +26,9 @@ def sign_in(page: Page, path: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
-def test_marketer_builds_a_template_with_live_preview_saves_two_versions_and_sees_the_diff(app, live_server, marketer, page: Page):
+def test_marketer_builds_a_template_with_live_preview_saves_two_versions_and_sees_the_diff(
+    app, live_server, marketer, page: Page
+):
     with app.app_context():
         make_recipient(external_id="ana", attributes={"balance": 12})
     sign_in(page, "/console/templates/new")
@@ -65,10 +68,18 @@ def test_marketer_builds_a_template_with_live_preview_saves_two_versions_and_see
 
 def test_marketer_builds_a_low_balance_audience_and_watches_the_count_change(app, live_server, marketer, page: Page):
     with app.app_context():
-        make_recipient(external_id="sg-low", timezone="Asia/Singapore", attributes={"balance": 5, "low_balance_threshold": 50})
-        make_recipient(external_id="lis-low", timezone="Europe/Lisbon", attributes={"balance": 10, "low_balance_threshold": 50})
-        make_recipient(external_id="ny-low", timezone="America/New_York", attributes={"balance": 1, "low_balance_threshold": 50})
-        make_recipient(external_id="sg-rich", timezone="Asia/Singapore", attributes={"balance": 500, "low_balance_threshold": 50})
+        make_recipient(
+            external_id="sg-low", timezone="Asia/Singapore", attributes={"balance": 5, "low_balance_threshold": 50}
+        )
+        make_recipient(
+            external_id="lis-low", timezone="Europe/Lisbon", attributes={"balance": 10, "low_balance_threshold": 50}
+        )
+        make_recipient(
+            external_id="ny-low", timezone="America/New_York", attributes={"balance": 1, "low_balance_threshold": 50}
+        )
+        make_recipient(
+            external_id="sg-rich", timezone="Asia/Singapore", attributes={"balance": 500, "low_balance_threshold": 50}
+        )
     sign_in(page, "/console/audiences/new")
     expect(page.get_by_test_id("audience-count")).to_have_text("4")
 
@@ -104,7 +115,9 @@ def test_marketer_builds_a_low_balance_audience_and_watches_the_count_change(app
     expect(page.get_by_test_id("audience-count")).to_have_text("2")
 
 
-def test_marketer_uploads_a_csv_and_watches_the_import_finish(app, live_server, marketer, page: Page, run_jobs, tmp_path):
+def test_marketer_uploads_a_csv_and_watches_the_import_finish(
+    app, live_server, marketer, page: Page, run_jobs, tmp_path
+):
     csv = tmp_path / "people.csv"
     csv.write_text("user_id,email,balance\nu1,u1@example.com,5\nu2,broken,7\nu3,,9\n")
     sign_in(page, "/console/audiences/import")
@@ -118,12 +131,16 @@ def test_marketer_uploads_a_csv_and_watches_the_import_finish(app, live_server, 
     expect(page.get_by_test_id("import-error-table").locator("tbody tr")).to_have_text([re.compile(r"^3\s*email")])
 
 
-def test_saving_a_template_that_fails_for_the_sample_recipient_asks_and_keeps_what_was_typed(app, live_server, marketer, page: Page):
+def test_saving_a_template_that_fails_for_the_sample_recipient_asks_and_keeps_what_was_typed(
+    app, live_server, marketer, page: Page
+):
     with app.app_context():
         make_recipient(external_id="ana", attributes={"balance": 12, "low_balance_threshold": 50})
     sign_in(page, "/console/templates/new")
     variables = page.get_by_test_id("template-variables")
-    expect(variables.get_by_test_id("variables-recipient")).to_contain_text("recipient.attributes.low_balance_threshold")
+    expect(variables.get_by_test_id("variables-recipient")).to_contain_text(
+        "recipient.attributes.low_balance_threshold"
+    )
     expect(variables.get_by_test_id("variables-notification")).to_contain_text("notification.title")
     page.get_by_label("Sample data (JSON)").fill('{"order": 7}')
     expect(variables.get_by_test_id("variables-data")).to_contain_text("data.order")

@@ -1,4 +1,5 @@
 """Topics in a real browser: staff browse them in the console; an end user leaves one from the preferences page."""
+
 from __future__ import annotations
 
 import re

@@ -1,5 +1,6 @@
 """Webhooks in a real browser: an admin adds an endpoint (its secret shown once), then watches a signed event
 arrive in Herald's own request log, and replays it."""
+
 from __future__ import annotations
 
 import pytest

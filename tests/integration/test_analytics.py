@@ -1,4 +1,5 @@
 """Analytics numbers against known seeded data (both databases), the analytics page, and /metrics."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -37,9 +38,17 @@ def seed(now: datetime) -> dict[str, Notification]:
 
     def delivery(notification, channel, status, after_seconds=None, error_code=None):
         at = notification.created_at + timedelta(seconds=after_seconds) if after_seconds is not None else None
-        db.session.add(Delivery(notification_id=notification.id, channel=channel, status=status, error_code=error_code,
-                                dispatched_at=at, delivered_at=at if status == "DELIVERED" else None,
-                                dead_lettered_at=utcnow() if status == "FAILED" else None))
+        db.session.add(
+            Delivery(
+                notification_id=notification.id,
+                channel=channel,
+                status=status,
+                error_code=error_code,
+                dispatched_at=at,
+                delivered_at=at if status == "DELIVERED" else None,
+                dead_lettered_at=utcnow() if status == "FAILED" else None,
+            )
+        )
 
     notes = {
         "n1": note("n1", now - timedelta(hours=2), read=True, clicked=True, category="promo"),
@@ -72,10 +81,18 @@ def day(now):
 
 # --- the numbers ------------------------------------------------------------------------------------
 
+
 def test_funnel_counts_each_stage_of_the_periods_notifications(app, now):
     seed(now)
-    assert analytics.funnel(day(now)) == {"accepted": 5, "routed": 4, "suppressed": 1, "dispatched": 4,
-                                          "delivered": 3, "read": 1, "clicked": 1}
+    assert analytics.funnel(day(now)) == {
+        "accepted": 5,
+        "routed": 4,
+        "suppressed": 1,
+        "dispatched": 4,
+        "delivered": 3,
+        "read": 1,
+        "clicked": 1,
+    }
     assert analytics.funnel(resolve_period("30d", now=now))["accepted"] == 6
 
 
@@ -119,15 +136,29 @@ def test_campaign_filter_narrows_every_number(app, now):
     from app.models import Campaign
 
     notes = seed(now)
-    campaign = Campaign(name="promo", template_id=make_template().id, channels=["in_app", "email"], audience_filter={"all": []}, schedule="now",
-                        status="finished", planned=1)
+    campaign = Campaign(
+        name="promo",
+        template_id=make_template().id,
+        channels=["in_app", "email"],
+        audience_filter={"all": []},
+        schedule="now",
+        status="finished",
+        planned=1,
+    )
     db.session.add(campaign)
     db.session.flush()
     notes["n1"].campaign_id = campaign.id
     db.session.commit()
     report = analytics.report(day(now), analytics.coerce_campaign(str(campaign.id)))
-    assert report.funnel == {"accepted": 1, "routed": 1, "suppressed": 0, "dispatched": 2, "delivered": 1, "read": 1,
-                             "clicked": 1}
+    assert report.funnel == {
+        "accepted": 1,
+        "routed": 1,
+        "suppressed": 0,
+        "dispatched": 2,
+        "delivered": 1,
+        "read": 1,
+        "clicked": 1,
+    }
     assert [(r.channel, r.total) for r in report.channels] == [("in_app", 1), ("email", 1)]
     assert report.failures == [] and sum(n for _, n in report.sends) == 2
     assert [row.count for row in report.latency] == [1]
@@ -141,6 +172,7 @@ def test_a_malformed_campaign_id_is_a_period_error():
 
 # --- pure parts ---------------------------------------------------------------------------------------
 
+
 def test_resolve_period_presets_and_custom_whole_days():
     now = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
     assert resolve_period("7d", now=now).start == now - timedelta(days=7)
@@ -149,8 +181,14 @@ def test_resolve_period_presets_and_custom_whole_days():
     assert (custom.start, custom.end) == (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC))
 
 
-@pytest.mark.parametrize("start,end,message", [("2026-03-02", "2026-03-01", "before"), ("x", "2026-03-01", "YYYY-MM-DD"),
-                                               ("2026-01-01", "2026-06-01", "at most")])
+@pytest.mark.parametrize(
+    "start,end,message",
+    [
+        ("2026-03-02", "2026-03-01", "before"),
+        ("x", "2026-03-01", "YYYY-MM-DD"),
+        ("2026-01-01", "2026-06-01", "at most"),
+    ],
+)
 def test_resolve_period_rejects_bad_custom_ranges(start, end, message):
     with pytest.raises(PeriodError, match=message):
         resolve_period("custom", start, end)
@@ -181,6 +219,7 @@ def test_bar_chart_scales_bars_to_the_peak_and_labels_ticks():
 
 # --- the page -----------------------------------------------------------------------------------------
 
+
 def sign_in(client, role):
     make_staff(email=f"{role}@example.com", password=PASSWORD, role=role)
     client.post("/console/login", data={"email": f"{role}@example.com", "password": PASSWORD})
@@ -195,7 +234,7 @@ def test_analytics_page_shows_the_numbers_and_an_svg_chart(client, now, role):
     assert 'data-testid="rate-email">33.3%<' in html
     assert 'data-testid="failures-email-smtp_550">1<' in html
     assert 'data-testid="latency-normal-p50">3.0 s<' in html
-    assert '<svg' in html and 'class="chart__bar"' in html and "<script" not in html.split("<body>")[1]
+    assert "<svg" in html and 'class="chart__bar"' in html and "<script" not in html.split("<body>")[1]
 
 
 def test_analytics_page_explains_a_bad_custom_period_instead_of_failing(client):
@@ -212,9 +251,13 @@ def test_analytics_page_needs_a_sign_in(client):
 
 # --- /metrics ------------------------------------------------------------------------------------------
 
+
 def samples(text: str) -> dict[tuple, float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_metrics_are_prometheus_text_with_counts_from_the_database_and_redis(client, now):
@@ -252,10 +295,13 @@ def test_metrics_token_is_read_from_the_environment():
 
 # --- in-app latency from real deliveries --------------------------------------------------------------
 
+
 def delivered_in_app_seconds() -> list[float]:
-    rows = db.session.execute(select(Notification.created_at, Delivery.delivered_at)
-                              .join(Delivery, Delivery.notification_id == Notification.id)
-                              .where(Delivery.channel == "in_app", Delivery.status == "DELIVERED")).all()
+    rows = db.session.execute(
+        select(Notification.created_at, Delivery.delivered_at)
+        .join(Delivery, Delivery.notification_id == Notification.id)
+        .where(Delivery.channel == "in_app", Delivery.status == "DELIVERED")
+    ).all()
     return sorted((delivered - created).total_seconds() for created, delivered in rows)
 
 
@@ -263,9 +309,17 @@ def test_in_app_latency_is_the_real_time_from_accept_to_the_inbox_row_for_api_no
     for n in range(3):
         make_recipient(external_id=f"lat-{n}")
     for n in range(3):
-        response = api.post("/v1/notifications", json={"user_id": f"lat-{n}", "type": "transactional",
-                                                        "category": "general", "title": "t", "body": "b",
-                                                        "channels": ["in_app"]})
+        response = api.post(
+            "/v1/notifications",
+            json={
+                "user_id": f"lat-{n}",
+                "type": "transactional",
+                "category": "general",
+                "title": "t",
+                "body": "b",
+                "channels": ["in_app"],
+            },
+        )
         assert response.status_code == 202
     run_jobs()
 
@@ -279,13 +333,29 @@ def test_in_app_latency_is_the_real_time_from_accept_to_the_inbox_row_for_api_no
 
 def test_in_app_latency_of_a_campaign_counts_from_the_notifications_creation(app, run_jobs):
     staff = make_staff()
-    template = make_template("latency", type="marketing", category="promo",
-                             variants={"en": {"in_app": {"title": "Hi {{ recipient.id }}", "body": "Sale"}}})
+    template = make_template(
+        "latency",
+        type="marketing",
+        category="promo",
+        variants={"en": {"in_app": {"title": "Hi {{ recipient.id }}", "body": "Sale"}}},
+    )
     for n in range(4):
         make_recipient(external_id=f"lat-{n}")
-    campaign = store.create_campaign(store.CampaignFields(
-        name="Latency", template_id=template.id, audience_filter={"all": []}, audience_name=None, channels=["in_app"],
-        schedule="now", send_at=None, local_time=None, throttle_per_minute=None, ends_at=None), staff)
+    campaign = store.create_campaign(
+        store.CampaignFields(
+            name="Latency",
+            template_id=template.id,
+            audience_filter={"all": []},
+            audience_name=None,
+            channels=["in_app"],
+            schedule="now",
+            send_at=None,
+            local_time=None,
+            throttle_per_minute=None,
+            ends_at=None,
+        ),
+        staff,
+    )
     assert store.launch(campaign, staff) == []
     run_jobs()
 
@@ -298,9 +368,20 @@ def test_in_app_latency_of_a_campaign_counts_from_the_notifications_creation(app
 def test_in_app_latency_of_a_daily_rule_is_not_zero(app):
     make_template("low", category="low_balance", variants={"en": {"in_app": {"title": "Low", "body": "Top up"}}})
     make_recipient(external_id="low-1", timezone="UTC", attributes={"balance": 1, "low_balance_threshold": 5})
-    rule = Rule(name="Low", audience={"all": []}, type="transactional", category="low_balance", priority="normal",
-                template_key="low", channels=["in_app"], window_start=clock(0), window_end=clock(23, 59),
-                every_days=1, no_timezone_policy="utc", enabled=True)
+    rule = Rule(
+        name="Low",
+        audience={"all": []},
+        type="transactional",
+        category="low_balance",
+        priority="normal",
+        template_key="low",
+        channels=["in_app"],
+        window_start=clock(0),
+        window_end=clock(23, 59),
+        every_days=1,
+        no_timezone_policy="utc",
+        enabled=True,
+    )
     db.session.add(rule)
     db.session.commit()
     assert evaluate_rule(rule, utcnow()).sent == 1

@@ -1,4 +1,5 @@
 """The /v1 API against the real database and Redis, jobs run by Herald's worker."""
+
 from datetime import UTC, datetime, time, timedelta
 
 from sqlalchemy import func, select
@@ -15,7 +16,10 @@ def send(api, **fields):
 
 
 def statuses(api, notification_id):
-    return {d["channel"]: (d["status"], d["reason"]) for d in api.get(f"/v1/notifications/{notification_id}").json["deliveries"]}
+    return {
+        d["channel"]: (d["status"], d["reason"])
+        for d in api.get(f"/v1/notifications/{notification_id}").json["deliveries"]
+    }
 
 
 def test_missing_or_unknown_key_is_401(client, api_key):
@@ -26,7 +30,9 @@ def test_missing_or_unknown_key_is_401(client, api_key):
 
 
 def test_put_user_creates_then_updates_only_given_fields(api):
-    created = api.put("/v1/users/ana", json={"email": "ana@example.com", "timezone": "Asia/Singapore", "attributes": {"plan": "pro"}})
+    created = api.put(
+        "/v1/users/ana", json={"email": "ana@example.com", "timezone": "Asia/Singapore", "attributes": {"plan": "pro"}}
+    )
     assert created.status_code == 201
     updated = api.put("/v1/users/ana", json={"locale": "pt-BR", "quiet_hours": {"start": "22:00", "end": "07:00"}})
     assert updated.status_code == 200
@@ -35,7 +41,10 @@ def test_put_user_creates_then_updates_only_given_fields(api):
 
 
 def test_bad_fields_are_400_with_each_field_named(api):
-    response = api.put("/v1/users/ana", json={"phone": "555-1234", "timezone": "Mars/Base", "quiet_hours": {"start": "25:00", "end": "07:00"}})
+    response = api.put(
+        "/v1/users/ana",
+        json={"phone": "555-1234", "timezone": "Mars/Base", "quiet_hours": {"start": "25:00", "end": "07:00"}},
+    )
     assert response.status_code == 400
     assert {f["field"] for f in response.json["error"]["fields"]} == {"phone", "timezone", "quiet_hours.start"}
 
@@ -75,8 +84,11 @@ def test_in_app_notification_reaches_the_inbox_with_events(api, run_jobs):
 def test_same_key_same_body_answers_the_same_and_sends_once(api, run_jobs):
     make_recipient(external_id="ana")
     first = send(api, idempotency_key="order-1")
-    second = api.post("/v1/notifications", json={"user_id": "ana", "type": "transactional", "title": "Hi", "body": "There",
-                                                  "channels": ["in_app"]}, headers={"Idempotency-Key": "order-1"})
+    second = api.post(
+        "/v1/notifications",
+        json={"user_id": "ana", "type": "transactional", "title": "Hi", "body": "There", "channels": ["in_app"]},
+        headers={"Idempotency-Key": "order-1"},
+    )
     assert first.status_code == second.status_code == 202
     assert first.json == second.json
     assert db.session.scalar(select(func.count()).select_from(Notification)) == 1
@@ -115,7 +127,10 @@ def test_rate_limit_is_per_key_with_retry_after(client, app):
 
 def test_preferences_round_trip_and_take_effect_on_the_next_notification(api, run_jobs):
     make_recipient(external_id="ana")
-    response = api.put("/v1/users/ana/preferences", json={"preferences": [{"channel": "in_app", "category": "promotions", "enabled": False}]})
+    response = api.put(
+        "/v1/users/ana/preferences",
+        json={"preferences": [{"channel": "in_app", "category": "promotions", "enabled": False}]},
+    )
     assert response.status_code == 200
     assert response.json["preferences"] == [{"channel": "in_app", "category": "promotions", "enabled": False}]
     marketing = send(api, type="marketing", category="promotions").json["id"]
@@ -140,7 +155,9 @@ def test_quiet_hours_defer_push_but_not_in_app(api, run_jobs):
     make_recipient(external_id="ana", timezone="UTC", quiet_start=start, quiet_end=end, phone="+14155552671")
     notification_id = send(api, channels=["in_app", "sms"]).json["id"]
     run_jobs()
-    sms = db.session.scalar(select(Delivery).where(Delivery.notification_id == notification_id, Delivery.channel == "sms"))
+    sms = db.session.scalar(
+        select(Delivery).where(Delivery.notification_id == notification_id, Delivery.channel == "sms")
+    )
     assert sms.status == "PENDING" and sms.reason == "quiet_hours"
     assert sms.not_before > now_utc + timedelta(hours=1)
     assert statuses(api, notification_id)["in_app"] == ("DELIVERED", None)
@@ -169,20 +186,32 @@ def test_devices_register_move_between_recipients_and_delete(api):
 
 def test_web_push_subscription_on_private_host_is_400(api):
     make_recipient(external_id="ana")
-    response = api.post("/v1/users/ana/devices", json={"platform": "web", "subscription": {
-        "endpoint": "https://192.168.1.10/push", "keys": web_push_keys()}})
+    response = api.post(
+        "/v1/users/ana/devices",
+        json={"platform": "web", "subscription": {"endpoint": "https://192.168.1.10/push", "keys": web_push_keys()}},
+    )
     assert response.status_code == 400 and response.json["error"]["fields"][0]["field"] == "subscription.endpoint"
 
 
 def test_web_push_keys_that_are_not_a_p256_point_are_400(api):
     make_recipient(external_id="ana")
     keys = web_push_keys()
-    response = api.post("/v1/users/ana/devices", json={"platform": "web", "subscription": {
-        "endpoint": "https://push.example.com/sub/1", "keys": {**keys, "p256dh": "B" * 87}}})
+    response = api.post(
+        "/v1/users/ana/devices",
+        json={
+            "platform": "web",
+            "subscription": {"endpoint": "https://push.example.com/sub/1", "keys": {**keys, "p256dh": "B" * 87}},
+        },
+    )
     assert response.status_code == 400
     assert response.json["error"]["fields"][0]["field"] == "subscription.keys.p256dh"
-    response = api.post("/v1/users/ana/devices", json={"platform": "web", "subscription": {
-        "endpoint": "https://push.example.com/sub/1", "keys": {**keys, "auth": "A" * 24}}})
+    response = api.post(
+        "/v1/users/ana/devices",
+        json={
+            "platform": "web",
+            "subscription": {"endpoint": "https://push.example.com/sub/1", "keys": {**keys, "auth": "A" * 24}},
+        },
+    )
     assert response.json["error"]["fields"][0]["field"] == "subscription.keys.auth"
 
 
@@ -220,10 +249,13 @@ def test_bad_inbox_query_is_400(api):
 
 
 def test_template_renders_per_locale_with_attributes(api, run_jobs):
-    make_template("balance", variants={
-        "en": {"in_app": {"title": "Low balance", "body": "You have {{ recipient.attributes.balance }}"}},
-        "es": {"in_app": {"title": "Saldo bajo", "body": "Tienes {{ recipient.attributes.balance }}"}},
-    })
+    make_template(
+        "balance",
+        variants={
+            "en": {"in_app": {"title": "Low balance", "body": "You have {{ recipient.attributes.balance }}"}},
+            "es": {"in_app": {"title": "Saldo bajo", "body": "Tienes {{ recipient.attributes.balance }}"}},
+        },
+    )
     make_recipient(external_id="ana", locale="es-MX", attributes={"balance": 12})
     notification_id = send(api, template="balance", title=None, body=None).json["id"]
     run_jobs()
@@ -268,5 +300,7 @@ def test_body_over_a_requested_channels_limit_is_400(api):
     make_recipient(external_id="ana")
     response = send(api, channels=["in_app", "sms"], body="x" * 1700)
     assert response.status_code == 400
-    assert response.json["error"]["fields"] == [{"field": "body", "message": "body has 1700 characters; sms accepts at most 1600"}]
+    assert response.json["error"]["fields"] == [
+        {"field": "body", "message": "body has 1700 characters; sms accepts at most 1600"}
+    ]
     assert send(api, channels=["in_app"], body="x" * 1700).status_code == 202

@@ -15,6 +15,7 @@ JSON Schema cannot express (the Idempotency-Key header equals the body's ``idemp
 when both are sent; a batch names each ``user_id`` once), and the document-wide rule that no
 string holds U+0000, are left out of positive cases only; negative cases keep them.
 """
+
 from __future__ import annotations
 
 import base64
@@ -59,12 +60,20 @@ def _p256_public_key(seed: int) -> str:
 
 def register_formats() -> None:
     names = [f"{name}{n}" for name in ("ana", "bo.b", "c+tag", "d_e") for n in range(25)]
-    schemathesis.openapi.format("email", st.builds("{}@{}".format, st.sampled_from(names),
-                                                    st.sampled_from(["example.com", "mail.example.org", "xn--bcher-kva.de"])))
+    schemathesis.openapi.format(
+        "email",
+        st.builds(
+            "{}@{}".format,
+            st.sampled_from(names),
+            st.sampled_from(["example.com", "mail.example.org", "xn--bcher-kva.de"]),
+        ),
+    )
     schemathesis.openapi.format("iana-time-zone", st.sampled_from(sorted(TIME_ZONES)))
     schemathesis.openapi.format("e164", st.sampled_from(_valid_numbers()))
     schemathesis.openapi.format("p256-public-key", st.sampled_from([_p256_public_key(seed) for seed in range(1, 26)]))
-    schemathesis.openapi.format("public-https-url", st.sampled_from([f"https://push.example.com/{n}" for n in range(25)]))
+    schemathesis.openapi.format(
+        "public-https-url", st.sampled_from([f"https://push.example.com/{n}" for n in range(25)])
+    )
 
 
 def _states_one_key(case) -> bool:
@@ -75,7 +84,9 @@ def _states_one_key(case) -> bool:
 
 def _holds_no_nul(case) -> bool:
     parts = (case.body, case.path_parameters, case.query, case.headers)
-    return "\\u0000" not in json.dumps(parts, default=str) and "\x00" not in json.dumps(parts, default=str, ensure_ascii=False)
+    return "\\u0000" not in json.dumps(parts, default=str) and "\x00" not in json.dumps(
+        parts, default=str, ensure_ascii=False
+    )
 
 
 def _names_each_user_once(case) -> bool:
@@ -97,10 +108,12 @@ def failures_of(schema) -> tuple[list[str], dict]:
                         case = event.recorder.cases[case_id].value
                         interaction = event.recorder.interactions.get(case_id)
                         answer = interaction.response if interaction else None
-                        found.append(f"{event.recorder.label}: {check.name}: {check.failure_info.failure.title} "
-                                     f"({check.failure_info.failure.message[:300]}) sent {case.path_parameters} "
-                                     f"{case.query} {str(case.body)[:300]} got "
-                                     f"{answer.status_code if answer else ''} {answer.content[:300] if answer else ''}")
+                        found.append(
+                            f"{event.recorder.label}: {check.name}: {check.failure_info.failure.title} "
+                            f"({check.failure_info.failure.message[:300]}) sent {case.path_parameters} "
+                            f"{case.query} {str(case.body)[:300]} got "
+                            f"{answer.status_code if answer else ''} {answer.content[:300] if answer else ''}"
+                        )
         elif isinstance(event, events.PhaseFinished):
             seen["phases"].add((event.phase.name.value, event.status.value))
         elif isinstance(event, (events.NonFatalError, events.FatalError)):
@@ -116,17 +129,21 @@ def test_every_v1_operation_passes_every_schemathesis_check(app, live_server):
     key = create_api_key("fuzz", rate_limit="1000000/minute", scopes=ALL_SCOPES)[1]
     user_token = sign_user_token(app.config["USER_TOKEN_SECRET"], "fuzz-user", int(time.time()) + 3600)
     register_formats()
-    config = SchemathesisConfig.from_dict({
-        "seed": SEED,
-        "base-url": live_server,
-        "headers": {"Authorization": f"Bearer {key}"},
-        # The embedded inbox's endpoints take a user token, not an API key.
-        "operations": [{"include-path-regex": "^/inbox/api/", "headers": {"Authorization": f"Bearer {user_token}"}}],
-        # Generous: the suite shares two cores with other work, and a timeout is not what this test is about.
-        "request-timeout": 60,
-        "generation": {"max-examples": EXAMPLES_PER_OPERATION, "database": "none"},
-        "phases": {"stateful": {"max-steps": 20}},
-    })
+    config = SchemathesisConfig.from_dict(
+        {
+            "seed": SEED,
+            "base-url": live_server,
+            "headers": {"Authorization": f"Bearer {key}"},
+            # The embedded inbox's endpoints take a user token, not an API key.
+            "operations": [
+                {"include-path-regex": "^/inbox/api/", "headers": {"Authorization": f"Bearer {user_token}"}}
+            ],
+            # Generous: the suite shares two cores with other work, and a timeout is not what this test is about.
+            "request-timeout": 60,
+            "generation": {"max-examples": EXAMPLES_PER_OPERATION, "database": "none"},
+            "phases": {"stateful": {"max-steps": 20}},
+        }
+    )
     document = requests.get(f"{live_server}/v1/openapi.json", timeout=60).json()
     schema = schemathesis.openapi.from_dict(document, config=config)
 

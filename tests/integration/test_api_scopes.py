@@ -1,4 +1,5 @@
 """Scoped API keys: every /v1 route needs one scope; a key without it gets 403 naming that scope."""
+
 from __future__ import annotations
 
 import os
@@ -55,10 +56,12 @@ def concrete(path: str) -> str:
 
 
 def test_every_v1_route_is_in_the_scope_table_and_the_openapi_document(app, client):
-    routes = {(method, openapi_path(rule.rule))
-              for rule in app.url_map.iter_rules()
-              if rule.rule.startswith("/v1/") and rule.endpoint not in PUBLIC_ENDPOINTS
-              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    routes = {
+        (method, openapi_path(rule.rule))
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/v1/") and rule.endpoint not in PUBLIC_ENDPOINTS
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
     assert routes == set(ROUTE_SCOPES)
     document = client.get("/v1/openapi.json").json
     for (method, path), scope in ROUTE_SCOPES.items():
@@ -69,7 +72,9 @@ def test_every_v1_route_is_in_the_scope_table_and_the_openapi_document(app, clie
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(ROUTE_SCOPES))
-def test_a_key_without_the_routes_scope_gets_403_naming_it_and_one_with_only_that_scope_gets_through(client, method, path):
+def test_a_key_without_the_routes_scope_gets_403_naming_it_and_one_with_only_that_scope_gets_through(
+    client, method, path
+):
     make_recipient(external_id="ana", email="ana@example.com")
     scope = ROUTE_SCOPES[(method, path)]
     others = [name for name in ALL_SCOPES if name != scope]
@@ -92,13 +97,22 @@ def test_erasure_needs_its_own_scope_and_a_refused_erasure_deletes_nothing(clien
     assert client.get("/v1/users/ana", headers={"Authorization": f"Bearer {default_key}"}).status_code == 200
     refused = client.delete("/v1/users/ana", headers={"Authorization": f"Bearer {default_key}"})
     assert refused.status_code == 403 and refused.json["error"]["missing_scope"] == "users:erase"
-    assert client.get("/v1/users/ana", headers={"Authorization": f"Bearer {default_key}"}).json["email"] == "ana@example.com"
+    assert (
+        client.get("/v1/users/ana", headers={"Authorization": f"Bearer {default_key}"}).json["email"]
+        == "ana@example.com"
+    )
 
 
 def test_cli_grants_the_scopes_named_and_by_default_all_but_erasure(runner):
-    result = runner.invoke(args=["create-api-key", "sender", "--scope", "notifications:send", "--scope", "users:read,users:write"])
+    result = runner.invoke(
+        args=["create-api-key", "sender", "--scope", "notifications:send", "--scope", "users:read,users:write"]
+    )
     assert result.exit_code == 0, result.output
-    assert find_active_key(result.output.strip().splitlines()[-1]).scopes == {"notifications:send", "users:read", "users:write"}
+    assert find_active_key(result.output.strip().splitlines()[-1]).scopes == {
+        "notifications:send",
+        "users:read",
+        "users:write",
+    }
     result = runner.invoke(args=["create-api-key", "plain"])
     assert result.exit_code == 0 and "users:erase" not in result.output
     assert find_active_key(result.output.strip().splitlines()[-1]).scopes == set(DEFAULT_SCOPES)
@@ -117,14 +131,22 @@ def test_migration_0011_gives_keys_made_before_scopes_every_scope(test_env, tmp_
     env = {**test_env, "DATABASE_URL": f"sqlite:///{database}"}
 
     def flask(*args: str) -> None:
-        result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=PROJECT_ROOT,
-                                env={**os.environ, **env}, capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "wsgi", *args],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
 
     flask("db", "upgrade", "0009")
     with sqlite3.connect(database) as conn:
-        conn.execute("INSERT INTO api_keys (name, prefix, key_hash, rate_limit, created_at) "
-                     "VALUES ('old', 'hk_old', ?, '10/second', '2026-01-01 00:00:00')", ("a" * 64,))
+        conn.execute(
+            "INSERT INTO api_keys (name, prefix, key_hash, rate_limit, created_at) "
+            "VALUES ('old', 'hk_old', ?, '10/second', '2026-01-01 00:00:00')",
+            ("a" * 64,),
+        )
     flask("db", "upgrade", "0011")
     with sqlite3.connect(database) as conn:
         [(scopes,)] = conn.execute("SELECT scopes FROM api_keys").fetchall()

@@ -1,4 +1,5 @@
 """iOS push through a local HTTP/2 APNs that verifies the provider JWT and answers in Apple's shapes."""
+
 from __future__ import annotations
 
 import time
@@ -23,12 +24,18 @@ TOKEN = "a" * 64
 def apns(app, tmp_path):
     key = ec.generate_private_key(ec.SECP256R1())
     key_file = tmp_path / "AuthKey_ABC123DEFG.p8"
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     server = ApnsServer(key.public_key(), team_id="TEAM123456", key_id="ABC123DEFG", topic="com.example.app").start()
     saved = dict(app.config)
-    app.config.update(APNS_BASE=server.url, APNS_TEAM_ID="TEAM123456", APNS_KEY_ID="ABC123DEFG",
-                      APNS_KEY_FILE=str(key_file), APNS_TOPIC="com.example.app")
+    app.config.update(
+        APNS_BASE=server.url,
+        APNS_TEAM_ID="TEAM123456",
+        APNS_KEY_ID="ABC123DEFG",
+        APNS_KEY_FILE=str(key_file),
+        APNS_TOPIC="com.example.app",
+    )
     close_all()
     yield server
     close_all()
@@ -44,8 +51,15 @@ def register(api, user_id: str, platform: str, token: str) -> int:
 
 
 def notify(api, user_id="ana", **fields) -> str:
-    body = {"user_id": user_id, "type": "transactional", "category": "orders", "channels": ["push"],
-            "title": "Order shipped", "body": "Parcel on its way", "data": {"url": "app://orders/42"}}
+    body = {
+        "user_id": user_id,
+        "type": "transactional",
+        "category": "orders",
+        "channels": ["push"],
+        "title": "Order shipped",
+        "body": "Parcel on its way",
+        "data": {"url": "app://orders/42"},
+    }
     body.update(fields)
     response = api.post("/v1/notifications", json=body)
     assert response.status_code == 202, response.json
@@ -65,8 +79,12 @@ def test_apns_gets_a_verified_jwt_the_documented_headers_and_the_alert(api, run_
     [request] = apns.requests
     headers = request["headers"]
     assert request["token"] == TOKEN and request["claims"]["iss"] == "TEAM123456"
-    assert (headers["apns-topic"], headers["apns-push-type"], headers["apns-priority"], headers["apns-collapse-id"]) == (
-        "com.example.app", "alert", "10", "order-42")
+    assert (
+        headers["apns-topic"],
+        headers["apns-push-type"],
+        headers["apns-priority"],
+        headers["apns-collapse-id"],
+    ) == ("com.example.app", "alert", "10", "order-42")
     assert uuid.UUID(headers["apns-id"])
     assert request["payload"]["aps"]["alert"] == {"title": "Order shipped", "body": "Parcel on its way"}
     assert request["payload"]["url"] == "app://orders/42" and request["payload"]["id"] == notification_id
@@ -84,9 +102,18 @@ def test_normal_priority_goes_at_priority_5(api, run_jobs, apns):
 
 def test_provider_jwt_is_reused_then_renewed_once_it_is_old(app, apns):
     client = ApnsClient(app.config)
-    message = Message(delivery_id=1, recipient_id=1, notification_id="n1", channel="push", idempotency_key="herald-n1-push",
-                      recipient_external_id="ana", notification_type="transactional", category="orders", priority="normal",
-                      content={"title": "Hi", "body": "There"})
+    message = Message(
+        delivery_id=1,
+        recipient_id=1,
+        notification_id="n1",
+        channel="push",
+        idempotency_key="herald-n1-push",
+        recipient_external_id="ana",
+        notification_type="transactional",
+        category="orders",
+        priority="normal",
+        content={"title": "Hi", "body": "There"},
+    )
     device = DeviceTarget(1, "ios", TOKEN)
     assert client.send(device, message).outcome is Outcome.DISPATCHED
     assert client.send(device, message).outcome is Outcome.DISPATCHED
@@ -122,7 +149,9 @@ def test_payload_over_4kb_is_refused_before_anything_is_sent(api, run_jobs, apns
     assert db.session.scalar(select(Device.active)) is True, "the token is fine; the message was not"
 
 
-@pytest.mark.parametrize(("status", "reason"), [(429, "TooManyRequests"), (503, "ServiceUnavailable"), (500, "InternalServerError")])
+@pytest.mark.parametrize(
+    ("status", "reason"), [(429, "TooManyRequests"), (503, "ServiceUnavailable"), (500, "InternalServerError")]
+)
 def test_throttling_and_server_errors_are_retried_later(api, run_jobs, apns, status, reason):
     make_recipient(external_id="ana")
     register(api, "ana", "ios", TOKEN)

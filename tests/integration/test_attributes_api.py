@@ -1,4 +1,5 @@
 """PATCH /v1/users/{id}/attributes and POST /v1/users:batch: merges in SQL, all-or-nothing batches."""
+
 from __future__ import annotations
 
 import time
@@ -12,11 +13,16 @@ from tests.factories import make_recipient
 
 def test_patch_merges_keys_and_null_deletes_one(api):
     make_recipient(external_id="ana", attributes={"balance": 100, "plan": "pro", "old": True})
-    response = api.patch("/v1/users/ana/attributes", json={"attributes": {"balance": 42.5, "old": None, "low_balance_threshold": 50}})
+    response = api.patch(
+        "/v1/users/ana/attributes", json={"attributes": {"balance": 42.5, "old": None, "low_balance_threshold": 50}}
+    )
     assert response.status_code == 200
     assert response.json["attributes"] == {"balance": 42.5, "plan": "pro", "low_balance_threshold": 50}
     db.session.expire_all()
-    assert db.session.scalar(select(Recipient.attributes).where(Recipient.external_id == "ana")) == response.json["attributes"]
+    assert (
+        db.session.scalar(select(Recipient.attributes).where(Recipient.external_id == "ana"))
+        == response.json["attributes"]
+    )
 
 
 def test_patch_of_an_unknown_user_is_404_and_bad_bodies_are_400_with_the_field(api):
@@ -33,29 +39,58 @@ def test_concurrent_patches_of_different_keys_both_land(app, api):
     for n in range(5):
         assert api.patch("/v1/users/ana/attributes", json={"attributes": {f"k{n}": n}}).status_code == 200
     db.session.expire_all()
-    assert db.session.scalar(select(Recipient.attributes).where(Recipient.external_id == "ana")) == {f"k{n}": n for n in range(5)}
+    assert db.session.scalar(select(Recipient.attributes).where(Recipient.external_id == "ana")) == {
+        f"k{n}": n for n in range(5)
+    }
 
 
 def test_batch_creates_and_updates_only_the_fields_given(api):
-    make_recipient(external_id="old", email="old@example.com", timezone="Europe/Lisbon", attributes={"plan": "pro", "gone": 1})
-    response = api.post("/v1/users:batch", json={"users": [
-        {"user_id": "old", "attributes": {"balance": 10, "gone": None}},
-        {"user_id": "new", "attributes": {"balance": 99}, "timezone": "Asia/Singapore", "email": "New@Example.com"},
-    ]})
+    make_recipient(
+        external_id="old", email="old@example.com", timezone="Europe/Lisbon", attributes={"plan": "pro", "gone": 1}
+    )
+    response = api.post(
+        "/v1/users:batch",
+        json={
+            "users": [
+                {"user_id": "old", "attributes": {"balance": 10, "gone": None}},
+                {
+                    "user_id": "new",
+                    "attributes": {"balance": 99},
+                    "timezone": "Asia/Singapore",
+                    "email": "New@Example.com",
+                },
+            ]
+        },
+    )
     assert response.status_code == 200
     assert response.json == {"received": 2, "created": 1, "updated": 1}
     db.session.expire_all()
     old = db.session.scalar(select(Recipient).where(Recipient.external_id == "old"))
     new = db.session.scalar(select(Recipient).where(Recipient.external_id == "new"))
-    assert (old.email, old.timezone, old.attributes) == ("old@example.com", "Europe/Lisbon", {"plan": "pro", "balance": 10})
-    assert (new.email, new.timezone, new.locale, new.attributes, new.hard_stop) == ("new@example.com", "Asia/Singapore", "en", {"balance": 99}, False)
+    assert (old.email, old.timezone, old.attributes) == (
+        "old@example.com",
+        "Europe/Lisbon",
+        {"plan": "pro", "balance": 10},
+    )
+    assert (new.email, new.timezone, new.locale, new.attributes, new.hard_stop) == (
+        "new@example.com",
+        "Asia/Singapore",
+        "en",
+        {"balance": 99},
+        False,
+    )
 
 
 def test_batch_with_one_invalid_user_writes_nothing_and_names_the_index(api):
-    response = api.post("/v1/users:batch", json={"users": [
-        {"user_id": "a", "attributes": {"balance": 1}},
-        {"user_id": "b", "timezone": "Mars/Olympus"},
-    ]})
+    response = api.post(
+        "/v1/users:batch",
+        json={
+            "users": [
+                {"user_id": "a", "attributes": {"balance": 1}},
+                {"user_id": "b", "timezone": "Mars/Olympus"},
+            ]
+        },
+    )
     assert response.status_code == 400
     assert response.json["error"]["fields"][0]["field"] == "users.1.timezone"
     assert db.session.scalar(select(func.count()).select_from(Recipient)) == 0
@@ -65,8 +100,14 @@ def test_batch_with_one_invalid_user_writes_nothing_and_names_the_index(api):
 
 
 def test_batch_of_ten_thousand_is_one_call_and_reports_its_rate(api):
-    users = [{"user_id": f"w-{n}", "timezone": "Europe/Lisbon",
-              "attributes": {"balance": n % 100, "low_balance_threshold": 50, "country": "PT"}} for n in range(10_000)]
+    users = [
+        {
+            "user_id": f"w-{n}",
+            "timezone": "Europe/Lisbon",
+            "attributes": {"balance": n % 100, "low_balance_threshold": 50, "country": "PT"},
+        }
+        for n in range(10_000)
+    ]
     started = time.perf_counter()
     response = api.post("/v1/users:batch", json={"users": users})
     first = time.perf_counter() - started
@@ -75,6 +116,8 @@ def test_batch_of_ten_thousand_is_one_call_and_reports_its_rate(api):
     response = api.post("/v1/users:batch", json={"users": users})
     second = time.perf_counter() - started
     assert response.json == {"received": 10_000, "created": 0, "updated": 10_000}
-    print(f"\n[bench] POST /v1/users:batch on {db.engine.dialect.name}: 10,000 new users in {first:.2f} s "
-          f"({10_000 / first:,.0f}/s), 10,000 updates in {second:.2f} s ({10_000 / second:,.0f}/s)")
+    print(
+        f"\n[bench] POST /v1/users:batch on {db.engine.dialect.name}: 10,000 new users in {first:.2f} s "
+        f"({10_000 / first:,.0f}/s), 10,000 updates in {second:.2f} s ({10_000 / second:,.0f}/s)"
+    )
     assert db.session.scalar(select(func.count()).select_from(Recipient)) == 10_000

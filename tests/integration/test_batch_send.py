@@ -1,4 +1,5 @@
 """The batch sender's provider calls: overlapped for thread-safe adapters, one by one (stopping at "not now") otherwise."""
+
 from __future__ import annotations
 
 import threading
@@ -12,9 +13,19 @@ from app.pipeline.sending import send_messages
 
 
 def message(n: int) -> Message:
-    return Message(delivery_id=n, recipient_id=n, notification_id=f"n{n}", channel="fake", idempotency_key=f"herald-n{n}-fake",
-                   recipient_external_id=f"user-{n}", notification_type="transactional", category="account",
-                   priority="normal", content={"title": "t", "body": "b"}, data={})
+    return Message(
+        delivery_id=n,
+        recipient_id=n,
+        notification_id=f"n{n}",
+        channel="fake",
+        idempotency_key=f"herald-n{n}-fake",
+        recipient_external_id=f"user-{n}",
+        notification_type="transactional",
+        category="account",
+        priority="normal",
+        content={"title": "t", "body": "b"},
+        data={},
+    )
 
 
 class SlowProvider(Channel):

@@ -9,7 +9,9 @@ from tests.factories import make_recipient
 
 
 def test_insert_ignoring_conflicts_counts_only_new_rows(app):
-    rows = [{"channel": "email", "address": f"a{n}@example.com", "reason": "test", "created_at": utcnow()} for n in range(3)]
+    rows = [
+        {"channel": "email", "address": f"a{n}@example.com", "reason": "test", "created_at": utcnow()} for n in range(3)
+    ]
     assert insert_ignoring_conflicts(Suppression, rows, ["channel", "address"]) == 3
     more = rows[1:] + [{"channel": "email", "address": "new@example.com", "reason": "test", "created_at": utcnow()}]
     assert insert_ignoring_conflicts(Suppression, more, ["channel", "address"]) == 1
@@ -19,8 +21,16 @@ def test_insert_ignoring_conflicts_counts_only_new_rows(app):
 
 def test_rows_alike_and_python_defaults_are_written_like_an_orm_insert(app):
     recipient = make_recipient()
-    notification = Notification(id="n-bulk", recipient_id=recipient.id, type="transactional", category="c",
-                                priority="normal", channels=["in_app"], status="routed", data={"a": [1, "x"]})
+    notification = Notification(
+        id="n-bulk",
+        recipient_id=recipient.id,
+        type="transactional",
+        category="c",
+        priority="normal",
+        channels=["in_app"],
+        status="routed",
+        data={"a": [1, "x"]},
+    )
     db.session.add(notification)
     db.session.commit()
     delivery_id = _delivery("n-bulk")
@@ -34,27 +44,46 @@ def test_rows_alike_and_python_defaults_are_written_like_an_orm_insert(app):
 def test_insert_returning_gives_only_the_rows_it_inserted_with_json_and_nulls(app):
     recipient = make_recipient()
     now = utcnow()
-    rows = [{"id": f"n{i}", "recipient_id": recipient.id, "type": "transactional", "category": "c", "priority": "normal",
-             "channels": ["in_app", "push"], "status": "routed", "data": {"i": i, "nested": {"quote": "it's \"x\""}},
-             "title": None if i % 2 else f"T{i}", "created_at": now} for i in range(4)]
+    rows = [
+        {
+            "id": f"n{i}",
+            "recipient_id": recipient.id,
+            "type": "transactional",
+            "category": "c",
+            "priority": "normal",
+            "channels": ["in_app", "push"],
+            "status": "routed",
+            "data": {"i": i, "nested": {"quote": 'it\'s "x"'}},
+            "title": None if i % 2 else f"T{i}",
+            "created_at": now,
+        }
+        for i in range(4)
+    ]
     assert insert_ignoring_conflicts(Notification, rows[:1], ["id"]) == 1
     returned = insert_returning(Notification, rows, ["id"], [Notification.id, Notification.title])
     assert sorted(r.id for r in returned) == ["n1", "n2", "n3"]
     db.session.commit()
     stored = db.session.get(Notification, "n2")
-    assert stored.data == {"i": 2, "nested": {"quote": "it's \"x\""}} and stored.channels == ["in_app", "push"]
+    assert stored.data == {"i": 2, "nested": {"quote": 'it\'s "x"'}} and stored.channels == ["in_app", "push"]
     assert stored.title == "T2" and db.session.get(Notification, "n3").title is None
     assert stored.created_at == now
 
 
 def test_update_by_id_sets_each_row_its_own_values(app):
-    rows = [{"channel": "email", "address": f"u{n}@example.com", "reason": "before", "created_at": utcnow()} for n in range(3)]
+    rows = [
+        {"channel": "email", "address": f"u{n}@example.com", "reason": "before", "created_at": utcnow()}
+        for n in range(3)
+    ]
     insert_ignoring_conflicts(Suppression, rows, ["channel", "address"])
     ids = db.session.scalars(select(Suppression.id).order_by(Suppression.id)).all()
     update_by_id(Suppression, [{"id": ids[0], "reason": "first"}, {"id": ids[2], "reason": "third"}])
     db.session.commit()
     db.session.expire_all()
-    assert [s.reason for s in db.session.scalars(select(Suppression).order_by(Suppression.id))] == ["first", "before", "third"]
+    assert [s.reason for s in db.session.scalars(select(Suppression).order_by(Suppression.id))] == [
+        "first",
+        "before",
+        "third",
+    ]
 
 
 def _delivery(notification_id: str) -> int:
@@ -65,7 +94,10 @@ def _delivery(notification_id: str) -> int:
 
 
 def test_rows_with_different_keys_are_refused_before_anything_is_written(app):
-    rows = [{"channel": "email", "address": "a@example.com", "reason": "x"}, {"channel": "email", "address": "b@example.com"}]
+    rows = [
+        {"channel": "email", "address": "a@example.com", "reason": "x"},
+        {"channel": "email", "address": "b@example.com"},
+    ]
     if db.session.get_bind().dialect.name != "postgresql":
         pytest.skip("SQLite's executemany reports missing keys itself")
     with pytest.raises(ValueError, match="same keys"):

@@ -1,4 +1,5 @@
 """POST /v1/notifications/bulk: up to 1,000 single sends, all or nothing, one transaction; or one payload to an audience."""
+
 from sqlalchemy import func, select
 
 from app.delivery.constants import DELIVERED
@@ -8,8 +9,14 @@ from tests.factories import make_recipient, make_template
 
 
 def item(user_id, **fields):
-    return {"user_id": user_id, "type": "transactional", "category": "orders", "title": f"Hi {user_id}",
-            "channels": ["in_app"], **fields}
+    return {
+        "user_id": user_id,
+        "type": "transactional",
+        "category": "orders",
+        "title": f"Hi {user_id}",
+        "channels": ["in_app"],
+        **fields,
+    }
 
 
 def count(model, *where):
@@ -23,8 +30,11 @@ def test_items_are_stored_together_in_order_and_routed_by_the_pipeline(api, run_
     assert response.status_code == 202
     results = response.json["items"]
     assert [r["status"] for r in results] == ["accepted"] * 3 and not any(r["replayed"] for r in results)
-    owners = dict(db.session.execute(select(Notification.id, Recipient.external_id)
-                                     .join(Recipient, Recipient.id == Notification.recipient_id)).all())
+    owners = dict(
+        db.session.execute(
+            select(Notification.id, Recipient.external_id).join(Recipient, Recipient.id == Notification.recipient_id)
+        ).all()
+    )
     assert [owners[r["id"]] for r in results] == ["ana", "bo", "cy"]
     assert db.session.get(Notification, results[0]["id"]).data == {"n": 1}
     run_jobs()
@@ -34,10 +44,14 @@ def test_items_are_stored_together_in_order_and_routed_by_the_pipeline(api, run_
 
 def test_one_unknown_user_or_template_stores_nothing_and_names_the_items(api):
     make_recipient(external_id="ana")
-    response = api.post("/v1/notifications/bulk", json={"items": [item("ana"), item("ghost"), item("ana"), item("nobody")]})
+    response = api.post(
+        "/v1/notifications/bulk", json={"items": [item("ana"), item("ghost"), item("ana"), item("nobody")]}
+    )
     assert response.status_code == 404 and response.json["error"]["code"] == "unknown_user"
     assert [f["field"] for f in response.json["error"]["fields"]] == ["items.1.user_id", "items.3.user_id"]
-    response = api.post("/v1/notifications/bulk", json={"items": [item("ana"), item("ana", template="nope", title=None)]})
+    response = api.post(
+        "/v1/notifications/bulk", json={"items": [item("ana"), item("ana", template="nope", title=None)]}
+    )
     assert response.status_code == 404 and response.json["error"]["fields"][0]["field"] == "items.1.template"
     assert count(Notification) == 0
 
@@ -59,26 +73,34 @@ def test_item_keys_replay_their_first_notification_and_a_changed_body_fails_the_
     make_recipient(external_id="ana")
     make_recipient(external_id="bo")
     single = api.post("/v1/notifications", json=item("ana", idempotency_key="k-ana"))
-    first = api.post("/v1/notifications/bulk", json={"items": [item("ana", idempotency_key="k-ana"),
-                                                               item("bo", idempotency_key="k-bo")]})
+    first = api.post(
+        "/v1/notifications/bulk",
+        json={"items": [item("ana", idempotency_key="k-ana"), item("bo", idempotency_key="k-bo")]},
+    )
     assert first.status_code == 202
     assert first.json["items"][0] == {"id": single.json["id"], "status": "accepted", "replayed": True}
     assert first.json["items"][1]["replayed"] is False
     again = api.post("/v1/notifications/bulk", json={"items": [item("bo", idempotency_key="k-bo"), item("bo")]})
     assert again.json["items"][0]["id"] == first.json["items"][1]["id"] and again.json["items"][0]["replayed"]
     assert count(Notification) == 3
-    conflict = api.post("/v1/notifications/bulk", json={"items": [item("ana"), item("bo", idempotency_key="k-bo", body="other")]})
+    conflict = api.post(
+        "/v1/notifications/bulk", json={"items": [item("ana"), item("bo", idempotency_key="k-bo", body="other")]}
+    )
     assert conflict.status_code == 409 and "items.1" in conflict.json["error"]["message"]
     assert count(Notification) == 3 and count(IdempotencyKey) == 2
 
 
 def test_the_same_key_twice_in_one_call_is_one_notification_unless_the_bodies_differ(api):
     make_recipient(external_id="ana")
-    same = api.post("/v1/notifications/bulk", json={"items": [item("ana", idempotency_key="k"), item("ana", idempotency_key="k")]})
+    same = api.post(
+        "/v1/notifications/bulk", json={"items": [item("ana", idempotency_key="k"), item("ana", idempotency_key="k")]}
+    )
     assert same.status_code == 202 and same.json["items"][0]["id"] == same.json["items"][1]["id"]
     assert count(Notification) == 1
-    differ = api.post("/v1/notifications/bulk", json={"items": [item("ana", idempotency_key="j"),
-                                                                item("ana", idempotency_key="j", title="other")]})
+    differ = api.post(
+        "/v1/notifications/bulk",
+        json={"items": [item("ana", idempotency_key="j"), item("ana", idempotency_key="j", title="other")]},
+    )
     assert differ.status_code == 409 and count(Notification) == 1
 
 
@@ -88,11 +110,15 @@ def test_an_audience_gets_one_payload_through_a_run(api, run_jobs):
     audience = Audience(name="Pro plan", filter={"all": [{"field": "attributes.plan", "op": "=", "value": "pro"}]})
     db.session.add(audience)
     db.session.commit()
-    body = {"audience": "Pro plan", "notification": {"type": "marketing", "category": "news", "title": "New feature",
-                                                     "channels": ["in_app"]}}
+    body = {
+        "audience": "Pro plan",
+        "notification": {"type": "marketing", "category": "news", "title": "New feature", "channels": ["in_app"]},
+    }
     response = api.post("/v1/notifications/bulk", json=body, headers={"Idempotency-Key": "launch-1"})
     assert response.status_code == 202 and "run_id" in response.json
-    by_id = api.post("/v1/notifications/bulk", json={**body, "audience": audience.id}, headers={"Idempotency-Key": "launch-1"})
+    by_id = api.post(
+        "/v1/notifications/bulk", json={**body, "audience": audience.id}, headers={"Idempotency-Key": "launch-1"}
+    )
     assert by_id.status_code == 409  # a different body under the same key
     replay = api.post("/v1/notifications/bulk", json=body, headers={"Idempotency-Key": "launch-1"})
     assert replay.json["run_id"] == response.json["run_id"]
@@ -106,14 +132,38 @@ def test_an_audience_gets_one_payload_through_a_run(api, run_jobs):
 
 
 def test_a_topic_run_with_a_template_renders_it_per_subscriber(api, run_jobs):
-    make_template(key="comment", variants={"en": {"in_app": {"title": "{{ data.who }} commented", "body": "Hi {{ recipient.id }}"}}})
+    make_template(
+        key="comment",
+        variants={"en": {"in_app": {"title": "{{ data.who }} commented", "body": "Hi {{ recipient.id }}"}}},
+    )
     api.put("/v1/topics/team", json={"name": "Team"})
     api.put("/v1/topics/team/subscribers", json={"user_ids": ["ana", "bo"]})
-    response = api.post("/v1/notifications", json={"topic": "team", "type": "transactional", "template": "comment",
-                                                   "data": {"who": "Cy"}, "channels": ["in_app"]})
+    response = api.post(
+        "/v1/notifications",
+        json={
+            "topic": "team",
+            "type": "transactional",
+            "template": "comment",
+            "data": {"who": "Cy"},
+            "channels": ["in_app"],
+        },
+    )
     assert response.status_code == 202
     run_jobs()
-    titles = dict(db.session.execute(select(Recipient.external_id, Notification.body)
-                                     .join(Notification, Notification.recipient_id == Recipient.id)).all())
+    titles = dict(
+        db.session.execute(
+            select(Recipient.external_id, Notification.body).join(
+                Notification, Notification.recipient_id == Recipient.id
+            )
+        ).all()
+    )
     assert titles == {"ana": "Hi ana", "bo": "Hi bo"}
-    assert set(dict(db.session.execute(select(Recipient.external_id, Notification.title).join(Notification, Notification.recipient_id == Recipient.id)).all()).values()) == {"Cy commented"}
+    assert set(
+        dict(
+            db.session.execute(
+                select(Recipient.external_id, Notification.title).join(
+                    Notification, Notification.recipient_id == Recipient.id
+                )
+            ).all()
+        ).values()
+    ) == {"Cy commented"}

@@ -1,4 +1,5 @@
 """Campaign fan-out against the real database, Redis, RQ and an SMTP server."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import pytest
 from rq import Queue
 from sqlalchemy import event, func, insert, select, update
 
-from app.campaigns import progress, store
+from app.campaigns import progress, store, testsend
 from app.campaigns.fanout import run_batch
 from app.extensions import db
 from app.models import (
@@ -38,18 +39,39 @@ def seed(count: int, **fields) -> list[int]:
     """``count`` recipients inserted set-based (ids in order)."""
     now = utcnow()
     start = db.session.scalar(select(func.count()).select_from(Recipient))
-    rows = [{"external_id": f"c{start + n}", "email": f"c{start + n}@example.com", "phone": None, "timezone": "Europe/Lisbon",
-             "locale": "en", "attributes": {}, "hard_stop": False, "created_at": now, "updated_at": now, **fields}
-            for n in range(count)]
+    rows = [
+        {
+            "external_id": f"c{start + n}",
+            "email": f"c{start + n}@example.com",
+            "phone": None,
+            "timezone": "Europe/Lisbon",
+            "locale": "en",
+            "attributes": {},
+            "hard_stop": False,
+            "created_at": now,
+            "updated_at": now,
+            **fields,
+        }
+        for n in range(count)
+    ]
     db.session.execute(insert(Recipient), rows)
     db.session.commit()
     return db.session.scalars(select(Recipient.id).order_by(Recipient.id)).all()[-count:]
 
 
 def campaign_fields(template_id: int, **overrides) -> store.CampaignFields:
-    values = dict(name="Winter sale", template_id=template_id, audience_filter=EVERYONE, audience_name=None,
-                  channels=["in_app", "email"], schedule="now", send_at=None, local_time=None,
-                  throttle_per_minute=None, ends_at=None)
+    values = dict(
+        name="Winter sale",
+        template_id=template_id,
+        audience_filter=EVERYONE,
+        audience_name=None,
+        channels=["in_app", "email"],
+        schedule="now",
+        send_at=None,
+        local_time=None,
+        throttle_per_minute=None,
+        ends_at=None,
+    )
     values.update(overrides)
     return store.CampaignFields(**values)
 
@@ -61,10 +83,17 @@ def marketer(app):
 
 @pytest.fixture
 def template(app):
-    return make_template("winter", type="marketing", category="promo", variants={"en": {
-        "in_app": {"title": "Sale for {{ recipient.id }}", "body": "20% off"},
-        "email": {"subject": "Sale", "html": "<p>20% off, {{ recipient.id }}</p>", "text": "20% off"},
-    }})
+    return make_template(
+        "winter",
+        type="marketing",
+        category="promo",
+        variants={
+            "en": {
+                "in_app": {"title": "Sale for {{ recipient.id }}", "body": "20% off"},
+                "email": {"subject": "Sale", "html": "<p>20% off, {{ recipient.id }}</p>", "text": "20% off"},
+            }
+        },
+    )
 
 
 def mia() -> StaffUser:
@@ -80,20 +109,32 @@ def counters(campaign_id: int) -> dict[str, int]:
     return progress.parse(get_redis().hgetall(progress.progress_key(campaign_id)))[1]
 
 
-def test_launch_fans_out_one_notification_and_one_send_per_recipient_and_channel(app, smtp_server, run_jobs, template, marketer):
+def test_launch_fans_out_one_notification_and_one_send_per_recipient_and_channel(
+    app, smtp_server, run_jobs, template, marketer
+):
     seed(30)
     campaign = new_campaign(template, marketer)
     cid = campaign.id
     assert store.launch(campaign, marketer) == []
     run_jobs()
 
-    assert db.session.scalar(select(func.count()).select_from(Notification).where(Notification.campaign_id == cid)) == 30
+    assert (
+        db.session.scalar(select(func.count()).select_from(Notification).where(Notification.campaign_id == cid)) == 30
+    )
     inbox = db.session.scalars(select(Notification).where(Notification.campaign_id == cid)).all()
-    assert all(n.inbox_at is not None and n.title == f"Sale for {db.session.get(Recipient, n.recipient_id).external_id}" for n in inbox)
+    assert all(
+        n.inbox_at is not None and n.title == f"Sale for {db.session.get(Recipient, n.recipient_id).external_id}"
+        for n in inbox
+    )
     assert {n.template_version for n in inbox} == {1}
     assert len(smtp_server.messages) == 30
-    assert dict(db.session.execute(select(Delivery.channel, func.count()).where(Delivery.status.in_(("DELIVERED", "DISPATCHED")))
-                                   .group_by(Delivery.channel)).all()) == {"in_app": 30, "email": 30}
+    assert dict(
+        db.session.execute(
+            select(Delivery.channel, func.count())
+            .where(Delivery.status.in_(("DELIVERED", "DISPATCHED")))
+            .group_by(Delivery.channel)
+        ).all()
+    ) == {"in_app": 30, "email": 30}
     campaign = db.session.get(Campaign, cid)
     assert campaign.status == "finished" and campaign.planned == 30
     assert counters(cid) == {"planned": 30, "notified": 30, "sent:in_app": 30, "sent:email": 30}
@@ -138,7 +179,10 @@ def test_batch_loads_routing_facts_set_based_in_a_handful_of_queries(app, smtp_s
         assert run_batch(cid, batch.id) == "done"
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
-    assert db.session.scalar(select(func.count()).select_from(Notification).where(Notification.inbox_at.is_not(None))) == 1000
+    assert (
+        db.session.scalar(select(func.count()).select_from(Notification).where(Notification.inbox_at.is_not(None)))
+        == 1000
+    )
     assert len(statements) < 25, f"{len(statements)} statements for one batch: facts must be loaded set-based"
 
 
@@ -154,20 +198,31 @@ def test_routing_reasons_are_recorded_and_counted(app, smtp_server, run_jobs, te
     store.launch(campaign, marketer)
     run_jobs()
 
-    reasons = dict(db.session.execute(select(Delivery.reason, func.count()).where(Delivery.status == "SUPPRESSED")
-                                      .group_by(Delivery.reason)).all())
+    reasons = dict(
+        db.session.execute(
+            select(Delivery.reason, func.count()).where(Delivery.status == "SUPPRESSED").group_by(Delivery.reason)
+        ).all()
+    )
     assert reasons == {"hard_stop": 2, "suppressed_address": 1, "opted_out": 1}
     assert len(smtp_server.messages) == 1
-    assert counters(cid) == {"planned": 4, "notified": 4, "sent:in_app": 3, "sent:email": 1,
-                                     "suppressed:hard_stop": 2, "suppressed:suppressed_address": 1,
-                                     "suppressed:opted_out": 1}
+    assert counters(cid) == {
+        "planned": 4,
+        "notified": 4,
+        "sent:in_app": 3,
+        "sent:email": 1,
+        "suppressed:hard_stop": 2,
+        "suppressed:suppressed_address": 1,
+        "suppressed:opted_out": 1,
+    }
     events = db.session.scalars(select(DeliveryEvent.detail).where(DeliveryEvent.status == "SUPPRESSED")).all()
     assert sorted(events) == ["hard_stop", "hard_stop", "opted_out", "suppressed_address"]
     view = store.campaign_progress(db.session.get(Campaign, cid))
     assert (view.sent, view.suppressed, view.failed) == (4, 4, 0)
 
 
-def test_paused_campaign_sends_nothing_until_resumed_and_then_each_recipient_once(app, smtp_server, run_jobs, template, marketer):
+def test_paused_campaign_sends_nothing_until_resumed_and_then_each_recipient_once(
+    app, smtp_server, run_jobs, template, marketer
+):
     seed(2500)
     campaign = new_campaign(template, marketer, channels=["in_app"])
     cid = campaign.id
@@ -179,7 +234,9 @@ def test_paused_campaign_sends_nothing_until_resumed_and_then_each_recipient_onc
     run_jobs()  # the queued batches see the pause and stop
 
     assert db.session.scalar(select(func.count()).select_from(Notification)) == 1000
-    assert db.session.scalar(select(func.count()).select_from(CampaignBatch).where(CampaignBatch.status == "pending")) == 2
+    assert (
+        db.session.scalar(select(func.count()).select_from(CampaignBatch).where(CampaignBatch.status == "pending")) == 2
+    )
 
     store.resume(db.session.get(Campaign, cid), mia())
     run_jobs()
@@ -191,7 +248,9 @@ def test_paused_campaign_sends_nothing_until_resumed_and_then_each_recipient_onc
     assert actions == ["campaign.create", "campaign.launch", "campaign.pause", "campaign.resume"]
 
 
-def test_pause_between_channels_keeps_the_rest_pending_and_resume_sends_it_once(app, smtp_server, run_jobs, template, marketer, monkeypatch):
+def test_pause_between_channels_keeps_the_rest_pending_and_resume_sends_it_once(
+    app, smtp_server, run_jobs, template, marketer, monkeypatch
+):
     seed(5)
     campaign = new_campaign(template, marketer)
     cid = campaign.id
@@ -217,7 +276,9 @@ def test_pause_between_channels_keeps_the_rest_pending_and_resume_sends_it_once(
     store.resume(db.session.get(Campaign, cid), mia())
     run_jobs()
     assert len(smtp_server.messages) == 5
-    assert db.session.scalar(select(func.count()).select_from(Notification).where(Notification.inbox_at.is_not(None))) == 5
+    assert (
+        db.session.scalar(select(func.count()).select_from(Notification).where(Notification.inbox_at.is_not(None))) == 5
+    )
     assert counters(cid)["sent:in_app"] == 5
 
 
@@ -234,7 +295,10 @@ def test_cancel_stops_everything_not_yet_sent(app, smtp_server, run_jobs, templa
 
     assert len(smtp_server.messages) == 1000
     assert db.session.scalar(select(func.count()).select_from(Notification)) == 1000
-    assert db.session.scalar(select(func.count()).select_from(CampaignBatch).where(CampaignBatch.status == "cancelled")) == 1
+    assert (
+        db.session.scalar(select(func.count()).select_from(CampaignBatch).where(CampaignBatch.status == "cancelled"))
+        == 1
+    )
     with pytest.raises(store.CampaignStateError, match="cancelled"):
         store.resume(db.session.get(Campaign, cid), mia())
 
@@ -245,15 +309,22 @@ def test_nothing_is_sent_after_the_end_time(app, smtp_server, run_jobs, template
     cid = campaign.id
     store.launch(campaign, marketer)
     plan_campaign(cid)
-    db.session.execute(update(Campaign).values(ends_at=utcnow() - timedelta(seconds=1)))  # the end passes before it runs
+    db.session.execute(
+        update(Campaign).values(ends_at=utcnow() - timedelta(seconds=1))
+    )  # the end passes before it runs
     db.session.commit()
     run_jobs()
 
     assert smtp_server.messages == []
-    statuses = dict(db.session.execute(select(Delivery.reason, func.count()).where(Delivery.status == "SUPPRESSED")
-                                       .group_by(Delivery.reason)).all())
+    statuses = dict(
+        db.session.execute(
+            select(Delivery.reason, func.count()).where(Delivery.status == "SUPPRESSED").group_by(Delivery.reason)
+        ).all()
+    )
     assert statuses == {"campaign_ended": 6}
-    assert db.session.scalar(select(func.count()).select_from(Notification).where(Notification.inbox_at.is_not(None))) == 0
+    assert (
+        db.session.scalar(select(func.count()).select_from(Notification).where(Notification.inbox_at.is_not(None))) == 0
+    )
     assert counters(cid)["suppressed:campaign_ended"] == 6
 
 
@@ -269,16 +340,18 @@ def test_local_time_schedule_plans_one_wave_per_zone_at_its_local_time(app, temp
     rows = plan_batches(db.session.get(Campaign, cid), launched)
     waves = {row["zone"]: row["run_at"] for row in rows}
     assert waves == {
-        "America/New_York": datetime(2026, 3, 7, 14, 0, tzinfo=UTC),   # 09:00 EST today
-        "Asia/Tokyo": datetime(2026, 3, 8, 0, 0, tzinfo=UTC),           # 09:00 JST tomorrow
-        None: datetime(2026, 3, 8, 9, 0, tzinfo=UTC),                   # no zone: 09:00 UTC tomorrow
+        "America/New_York": datetime(2026, 3, 7, 14, 0, tzinfo=UTC),  # 09:00 EST today
+        "Asia/Tokyo": datetime(2026, 3, 8, 0, 0, tzinfo=UTC),  # 09:00 JST tomorrow
+        None: datetime(2026, 3, 8, 9, 0, tzinfo=UTC),  # no zone: 09:00 UTC tomorrow
     }
     assert all(row["by_zone"] and row["size"] == 2 for row in rows)
 
 
 def test_future_waves_wait_in_the_scheduled_registry_not_the_queue(app, template, marketer):
     seed(3)
-    campaign = new_campaign(template, marketer, schedule="at", send_at=utcnow() + timedelta(hours=2), channels=["in_app"])
+    campaign = new_campaign(
+        template, marketer, schedule="at", send_at=utcnow() + timedelta(hours=2), channels=["in_app"]
+    )
     cid = campaign.id
     store.launch(campaign, marketer)
     plan_campaign(cid)
@@ -334,7 +407,7 @@ def test_test_send_goes_through_the_normal_pipeline_marked_as_test(app, run_jobs
     make_recipient(external_id="qa-1")
     campaign = new_campaign(template, marketer, channels=["in_app"])
     cid = campaign.id
-    results = store.test_send(campaign, ["qa-1", "nobody"], marketer)
+    results = testsend.test_send(campaign, ["qa-1", "nobody"], marketer)
     assert [(r.user_id, r.error) for r in results] == [("qa-1", None), ("nobody", "no recipient has this user id")]
     run_jobs()
     notification = db.session.get(Notification, results[0].notification_id)
@@ -368,7 +441,9 @@ def test_counters_are_rebuilt_from_the_database_when_redis_lost_them(app, smtp_s
     assert (view.planned, view.sent, view.sent_by_channel) == (7, 14, {"email": 7, "in_app": 7})
 
 
-def test_progress_stream_sends_current_counts_and_ends_when_the_campaign_finishes(app, client, run_jobs, template, marketer):
+def test_progress_stream_sends_current_counts_and_ends_when_the_campaign_finishes(
+    app, client, run_jobs, template, marketer
+):
     seed(4)
     campaign = new_campaign(template, marketer, channels=["in_app"])
     cid = campaign.id
@@ -381,7 +456,7 @@ def test_progress_stream_sends_current_counts_and_ends_when_the_campaign_finishe
     blocks = [block.splitlines() for block in body.split("\n\n") if block.strip()]
     names = [lines[0] for lines in blocks if lines[0].startswith("event: ")]
     assert names == ["event: progress", "event: done"]
-    progress_event = json.loads(blocks[1][1][len("data: "):])
+    progress_event = json.loads(blocks[1][1][len("data: ") :])
     assert progress_event["status"] == "finished" and progress_event["sent"] == 4 and progress_event["percent"] == 100
 
 

@@ -1,4 +1,5 @@
 """Circuit-breaker state in Redis (app/channels/circuit_store.py) driven by pybreaker's public API, on the suite's Redis."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -24,8 +25,9 @@ def fail():
 
 
 def circuit(storage: RedisCircuitStorage, fail_max: int = 2) -> pybreaker.CircuitBreaker:
-    return pybreaker.CircuitBreaker(fail_max=fail_max, reset_timeout=60, state_storage=storage, name="peer",
-                                    throw_new_error_on_trip=False)
+    return pybreaker.CircuitBreaker(
+        fail_max=fail_max, reset_timeout=60, state_storage=storage, name="peer", throw_new_error_on_trip=False
+    )
 
 
 @pytest.fixture
@@ -98,8 +100,9 @@ def test_a_lost_state_starts_again_closed(ctx, redis_conn):
 
 def test_redis_down_reads_as_closed_with_no_failures_and_writes_are_dropped(ctx, redis_conn, caplog):
     storage = RedisCircuitStorage("peer", redis_conn)
-    storage.connection = redis_lib.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5,
-                                         retry=Retry(NoBackoff(), 0))  # nothing listens there
+    storage.connection = redis_lib.Redis(
+        host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )  # nothing listens there
     breaker = circuit(storage, fail_max=1)
     assert breaker.current_state == pybreaker.STATE_CLOSED and breaker.fail_counter == 0
     with pytest.raises(Boom):

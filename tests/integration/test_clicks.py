@@ -1,4 +1,5 @@
 """Click tracking end to end: links in real emails lead through Herald, clicks are counted once, campaigns show them."""
+
 from __future__ import annotations
 
 import re
@@ -24,12 +25,32 @@ def notification(notification_id: str) -> Notification:
 
 
 def send_sale_email(api, run_jobs, smtp_server) -> str:
-    make_template("sale", type="marketing", category="promo", variants={"en": {"email": {
-        "subject": "Winter sale", "html": '<p><a href="{{ data.url }}">Shop the sale</a></p>',
-        "text": "Shop the sale: {{ data.url }}"}}})
+    make_template(
+        "sale",
+        type="marketing",
+        category="promo",
+        variants={
+            "en": {
+                "email": {
+                    "subject": "Winter sale",
+                    "html": '<p><a href="{{ data.url }}">Shop the sale</a></p>',
+                    "text": "Shop the sale: {{ data.url }}",
+                }
+            }
+        },
+    )
     make_recipient(external_id="ana", email="ana@example.com")
-    response = api.post("/v1/notifications", json={"user_id": "ana", "type": "marketing", "category": "promo",
-                                                   "template": "sale", "channels": ["email"], "data": {"url": SHOP}})
+    response = api.post(
+        "/v1/notifications",
+        json={
+            "user_id": "ana",
+            "type": "marketing",
+            "category": "promo",
+            "template": "sale",
+            "channels": ["email"],
+            "data": {"url": SHOP},
+        },
+    )
     assert response.status_code == 202, response.json
     run_jobs()
     return response.json["id"]
@@ -44,7 +65,9 @@ def test_email_links_lead_through_herald_and_the_first_click_is_kept(app, api, c
     [text_link] = re.findall(r"https?://\S+", text)
     base = app.config["BASE_URL"]
     assert html_link.startswith(f"{base}/c/") and text_link.startswith(f"{base}/c/") and SHOP not in html + text
-    assert message["List-Unsubscribe"] and "/unsubscribe/" in message["List-Unsubscribe"], "Herald's own links stay as they are"
+    assert message["List-Unsubscribe"] and "/unsubscribe/" in message["List-Unsubscribe"], (
+        "Herald's own links stay as they are"
+    )
 
     response = client.get(urlparse(html_link).path)
     assert (response.status_code, response.headers["Location"]) == (302, SHOP)
@@ -60,7 +83,11 @@ def test_email_links_lead_through_herald_and_the_first_click_is_kept(app, api, c
 
 def test_a_forged_or_foreign_link_is_a_clear_404_and_redirects_nowhere(app, client):
     forged = click_token("somebody-else's-secret-key", "n" * 32, "email", "https://evil.example/")
-    for path in (f"/c/{forged}", "/c/garbage", f"/c/{click_token(app.config['SECRET_KEY'], 'n' * 32, 'email', 'javascript:alert(1)')}"):
+    for path in (
+        f"/c/{forged}",
+        "/c/garbage",
+        f"/c/{click_token(app.config['SECRET_KEY'], 'n' * 32, 'email', 'javascript:alert(1)')}",
+    ):
         response = client.get(path)
         assert response.status_code == 404 and "Location" not in response.headers
         assert "This link is not valid." in response.get_data(as_text=True)

@@ -1,4 +1,5 @@
 """Console sign-in, sign-out, the dashboard and its error pages, through the Flask test client."""
+
 from __future__ import annotations
 
 import re
@@ -52,6 +53,7 @@ def login_form_token(client) -> str:
 
 
 # --- sign-in ---------------------------------------------------------------
+
 
 def test_login_page_has_labelled_email_and_password_fields(client):
     html = client.get("/console/login").get_data(as_text=True)
@@ -124,6 +126,7 @@ def test_signed_in_user_visiting_login_goes_to_dashboard(client, admin):
 
 # --- next= -------------------------------------------------------------------
 
+
 def test_anonymous_dashboard_visit_redirects_to_login_with_next(client):
     response = client.get("/console/")
     assert response.status_code == 302
@@ -140,10 +143,19 @@ def test_relative_next_is_followed_after_sign_in(client, admin):
     assert response.headers["Location"] == "/healthz?x=1"
 
 
-@pytest.mark.parametrize("target", [
-    "https://evil.example/", "//evil.example/", "/\\evil.example", "\\\\evil.example", "javascript:alert(1)",
-    "evil.example", "/\t/evil.example", "",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "javascript:alert(1)",
+        "evil.example",
+        "/\t/evil.example",
+        "",
+    ],
+)
 def test_foreign_or_odd_next_falls_back_to_dashboard(client, admin, target):
     response = sign_in(client, next_path=target)
     assert response.status_code == 302
@@ -156,15 +168,30 @@ def test_safe_next_path_keeps_local_paths_with_query():
 
 # --- where the console lives ---------------------------------------------------
 
+
 def test_every_console_page_is_under_console_and_public_urls_stay_at_the_root(app):
     """One prefix for staff pages; the public addresses other systems and end users hold do not move."""
-    public = ("/v1", "/inbox", "/c/", "/unsubscribe/", "/webhooks/", "/healthz", "/metrics", "/sw.js", "/favicon.ico",
-              "/static/")
+    public = (
+        "/v1",
+        "/inbox",
+        "/c/",
+        "/unsubscribe/",
+        "/webhooks/",
+        "/healthz",
+        "/metrics",
+        "/sw.js",
+        "/favicon.ico",
+        "/static/",
+    )
     rules = {rule.rule: rule.endpoint for rule in app.url_map.iter_rules()}
-    misplaced = [path for path, endpoint in rules.items()
-                 if endpoint.startswith("console.") and not path.startswith("/console/")]
-    stray = [path for path, endpoint in rules.items() if not path.startswith(("/console/",) + public)
-             and not endpoint.startswith("console_bookmarks.")]
+    misplaced = [
+        path for path, endpoint in rules.items() if endpoint.startswith("console.") and not path.startswith("/console/")
+    ]
+    stray = [
+        path
+        for path, endpoint in rules.items()
+        if not path.startswith(("/console/",) + public) and not endpoint.startswith("console_bookmarks.")
+    ]
     assert misplaced == [] and stray == []
     assert {path for path, endpoint in rules.items() if endpoint.startswith("console_bookmarks.")} == {"/", "/login"}
 
@@ -182,6 +209,7 @@ def test_the_root_and_the_old_login_bookmark_lead_to_the_console(client, admin):
 
 # --- sign-out ----------------------------------------------------------------
 
+
 def test_sign_out_ends_the_session_and_lands_on_login(client, admin):
     sign_in(client)
     response = client.post("/console/logout", follow_redirects=True)
@@ -198,6 +226,7 @@ def test_sign_out_is_not_reachable_with_get(client, admin):
 
 
 # --- shell -------------------------------------------------------------------
+
 
 def test_header_shows_email_role_and_sign_out_button(client, admin):
     sign_in(client)
@@ -228,6 +257,7 @@ def test_marketer_sees_the_dashboard_with_their_role(app, client):
 
 # --- dashboard ---------------------------------------------------------------
 
+
 def test_dashboard_counts_what_the_database_holds(app, client, admin):
     with app.app_context():
         recipients = [make_recipient() for _ in range(3)]
@@ -236,19 +266,30 @@ def test_dashboard_counts_what_the_database_holds(app, client, admin):
         yesterday = datetime.now(UTC) - timedelta(days=1, hours=1)
         old = make_notification(recipients[0], created_at=yesterday)
         fresh = make_notification(recipients[1])
-        db.session.add_all([
-            Delivery(notification_id=old.id, channel="email", status="DELIVERED"),
-            Delivery(notification_id=old.id, channel="sms", status="FAILED"),
-            Delivery(notification_id=fresh.id, channel="email", status="DELIVERED"),
-        ])
+        db.session.add_all(
+            [
+                Delivery(notification_id=old.id, channel="email", status="DELIVERED"),
+                Delivery(notification_id=old.id, channel="sms", status="FAILED"),
+                Delivery(notification_id=fresh.id, channel="email", status="DELIVERED"),
+            ]
+        )
         db.session.commit()
     sign_in(client)
     html = client.get("/console/").get_data(as_text=True)
     assert by_testid(html, "count-recipients") == "3"
     assert by_testid(html, "count-notifications-today") == "4"
-    expected = {"pending": "0", "sending": "0", "dispatched": "0", "delivered": "2", "failed": "1", "suppressed": "0",
-                "uncertain": "0"}
-    assert {status.lower(): by_testid(html, f"count-deliveries-{status.lower()}") for status in DELIVERY_STATUSES} == expected
+    expected = {
+        "pending": "0",
+        "sending": "0",
+        "dispatched": "0",
+        "delivered": "2",
+        "failed": "1",
+        "suppressed": "0",
+        "uncertain": "0",
+    }
+    assert {
+        status.lower(): by_testid(html, f"count-deliveries-{status.lower()}") for status in DELIVERY_STATUSES
+    } == expected
 
 
 def test_dashboard_shows_queue_depths_from_redis(app, client, admin, redis_conn):
@@ -290,7 +331,9 @@ def test_htmx_request_gets_only_the_counts_partial(app, client, admin):
 def test_full_page_includes_the_polling_partial(client, admin):
     sign_in(client)
     html = client.get("/console/").get_data(as_text=True)
-    assert re.search(r'<div id="dashboard-counts"[^>]*\s+hx-get="/console/" hx-trigger="every 5s" hx-swap="outerHTML"', html)
+    assert re.search(
+        r'<div id="dashboard-counts"[^>]*\s+hx-get="/console/" hx-trigger="every 5s" hx-swap="outerHTML"', html
+    )
 
 
 def test_htmx_poll_after_session_ends_reloads_into_sign_in(client):
@@ -307,6 +350,7 @@ def test_utc_day_bounds_follow_the_utc_calendar_not_local_time():
 
 
 # --- error pages and CSRF ----------------------------------------------------
+
 
 @pytest.fixture
 def csrf_app(app):
@@ -368,7 +412,9 @@ def test_forbidden_and_server_error_pages_render_styled(csrf_app, app):
     with app.app_context():
         make_staff(email="m@example.com", password=PASSWORD, role="marketer")
     client = csrf_app.test_client()
-    client.post("/console/login", data={"email": "m@example.com", "password": PASSWORD, "csrf_token": login_form_token(client)})
+    client.post(
+        "/console/login", data={"email": "m@example.com", "password": PASSWORD, "csrf_token": login_form_token(client)}
+    )
 
     forbidden = client.get("/test-admin-only")
     assert forbidden.status_code == 403
@@ -384,8 +430,13 @@ def test_forbidden_and_server_error_pages_render_styled(csrf_app, app):
 
 
 def test_password_guessing_is_rate_limited_per_address(client):
-    codes = [client.post("/console/login", data={"email": "admin@example.com", "password": f"guess-{n}"}).status_code
-             for n in range(11)]
+    codes = [
+        client.post("/console/login", data={"email": "admin@example.com", "password": f"guess-{n}"}).status_code
+        for n in range(11)
+    ]
     assert codes[:10] == [200] * 10
     assert codes[10] == 429
-    assert b"Too many sign-in attempts" in client.post("/console/login", data={"email": "x@example.com", "password": "y"}).data
+    assert (
+        b"Too many sign-in attempts"
+        in client.post("/console/login", data={"email": "x@example.com", "password": "y"}).data
+    )

@@ -1,4 +1,5 @@
 """Operations in the console: delivery log, dead letters (retry re-sends for real), health, API keys; admins only."""
+
 from __future__ import annotations
 
 import re
@@ -10,12 +11,12 @@ from sqlalchemy import func, select
 
 from app.api.keys import find_active_key
 from app.api.scopes import ALL_SCOPES
-from app.config import check_rate_limit
 from app.extensions import db
 from app.inbox.store import record_click
 from app.models import ApiKey, AuditEntry, Delivery, DeliveryEvent
 from app.models.types import utcnow
 from app.redis_client import get_redis
+from app.settings_values import check_rate_limit
 from tests.factories import make_notification, make_recipient, make_staff
 
 ADMIN, MARKETER, PASSWORD = "admin@example.com", "marketer@example.com", "correct horse battery"
@@ -41,10 +42,16 @@ def marketer(client, staff):
 
 def dead_email(recipient, **fields) -> Delivery:
     """An email delivery that gave up: FAILED and on the dead-letter list, as jobs.delivery leaves it."""
-    notification = make_notification(recipient, channels=["email"], title="Receipt", body="Thanks",
-                                      **fields.pop("notification", {}))
-    values = {"status": "FAILED", "attempts": 6, "error_code": "smtp_connection", "last_error": "connection refused",
-              "dead_lettered_at": utcnow()}
+    notification = make_notification(
+        recipient, channels=["email"], title="Receipt", body="Thanks", **fields.pop("notification", {})
+    )
+    values = {
+        "status": "FAILED",
+        "attempts": 6,
+        "error_code": "smtp_connection",
+        "last_error": "connection refused",
+        "dead_lettered_at": utcnow(),
+    }
     values.update(fields)
     delivery = Delivery(notification_id=notification.id, channel="email", **values)
     db.session.add(delivery)
@@ -62,14 +69,25 @@ def fresh(delivery_id) -> Delivery:
     return db.session.get(Delivery, delivery_id)
 
 
-OPERATIONS_PAGES = ["/console/operations", "/console/operations/dead-letters", "/console/operations/health",
-                    "/console/operations/api-keys", "/console/operations/notifications/abc"]
-OPERATIONS_WRITES = ["/console/operations/dead-letters/1/retry", "/console/operations/dead-letters/retry-all",
-                     "/console/operations/dead-letters/1/discard", "/console/operations/api-keys",
-                     "/console/operations/api-keys/1/revoke", "/console/operations/api-keys/1/rate-limit"]
+OPERATIONS_PAGES = [
+    "/console/operations",
+    "/console/operations/dead-letters",
+    "/console/operations/health",
+    "/console/operations/api-keys",
+    "/console/operations/notifications/abc",
+]
+OPERATIONS_WRITES = [
+    "/console/operations/dead-letters/1/retry",
+    "/console/operations/dead-letters/retry-all",
+    "/console/operations/dead-letters/1/discard",
+    "/console/operations/api-keys",
+    "/console/operations/api-keys/1/revoke",
+    "/console/operations/api-keys/1/rate-limit",
+]
 
 
 # --- permissions -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", OPERATIONS_PAGES)
 def test_anonymous_visitors_are_sent_to_sign_in(client, path):
@@ -85,8 +103,9 @@ def test_marketers_cannot_open_operations_pages(marketer, path):
 @pytest.mark.parametrize("path", OPERATIONS_WRITES)
 def test_marketers_cannot_change_anything_in_operations(marketer, path):
     delivery = dead_email(make_recipient(), id=1)
-    db.session.add(ApiKey(id=1, name="svc", prefix="hk_x", key_hash="h" * 64, rate_limit="10/minute",
-                          scopes="users:read"))
+    db.session.add(
+        ApiKey(id=1, name="svc", prefix="hk_x", key_hash="h" * 64, rate_limit="10/minute", scopes="users:read")
+    )
     db.session.commit()
     assert marketer.post(path, data={"name": "x", "rate_limit": "1/second"}).status_code == 403
     assert fresh(delivery.id).status == "FAILED" and fresh(delivery.id).dead_lettered_at is not None
@@ -104,6 +123,7 @@ def test_operations_nav_is_shown_to_admins_only(admin, client):
 
 # --- delivery log ----------------------------------------------------------------------------------
 
+
 def test_delivery_log_finds_by_id_user_id_and_idempotency_key(admin):
     ana = make_recipient(external_id="ana")
     keyed = make_notification(ana, idempotency_key="order-42")
@@ -120,8 +140,17 @@ def test_delivery_log_finds_by_id_user_id_and_idempotency_key(admin):
 
 def test_timeline_shows_accepted_routed_and_every_delivery_event(api, client, staff, run_jobs):
     make_recipient(external_id="ana", email=None)
-    response = api.post("/v1/notifications", json={"user_id": "ana", "type": "transactional", "channels": ["in_app", "email"],
-                                                    "title": "Hi", "body": "There"}, headers={"Idempotency-Key": "k-1"})
+    response = api.post(
+        "/v1/notifications",
+        json={
+            "user_id": "ana",
+            "type": "transactional",
+            "channels": ["in_app", "email"],
+            "title": "Hi",
+            "body": "There",
+        },
+        headers={"Idempotency-Key": "k-1"},
+    )
     notification_id = response.json["id"]
     run_jobs()
     # Sign in after the worker ran: it ends the session the signed-in user was loaded in.
@@ -146,6 +175,7 @@ def test_unknown_notification_timeline_is_a_404(admin):
 
 # --- dead letters ----------------------------------------------------------------------------------
 
+
 def test_dead_letter_list_shows_failed_ones_with_their_error(admin):
     ana = make_recipient()
     dead = dead_email(ana)
@@ -167,12 +197,20 @@ def test_retrying_a_dead_letter_really_sends_it(admin, run_jobs, smtp_server):
     sent = fresh(delivery_id)
     assert sent.status == "DISPATCHED" and sent.attempts == 7
     assert [m["To"] for m in smtp_server.messages] == ["ana@example.com"]
-    details = db.session.scalars(select(DeliveryEvent.detail).where(DeliveryEvent.delivery_id == delivery_id)
-                                 .order_by(DeliveryEvent.id)).all()
+    details = db.session.scalars(
+        select(DeliveryEvent.detail).where(DeliveryEvent.delivery_id == delivery_id).order_by(DeliveryEvent.id)
+    ).all()
     assert details[0] == f"retried by {ADMIN}"
     [entry] = audit("delivery.retry")
-    assert entry.target_id == str(delivery_id) and entry.before["status"] == "FAILED" and entry.before["dead_lettered_at"]
-    assert entry.after == {"status": "PENDING", "dead_lettered_at": None, "error_code": "smtp_connection", "attempts": 6}
+    assert (
+        entry.target_id == str(delivery_id) and entry.before["status"] == "FAILED" and entry.before["dead_lettered_at"]
+    )
+    assert entry.after == {
+        "status": "PENDING",
+        "dead_lettered_at": None,
+        "error_code": "smtp_connection",
+        "attempts": 6,
+    }
 
 
 def test_retry_twice_enqueues_once(admin):
@@ -222,6 +260,7 @@ def test_dead_letters_page_in_pages(admin):
 
 # --- health ----------------------------------------------------------------------------------------
 
+
 def test_health_page_shows_queue_depths_and_provider_health(admin):
     Queue("low", connection=get_redis()).enqueue("builtins.len", [1])
     html = admin.get("/console/operations/health").get_data(as_text=True)
@@ -231,9 +270,12 @@ def test_health_page_shows_queue_depths_and_provider_health(admin):
 
 # --- API keys --------------------------------------------------------------------------------------
 
+
 def test_admin_creates_a_key_sees_it_once_and_it_works(admin, client, redis_conn):
-    response = admin.post("/console/operations/api-keys", data={"name": "billing", "rate_limit": "100/minute",
-                                                                 "scopes": ["notifications:send", "users:read"]})
+    response = admin.post(
+        "/console/operations/api-keys",
+        data={"name": "billing", "rate_limit": "100/minute", "scopes": ["notifications:send", "users:read"]},
+    )
     assert response.status_code == 303  # POST -> redirect -> GET: a reload never posts again
     shown = admin.get(response.headers["Location"])
     assert shown.status_code == 200 and shown.headers["Cache-Control"] == "no-store"
@@ -248,8 +290,10 @@ def test_admin_creates_a_key_sees_it_once_and_it_works(admin, client, redis_conn
 
 
 def test_reloading_the_new_key_page_shows_nothing_and_creates_nothing(admin, redis_conn):
-    created = admin.post("/console/operations/api-keys", data={"name": "billing", "rate_limit": "100/minute",
-                                                                "scopes": ["notifications:send"]})
+    created = admin.post(
+        "/console/operations/api-keys",
+        data={"name": "billing", "rate_limit": "100/minute", "scopes": ["notifications:send"]},
+    )
     first = admin.get(created.headers["Location"]).get_data(as_text=True)
     plaintext = first.split('data-testid="api-key-plaintext">')[1].split("<")[0]
 
@@ -267,8 +311,10 @@ def test_the_new_key_page_shows_it_even_when_redis_cannot_hold_it(admin, app, mo
     from tests.conftest import free_port
 
     monkeypatch.setitem(app.extensions, "herald_redis", connect(f"redis://127.0.0.1:{free_port()}/0"))  # nobody there
-    response = admin.post("/console/operations/api-keys", data={"name": "billing", "rate_limit": "100/minute",
-                                                                 "scopes": ["notifications:send"]})
+    response = admin.post(
+        "/console/operations/api-keys",
+        data={"name": "billing", "rate_limit": "100/minute", "scopes": ["notifications:send"]},
+    )
     assert response.status_code == 201 and 'data-testid="api-key-plaintext"' in response.get_data(as_text=True)
 
 
@@ -286,16 +332,23 @@ def test_key_form_offers_every_scope_with_erasure_and_webhooks_unticked_and_refu
         assert ("checked" in ticked) == (scope not in ("users:erase", "webhooks:manage")), ticked
     response = admin.post("/console/operations/api-keys", data={"name": "x", "rate_limit": "1/second"})
     assert response.status_code == 400 and "Choose at least one scope." in response.get_data(as_text=True)
-    response = admin.post("/console/operations/api-keys", data={"name": "x", "rate_limit": "1/second", "scopes": ["root"]})
+    response = admin.post(
+        "/console/operations/api-keys", data={"name": "x", "rate_limit": "1/second", "scopes": ["root"]}
+    )
     assert response.status_code == 400 and db.session.scalar(select(ApiKey)) is None
 
 
 def test_admin_changes_a_key_rate_limit_and_revokes_it(admin):
-    admin.post("/console/operations/api-keys", data={"name": "svc", "rate_limit": "100/minute", "scopes": ["users:read"]})
+    admin.post(
+        "/console/operations/api-keys", data={"name": "svc", "rate_limit": "100/minute", "scopes": ["users:read"]}
+    )
     key = db.session.scalar(select(ApiKey))
     bad = admin.post(f"/console/operations/api-keys/{key.id}/rate-limit", data={"rate_limit": "5/fortnight"})
     assert bad.status_code == 400 and f'id="rate-{key.id}-errors"' in bad.get_data(as_text=True)
-    assert admin.post(f"/console/operations/api-keys/{key.id}/rate-limit", data={"rate_limit": "5/second"}).status_code == 302
+    assert (
+        admin.post(f"/console/operations/api-keys/{key.id}/rate-limit", data={"rate_limit": "5/second"}).status_code
+        == 302
+    )
     assert admin.post(f"/console/operations/api-keys/{key.id}/revoke").status_code == 302
     db.session.expire_all()
     key = db.session.get(ApiKey, key.id)
@@ -308,15 +361,23 @@ def test_admin_changes_a_key_rate_limit_and_revokes_it(admin):
     assert len(audit("api_key.revoke")) == 1
 
 
-@pytest.mark.parametrize("text,ok", [("6000/minute", True), ("10 per second", True), ("0/minute", False),
-                                     ("5/minute;1/second", False), ("abc", False), ("", False)])
+@pytest.mark.parametrize(
+    "text,ok",
+    [
+        ("6000/minute", True),
+        ("10 per second", True),
+        ("0/minute", False),
+        ("5/minute;1/second", False),
+        ("abc", False),
+        ("", False),
+    ],
+)
 def test_check_rate_limit_accepts_one_positive_limits_rate(text, ok):
     if ok:
         assert check_rate_limit(text) == text
     else:
         with pytest.raises(ValueError):
             check_rate_limit(text)
-
 
 
 def test_new_keys_get_the_configured_default_rate_limit(app, admin, runner, monkeypatch):

@@ -1,4 +1,5 @@
 """Recipients in the console: search, the recipient page, admin-only opt-out edits, suppression, erasure, audit log."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -47,6 +48,7 @@ def audit_entries(action=None) -> list[AuditEntry]:
 
 # --- search ----------------------------------------------------------------------------------------
 
+
 def test_search_finds_recipients_by_prefix_of_user_id_email_or_phone(admin):
     make_recipient(external_id="ana", email="ana@example.com", phone="+351910000001")
     make_recipient(external_id="bruno", email="Bruno@Example.com", phone="+351920000002")
@@ -54,7 +56,7 @@ def test_search_finds_recipients_by_prefix_of_user_id_email_or_phone(admin):
 
     def found(query):
         html = admin.get("/console/recipients", query_string={"q": query}).get_data(as_text=True)
-        return [name for name in ("ana", "bruno", "carla") if f"/console/recipients/{name}\"" in html]
+        return [name for name in ("ana", "bruno", "carla") if f'/console/recipients/{name}"' in html]
 
     assert found("an") == ["ana"]
     assert found("bruno@EXAMPLE") == ["bruno"]  # email prefix ignores case
@@ -67,17 +69,17 @@ def test_search_escapes_like_wildcards(admin):
     make_recipient(external_id="a_b")
     make_recipient(external_id="axb")
     html = admin.get("/console/recipients?q=a_").get_data(as_text=True)
-    assert "/console/recipients/a_b\"" in html and "/console/recipients/axb\"" not in html
+    assert '/console/recipients/a_b"' in html and '/console/recipients/axb"' not in html
 
 
 def test_search_pages_results_and_htmx_gets_only_the_results_partial(admin):
     for n in range(30):
         make_recipient(external_id=f"user-{n:02d}")
     first = admin.get("/console/recipients?q=user-").get_data(as_text=True)
-    assert "/console/recipients/user-24\"" in first and "/console/recipients/user-25\"" not in first
+    assert '/console/recipients/user-24"' in first and '/console/recipients/user-25"' not in first
     assert "page=2" in first
     second = admin.get("/console/recipients?q=user-&page=2", headers={"HX-Request": "true"}).get_data(as_text=True)
-    assert "/console/recipients/user-29\"" in second and "/console/recipients/user-00\"" not in second
+    assert '/console/recipients/user-29"' in second and '/console/recipients/user-00"' not in second
     assert second.lstrip().startswith('<section id="recipient-results"') and "<html" not in second
 
 
@@ -95,13 +97,22 @@ def test_anonymous_visitors_are_sent_to_sign_in(client):
 
 # --- the recipient page ----------------------------------------------------------------------------
 
+
 def test_recipient_page_shows_profile_devices_preferences_and_history_with_events(admin):
     ana = make_recipient(external_id="ana", email="ana@example.com", attributes={"plan": "gold"})
-    db.session.add_all([
-        Device(recipient_id=ana.id, platform="ios", token="tok-live", active=True),
-        Device(recipient_id=ana.id, platform="android", token="tok-dead", active=False, deactivated_reason="token gone (410)"),
-        Preference(recipient_id=ana.id, channel="email", category="marketing", enabled=False),
-    ])
+    db.session.add_all(
+        [
+            Device(recipient_id=ana.id, platform="ios", token="tok-live", active=True),
+            Device(
+                recipient_id=ana.id,
+                platform="android",
+                token="tok-dead",
+                active=False,
+                deactivated_reason="token gone (410)",
+            ),
+            Preference(recipient_id=ana.id, channel="email", category="marketing", enabled=False),
+        ]
+    )
     older = make_notification(ana, title="Older one")
     newer = make_notification(ana, title="Newer one")
     newer.created_at = older.created_at.replace(year=older.created_at.year + 1)
@@ -136,23 +147,27 @@ def test_history_pages_newest_first(admin):
 
 # --- marketers read, admins write ------------------------------------------------------------------
 
+
 def test_marketer_sees_the_recipient_page_without_any_form(marketer):
     make_recipient(external_id="ana", email="ana@example.com")
     html = marketer.get("/console/recipients/ana").get_data(as_text=True)
     assert "ana@example.com" in html and 'data-testid="read-only"' in html
-    assert "/preferences\"" not in html and "/hard-stop\"" not in html and "/erase\"" not in html
+    assert '/preferences"' not in html and '/hard-stop"' not in html and '/erase"' not in html
     assert 'action="/console/suppressions' not in html
 
 
-@pytest.mark.parametrize("method,path,data", [
-    ("post", "/console/recipients/ana/preferences", {"channel": "email", "category": "marketing", "enabled": "0"}),
-    ("post", "/console/recipients/ana/hard-stop", {"enabled": "1"}),
-    ("get", "/console/recipients/ana/erase", {}),
-    ("post", "/console/recipients/ana/erase", {"confirm": "ana"}),
-    ("post", "/console/suppressions", {"channel": "email", "address": "ana@example.com", "reason": "x"}),
-    ("post", "/console/suppressions/1/delete", {}),
-    ("get", "/console/audit", {}),
-])
+@pytest.mark.parametrize(
+    "method,path,data",
+    [
+        ("post", "/console/recipients/ana/preferences", {"channel": "email", "category": "marketing", "enabled": "0"}),
+        ("post", "/console/recipients/ana/hard-stop", {"enabled": "1"}),
+        ("get", "/console/recipients/ana/erase", {}),
+        ("post", "/console/recipients/ana/erase", {"confirm": "ana"}),
+        ("post", "/console/suppressions", {"channel": "email", "address": "ana@example.com", "reason": "x"}),
+        ("post", "/console/suppressions/1/delete", {}),
+        ("get", "/console/audit", {}),
+    ],
+)
 def test_marketer_is_refused_every_write(marketer, method, path, data):
     ana = make_recipient(external_id="ana", email="ana@example.com")
     db.session.add(Suppression(id=1, channel="sms", address="+351910000000", reason="STOP"))
@@ -168,11 +183,14 @@ def test_marketer_is_refused_every_write(marketer, method, path, data):
 
 def test_admin_turns_off_an_opt_in_and_the_audit_entry_has_before_and_after(admin):
     ana = make_recipient(external_id="ana")
-    response = admin.post("/console/recipients/ana/preferences",
-                          data={"channel": "email", "category": "marketing", "enabled": "0"})
+    response = admin.post(
+        "/console/recipients/ana/preferences", data={"channel": "email", "category": "marketing", "enabled": "0"}
+    )
     assert response.status_code == 302
     assert db.session.get(Preference, (ana.id, "email", "marketing")).enabled is False
-    admin.post("/console/recipients/ana/preferences", data={"channel": "email", "category": "marketing", "enabled": "1"})
+    admin.post(
+        "/console/recipients/ana/preferences", data={"channel": "email", "category": "marketing", "enabled": "1"}
+    )
     first, second = audit_entries("preference.set")
     assert (first.actor, first.target_type, first.target_id) == (ADMIN, "recipient", str(ana.id))
     assert first.before is None and first.after == {"channel": "email", "category": "marketing", "enabled": False}
@@ -183,15 +201,20 @@ def test_admin_turns_off_an_opt_in_and_the_audit_entry_has_before_and_after(admi
 
 def test_preference_toggle_over_htmx_returns_the_updated_grid(admin):
     make_recipient(external_id="ana")
-    html = admin.post("/console/recipients/ana/preferences", headers={"HX-Request": "true"},
-                      data={"channel": "sms", "category": "*", "enabled": "0"}).get_data(as_text=True)
+    html = admin.post(
+        "/console/recipients/ana/preferences",
+        headers={"HX-Request": "true"},
+        data={"channel": "sms", "category": "*", "enabled": "0"},
+    ).get_data(as_text=True)
     assert html.lstrip().startswith('<section id="preferences"')
     assert 'data-testid="pref-sms-*" data-enabled="off"' in html
 
 
 def test_preference_toggle_rejects_an_unknown_channel_without_writing(admin):
     make_recipient(external_id="ana")
-    response = admin.post("/console/recipients/ana/preferences", data={"channel": "pigeon", "category": "x", "enabled": "0"})
+    response = admin.post(
+        "/console/recipients/ana/preferences", data={"channel": "pigeon", "category": "x", "enabled": "0"}
+    )
     assert response.status_code == 400
     assert db.session.scalar(select(Preference)) is None and audit_entries() == []
 
@@ -208,7 +231,9 @@ def test_admin_sets_and_lifts_the_hard_stop_with_audit(admin):
 
 
 def test_admin_adds_and_removes_a_suppression_with_audit(admin):
-    response = admin.post("/console/suppressions", data={"channel": "email", "address": "ana@example.com", "reason": "complaint"})
+    response = admin.post(
+        "/console/suppressions", data={"channel": "email", "address": "ana@example.com", "reason": "complaint"}
+    )
     assert response.status_code == 302
     entry = db.session.scalar(select(Suppression))
     assert (entry.channel, entry.address, entry.reason) == ("email", "ana@example.com", "complaint")
@@ -216,14 +241,20 @@ def test_admin_adds_and_removes_a_suppression_with_audit(admin):
     assert "ana@example.com" in admin.get("/console/suppressions?q=ANA@").get_data(as_text=True)
     assert "ana@example.com" not in admin.get("/console/suppressions?q=bob").get_data(as_text=True)
 
-    duplicate = admin.post("/console/suppressions", data={"channel": "email", "address": "ana@example.com", "reason": "again"})
+    duplicate = admin.post(
+        "/console/suppressions", data={"channel": "email", "address": "ana@example.com", "reason": "again"}
+    )
     assert duplicate.status_code == 400 and "already suppressed" in duplicate.get_data(as_text=True)
 
     assert admin.post(f"/console/suppressions/{entry.id}/delete").status_code == 302
     db.session.expire_all()
     assert db.session.scalar(select(Suppression)) is None
     added, removed = audit_entries("suppression.add") + audit_entries("suppression.remove")
-    assert added.before is None and added.after == {"channel": "email", "address": "ana@example.com", "reason": "complaint"}
+    assert added.before is None and added.after == {
+        "channel": "email",
+        "address": "ana@example.com",
+        "reason": "complaint",
+    }
     assert removed.before == added.after and removed.after is None
 
 
@@ -239,10 +270,15 @@ def test_suppression_remove_returns_to_the_recipient_page_it_came_from(admin):
     make_recipient(external_id="ana", email="ana@example.com")
     admin.post("/console/suppressions", data={"channel": "email", "address": "ana@example.com", "reason": "x"})
     entry = db.session.scalar(select(Suppression))
-    assert "ana@example.com" in admin.get("/console/recipients/ana").get_data(as_text=True).split("Suppressed addresses")[1]
+    assert (
+        "ana@example.com"
+        in admin.get("/console/recipients/ana").get_data(as_text=True).split("Suppressed addresses")[1]
+    )
     response = admin.post(f"/console/suppressions/{entry.id}/delete", data={"back": "/console/recipients/ana"})
     assert response.headers["Location"] == "/console/recipients/ana"
-    evil = admin.post("/console/suppressions", data={"channel": "sms", "address": "1", "reason": "x", "back": "https://evil.example/"})
+    evil = admin.post(
+        "/console/suppressions", data={"channel": "sms", "address": "1", "reason": "x", "back": "https://evil.example/"}
+    )
     assert evil.headers["Location"] == "/console/suppressions"
 
 
@@ -264,6 +300,7 @@ def test_erase_asks_for_confirmation_then_deletes_everything(admin):
 
 
 # --- the audit log page ----------------------------------------------------------------------------
+
 
 def test_audit_log_filters_by_actor_and_target_and_pages(admin):
     for n in range(30):
@@ -295,6 +332,7 @@ def test_record_change_stores_dates_as_iso_text_and_commits_with_the_caller(app)
 
 
 # --- opening a user's inbox ------------------------------------------------------------------------
+
 
 def test_admin_opens_a_users_inbox_through_its_signed_link_and_the_audit_log_says_who(admin):
     ana = make_recipient(external_id="ana maria")

@@ -1,4 +1,5 @@
 """Template editor through the Flask test client: create, edit, versions, diff, restore, live preview, save checks."""
+
 from __future__ import annotations
 
 import re
@@ -22,9 +23,14 @@ def marketer(app, client):
 
 def form(**overrides) -> dict:
     data = {
-        "key": "low-balance", "name": "Low balance", "category": "billing", "type": "transactional",
-        "default_locale": "en", "locales": ["en"],
-        "v-en-in_app-title": "Balance low", "v-en-in_app-body": "Hi {{ recipient.id }}, top up.",
+        "key": "low-balance",
+        "name": "Low balance",
+        "category": "billing",
+        "type": "transactional",
+        "default_locale": "en",
+        "locales": ["en"],
+        "v-en-in_app-title": "Balance low",
+        "v-en-in_app-body": "Hi {{ recipient.id }}, top up.",
         "v-en-sms-text": "Balance {{ recipient.attributes.balance }}",
         "action": "save",
     }
@@ -43,10 +49,12 @@ def test_marketer_creates_a_template_as_version_one(marketer):
     assert response.status_code == 302
     template = db.session.scalar(select(Template).where(Template.key == "low-balance"))
     assert template.current_version == 1 and template.type == "transactional" and template.category == "billing"
-    assert template.version(1).variants == {"en": {
-        "in_app": {"title": "Balance low", "body": "Hi {{ recipient.id }}, top up."},
-        "sms": {"text": "Balance {{ recipient.attributes.balance }}"},
-    }}
+    assert template.version(1).variants == {
+        "en": {
+            "in_app": {"title": "Balance low", "body": "Hi {{ recipient.id }}, top up."},
+            "sms": {"text": "Balance {{ recipient.attributes.balance }}"},
+        }
+    }
     audit = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "template.create"))
     assert audit.actor == "mia@example.com" and audit.after["version"] == 1
 
@@ -54,7 +62,10 @@ def test_marketer_creates_a_template_as_version_one(marketer):
 def test_every_save_is_a_new_immutable_version_and_old_versions_stay_readable(marketer):
     marketer.post("/console/templates/new", data=form())
     template = db.session.scalar(select(Template))
-    response = marketer.post(f"/console/templates/{template.id}", data=form(**{"v-en-sms-text": "Now {{ recipient.attributes.balance }}", "base_version": "1"}))
+    response = marketer.post(
+        f"/console/templates/{template.id}",
+        data=form(**{"v-en-sms-text": "Now {{ recipient.attributes.balance }}", "base_version": "1"}),
+    )
     assert response.status_code == 302
     db.session.expire_all()
     template = db.session.scalar(select(Template))
@@ -70,7 +81,9 @@ def test_key_cannot_change_and_a_stale_editor_cannot_overwrite_a_newer_version(m
     marketer.post("/console/templates/new", data=form())
     template = db.session.scalar(select(Template))
     marketer.post(f"/console/templates/{template.id}", data=form(key="renamed", base_version="1"))
-    stale = marketer.post(f"/console/templates/{template.id}", data=form(base_version="1", **{"v-en-sms-text": "Lost update"}))
+    stale = marketer.post(
+        f"/console/templates/{template.id}", data=form(base_version="1", **{"v-en-sms-text": "Lost update"})
+    )
     assert stale.status_code == 409
     assert "Someone saved a newer version" in stale.get_data(as_text=True)
     db.session.expire_all()
@@ -79,7 +92,9 @@ def test_key_cannot_change_and_a_stale_editor_cannot_overwrite_a_newer_version(m
 
 
 def test_syntax_error_blocks_the_save_and_names_the_field_and_line(marketer):
-    response = marketer.post("/console/templates/new", data=form(**{"v-en-in_app-body": "Hi\nthere {{ recipient.id }\n"}))
+    response = marketer.post(
+        "/console/templates/new", data=form(**{"v-en-in_app-body": "Hi\nthere {{ recipient.id }\n"})
+    )
     assert response.status_code == 422
     assert field_error(response.get_data(as_text=True), "v-en-in_app-body").startswith("Line 2:")
     assert db.session.scalar(select(Template)) is None
@@ -102,27 +117,41 @@ def test_half_filled_channel_and_duplicate_key_are_refused_next_to_the_field(mar
 
 
 def test_locales_are_added_and_removed_without_saving(marketer):
-    page = marketer.post("/console/templates/new", data=form(action="add_locale", new_locale="pt-BR")).get_data(as_text=True)
+    page = marketer.post("/console/templates/new", data=form(action="add_locale", new_locale="pt-BR")).get_data(
+        as_text=True
+    )
     assert 'name="locales" value="pt-BR"' in page and 'name="v-pt-BR-sms-text"' in page
     assert db.session.scalar(select(Template)) is None
-    page = marketer.post("/console/templates/new", data=form(locales=["en", "pt-BR"], remove_locale="pt-BR", action="")).get_data(as_text=True)
+    page = marketer.post(
+        "/console/templates/new", data=form(locales=["en", "pt-BR"], remove_locale="pt-BR", action="")
+    ).get_data(as_text=True)
     assert 'value="pt-BR"' not in page
-    refused = marketer.post("/console/templates/new", data=form(action="add_locale", new_locale="portuguese")).get_data(as_text=True)
+    refused = marketer.post("/console/templates/new", data=form(action="add_locale", new_locale="portuguese")).get_data(
+        as_text=True
+    )
     assert "A locale looks like en or pt-BR." in refused
 
 
 def test_saved_locales_each_keep_their_variants(marketer):
-    marketer.post("/console/templates/new", data=form(locales=["en", "pt"], **{"v-pt-sms-text": "Saldo {{ recipient.attributes.balance }}"}))
+    marketer.post(
+        "/console/templates/new",
+        data=form(locales=["en", "pt"], **{"v-pt-sms-text": "Saldo {{ recipient.attributes.balance }}"}),
+    )
     template = db.session.scalar(select(Template))
     assert template.version().variants["pt"] == {"sms": {"text": "Saldo {{ recipient.attributes.balance }}"}}
 
 
 def test_preview_renders_for_the_chosen_recipient_with_segments_and_push_size(marketer):
     make_recipient(external_id="ana", locale="en", attributes={"balance": 12})
-    body = form(preview_user="ana", sample_data='{"amount": 5}', **{
-        "v-en-sms-text": "Balance {{ recipient.attributes.balance }} · add {{ data.amount }}",
-        "v-en-push-title": "Low", "v-en-push-body": "Only {{ recipient.attributes.balance }} left",
-    })
+    body = form(
+        preview_user="ana",
+        sample_data='{"amount": 5}',
+        **{
+            "v-en-sms-text": "Balance {{ recipient.attributes.balance }} · add {{ data.amount }}",
+            "v-en-push-title": "Low",
+            "v-en-push-body": "Only {{ recipient.attributes.balance }} left",
+        },
+    )
     html = marketer.post("/console/templates/preview", data=body, headers={"HX-Request": "true"}).get_data(as_text=True)
     assert 'data-testid="preview-recipient">ana<' in html
     assert "Balance 12 · add 5" in html
@@ -135,10 +164,13 @@ def test_preview_renders_for_the_chosen_recipient_with_segments_and_push_size(ma
 
 def test_preview_shows_undefined_variables_and_syntax_errors_next_to_the_field_with_the_line(marketer):
     make_recipient(external_id="ana", attributes={})
-    body = form(preview_user="ana", **{
-        "v-en-in_app-body": "Hello\n\n{{ recipient.attributes.nickname }}",
-        "v-en-sms-text": "{% if %}",
-    })
+    body = form(
+        preview_user="ana",
+        **{
+            "v-en-in_app-body": "Hello\n\n{{ recipient.attributes.nickname }}",
+            "v-en-sms-text": "{% if %}",
+        },
+    )
     html = marketer.post("/console/templates/preview", data=body).get_data(as_text=True)
     assert field_error(html, "v-en-in_app-body") == "Line 3: &#39;dict object&#39; has no attribute &#39;nickname&#39;"
     assert field_error(html, "v-en-sms-text").startswith("Line 1: ")
@@ -148,10 +180,17 @@ def test_preview_shows_undefined_variables_and_syntax_errors_next_to_the_field_w
 def test_preview_lays_out_the_email_variant_as_a_mail_and_other_channels_as_messages(marketer):
     """The email layout (subject, sandboxed HTML frame, text part) follows the registry's previews_as_mail."""
     make_recipient(external_id="ana", attributes={"balance": 12})
-    html = marketer.post("/console/templates/preview", data=form(preview_user="ana", **{
-        "v-en-email-subject": "Balance {{ recipient.attributes.balance }}",
-        "v-en-email-html": "<p>Only {{ recipient.attributes.balance }}</p>", "v-en-email-text": "Plain 12",
-    })).get_data(as_text=True)
+    html = marketer.post(
+        "/console/templates/preview",
+        data=form(
+            preview_user="ana",
+            **{
+                "v-en-email-subject": "Balance {{ recipient.attributes.balance }}",
+                "v-en-email-html": "<p>Only {{ recipient.attributes.balance }}</p>",
+                "v-en-email-text": "Plain 12",
+            },
+        ),
+    ).get_data(as_text=True)
     email = re.search(r'data-testid="preview-email">(.*?)</section>', html, re.S).group(1)
     assert '<p class="preview-subject"><strong>Balance 12</strong></p>' in email
     assert re.search(r'<iframe class="preview-html" sandbox="" [^>]*srcdoc="&lt;p&gt;Only 12&lt;/p&gt;"', email)
@@ -162,9 +201,17 @@ def test_preview_lays_out_the_email_variant_as_a_mail_and_other_channels_as_mess
 
 def test_push_payload_over_4096_bytes_is_flagged(marketer):
     make_recipient(external_id="ana")
-    html = marketer.post("/console/templates/preview", data=form(preview_user="ana", sample_data='{"blob": "%s"}' % ("x" * 4000), **{
-        "v-en-push-title": "Hi", "v-en-push-body": "Body",
-    })).get_data(as_text=True)
+    html = marketer.post(
+        "/console/templates/preview",
+        data=form(
+            preview_user="ana",
+            sample_data='{"blob": "%s"}' % ("x" * 4000),
+            **{
+                "v-en-push-title": "Hi",
+                "v-en-push-body": "Body",
+            },
+        ),
+    ).get_data(as_text=True)
     assert "too big" in html
 
 
@@ -173,7 +220,9 @@ def test_preview_without_a_recipient_asks_for_one_and_unknown_ids_are_named(mark
     assert "Choose a recipient" in html
     html = marketer.post("/console/templates/preview", data=form(preview_user="ghost")).get_data(as_text=True)
     assert "No recipient has user id &#39;ghost&#39;" in html
-    html = marketer.post("/console/templates/preview", data=form(preview_user="ghost", sample_data="[1]")).get_data(as_text=True)
+    html = marketer.post("/console/templates/preview", data=form(preview_user="ghost", sample_data="[1]")).get_data(
+        as_text=True
+    )
     assert "must be a JSON object" in field_error(html, "sample_data")
 
 
@@ -189,9 +238,17 @@ def test_recipient_search_suggests_user_ids_by_prefix(marketer):
 def test_diff_between_any_two_versions_is_a_table_per_changed_field(marketer):
     marketer.post("/console/templates/new", data=form())
     template = db.session.scalar(select(Template))
-    marketer.post(f"/console/templates/{template.id}", data=form(base_version="1", **{"v-en-sms-text": "Balance is {{ recipient.attributes.balance }}"}))
-    marketer.post(f"/console/templates/{template.id}", data=form(base_version="2", **{
-        "v-en-sms-text": "Balance is {{ recipient.attributes.balance }}", "v-en-in_app-title": "Top up"}))
+    marketer.post(
+        f"/console/templates/{template.id}",
+        data=form(base_version="1", **{"v-en-sms-text": "Balance is {{ recipient.attributes.balance }}"}),
+    )
+    marketer.post(
+        f"/console/templates/{template.id}",
+        data=form(
+            base_version="2",
+            **{"v-en-sms-text": "Balance is {{ recipient.attributes.balance }}", "v-en-in_app-title": "Top up"},
+        ),
+    )
     html = marketer.get(f"/console/templates/{template.id}/diff?a=1&b=3").get_data(as_text=True)
     assert re.findall(r'data-testid="diff-field">([^<]+)<', html) == ["en · In-app · title", "en · SMS · text"]
     assert "<code>Balance is {{ recipient.attributes.balance }}</code>" in html
@@ -218,20 +275,35 @@ def test_restore_saves_the_old_content_as_a_new_version(marketer):
 def test_editor_keeps_channels_it_does_not_show(marketer):
     from tests.factories import make_template
 
-    template = make_template(key="web", variants={"en": {"sms": {"text": "Hi"}, "web_push": {"title": "W", "body": "B"}}})
-    marketer.post(f"/console/templates/{template.id}", data={
-        "name": "Web", "category": "general", "type": "marketing", "default_locale": "en", "locales": ["en"],
-        "v-en-sms-text": "Hi again", "base_version": "1",
-    })
+    template = make_template(
+        key="web", variants={"en": {"sms": {"text": "Hi"}, "web_push": {"title": "W", "body": "B"}}}
+    )
+    marketer.post(
+        f"/console/templates/{template.id}",
+        data={
+            "name": "Web",
+            "category": "general",
+            "type": "marketing",
+            "default_locale": "en",
+            "locales": ["en"],
+            "v-en-sms-text": "Hi again",
+            "base_version": "1",
+        },
+    )
     db.session.expire_all()
     assert db.session.get(Template, template.id).version(2).variants["en"] == {
-        "sms": {"text": "Hi again"}, "web_push": {"title": "W", "body": "B"},
+        "sms": {"text": "Hi again"},
+        "web_push": {"title": "W", "body": "B"},
     }
 
 
 def test_pages_need_a_signed_in_staff_member(client, app):
     assert client.get("/console/templates").status_code == 302
-    assert client.post("/console/templates/preview", data=form(), headers={"HX-Request": "true"}).headers["HX-Redirect"].startswith("/console/login")
+    assert (
+        client.post("/console/templates/preview", data=form(), headers={"HX-Request": "true"})
+        .headers["HX-Redirect"]
+        .startswith("/console/login")
+    )
 
 
 def test_list_edit_and_version_pages_render(marketer):

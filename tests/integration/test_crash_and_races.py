@@ -1,4 +1,5 @@
 """Claim -> send -> record under races and SIGKILL, with real workers, Redis, SMTP and database."""
+
 from __future__ import annotations
 
 import os
@@ -38,9 +39,20 @@ def routed_email_delivery(app) -> int:
     # Route without dispatching: insert the delivery the way route_notification does.
     from app.models.bulk import insert_ignoring_conflicts
 
-    insert_ignoring_conflicts(Delivery, [{"notification_id": notification_id, "channel": "email", "status": "PENDING",
-                                          "attempts": 0, "created_at": utcnow(), "updated_at": utcnow()}],
-                              ["notification_id", "channel"])
+    insert_ignoring_conflicts(
+        Delivery,
+        [
+            {
+                "notification_id": notification_id,
+                "channel": "email",
+                "status": "PENDING",
+                "attempts": 0,
+                "created_at": utcnow(),
+                "updated_at": utcnow(),
+            }
+        ],
+        ["notification_id", "channel"],
+    )
     db.session.commit()
     get_redis().flushdb()  # drop the queued routing job: this test drives dispatch itself
     return db.session.scalar(select(Delivery.id))
@@ -74,7 +86,7 @@ def test_live_claim_is_not_stolen_but_an_expired_one_is_redriven_with_the_same_k
 
     assert claim([delivery_id], utcnow(), 60) == {delivery_id: 1}  # a worker claimed it, then died before sending
     db.session.commit()
-    assert dispatch_delivery(delivery_id) == "not-claimed"   # lease still running: hands off
+    assert dispatch_delivery(delivery_id) == "not-claimed"  # lease still running: hands off
     assert smtp_server.messages == []
     app.config["DISPATCH_LEASE_SECONDS"], saved = 0, app.config["DISPATCH_LEASE_SECONDS"]
     try:
@@ -147,8 +159,13 @@ def test_sigkilled_worker_loses_nothing_and_sends_nothing_twice(app, smtp_server
         redrive_stuck_work(utcnow(), lease_seconds=1, stale_after=timedelta(0))
     finally:
         app.config["DISPATCH_LEASE_SECONDS"] = saved
-    survivor = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "worker", *worker_args], cwd=PROJECT_ROOT,
-                              env=env, capture_output=True, timeout=120)
+    survivor = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "worker", *worker_args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     assert survivor.returncode == 0, survivor.stderr.decode()[-2000:]
 
     db.session.remove()
@@ -158,5 +175,7 @@ def test_sigkilled_worker_loses_nothing_and_sends_nothing_twice(app, smtp_server
     expected = {f"<herald-{nid}-email@herald.local>" for nid in notification_ids}
     assert set(received) == expected, "every notification arrived"
     assert len(received) == count, f"duplicates at the SMTP server: {len(received) - count}"
-    sending_events = db.session.scalar(select(func.count()).select_from(DeliveryEvent).where(DeliveryEvent.status == "SENDING"))
+    sending_events = db.session.scalar(
+        select(func.count()).select_from(DeliveryEvent).where(DeliveryEvent.status == "SENDING")
+    )
     assert sending_events >= count

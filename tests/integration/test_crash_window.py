@@ -7,6 +7,7 @@ with the same key (at least once: duplicates at most the channel's
 concurrency); marketing ones do not (at most once: ``UNCERTAIN``, never a
 duplicate). Nothing is lost.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,10 +56,17 @@ def peers(app, smtp_server, fcm, tmp_path):  # noqa: F811
         return original_fcm_handle(*args)
 
     fcm.handle = slow_fcm
-    env = {"SMTP_URL": smtp_server.url, "TWILIO_ACCOUNT_SID": MAIN, "TWILIO_AUTH_TOKEN": ACCOUNTS[MAIN],
-           "TWILIO_FROM": "+15005550006", "TWILIO_API_BASE": twilio.url, "HERALD_SMS_RATE": "100000/second",
-           "FCM_BASE": app.config["FCM_BASE"], "FCM_PROJECT_ID": app.config["FCM_PROJECT_ID"],
-           "FCM_SERVICE_ACCOUNT_FILE": app.config["FCM_SERVICE_ACCOUNT_FILE"]}
+    env = {
+        "SMTP_URL": smtp_server.url,
+        "TWILIO_ACCOUNT_SID": MAIN,
+        "TWILIO_AUTH_TOKEN": ACCOUNTS[MAIN],
+        "TWILIO_FROM": "+15005550006",
+        "TWILIO_API_BASE": twilio.url,
+        "HERALD_SMS_RATE": "100000/second",
+        "FCM_BASE": app.config["FCM_BASE"],
+        "FCM_PROJECT_ID": app.config["FCM_PROJECT_ID"],
+        "FCM_SERVICE_ACCOUNT_FILE": app.config["FCM_SERVICE_ACCOUNT_FILE"],
+    }
     received = {
         "email": lambda: smtp_server.message_ids(),
         "sms": lambda: [m["To"] for m in twilio.messages],
@@ -70,27 +78,70 @@ def peers(app, smtp_server, fcm, tmp_path):  # noqa: F811
 
 def seed_and_launch(channel: str, kind: str) -> int:
     now = utcnow()
-    db.session.execute(insert(Recipient), [
-        {"external_id": f"w{n}", "email": f"w{n}@example.com", "phone": f"+1415555{n:04d}", "timezone": None,
-         "locale": "en", "attributes": {}, "hard_stop": False, "created_at": now, "updated_at": now}
-        for n in range(COUNT)])
+    db.session.execute(
+        insert(Recipient),
+        [
+            {
+                "external_id": f"w{n}",
+                "email": f"w{n}@example.com",
+                "phone": f"+1415555{n:04d}",
+                "timezone": None,
+                "locale": "en",
+                "attributes": {},
+                "hard_stop": False,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for n in range(COUNT)
+        ],
+    )
     db.session.commit()
     if channel == "sms":  # marketing by SMS needs an explicit opt-in
-        db.session.execute(insert(Preference), [{"recipient_id": rid, "channel": "sms", "category": "news", "enabled": True,
-                                                 "updated_at": now} for rid in db.session.scalars(select(Recipient.id))])
+        db.session.execute(
+            insert(Preference),
+            [
+                {"recipient_id": rid, "channel": "sms", "category": "news", "enabled": True, "updated_at": now}
+                for rid in db.session.scalars(select(Recipient.id))
+            ],
+        )
         db.session.commit()
     if channel == "push":
-        db.session.execute(insert(Device), [{"recipient_id": rid, "platform": "android", "token": f"tok-{rid:06d}",
-                                             "active": True, "created_at": now}
-                                            for rid in db.session.scalars(select(Recipient.id))])
+        db.session.execute(
+            insert(Device),
+            [
+                {
+                    "recipient_id": rid,
+                    "platform": "android",
+                    "token": f"tok-{rid:06d}",
+                    "active": True,
+                    "created_at": now,
+                }
+                for rid in db.session.scalars(select(Recipient.id))
+            ],
+        )
         db.session.commit()
     marketer = make_staff(email="mia@example.com", role="marketer")
-    content = {"email": {"subject": "Hello", "html": "<p>Hello</p>", "text": "Hello"}, "sms": {"text": "Hello"},
-               "push": {"title": "Hello", "body": "There"}}[channel]
+    content = {
+        "email": {"subject": "Hello", "html": "<p>Hello</p>", "text": "Hello"},
+        "sms": {"text": "Hello"},
+        "push": {"title": "Hello", "body": "There"},
+    }[channel]
     template = make_template("crash", type=kind, category="news", variants={"en": {channel: content}})
-    campaign = store.create_campaign(store.CampaignFields(
-        name="Crash", template_id=template.id, audience_filter={"all": []}, audience_name=None, channels=[channel],
-        schedule="now", send_at=None, local_time=None, throttle_per_minute=None, ends_at=None), marketer)
+    campaign = store.create_campaign(
+        store.CampaignFields(
+            name="Crash",
+            template_id=template.id,
+            audience_filter={"all": []},
+            audience_name=None,
+            channels=[channel],
+            schedule="now",
+            send_at=None,
+            local_time=None,
+            throttle_per_minute=None,
+            ends_at=None,
+        ),
+        marketer,
+    )
     campaign_id = campaign.id
     assert store.launch(campaign, marketer) == []
     plan_campaign(campaign_id)
@@ -107,11 +158,17 @@ def campaign_status(campaign_id: int) -> str:
 @pytest.mark.parametrize("kind", ["transactional", "marketing"])
 @pytest.mark.parametrize("channel", ["sms", "email", "push"])
 def test_sigkill_mid_batch_loses_nothing_repeats_at_most_what_was_in_flight_and_finishes_within_the_lease(
-        app, test_env, peers, channel, kind):
+    app, test_env, peers, channel, kind
+):
     env_extra, received = peers
     campaign_id = seed_and_launch(channel, kind)
-    env = {**os.environ, **test_env, **env_extra, "HERALD_DISPATCH_LEASE_SECONDS": str(LEASE),
-           "HERALD_CHANNEL_SLOTS": "2"}
+    env = {
+        **os.environ,
+        **test_env,
+        **env_extra,
+        "HERALD_DISPATCH_LEASE_SECONDS": str(LEASE),
+        "HERALD_CHANNEL_SLOTS": "2",
+    }
     victim = start_worker(["low"], env)
     deadline = time.monotonic() + 90
     while len(received[channel]()) < KILL_AFTER and time.monotonic() < deadline:

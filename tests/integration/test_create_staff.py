@@ -1,4 +1,5 @@
 """`flask create-staff`: accounts from the command line, with clear errors for bad input."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -41,8 +42,9 @@ def test_created_account_can_sign_in(app, runner, client):
 
 
 def test_prompts_for_hidden_password_with_confirmation_when_not_given(app, runner):
-    result = runner.invoke(args=["create-staff", "mk@example.com", "--role", "marketer"],
-                           input="long-password\nlong-password\n")
+    result = runner.invoke(
+        args=["create-staff", "mk@example.com", "--role", "marketer"], input="long-password\nlong-password\n"
+    )
     assert result.exit_code == 0, result.output
     assert "Password:" in result.output and "Repeat for confirmation:" in result.output
     assert "long-password" not in result.output
@@ -50,8 +52,10 @@ def test_prompts_for_hidden_password_with_confirmation_when_not_given(app, runne
 
 
 def test_prompt_asks_again_when_confirmation_differs(app, runner):
-    result = runner.invoke(args=["create-staff", "mk@example.com", "--role", "marketer"],
-                           input="long-password\nother-password\nlong-password\nlong-password\n")
+    result = runner.invoke(
+        args=["create-staff", "mk@example.com", "--role", "marketer"],
+        input="long-password\nother-password\nlong-password\nlong-password\n",
+    )
     assert result.exit_code == 0, result.output
     assert "do not match" in result.output
     assert staff_by_email(app, "mk@example.com").check_password("long-password")
@@ -80,8 +84,16 @@ def test_invalid_email_is_refused(app, runner):
 
 def test_email_domain_is_not_looked_up_in_dns_and_is_normalised(app, runner):
     # A DNS deliverability check would refuse this unregistered domain.
-    result = runner.invoke(args=["create-staff", "ops@Herald-Unregistered-Domain-4711.COM", "--role", "admin",
-                                 "--password", "s3cret-enough"])
+    result = runner.invoke(
+        args=[
+            "create-staff",
+            "ops@Herald-Unregistered-Domain-4711.COM",
+            "--role",
+            "admin",
+            "--password",
+            "s3cret-enough",
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert staff_by_email(app, "ops@herald-unregistered-domain-4711.com") is not None
 
@@ -102,7 +114,9 @@ def test_role_is_required(app, runner):
 def test_duplicate_email_is_a_clear_error_not_a_traceback(app, runner):
     with app.app_context():
         make_staff(email="ops@example.com")
-    result = runner.invoke(args=["create-staff", "OPS@example.com", "--role", "marketer", "--password", "s3cret-enough"])
+    result = runner.invoke(
+        args=["create-staff", "OPS@example.com", "--role", "marketer", "--password", "s3cret-enough"]
+    )
     assert result.exit_code == 1
     assert result.output.strip() == "Error: a staff account for OPS@example.com already exists"
     assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -1,4 +1,5 @@
 """CSV import end to end: upload, RQ job on "low", set-based upserts, progress in Redis, errors by line."""
+
 from __future__ import annotations
 
 import io
@@ -46,7 +47,11 @@ def drain(run_jobs):
 
 
 def upload(client, text: str, name: str = "people.csv"):
-    return client.post("/console/audiences/import", data={"file": (io.BytesIO(text.encode()), name)}, content_type="multipart/form-data")
+    return client.post(
+        "/console/audiences/import",
+        data={"file": (io.BytesIO(text.encode()), name)},
+        content_type="multipart/form-data",
+    )
 
 
 def big_csv(rows: int, bad_lines: dict[int, str]) -> str:
@@ -84,7 +89,12 @@ def test_ten_thousand_rows_import_with_counts_and_errors_by_line(app, marketer, 
     job = db.session.get(ImportJob, job.id)
     assert job.status == "done" and job.total == 10_000 and job.processed == 10_000
     assert job.error_count == 4
-    assert [(e["line"], e["field"]) for e in job.errors] == [(5, "email"), (1000, "phone"), (5002, "timezone"), (9999, "user_id")]
+    assert [(e["line"], e["field"]) for e in job.errors] == [
+        (5, "email"),
+        (1000, "phone"),
+        (5002, "timezone"),
+        (9999, "user_id"),
+    ]
     assert job.updated == 199 and job.inserted == 10_000 - 4 - 199  # u3 (line 5) is one of the 200 and is bad
     assert db.session.scalar(select(func.count()).select_from(Recipient)) == 200 + job.inserted
     updated = db.session.scalar(select(Recipient).where(Recipient.external_id == "u7"))
@@ -103,8 +113,17 @@ def test_ten_thousand_rows_import_with_counts_and_errors_by_line(app, marketer, 
 def test_progress_page_polls_every_second_and_reads_redis_while_running(app, marketer):
     upload(marketer, HEADER + "u1,,,,,1,pro\n")
     job = db.session.scalar(select(ImportJob))
-    get_redis().hset(progress_key(job.id), mapping={"status": "running", "total": 50_000, "processed": 12_000,
-                                                   "inserted": 11_000, "updated": 900, "errors": 3})
+    get_redis().hset(
+        progress_key(job.id),
+        mapping={
+            "status": "running",
+            "total": 50_000,
+            "processed": 12_000,
+            "inserted": 11_000,
+            "updated": 900,
+            "errors": 3,
+        },
+    )
     html = marketer.get(f"/console/audiences/imports/{job.id}", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert html.lstrip().startswith("<section") and 'hx-trigger="every 1s"' in html
     assert 'data-testid="import-processed">12000 / 50000<' in html
@@ -113,7 +132,9 @@ def test_progress_page_polls_every_second_and_reads_redis_while_running(app, mar
 
 def test_upserts_are_set_based_per_chunk(app):
     make_recipient(external_id="old-1", attributes={"a": 1})
-    records = [ImportRecord("old-1", 2, {"locale": "pt"}, {"b": 2})] + [ImportRecord(f"new-{n}", n + 3, {}, {"n": n}) for n in range(500)]
+    records = [ImportRecord("old-1", 2, {"locale": "pt"}, {"b": 2})] + [
+        ImportRecord(f"new-{n}", n + 3, {}, {"n": n}) for n in range(500)
+    ]
     statements = []
     listener = lambda *args: statements.append(args[2])  # noqa: E731
     event.listen(db.engine, "before_cursor_execute", listener)
@@ -157,8 +178,11 @@ def test_a_file_without_user_id_is_refused_before_queueing(app, marketer):
 
 def test_non_csv_and_non_utf8_uploads_are_refused_with_a_message(app, marketer):
     assert "Upload a .csv file." in upload(marketer, "user_id\n1\n", name="people.xlsx").get_data(as_text=True)
-    response = marketer.post("/console/audiences/import", data={"file": (io.BytesIO("user_id,näme\n1,x\n".encode("latin-1")), "p.csv")},
-                             content_type="multipart/form-data")
+    response = marketer.post(
+        "/console/audiences/import",
+        data={"file": (io.BytesIO("user_id,näme\n1,x\n".encode("latin-1")), "p.csv")},
+        content_type="multipart/form-data",
+    )
     assert response.status_code == 422 and "not UTF-8" in response.get_data(as_text=True)
     assert "Choose a CSV file." in marketer.post("/console/audiences/import", data={}).get_data(as_text=True)
 

@@ -1,4 +1,5 @@
 """The dashboard's database counts: exact while cheap, from a shared Redis snapshot refreshed by a worker once not."""
+
 from __future__ import annotations
 
 from dataclasses import replace

@@ -18,8 +18,14 @@ from app.rules.evaluate import dry_run, evaluate_rule
 from app.rules.windows import country_zones
 
 REQUIRED_TIME_ZONES = {
-    "Asia/Singapore", "America/Los_Angeles", "Pacific/Auckland", "Pacific/Kiritimati",
-    "America/Sao_Paulo", "Europe/London", "Asia/Kolkata", "Australia/Adelaide",
+    "Asia/Singapore",
+    "America/Los_Angeles",
+    "Pacific/Auckland",
+    "Pacific/Kiritimati",
+    "America/Sao_Paulo",
+    "Europe/London",
+    "Asia/Kolkata",
+    "Australia/Adelaide",
 }
 
 
@@ -64,8 +70,9 @@ def test_about_five_percent_of_demo_recipients_are_below_their_balance_threshold
     attributes = db.session.scalars(select(Recipient.attributes)).all()
     low = [a for a in attributes if a["balance"] < a["low_balance_threshold"]]
     assert 0.03 < len(low) / len(attributes) < 0.08
-    assert all(isinstance(a["balance"], float) and a["plan"] in ("free", "pro") and len(a["country"]) == 2
-               for a in attributes)
+    assert all(
+        isinstance(a["balance"], float) and a["plan"] in ("free", "pro") and len(a["country"]) == 2 for a in attributes
+    )
 
 
 def test_demo_devices_and_preferences(seeded):
@@ -73,8 +80,12 @@ def test_demo_devices_and_preferences(seeded):
     assert count(Device, Device.platform == "android") > 300
     web = db.session.scalars(select(Device).where(Device.platform == "web")).all()
     assert web and all(d.token.startswith("https://") and d.p256dh and d.auth for d in web)
-    assert count(Preference, Preference.channel == "email", Preference.category == "marketing",
-                 Preference.enabled.is_(False)) > 100
+    assert (
+        count(
+            Preference, Preference.channel == "email", Preference.category == "marketing", Preference.enabled.is_(False)
+        )
+        > 100
+    )
     assert count(Preference, Preference.category == "*", Preference.enabled.is_(False)) > 10
 
 
@@ -113,7 +124,9 @@ def test_every_demo_template_renders_for_every_demo_recipient_on_every_channel_a
                     try:
                         renderer.render(channel, recipient.locale, context)
                     except RenderError as error:
-                        failures.append(f"{template.key} {channel} {recipient.external_id} ({recipient.locale}): {error}")
+                        failures.append(
+                            f"{template.key} {channel} {recipient.external_id} ({recipient.locale}): {error}"
+                        )
     assert failures == []
 
 
@@ -167,13 +180,24 @@ def test_demo_team_topic_holds_the_inbox_links_user_and_a_send_reaches_its_membe
     team = store.find_topic("team")
     assert team is not None and store.subscriber_count(team.id) == 12
     key = create_api_key("demo-test")[1]
-    response = app.test_client().post("/v1/notifications", headers={"Authorization": f"Bearer {key}"}, json={
-        "topic": "team", "exclude": ["demo-00002"], "type": "transactional", "title": "Stand-up in 5",
-        "channels": ["in_app"]})
+    response = app.test_client().post(
+        "/v1/notifications",
+        headers={"Authorization": f"Bearer {key}"},
+        json={
+            "topic": "team",
+            "exclude": ["demo-00002"],
+            "type": "transactional",
+            "title": "Stand-up in 5",
+            "channels": ["in_app"],
+        },
+    )
     assert response.status_code == 202
     run_jobs()
-    titled = db.session.scalars(select(Recipient.external_id).join(Notification, Notification.recipient_id == Recipient.id)
-                                .where(Notification.title == "Stand-up in 5")).all()
+    titled = db.session.scalars(
+        select(Recipient.external_id)
+        .join(Notification, Notification.recipient_id == Recipient.id)
+        .where(Notification.title == "Stand-up in 5")
+    ).all()
     assert len(titled) == 11 and "demo-00001" in titled and "demo-00002" not in titled
 
 

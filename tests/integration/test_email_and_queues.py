@@ -1,4 +1,5 @@
 """Email against a real SMTP server, retry/dead-letter behaviour, and priority queue order."""
+
 from __future__ import annotations
 
 import re
@@ -31,8 +32,19 @@ def delivery_of(notification_id: str) -> Delivery:
 
 
 def test_email_has_text_and_html_parts_and_a_stable_message_id(api, run_jobs, smtp_server):
-    make_template("receipt", type="transactional", variants={"en": {"email": {
-        "subject": "Receipt {{ data.order }}", "html": "<p>Total {{ data.total }}</p>", "text": "Total {{ data.total }}"}}})
+    make_template(
+        "receipt",
+        type="transactional",
+        variants={
+            "en": {
+                "email": {
+                    "subject": "Receipt {{ data.order }}",
+                    "html": "<p>Total {{ data.total }}</p>",
+                    "text": "Total {{ data.total }}",
+                }
+            }
+        },
+    )
     make_recipient(external_id="ana", email="ana@example.com")
     notification_id = post(api, template="receipt", title=None, body=None, data={"order": "A-1", "total": "<9.99>"})
     run_jobs()
@@ -77,10 +89,20 @@ def test_list_unsubscribe_goes_over_the_wire_as_plain_rfc_8058_headers(api, run_
 
 def test_list_unsubscribe_lists_the_mailto_first_and_folds_only_between_the_two(app, api, run_jobs, smtp_server):
     app.config["UNSUBSCRIBE_MAILTO"] = "unsubscribe@herald.example"
-    app.config["BASE_URL"], base_url = "https://notifications.a-rather-long-host-name.example.com", app.config["BASE_URL"]
+    app.config["BASE_URL"], base_url = (
+        "https://notifications.a-rather-long-host-name.example.com",
+        app.config["BASE_URL"],
+    )
     try:
         make_recipient(external_id="ana-with-a-long-id-" + "x" * 60, email="ana@example.com")
-        post(api, user_id="ana-with-a-long-id-" + "x" * 60, type="marketing", category="promotions", title="Sale", body="50% off")
+        post(
+            api,
+            user_id="ana-with-a-long-id-" + "x" * 60,
+            type="marketing",
+            category="promotions",
+            title="Sale",
+            body="50% off",
+        )
         run_jobs()
     finally:
         app.config["UNSUBSCRIBE_MAILTO"] = None
@@ -90,7 +112,9 @@ def test_list_unsubscribe_lists_the_mailto_first_and_folds_only_between_the_two(
     assert b"=?" not in folded
     mailto, https = folded.split(b",\r\n ")
     assert mailto == b"<mailto:unsubscribe@herald.example?subject=unsubscribe>"
-    assert re.fullmatch(rb"<https://notifications\.a-rather-long-host-name\.example\.com/unsubscribe/[A-Za-z0-9_.-]{60,}>", https)
+    assert re.fullmatch(
+        rb"<https://notifications\.a-rather-long-host-name\.example\.com/unsubscribe/[A-Za-z0-9_.-]{60,}>", https
+    )
 
 
 def test_hard_bounce_suppresses_the_address_for_every_later_mail(api, run_jobs, smtp_server):
@@ -133,8 +157,12 @@ def test_a_dispatch_that_runs_before_its_retry_time_puts_it_back_instead_of_drop
     waiting = make_notification(recipient, channels=["email"])
     busy = make_notification(recipient, channels=["email"])
     later = utcnow() + timedelta(seconds=60)
-    db.session.add_all([Delivery(notification_id=waiting.id, channel="email", status="PENDING", not_before=later, attempts=1),
-                        Delivery(notification_id=busy.id, channel="email", status="SENDING", claimed_at=utcnow(), attempts=1)])
+    db.session.add_all(
+        [
+            Delivery(notification_id=waiting.id, channel="email", status="PENDING", not_before=later, attempts=1),
+            Delivery(notification_id=busy.id, channel="email", status="SENDING", claimed_at=utcnow(), attempts=1),
+        ]
+    )
     db.session.commit()
     waiting_id, busy_id = (delivery_of(n.id).id for n in (waiting, busy))
 
@@ -173,5 +201,8 @@ def test_a_bounce_reported_in_another_case_still_suppresses_the_address(api, run
     assert db.session.scalar(select(Suppression.address)) == "ana.silva@example.com"
     notification_id = post(api)
     run_jobs()
-    assert delivery_of(notification_id).status == "SUPPRESSED" and delivery_of(notification_id).reason == "suppressed_address"
+    assert (
+        delivery_of(notification_id).status == "SUPPRESSED"
+        and delivery_of(notification_id).reason == "suppressed_address"
+    )
     assert smtp_server.messages == []

@@ -1,4 +1,5 @@
 """A worker SIGKILLed in the middle of a campaign batch; the batch job re-runs and duplicates nothing."""
+
 from __future__ import annotations
 
 import os
@@ -26,22 +27,56 @@ COUNT = 300
 
 
 @pytest.mark.slow
-def test_sigkilled_batch_reruns_without_a_second_notification_inbox_entry_or_unrecognisable_email(app, smtp_server, test_env):
+def test_sigkilled_batch_reruns_without_a_second_notification_inbox_entry_or_unrecognisable_email(
+    app, smtp_server, test_env
+):
     now = utcnow()
-    db.session.execute(insert(Recipient), [
-        {"external_id": f"k{n}", "email": f"k{n}@example.com", "timezone": "Europe/Lisbon", "locale": "en",
-         "attributes": {}, "hard_stop": False, "created_at": now, "updated_at": now} for n in range(COUNT)])
+    db.session.execute(
+        insert(Recipient),
+        [
+            {
+                "external_id": f"k{n}",
+                "email": f"k{n}@example.com",
+                "timezone": "Europe/Lisbon",
+                "locale": "en",
+                "attributes": {},
+                "hard_stop": False,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for n in range(COUNT)
+        ],
+    )
     db.session.commit()
     marketer = make_staff(email="mia@example.com", role="marketer")
     # Transactional: what was in flight at the kill goes again (at least once). A marketing campaign's in-flight
     # sends are left UNCERTAIN instead (at most once): tests/integration/test_crash_window.py.
-    template = make_template("flash", type="transactional", category="promo", variants={"en": {
-        "in_app": {"title": "Flash sale", "body": "Today only"},
-        "email": {"subject": "Flash sale", "html": "<p>Today only</p>", "text": "Today only"}}})
-    campaign = store.create_campaign(store.CampaignFields(
-        name="Flash", template_id=template.id, audience_filter={"all": []}, audience_name=None,
-        channels=["in_app", "email"], schedule="now", send_at=None, local_time=None, throttle_per_minute=None,
-        ends_at=None), marketer)
+    template = make_template(
+        "flash",
+        type="transactional",
+        category="promo",
+        variants={
+            "en": {
+                "in_app": {"title": "Flash sale", "body": "Today only"},
+                "email": {"subject": "Flash sale", "html": "<p>Today only</p>", "text": "Today only"},
+            }
+        },
+    )
+    campaign = store.create_campaign(
+        store.CampaignFields(
+            name="Flash",
+            template_id=template.id,
+            audience_filter={"all": []},
+            audience_name=None,
+            channels=["in_app", "email"],
+            schedule="now",
+            send_at=None,
+            local_time=None,
+            throttle_per_minute=None,
+            ends_at=None,
+        ),
+        marketer,
+    )
     campaign_id = campaign.id
     assert store.launch(campaign, marketer) == []
     plan_campaign(campaign_id)
@@ -49,8 +84,13 @@ def test_sigkilled_batch_reruns_without_a_second_notification_inbox_entry_or_unr
     assert db.session.scalar(select(func.count()).select_from(CampaignBatch)) == 1
 
     smtp_server.handler.rcpt_delay_seconds = 0.01  # the worker spends its time inside the provider call
-    env = {**os.environ, **test_env, "SMTP_URL": smtp_server.url, "HERALD_DISPATCH_LEASE_SECONDS": "1",
-           "HERALD_CHANNEL_SLOTS": "2"}
+    env = {
+        **os.environ,
+        **test_env,
+        "SMTP_URL": smtp_server.url,
+        "HERALD_DISPATCH_LEASE_SECONDS": "1",
+        "HERALD_CHANNEL_SLOTS": "2",
+    }
     worker_args = ["--burst", "low"]
     victim = start_worker(worker_args, env)
     deadline = time.monotonic() + 60
@@ -75,23 +115,41 @@ def test_sigkilled_batch_reruns_without_a_second_notification_inbox_entry_or_unr
     time.sleep(1.1)  # the killed worker's claims (lease 1 s) expire
     low.scheduled_job_registry.remove(retried)  # what RQ's scheduler does when the retry interval is up
     low.enqueue_job(low.fetch_job(retried))
-    survivor = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "worker", *worker_args], cwd=PROJECT_ROOT,
-                              env=env, capture_output=True, timeout=180)
+    survivor = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "worker", *worker_args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        timeout=180,
+    )
     assert survivor.returncode == 0, survivor.stderr.decode()[-2000:]
 
     db.session.remove()
-    per_recipient = db.session.execute(select(Notification.recipient_id, func.count()).where(
-        Notification.campaign_id == campaign_id).group_by(Notification.recipient_id)).all()
+    per_recipient = db.session.execute(
+        select(Notification.recipient_id, func.count())
+        .where(Notification.campaign_id == campaign_id)
+        .group_by(Notification.recipient_id)
+    ).all()
     assert len(per_recipient) == COUNT and {count for _r, count in per_recipient} == {1}
-    assert db.session.scalar(select(func.count()).select_from(Notification).where(Notification.inbox_at.is_not(None))) == COUNT
-    statuses = dict(db.session.execute(select(Delivery.channel, func.count()).where(
-        Delivery.status.in_(("DELIVERED", "DISPATCHED"))).group_by(Delivery.channel)).all())
+    assert (
+        db.session.scalar(select(func.count()).select_from(Notification).where(Notification.inbox_at.is_not(None)))
+        == COUNT
+    )
+    statuses = dict(
+        db.session.execute(
+            select(Delivery.channel, func.count())
+            .where(Delivery.status.in_(("DELIVERED", "DISPATCHED")))
+            .group_by(Delivery.channel)
+        ).all()
+    )
     assert statuses == {"in_app": COUNT, "email": COUNT}
     assert db.session.get(Campaign, campaign_id).status == "finished"
 
     received = Counter(smtp_server.message_ids())
-    expected = {f"<herald-{n}-email@herald.local>" for n in db.session.scalars(
-        select(Notification.id).where(Notification.campaign_id == campaign_id))}
+    expected = {
+        f"<herald-{n}-email@herald.local>"
+        for n in db.session.scalars(select(Notification.id).where(Notification.campaign_id == campaign_id))
+    }
     assert set(received) == expected, "every email arrived"
     repeats = sum(count - 1 for count in received.values())
     # Only what was in flight at the kill (the channel's concurrency) can be sent again, and with the same

@@ -5,6 +5,7 @@ database outage, a private PostgreSQL, so killing them hurts no other test. The 
 hold: every 202 is delivered exactly once afterwards (in-app in the database, email at a real SMTP server);
 every other answer is a 503 with Retry-After and a JSON error (never a 500); no request hangs.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -60,8 +61,9 @@ class Load:
         return list(self.answers)
 
     def _call(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=REQUEST_TIMEOUT,
-                          headers={"Authorization": f"Bearer {self.api_key}"}) as client:
+        with httpx.Client(
+            base_url=self.base_url, timeout=REQUEST_TIMEOUT, headers={"Authorization": f"Bearer {self.api_key}"}
+        ) as client:
             while not self._stop.is_set():
                 number = next(self._numbers)
                 if number >= MAX_REQUESTS:
@@ -71,15 +73,27 @@ class Load:
 
     def _post(self, client: httpx.Client, title: str) -> Answer:
         phase = self.phase
-        body = {"user_id": "ana", "type": "transactional", "category": "orders", "title": title, "body": "b",
-                "channels": ["in_app", "email"]}
+        body = {
+            "user_id": "ana",
+            "type": "transactional",
+            "category": "orders",
+            "title": title,
+            "body": "b",
+            "channels": ["in_app", "email"],
+        }
         try:
             response = client.post("/v1/notifications", json=body, headers={"Idempotency-Key": title})
         except httpx.HTTPError as error:
             return Answer(title, phase, type(error).__name__)
         payload = response.json() if response.headers.get("Content-Type", "").startswith("application/json") else {}
-        return Answer(title, phase, response.status_code, payload.get("id"), response.headers.get("Retry-After"),
-                      (payload.get("error") or {}).get("code"))
+        return Answer(
+            title,
+            phase,
+            response.status_code,
+            payload.get("id"),
+            response.headers.get("Retry-After"),
+            (payload.get("error") or {}).get("code"),
+        )
 
 
 def delivery_rows(database_url: str) -> list[tuple[str, str, str, str]]:
@@ -87,8 +101,12 @@ def delivery_rows(database_url: str) -> list[tuple[str, str, str, str]]:
     engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
     try:
         with engine.connect() as conn:
-            return conn.execute(text("SELECT n.id, n.title, d.channel, d.status FROM notifications n "
-                                     "JOIN deliveries d ON d.notification_id = n.id")).all()
+            return conn.execute(
+                text(
+                    "SELECT n.id, n.title, d.channel, d.status FROM notifications n "
+                    "JOIN deliveries d ON d.notification_id = n.id"
+                )
+            ).all()
     finally:
         engine.dispose()
 
@@ -96,20 +114,24 @@ def delivery_rows(database_url: str) -> list[tuple[str, str, str, str]]:
 def all_delivered(database_url: str, smtp: SmtpServer, accepted: dict[str, str]) -> bool:
     done = {(row[0], row[2]) for row in delivery_rows(database_url) if row[3] in ("DELIVERED", "DISPATCHED")}
     emailed = {message["Subject"] for message in smtp.messages}
-    return all((nid, "in_app") in done and (nid, "email") in done and title in emailed
-               for title, nid in accepted.items())
+    return all(
+        (nid, "in_app") in done and (nid, "email") in done and title in emailed for title, nid in accepted.items()
+    )
 
 
 def delivery_summary(database_url: str, smtp: SmtpServer, herald: Herald) -> str:
     """What to look at when delivery did not finish in time."""
     rows = delivery_rows(database_url)
     subjects = [message["Subject"] for message in smtp.messages]
-    return (f"deliveries by (channel, status): {dict(Counter((r[2], r[3]) for r in rows))}; emails: {len(subjects)} "
-            f"(e.g. {subjects[:2]}); workers exited: {herald.workers_exited()}")
+    return (
+        f"deliveries by (channel, status): {dict(Counter((r[2], r[3]) for r in rows))}; emails: {len(subjects)} "
+        f"(e.g. {subjects[:2]}); workers exited: {herald.workers_exited()}"
+    )
 
 
-def assert_each_accepted_delivered(database_url: str, smtp: SmtpServer, accepted: dict[str, str],
-                                   email_repeats_allowed: int = 0) -> None:
+def assert_each_accepted_delivered(
+    database_url: str, smtp: SmtpServer, accepted: dict[str, str], email_repeats_allowed: int = 0
+) -> None:
     """In-app exactly once; email once per 202 (a repeat only as the in-flight crash window allows, same Message-ID)."""
     rows = delivery_rows(database_url)
     in_app = Counter(row[0] for row in rows if row[2] == "in_app" and row[3] == "DELIVERED")
@@ -187,15 +209,20 @@ def test_redis_killed_mid_load_every_post_is_accepted_and_delivered_once(tmp_pat
 
         assert Counter(a.status for a in answers) == Counter({202: len(answers)})
         assert sum(a.phase == "redis down" for a in answers) >= 10
-        assert health.status_code == 200 and health.json() == {"status": "degraded: redis", "database": "ok", "redis": "down"}
+        assert health.status_code == 200 and health.json() == {
+            "status": "degraded: redis",
+            "database": "ok",
+            "redis": "down",
+        }
         assert "herald_rate_limit_fallback_active 1.0" in metrics
         assert "herald_accept_enqueue_deferred_total 0.0" not in metrics
 
         accepted = {a.title: a.notification_id for a in answers}
         herald.start_reaper()  # Redis lost every queued job with its restart; the re-drive finds them in the database
         load_ended = time.monotonic()
-        assert wait_until(lambda: all_delivered(suite_database, smtp, accepted), timeout=45), \
-            delivery_summary(suite_database, smtp, herald)
+        assert wait_until(lambda: all_delivered(suite_database, smtp, accepted), timeout=45), delivery_summary(
+            suite_database, smtp, herald
+        )
         report(answers, time.monotonic() - load_ended)
         time.sleep(4)  # a repeat from a re-drive pass (every 3 s) would arrive now
         assert_each_accepted_delivered(suite_database, smtp, accepted)
@@ -227,15 +254,22 @@ def test_postgres_killed_mid_load_answers_503_and_every_202_is_delivered_once(tm
         statuses = Counter(a.status for a in answers)
         assert set(statuses) <= {202, 503}, statuses
         unavailable = [a for a in answers if a.status == 503]
-        assert unavailable and all(int(a.retry_after) > 0 and a.error_code == "service_unavailable" for a in unavailable)
+        assert unavailable and all(
+            int(a.retry_after) > 0 and a.error_code == "service_unavailable" for a in unavailable
+        )
         assert any(a.status == 202 for a in answers if a.phase == "database back"), "Herald did not recover"
-        assert health.status_code == 503 and health.json() == {"status": "down: database", "database": "down", "redis": "ok"}
+        assert health.status_code == 503 and health.json() == {
+            "status": "down: database",
+            "database": "down",
+            "redis": "ok",
+        }
 
         accepted = {a.title: a.notification_id for a in answers if a.status == 202}
         herald.start_reaper()
         load_ended = time.monotonic()
-        assert wait_until(lambda: all_delivered(postgres.url, smtp, accepted), timeout=45), \
-            delivery_summary(postgres.url, smtp, herald)
+        assert wait_until(lambda: all_delivered(postgres.url, smtp, accepted), timeout=45), delivery_summary(
+            postgres.url, smtp, herald
+        )
         report(answers, time.monotonic() - load_ended)
         time.sleep(4)
         # At most the emails in flight when the database died (one per worker) can go again, with the same Message-ID.

@@ -1,4 +1,5 @@
 """Every page names an icon that exists, and /favicon.ico (which browsers ask for anyway) answers with it."""
+
 from __future__ import annotations
 
 import re

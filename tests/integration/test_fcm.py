@@ -1,4 +1,5 @@
 """Android push through a local FCM v1 + OAuth2 token endpoint; mixed iOS/Android fan-out."""
+
 from __future__ import annotations
 
 import json
@@ -26,12 +27,21 @@ def fcm(app, tmp_path):
     email = "herald@project-p.iam.gserviceaccount.com"
     service = FcmService("project-p", email, key.public_key()).start()
     account_file = tmp_path / "service-account.json"
-    account_file.write_text(json.dumps({
-        "type": "service_account", "project_id": "project-p", "private_key_id": "k1", "client_email": email,
-        "client_id": "1", "token_uri": service.token_uri,
-        "private_key": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()).decode(),
-    }))
+    account_file.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "project-p",
+                "private_key_id": "k1",
+                "client_email": email,
+                "client_id": "1",
+                "token_uri": service.token_uri,
+                "private_key": key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                ).decode(),
+            }
+        )
+    )
     saved = dict(app.config)
     app.config.update(FCM_BASE=service.url, FCM_PROJECT_ID="project-p", FCM_SERVICE_ACCOUNT_FILE=str(account_file))
     close_all()
@@ -79,10 +89,15 @@ def test_dead_registration_token_is_deactivated(api, run_jobs, fcm, trap, code):
 def test_invalid_argument_about_the_message_does_not_kill_the_token(api, run_jobs, fcm):
     make_recipient(external_id="ana")
     register(api, "ana", "android", ANDROID)
-    fcm.fail_next.append((400, {}, fcm_error(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "bad ttl", "message.android.ttl")))
+    fcm.fail_next.append(
+        (400, {}, fcm_error(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "bad ttl", "message.android.ttl"))
+    )
     notification_id = notify(api)
     run_jobs()
-    assert (delivery_of(notification_id).status, delivery_of(notification_id).error_code) == ("FAILED", "INVALID_ARGUMENT")
+    assert (delivery_of(notification_id).status, delivery_of(notification_id).error_code) == (
+        "FAILED",
+        "INVALID_ARGUMENT",
+    )
     assert db.session.scalar(select(Device.active)) is True
 
 

@@ -48,6 +48,11 @@ def test_unknown_page_is_html_404(client):
 
 def test_malformed_setting_stops_the_app_with_one_clear_line(test_env):
     env = {**os.environ, "DATABASE_URL": "mysql://nope"}
-    result = subprocess.run([sys.executable, "-c", "import wsgi"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", "import wsgi"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
+    )
     assert result.returncode == 2
-    assert result.stderr.strip() == "herald: configuration error: DATABASE_URL must be sqlite:// or postgresql://, got 'mysql'"
+    assert (
+        result.stderr.strip()
+        == "herald: configuration error: DATABASE_URL must be sqlite:// or postgresql://, got 'mysql'"
+    )

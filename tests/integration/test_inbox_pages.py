@@ -1,4 +1,5 @@
 """The end-user inbox pages against the real database and Redis: sign-in, list, actions, preferences, push opt-in, view-as."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,7 @@ from app.realtime.publish import user_channel
 from app.redis_client import get_redis
 from tests.factories import make_notification, make_recipient, make_staff, make_template, web_push_keys
 
-SUBSCRIPTION = {"endpoint": "https://fcm.googleapis.com/fcm/send/abc123",
-                "keys": web_push_keys()}
+SUBSCRIPTION = {"endpoint": "https://fcm.googleapis.com/fcm/send/abc123", "keys": web_push_keys()}
 
 
 def sign_in(client, app, user_id: str):
@@ -39,6 +39,7 @@ def is_read(notification_id: str) -> bool:
 
 
 # --- sign-in --------------------------------------------------------------------------------------
+
 
 def test_valid_token_opens_a_session_and_drops_the_token_from_the_url(app, client):
     ana = make_recipient(external_id="ana")
@@ -72,9 +73,18 @@ def test_a_token_for_bob_does_not_open_anas_inbox(app, client):
 
 
 def test_every_inbox_page_needs_the_session(client):
-    for method, path in [("get", "/inbox"), ("get", "/inbox/preferences"), ("post", "/inbox/read"), ("post", "/inbox/read-all"),
-                         ("post", "/inbox/archive"), ("post", "/inbox/open"), ("post", "/inbox/preferences"),
-                         ("get", "/inbox/push-key"), ("post", "/inbox/devices"), ("delete", "/inbox/devices")]:
+    for method, path in [
+        ("get", "/inbox"),
+        ("get", "/inbox/preferences"),
+        ("post", "/inbox/read"),
+        ("post", "/inbox/read-all"),
+        ("post", "/inbox/archive"),
+        ("post", "/inbox/open"),
+        ("post", "/inbox/preferences"),
+        ("get", "/inbox/push-key"),
+        ("post", "/inbox/devices"),
+        ("delete", "/inbox/devices"),
+    ]:
         assert getattr(client, method)(path).status_code == 401, path
 
 
@@ -88,6 +98,7 @@ def test_a_session_surviving_its_recipients_erasure_opens_nothing(app, client):
 
 
 # --- the list -------------------------------------------------------------------------------------
+
 
 def test_newest_first_unread_marked_and_count_in_the_badge(app, client):
     ana = make_recipient(external_id="ana")
@@ -134,8 +145,13 @@ def test_unread_filter_shows_only_unread(app, client):
 def test_collapsed_group_shows_actors_and_a_count(app, client):
     ana = make_recipient(external_id="ana")
     for n, actor in enumerate(["Ed", "Di", "Cy", "Bo", "Ana"]):
-        delivered(ana, 10 - n, title=f"{actor} liked your photo", collapse_key="photo-1",
-                  data={"actor": actor, "action": "liked your photo"})
+        delivered(
+            ana,
+            10 - n,
+            title=f"{actor} liked your photo",
+            collapse_key="photo-1",
+            data={"actor": actor, "action": "liked your photo"},
+        )
     delivered(ana, 20, title="Welcome")
     sign_in(client, app, "ana")
     html = client.get("/inbox").get_data(as_text=True)
@@ -149,8 +165,13 @@ def test_a_group_is_whole_on_the_page_of_its_newest_member_and_never_shown_again
         delivered(ana, 100 - n, title=f"Note {n}")
     # Likes at minutes 1, 75 and 98 ago: the newest sits on the first page, the older two where page two would be.
     for actor, minutes in (("Ana", 1), ("Bo", 75), ("Cy", 98)):
-        delivered(ana, minutes, title=f"{actor} liked your photo", collapse_key="photo-1",
-                  data={"actor": actor, "action": "liked your photo"})
+        delivered(
+            ana,
+            minutes,
+            title=f"{actor} liked your photo",
+            collapse_key="photo-1",
+            data={"actor": actor, "action": "liked your photo"},
+        )
     sign_in(client, app, "ana")
 
     first = client.get("/inbox").get_data(as_text=True)
@@ -174,15 +195,20 @@ def test_times_are_relative_in_the_recipients_locale_and_absolute_in_their_zone(
 
 # --- actions --------------------------------------------------------------------------------------
 
+
 def test_mark_one_read_without_js_redirects_and_with_htmx_returns_the_entry(app, client):
     ana = make_recipient(external_id="ana")
     first, second = delivered(ana, 2, title="One"), delivered(ana, 1, title="Two")
     sign_in(client, app, "ana")
     response = client.post("/inbox/read", data={"ids": [first.id]})
     assert response.status_code == 303 and is_read(first.id) and not is_read(second.id)
-    partial = client.post("/inbox/read", data={"ids": [second.id]}, headers={"HX-Request": "true"}).get_data(as_text=True)
+    partial = client.post("/inbox/read", data={"ids": [second.id]}, headers={"HX-Request": "true"}).get_data(
+        as_text=True
+    )
     assert is_read(second.id) and "inbox-entry--unread" not in partial and "Two" in partial
-    assert re.search(r'id="unread-badge"[^>]*hx-swap-oob="true"', partial) and 'data-testid="unread-count">0<' in partial
+    assert (
+        re.search(r'id="unread-badge"[^>]*hx-swap-oob="true"', partial) and 'data-testid="unread-count">0<' in partial
+    )
 
 
 def test_reading_publishes_a_read_event_on_the_users_channel(app, client):
@@ -233,11 +259,16 @@ def test_open_marks_read_and_follows_only_safe_deep_links(app, client):
     html = client.get("/inbox").get_data(as_text=True)
     assert "javascript:" not in html and html.count(">Open</button>") == 1
     response = client.post("/inbox/open", data={"ids": [safe.id]})
-    assert response.status_code == 303 and response.headers["Location"] == "https://shop.example.com/orders/5" and is_read(safe.id)
+    assert (
+        response.status_code == 303
+        and response.headers["Location"] == "https://shop.example.com/orders/5"
+        and is_read(safe.id)
+    )
     assert client.post("/inbox/open", data={"ids": [evil.id]}).headers["Location"] == "/inbox"
 
 
 # --- preferences ----------------------------------------------------------------------------------
+
 
 def test_preferences_list_received_and_template_categories_and_lock_security(app, client):
     ana = make_recipient(external_id="ana")
@@ -259,8 +290,17 @@ def test_a_switch_turned_off_on_the_page_suppresses_the_very_next_notification(a
     checked = [v for v in shown if v != "in_app|promotions"]
     response = client.post("/inbox/preferences", data={"shown": shown, "pref": checked, "timezone": "Europe/Lisbon"})
     assert response.status_code == 303
-    sent = api.post("/v1/notifications", json={"user_id": "ana", "type": "marketing", "category": "promotions",
-                                               "title": "Sale", "body": "50% off", "channels": ["in_app"]}).json["id"]
+    sent = api.post(
+        "/v1/notifications",
+        json={
+            "user_id": "ana",
+            "type": "marketing",
+            "category": "promotions",
+            "title": "Sale",
+            "body": "50% off",
+            "channels": ["in_app"],
+        },
+    ).json["id"]
     run_jobs()
     delivery = db.session.scalar(select(Delivery).where(Delivery.notification_id == sent))
     assert (delivery.status, delivery.reason) == ("SUPPRESSED", "opted_out")
@@ -270,7 +310,10 @@ def test_a_switch_turned_off_on_the_page_suppresses_the_very_next_notification(a
 def test_pause_everything_and_quiet_hours_in_the_users_zone_are_saved(app, client):
     ana = make_recipient(external_id="ana", timezone=None)
     sign_in(client, app, "ana")
-    client.post("/inbox/preferences", data={"pause": "on", "quiet_start": "22:00", "quiet_end": "07:30", "timezone": "America/Sao_Paulo"})
+    client.post(
+        "/inbox/preferences",
+        data={"pause": "on", "quiet_start": "22:00", "quiet_end": "07:30", "timezone": "America/Sao_Paulo"},
+    )
     db.session.expire_all()
     ana = db.session.get(Recipient, ana.id)
     assert ana.hard_stop and ana.timezone == "America/Sao_Paulo"
@@ -294,6 +337,7 @@ def test_bad_preferences_are_a_400_with_the_reason_and_change_nothing(app, clien
 
 
 # --- web push opt-in ------------------------------------------------------------------------------
+
 
 def test_browser_subscription_is_saved_for_the_session_user_and_removed(app, client):
     ana = make_recipient(external_id="ana")
@@ -337,9 +381,15 @@ def test_push_key_and_service_worker_are_served(app, client):
 
 # --- staff "view as" ------------------------------------------------------------------------------
 
+
 def staff_login(client, role="marketer"):
     make_staff(email="staff@example.com", password="correct horse battery", role=role)
-    assert client.post("/console/login", data={"email": "staff@example.com", "password": "correct horse battery"}).status_code == 302
+    assert (
+        client.post(
+            "/console/login", data={"email": "staff@example.com", "password": "correct horse battery"}
+        ).status_code
+        == 302
+    )
 
 
 def test_view_as_needs_a_staff_session(client):

@@ -4,6 +4,7 @@ None of these tests touch the suite's shared database or the machine's Redis:
 REDIS_URL is unset, so the launcher starts redis-server on a unix socket in
 the instance folder, exactly as on a fresh laptop.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,15 +40,17 @@ class Launcher:
         self.instance, self.port = instance, port
         self.log_path = instance.parent / f"up-{time.monotonic_ns()}.log"
         env = {k: v for k, v in os.environ.items() if k not in FORWARDED_SETTINGS and not k.startswith("HERALD_")}
-        env.update({
-            "HERALD_INSTANCE_PATH": str(instance),
-            "DATABASE_URL": f"sqlite:///{instance / 'herald.db'}",
-            "HERALD_PORT": str(port),
-            "HERALD_RQ_WORKERS": "1",
-            "HERALD_WEB_WORKERS": "1",
-            "SECRET_KEY": secret_key,
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "HERALD_INSTANCE_PATH": str(instance),
+                "DATABASE_URL": f"sqlite:///{instance / 'herald.db'}",
+                "HERALD_PORT": str(port),
+                "HERALD_RQ_WORKERS": "1",
+                "HERALD_WEB_WORKERS": "1",
+                "SECRET_KEY": secret_key,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         self.env = env
         self.process: subprocess.Popen | None = None
 
@@ -55,7 +58,11 @@ class Launcher:
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "flask", "--app", "wsgi", "up", *args],
-                cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         return self
 
@@ -193,8 +200,11 @@ def test_a_child_that_dies_stops_everything_with_a_nonzero_exit(instance):
     launcher = Launcher(instance, free_port(), secrets.token_hex(32)).start("--no-demo")
     launcher.wait_until_ready()
     assert database_counts(instance)["recipients"] == 0
-    worker = next(pid for pid in processes_of(instance)
-                  if b"worker\0critical\0high\0normal" in Path(f"/proc/{pid}/cmdline").read_bytes())
+    worker = next(
+        pid
+        for pid in processes_of(instance)
+        if b"worker\0critical\0high\0normal" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
 
     os.kill(worker, signal.SIGKILL)
 
@@ -210,6 +220,9 @@ def test_a_busy_port_is_one_clear_line_and_starts_nothing(instance):
         port = busy.getsockname()[1]
         launcher = Launcher(instance, port, secrets.token_hex(32)).start()
         assert launcher.process.wait(30) == 1
-    assert f"Error: port {port} is in use; stop what uses it or set HERALD_PORT (or --port) to another port" in launcher.output
+    assert (
+        f"Error: port {port} is in use; stop what uses it or set HERALD_PORT (or --port) to another port"
+        in launcher.output
+    )
     assert not (instance / "redis.sock").exists()
     assert wait_for_no_processes(instance) == []

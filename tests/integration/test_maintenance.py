@@ -1,4 +1,5 @@
 """The safety net: work lost between a commit and its enqueue is found and finished, once."""
+
 import os
 import signal
 import subprocess
@@ -19,7 +20,9 @@ from tests.factories import make_notification, make_recipient
 
 def test_notification_whose_enqueue_was_lost_is_routed_by_the_reaper(app, run_jobs):
     recipient = make_recipient()
-    notification_id = make_notification(recipient, created_at=utcnow() - timedelta(minutes=11)).id  # committed, never enqueued
+    notification_id = make_notification(
+        recipient, created_at=utcnow() - timedelta(minutes=11)
+    ).id  # committed, never enqueued
     assert redrive_stuck_work(utcnow(), lease_seconds=120) == {"notifications": 1, "deliveries": 0, "runs": 0}
     run_jobs()
     assert db.session.get(Notification, notification_id).status == "routed"
@@ -35,8 +38,16 @@ def test_deferred_delivery_whose_scheduled_job_vanished_is_sent_after_its_time(a
     recipient = make_recipient()
     notification = make_notification(recipient, status="routed")
     long_ago = utcnow() - timedelta(hours=1)
-    db.session.add(Delivery(notification_id=notification.id, channel="in_app", status="PENDING",
-                            not_before=long_ago, created_at=long_ago, updated_at=long_ago))
+    db.session.add(
+        Delivery(
+            notification_id=notification.id,
+            channel="in_app",
+            status="PENDING",
+            not_before=long_ago,
+            created_at=long_ago,
+            updated_at=long_ago,
+        )
+    )
     db.session.commit()
     get_redis().flushdb()  # Redis restarted without persistence: RQ's scheduled jobs are gone
     assert redrive_stuck_work(utcnow(), lease_seconds=120)["deliveries"] == 1
@@ -47,10 +58,20 @@ def test_deferred_delivery_whose_scheduled_job_vanished_is_sent_after_its_time(a
 
 def test_expired_idempotency_keys_are_purged(app, api_key):
     key_id = db.session.scalar(select(ApiKey.id))
-    db.session.add_all([
-        IdempotencyKey(api_key_id=key_id, key="old", request_hash="x", notification_id="a" * 32, created_at=utcnow() - timedelta(hours=25)),
-        IdempotencyKey(api_key_id=key_id, key="new", request_hash="x", notification_id="b" * 32, created_at=utcnow()),
-    ])
+    db.session.add_all(
+        [
+            IdempotencyKey(
+                api_key_id=key_id,
+                key="old",
+                request_hash="x",
+                notification_id="a" * 32,
+                created_at=utcnow() - timedelta(hours=25),
+            ),
+            IdempotencyKey(
+                api_key_id=key_id, key="new", request_hash="x", notification_id="b" * 32, created_at=utcnow()
+            ),
+        ]
+    )
     db.session.commit()
     assert purge_expired_idempotency_keys(utcnow()) == 1
     assert db.session.scalars(select(IdempotencyKey.key)).all() == ["new"]
@@ -59,13 +80,20 @@ def test_expired_idempotency_keys_are_purged(app, api_key):
 def test_scheduler_process_runs_the_reaper_and_stops_on_sigterm(app, test_env, run_jobs):
     recipient = make_recipient()
     notification_id = make_notification(recipient, created_at=utcnow() - timedelta(minutes=30)).id
-    process = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "scheduler"], cwd=PROJECT_ROOT,
-                               env={**os.environ, **test_env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "scheduler"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **test_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 20
         while get_redis().llen("rq:queue:normal") == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert get_redis().llen("rq:queue:normal") == 1, "the scheduler's first maintenance pass re-enqueues the notification"
+        assert get_redis().llen("rq:queue:normal") == 1, (
+            "the scheduler's first maintenance pass re-enqueues the notification"
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0, process.stderr.read().decode()[-2000:]

@@ -3,6 +3,7 @@
 The names come from a real scrape of /metrics (database, Redis queues and provider health collectors), so a
 renamed metric fails here instead of leaving a dashboard panel empty and an alert silently never firing.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ database is a 503 with Retry-After (JSON for the API, a styled page elsewhere), 
 The dead servers are real: a Redis and a PostgreSQL address on loopback where nothing listens. The live
 fault tests (stopping real servers mid-load) are in test_fault_injection.py.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -38,8 +39,15 @@ def redis_down(app, monkeypatch):
 
 
 def post(api, key: str | None = None, **fields):
-    body = {"user_id": "ana", "type": "transactional", "category": "payments", "title": "Paid", "body": "42.00",
-            "channels": ["in_app"], **fields}
+    body = {
+        "user_id": "ana",
+        "type": "transactional",
+        "category": "payments",
+        "title": "Paid",
+        "body": "42.00",
+        "channels": ["in_app"],
+        **fields,
+    }
     return api.post("/v1/notifications", json=body, headers={"Idempotency-Key": key} if key else {})
 
 
@@ -125,8 +133,10 @@ def database_down_app(app):
 
 def test_database_down_post_is_503_with_retry_after_and_json(database_down_app):
     response = database_down_app.test_client().post(
-        "/v1/notifications", json={"user_id": "ana", "type": "transactional", "title": "t", "body": "b"},
-        headers={"Authorization": "Bearer hk_" + "x" * 43})
+        "/v1/notifications",
+        json={"user_id": "ana", "type": "transactional", "title": "t", "body": "b"},
+        headers={"Authorization": "Bearer hk_" + "x" * 43},
+    )
     assert response.status_code == 503
     assert int(response.headers["Retry-After"]) > 0
     assert response.json["error"]["code"] == "service_unavailable"
@@ -144,8 +154,10 @@ def test_database_down_console_page_is_styled_503(database_down_app):
     from flask_login.utils import _create_identifier
 
     client = database_down_app.test_client()
-    with database_down_app.test_request_context(environ_base={"REMOTE_ADDR": "127.0.0.1"},
-                                                 headers={"User-Agent": f"Werkzeug/{importlib.metadata.version('werkzeug')}"}):
+    with database_down_app.test_request_context(
+        environ_base={"REMOTE_ADDR": "127.0.0.1"},
+        headers={"User-Agent": f"Werkzeug/{importlib.metadata.version('werkzeug')}"},
+    ):
         identifier = _create_identifier()  # what flask-login's strong session protection expects from this client
     with client.session_transaction() as session:  # a signed-in staff member whose row cannot be loaded
         session.update({"_user_id": "1", "_id": identifier, "_fresh": True})
@@ -172,7 +184,9 @@ def test_redis_down_sign_in_is_still_rate_limited_in_the_process(client, redis_d
     """The console's per-address limit falls back to memory (Flask-Limiter's fallback) instead of failing."""
     monkeypatch.setattr(limiter, "_storage_dead", False)  # restored afterwards: later tests count in Redis again
     limiter._fallback_storage.reset()
-    codes = [client.post("/console/login", data={"email": "admin@example.com", "password": f"guess-{n}"}).status_code
-             for n in range(11)]
+    codes = [
+        client.post("/console/login", data={"email": "admin@example.com", "password": f"guess-{n}"}).status_code
+        for n in range(11)
+    ]
     limiter._fallback_storage.reset()
     assert codes == [200] * 10 + [429]

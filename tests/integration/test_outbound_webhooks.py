@@ -1,6 +1,7 @@
 """Outbound webhooks: signed per Standard Webhooks (checked with its reference library), retried, ordered per user,
 auto-disabled with an email to admins, replayed from the console, refused for private hosts, and emitted through
 a transactional outbox (a rolled-back fact emits nothing)."""
+
 from __future__ import annotations
 
 import itertools
@@ -29,7 +30,12 @@ ADMIN, PASSWORD = "admin@example.com", "correct horse battery"
 @pytest.fixture
 def webhook_config(app):
     """Loopback allowed and a fast retry schedule, as HERALD_WEBHOOK_* would set them; restored afterwards."""
-    names = ("WEBHOOK_ALLOWED_HOSTS", "WEBHOOK_RETRY_SCHEDULE", "WEBHOOK_DISABLE_AFTER_HOURS", "WEBHOOK_DISABLE_MIN_FAILURES")
+    names = (
+        "WEBHOOK_ALLOWED_HOSTS",
+        "WEBHOOK_RETRY_SCHEDULE",
+        "WEBHOOK_DISABLE_AFTER_HOURS",
+        "WEBHOOK_DISABLE_MIN_FAILURES",
+    )
     saved = {name: app.config[name] for name in names}
     app.config.update(WEBHOOK_ALLOWED_HOSTS=frozenset({"127.0.0.1"}), WEBHOOK_RETRY_SCHEDULE=(0.2, 0.2, 0.2))
     yield app.config
@@ -51,8 +57,17 @@ def register(api, url: str, event_types=("notification.accepted",)) -> dict:
 
 
 def send(api, user_id: str, title: str = "Hi") -> str:
-    response = api.post("/v1/notifications", json={"user_id": user_id, "type": "transactional", "category": "general",
-                                                   "channels": ["in_app"], "title": title, "body": "b"})
+    response = api.post(
+        "/v1/notifications",
+        json={
+            "user_id": user_id,
+            "type": "transactional",
+            "category": "general",
+            "channels": ["in_app"],
+            "title": title,
+            "body": "b",
+        },
+    )
     assert response.status_code == 202, response.json
     return response.json["id"]
 
@@ -149,8 +164,9 @@ def test_messages_about_one_user_wait_for_the_earlier_one_while_other_users_go_a
 def test_an_endpoint_failing_for_too_long_is_disabled_and_admins_get_an_email(api, webhook_config, peer, smtp_server):
     make_staff(email=ADMIN, password=PASSWORD)
     make_staff(email="marketer@example.com", password=PASSWORD, role="marketer")
-    webhook_config.update(WEBHOOK_DISABLE_AFTER_HOURS=0.0, WEBHOOK_DISABLE_MIN_FAILURES=3,
-                          WEBHOOK_RETRY_SCHEDULE=(0.1,) * 10)
+    webhook_config.update(
+        WEBHOOK_DISABLE_AFTER_HOURS=0.0, WEBHOOK_DISABLE_MIN_FAILURES=3, WEBHOOK_RETRY_SCHEDULE=(0.1,) * 10
+    )
     make_recipient(external_id="ana")
     peer.statuses = [500] * 20
     endpoint_id = register(api, f"{peer.url}/hook")["id"]
@@ -196,17 +212,33 @@ def test_an_admin_replays_a_message_from_the_console_with_the_same_webhook_id(ap
 
 
 def test_private_and_plain_http_endpoints_are_refused_unless_their_host_is_allowed(api, app):
-    for url in ("http://127.0.0.1:9/hook", "https://127.0.0.1/hook", "https://10.0.0.5/hook", "https://localhost/x",
-                "https://intranet.internal/x", "https://printer/x", "ftp://example.com/x"):
+    for url in (
+        "http://127.0.0.1:9/hook",
+        "https://127.0.0.1/hook",
+        "https://10.0.0.5/hook",
+        "https://localhost/x",
+        "https://intranet.internal/x",
+        "https://printer/x",
+        "ftp://example.com/x",
+    ):
         response = api.post("/v1/webhook-endpoints", json={"url": url, "event_types": ["delivery.sent"]})
-        assert response.status_code == 400 and response.json["error"]["fields"][0]["field"] == "url", (url, response.json)
+        assert response.status_code == 400 and response.json["error"]["fields"][0]["field"] == "url", (
+            url,
+            response.json,
+        )
     assert db.session.scalar(select(func.count()).select_from(WebhookEndpoint)) == 0
     assert register(api, "https://hooks.example.com/herald", ["delivery.sent"])["enabled"] is True
 
 
 def test_an_endpoint_that_turned_private_is_refused_at_send_time(app, webhook_config, peer):
-    endpoint = WebhookEndpoint(url=f"{peer.url}/hook", description="", event_types=["notification.read"],
-                               secret="whsec_" + "A" * 32, enabled=True, consecutive_failures=0)
+    endpoint = WebhookEndpoint(
+        url=f"{peer.url}/hook",
+        description="",
+        event_types=["notification.read"],
+        secret="whsec_" + "A" * 32,
+        enabled=True,
+        consecutive_failures=0,
+    )
     db.session.add(endpoint)
     db.session.commit()
     emit([Fact("notification.read", {"user_id": "ana", "notification_id": "n1"})])
@@ -253,7 +285,9 @@ def test_the_console_pages_are_for_admins_and_changes_are_audited_without_the_se
 
     make_staff(email=ADMIN, password=PASSWORD)
     make_staff(email="marketer@example.com", password=PASSWORD, role="marketer")
-    assert client.post("/console/login", data={"email": "marketer@example.com", "password": PASSWORD}).status_code == 302
+    assert (
+        client.post("/console/login", data={"email": "marketer@example.com", "password": PASSWORD}).status_code == 302
+    )
     assert client.get("/console/webhooks").status_code == 403
     assert client.get("/console/webhooks/request-log").status_code == 403
     assert ">Webhooks<" not in client.get("/console/").get_data(as_text=True)
@@ -263,7 +297,9 @@ def test_the_console_pages_are_for_admins_and_changes_are_audited_without_the_se
     assert ">Webhooks<" in client.get("/console/").get_data(as_text=True)
     refused = client.post("/console/webhooks", data={"url": "https://localhost/x", "event_types": ["delivery.sent"]})
     assert refused.status_code == 400 and "endpoint must be on a public host" in refused.get_data(as_text=True)
-    created = client.post("/console/webhooks", data={"url": "https://hooks.example.com/h", "event_types": ["delivery.sent"]})
+    created = client.post(
+        "/console/webhooks", data={"url": "https://hooks.example.com/h", "event_types": ["delivery.sent"]}
+    )
     assert created.status_code == 303
     endpoint = db.session.scalar(select(WebhookEndpoint))
     shown = client.get(created.headers["Location"]).get_data(as_text=True)
@@ -287,12 +323,16 @@ def test_every_way_to_opt_out_emits_recipient_unsubscribed_once(api, app, client
     """Preferences (API and inbox share one path), the hard stop and an inbound SMS STOP; turning on emits nothing."""
     make_recipient(external_id="ana", phone="+351912345678")
     register(api, f"{peer.url}/hook", ["recipient.unsubscribed"])
-    switches = [{"channel": "email", "category": "news", "enabled": False},
-                {"channel": "sms", "category": "orders", "enabled": True}]
+    switches = [
+        {"channel": "email", "category": "news", "enabled": False},
+        {"channel": "sms", "category": "orders", "enabled": True},
+    ]
     assert api.put("/v1/users/ana/preferences", json={"preferences": switches}).status_code == 200
     assert api.put("/v1/users/ana/preferences", json={"preferences": switches}).status_code == 200  # no change
     assert api.put("/v1/users/ana/preferences", json={"hard_stop": True}).status_code == 200
-    assert twilio_post(app, client, "/webhooks/sms/inbound", {"From": "+351912345678", "Body": "STOP"}).status_code == 200
+    assert (
+        twilio_post(app, client, "/webhooks/sms/inbound", {"From": "+351912345678", "Body": "STOP"}).status_code == 200
+    )
     drain(lambda: len(peer.received()) == 3)
     data = [event["data"] for event in peer.events()]
     assert data == [

@@ -1,5 +1,6 @@
 """Outbound webhooks with real worker processes: a dispatcher SIGKILLed mid-POST re-sends only the message in flight,
 and an endpoint that sleeps never slows sends down (the dispatcher has its own queue and worker)."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,14 @@ LEASE = 2
 
 
 def add_endpoint(url: str, event_types=ALL_EVENT_TYPES) -> int:
-    endpoint = WebhookEndpoint(url=url, description="", event_types=list(event_types), secret=new_secret(), enabled=True,
-                               consecutive_failures=0)
+    endpoint = WebhookEndpoint(
+        url=url,
+        description="",
+        event_types=list(event_types),
+        secret=new_secret(),
+        enabled=True,
+        consecutive_failures=0,
+    )
     db.session.add(endpoint)
     db.session.commit()
     return endpoint.id
@@ -52,8 +59,12 @@ def test_a_dispatcher_killed_after_its_claim_resends_only_the_message_in_flight(
         add_endpoint(f"{peer.url}/hook", ["notification.read"])
         emit([Fact("notification.read", {"user_id": f"user-{n}", "notification_id": f"n{n}"}) for n in range(3)])
         db.session.commit()  # nudges the dispatcher
-        env = worker_env(test_env, HERALD_WEBHOOK_CONCURRENCY="1", HERALD_WEBHOOK_LEASE_SECONDS=str(LEASE),
-                         HERALD_WEBHOOK_TIMEOUT="30")
+        env = worker_env(
+            test_env,
+            HERALD_WEBHOOK_CONCURRENCY="1",
+            HERALD_WEBHOOK_LEASE_SECONDS=str(LEASE),
+            HERALD_WEBHOOK_TIMEOUT="30",
+        )
         victim = start_worker(["webhooks"], env)
         try:
             assert peer.holding.wait(30), "the dispatcher never reached the second message"
@@ -65,8 +76,12 @@ def test_a_dispatcher_killed_after_its_claim_resends_only_the_message_in_flight(
         survivor = start_worker(["webhooks"], env)
         try:
             # tick() is what the scheduler runs every 10 s: it nudges once the dead claim's lease is over.
-            wait_for(lambda: db.session.scalar(select(func.count()).where(WebhookMessage.status == "delivered")) == 3,
-                     LEASE + 90, "the survivor did not finish", every=tick)  # a worker starts slowly on a busy machine
+            wait_for(
+                lambda: db.session.scalar(select(func.count()).where(WebhookMessage.status == "delivered")) == 3,
+                LEASE + 90,  # a worker starts slowly on a busy machine
+                "the survivor did not finish",
+                every=tick,
+            )
         finally:
             kill_worker(survivor)  # its work is done (and recorded); a warm stop would wait out RQ's idle dequeue
         copies = Counter(peer.ids())
@@ -81,11 +96,23 @@ def _send_and_time(api, users: list[str]) -> float:
     """Seconds from the first POST until every notification is in its inbox."""
     started = time.monotonic()
     for user in users:
-        response = api.post("/v1/notifications", json={"user_id": user, "type": "transactional", "category": "general",
-                                                       "channels": ["in_app"], "title": "Hi", "body": "b"})
+        response = api.post(
+            "/v1/notifications",
+            json={
+                "user_id": user,
+                "type": "transactional",
+                "category": "general",
+                "channels": ["in_app"],
+                "title": "Hi",
+                "body": "b",
+            },
+        )
         assert response.status_code == 202
-    wait_for(lambda: db.session.scalar(select(func.count()).where(Notification.inbox_at.is_(None))) == 0, 60,
-             "sends did not finish")
+    wait_for(
+        lambda: db.session.scalar(select(func.count()).where(Notification.inbox_at.is_(None))) == 0,
+        60,
+        "sends did not finish",
+    )
     return time.monotonic() - started
 
 
@@ -102,8 +129,10 @@ def test_an_endpoint_that_sleeps_never_slows_sends(app, api, test_env):
         with_slow_peer = _send_and_time(api, users)
         heard = len(peer.received())
         total = db.session.scalar(select(func.count()).select_from(WebhookMessage))
-        print(f"20 sends: {baseline:.2f} s without an endpoint, {with_slow_peer:.2f} s with one that sleeps 2 s "
-              f"({heard} of {total} webhooks had reached it by then)")
+        print(
+            f"20 sends: {baseline:.2f} s without an endpoint, {with_slow_peer:.2f} s with one that sleeps 2 s "
+            f"({heard} of {total} webhooks had reached it by then)"
+        )
         assert total == 40  # accepted + delivered for each
         assert heard < total, "the peer kept up, so this proves nothing"
         assert with_slow_peer < baseline * 2 + 1.0

@@ -1,4 +1,5 @@
 """The origin of a notification decides the re-checks before every send, on every path into the pipeline."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -19,10 +20,15 @@ PASSWORD = "correct horse battery"
 
 
 def campaign_with_status(status: str, **overrides) -> int:
-    template = make_template("winter", type="marketing", category="promo", variants={"en": {
-        "email": {"subject": "Sale", "html": "<p>20% off</p>", "text": "20% off"}}})
+    template = make_template(
+        "winter",
+        type="marketing",
+        category="promo",
+        variants={"en": {"email": {"subject": "Sale", "html": "<p>20% off</p>", "text": "20% off"}}},
+    )
     marketer = db.session.scalar(select(StaffUser).where(StaffUser.role == "marketer")) or make_staff(
-        email="mia@example.com", role="marketer")
+        email="mia@example.com", role="marketer"
+    )
     campaign = store.create_campaign(campaign_fields(template.id, channels=["email"], **overrides), marketer)
     campaign.status = status
     db.session.commit()
@@ -31,8 +37,9 @@ def campaign_with_status(status: str, **overrides) -> int:
 
 def campaign_email(campaign_id: int, **fields) -> int:
     recipient = make_recipient(email="ana@example.com")
-    delivery = dead_email(recipient, notification={"campaign_id": campaign_id, "origin": origin.of_campaign(campaign_id)},
-                          **fields)
+    delivery = dead_email(
+        recipient, notification={"campaign_id": campaign_id, "origin": origin.of_campaign(campaign_id)}, **fields
+    )
     return delivery.id
 
 

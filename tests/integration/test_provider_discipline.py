@@ -1,4 +1,5 @@
 """Circuit breakers, failover, rate limits, provider health and fault isolation between channels."""
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,15 @@ SID, TOKEN = "AC" + "3" * 32, "token-3"
 def twilio(app):
     api = TwilioApi({SID: TOKEN}).start()
     saved = dict(app.config)
-    app.config.update(TWILIO_ACCOUNT_SID=SID, TWILIO_AUTH_TOKEN=TOKEN, TWILIO_FROM="+15005550006",
-                      TWILIO_API_BASE=api.url, SMS_RATE=0.0, BREAKER_FAIL_MAX=3, BREAKER_RESET_SECONDS=30.0)
+    app.config.update(
+        TWILIO_ACCOUNT_SID=SID,
+        TWILIO_AUTH_TOKEN=TOKEN,
+        TWILIO_FROM="+15005550006",
+        TWILIO_API_BASE=api.url,
+        SMS_RATE=0.0,
+        BREAKER_FAIL_MAX=3,
+        BREAKER_RESET_SECONDS=30.0,
+    )
     close_all()
     yield api
     close_all()
@@ -40,15 +48,26 @@ def twilio(app):
 
 
 def sms(api, user_id="ana", body="Parcel on its way", channels=("sms",)) -> str:
-    response = api.post("/v1/notifications", json={"user_id": user_id, "type": "transactional", "category": "orders",
-                                                   "channels": list(channels), "title": "Order", "body": body})
+    response = api.post(
+        "/v1/notifications",
+        json={
+            "user_id": user_id,
+            "type": "transactional",
+            "category": "orders",
+            "channels": list(channels),
+            "title": "Order",
+            "body": body,
+        },
+    )
     assert response.status_code == 202, response.json
     return response.json["id"]
 
 
 def delivery_of(notification_id: str, channel: str = "sms") -> Delivery:
     db.session.expire_all()
-    return db.session.scalar(select(Delivery).where(Delivery.notification_id == notification_id, Delivery.channel == channel))
+    return db.session.scalar(
+        select(Delivery).where(Delivery.notification_id == notification_id, Delivery.channel == channel)
+    )
 
 
 def opens(provider: str) -> float:
@@ -73,7 +92,9 @@ def test_circuit_opens_after_n_failures_and_later_sends_wait_without_spending_at
     waiting = sms(api, body="while open")
     run_jobs()
     delivery = delivery_of(waiting)
-    assert (delivery.status, delivery.attempts, delivery.error_code) == ("PENDING", 0, None), "waiting is not an attempt"
+    assert (delivery.status, delivery.attempts, delivery.error_code) == ("PENDING", 0, None), (
+        "waiting is not an attempt"
+    )
     assert delivery.not_before is not None and delivery.not_before > delivery.updated_at
     assert len(twilio.messages) + 3 == calls_before, "no request reached the provider"
     events = db.session.scalars(select(DeliveryEvent.detail).where(DeliveryEvent.delivery_id == delivery.id)).all()
@@ -191,9 +212,18 @@ def test_a_hanging_email_server_does_not_delay_sms(app, api, test_env, twilio):
     black_hole = BlackHoleSmtp()
     for n in range(6):
         make_recipient(external_id=f"r{n}", email=f"r{n}@example.com", phone=f"+35191234567{n}")
-    env = {**os.environ, **test_env, "SMTP_URL": f"smtp://127.0.0.1:{black_hole.port}", "HERALD_SMTP_TIMEOUT": "30",
-           "TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_FROM": "+15005550006",
-           "TWILIO_API_BASE": twilio.url, "HERALD_SMS_RATE": "0", "HERALD_RQ_WORKERS": "2"}
+    env = {
+        **os.environ,
+        **test_env,
+        "SMTP_URL": f"smtp://127.0.0.1:{black_hole.port}",
+        "HERALD_SMTP_TIMEOUT": "30",
+        "TWILIO_ACCOUNT_SID": SID,
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "TWILIO_FROM": "+15005550006",
+        "TWILIO_API_BASE": twilio.url,
+        "HERALD_SMS_RATE": "0",
+        "HERALD_RQ_WORKERS": "2",
+    }
     workers = [start_worker([], env) for _ in range(2)]
     try:
         ready_by = time.monotonic() + 60
@@ -217,8 +247,9 @@ def test_a_hanging_email_server_does_not_delay_sms(app, api, test_env, twilio):
 
 
 @pytest.mark.parametrize("circuit_trusted_closed", [False, True])
-def test_an_answered_send_stands_when_redis_dies_before_its_bookkeeping(app, tmp_path, monkeypatch, caplog,
-                                                                         circuit_trusted_closed):
+def test_an_answered_send_stands_when_redis_dies_before_its_bookkeeping(
+    app, tmp_path, monkeypatch, caplog, circuit_trusted_closed
+):
     """The provider took the message; Redis then dies before the breaker and health counters are written.
 
     Turning that into an error would retry a message already sent (seen as a duplicate email when Redis was

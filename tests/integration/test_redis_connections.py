@@ -8,6 +8,7 @@ limiter's storage URI (Flask-Limiter), the SSE hub's subscription and its
 client-count reporter. Flask-SSE itself only formats messages in Herald
 (``flask_sse.Message``); it opens no connection of its own.
 """
+
 from __future__ import annotations
 
 import json
@@ -91,8 +92,12 @@ def test_the_rate_limiter_counts_in_redis_through_its_storage_uri(redis_url):
 
 def test_the_sse_hub_subscribes_fans_out_and_reports_its_streams(redis_url):
     reporter = connect(redis_url, max_connections=1)
-    hub = Hub(redis_url, pattern="t:sse:user:*", client_name="t:sse-hub",
-              on_count=lambda count: reporter.set("t:clients", count, ex=10))
+    hub = Hub(
+        redis_url,
+        pattern="t:sse:user:*",
+        client_name="t:sse-hub",
+        on_count=lambda count: reporter.set("t:clients", count, ex=10),
+    )
     try:
         subscriber = hub.subscribe("t:sse:user:7")
         published(redis_url, "t:sse:user:8", {"id": "other"})

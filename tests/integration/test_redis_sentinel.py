@@ -8,6 +8,7 @@ README's window, an inbox stream keeps receiving through the new primary, and
 every accepted notification is delivered -- those accepted while Redis was
 away, or whose jobs died with the old primary, by the reaper.
 """
+
 from __future__ import annotations
 
 import os
@@ -64,22 +65,53 @@ def sentinel(tmp_path):
     redis.Redis(port=primary_port).config_set("repl-diskless-sync-delay", 0)  # the replica syncs at once, not in 5 s
     (tmp_path / "replica").mkdir()
     replica = subprocess.Popen(
-        ["redis-server", "--port", str(replica_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path / "replica"), "--replicaof", "127.0.0.1", str(primary_port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until(lambda: redis.Redis(port=replica_port).info("replication")["master_link_status"] == "up", 20,
-               "the replica's link to the primary")
+        [
+            "redis-server",
+            "--port",
+            str(replica_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path / "replica"),
+            "--replicaof",
+            "127.0.0.1",
+            str(primary_port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until(
+        lambda: redis.Redis(port=replica_port).info("replication")["master_link_status"] == "up",
+        20,
+        "the replica's link to the primary",
+    )
     config = tmp_path / "sentinel.conf"
-    config.write_text(f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\n"
-                      f"sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 1\n"
-                      f"sentinel down-after-milliseconds {SERVICE} 1000\nsentinel failover-timeout {SERVICE} 10000\n")
-    watcher = subprocess.Popen(["redis-server", str(config), "--sentinel"], stdout=open(tmp_path / "sentinel.log", "w"),
-                               stderr=subprocess.STDOUT)
+    config.write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 1\n"
+        f"sentinel down-after-milliseconds {SERVICE} 1000\nsentinel failover-timeout {SERVICE} 10000\n"
+    )
+    watcher = subprocess.Popen(
+        ["redis-server", str(config), "--sentinel"],
+        stdout=open(tmp_path / "sentinel.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     client = redis.Redis(port=sentinel_port)
-    wait_until(lambda: [r["flags"] for r in client.sentinel_slaves(SERVICE)] == ["slave"], 20,
-               "the sentinel knowing the replica")
-    yield {"url": f"redis+sentinel://127.0.0.1:{sentinel_port}/{SERVICE}/0", "client": client, "primary": primary,
-           "replica_port": replica_port}
+    wait_until(
+        lambda: [r["flags"] for r in client.sentinel_slaves(SERVICE)] == ["slave"],
+        20,
+        "the sentinel knowing the replica",
+    )
+    yield {
+        "url": f"redis+sentinel://127.0.0.1:{sentinel_port}/{SERVICE}/0",
+        "client": client,
+        "primary": primary,
+        "replica_port": replica_port,
+    }
     for process in (watcher, replica, primary):
         process.kill()
         process.wait(10)
@@ -97,12 +129,20 @@ class Load:
     def _run(self) -> None:
         with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {self.api_key}"}) as http:
             while not self._stop.is_set():
-                response = http.post(f"{self.base_url}/v1/notifications", json={
-                    "user_id": self.user_id, "type": "transactional", "channels": ["in_app"],
-                    "title": "Payment received", "body": "We got it"})
+                response = http.post(
+                    f"{self.base_url}/v1/notifications",
+                    json={
+                        "user_id": self.user_id,
+                        "type": "transactional",
+                        "channels": ["in_app"],
+                        "title": "Payment received",
+                        "body": "We got it",
+                    },
+                )
                 identifier = response.json().get("id") if response.status_code == 202 else None
-                self.answers.append((time.monotonic(), response.status_code, response.headers.get("Retry-After"),
-                                     identifier))
+                self.answers.append(
+                    (time.monotonic(), response.status_code, response.headers.get("Retry-After"), identifier)
+                )
                 self._stop.wait(PAUSE)
 
     def __enter__(self):
@@ -121,8 +161,13 @@ class Load:
 
 def delivered(notification_ids: list[str]) -> int:
     db.session.expire_all()
-    return db.session.scalar(select(func.count()).select_from(Delivery).where(
-        Delivery.notification_id.in_(notification_ids), Delivery.channel == "in_app", Delivery.status == "DELIVERED"))
+    return db.session.scalar(
+        select(func.count())
+        .select_from(Delivery)
+        .where(
+            Delivery.notification_id.in_(notification_ids), Delivery.channel == "in_app", Delivery.status == "DELIVERED"
+        )
+    )
 
 
 def longest_wait_for_a_202(answers, start: float, end: float) -> float:
@@ -144,11 +189,15 @@ def test_a_primary_failover_mid_load_keeps_accepting_and_loses_nothing(app, test
             old_primary = sentinel["client"].sentinel_get_master_addr_by_name(SERVICE)
             sentinel["primary"].send_signal(signal.SIGKILL)
             killed_at = time.monotonic()
-            wait_until(lambda: sentinel["client"].sentinel_get_master_addr_by_name(SERVICE) != old_primary, 30,
-                       "the sentinel's failover")
+            wait_until(
+                lambda: sentinel["client"].sentinel_get_master_addr_by_name(SERVICE) != old_primary,
+                30,
+                "the sentinel's failover",
+            )
             promoted_at = time.monotonic()
-            wait_until(lambda: len(load.accepted(after=promoted_at + RESUMED_AFTER)) >= 20, 30,
-                       "20 accepts after the failover")
+            wait_until(
+                lambda: len(load.accepted(after=promoted_at + RESUMED_AFTER)) >= 20, 30, "20 accepts after the failover"
+            )
         statuses = {status for _, status, _, _ in load.answers}
         assert statuses <= {202, 503}, f"answers: {statuses}"
         assert all(retry for _, status, retry, _ in load.answers if status == 503), "a 503 always says Retry-After"
@@ -180,9 +229,11 @@ def test_a_primary_failover_mid_load_keeps_accepting_and_loses_nothing(app, test
         stream.close()
         for process in (web, worker):
             kill_worker(process)
-    print(f"failover: primary killed, new primary after {promoted_at - killed_at:.1f} s; longest wait for an "
-          f"accept {longest:.2f} s; {len(accepted)} accepted, {statuses}; "
-          f"the reaper routed {redriven['notifications']}")
+    print(
+        f"failover: primary killed, new primary after {promoted_at - killed_at:.1f} s; longest wait for an "
+        f"accept {longest:.2f} s; {len(accepted)} accepted, {statuses}; "
+        f"the reaper routed {redriven['notifications']}"
+    )
 
 
 def test_every_client_reaches_the_primary_through_the_sentinel(sentinel):
@@ -197,7 +248,8 @@ def test_every_client_reaches_the_primary_through_the_sentinel(sentinel):
     assert client.connection_pool.get_master_address()[1] != sentinel["replica_port"]
     site = Flask(__name__)
     site.config["RATELIMIT_STORAGE_URI"], site.config["RATELIMIT_STORAGE_OPTIONS"] = limits_storage(
-        sentinel["url"], {"socket_timeout": 1})
+        sentinel["url"], {"socket_timeout": 1}
+    )
     limiter = Limiter(key_func=lambda: "caller", app=site)
     site.add_url_rule("/", "index", limiter.limit("2/minute")(lambda: "ok"))
     browser = site.test_client()

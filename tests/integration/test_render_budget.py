@@ -1,4 +1,5 @@
 """A hostile template fails its delivery quickly and permanently in a real worker, and is an error in the preview, never a 500."""
+
 from __future__ import annotations
 
 import os
@@ -25,22 +26,31 @@ GIGABYTE = "{{ 'x' * 10**9 }}"
 
 
 def send(api, template: str) -> str:
-    response = api.post("/v1/notifications", json={"user_id": "ana", "type": "transactional", "template": template,
-                                                   "channels": ["in_app"]})
+    response = api.post(
+        "/v1/notifications",
+        json={"user_id": "ana", "type": "transactional", "template": template, "channels": ["in_app"]},
+    )
     assert response.status_code == 202, response.json
     return response.json["id"]
 
 
 @pytest.mark.slow
-def test_hostile_templates_fail_as_render_error_in_a_real_worker_and_hold_it_no_longer_than_the_budget(app, api, test_env):
+def test_hostile_templates_fail_as_render_error_in_a_real_worker_and_hold_it_no_longer_than_the_budget(
+    app, api, test_env
+):
     make_recipient(external_id="ana")
     for key, body in (("nested", NESTED_LOOPS), ("billion", BILLION_RANGE), ("gigabyte", GIGABYTE), ("fine", "Hello")):
         make_template(key, variants={"en": {"in_app": {"title": "Hi", "body": body}}})
     ids = {key: send(api, key) for key in ("nested", "billion", "gigabyte", "fine")}
 
     started = time.monotonic()
-    worker = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--burst"], cwd=PROJECT_ROOT,
-                            env={**os.environ, **test_env}, capture_output=True, timeout=240)
+    worker = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--burst"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **test_env},
+        capture_output=True,
+        timeout=240,
+    )
     elapsed = time.monotonic() - started
     assert worker.returncode == 0, worker.stderr.decode()[-2000:]
     # Without the budget the nested loops alone held the worker for RQ's 300 s job timeout, three times over.
@@ -49,14 +59,19 @@ def test_hostile_templates_fail_as_render_error_in_a_real_worker_and_hold_it_no_
     db.session.remove()
     deliveries = {d.notification_id: d for d in db.session.scalars(select(Delivery))}
     assert deliveries[ids["fine"]].status == "DELIVERED"
-    for key, reason in (("nested", "rendering took longer than 200 ms"), ("billion", "Range too big"),
-                        ("gigabyte", "a value over 256 KB")):
+    for key, reason in (
+        ("nested", "rendering took longer than 200 ms"),
+        ("billion", "Range too big"),
+        ("gigabyte", "a value over 256 KB"),
+    ):
         delivery = deliveries[ids[key]]
         assert (delivery.status, delivery.error_code) == ("FAILED", "render_error"), key
         assert reason in delivery.last_error and "(line 1)" in delivery.last_error
     connection = get_redis()
     assert all(Queue(name, connection=connection).failed_job_registry.count == 0 for name in QUEUE_NAMES)
-    assert all(Queue(name, connection=connection).scheduled_job_registry.count == 0 for name in QUEUE_NAMES), "nothing retried"
+    assert all(Queue(name, connection=connection).scheduled_job_registry.count == 0 for name in QUEUE_NAMES), (
+        "nothing retried"
+    )
 
 
 def test_preview_shows_a_hostile_template_as_an_error_at_its_line_not_a_500(app, client):
@@ -64,11 +79,18 @@ def test_preview_shows_a_hostile_template_as_an_error_at_its_line_not_a_500(app,
     client.post("/console/login", data={"email": "mia@example.com", "password": "correct horse battery"})
     make_recipient(external_id="ana")
     form = {
-        "key": "hostile", "name": "Hostile", "category": "general", "type": "marketing", "default_locale": "en",
-        "locales": ["en"], "preview_user": "ana",
-        "v-en-in_app-title": "Hi", "v-en-in_app-body": "Hello\n" + BILLION_RANGE,
+        "key": "hostile",
+        "name": "Hostile",
+        "category": "general",
+        "type": "marketing",
+        "default_locale": "en",
+        "locales": ["en"],
+        "preview_user": "ana",
+        "v-en-in_app-title": "Hi",
+        "v-en-in_app-body": "Hello\n" + BILLION_RANGE,
         "v-en-sms-text": NESTED_LOOPS,
-        "v-en-push-title": "Hi", "v-en-push-body": GIGABYTE,
+        "v-en-push-title": "Hi",
+        "v-en-push-body": GIGABYTE,
     }
     started = time.monotonic()
     response = client.post("/console/templates/preview", data=form, headers={"HX-Request": "true"})
@@ -88,12 +110,27 @@ def test_preview_under_gunicorn_gevent_answers_with_the_error_and_the_worker_kee
     make_staff(email="mia@example.com", password="correct horse battery", role="marketer")
     make_recipient(external_id="ana")
     with httpx.Client(base_url=live_server, timeout=60) as http:
-        http.post("/console/login", data={"email": "mia@example.com", "password": "correct horse battery",
-                                  "csrf_token": csrf_token(http.get("/console/login").text)})
+        http.post(
+            "/console/login",
+            data={
+                "email": "mia@example.com",
+                "password": "correct horse battery",
+                "csrf_token": csrf_token(http.get("/console/login").text),
+            },
+        )
         token = csrf_token(http.get("/console/templates/new").text)
-        form = {"key": "hostile", "name": "Hostile", "category": "general", "type": "marketing", "default_locale": "en",
-                "locales": ["en"], "preview_user": "ana", "csrf_token": token,
-                "v-en-in_app-title": "Hi", "v-en-in_app-body": NESTED_LOOPS}
+        form = {
+            "key": "hostile",
+            "name": "Hostile",
+            "category": "general",
+            "type": "marketing",
+            "default_locale": "en",
+            "locales": ["en"],
+            "preview_user": "ana",
+            "csrf_token": token,
+            "v-en-in_app-title": "Hi",
+            "v-en-in_app-body": NESTED_LOOPS,
+        }
         started = time.monotonic()
         response = http.post("/console/templates/preview", data=form, headers={"HX-Request": "true"})
         elapsed = time.monotonic() - started

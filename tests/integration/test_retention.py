@@ -1,4 +1,5 @@
 """Retention against the real database: old history goes (with its deliveries and events), the dedup gate stays."""
+
 from __future__ import annotations
 
 from datetime import time as clock
@@ -31,16 +32,30 @@ def notification_aged(recipient, days: float) -> Notification:
 
 
 def rule(name: str, every_days: int) -> Rule:
-    made = Rule(name=name, audience={"all": []}, template_key="t", channels=["in_app"], window_start=clock(9),
-                window_end=clock(19), every_days=every_days)
+    made = Rule(
+        name=name,
+        audience={"all": []},
+        template_key="t",
+        channels=["in_app"],
+        window_start=clock(9),
+        window_end=clock(19),
+        every_days=every_days,
+    )
     db.session.add(made)
     db.session.commit()
     return made
 
 
 def sent(rule_: Rule, recipient, days_ago: int) -> None:
-    db.session.add(RuleSend(rule_id=rule_.id, recipient_id=recipient.id, local_date=(NOW - timedelta(days=days_ago)).date(),
-                            timezone="UTC", status="sent"))
+    db.session.add(
+        RuleSend(
+            rule_id=rule_.id,
+            recipient_id=recipient.id,
+            local_date=(NOW - timedelta(days=days_ago)).date(),
+            timezone="UTC",
+            status="sent",
+        )
+    )
     db.session.commit()
 
 
@@ -69,7 +84,11 @@ def test_a_rules_sent_log_outlives_the_retention_while_it_still_gates_a_period(a
     assert result["rule_sends"] == 2  # the daily rule's 45- and 31-day-old rows
     left = db.session.execute(select(Rule.name, RuleSend.local_date).join(Rule, Rule.id == RuleSend.rule_id)).all()
     assert sorted((name, (NOW.date() - day).days) for name, day in left) == [
-        ("daily", 3), ("monthly", 3), ("monthly", 31), ("monthly", 45)]
+        ("daily", 3),
+        ("monthly", 3),
+        ("monthly", 31),
+        ("monthly", 45),
+    ]
     assert sent_log_cutoff(NOW, 30, 60) == (NOW - timedelta(days=62)).date()
 
 

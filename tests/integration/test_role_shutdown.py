@@ -4,6 +4,7 @@ web: open inbox streams end at once with a final ``retry:`` and gunicorn exits l
 timeout; worker: idle it exits, busy it finishes the job in hand, and a job longer than its shutdown
 timeout is handed back to its queue (RQ's retry) instead of waiting out the lease; scheduler: exits 0.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,14 @@ pytestmark = pytest.mark.slow
 
 def flask_process(args: list[str], env: dict, log_path) -> subprocess.Popen:
     with open(log_path, "w") as log:
-        return subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=PROJECT_ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "wsgi", *args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
@@ -58,8 +65,9 @@ def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
     raise AssertionError(f"the stream stayed open; got {received[-300:]!r}")
 
 
-def test_web_ends_open_inbox_streams_with_a_final_retry_and_exits_well_before_its_graceful_timeout(app, test_env,
-                                                                                                  tmp_path):
+def test_web_ends_open_inbox_streams_with_a_final_retry_and_exits_well_before_its_graceful_timeout(
+    app, test_env, tmp_path
+):
     port = free_port()
     env = {**os.environ, **test_env, "HERALD_BASE_URL": f"http://127.0.0.1:{port}"}
     web = flask_process(["web", "--port", str(port), "--workers", "1"], env, tmp_path / "web.log")
@@ -67,7 +75,9 @@ def test_web_ends_open_inbox_streams_with_a_final_retry_and_exits_well_before_it
         wait_for_port(port, timeout=30, process=web)
         token = user_token(app.config["INBOX_SECRET"], "ana")
         with socket.create_connection(("127.0.0.1", port)) as sign_in:
-            sign_in.sendall(f"GET /inbox?user=ana&token={token} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            sign_in.sendall(
+                f"GET /inbox?user=ana&token={token} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+            )
             answer = read_until_closed(sign_in, 15).decode()
         cookie = re.search(r"Set-Cookie: ([^;]+);", answer).group(1)
         stream = socket.create_connection(("127.0.0.1", port))

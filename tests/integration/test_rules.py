@@ -1,4 +1,5 @@
 """Daily rule evaluation against the real database: local windows, the dedup gate, opt-outs read live."""
+
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
@@ -27,14 +28,34 @@ def at(zone: str, year, month, day, hour, minute=0) -> datetime:
 
 
 def make_rule(**fields) -> Rule:
-    make_template(key="low_balance", category="low_balance", variants={"en": {
-        "in_app": {"title": "Balance below {{ recipient.attributes.low_balance_threshold }}", "body": "Now {{ recipient.attributes.balance }}"},
-        "push": {"title": "Low balance", "body": "Your balance is {{ recipient.attributes.balance }}"},
-        "sms": {"text": "Low balance"},
-    }})
-    values = {"name": "Low balance", "audience": LOW_BALANCE, "type": "transactional", "category": "low_balance",
-              "priority": "normal", "template_key": "low_balance", "channels": ["in_app"], "window_start": time(9),
-              "window_end": time(19), "every_days": 1, "no_timezone_policy": "utc", "enabled": True}
+    make_template(
+        key="low_balance",
+        category="low_balance",
+        variants={
+            "en": {
+                "in_app": {
+                    "title": "Balance below {{ recipient.attributes.low_balance_threshold }}",
+                    "body": "Now {{ recipient.attributes.balance }}",
+                },
+                "push": {"title": "Low balance", "body": "Your balance is {{ recipient.attributes.balance }}"},
+                "sms": {"text": "Low balance"},
+            }
+        },
+    )
+    values = {
+        "name": "Low balance",
+        "audience": LOW_BALANCE,
+        "type": "transactional",
+        "category": "low_balance",
+        "priority": "normal",
+        "template_key": "low_balance",
+        "channels": ["in_app"],
+        "window_start": time(9),
+        "window_end": time(19),
+        "every_days": 1,
+        "no_timezone_policy": "utc",
+        "enabled": True,
+    }
     values.update(fields)
     rule = Rule(**values)
     db.session.add(rule)
@@ -48,7 +69,9 @@ def low(zone: str | None, **fields) -> Recipient:
 
 
 def notified(recipient: Recipient) -> int:
-    return db.session.scalar(select(func.count()).select_from(Notification).where(Notification.recipient_id == recipient.id))
+    return db.session.scalar(
+        select(func.count()).select_from(Notification).where(Notification.recipient_id == recipient.id)
+    )
 
 
 def test_singapore_is_notified_at_nine_local_and_not_at_eight_fifty_nine(app):
@@ -83,8 +106,17 @@ def test_san_francisco_follows_nine_hours_later_on_a_pdt_date(app):
 
 def test_a_day_of_evaluations_every_15_minutes_sends_only_inside_nine_to_seven_local(app):
     rule = make_rule()
-    zones = ["Asia/Singapore", "America/Los_Angeles", "Europe/Lisbon", "Asia/Kolkata", "Asia/Kathmandu",
-             "Pacific/Kiritimati", "Pacific/Pago_Pago", "America/St_Johns", "Australia/Lord_Howe"]
+    zones = [
+        "Asia/Singapore",
+        "America/Los_Angeles",
+        "Europe/Lisbon",
+        "Asia/Kolkata",
+        "Asia/Kathmandu",
+        "Pacific/Kiritimati",
+        "Pacific/Pago_Pago",
+        "America/St_Johns",
+        "Australia/Lord_Howe",
+    ]
     people = {low(zone).id: zone for zone in zones}
     moment = datetime(2026, 6, 15, tzinfo=UTC)
     while moment < datetime(2026, 6, 17, tzinfo=UTC):
@@ -94,13 +126,19 @@ def test_a_day_of_evaluations_every_15_minutes_sends_only_inside_nine_to_seven_l
     for recipient_id, created in sent:
         local_time = created.astimezone(ZoneInfo(people[recipient_id]))
         assert time(9) <= local_time.time() < time(19), (people[recipient_id], local_time)
-    per_day = db.session.execute(select(RuleSend.recipient_id, RuleSend.local_date, func.count())
-                                 .group_by(RuleSend.recipient_id, RuleSend.local_date)).all()
+    per_day = db.session.execute(
+        select(RuleSend.recipient_id, RuleSend.local_date, func.count()).group_by(
+            RuleSend.recipient_id, RuleSend.local_date
+        )
+    ).all()
     assert all(count == 1 for _r, _d, count in per_day)
     # A local day that starts inside the sweep is sent at its first evaluation at or after 09:00: 09:00 exactly.
     start = datetime(2026, 6, 15, tzinfo=UTC)
-    full_days = [created.astimezone(ZoneInfo(people[r])) for r, created in sent
-                 if datetime.combine(created.astimezone(ZoneInfo(people[r])).date(), time(0), ZoneInfo(people[r])) >= start]
+    full_days = [
+        created.astimezone(ZoneInfo(people[r]))
+        for r, created in sent
+        if datetime.combine(created.astimezone(ZoneInfo(people[r])).date(), time(0), ZoneInfo(people[r])) >= start
+    ]
     assert {moment.tzinfo.key for moment in full_days} == set(zones)
     assert {moment.time() for moment in full_days} == {time(9)}
 
@@ -125,7 +163,9 @@ def test_los_angeles_dst_transition_days_use_the_local_wall_clock(app, day, labe
 def test_date_line_zones_at_the_same_instant_have_different_local_dates(app):
     rule = make_rule()
     kiritimati, pago_pago = low("Pacific/Kiritimati"), low("Pacific/Pago_Pago")
-    instant = datetime(2026, 6, 15, 22, 0, tzinfo=UTC)  # 12:00 on the 16th in Kiritimati, 11:00 on the 15th in Pago Pago
+    instant = datetime(
+        2026, 6, 15, 22, 0, tzinfo=UTC
+    )  # 12:00 on the 16th in Kiritimati, 11:00 on the 15th in Pago Pago
     result = evaluate_rule(rule, instant)
     assert sorted(t.local_date for t in result.targets) == [date(2026, 6, 15), date(2026, 6, 16)]
     claims = dict(db.session.execute(select(RuleSend.recipient_id, RuleSend.local_date)).all())
@@ -200,8 +240,14 @@ def test_only_below_their_own_threshold_and_balance_flicker_is_not_taken_back(ap
     evaluate_rule(rule, at("Europe/Lisbon", 2026, 6, 15, 12))
     evaluate_rule(rule, at("Europe/Lisbon", 2026, 6, 16, 9))
     assert notified(poor) == 1
-    assert db.session.scalar(select(func.count()).select_from(Notification).where(Notification.recipient_id == poor.id,
-                                                                                   Notification.inbox_at.is_not(None))) == 1
+    assert (
+        db.session.scalar(
+            select(func.count())
+            .select_from(Notification)
+            .where(Notification.recipient_id == poor.id, Notification.inbox_at.is_not(None))
+        )
+        == 1
+    )
 
 
 def test_a_changed_threshold_applies_at_the_next_run(app):
@@ -221,18 +267,23 @@ def test_opt_outs_are_read_live_at_evaluation(app):
     switched_off = low("Europe/Lisbon")
     stopped = low("Europe/Lisbon", phone="+14155550101")
     hard = low("Europe/Lisbon", hard_stop=True)
-    db.session.add_all([
-        Preference(recipient_id=muted.id, channel="in_app", category="low_balance", enabled=False),
-        Preference(recipient_id=muted.id, channel="sms", category="low_balance", enabled=False),
-        Preference(recipient_id=switched_off.id, channel="in_app", category="*", enabled=False),
-        Suppression(channel="sms", address="+14155550101", reason="STOP"),
-    ])
+    db.session.add_all(
+        [
+            Preference(recipient_id=muted.id, channel="in_app", category="low_balance", enabled=False),
+            Preference(recipient_id=muted.id, channel="sms", category="low_balance", enabled=False),
+            Preference(recipient_id=switched_off.id, channel="in_app", category="*", enabled=False),
+            Suppression(channel="sms", address="+14155550101", reason="STOP"),
+        ]
+    )
     db.session.commit()
     assert dry_run(rule, at("Europe/Lisbon", 2026, 6, 15, 9)).total == 1  # only `stopped`, in-app still open
     evaluate_rule(rule, at("Europe/Lisbon", 2026, 6, 15, 9))
     assert (notified(muted), notified(switched_off), notified(hard)) == (0, 0, 0)
-    channels = dict(db.session.execute(select(Delivery.channel, Delivery.status).join(Notification)
-                                       .where(Notification.recipient_id == stopped.id)).all())
+    channels = dict(
+        db.session.execute(
+            select(Delivery.channel, Delivery.status).join(Notification).where(Notification.recipient_id == stopped.id)
+        ).all()
+    )
     assert channels == {"in_app": "DELIVERED", "sms": "SUPPRESSED"}
 
 
@@ -261,8 +312,18 @@ def test_stop_on_low_balance_leaves_fraud_and_security_notices_on(app):
     evaluate_rule(rule, at("Europe/Lisbon", 2026, 6, 15, 9))
     assert notified(person) == 0
     for kind, category in (("transactional", "fraud"), ("security", "security")):
-        accepted = accept_notification(NotificationCreate(user_id=person.external_id, type=kind, category=category,
-                                                          title="Card used", body="Was it you?", channels=["sms"]), None, None)
+        accepted = accept_notification(
+            NotificationCreate(
+                user_id=person.external_id,
+                type=kind,
+                category=category,
+                title="Card used",
+                body="Was it you?",
+                channels=["sms"],
+            ),
+            None,
+            None,
+        )
         route_notification(accepted.id)
         status = db.session.scalar(select(Delivery.status).where(Delivery.notification_id == accepted.id))
         assert status != "SUPPRESSED", (kind, category)
@@ -370,5 +431,8 @@ def test_scheduler_slot_runs_one_pass_per_slot(app):
     assert evaluate_rules_if_due(nine, 15) is not None
     assert evaluate_rules_if_due(nine + timedelta(minutes=5), 15) is None
     assert evaluate_rules_if_due(nine + timedelta(minutes=15), 15) is not None
-    assert db.session.scalar(select(func.count()).select_from(Notification).where(Notification.recipient_id == person)) == 1
+    assert (
+        db.session.scalar(select(func.count()).select_from(Notification).where(Notification.recipient_id == person))
+        == 1
+    )
     assert db.session.scalar(select(RuleSend.status)) == SENT

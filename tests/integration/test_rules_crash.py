@@ -1,4 +1,5 @@
 """A rule evaluation killed mid-run, and two evaluations at once: nobody twice, nobody lost."""
+
 from __future__ import annotations
 
 import os
@@ -25,9 +26,20 @@ NOW = datetime(2026, 6, 15, 10, 0, tzinfo=UTC)  # 11:00 in Lisbon
 
 def seed(count: int) -> None:
     now = utcnow()
-    rows = [{"external_id": f"crash-{n}", "email": None, "phone": None, "timezone": "Europe/Lisbon", "locale": "en",
-             "attributes": {"balance": n % 40, "low_balance_threshold": 50}, "hard_stop": False,
-             "created_at": now, "updated_at": now} for n in range(count)]
+    rows = [
+        {
+            "external_id": f"crash-{n}",
+            "email": None,
+            "phone": None,
+            "timezone": "Europe/Lisbon",
+            "locale": "en",
+            "attributes": {"balance": n % 40, "low_balance_threshold": 50},
+            "hard_stop": False,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for n in range(count)
+    ]
     db.session.execute(insert(Recipient), rows)
     db.session.commit()
 
@@ -59,7 +71,9 @@ def test_sigkilled_evaluator_is_re_driven_without_duplicates_or_losses(app, test
     link = SlowLink.in_front_of(test_env["REDIS_URL"], delay=0.3).start()
     env = {**os.environ, **test_env, "HERALD_RULES_SEND_BATCH": "100", "REDIS_URL": link.url_for(test_env["REDIS_URL"])}
     try:
-        process = subprocess.Popen([sys.executable, "-c", EVALUATOR, str(rule.id), NOW.isoformat()], cwd=PROJECT_ROOT, env=env)
+        process = subprocess.Popen(
+            [sys.executable, "-c", EVALUATOR, str(rule.id), NOW.isoformat()], cwd=PROJECT_ROOT, env=env
+        )
         deadline = time.monotonic() + 60
         sent_before = 0
         while time.monotonic() < deadline and sent_before < 500:
@@ -111,8 +125,11 @@ def test_evaluator_sigkilled_between_claim_chunks_claims_the_rest_next_time_and_
     count = 2000
     seed(count)
     rule = make_rule()
-    process = subprocess.Popen([sys.executable, "-c", SLOW_CLAIMING_EVALUATOR, str(rule.id), NOW.isoformat()],
-                               cwd=PROJECT_ROOT, env={**os.environ, **test_env})
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CLAIMING_EVALUATOR, str(rule.id), NOW.isoformat()],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **test_env},
+    )
     deadline = time.monotonic() + 60
     claimed_before = 0
     while time.monotonic() < deadline and claimed_before < 300:
@@ -125,7 +142,9 @@ def test_evaluator_sigkilled_between_claim_chunks_claims_the_rest_next_time_and_
     claimed_at_kill = db.session.scalar(select(func.count()).select_from(RuleSend))
     assert 300 <= claimed_at_kill < count, "the kill must land between claim chunks"
     assert claimed_at_kill % 50 == 0, "a chunk is committed whole or not at all"
-    assert db.session.scalar(select(func.count()).select_from(Notification)) == 0, "nothing is sent before the claim pass ends"
+    assert db.session.scalar(select(func.count()).select_from(Notification)) == 0, (
+        "nothing is sent before the claim pass ends"
+    )
 
     result = evaluate_rule(db.session.get(Rule, rule.id), NOW)
     assert result.claimed == count - claimed_at_kill
@@ -145,7 +164,12 @@ def test_two_evaluators_at_the_same_moment_send_once_each(app):
         with app.app_context():
             try:
                 barrier.wait()
-                results.append(evaluate_rule(db.session.get(Rule, rule_id), NOW, ))
+                results.append(
+                    evaluate_rule(
+                        db.session.get(Rule, rule_id),
+                        NOW,
+                    )
+                )
             except Exception as error:  # noqa: BLE001 -- surfaced by the assertion below
                 errors.append(error)
             finally:

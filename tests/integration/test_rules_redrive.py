@@ -1,5 +1,6 @@
 """A rule's external deliveries never leave the rule's own path: quiet-hours deferrals, the reaper's re-drive
 and the marketing cap all go through the rule's window check and routing."""
+
 from __future__ import annotations
 
 from datetime import time, timedelta
@@ -111,7 +112,9 @@ def test_marketing_rules_obey_the_hourly_marketing_cap_and_count_toward_it(app, 
     person = low("Europe/Lisbon")
     nine = at("Europe/Lisbon", 2026, 6, 15, 9)
     cap_key = key("cap", person.id)
-    get_redis().zadd(cap_key, {f"earlier-{n}": (nine - timedelta(minutes=10 + n)).timestamp() for n in range(already_sent)})
+    get_redis().zadd(
+        cap_key, {f"earlier-{n}": (nine - timedelta(minutes=10 + n)).timestamp() for n in range(already_sent)}
+    )
     evaluate_rule(rule, nine)
     claim = db.session.scalar(select(RuleSend))
     assert claim.status == expected

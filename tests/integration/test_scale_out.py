@@ -8,6 +8,7 @@ stream open on the other; and two hundred emails posted through both web
 processes to a real SMTP peer all arrive, none twice, while a worker is
 SIGKILLed mid-load.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,9 +43,14 @@ def cluster(app, test_env, smtp_server, tmp_path):
         pytest.skip("scale-out needs PostgreSQL: several hosts cannot share a SQLite file (set TEST_DATABASE_URL)")
     redis_port = free_port()
     server = start_redis_server(tmp_path / "redis", port=redis_port)
-    env = {**os.environ, **test_env, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "SMTP_URL": smtp_server.url,
-           "HERALD_DISPATCH_LEASE_SECONDS": str(DISPATCH_LEASE),
-           "HERALD_SCHEDULER_LEASE_SECONDS": str(SCHEDULER_LEASE)}
+    env = {
+        **os.environ,
+        **test_env,
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "SMTP_URL": smtp_server.url,
+        "HERALD_DISPATCH_LEASE_SECONDS": str(DISPATCH_LEASE),
+        "HERALD_SCHEDULER_LEASE_SECONDS": str(SCHEDULER_LEASE),
+    }
     groups = []
     try:
         schedulers = {}
@@ -65,8 +71,13 @@ def cluster(app, test_env, smtp_server, tmp_path):
             process, port = start_web(env, tmp_path / f"web-{n}.log")
             groups.append(process)
             webs.append(f"http://127.0.0.1:{port}")
-        yield {"redis": redis.Redis(port=redis_port), "schedulers": schedulers, "workers": workers, "webs": webs,
-               "logs": lambda: "\n".join(p.read_text()[-1500:] for p in tmp_path.glob("scheduler-*.log"))}
+        yield {
+            "redis": redis.Redis(port=redis_port),
+            "schedulers": schedulers,
+            "workers": workers,
+            "webs": webs,
+            "logs": lambda: "\n".join(p.read_text()[-1500:] for p in tmp_path.glob("scheduler-*.log")),
+        }
     finally:
         for process in groups:
             kill_worker(process)
@@ -86,9 +97,19 @@ def wait_for_rq_scheduler_locks(client: redis.Redis, timeout: float = 30) -> Non
 
 
 def send(base_url: str, api_key: str, user_id: str, channels: list[str], number: int) -> httpx.Response:
-    return httpx.post(f"{base_url}/v1/notifications", headers={"Authorization": f"Bearer {api_key}"}, timeout=30,
-                      json={"user_id": user_id, "type": "transactional", "category": "orders", "channels": channels,
-                            "title": f"Order {number}", "body": f"Order {number} has shipped"})
+    return httpx.post(
+        f"{base_url}/v1/notifications",
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=30,
+        json={
+            "user_id": user_id,
+            "type": "transactional",
+            "category": "orders",
+            "channels": channels,
+            "title": f"Order {number}",
+            "body": f"Order {number} has shipped",
+        },
+    )
 
 
 def sse_reaches_the_other_web_process(app, api_key: str, webs: list[str]) -> None:
@@ -107,16 +128,29 @@ def sse_reaches_the_other_web_process(app, api_key: str, webs: list[str]) -> Non
 
 def delivered_emails() -> int:
     db.session.expire_all()
-    return db.session.scalar(select(func.count()).select_from(Delivery)
-                             .where(Delivery.channel == "email", Delivery.status == "DISPATCHED"))
+    return db.session.scalar(
+        select(func.count()).select_from(Delivery).where(Delivery.channel == "email", Delivery.status == "DISPATCHED")
+    )
 
 
 def test_two_schedulers_two_webs_three_workers_one_leader_failover_sse_across_and_no_duplicate(
-        app, api_key, smtp_server, cluster):
+    app, api_key, smtp_server, cluster
+):
     started = time.monotonic()
     webs, schedulers, prefix = cluster["webs"], cluster["schedulers"], app.config["REDIS_PREFIX"]
-    db.session.execute(insert(Recipient), [{"external_id": f"buyer-{n}", "email": f"buyer{n}@example.com",
-                                            "timezone": "UTC", "locale": "en", "attributes": {}} for n in range(COUNT)])
+    db.session.execute(
+        insert(Recipient),
+        [
+            {
+                "external_id": f"buyer-{n}",
+                "email": f"buyer{n}@example.com",
+                "timezone": "UTC",
+                "locale": "en",
+                "attributes": {},
+            }
+            for n in range(COUNT)
+        ],
+    )
     db.session.commit()
 
     leader = leader_pid(cluster["redis"], prefix, timeout=30)
@@ -154,5 +188,7 @@ def test_two_schedulers_two_webs_three_workers_one_leader_failover_sse_across_an
     # SMTP has no idempotency key: only a message in flight at the kill may go again, with the same Message-ID.
     assert repeats <= 1, f"{repeats} messages sent twice"
     assert cluster["logs"]().count("is now the active one") == 2, "one leader at a time: the first, then its successor"
-    print(f"scale-out: standby active {took_over_in:.1f} s after the SIGKILL; {COUNT} emails, {repeats} repeated; "
-          f"{time.monotonic() - started:.0f} s in all")
+    print(
+        f"scale-out: standby active {took_over_in:.1f} s after the SIGKILL; {COUNT} emails, {repeats} repeated; "
+        f"{time.monotonic() - started:.0f} s in all"
+    )

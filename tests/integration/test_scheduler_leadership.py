@@ -1,4 +1,5 @@
 """Several ``flask scheduler`` processes, one active: the Redis lease against real Redis and real processes."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,15 @@ LEASE = 2.0
 
 def old_idempotency_key(name: str) -> None:
     """A reservation past its 24 h: the purge job (periodic work) deletes it when a leader runs."""
-    db.session.add(IdempotencyKey(api_key_id=db.session.scalar(select(ApiKey.id)), key=name, request_hash="x",
-                                  notification_id="a" * 32, created_at=utcnow() - timedelta(hours=25)))
+    db.session.add(
+        IdempotencyKey(
+            api_key_id=db.session.scalar(select(ApiKey.id)),
+            key=name,
+            request_hash="x",
+            notification_id="a" * 32,
+            created_at=utcnow() - timedelta(hours=25),
+        )
+    )
     db.session.commit()
 
 
@@ -97,8 +105,12 @@ def test_a_leader_that_loses_redis_stops_within_the_lease_and_leads_again_when_i
     """Redis frozen (SIGSTOP: calls hang, they are not refused): the leader must not wait on it past its lease."""
     port = free_port()
     server = start_redis_server(tmp_path / "redis", port=port)
-    env = {**os.environ, **test_env, "REDIS_URL": f"redis://127.0.0.1:{port}/0",
-           "HERALD_SCHEDULER_LEASE_SECONDS": str(LEASE)}
+    env = {
+        **os.environ,
+        **test_env,
+        "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+        "HERALD_SCHEDULER_LEASE_SECONDS": str(LEASE),
+    }
     log_path = tmp_path / "scheduler.log"
     scheduler = start_scheduler(env, log_path)
     try:

@@ -1,4 +1,5 @@
 """SMS through a local Twilio API: the request Twilio documents, signed receipts, inbound STOP/START/HELP."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,8 +19,13 @@ MAIN, FALLBACK = list(ACCOUNTS)
 def twilio(app):
     api = TwilioApi(ACCOUNTS).start()
     saved = dict(app.config)
-    app.config.update(TWILIO_ACCOUNT_SID=MAIN, TWILIO_AUTH_TOKEN=ACCOUNTS[MAIN], TWILIO_FROM="+15005550006",
-                      TWILIO_API_BASE=api.url, SMS_RATE=0.0)
+    app.config.update(
+        TWILIO_ACCOUNT_SID=MAIN,
+        TWILIO_AUTH_TOKEN=ACCOUNTS[MAIN],
+        TWILIO_FROM="+15005550006",
+        TWILIO_API_BASE=api.url,
+        SMS_RATE=0.0,
+    )
     close_all()
     yield api
     close_all()
@@ -29,8 +35,14 @@ def twilio(app):
 
 
 def notify(api, user_id="ana", **fields) -> str:
-    body = {"user_id": user_id, "type": "transactional", "category": "orders", "channels": ["sms"],
-            "title": "Order shipped", "body": "Parcel on its way"}
+    body = {
+        "user_id": user_id,
+        "type": "transactional",
+        "category": "orders",
+        "channels": ["sms"],
+        "title": "Order shipped",
+        "body": "Parcel on its way",
+    }
     body.update(fields)
     response = api.post("/v1/notifications", json=body)
     assert response.status_code == 202, response.json
@@ -59,9 +71,16 @@ def test_sms_goes_out_in_twilios_shape_and_a_signed_receipt_marks_it_delivered(a
     delivery = delivery_of(notification_id)
     assert (delivery.status, delivery.provider_message_id) == ("DISPATCHED", sent["sid"])
 
-    assert twilio_post(app, client, "/webhooks/sms/status", {"MessageSid": sent["sid"], "MessageStatus": "sent"}).status_code == 204
+    assert (
+        twilio_post(
+            app, client, "/webhooks/sms/status", {"MessageSid": sent["sid"], "MessageStatus": "sent"}
+        ).status_code
+        == 204
+    )
     assert delivery_of(notification_id).status == "DISPATCHED", "progress statuses do not settle it"
-    response = twilio_post(app, client, "/webhooks/sms/status", {"MessageSid": sent["sid"], "MessageStatus": "delivered"})
+    response = twilio_post(
+        app, client, "/webhooks/sms/status", {"MessageSid": sent["sid"], "MessageStatus": "delivered"}
+    )
     assert response.status_code == 204
     delivery = delivery_of(notification_id)
     assert delivery.status == "DELIVERED" and delivery.delivered_at is not None
@@ -76,10 +95,20 @@ def test_receipt_with_a_bad_or_missing_signature_is_403_and_changes_nothing(app,
     notification_id = notify(api)
     run_jobs()
     sid = twilio.messages[0]["sid"]
-    forged = twilio_post(app, client, "/webhooks/sms/status", {"MessageSid": sid, "MessageStatus": "delivered"}, token="guess")
-    unsigned = client.post("/webhooks/sms/status", data={"AccountSid": MAIN, "MessageSid": sid, "MessageStatus": "delivered"})
-    unknown_account = twilio_post(app, client, "/webhooks/sms/status", {"MessageSid": sid, "MessageStatus": "delivered"},
-                                  token="x", account="AC" + "9" * 32)
+    forged = twilio_post(
+        app, client, "/webhooks/sms/status", {"MessageSid": sid, "MessageStatus": "delivered"}, token="guess"
+    )
+    unsigned = client.post(
+        "/webhooks/sms/status", data={"AccountSid": MAIN, "MessageSid": sid, "MessageStatus": "delivered"}
+    )
+    unknown_account = twilio_post(
+        app,
+        client,
+        "/webhooks/sms/status",
+        {"MessageSid": sid, "MessageStatus": "delivered"},
+        token="x",
+        account="AC" + "9" * 32,
+    )
     assert (forged.status_code, unsigned.status_code, unknown_account.status_code) == (403, 403, 403)
     assert delivery_of(notification_id).status == "DISPATCHED"
 
@@ -88,8 +117,13 @@ def test_undelivered_to_a_dead_number_fails_the_delivery_and_suppresses_the_numb
     make_recipient(external_id="ana", phone="+351912345678")
     notification_id = notify(api)
     run_jobs()
-    form = {"MessageSid": twilio.messages[0]["sid"], "MessageStatus": "undelivered", "ErrorCode": "30006",
-            "To": "+351912345678", "ErrorMessage": "Landline or unreachable carrier"}
+    form = {
+        "MessageSid": twilio.messages[0]["sid"],
+        "MessageStatus": "undelivered",
+        "ErrorCode": "30006",
+        "To": "+351912345678",
+        "ErrorMessage": "Landline or unreachable carrier",
+    }
     assert twilio_post(app, client, "/webhooks/sms/status", form).status_code == 204
     delivery = delivery_of(notification_id)
     assert (delivery.status, delivery.error_code) == ("FAILED", "twilio_30006")
@@ -118,8 +152,8 @@ def test_help_is_answered_with_a_twiml_help_message_and_changes_nothing(app, cli
     reply = twilio_post(app, client, "/webhooks/sms/inbound", {"From": "+351912345678", "Body": "help"})
     assert reply.status_code == 200
     assert reply.get_data(as_text=True) == (
-        '<?xml version="1.0" encoding="UTF-8"?><Response><Message>'
-        f"{app.config['SMS_HELP_TEXT']}</Message></Response>")
+        f'<?xml version="1.0" encoding="UTF-8"?><Response><Message>{app.config["SMS_HELP_TEXT"]}</Message></Response>'
+    )
     assert db.session.scalar(select(Suppression)) is None
 
 
@@ -132,7 +166,10 @@ def test_inbound_stop_with_a_bad_signature_is_403_and_opts_nobody_out(app, clien
 def test_marketing_sms_goes_only_to_recipients_who_opted_in(api, run_jobs, twilio):
     make_recipient(external_id="ana", phone="+351912345678")
     make_recipient(external_id="bea", phone="+351912345679")
-    response = api.put("/v1/users/bea/preferences", json={"preferences": [{"channel": "sms", "category": "marketing", "enabled": True}]})
+    response = api.put(
+        "/v1/users/bea/preferences",
+        json={"preferences": [{"channel": "sms", "category": "marketing", "enabled": True}]},
+    )
     assert response.status_code == 200, response.json
     to_ana = notify(api, "ana", type="marketing", category="promotions", title="Sale", body="50% off")
     to_bea = notify(api, "bea", type="marketing", category="promotions", title="Sale", body="50% off")
@@ -143,8 +180,11 @@ def test_marketing_sms_goes_only_to_recipients_who_opted_in(api, run_jobs, twili
 
 
 def test_main_account_down_fails_over_to_the_fallback_account(app, api, run_jobs, twilio):
-    app.config.update(TWILIO_FALLBACK_ACCOUNT_SID=FALLBACK, TWILIO_FALLBACK_AUTH_TOKEN=ACCOUNTS[FALLBACK],
-                      TWILIO_FALLBACK_FROM="+15005550007")
+    app.config.update(
+        TWILIO_FALLBACK_ACCOUNT_SID=FALLBACK,
+        TWILIO_FALLBACK_AUTH_TOKEN=ACCOUNTS[FALLBACK],
+        TWILIO_FALLBACK_FROM="+15005550007",
+    )
     twilio.fail_account[MAIN] = (503, {"code": 20503, "message": "Service unavailable", "status": 503})
     make_recipient(external_id="ana", phone="+351912345678")
     notification_id = notify(api)
@@ -156,7 +196,9 @@ def test_main_account_down_fails_over_to_the_fallback_account(app, api, run_jobs
 
 
 def test_twilio_429_is_retried_after_the_retry_after_it_asked_for(app, api, run_jobs, twilio):
-    twilio.fail_next.append((429, {"Retry-After": "30"}, {"code": 20429, "message": "Too Many Requests", "status": 429}))
+    twilio.fail_next.append(
+        (429, {"Retry-After": "30"}, {"code": 20429, "message": "Too Many Requests", "status": 429})
+    )
     make_recipient(external_id="ana", phone="+351912345678")
     notification_id = notify(api)
     run_jobs()

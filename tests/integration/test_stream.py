@@ -4,6 +4,7 @@ Most tests read the stream through Flask's test client in this process (its
 hub is this process's hub); the disconnect test runs Herald under
 ``gunicorn -k gevent`` because only a real socket can go away.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,9 @@ def fast_heartbeat(app):
 
 def signed_in_client(app, user_id: str):
     client = app.test_client()
-    assert client.get(f"/inbox?user={user_id}&token={user_token(app.config['INBOX_SECRET'], user_id)}").status_code == 303
+    assert (
+        client.get(f"/inbox?user={user_id}&token={user_token(app.config['INBOX_SECRET'], user_id)}").status_code == 303
+    )
     return client
 
 
@@ -61,8 +64,12 @@ class Stream:
 
     def events(self, count: int, timeout: float = 5.0) -> list[str]:
         found = []
-        self.read_until(lambda chunk: (found.append(chunk) if chunk.startswith(("event:", "data:")) else None) or len(found) >= count,
-                        timeout)
+        self.read_until(
+            lambda chunk: (
+                (found.append(chunk) if chunk.startswith(("event:", "data:")) else None) or len(found) >= count
+            ),
+            timeout,
+        )
         return found
 
     def close(self):
@@ -94,8 +101,10 @@ def test_events_keep_flask_sse_format_with_their_ids_and_heartbeats_flow(app, fa
         assert stream.read_until(lambda chunk: chunk.startswith(":"))[-1] == ": keepalive\n\n"
         publish_to_user(ana.id, "notification", {"id": "n" * 32, "title": "Hi"}, event_id="n" * 32)
         [event] = stream.events(1)
-        assert event == f'event:notification\ndata:{json.dumps({"id": "n" * 32, "title": "Hi"})}\nid:{"n" * 32}\n\n'
-        assert stream.response.mimetype == "text/event-stream" and stream.response.headers["Cache-Control"] == "no-cache"
+        assert event == f"event:notification\ndata:{json.dumps({'id': 'n' * 32, 'title': 'Hi'})}\nid:{'n' * 32}\n\n"
+        assert (
+            stream.response.mimetype == "text/event-stream" and stream.response.headers["Cache-Control"] == "no-cache"
+        )
     finally:
         stream.close()
 
@@ -176,7 +185,11 @@ def gevent_server(app, test_env, tmp_path):
     env = {**os.environ, **test_env, "HERALD_SSE_HEARTBEAT_SECONDS": "0.3"}
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "-b", f"127.0.0.1:{port}", "wsgi:app"],
-        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for_port(port, process=process)
         yield f"http://127.0.0.1:{port}", port, process.pid
@@ -189,7 +202,9 @@ def gevent_server(app, test_env, tmp_path):
 def open_raw_stream(port: int, cookie: str, last_event_id: str | None = None) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port))
     extra = f"Last-Event-ID: {last_event_id}\r\n" if last_event_id else ""
-    sock.sendall(f"GET /inbox/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\nAccept: text/event-stream\r\n{extra}\r\n".encode())
+    sock.sendall(
+        f"GET /inbox/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\nAccept: text/event-stream\r\n{extra}\r\n".encode()
+    )
     sock.settimeout(15)
     return sock
 
@@ -257,7 +272,10 @@ def test_under_gevent_a_client_that_vanished_is_dropped_at_the_next_heartbeat(ap
     wait_for_open_streams(redis_conn, master_pid, 1)
     name = hub_client_name(app.config["REDIS_PREFIX"])
     worker_ports = local_tcp_ports(int(Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()[0]))
-    hub_connections = [c for c in redis_conn.client_list()
-                       if c.get("name") == name and int(c["addr"].rsplit(":", 1)[1]) in worker_ports]
+    hub_connections = [
+        c
+        for c in redis_conn.client_list()
+        if c.get("name") == name and int(c["addr"].rsplit(":", 1)[1]) in worker_ports
+    ]
     sockets[2].close()
     assert len(hub_connections) == 1, "the gunicorn worker's streams share one hub connection to Redis"

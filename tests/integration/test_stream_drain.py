@@ -2,6 +2,7 @@
 
 tests/integration/test_role_shutdown.py shows the same through gunicorn and a real SIGTERM.
 """
+
 from __future__ import annotations
 
 import re

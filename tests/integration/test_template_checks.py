@@ -1,5 +1,6 @@
 """A template can't fail silently: the editor's save, a campaign's launch and a rule's enabling render it first,
 test-sends report what really happened, and a campaign's failures are grouped by error code (both databases)."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import pytest
 from flask import g
 from sqlalchemy import func, select
 
-from app.campaigns import store
+from app.campaigns import store, testsend
 from app.console.campaigns import TEST_RESULT_POLLS
 from app.extensions import db
 from app.models import Campaign, Delivery, Rule, Template
@@ -19,10 +20,14 @@ from tests.factories import make_recipient, make_staff, make_template
 PASSWORD = "correct horse battery"
 # The Spanish variant reads an attribute only some recipients have.
 PLAN_VARIANTS = {
-    "en": {"in_app": {"title": "Hello {{ recipient.id }}", "body": "Welcome."},
-           "email": {"subject": "Hi", "html": "<p>Hi</p>", "text": "Hi"}},
-    "es": {"in_app": {"title": "Hola", "body": "Tu plan: {{ recipient.attributes.plan }}"},
-           "email": {"subject": "Hola", "html": "<p>Plan {{ recipient.attributes.plan }}</p>", "text": "Hola"}},
+    "en": {
+        "in_app": {"title": "Hello {{ recipient.id }}", "body": "Welcome."},
+        "email": {"subject": "Hi", "html": "<p>Hi</p>", "text": "Hi"},
+    },
+    "es": {
+        "in_app": {"title": "Hola", "body": "Tu plan: {{ recipient.attributes.plan }}"},
+        "email": {"subject": "Hola", "html": "<p>Plan {{ recipient.attributes.plan }}</p>", "text": "Hola"},
+    },
 }
 
 
@@ -37,12 +42,22 @@ def sign_in(client) -> None:
 
 
 def fields(template_id: int, channels=("in_app", "email"), audience=None) -> store.CampaignFields:
-    return store.CampaignFields(name="Plans", template_id=template_id, audience_filter=audience or {"all": []},
-                                audience_name=None, channels=list(channels), schedule="now", send_at=None,
-                                local_time=None, throttle_per_minute=None, ends_at=None)
+    return store.CampaignFields(
+        name="Plans",
+        template_id=template_id,
+        audience_filter=audience or {"all": []},
+        audience_name=None,
+        channels=list(channels),
+        schedule="now",
+        send_at=None,
+        local_time=None,
+        throttle_per_minute=None,
+        ends_at=None,
+    )
 
 
 # -- campaigns ---------------------------------------------------------------------------------
+
 
 def test_launch_is_refused_naming_the_recipient_and_the_error_when_the_template_fails_for_one(app, client, marketer):
     template = make_template("plans", type="marketing", category="promo", variants=PLAN_VARIANTS)
@@ -63,8 +78,12 @@ def test_launch_is_refused_naming_the_recipient_and_the_error_when_the_template_
 
 
 def test_launch_checks_every_targeted_channel(app, marketer):
-    variants = {"en": {"in_app": {"title": "Hi", "body": "Fine"},
-                       "email": {"subject": "{{ data.order }}", "html": "<p>x</p>", "text": "x"}}}
+    variants = {
+        "en": {
+            "in_app": {"title": "Hi", "body": "Fine"},
+            "email": {"subject": "{{ data.order }}", "html": "<p>x</p>", "text": "x"},
+        }
+    }
     template = make_template("orders", type="marketing", category="promo", variants=variants)
     make_recipient(external_id="ana")
     in_app_only = store.create_campaign(fields(template.id, channels=["in_app"]), marketer)
@@ -90,11 +109,22 @@ def test_audience_sample_holds_every_locale_and_is_bounded(app):
 
 # -- rules -------------------------------------------------------------------------------------
 
+
 def rule_form(template_key: str, enabled: bool = True) -> dict:
-    return {"name": "Plans", "enabled": "y" if enabled else "", "audience": json.dumps({"all": []}),
-            "type": "transactional", "category": "low_balance", "priority": "normal", "template_key": template_key,
-            "channels": ["in_app"], "window_start": "09:00", "window_end": "19:00", "every_days": "1",
-            "no_timezone_policy": "utc"}
+    return {
+        "name": "Plans",
+        "enabled": "y" if enabled else "",
+        "audience": json.dumps({"all": []}),
+        "type": "transactional",
+        "category": "low_balance",
+        "priority": "normal",
+        "template_key": template_key,
+        "channels": ["in_app"],
+        "window_start": "09:00",
+        "window_end": "19:00",
+        "every_days": "1",
+        "no_timezone_policy": "utc",
+    }
 
 
 def test_enabling_a_rule_whose_template_fails_for_its_audience_is_refused(app, client, marketer):
@@ -126,10 +156,21 @@ def test_a_rule_whose_template_renders_for_its_audience_is_enabled(app, client, 
 
 # -- the editor ----------------------------------------------------------------------------------
 
+
 def editor_form(**overrides) -> dict:
-    values = {"key": "plans", "name": "Plans", "category": "general", "type": "marketing", "default_locale": "en",
-              "locales": ["en"], "v-en-in_app-title": "Hi", "v-en-in_app-body": "Plan {{ recipient.attributes.plan }}",
-              "preview_user": "", "sample_data": "{}", "action": "save"}
+    values = {
+        "key": "plans",
+        "name": "Plans",
+        "category": "general",
+        "type": "marketing",
+        "default_locale": "en",
+        "locales": ["en"],
+        "v-en-in_app-title": "Hi",
+        "v-en-in_app-body": "Plan {{ recipient.attributes.plan }}",
+        "preview_user": "",
+        "sample_data": "{}",
+        "action": "save",
+    }
     values.update(overrides)
     return values
 
@@ -157,10 +198,14 @@ def test_saving_checks_the_preview_recipient_with_the_sample_data(app, client, m
     make_recipient(external_id="bo", attributes={"plan": "pro"})
     sign_in(client)
     body = "Plan {{ recipient.attributes.plan }}, order {{ data.order }}"
-    failing = client.post("/console/templates/new", data=editor_form(**{"v-en-in_app-body": body, "preview_user": "bo"}))
+    failing = client.post(
+        "/console/templates/new", data=editor_form(**{"v-en-in_app-body": body, "preview_user": "bo"})
+    )
     assert failing.status_code == 422 and "order" in failing.get_data(as_text=True)
-    saved = client.post("/console/templates/new", data=editor_form(**{"v-en-in_app-body": body, "preview_user": "bo",
-                                                              "sample_data": '{"order": 7}'}))
+    saved = client.post(
+        "/console/templates/new",
+        data=editor_form(**{"v-en-in_app-body": body, "preview_user": "bo", "sample_data": '{"order": 7}'}),
+    )
     assert saved.status_code == 302
 
 
@@ -183,6 +228,7 @@ def test_editor_lists_recipient_fields_attributes_seen_data_and_notification_fie
 
 # -- test-sends and failures ---------------------------------------------------------------------
 
+
 def test_test_send_reports_each_recipients_real_outcome_per_channel(app, client, run_jobs, smtp_server, marketer):
     template = make_template("plans", type="marketing", category="promo", variants=PLAN_VARIANTS)
     make_recipient(external_id="ana", attributes={"plan": "pro"})
@@ -196,21 +242,26 @@ def test_test_send_reports_each_recipients_real_outcome_per_channel(app, client,
     assert "nobody: " in page and "no recipient has this user id" in page
     assert "queued" in page and "hx-get" in page  # nothing has run yet: the panel polls
     waiting = _test_ids(db.session.get(Campaign, cid))
-    tired = client.get(f"/console/campaigns/{cid}/test-results", query_string={"n": waiting, "poll": TEST_RESULT_POLLS},
-                       headers={"HX-Request": "true"}).get_data(as_text=True)
+    tired = client.get(
+        f"/console/campaigns/{cid}/test-results",
+        query_string={"n": waiting, "poll": TEST_RESULT_POLLS},
+        headers={"HX-Request": "true"},
+    ).get_data(as_text=True)
     assert "hx-get" not in tired and "Still waiting: are the workers running?" in tired  # no endless polling
 
     run_jobs()
     g.pop("_login_user", None)  # the drained queue ended the test's session; let the next request load the user again
     campaign = db.session.get(Campaign, cid)
     ids = _test_ids(campaign)
-    outcomes = {o.user_id: {c.channel: c for c in o.channels} for o in store.test_outcomes(campaign, ids)}
+    outcomes = {o.user_id: {c.channel: c for c in o.channels} for o in testsend.test_outcomes(campaign, ids)}
     assert outcomes["ana"]["in_app"].label == "sent" and outcomes["ana"]["email"].label == "sent"
     assert outcomes["es-noplan"]["in_app"].label == "failed"
     assert "render_error" in outcomes["es-noplan"]["in_app"].detail and "plan" in outcomes["es-noplan"]["in_app"].detail
     assert outcomes["no-mail"]["email"].label == "suppressed"
 
-    polled = client.get(f"/console/campaigns/{cid}/test-results", query_string={"n": ids}, headers={"HX-Request": "true"})
+    polled = client.get(
+        f"/console/campaigns/{cid}/test-results", query_string={"n": ids}, headers={"HX-Request": "true"}
+    )
     html = polled.get_data(as_text=True)
     assert "hx-get" not in html  # every delivery is final: polling stops
     assert 'data-testid="test-outcome-es-noplan-in_app"' in html and "failed" in html
@@ -219,8 +270,11 @@ def test_test_send_reports_each_recipients_real_outcome_per_channel(app, client,
 def _test_ids(campaign: Campaign) -> list[str]:
     from app.models import Notification
 
-    return [n.id for n in db.session.scalars(select(Notification).where(Notification.campaign_id.is_(None)))
-            if (n.data or {}).get("campaign_id") == campaign.id]
+    return [
+        n.id
+        for n in db.session.scalars(select(Notification).where(Notification.campaign_id.is_(None)))
+        if (n.data or {}).get("campaign_id") == campaign.id
+    ]
 
 
 def test_campaign_failures_are_grouped_by_error_code_with_an_example(app, client, run_jobs, smtp_server, marketer):

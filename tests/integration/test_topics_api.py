@@ -1,4 +1,5 @@
 """Topics over /v1: membership in batches, paging, a user's topics, and sends to a topic through a campaign run."""
+
 import re
 
 from sqlalchemy import func, select
@@ -16,8 +17,15 @@ def make_topic(api, key="team", **fields):
 
 
 def topic_send(api, headers=None, **fields):
-    body = {"topic": "team", "type": "transactional", "category": "comments", "title": "Ana commented",
-            "body": "Looks good", "channels": ["in_app"], **fields}
+    body = {
+        "topic": "team",
+        "type": "transactional",
+        "category": "comments",
+        "title": "Ana commented",
+        "body": "Looks good",
+        "channels": ["in_app"],
+        **fields,
+    }
     return api.post("/v1/notifications", json=body, headers=headers)
 
 
@@ -25,7 +33,9 @@ def test_put_topic_creates_then_updates_and_get_reads_it(api):
     created = make_topic(api, user_can_leave=False)
     assert created.status_code == 201 and created.json["user_can_leave"] is False and created.json["subscribers"] == 0
     updated = api.put("/v1/topics/team", json={"name": "Team Herald"})
-    assert updated.status_code == 200 and updated.json["name"] == "Team Herald" and updated.json["user_can_leave"] is True
+    assert (
+        updated.status_code == 200 and updated.json["name"] == "Team Herald" and updated.json["user_can_leave"] is True
+    )
     assert api.get("/v1/topics/team").json["name"] == "Team Herald"
     assert api.get("/v1/topics/nobody").status_code == 404
 
@@ -66,7 +76,9 @@ def test_subscribers_page_by_cursor_and_users_list_their_topics(api):
     api.put("/v1/topics/digest/subscribers", json={"user_ids": ["u03"]})
     seen, cursor = [], None
     while True:
-        page = api.get("/v1/topics/team/subscribers", query_string={"limit": 3, **({"cursor": cursor} if cursor else {})}).json
+        page = api.get(
+            "/v1/topics/team/subscribers", query_string={"limit": 3, **({"cursor": cursor} if cursor else {})}
+        ).json
         seen += [item["user_id"] for item in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -93,8 +105,11 @@ def test_topic_send_fans_out_through_a_run_skipping_the_excluded(api, run_jobs):
     assert response.status_code == 202 and set(response.json) == {"run_id", "status"}
     run_id = response.json["run_id"]
     run_jobs()
-    notes = db.session.execute(select(Recipient.external_id, Notification.title, Notification.origin, Notification.data)
-                               .join(Notification, Notification.recipient_id == Recipient.id)).all()
+    notes = db.session.execute(
+        select(Recipient.external_id, Notification.title, Notification.origin, Notification.data).join(
+            Notification, Notification.recipient_id == Recipient.id
+        )
+    ).all()
     assert sorted(n[0] for n in notes) == ["bo", "cy", "di"]
     assert {(n[1], n[2]) for n in notes} == {("Ana commented", f"campaign:{run_id}")} and notes[0][3] == {"post": 7}
     assert db.session.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == DELIVERED)) == 3
@@ -114,8 +129,11 @@ def test_topic_send_replays_the_same_run_and_a_different_body_is_409(api, run_jo
     assert first.status_code == replay.status_code == 202 and first.json["run_id"] == replay.json["run_id"]
     conflict = topic_send(api, headers={"Idempotency-Key": "comment-1"}, body="Changed")
     assert conflict.status_code == 409
-    single = api.post("/v1/notifications", headers={"Idempotency-Key": "comment-1"},
-                      json={"user_id": "ana", "type": "transactional", "title": "x", "channels": ["in_app"]})
+    single = api.post(
+        "/v1/notifications",
+        headers={"Idempotency-Key": "comment-1"},
+        json={"user_id": "ana", "type": "transactional", "title": "x", "channels": ["in_app"]},
+    )
     assert single.status_code == 409
     run_jobs()
     assert db.session.scalar(select(func.count()).select_from(Campaign)) == 1
@@ -127,8 +145,10 @@ def test_exactly_one_of_user_id_and_topic(api):
     assert both.status_code == 400 and both.json["error"]["fields"][0]["field"] == "topic"
     neither = api.post("/v1/notifications", json={"type": "transactional", "title": "x", "channels": ["in_app"]})
     assert neither.status_code == 400 and neither.json["error"]["fields"][0]["field"] == "user_id"
-    stray = api.post("/v1/notifications", json={"user_id": "ana", "exclude": ["bo"], "type": "transactional",
-                                                "title": "x", "channels": ["in_app"]})
+    stray = api.post(
+        "/v1/notifications",
+        json={"user_id": "ana", "exclude": ["bo"], "type": "transactional", "title": "x", "channels": ["in_app"]},
+    )
     assert stray.status_code == 400 and stray.json["error"]["fields"][0]["field"] == "exclude"
     unknown = topic_send(api, topic="nobody")
     assert unknown.status_code == 404 and unknown.json["error"]["code"] == "unknown_topic"

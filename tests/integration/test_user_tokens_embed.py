@@ -3,6 +3,7 @@
 Every refusal is a 401 whose JSON names the reason; the HMAC link keeps working
 beside the tokens; the JSON endpoints never count Herald's cookies.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -28,7 +29,9 @@ FOREIGN_SECRET = "a-secret-this-herald-never-had-0123456789"
 def token(app, user_id="ana", minutes=5, **claims) -> str:
     now = int(time.time())
     payload = {"sub": user_id, "exp": now + minutes * 60, "iat": now, **claims}
-    return jwt.encode({k: v for k, v in payload.items() if v is not None}, app.config["USER_TOKEN_SECRET"], algorithm="HS256")
+    return jwt.encode(
+        {k: v for k, v in payload.items() if v is not None}, app.config["USER_TOKEN_SECRET"], algorithm="HS256"
+    )
 
 
 def bearer(value: str) -> dict:
@@ -71,8 +74,18 @@ def embed_origin(app, monkeypatch):
 
 # --- refusals, one per reason, on each place a token is accepted ----------------------------------------
 
-REASONS = ["expired", "not_yet_valid", "wrong_algorithm", "wrong_algorithm_none", "bad_signature", "wrong_scope",
-           "malformed", "malformed_parts", "missing_claim", "too_long_lived"]
+REASONS = [
+    "expired",
+    "not_yet_valid",
+    "wrong_algorithm",
+    "wrong_algorithm_none",
+    "bad_signature",
+    "wrong_scope",
+    "malformed",
+    "malformed_parts",
+    "missing_claim",
+    "too_long_lived",
+]
 
 
 @pytest.mark.parametrize("name", REASONS)
@@ -121,6 +134,7 @@ def test_a_token_signed_with_the_inbox_link_secret_is_refused(app, client, ana):
 
 # --- what a good token does -------------------------------------------------------------------------
 
+
 def test_a_good_token_lists_marks_read_and_archives_only_its_own_users_entries(app, client, ana):
     bob = make_recipient(external_id="bob")
     first, second = delivered(ana, minutes_ago=2, title="First"), delivered(ana, minutes_ago=1, title="Second")
@@ -131,8 +145,14 @@ def test_a_good_token_lists_marks_read_and_archives_only_its_own_users_entries(a
     assert [e["headline"] for e in page["entries"]] == ["Second", "First"] and page["unread_count"] == 2
     assert page["entries"][0]["ids"] == [second.id] and page["entries"][0]["unread"] is True
 
-    assert client.post("/inbox/api/read", json={"ids": [first.id, bobs.id]}, headers=auth).json == {"marked_read": 1, "unread_count": 1}
-    assert client.post("/inbox/api/archive", json={"ids": [second.id]}, headers=auth).json == {"archived": 1, "unread_count": 0}
+    assert client.post("/inbox/api/read", json={"ids": [first.id, bobs.id]}, headers=auth).json == {
+        "marked_read": 1,
+        "unread_count": 1,
+    }
+    assert client.post("/inbox/api/archive", json={"ids": [second.id]}, headers=auth).json == {
+        "archived": 1,
+        "unread_count": 0,
+    }
     page = client.get("/inbox/api/notifications", headers=auth).json
     assert [(e["headline"], e["unread"]) for e in page["entries"]] == [("First", False)]
     bob_page = client.get("/inbox/api/notifications", headers=bearer(token(app, "bob"))).json
@@ -144,8 +164,17 @@ def test_read_all_through_the_json_endpoint(app, client, ana):
     assert client.post("/inbox/api/read-all", headers=bearer(token(app))).json == {"marked_read": 2, "unread_count": 0}
 
 
-@pytest.mark.parametrize("body, field", [({}, "ids"), ({"ids": "x"}, "ids"), ({"ids": []}, "ids"), ({"ids": ["ZZ"]}, "ids.0"),
-                                          ({"ids": [1]}, "ids.0"), ({"ids": ["a" * 32], "x": 1}, "x")])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({}, "ids"),
+        ({"ids": "x"}, "ids"),
+        ({"ids": []}, "ids"),
+        ({"ids": ["ZZ"]}, "ids.0"),
+        ({"ids": [1]}, "ids.0"),
+        ({"ids": ["a" * 32], "x": 1}, "x"),
+    ],
+)
 def test_bad_ids_are_a_400_naming_the_field(app, client, ana, body, field):
     response = client.post("/inbox/api/read", json=body, headers=bearer(token(app)))
     assert response.status_code == 400 and response.json["error"]["fields"][0]["field"] == field
@@ -193,9 +222,16 @@ def test_a_stream_opened_with_a_token_streams_and_ends_when_the_token_does(app, 
 
 # --- CORS -------------------------------------------------------------------------------------------
 
+
 def test_a_listed_origin_gets_cors_headers_and_a_working_preflight(app, client, ana, embed_origin):
-    preflight = client.options("/inbox/api/read", headers={
-        "Origin": HOST, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"})
+    preflight = client.options(
+        "/inbox/api/read",
+        headers={
+            "Origin": HOST,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
     assert preflight.status_code == 200
     assert preflight.headers["Access-Control-Allow-Origin"] == HOST
     assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
@@ -204,14 +240,26 @@ def test_a_listed_origin_gets_cors_headers_and_a_working_preflight(app, client, 
     assert answer.headers["Access-Control-Allow-Origin"] == HOST and "Origin" in answer.headers["Vary"]
     assert "Access-Control-Allow-Credentials" not in answer.headers
     refused = client.get("/inbox/api/notifications", headers={"Origin": HOST})
-    assert refused.status_code == 401 and refused.headers["Access-Control-Allow-Origin"] == HOST  # the component can read why
+    assert (
+        refused.status_code == 401 and refused.headers["Access-Control-Allow-Origin"] == HOST
+    )  # the component can read why
 
 
 def test_an_origin_not_listed_gets_no_cors_headers(app, client, ana, embed_origin):
-    for origin in ("https://evil.example.com", "https://app.example.com.evil.example", "null", "http://app.example.com"):
-        preflight = client.options("/inbox/api/read", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+    for origin in (
+        "https://evil.example.com",
+        "https://app.example.com.evil.example",
+        "null",
+        "http://app.example.com",
+    ):
+        preflight = client.options(
+            "/inbox/api/read", headers={"Origin": origin, "Access-Control-Request-Method": "POST"}
+        )
         answer = client.get("/inbox/api/notifications", headers={"Origin": origin, **bearer(token(app))})
-        assert "Access-Control-Allow-Origin" not in preflight.headers and "Access-Control-Allow-Origin" not in answer.headers
+        assert (
+            "Access-Control-Allow-Origin" not in preflight.headers
+            and "Access-Control-Allow-Origin" not in answer.headers
+        )
 
 
 def test_cors_headers_stay_off_the_rest_of_herald(app, client, ana, embed_origin):
@@ -232,7 +280,9 @@ def test_first_calls_for_a_new_user_arriving_together_make_one_recipient(app, li
     user_id = f"together-{time.time_ns()}"
     auth = bearer(token(app, user_id))
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda _: httpx.get(f"{live_server}/inbox/api/notifications", headers=auth, timeout=30), range(8)))
+        answers = list(
+            pool.map(lambda _: httpx.get(f"{live_server}/inbox/api/notifications", headers=auth, timeout=30), range(8))
+        )
     assert [a.status_code for a in answers] == [200] * 8, [a.text[:200] for a in answers]
     assert db.session.scalar(select(func.count()).select_from(Recipient).where(Recipient.external_id == user_id)) == 1
 

@@ -1,4 +1,5 @@
 """Web push end to end: registered over the API, encrypted by Herald, decrypted by a local push service."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,14 +26,23 @@ def push_service(app):
 
 
 def subscribe(api, user_id: str, subscription) -> int:
-    response = api.post(f"/v1/users/{user_id}/devices", json={"platform": "web", "subscription": subscription.to_json()})
+    response = api.post(
+        f"/v1/users/{user_id}/devices", json={"platform": "web", "subscription": subscription.to_json()}
+    )
     assert response.status_code == 201, response.json
     return response.json["id"]
 
 
 def notify(api, user_id: str = "ana", **fields) -> str:
-    body = {"user_id": user_id, "type": "transactional", "category": "orders", "channels": ["web_push"],
-            "title": "Order shipped", "body": "Your parcel is on its way", "data": {"url": "https://shop.example/orders/42", "order": 42}}
+    body = {
+        "user_id": user_id,
+        "type": "transactional",
+        "category": "orders",
+        "channels": ["web_push"],
+        "title": "Order shipped",
+        "body": "Your parcel is on its way",
+        "data": {"url": "https://shop.example/orders/42", "order": 42},
+    }
     body.update(fields)
     response = api.post("/v1/notifications", json=body)
     assert response.status_code == 202, response.json
@@ -52,8 +62,13 @@ def test_push_service_decrypts_exactly_the_notification_with_its_deep_link(app, 
     [received] = push_service.received
     tracked = received["payload"]["url"]
     assert received["payload"] == {
-        "id": notification_id, "title": "Order shipped", "body": "Your parcel is on its way", "category": "orders",
-        "url": tracked, "tag": "order-42", "data": {"url": tracked, "order": 42},
+        "id": notification_id,
+        "title": "Order shipped",
+        "body": "Your parcel is on its way",
+        "category": "orders",
+        "url": tracked,
+        "tag": "order-42",
+        "data": {"url": tracked, "order": 42},
     }
     # A tap opens Herald's tracked link, which counts the click and leads to the deep link.
     assert tracked.startswith(f"{app.config['BASE_URL']}/c/")
@@ -104,7 +119,9 @@ def test_a_private_endpoint_stored_behind_registrations_back_is_refused_at_send_
     subscription = push_service.subscribe("sneaky")
     keys = subscription.to_json()["keys"]
     for endpoint in ("https://10.0.0.5/push/x", "https://169.254.169.254/latest/meta-data"):
-        db.session.add(Device(recipient_id=recipient.id, platform="web", token=endpoint, p256dh=keys["p256dh"], auth=keys["auth"]))
+        db.session.add(
+            Device(recipient_id=recipient.id, platform="web", token=endpoint, p256dh=keys["p256dh"], auth=keys["auth"])
+        )
     db.session.commit()
     notification_id = notify(api)
     run_jobs()
@@ -128,5 +145,7 @@ def test_registration_rejects_a_non_https_or_private_endpoint_with_400(api, push
     make_recipient(external_id="ana")
     keys = push_service.subscribe("x").to_json()["keys"]
     for endpoint in ("http://push.example.com/x", "https://192.168.1.10/x", "https://printer.local/x"):
-        response = api.post("/v1/users/ana/devices", json={"platform": "web", "subscription": {"endpoint": endpoint, "keys": keys}})
+        response = api.post(
+            "/v1/users/ana/devices", json={"platform": "web", "subscription": {"endpoint": endpoint, "keys": keys}}
+        )
         assert response.status_code == 400, endpoint

@@ -1,4 +1,5 @@
 """An idle ``flask worker`` stops on SIGTERM: it is not taken for a Redis outage and started again."""
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ It checks what Apple checks: ``POST /3/device/<token>``, a provider JWT
 and it answers in Apple's shapes: 200 with ``apns-id``, or a JSON
 ``{"reason": ...}`` (410 adds ``timestamp``).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,8 @@ class ApnsServer:
         self.requests: list[dict] = []
         self.tokens_seen: set[str] = set()
         self.connections = 0
-        self.unregistered: set[str] = set()   # device tokens that answer 410 Unregistered
-        self.bad_tokens: set[str] = set()     # device tokens that answer 400 BadDeviceToken
+        self.unregistered: set[str] = set()  # device tokens that answer 410 Unregistered
+        self.bad_tokens: set[str] = set()  # device tokens that answer 400 BadDeviceToken
         self.fail_next: list[tuple[int, str, dict]] = []  # (status, reason, extra headers)
         self.lock = threading.Lock()
         self._stopped = False
@@ -79,8 +80,10 @@ class ApnsServer:
                     elif isinstance(event, h2.events.StreamEnded):
                         request = streams.pop(event.stream_id)
                         status, headers, body = self.respond(request["headers"], request["body"])
-                        h2conn.send_headers(event.stream_id, [(":status", str(status)), *headers.items(),
-                                                              ("content-length", str(len(body)))])
+                        h2conn.send_headers(
+                            event.stream_id,
+                            [(":status", str(status)), *headers.items(), ("content-length", str(len(body)))],
+                        )
                         h2conn.send_data(event.stream_id, body, end_stream=True)
                 conn.sendall(h2conn.data_to_send())
 
@@ -92,13 +95,15 @@ class ApnsServer:
 
         if headers.get(":method") != "POST" or not headers.get(":path", "").startswith("/3/device/"):
             return error(404, "BadPath")
-        token = headers[":path"][len("/3/device/"):]
+        token = headers[":path"][len("/3/device/") :]
         authorization = headers.get("authorization", "")
         if not authorization.startswith("bearer "):
             return error(403, "MissingProviderToken")
-        provider_token = authorization[len("bearer "):]
+        provider_token = authorization[len("bearer ") :]
         try:
-            claims = jwt.decode(provider_token, self.public_key, algorithms=["ES256"], options={"require": ["iss", "iat"]})
+            claims = jwt.decode(
+                provider_token, self.public_key, algorithms=["ES256"], options={"require": ["iss", "iat"]}
+            )
             kid = jwt.get_unverified_header(provider_token).get("kid")
         except jwt.PyJWTError:
             return error(403, "InvalidProviderToken")

@@ -7,6 +7,7 @@ public key and issues a bearer token; the send endpoint accepts only tokens it
 issued, checks ``/v1/projects/<project>/messages:send`` and the v1 message
 shape, and answers with FCM's real success and error bodies.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -25,8 +26,12 @@ GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 def fcm_error(code: int, status: str, error_code: str, message: str, field: str | None = None) -> dict:
     details = [{"@type": FCM_ERROR, "errorCode": error_code}]
     if field:
-        details.append({"@type": "type.googleapis.com/google.rpc.BadRequest",
-                        "fieldViolations": [{"field": field, "description": message}]})
+        details.append(
+            {
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{"field": field, "description": message}],
+            }
+        )
     return {"error": {"code": code, "message": message, "status": status, "details": details}}
 
 
@@ -52,13 +57,25 @@ class FcmService(HttpPeer):
         if method != "POST" or path != f"/v1/projects/{self.project}/messages:send":
             return 404, {}, {"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}}
         bearer = headers.get("Authorization", "")
-        if not bearer.startswith("Bearer ") or bearer[len("Bearer "):] not in self.issued:
-            return 401, {}, {"error": {"code": 401, "message": "Request had invalid authentication credentials.",
-                                       "status": "UNAUTHENTICATED"}}
+        if not bearer.startswith("Bearer ") or bearer[len("Bearer ") :] not in self.issued:
+            return (
+                401,
+                {},
+                {
+                    "error": {
+                        "code": 401,
+                        "message": "Request had invalid authentication credentials.",
+                        "status": "UNAUTHENTICATED",
+                    }
+                },
+            )
         message = json.loads(body).get("message", {})
         token = message.get("token")
-        if not token or not isinstance(message.get("data", {}), dict) or not all(
-                isinstance(v, str) for v in message.get("data", {}).values()):
+        if (
+            not token
+            or not isinstance(message.get("data", {}), dict)
+            or not all(isinstance(v, str) for v in message.get("data", {}).values())
+        ):
             return 400, {}, fcm_error(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "Invalid message", "message")
         with self.lock:
             if self.fail_next:
@@ -66,8 +83,17 @@ class FcmService(HttpPeer):
         if token in self.unregistered:
             return 404, {}, fcm_error(404, "NOT_FOUND", "UNREGISTERED", "Requested entity was not found.")
         if token in self.invalid:
-            return 400, {}, fcm_error(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT",
-                                      "The registration token is not a valid FCM registration token", "message.token")
+            return (
+                400,
+                {},
+                fcm_error(
+                    400,
+                    "INVALID_ARGUMENT",
+                    "INVALID_ARGUMENT",
+                    "The registration token is not a valid FCM registration token",
+                    "message.token",
+                ),
+            )
         name = f"projects/{self.project}/messages/0:{next(self._ids)}%{secrets.token_hex(8)}"
         with self.lock:
             self.messages.append(message)
@@ -78,7 +104,9 @@ class FcmService(HttpPeer):
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
             return 400, {}, {"error": "unsupported_grant_type"}
         try:
-            claims = jwt.decode(form.get("assertion", ""), self.public_key, algorithms=["RS256"], audience=GOOGLE_TOKEN_AUDIENCE)
+            claims = jwt.decode(
+                form.get("assertion", ""), self.public_key, algorithms=["RS256"], audience=GOOGLE_TOKEN_AUDIENCE
+            )
         except jwt.PyJWTError as error:
             return 400, {}, {"error": "invalid_grant", "error_description": str(error)}
         if claims.get("iss") != self.client_email or "firebase.messaging" not in claims.get("scope", ""):

@@ -1,4 +1,5 @@
 """A threaded HTTP/1.1 (keep-alive) server on loopback for fake providers."""
+
 from __future__ import annotations
 
 import json

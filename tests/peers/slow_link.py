@@ -5,6 +5,7 @@ A process pointed at the link spends at least ``delay`` in each round trip to th
 the time a process spends mid-run as wide as it needs (e.g. for a SIGKILL to land there) without any hook in
 the code under test.
 """
+
 from __future__ import annotations
 
 import socket

@@ -1,4 +1,5 @@
 """A real SMTP server (aiosmtpd) on loopback that keeps what it receives."""
+
 from __future__ import annotations
 
 import asyncio

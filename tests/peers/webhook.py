@@ -1,4 +1,5 @@
 """A host product's webhook receiver on loopback: keeps every request; answers as a test tells it to."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,14 @@ class WebhookPeer(HttpPeer):
 
     def handle(self, method, path, headers, body):
         with self.lock:
-            self.requests.append({"path": path, "headers": {name.lower(): value for name, value in headers.items()}, "body": body,
-                                  "received": time.monotonic()})
+            self.requests.append(
+                {
+                    "path": path,
+                    "headers": {name.lower(): value for name, value in headers.items()},
+                    "body": body,
+                    "received": time.monotonic(),
+                }
+            )
             number = len(self.requests)
             decided = self.decide(body) if self.decide else None
             status = decided or (self.statuses.pop(0) if self.statuses else 200)

@@ -7,6 +7,7 @@ would (RFC 8291), so a test asserts the payload the user would see.
 
 Run it alone for benchmarks: ``python -m tests.peers.webpush PORT``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -44,18 +45,22 @@ class Subscription:
         self.endpoint = endpoint
         self.private_key = ec.generate_private_key(ec.SECP256R1())
         self.public_raw = self.private_key.public_key().public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
         self.auth_secret = os.urandom(16)
 
     def to_json(self) -> dict:
         """``PushSubscription.toJSON()``, as the browser posts it to Herald."""
-        return {"endpoint": self.endpoint, "keys": {"p256dh": b64url(self.public_raw), "auth": b64url(self.auth_secret)}}
+        return {
+            "endpoint": self.endpoint,
+            "keys": {"p256dh": b64url(self.public_raw), "auth": b64url(self.auth_secret)},
+        }
 
     def decrypt(self, body: bytes) -> bytes:
         """RFC 8291 / RFC 8188 aes128gcm, a single record."""
         salt, record_size, id_length = body[:16], struct.unpack("!L", body[16:20])[0], body[20]
-        sender_raw = body[21:21 + id_length]
-        ciphertext = body[21 + id_length:]
+        sender_raw = body[21 : 21 + id_length]
+        ciphertext = body[21 + id_length :]
         assert record_size >= len(ciphertext), "one record expected"
         sender = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), sender_raw)
         shared = self.private_key.exchange(ec.ECDH(), sender)
@@ -70,7 +75,7 @@ class Subscription:
 def verify_vapid(authorization: str, endpoint_origin: str) -> dict:
     """Check ``vapid t=<jwt>, k=<public key>``; returns the JWT claims or raises."""
     assert authorization.startswith("vapid "), authorization
-    parts = dict(part.strip().split("=", 1) for part in authorization[len("vapid "):].split(","))
+    parts = dict(part.strip().split("=", 1) for part in authorization[len("vapid ") :].split(","))
     public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), unb64url(parts["k"]))
     claims = jwt.decode(parts["t"], public, algorithms=["ES256"], audience=endpoint_origin)
     assert claims["sub"].startswith("mailto:") and claims["exp"] > time.time()
@@ -82,7 +87,7 @@ class WebPushService(HttpPeer):
         super().__init__(port)
         self.subscriptions: dict[str, Subscription] = {}
         self.received: list[dict] = []
-        self.status_for: dict[str, int] = {}   # path -> status to answer (e.g. 410)
+        self.status_for: dict[str, int] = {}  # path -> status to answer (e.g. 410)
         self.decrypt = decrypt
         self.count = 0
 
@@ -112,8 +117,16 @@ class WebPushService(HttpPeer):
             return 403, {}, repr(error).encode()[:300]
         with self.lock:
             self.count += 1
-            self.received.append({"path": path, "payload": payload, "vapid": claims,
-                                  "urgency": headers.get("Urgency"), "topic": headers.get("Topic"), "ttl": headers.get("TTL")})
+            self.received.append(
+                {
+                    "path": path,
+                    "payload": payload,
+                    "vapid": claims,
+                    "urgency": headers.get("Urgency"),
+                    "topic": headers.get("Topic"),
+                    "ttl": headers.get("TTL"),
+                }
+            )
         return 201, {"Location": f"{self.url}/message/{self.count}"}, b""
 
 

@@ -3,7 +3,8 @@ from pydantic import ValidationError
 
 from app.delivery.endpoints import push_endpoint_problem
 from app.delivery.unsubscribe import read_unsubscribe_token, unsubscribe_token
-from app.schemas import DeviceCreate, NotificationCreate, UserUpsert
+from app.device_schemas import DeviceCreate
+from app.schemas import NotificationCreate, UserUpsert
 
 
 def fields_of(error: ValidationError) -> set[str]:
@@ -18,7 +19,9 @@ def test_unknown_channel_and_type_are_named():
 
 def test_unknown_fields_are_rejected():
     with pytest.raises(ValidationError) as error:
-        NotificationCreate.model_validate({"user_id": "u", "type": "marketing", "channels": ["in_app"], "body": "x", "chanels": []})
+        NotificationCreate.model_validate(
+            {"user_id": "u", "type": "marketing", "channels": ["in_app"], "body": "x", "chanels": []}
+        )
     assert fields_of(error.value) == {"chanels"}
 
 
@@ -35,7 +38,9 @@ def test_non_e164_phone_is_rejected(phone):
 
 
 def test_valid_user_fields_are_normalised():
-    user = UserUpsert.model_validate({"phone": "+14155552671", "timezone": "Asia/Singapore", "email": "Ana@Example.COM"})
+    user = UserUpsert.model_validate(
+        {"phone": "+14155552671", "timezone": "Asia/Singapore", "email": "Ana@Example.COM"}
+    )
     assert (user.phone, user.timezone, user.email) == ("+14155552671", "Asia/Singapore", "ana@example.com")
 
 
@@ -53,10 +58,19 @@ def test_device_token_must_match_platform():
     assert DeviceCreate.model_validate({"platform": "ios", "token": "a" * 64}).token == "a" * 64
 
 
-@pytest.mark.parametrize("url", [
-    "http://push.example.com/x", "https://localhost/x", "https://127.0.0.1/x", "https://10.0.0.8/x",
-    "https://169.254.169.254/latest", "https://[::1]/x", "https://printer.local/x", "https://intranet/x",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://push.example.com/x",
+        "https://localhost/x",
+        "https://127.0.0.1/x",
+        "https://10.0.0.8/x",
+        "https://169.254.169.254/latest",
+        "https://[::1]/x",
+        "https://printer.local/x",
+        "https://intranet/x",
+    ],
+)
 def test_private_or_plaintext_push_endpoints_are_refused(url):
     assert push_endpoint_problem(url) is not None
 

@@ -1,4 +1,5 @@
 """Campaign planning decisions: local-time waves (DST, zones ahead of and behind UTC), throttling, launch checks."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
@@ -65,7 +66,7 @@ def test_waves_group_zones_sharing_an_instant_and_come_earliest_first():
     now = utc(2026, 1, 15, 6, 0)
     waves = plan_waves(["Europe/London", None, "Europe/Lisbon", "Asia/Tokyo", "America/New_York"], NINE, now)
     assert waves == [
-        Wave(utc(2026, 1, 15, 9, 0), (None, "Europe/Lisbon", "Europe/London")),   # all UTC+0 in January
+        Wave(utc(2026, 1, 15, 9, 0), (None, "Europe/Lisbon", "Europe/London")),  # all UTC+0 in January
         Wave(utc(2026, 1, 15, 14, 0), ("America/New_York",)),
         Wave(utc(2026, 1, 16, 0, 0), ("Asia/Tokyo",)),
     ]
@@ -111,14 +112,25 @@ def test_template_channels_include_web_push_when_push_exists():
 
 
 def test_missing_variants_checks_the_default_locale_with_the_web_push_fallback():
-    variants = {"en": {"in_app": {"title": "t", "body": "b"}, "push": {"title": "t", "body": "b"}}, "pt": {"sms": {"text": "x"}}}
+    variants = {
+        "en": {"in_app": {"title": "t", "body": "b"}, "push": {"title": "t", "body": "b"}},
+        "pt": {"sms": {"text": "x"}},
+    }
     assert missing_variants(variants, ["in_app", "web_push", "sms"], "en") == ["sms"]
 
 
 def launch(**overrides):
-    values = dict(audience_count=10, variants={"en": {"in_app": {"title": "t", "body": "b"}}}, default_locale="en",
-                  channels=["in_app"], schedule="now", send_at=None, local_time=None, ends_at=None,
-                  now=utc(2026, 1, 1, 12))
+    values = dict(
+        audience_count=10,
+        variants={"en": {"in_app": {"title": "t", "body": "b"}}},
+        default_locale="en",
+        channels=["in_app"],
+        schedule="now",
+        send_at=None,
+        local_time=None,
+        ends_at=None,
+        now=utc(2026, 1, 1, 12),
+    )
     values.update(overrides)
     return launch_problems(**values)
 
@@ -132,14 +144,24 @@ def test_launch_problems_name_each_reason():
     assert launch(channels=["in_app", "email"]) == ["The template has no email variant in its default locale (en)."]
     assert launch(ends_at=utc(2026, 1, 1, 11)) == ["The end time is in the past."]
     assert launch(schedule="at", send_at=utc(2026, 1, 2), ends_at=utc(2026, 1, 1, 13)) == [
-        "The campaign would end before it starts: the end time is before the send time."]
+        "The campaign would end before it starts: the end time is before the send time."
+    ]
     assert launch(schedule="local") == ["Choose the local time to send at."]
     assert launch(variants=None) == ["The template has no saved version."]
 
 
 def test_progress_sums_channels_and_reasons_and_caps_percent_at_100():
-    view = progress_from_counters({"planned": 10, "sent:in_app": 10, "sent:email": 6, "suppressed:opted_out": 3,
-                                   "suppressed:hard_stop": 1, "failed": 0}, read=4)
+    view = progress_from_counters(
+        {
+            "planned": 10,
+            "sent:in_app": 10,
+            "sent:email": 6,
+            "suppressed:opted_out": 3,
+            "suppressed:hard_stop": 1,
+            "failed": 0,
+        },
+        read=4,
+    )
     assert (view.sent, view.suppressed, view.read) == (16, 4, 4)
     assert view.suppressed_reasons == {"opted_out": 3, "hard_stop": 1}
     assert view.percent(channels=2) == 100

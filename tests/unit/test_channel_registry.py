@@ -5,6 +5,7 @@ rest once; everything else asks the registry. The source checks at the end
 fail when a comparison with a channel name, or a spelled-out channel list,
 creeps back into app/ or jobs/ outside app/channels/, or into a Jinja template.
 """
+
 from __future__ import annotations
 
 import ast
@@ -19,6 +20,7 @@ from app.channels import base
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = ("app", "jobs")
 TEMPLATES = ROOT / "templates"
+
 
 def test_every_adapter_declares_what_the_registry_answers():
     for cls in channels.channel_classes():
@@ -35,12 +37,16 @@ def test_every_adapter_declares_what_the_registry_answers():
 
 
 def test_labels_are_one_per_channel_everywhere():
-    from app.console import campaigns as console_campaigns
-    from app.console import forms_content
+    from app.console import forms_campaigns, forms_content
 
-    assert channels.labels() == {"in_app": "In-app", "email": "Email", "sms": "SMS", "push": "Mobile push",
-                                 "web_push": "Web push"}
-    assert console_campaigns.CHANNEL_LABELS == channels.labels()
+    assert channels.labels() == {
+        "in_app": "In-app",
+        "email": "Email",
+        "sms": "SMS",
+        "push": "Mobile push",
+        "web_push": "Web push",
+    }
+    assert forms_campaigns.CHANNEL_LABELS == channels.labels()
     # The editor's mobile push variant also renders web push, so its label names both channels.
     assert forms_content.CHANNEL_LABELS["push"] == "Mobile push & Web push"
     assert forms_content.EDITOR_CHANNELS == ("in_app", "email", "sms", "push")
@@ -58,7 +64,12 @@ def test_api_enum_and_preference_grid_follow_the_registry():
 
 def test_send_order_puts_instant_channels_first():
     assert channels.in_send_order(["email", "sms", "web_push", "in_app", "push", "fax"]) == [
-        "in_app", "push", "web_push", "sms", "email"]
+        "in_app",
+        "push",
+        "web_push",
+        "sms",
+        "email",
+    ]
     assert channels.in_list_order({"web_push", "email", "fax"}) == ["email", "web_push"]
 
 
@@ -86,6 +97,7 @@ def test_what_routing_and_rendering_ask_of_a_channel():
 
 
 # -- source checks -------------------------------------------------------------------------------
+
 
 def channel_name_comparisons(source: str, names: frozenset[str]) -> list[int]:
     """Lines where a value is compared (==, !=, in, not in) with a channel name written as a string."""
@@ -171,8 +183,9 @@ def test_the_source_checks_catch_what_they_look_for():
     assert template_channel_name_comparisons('{% for c in cs if c in ("push", "fax") %}{% endfor %}', names) == [1]
     assert template_channel_name_comparisons('{% if "sms" not in sent %}{% endif %}', names) == [1]
     assert template_channel_name_comparisons('{% if name == "text" %}{{ "sms" }}{% endif %}', names) == []
-    assert template_channel_lists('{% for c in ("push", "sms") %}{% endfor %}{% set x = {"sms": 1, "push": 2} %}',
-                                  names) == [1, 1]
+    assert template_channel_lists(
+        '{% for c in ("push", "sms") %}{% endfor %}{% set x = {"sms": 1, "push": 2} %}', names
+    ) == [1, 1]
     assert template_channel_lists('{% for c in ["push"] %}{% endfor %}', names) == []
 
 
@@ -181,8 +194,9 @@ def test_nothing_outside_the_registry_compares_a_value_to_a_channel_name():
 
 
 def test_no_template_compares_a_value_to_a_channel_name():
-    assert _template_findings(template_channel_name_comparisons) == {}, \
+    assert _template_findings(template_channel_name_comparisons) == {}, (
         "pass the template a flag or attribute from the registry (app.channels) instead"
+    )
 
 
 def test_no_template_spells_out_the_channel_list():
@@ -194,7 +208,12 @@ def test_the_channel_list_is_spelled_out_only_in_the_registry():
 
 
 def test_registry_functions_are_exported_from_the_package():
-    public = [name for name in vars(base) if not name.startswith("_") and callable(getattr(base, name))
-              and getattr(getattr(base, name), "__module__", None) == base.__name__]
+    public = [
+        name
+        for name in vars(base)
+        if not name.startswith("_")
+        and callable(getattr(base, name))
+        and getattr(getattr(base, name), "__module__", None) == base.__name__
+    ]
     missing = sorted(set(public) - set(channels.__all__) - {"Channel"})
     assert missing == [], "import them from app.channels so the adapters are registered first"

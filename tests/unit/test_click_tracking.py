@@ -1,4 +1,5 @@
 """Click tracking's pure parts: signed tokens, which links are rewritten, and how."""
+
 from __future__ import annotations
 
 from app.channels import Message
@@ -17,9 +18,19 @@ BASE = "https://herald.example"
 
 
 def message(channel="email", content=None, data=None) -> Message:
-    return Message(delivery_id=1, recipient_id=1, notification_id="n" * 32, channel=channel, idempotency_key="k",
-                   recipient_external_id="ana", notification_type="marketing", category="promo", priority="normal",
-                   content=content or {}, data=data or {})
+    return Message(
+        delivery_id=1,
+        recipient_id=1,
+        notification_id="n" * 32,
+        channel=channel,
+        idempotency_key="k",
+        recipient_external_id="ana",
+        notification_type="marketing",
+        category="promo",
+        priority="normal",
+        content=content or {},
+        data=data or {},
+    )
 
 
 def original(url: str) -> str:
@@ -44,34 +55,55 @@ def test_tampered_foreign_or_non_web_tokens_are_refused():
 def test_only_absolute_web_links_that_are_not_heralds_own_are_tracked():
     assert trackable("https://shop.example/sale", BASE)
     assert trackable("http://shop.example/sale", BASE)
-    for url in ("/orders/1", "mailto:help@shop.example", "tel:+15550100", "myapp://orders/1", "#top",
-                f"{BASE}/unsubscribe/abc", f"{BASE}/c/abc"):
+    for url in (
+        "/orders/1",
+        "mailto:help@shop.example",
+        "tel:+15550100",
+        "myapp://orders/1",
+        "#top",
+        f"{BASE}/unsubscribe/abc",
+        f"{BASE}/c/abc",
+    ):
         assert not trackable(url, BASE), url
     assert trackable(f"{BASE}/inbox", BASE)
     assert not trackable("https://shop.example/" + "a" * 1100, BASE), "too long to track within a push payload"
 
 
 def test_html_links_are_rewritten_with_their_escaping_respected():
-    markup = ('<link rel="stylesheet" href="https://cdn.example/mail.css">'
-              '<a class="button" href="https://shop.example/s?a=1&amp;b=2">Sale</a> <A HREF=\'https://shop.example/x\'>x</A> '
-              '<a href="mailto:help@shop.example">help</a>')
+    markup = (
+        '<link rel="stylesheet" href="https://cdn.example/mail.css">'
+        '<a class="button" href="https://shop.example/s?a=1&amp;b=2">Sale</a> <A HREF=\'https://shop.example/x\'>x</A> '
+        '<a href="mailto:help@shop.example">help</a>'
+    )
     rewritten = rewrite_html(markup, lambda url: "TRACK(" + url + ")")
-    assert rewritten == ('<link rel="stylesheet" href="https://cdn.example/mail.css">'
-                         '<a class="button" href="TRACK(https://shop.example/s?a=1&amp;b=2)">Sale</a> '
-                         '<A HREF=\'TRACK(https://shop.example/x)\'>x</A> <a href="TRACK(mailto:help@shop.example)">help</a>')
+    assert rewritten == (
+        '<link rel="stylesheet" href="https://cdn.example/mail.css">'
+        '<a class="button" href="TRACK(https://shop.example/s?a=1&amp;b=2)">Sale</a> '
+        "<A HREF='TRACK(https://shop.example/x)'>x</A> <a href=\"TRACK(mailto:help@shop.example)\">help</a>"
+    )
 
 
 def test_text_links_leave_sentence_punctuation_outside():
     text = "See https://shop.example/sale. Or (https://shop.example/faq), thanks!"
-    assert rewrite_text(text, lambda url: f"<{url}>") == "See <https://shop.example/sale>. Or (<https://shop.example/faq>), thanks!"
+    assert (
+        rewrite_text(text, lambda url: f"<{url}>")
+        == "See <https://shop.example/sale>. Or (<https://shop.example/faq>), thanks!"
+    )
 
 
 def test_email_parts_and_push_deep_links_go_through_herald():
-    tracked = tracked_message(message(content={
-        "subject": "https://not.a.link.example in a subject stays",
-        "html": '<a href="https://shop.example/sale">Sale</a> <a href="https://herald.example/unsubscribe/t">Unsubscribe</a>',
-        "text": "Sale: https://shop.example/sale",
-    }, data={"url": "https://shop.example/sale", "deep_link": "myapp://sale", "order": 42}), SECRET, BASE + "/")
+    tracked = tracked_message(
+        message(
+            content={
+                "subject": "https://not.a.link.example in a subject stays",
+                "html": '<a href="https://shop.example/sale">Sale</a> <a href="https://herald.example/unsubscribe/t">Unsubscribe</a>',
+                "text": "Sale: https://shop.example/sale",
+            },
+            data={"url": "https://shop.example/sale", "deep_link": "myapp://sale", "order": 42},
+        ),
+        SECRET,
+        BASE + "/",
+    )
 
     assert tracked.content["subject"] == "https://not.a.link.example in a subject stays"
     html_link = tracked.content["html"].split('"')[1]

@@ -3,6 +3,7 @@
 A file or function past the limit is split by what it does (see STYLE.md): the
 failure names each one with its length so the fix starts at the right place.
 """
+
 from __future__ import annotations
 
 import ast
@@ -55,12 +56,18 @@ def test_the_checks_measure_what_they_say():
 
 
 def test_no_file_in_app_or_jobs_is_over_400_lines():
-    too_long = {path.relative_to(ROOT).as_posix(): lines for path in python_files()
-                if (lines := len(path.read_text().splitlines())) > MAX_FILE_LINES}
+    too_long = {
+        path.relative_to(ROOT).as_posix(): lines
+        for path in python_files()
+        if (lines := len(path.read_text().splitlines())) > MAX_FILE_LINES
+    }
     assert too_long == {}, f"files over {MAX_FILE_LINES} lines (split them by concern): {too_long}"
 
 
 def test_no_function_in_app_or_jobs_is_over_60_lines():
-    too_long = [f"{path.relative_to(ROOT).as_posix()}:{line} {name} ({length} lines)"
-                for path in python_files() for name, line, length in long_functions(path.read_text())]
+    too_long = [
+        f"{path.relative_to(ROOT).as_posix()}:{line} {name} ({length} lines)"
+        for path in python_files()
+        for name, line, length in long_functions(path.read_text())
+    ]
     assert too_long == [], f"functions over {MAX_FUNCTION_LINES} lines: " + "; ".join(too_long)

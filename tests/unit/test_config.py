@@ -19,7 +19,10 @@ def test_secret_key_is_generated_once_and_kept(tmp_path):
 
 def test_api_rate_limit_defaults_to_6000_a_minute_and_reads_the_setting(tmp_path):
     assert from_environment({}, instance_path=tmp_path)["API_RATE_LIMIT"] == "6000/minute"
-    assert from_environment({"HERALD_API_RATE_LIMIT": " 50/second "}, instance_path=tmp_path)["API_RATE_LIMIT"] == "50/second"
+    assert (
+        from_environment({"HERALD_API_RATE_LIMIT": " 50/second "}, instance_path=tmp_path)["API_RATE_LIMIT"]
+        == "50/second"
+    )
 
 
 def test_postgres_url_gets_the_psycopg2_driver(tmp_path):

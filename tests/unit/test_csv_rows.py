@@ -1,4 +1,5 @@
 """CSV import rows: parsed and validated one by one with the API's validators, errors named by line and column."""
+
 import io
 
 import pytest
@@ -12,23 +13,43 @@ def rows_of(text: str):
 
 
 def test_valid_row_splits_profile_fields_from_attributes_and_parses_numbers():
-    record, errors = parse_row(2, {"user_id": " u1 ", "email": "Ana@Example.com", "phone": "+14155552671",
-                                   "timezone": "Asia/Singapore", "locale": "pt-BR", "balance": "20",
-                                   "ratio": "0.5", "plan": "pro", "zip": "007x", "nickname": ""})
+    record, errors = parse_row(
+        2,
+        {
+            "user_id": " u1 ",
+            "email": "Ana@Example.com",
+            "phone": "+14155552671",
+            "timezone": "Asia/Singapore",
+            "locale": "pt-BR",
+            "balance": "20",
+            "ratio": "0.5",
+            "plan": "pro",
+            "zip": "007x",
+            "nickname": "",
+        },
+    )
     assert errors == []
     assert record.external_id == "u1"
-    assert record.profile == {"email": "ana@example.com", "phone": "+14155552671", "timezone": "Asia/Singapore", "locale": "pt-BR"}
+    assert record.profile == {
+        "email": "ana@example.com",
+        "phone": "+14155552671",
+        "timezone": "Asia/Singapore",
+        "locale": "pt-BR",
+    }
     assert record.attributes == {"balance": 20, "ratio": 0.5, "plan": "pro", "zip": "007x"}
 
 
-@pytest.mark.parametrize(("row", "field", "fragment"), [
-    ({"user_id": ""}, "user_id", "required"),
-    ({"user_id": "x" * 256}, "user_id", "longer than 255"),
-    ({"user_id": "u", "email": "not-an-email"}, "email", "@"),
-    ({"user_id": "u", "phone": "4155552671"}, "phone", "E.164"),
-    ({"user_id": "u", "timezone": "Mars/Olympus"}, "timezone", "unknown IANA time zone"),
-    ({"user_id": "u", "locale": "english"}, "locale", "en or pt-BR"),
-])
+@pytest.mark.parametrize(
+    ("row", "field", "fragment"),
+    [
+        ({"user_id": ""}, "user_id", "required"),
+        ({"user_id": "x" * 256}, "user_id", "longer than 255"),
+        ({"user_id": "u", "email": "not-an-email"}, "email", "@"),
+        ({"user_id": "u", "phone": "4155552671"}, "phone", "E.164"),
+        ({"user_id": "u", "timezone": "Mars/Olympus"}, "timezone", "unknown IANA time zone"),
+        ({"user_id": "u", "locale": "english"}, "locale", "en or pt-BR"),
+    ],
+)
 def test_invalid_cells_name_line_column_and_problem(row, field, fragment):
     record, errors = parse_row(7, row)
     assert record is None

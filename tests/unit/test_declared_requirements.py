@@ -4,6 +4,7 @@ A package imported but installed only because another one depends on it breaks t
 drops it; a requirement nothing needs slows every install and every image. Import names map to
 distributions through ``importlib.metadata.packages_distributions()``.
 """
+
 from __future__ import annotations
 
 import ast

@@ -5,6 +5,7 @@ records its arguments) and is then parsed by the real Flask CLI: the command mus
 arguments. Every variable compose or the image sets is one app/config.py reads. Containers cannot run on
 the development machine (docs/operations.md says why), so this is what is checked here.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -54,7 +55,7 @@ def dockerfile_stages() -> list[list[str]]:
 
 
 def instruction(stage: list[str], name: str) -> list[str]:
-    return [line[len(name) + 1:].strip() for line in stage if line.upper().startswith(name + " ")]
+    return [line[len(name) + 1 :].strip() for line in stage if line.upper().startswith(name + " ")]
 
 
 def flask_argv_of_role(role: list[str], tmp_path: Path) -> list[list[str]]:
@@ -66,7 +67,9 @@ def flask_argv_of_role(role: list[str], tmp_path: Path) -> list[list[str]]:
     stub.chmod(0o755)
     log.write_text("")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
-    result = subprocess.run(["sh", str(ENTRYPOINT), *role], env=env, capture_output=True, text=True, timeout=10, check=False)
+    result = subprocess.run(
+        ["sh", str(ENTRYPOINT), *role], env=env, capture_output=True, text=True, timeout=10, check=False
+    )
     assert result.returncode == 0, result.stderr
     return [line.rstrip("\037").split("\037") for line in log.read_text().splitlines() if line]
 
@@ -109,8 +112,9 @@ def test_the_entrypoint_roles_are_the_flask_role_commands(app, tmp_path):
         ("scheduler",): [["--app", "wsgi", "scheduler"]],
         ("migrate",): [["--app", "wsgi", "db", "upgrade"], ["--app", "wsgi", "seed-demo", "--when-enabled"]],
         ("demo",): [["--app", "wsgi", "up"]],
-        ("flask", "create-api-key", "shop", "--rate-limit", "100/second"):
-            [["--app", "wsgi", "create-api-key", "shop", "--rate-limit", "100/second"]],
+        ("flask", "create-api-key", "shop", "--rate-limit", "100/second"): [
+            ["--app", "wsgi", "create-api-key", "shop", "--rate-limit", "100/second"]
+        ],
     }
     for role, calls in expected.items():
         assert flask_argv_of_role(list(role), tmp_path) == calls, role
@@ -156,7 +160,9 @@ def test_hadolint_finds_nothing_in_the_dockerfile():
     hadolint = shutil.which("hadolint") or str(Path(os.__file__).parents[3] / "bin" / "hadolint")
     if not Path(hadolint).exists():
         hadolint = str(PROJECT_ROOT / ".venv" / "bin" / "hadolint")
-    result = subprocess.run([hadolint, str(PROJECT_ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [hadolint, str(PROJECT_ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -21,12 +21,18 @@ def test_one_device_reached_makes_the_delivery_a_success_and_still_reports_the_d
     result = combine("push", [(1, GONE), (2, OK), (3, DOWN)])
     assert result.outcome is Outcome.DISPATCHED and result.provider_message_id == "m1"
     assert result.dead_devices == ((1, "apns: Unregistered"),)
-    assert "device 1: apns token_gone Unregistered (deactivated)" in result.detail and "device 2: fcm ok" in result.detail
+    assert (
+        "device 1: apns token_gone Unregistered (deactivated)" in result.detail and "device 2: fcm ok" in result.detail
+    )
 
 
 def test_nobody_reached_but_a_transient_failure_retries_the_whole_delivery():
     result = combine("push", [(1, GONE), (2, DOWN), (3, WAIT)])
-    assert (result.outcome, result.retry_after, result.dead_devices) == (Outcome.TRANSIENT, 5, ((1, "apns: Unregistered"),))
+    assert (result.outcome, result.retry_after, result.dead_devices) == (
+        Outcome.TRANSIENT,
+        5,
+        ((1, "apns: Unregistered"),),
+    )
 
 
 def test_only_waiting_devices_wait_and_all_dead_devices_are_token_gone():
@@ -57,8 +63,13 @@ def test_hard_bounces_and_complaints_suppress_soft_blocks_do_not():
 
 def test_twilio_signature_matches_twilios_documented_example():
     # The vector from https://www.twilio.com/docs/usage/security (and twilio-php RequestValidatorTest).
-    params = [("CallSid", "CA1234567890ABCDE"), ("Caller", "+14158675309"), ("Digits", "1234"), ("From", "+14158675309"),
-              ("To", "+18005551212")]
+    params = [
+        ("CallSid", "CA1234567890ABCDE"),
+        ("Caller", "+14158675309"),
+        ("Digits", "1234"),
+        ("From", "+14158675309"),
+        ("To", "+18005551212"),
+    ]
     url = "https://mycompany.com/myapp.php?foo=1&bar=2"
     assert twilio_signature(url, params, "12345") == "RSOYDt4T1cUTdK1PDd93/VVr8B8="
     assert twilio_signature_valid(url, params, "12345", "RSOYDt4T1cUTdK1PDd93/VVr8B8=")
@@ -67,8 +78,9 @@ def test_twilio_signature_matches_twilios_documented_example():
 
 def test_sendgrid_signature_covers_timestamp_and_body():
     key = ec.generate_private_key(ec.SECP256R1())
-    public = base64.b64encode(key.public_key().public_bytes(serialization.Encoding.DER,
-                                                            serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    public = base64.b64encode(
+        key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    ).decode()
     signature = base64.b64encode(key.sign(b"1700000000" + b"[]", ec.ECDSA(hashes.SHA256()))).decode()
     assert sendgrid_signature_valid(public, "1700000000", b"[]", signature)
     assert not sendgrid_signature_valid(public, "1700000001", b"[]", signature)
@@ -79,12 +91,15 @@ def test_sendgrid_signature_covers_timestamp_and_body():
 def fake_resolver(*addresses):
     def resolve(host, port, type=0):
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0)) for a in addresses]
+
     return resolve
 
 
 def test_a_public_name_that_resolves_to_a_private_address_is_refused():
     assert resolved_address_problem("push.example.com", resolve=fake_resolver("93.184.216.34")) is None
-    assert "non-public" in resolved_address_problem("push.example.com", resolve=fake_resolver("93.184.216.34", "10.0.0.5"))
+    assert "non-public" in resolved_address_problem(
+        "push.example.com", resolve=fake_resolver("93.184.216.34", "10.0.0.5")
+    )
     assert "non-public" in resolved_address_problem("rebind.example.com", resolve=fake_resolver("127.0.0.1"))
     own = frozenset({"push.lan.example"})  # HERALD_WEB_PUSH_PRIVATE_HOSTS: the operator's own push service
     assert resolved_address_problem("push.lan.example", own, resolve=fake_resolver("10.0.0.5")) is None
@@ -94,4 +109,5 @@ def test_a_public_name_that_resolves_to_a_private_address_is_refused():
 def test_a_host_that_does_not_resolve_is_refused():
     def fail(*args, **kwargs):
         raise socket.gaierror("no such host")
+
     assert "does not resolve" in resolved_address_problem("nowhere.example", resolve=fail)

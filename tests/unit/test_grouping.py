@@ -1,4 +1,5 @@
 """Collapsing inbox items by collapse_key, their headlines, and which deep links may be followed."""
+
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,8 +21,10 @@ class Item:
 
 
 def likes(*actors, key="photo-1", action="liked your photo"):
-    return [Item(f"like-{n}", f"{a} liked your photo", data={"actor": a, "action": action}, collapse_key=key)
-            for n, a in enumerate(actors)]
+    return [
+        Item(f"like-{n}", f"{a} liked your photo", data={"actor": a, "action": action}, collapse_key=key)
+        for n, a in enumerate(actors)
+    ]
 
 
 def test_items_without_collapse_key_stay_one_entry_each_in_order():
@@ -37,7 +40,11 @@ def test_same_collapse_key_becomes_one_entry_placed_at_its_newest_member():
 
 
 def test_group_is_unread_while_any_member_is_and_lists_only_those():
-    items = [Item("a", collapse_key="k", read_at=READ), Item("b", collapse_key="k"), Item("c", collapse_key="k", read_at=READ)]
+    items = [
+        Item("a", collapse_key="k", read_at=READ),
+        Item("b", collapse_key="k"),
+        Item("c", collapse_key="k", read_at=READ),
+    ]
     [entry] = group_entries(items)
     assert entry.unread and entry.unread_ids == ["b"]
     [entry] = group_entries([Item("a", collapse_key="k", read_at=READ)])
@@ -54,7 +61,10 @@ def test_headline_with_two_actors_names_both_and_repeats_count_once():
 
 
 def test_headline_without_actors_counts_notifications():
-    assert headline([Item("a", collapse_key="k"), Item("b", collapse_key="k"), Item("c", collapse_key="k")]) == "3 notifications"
+    assert (
+        headline([Item("a", collapse_key="k"), Item("b", collapse_key="k"), Item("c", collapse_key="k")])
+        == "3 notifications"
+    )
 
 
 def test_headline_with_actors_but_no_action_is_just_the_names():
@@ -67,18 +77,37 @@ def test_a_single_notification_keeps_its_title_or_body():
     assert headline([Item("a", title=None)]) == "Notification"
 
 
-@pytest.mark.parametrize("link", [
-    "https://shop.example.com/orders/5", "http://example.com", "/orders/5", "orders/5?tab=items#x", "/a:b",
-])
+@pytest.mark.parametrize(
+    "link",
+    [
+        "https://shop.example.com/orders/5",
+        "http://example.com",
+        "/orders/5",
+        "orders/5?tab=items#x",
+        "/a:b",
+    ],
+)
 def test_http_and_relative_links_are_followed(link):
     assert is_safe_link(link)
 
 
-@pytest.mark.parametrize("link", [
-    "javascript:alert(1)", "JavaScript:alert(1)", " javascript:alert(1)", "java\tscript:alert(1)",
-    "data:text/html,<script>alert(1)</script>", "vbscript:msgbox", "//evil.example.com/x", "/\\evil.example.com",
-    "https:///no-host", "mailto:ana@example.com", "file:///etc/passwd", "x" * 3000,
-])
+@pytest.mark.parametrize(
+    "link",
+    [
+        "javascript:alert(1)",
+        "JavaScript:alert(1)",
+        " javascript:alert(1)",
+        "java\tscript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "vbscript:msgbox",
+        "//evil.example.com/x",
+        "/\\evil.example.com",
+        "https:///no-host",
+        "mailto:ana@example.com",
+        "file:///etc/passwd",
+        "x" * 3000,
+    ],
+)
 def test_other_schemes_and_tricks_are_not(link):
     assert not is_safe_link(link)
 

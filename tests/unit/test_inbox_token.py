@@ -1,4 +1,5 @@
 """The inbox sign-in token: HMAC-SHA256 of the user id with INBOX_SECRET, checked in constant time."""
+
 import hashlib
 import hmac
 

@@ -1,4 +1,5 @@
 """The layering of issue 12, read from the source: app/ never imports jobs/, and module-level imports have no cycles."""
+
 from __future__ import annotations
 
 import ast
@@ -110,10 +111,13 @@ def test_every_job_name_app_enqueues_is_a_function_of_jobs():
     import importlib
     import re
 
-    names = {node.value for path in project_modules().values() if path.relative_to(ROOT).parts[0] == "app"
-             for node in ast.walk(ast.parse(path.read_text()))
-             if isinstance(node, ast.Constant) and isinstance(node.value, str)
-             and re.fullmatch(r"jobs(\.\w+)+", node.value)}
+    names = {
+        node.value
+        for path in project_modules().values()
+        if path.relative_to(ROOT).parts[0] == "app"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"jobs(\.\w+)+", node.value)
+    }
     assert {"jobs.delivery.deliver", "jobs.campaigns.run_batch", "jobs.imports.run_import"} <= names
     for name in sorted(names):
         module, _, function = name.rpartition(".")

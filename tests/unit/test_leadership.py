@@ -1,4 +1,5 @@
 """The scheduler's lease decisions (app/leadership.py), without Redis: when a candidate leads, and that two never do."""
+
 from __future__ import annotations
 
 import random

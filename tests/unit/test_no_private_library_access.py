@@ -6,6 +6,7 @@ in the same module. Anything else -- a library module, an object a library retur
 kept in an attribute (``self.client._pool``) -- is another package's private state, which changes
 without notice in a minor release. A Herald object read that way should make the attribute public.
 """
+
 from __future__ import annotations
 
 import ast
@@ -37,8 +38,11 @@ def own_names(tree: ast.Module) -> set[str]:
         if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] in FIRST_PARTY):
             names.update(alias.asname or alias.name for alias in node.names)
         elif isinstance(node, ast.Import):
-            names.update(alias.asname or alias.name.split(".")[0] for alias in node.names
-                         if alias.name.split(".")[0] in FIRST_PARTY)
+            names.update(
+                alias.asname or alias.name.split(".")[0]
+                for alias in node.names
+                if alias.name.split(".")[0] in FIRST_PARTY
+            )
     return names
 
 
@@ -69,7 +73,7 @@ def test_app_and_jobs_read_no_private_attribute_of_a_library():
 
 
 def test_the_scan_finds_what_it_is_for():
-    source = '''
+    source = """
 import pybreaker
 from webpush import WebPush
 from app.channels import guard
@@ -90,7 +94,7 @@ class Mine:
         stop = worker._stop_requested
         fine = (self._cache, Mine._registry, guard._BREAKERS, sibling._helper, super()._setup(),
                 dict(a=1).__class__, point._replace(x=1))
-'''
+"""
     assert sorted(line.split(": ", 1)[1] for line in private_reads(source)) == [
         "breaker._state_storage",
         "breaker._state_storage",

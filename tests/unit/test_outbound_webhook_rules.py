@@ -1,4 +1,5 @@
 """The pure rules of outbound webhooks: schedule, auto-disable, signatures (against the reference library), events."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -6,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from app.config import WEBHOOK_RETRY_SCHEDULE, ConfigError, parse_seconds_list, webhook_settings
+from app.config import WEBHOOK_RETRY_SCHEDULE, ConfigError, webhook_settings
 from app.delivery.endpoints import push_endpoint_problem, resolved_address_problem
 from app.outbound_webhooks import events, signing
 from app.outbound_webhooks.policy import retry_delay, should_disable, succeeded
+from app.settings_values import parse_seconds_list
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -25,8 +27,9 @@ def test_the_default_schedule_is_the_specs_and_ends_24_hours_after_the_first_att
 def test_a_malformed_schedule_is_a_config_error_naming_the_setting():
     with pytest.raises(ConfigError, match="HERALD_WEBHOOK_RETRY_SCHEDULE"):
         webhook_settings({"HERALD_WEBHOOK_RETRY_SCHEDULE": "5,soon"})
-    assert webhook_settings({"HERALD_WEBHOOK_ALLOWED_HOSTS": " 127.0.0.1, Localhost "})["WEBHOOK_ALLOWED_HOSTS"] == \
-        frozenset({"127.0.0.1", "localhost"})
+    assert webhook_settings({"HERALD_WEBHOOK_ALLOWED_HOSTS": " 127.0.0.1, Localhost "})[
+        "WEBHOOK_ALLOWED_HOSTS"
+    ] == frozenset({"127.0.0.1", "localhost"})
     assert webhook_settings({})["WEBHOOK_ALLOWED_HOSTS"] == frozenset()
 
 
@@ -56,7 +59,9 @@ def test_our_signature_is_what_the_reference_library_makes_and_accepts():
 
 def test_only_sent_delivered_and_failed_deliveries_are_events():
     assert events.delivery_outcome("DISPATCHED", "n", "email", "ana")[0].type == "delivery.sent"
-    assert events.delivery_outcome("FAILED", "n", "sms", "ana", error_code="http_400")[0].data["error_code"] == "http_400"
+    assert (
+        events.delivery_outcome("FAILED", "n", "sms", "ana", error_code="http_400")[0].data["error_code"] == "http_400"
+    )
     assert events.delivery_outcome("PENDING", "n", "sms", "ana") == []
     assert events.delivery_outcome("SUPPRESSED", "n", "sms", "ana") == []
     assert events.ordering_key({"user_id": "ana"}, "msg_1") == "user:ana"
@@ -70,4 +75,7 @@ def test_allowed_hosts_are_the_only_exception_to_the_public_https_rule():
     assert push_endpoint_problem("http://10.0.0.1/x", private_hosts=frozenset({"127.0.0.1"})) is not None
     private = lambda *_a, **_k: [(2, 1, 6, "", ("10.1.2.3", 443))]  # noqa: E731
     assert "non-public" in resolved_address_problem("hooks.example.com", resolve=private)
-    assert resolved_address_problem("hooks.example.com", resolve=private, private_hosts=frozenset({"hooks.example.com"})) is None
+    assert (
+        resolved_address_problem("hooks.example.com", resolve=private, private_hosts=frozenset({"hooks.example.com"}))
+        is None
+    )

@@ -8,7 +8,9 @@ from app.delivery.quiet_hours import is_quiet, quiet_until
 from app.delivery.retry import MAX_ATTEMPTS, next_retry_delay
 
 
-@pytest.mark.parametrize(("local", "quiet"), [(time(21, 59), False), (time(22, 0), True), (time(3, 0), True), (time(7, 0), False)])
+@pytest.mark.parametrize(
+    ("local", "quiet"), [(time(21, 59), False), (time(22, 0), True), (time(3, 0), True), (time(7, 0), False)]
+)
 def test_window_spanning_midnight(local, quiet):
     assert is_quiet(local, time(22, 0), time(7, 0)) is quiet
 

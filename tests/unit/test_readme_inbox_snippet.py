@@ -1,4 +1,5 @@
 """The README's inbox-link code for host products runs as printed and makes the link Herald accepts."""
+
 from __future__ import annotations
 
 import re

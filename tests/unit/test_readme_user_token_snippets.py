@@ -1,5 +1,6 @@
 """The README's user-token code for host products, Python (PyJWT) and Node (crypto only), runs as printed and makes
 tokens Herald accepts."""
+
 from __future__ import annotations
 
 import re
@@ -37,9 +38,11 @@ def test_the_python_snippet_makes_a_token_herald_accepts():
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_the_node_snippet_makes_a_token_herald_accepts(tmp_path):
     script = tmp_path / "host.js"
-    script.write_text(snippet("user-token-node", "js")
-                      + 'console.log(heraldUserToken(process.argv[2], process.argv[3]));\n'
-                      + 'console.log(heraldUserToken(process.argv[2], process.argv[3], { minutes: 1, scope: "preferences" }));\n')
+    script.write_text(
+        snippet("user-token-node", "js")
+        + "console.log(heraldUserToken(process.argv[2], process.argv[3]));\n"
+        + 'console.log(heraldUserToken(process.argv[2], process.argv[3], { minutes: 1, scope: "preferences" }));\n'
+    )
 
     run = subprocess.run(["node", str(script), SECRET, "ana maria/1"], capture_output=True, text=True, timeout=30)
 

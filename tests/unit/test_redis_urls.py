@@ -1,31 +1,40 @@
 """REDIS_URL's forms, Sentinel included: what each means, and a clear error for a malformed one."""
+
 from __future__ import annotations
 
 import pytest
 
-from app.config import ConfigError, check_redis_url
 from app.redis_client import SentinelTarget, limits_storage, parse_sentinel_url
+from app.settings_values import ConfigError, check_redis_url
 
 
 def test_a_sentinel_url_names_its_sentinels_service_and_database():
     assert parse_sentinel_url("redis+sentinel://10.0.0.1:26379,10.0.0.2:26380/herald/2") == SentinelTarget(
-        (("10.0.0.1", 26379), ("10.0.0.2", 26380)), "herald", 2)
+        (("10.0.0.1", 26379), ("10.0.0.2", 26380)), "herald", 2
+    )
 
 
 def test_a_sentinel_url_without_database_uses_0_and_may_carry_a_password():
     target = parse_sentinel_url("redis+sentinel://:s%40cret@sentinel:26379/herald")
-    assert (target.sentinels, target.service_name, target.db, target.password) == ((("sentinel", 26379),), "herald", 0,
-                                                                                   "s@cret")
+    assert (target.sentinels, target.service_name, target.db, target.password) == (
+        (("sentinel", 26379),),
+        "herald",
+        0,
+        "s@cret",
+    )
     assert target.auth == {"password": "s@cret"}
 
 
-@pytest.mark.parametrize("url, says", [
-    ("redis+sentinel://sentinel/herald", "host:port"),
-    ("redis+sentinel://sentinel:26379", "service_name"),
-    ("redis+sentinel://sentinel:26379/herald/zero", "database must be a number"),
-    ("redis+sentinel://sentinel:26379/herald/0/extra", "service_name"),
-    ("redis+sentinel://a:1,:2/herald", "host:port"),
-])
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("redis+sentinel://sentinel/herald", "host:port"),
+        ("redis+sentinel://sentinel:26379", "service_name"),
+        ("redis+sentinel://sentinel:26379/herald/zero", "database must be a number"),
+        ("redis+sentinel://sentinel:26379/herald/0/extra", "service_name"),
+        ("redis+sentinel://a:1,:2/herald", "host:port"),
+    ],
+)
 def test_a_malformed_sentinel_url_stops_the_process_with_one_line_naming_the_form(url, says):
     with pytest.raises(ConfigError) as error:
         check_redis_url(url)
@@ -45,5 +54,10 @@ def test_the_rate_limiter_gets_the_limits_spelling_of_each_url():
     assert limits_storage("unix:///tmp/r.sock", {}) == ("redis+unix:///tmp/r.sock", {})
     uri, options = limits_storage("redis+sentinel://:p%3Aw@a:1,b:2/herald/4", timeouts)
     assert uri == "redis+sentinel://a:1,b:2/herald"
-    assert options == {"socket_timeout": 1, "password": "p:w", "db": 4, "use_replicas": False,
-                       "sentinel_kwargs": {"socket_timeout": 1}}
+    assert options == {
+        "socket_timeout": 1,
+        "password": "p:w",
+        "db": 4,
+        "use_replicas": False,
+        "sentinel_kwargs": {"socket_timeout": 1},
+    }

@@ -2,8 +2,11 @@ import pytest
 
 from app.delivery.rendering import RenderError, inline_variant, locale_chain, pick_variant, render_fields, syntax_errors
 
-CONTEXT = {"recipient": {"id": "ana", "attributes": {"balance": 12.5}}, "data": {"amount": "42.00"},
-           "notification": {"title": "Hi <b>", "body": "Tom & Jerry {{ 7*7 }}"}}
+CONTEXT = {
+    "recipient": {"id": "ana", "attributes": {"balance": 12.5}},
+    "data": {"amount": "42.00"},
+    "notification": {"title": "Hi <b>", "body": "Tom & Jerry {{ 7*7 }}"},
+}
 
 
 def test_locale_falls_back_from_region_to_language_to_default():
@@ -15,7 +18,10 @@ def test_locale_falls_back_from_region_to_language_to_default():
 
 
 def test_web_push_uses_the_push_variant():
-    assert pick_variant({"en": {"push": {"title": "t", "body": "b"}}}, "web_push", "en", "en") == {"title": "t", "body": "b"}
+    assert pick_variant({"en": {"push": {"title": "t", "body": "b"}}}, "web_push", "en", "en") == {
+        "title": "t",
+        "body": "b",
+    }
 
 
 def test_renders_recipient_attributes_and_data():
@@ -33,7 +39,7 @@ def test_syntax_error_reports_its_line():
     with pytest.raises(RenderError) as error:
         render_fields("sms", {"text": "line one\n{% if %}"}, CONTEXT)
     assert error.value.line == 2
-    assert syntax_errors("ok\n{{ broken") .startswith("line 2")
+    assert syntax_errors("ok\n{{ broken").startswith("line 2")
     assert syntax_errors("{{ fine }}") is None
 
 

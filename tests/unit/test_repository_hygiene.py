@@ -1,4 +1,5 @@
 """What a merge can leave behind unnoticed: conflict markers in a tracked file."""
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,10 @@ def test_no_tracked_file_holds_a_merge_conflict_marker():
     offenders = []
     for name in tracked:
         path = ROOT / name
-        if path.suffix in {".py", ".md", ".txt", ".html", ".js", ".css", ".toml", ".yml", ".yaml", ".sh", ".json", ""} \
-                and path.is_file():
+        if (
+            path.suffix in {".py", ".md", ".txt", ".html", ".js", ".css", ".toml", ".yml", ".yaml", ".sh", ".json", ""}
+            and path.is_file()
+        ):
             text = path.read_text(errors="replace")
             if MARKER.search(text):
                 offenders.append(name)

@@ -8,7 +8,9 @@ NOON_UTC = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 ALL = frozenset({"in_app", "email", "sms", "push", "web_push"})
 
 
-def decide(channels=("in_app",), type_="transactional", category="general", priority="normal", cap=3, now=NOON_UTC, **facts):
+def decide(
+    channels=("in_app",), type_="transactional", category="general", priority="normal", cap=3, now=NOON_UTC, **facts
+):
     facts.setdefault("reachable", ALL)
     decisions = route(NotificationFacts(type_, category, priority, tuple(channels)), RecipientFacts(**facts), now, cap)
     return {d.channel: (d.action, d.reason) for d in decisions}
@@ -20,7 +22,9 @@ def test_sends_on_every_requested_reachable_channel():
 
 def test_hard_stop_blocks_everything_including_security():
     assert decide(("in_app", "email"), type_="security", hard_stop=True) == {
-        "in_app": (SUPPRESS, "hard_stop"), "email": (SUPPRESS, "hard_stop")}
+        "in_app": (SUPPRESS, "hard_stop"),
+        "email": (SUPPRESS, "hard_stop"),
+    }
 
 
 def test_unreachable_channel_is_suppressed_not_dropped():
@@ -29,12 +33,18 @@ def test_unreachable_channel_is_suppressed_not_dropped():
 
 def test_marketing_honours_its_category_opt_out():
     prefs = {("email", "promotions"): False}
-    assert decide(("email",), type_="marketing", category="promotions", preferences=prefs)["email"] == (SUPPRESS, "opted_out")
+    assert decide(("email",), type_="marketing", category="promotions", preferences=prefs)["email"] == (
+        SUPPRESS,
+        "opted_out",
+    )
 
 
 def test_marketing_honours_blanket_marketing_opt_out():
     prefs = {("email", "marketing"): False}
-    assert decide(("email",), type_="marketing", category="promotions", preferences=prefs)["email"] == (SUPPRESS, "opted_out")
+    assert decide(("email",), type_="marketing", category="promotions", preferences=prefs)["email"] == (
+        SUPPRESS,
+        "opted_out",
+    )
 
 
 def test_transactional_bypasses_blanket_marketing_opt_out():
@@ -58,7 +68,10 @@ def test_channel_switched_off_stops_even_security():
 
 
 def test_suppression_list_always_wins():
-    assert decide(("email",), type_="security", suppressed=frozenset({"email"}))["email"] == (SUPPRESS, "suppressed_address")
+    assert decide(("email",), type_="security", suppressed=frozenset({"email"}))["email"] == (
+        SUPPRESS,
+        "suppressed_address",
+    )
 
 
 def test_marketing_sms_needs_explicit_opt_in():
@@ -78,8 +91,12 @@ MIDNIGHT_SINGAPORE = datetime(2026, 3, 2, 16, 0, tzinfo=UTC)
 
 
 def test_quiet_hours_defer_interrupting_channels_to_the_window_end():
-    decisions = route(NotificationFacts("transactional", "general", "normal", ("push", "sms", "web_push", "in_app", "email")),
-                      RecipientFacts(reachable=ALL, **QUIET), MIDNIGHT_SINGAPORE, 3)
+    decisions = route(
+        NotificationFacts("transactional", "general", "normal", ("push", "sms", "web_push", "in_app", "email")),
+        RecipientFacts(reachable=ALL, **QUIET),
+        MIDNIGHT_SINGAPORE,
+        3,
+    )
     by_channel = {d.channel: d for d in decisions}
     for channel in ("push", "sms", "web_push"):
         assert by_channel[channel].action == DEFER

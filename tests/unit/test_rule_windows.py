@@ -1,4 +1,5 @@
 """Pure time-zone and window arithmetic of daily rules."""
+
 from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
@@ -25,7 +26,9 @@ def test_window_includes_its_start_and_excludes_its_end():
 def test_plan_groups_zones_inside_the_window_by_their_local_date():
     result = plan(utc(2026, 6, 15, 22), ["Pacific/Kiritimati", "Pacific/Pago_Pago", "Europe/Lisbon", None], NINE, SEVEN)
     assert [(t.local_date, t.zones, t.utc_fallback) for t in result.targets] == [
-        (date(2026, 6, 15), ["Pacific/Pago_Pago"], False), (date(2026, 6, 16), ["Pacific/Kiritimati"], False)]
+        (date(2026, 6, 15), ["Pacific/Pago_Pago"], False),
+        (date(2026, 6, 16), ["Pacific/Kiritimati"], False),
+    ]
 
 
 def test_unknown_zone_names_count_as_no_zone_and_fall_back_to_utc():

@@ -1,4 +1,5 @@
 """User tokens as pure functions: one clock passed in, every refusal named; and the settings that hold the key."""
+
 from __future__ import annotations
 
 import jwt
@@ -39,22 +40,31 @@ def test_expiry_allows_the_documented_clock_skew_and_no_more():
 
 
 def test_nbf_or_iat_in_the_future_is_not_yet_valid():
-    assert refused(jwt.encode({"sub": "ana", "exp": NOW + 600, "nbf": NOW + 60}, SECRET, algorithm="HS256")) == "not_yet_valid"
-    assert refused(jwt.encode({"sub": "ana", "exp": NOW + 600, "iat": NOW + 60}, SECRET, algorithm="HS256")) == "not_yet_valid"
+    assert (
+        refused(jwt.encode({"sub": "ana", "exp": NOW + 600, "nbf": NOW + 60}, SECRET, algorithm="HS256"))
+        == "not_yet_valid"
+    )
+    assert (
+        refused(jwt.encode({"sub": "ana", "exp": NOW + 600, "iat": NOW + 60}, SECRET, algorithm="HS256"))
+        == "not_yet_valid"
+    )
 
 
-@pytest.mark.parametrize("claims, reason", [
-    ({"sub": "ana"}, "missing_claim"),
-    ({"exp": NOW + 60}, "missing_claim"),
-    ({"sub": "", "exp": NOW + 60}, "bad_claim"),
-    ({"sub": "a" * 256, "exp": NOW + 60}, "bad_claim"),
-    ({"sub": "ana", "exp": "tomorrow"}, "bad_claim"),
-    ({"sub": "ana", "exp": True}, "bad_claim"),
-    ({"sub": "ana", "exp": NOW + 60, "scope": ["inbox"]}, "bad_claim"),
-    ({"sub": "ana", "exp": NOW + 60, "scope": "inbox admin"}, "bad_claim"),
-    ({"sub": "ana", "exp": NOW + 60, "scope": "stream"}, "wrong_scope"),
-    ({"sub": "ana", "exp": NOW + DAY + 3600}, "too_long_lived"),
-])
+@pytest.mark.parametrize(
+    "claims, reason",
+    [
+        ({"sub": "ana"}, "missing_claim"),
+        ({"exp": NOW + 60}, "missing_claim"),
+        ({"sub": "", "exp": NOW + 60}, "bad_claim"),
+        ({"sub": "a" * 256, "exp": NOW + 60}, "bad_claim"),
+        ({"sub": "ana", "exp": "tomorrow"}, "bad_claim"),
+        ({"sub": "ana", "exp": True}, "bad_claim"),
+        ({"sub": "ana", "exp": NOW + 60, "scope": ["inbox"]}, "bad_claim"),
+        ({"sub": "ana", "exp": NOW + 60, "scope": "inbox admin"}, "bad_claim"),
+        ({"sub": "ana", "exp": NOW + 60, "scope": "stream"}, "wrong_scope"),
+        ({"sub": "ana", "exp": NOW + DAY + 3600}, "too_long_lived"),
+    ],
+)
 def test_bad_claims_are_refused_by_name(claims, reason):
     assert refused(jwt.encode(claims, SECRET, algorithm="HS256")) == reason
 
@@ -64,8 +74,10 @@ def test_other_algorithms_and_alg_none_are_refused_before_the_signature_is_looke
     assert refused(jwt.encode({"sub": "ana", "exp": NOW + 60}, None, algorithm="none")) == "wrong_algorithm"
 
 
-@pytest.mark.parametrize("token, reason", [(None, "missing"), ("", "missing"), ("abc", "malformed"), ("a.b.c", "malformed"),
-                                           ("\ud800.x.y", "malformed")])
+@pytest.mark.parametrize(
+    "token, reason",
+    [(None, "missing"), ("", "missing"), ("abc", "malformed"), ("a.b.c", "malformed"), ("\ud800.x.y", "malformed")],
+)
 def test_malformed_tokens_are_refused_not_errors(token, reason):
     assert refused(token) == reason
 
@@ -84,13 +96,16 @@ def test_the_token_key_defaults_to_one_derived_from_secret_key_and_never_the_lin
     assert from_environment(base_env(tmp_path, HERALD_USER_TOKEN_SECRET="k" * 32))["USER_TOKEN_SECRET"] == "k" * 32
 
 
-@pytest.mark.parametrize("extra, named", [
-    ({"HERALD_USER_TOKEN_SECRET": "short"}, "HERALD_USER_TOKEN_SECRET"),
-    ({"HERALD_USER_TOKEN_SECRET": "x" * 40, "HERALD_INBOX_SECRET": "x" * 40}, "HERALD_USER_TOKEN_SECRET"),
-    ({"HERALD_EMBED_ORIGINS": "https://app.example.com/path"}, "HERALD_EMBED_ORIGINS"),
-    ({"HERALD_EMBED_ORIGINS": "app.example.com"}, "HERALD_EMBED_ORIGINS"),
-    ({"HERALD_USER_TOKEN_MAX_SECONDS": "0"}, "HERALD_USER_TOKEN_MAX_SECONDS"),
-])
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        ({"HERALD_USER_TOKEN_SECRET": "short"}, "HERALD_USER_TOKEN_SECRET"),
+        ({"HERALD_USER_TOKEN_SECRET": "x" * 40, "HERALD_INBOX_SECRET": "x" * 40}, "HERALD_USER_TOKEN_SECRET"),
+        ({"HERALD_EMBED_ORIGINS": "https://app.example.com/path"}, "HERALD_EMBED_ORIGINS"),
+        ({"HERALD_EMBED_ORIGINS": "app.example.com"}, "HERALD_EMBED_ORIGINS"),
+        ({"HERALD_USER_TOKEN_MAX_SECONDS": "0"}, "HERALD_USER_TOKEN_MAX_SECONDS"),
+    ],
+)
 def test_bad_embed_settings_stop_the_start_naming_the_setting(tmp_path, extra, named):
     with pytest.raises(ConfigError, match=named):
         from_environment(base_env(tmp_path, **extra))

@@ -1,4 +1,5 @@
 """Web push payload encryption (RFC 8291 aes128gcm), decrypted by the test peer's own implementation of the RFC."""
+
 from __future__ import annotations
 
 import struct
