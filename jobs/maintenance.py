@@ -64,7 +64,8 @@ def release_overdue_scheduled_jobs(queue) -> int:
 
 
 def redrive_stuck_work(now: datetime, lease_seconds: int, stale_after: timedelta = STALE_AFTER) -> dict[str, int]:
-    """Enqueue unrouted notifications, forgotten PENDING deliveries and SENDING claims whose lease ran out."""
+    """Enqueue unrouted notifications, forgotten PENDING deliveries (stale, or overdue by more than a lease) and
+    SENDING claims whose lease ran out."""
     stale = now - stale_after
     unrouted = db.session.execute(
         select(Notification.id, Notification.priority)
@@ -88,6 +89,14 @@ def redrive_stuck_work(now: datetime, lease_seconds: int, stale_after: timedelta
                     Delivery.status == PENDING,
                     Delivery.updated_at < stale,
                     or_(Delivery.not_before.is_(None), Delivery.not_before < stale),
+                ),
+                # Handed back for a time that passed more than a lease ago: the job that should have taken it was
+                # lost (its sender died between recording the wait and enqueueing it). A duplicate of a job that is
+                # merely late in a backlog is harmless: the claim lets one of them send.
+                and_(
+                    Delivery.status == PENDING,
+                    Delivery.updated_at < lease_expired,
+                    Delivery.not_before < lease_expired,
                 ),
                 and_(Delivery.status == SENDING, Delivery.claimed_at < lease_expired),
             )

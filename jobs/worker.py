@@ -23,6 +23,10 @@ from app.tasks import get_queue
 log = logging.getLogger(__name__)
 
 
+# RQ's cold shutdown ignores a repeated SIGTERM/SIGINT that arrives within this long of the first.
+IGNORED_REPEAT_SECONDS = 1.0
+
+
 class HeraldWorker(SimpleWorker):
     """Runs jobs in-process (no fork per job: ~3x the throughput of RQ's forking worker).
 
@@ -50,12 +54,16 @@ class HeraldWorker(SimpleWorker):
     def request_stop(self, signum, frame):
         """SIGINT/SIGTERM: RQ finishes the job in hand and stops (interrupted after ``shutdown_timeout``); remembered
         so the worker is not started again."""
-        if not self.stopping:
-            self.stopping = True
-            timer = threading.Timer(self.shutdown_timeout, self._interrupt_job)
+        first = not self.stopping
+        self.stopping = True
+        super().request_stop(signum, frame)  # an idle worker stops right here (RQ raises StopRequested)
+        if first:
+            # Started once RQ has noted the request, and never within its second: RQ ignores a second signal
+            # that comes less than a second after the first (seen as a worker that never stopped under load).
+            delay = max(self.shutdown_timeout, IGNORED_REPEAT_SECONDS + 0.1)
+            timer = threading.Timer(delay, self._interrupt_job)
             timer.daemon = True  # a worker that finishes its job in time exits without waiting for it
             timer.start()
-        super().request_stop(signum, frame)
 
     def _interrupt_job(self) -> None:
         log.warning(

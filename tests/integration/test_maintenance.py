@@ -56,6 +56,29 @@ def test_deferred_delivery_whose_scheduled_job_vanished_is_sent_after_its_time(a
     assert db.session.scalar(select(Delivery.status)) == "DELIVERED"
 
 
+def test_a_wait_whose_job_was_lost_is_re_driven_a_lease_after_its_time_not_ten_minutes_later(app, run_jobs):
+    """A sender recorded "wait until T" and died before enqueueing the job for T: found once T is a lease past."""
+    recipient = make_recipient()
+    notification = make_notification(recipient, status="routed")
+    now = utcnow()
+    for waited in (30, 130):  # seconds since the time it was handed back for; the lease is 120 s
+        db.session.add(
+            Delivery(
+                notification_id=notification.id if waited == 30 else make_notification(recipient, status="routed").id,
+                channel="in_app",
+                status="PENDING",
+                not_before=now - timedelta(seconds=waited),
+                created_at=now - timedelta(seconds=waited + 2),
+                updated_at=now - timedelta(seconds=waited + 2),
+            )
+        )
+    db.session.commit()
+    assert redrive_stuck_work(now, lease_seconds=120)["deliveries"] == 1
+    run_jobs()
+    db.session.expire_all()
+    assert sorted(db.session.scalars(select(Delivery.status))) == ["DELIVERED", "PENDING"]
+
+
 def test_expired_idempotency_keys_are_purged(app, api_key):
     key_id = db.session.scalar(select(ApiKey.id))
     db.session.add_all(
