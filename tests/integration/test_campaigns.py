@@ -242,7 +242,8 @@ def test_paused_campaign_sends_nothing_until_resumed_and_then_each_recipient_onc
     run_jobs()
     assert db.session.scalar(select(func.count()).select_from(Notification)) == 2500
     assert db.session.scalar(select(func.count(func.distinct(Notification.recipient_id)))) == 2500
-    assert counters(cid)["sent:in_app"] == 2500
+    statuses = dict(db.session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all())
+    assert (statuses, counters(cid)["sent:in_app"]) == ({"DELIVERED": 2500}, 2500), (statuses, counters(cid))
     assert db.session.get(Campaign, cid).status == "finished"
     actions = db.session.scalars(select(AuditEntry.action).order_by(AuditEntry.id)).all()
     assert actions == ["campaign.create", "campaign.launch", "campaign.pause", "campaign.resume"]
