@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 
+from app.delivery import routing
 from app.device_schemas import DeviceCreate
 from app.extensions import db
 from app.models import AuditEntry, Device, Preference, Recipient
@@ -68,7 +69,7 @@ def set_preferences(recipient: Recipient, update: PreferencesUpdate) -> None:
     after = {(item.channel, item.category): item.enabled for item in update.preferences}
     facts = [
         fact
-        for channel, category in webhook_events.switched_off(before, after)
+        for channel, category in webhook_events.switched_off(before, after, routing.switch_default)
         for fact in webhook_events.unsubscribed(recipient.external_id, channel, category, "preferences")
     ]
     if update.hard_stop and not recipient.hard_stop:

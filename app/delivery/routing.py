@@ -64,6 +64,11 @@ def reachable_channels(email: str | None, phone: str | None, platforms: set[str]
     return reachable({"email": email, "phone": phone}, platforms)
 
 
+def switch_default(channel: str, category: str) -> bool:
+    """Whether a (channel, category) switch nobody has set counts as on: marketing on an opt-in channel starts off."""
+    return not (category == MARKETING_CATEGORY and needs_marketing_opt_in(channel))
+
+
 def opt_out_reason(channel: str, note: NotificationFacts, prefs: dict[tuple[str, str], bool]) -> str | None:
     """The preference that forbids this channel for this notification, if any.
 

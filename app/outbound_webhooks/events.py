@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -141,6 +142,8 @@ def unsubscribed(
     ]
 
 
-def switched_off(before: dict[tuple[str, str], bool], after: dict[tuple[str, str], bool]) -> list[tuple[str, str]]:
-    """The (channel, category) switches that were on (or unset) and are now off, in a stable order."""
-    return sorted(switch for switch, enabled in after.items() if not enabled and before.get(switch, True))
+def switched_off(
+    before: dict[tuple[str, str], bool], after: dict[tuple[str, str], bool], default: Callable[[str, str], bool]
+) -> list[tuple[str, str]]:
+    """The (channel, category) switches that were on (set, or ``default`` when unset) and are now off, in order."""
+    return sorted(switch for switch, enabled in after.items() if not enabled and before.get(switch, default(*switch)))

@@ -320,12 +320,14 @@ def test_an_unsigned_post_to_the_request_log_is_refused_and_kept_nowhere(client)
 
 @pytest.mark.usefixtures("twilio")
 def test_every_way_to_opt_out_emits_recipient_unsubscribed_once(api, app, client, webhook_config, peer):
-    """Preferences (API and inbox share one path), the hard stop and an inbound SMS STOP; turning on emits nothing."""
+    """Preferences (API and inbox share one path), the hard stop and an inbound SMS STOP; turning on emits nothing,
+    nor does switching off what was off by default (marketing SMS needs an opt-in)."""
     make_recipient(external_id="ana", phone="+351912345678")
     register(api, f"{peer.url}/hook", ["recipient.unsubscribed"])
     switches = [
         {"channel": "email", "category": "news", "enabled": False},
         {"channel": "sms", "category": "orders", "enabled": True},
+        {"channel": "sms", "category": "marketing", "enabled": False},
     ]
     assert api.put("/v1/users/ana/preferences", json={"preferences": switches}).status_code == 200
     assert api.put("/v1/users/ana/preferences", json={"preferences": switches}).status_code == 200  # no change
