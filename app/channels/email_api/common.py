@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parseaddr
 
 import httpx
@@ -45,10 +45,11 @@ class Frame:
     suffix: str
     parts: tuple[str, ...]
     whole_per_recipient: bool = False  # sent whole with every recipient even when all are alike
+    shared: bool = field(init=False)  # every recipient's part is the same: the field goes out once, as is
 
-    @property
-    def shared(self) -> bool:
-        return not self.whole_per_recipient and all(part == self.parts[0] for part in self.parts)
+    def __post_init__(self):
+        alike = not self.whole_per_recipient and self.parts.count(self.parts[0]) == len(self.parts)
+        object.__setattr__(self, "shared", alike)
 
 
 def frame(values: list[str]) -> Frame:

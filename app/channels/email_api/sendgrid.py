@@ -53,20 +53,21 @@ class SendGrid:
     def post(self, messages: list[Message], sender: Sender) -> Answer:
         """Send the batch (split where one recipient's differences pass SendGrid's substitution limit)."""
         request, results = None, []
-        for group in fitting_groups(messages):
-            answer = self._post_group(group, sender)
+        for group, fields in fitting_groups(messages):
+            answer = self._post_group(group, sender, fields)
             if request is None or request.outcome is Outcome.DISPATCHED:
                 request = answer.request
             results += answer.results
         return Answer(request, results)
 
-    def _post_group(self, messages: list[Message], sender: Sender) -> Answer:
+    def _post_group(self, messages: list[Message], sender: Sender, fields: dict[str, Frame]) -> Answer:
         """The messages SendGrid names as bad in a 400 fail; the others are posted again."""
         results: dict[int, Result] = {}
         pending = list(range(len(messages)))
         request = None
         for _ in range(MAX_REPOSTS):
-            answer = self._post_once([messages[i] for i in pending], sender)
+            group = [messages[i] for i in pending]
+            answer = self._post_once(group, sender, fields if len(group) == len(messages) else None)
             request = answer.request
             retry = []
             for index, result in zip(pending, answer.results, strict=True):
@@ -81,9 +82,9 @@ class SendGrid:
             results[index] = Result(Outcome.TRANSIENT, NAME, error_code="sendgrid_400_repost", detail="refused again")
         return Answer(request, [results[i] for i in range(len(messages))])
 
-    def _post_once(self, messages: list[Message], sender: Sender) -> Answer:
+    def _post_once(self, messages: list[Message], sender: Sender, fields: dict[str, Frame] | None) -> Answer:
         """One request; a message left as None was not named in a 400 that refused others (post it again)."""
-        body = dumps(payload(messages, sender))
+        body = dumps(payload(messages, sender, fields))
         response = post_json(
             NAME, self.client, self.url, body, {"Authorization": f"Bearer {self.config['SENDGRID_API_KEY']}"}
         )
@@ -127,11 +128,17 @@ def _errors_for(errors: list, index: int) -> str:
     )
 
 
-def payload(messages: list[Message], sender: Sender) -> dict:
-    """The Mail Send body: shared content once, each recipient's differences in its personalization."""
+def frames(messages: list[Message]) -> dict[str, Frame]:
+    """The batch's text and HTML parts, each as its shared frame and per-recipient parts."""
     fields = {"text": frame([text_of(m) for m in messages])}
     if any(m.content.get("html") for m in messages):
         fields["html"] = frame([m.content.get("html") or "" for m in messages])
+    return fields
+
+
+def payload(messages: list[Message], sender: Sender, fields: dict[str, Frame] | None = None) -> dict:
+    """The Mail Send body: shared content once, each recipient's differences in its personalization."""
+    fields = fields or frames(messages)
     personalizations = []
     for index, message in enumerate(messages):
         entry = {
@@ -156,20 +163,19 @@ def _content(found: Frame, tag: str) -> str:
     return found.prefix + found.parts[0] + found.suffix if found.shared else found.prefix + tag + found.suffix
 
 
-def fitting_groups(messages: list[Message]) -> list[list[Message]]:
+def fitting_groups(messages: list[Message]) -> list[tuple[list[Message], dict[str, Frame]]]:
     """The batch as one request, or halves of it until each fits (a single message always does)."""
-    if len(messages) == 1 or fits(messages):
-        return [messages]
+    fields = frames(messages)
+    if len(messages) == 1 or fits(fields, len(messages)):
+        return [(messages, fields)]
     half = len(messages) // 2
     return fitting_groups(messages[:half]) + fitting_groups(messages[half:])
 
 
-def fits(messages: list[Message]) -> bool:
-    """Whether every personalization's substitutions stay within SendGrid's 10,000 bytes."""
-    fields = [frame([text_of(m) for m in messages])]
-    if any(m.content.get("html") for m in messages):
-        fields.append(frame([m.content.get("html") or "" for m in messages]))
+def fits(fields: dict[str, Frame], count: int) -> bool:
+    """Whether every personalization's substitutions (tags and values) stay within SendGrid's 10,000 bytes."""
+    personal = [(TAGS[name], found) for name, found in fields.items() if not found.shared]
     return all(
-        sum(len(f.parts[i].encode()) + 16 for f in fields if not f.shared) <= MAX_SUBSTITUTION_BYTES
-        for i in range(len(messages))
+        sum(len(tag) + len(found.parts[i].encode()) for tag, found in personal) <= MAX_SUBSTITUTION_BYTES
+        for i in range(count)
     )
