@@ -320,3 +320,25 @@ def test_campaign_throttled_by_sendgrid_waits_and_then_sends_everyone_once(app, 
         sorted(m["to"] for m in sendgrid.mails) == sorted({m["to"] for m in sendgrid.mails})
         and len(sendgrid.mails) == 50
     )
+
+
+def test_postmark_inactive_recipient_through_the_pipeline_suppresses_the_address(app, api, run_jobs, postmark):
+    from app.models import Suppression
+
+    make_recipient(external_id="gone", email="gone@example.com")
+    response = api.post(
+        "/v1/notifications",
+        json={
+            "user_id": "gone",
+            "type": "transactional",
+            "category": "orders",
+            "channels": ["email"],
+            "title": "Shipped",
+            "body": "On its way",
+        },
+    )
+    run_jobs()
+    delivery = db.session.scalar(select(Delivery).where(Delivery.notification_id == response.json["id"]))
+    assert (delivery.status, delivery.error_code) == ("FAILED", "postmark_406")
+    assert db.session.scalar(select(Suppression.address).where(Suppression.channel == "email")) == "gone@example.com"
+    assert postmark.mails == []

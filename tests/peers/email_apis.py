@@ -29,12 +29,18 @@ class EmailApiPeer(HttpPeer):
         self.throttle = 0
         self.fail_with: int | None = None
         self.keep_mails = True  # the benchmark turns it off: only counts
+        # Crash tests: the request with this number (1-based) is accepted, then answered only after hold_seconds.
+        self.hold_request = 0
+        self.hold_seconds = 0.0
 
     def accepted(self, mails: list[dict]) -> None:
         with self.lock:
             self.requests.append({"size": len(mails), "at": time.monotonic()})
             if self.keep_mails:
                 self.mails.extend(mails)
+            hold = len(self.requests) == self.hold_request
+        if hold:
+            time.sleep(self.hold_seconds)
 
     def take_throttle(self) -> bool:
         with self.lock:
@@ -188,6 +194,7 @@ class PostmarkPeer(EmailApiPeer):
                         "headers": {h["Name"]: h["Value"] for h in message.get("Headers") or []},
                         "id": mid,
                         "stream": message.get("MessageStream"),
+                        "key": (message.get("Metadata") or {}).get("herald_key"),
                     }
                 )
         self.accepted(out)
