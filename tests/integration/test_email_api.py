@@ -342,3 +342,27 @@ def test_postmark_inactive_recipient_through_the_pipeline_suppresses_the_address
     assert (delivery.status, delivery.error_code) == ("FAILED", "postmark_406")
     assert db.session.scalar(select(Suppression.address).where(Suppression.channel == "email")) == "gone@example.com"
     assert postmark.mails == []
+
+
+def test_the_sender_hands_a_batch_adapter_the_whole_group_and_a_raising_one_costs_it_a_retry(app):
+    from app.channels import Result
+    from app.channels.base import Channel
+    from app.pipeline.sending import send_messages
+
+    class Batching(Channel):
+        name = "fake"
+        calls: list[int] = []
+
+        def send_batch(self, messages):
+            self.calls.append(len(messages))
+            if messages[0].delivery_id == 99:
+                raise RuntimeError("adapter bug")
+            return [Result(Outcome.DISPATCHED, "fake", f"m-{m.delivery_id}") for m in messages]
+
+    adapter = Batching(app.config)
+    with app.app_context():
+        sent = send_messages(adapter, [(n, message(n)) for n in range(5)])
+        broken = send_messages(adapter, [(n, message(n)) for n in (99, 100)])
+    assert adapter.calls == [5, 2], "one call per group"
+    assert [(d, r.provider_message_id) for d, r in sent] == [(n, f"m-{n}") for n in range(5)]
+    assert {(r.outcome, r.error_code) for _d, r in broken} == {(Outcome.TRANSIENT, "adapter_error")}
