@@ -17,7 +17,7 @@ import logging
 import httpx
 from flask import abort, current_app, jsonify, request
 
-from app.channels import channel_class
+from app.channels.email import SmtpEmail
 from app.delivery import sns
 from app.delivery.receipts import SES_FINAL, ses_event
 from app.extensions import db
@@ -84,7 +84,7 @@ def ses_events():
     if not isinstance(notification, dict):
         abort(400, "Message is not an SES notification (JSON)")
     event = ses_event(notification)
-    channel = channel_class("email").name
+    channel = SmtpEmail.name
     for address, reason in event.suppress:
         suppress(channel, address, reason)
     settled = bool(

@@ -136,7 +136,6 @@ def email_api_benchmark(bench_env: dict, recipients: int, timeout_s: float) -> d
             "SENDGRID_API_KEY": KEY,
             "SENDGRID_API_URL": url,
             "HERALD_CHANNEL_SLOTS": "2",
-            "HERALD_TRACK_CLICKS": "0",
         }
         workers = [start_worker(["critical", "high", "normal", "low"], env) for _ in range(2)]
         try:

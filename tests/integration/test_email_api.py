@@ -366,3 +366,12 @@ def test_the_sender_hands_a_batch_adapter_the_whole_group_and_a_raising_one_cost
     assert adapter.calls == [5, 2], "one call per group"
     assert [(d, r.provider_message_id) for d, r in sent] == [(n, f"m-{n}") for n in range(5)]
     assert {(r.outcome, r.error_code) for _d, r in broken} == {(Outcome.TRANSIENT, "adapter_error")}
+
+
+def test_with_smtp_the_email_channel_is_the_smtp_adapter_one_message_at_a_time(app, smtp_server):
+    with app.app_context():
+        adapter = adapter_for("email", app.config)
+        assert app.config["EMAIL_PROVIDER"] == "smtp" and adapter.concurrent_sends == 1
+        results = adapter.send_batch([message(1), message(2)])
+    assert [r.outcome for r in results] == [Outcome.DISPATCHED] * 2 and results[0].provider == "smtp"
+    assert len(smtp_server.messages) == 2

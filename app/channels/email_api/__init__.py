@@ -72,8 +72,12 @@ class Email(SmtpEmail):
         """One Result per message, in order. A wait (circuit open, rate limit, provider throttling) stops the
         batch: what was not sent yet waits with it."""
         provider = self.provider()
-        if provider is None:
-            return [self.send(m) for m in messages]
+        if provider is None:  # SMTP, one by one; a "not now" from the relays holds the rest back with it
+            results: list[Result] = []
+            for message in messages:
+                waiting = results and results[-1].outcome is Outcome.WAIT
+                results.append(results[-1] if waiting else SmtpEmail.send(self, message))
+            return results
         missing = [s for s in REQUIRED[provider.name] if not self.config.get(s)]
         if missing:
             problem = Result(
