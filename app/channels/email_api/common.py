@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
+from functools import cached_property
 
 import httpx
 
@@ -21,7 +22,7 @@ class Sender:
     email: str
     name: str
 
-    @property
+    @cached_property
     def domain(self) -> str:
         return self.email.partition("@")[2].lower() or "herald.local"
 

@@ -84,14 +84,15 @@ class SendGrid:
 
     def _post_once(self, messages: list[Message], sender: Sender, fields: dict[str, Frame] | None) -> Answer:
         """One request; a message left as None was not named in a 400 that refused others (post it again)."""
-        body = dumps(payload(messages, sender, fields))
+        ids = [message_id(m, sender) for m in messages]
+        body = dumps(payload(messages, sender, fields, ids))
         response = post_json(
             NAME, self.client, self.url, body, {"Authorization": f"Bearer {self.config['SENDGRID_API_KEY']}"}
         )
         if isinstance(response, Result):
             return Answer.whole(response, len(messages))
         if response.status_code == 202:
-            ok = [Result(Outcome.DISPATCHED, NAME, provider_message_id=message_id(m, sender)) for m in messages]
+            ok = [Result(Outcome.DISPATCHED, NAME, provider_message_id=i) for i in ids]
             return Answer(ok[0], ok)
         errors = (json_body(response) or {}).get("errors") or []
         detail = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in errors if isinstance(e, dict))
@@ -136,15 +137,18 @@ def frames(messages: list[Message]) -> dict[str, Frame]:
     return fields
 
 
-def payload(messages: list[Message], sender: Sender, fields: dict[str, Frame] | None = None) -> dict:
+def payload(
+    messages: list[Message], sender: Sender, fields: dict[str, Frame] | None = None, ids: list[str] | None = None
+) -> dict:
     """The Mail Send body: shared content once, each recipient's differences in its personalization."""
     fields = fields or frames(messages)
+    ids = ids or [message_id(m, sender) for m in messages]
     personalizations = []
     for index, message in enumerate(messages):
         entry = {
             "to": [{"email": message.address}],
             "subject": message.content["subject"],
-            "custom_args": {"herald_message_id": message_id(message, sender)},
+            "custom_args": {"herald_message_id": ids[index]},
         }
         if message.headers:
             entry["headers"] = dict(message.headers)
