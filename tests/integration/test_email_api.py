@@ -375,3 +375,12 @@ def test_with_smtp_the_email_channel_is_the_smtp_adapter_one_message_at_a_time(a
         results = adapter.send_batch([message(1), message(2)])
     assert [r.outcome for r in results] == [Outcome.DISPATCHED] * 2 and results[0].provider == "smtp"
     assert len(smtp_server.messages) == 2
+
+
+def test_sendgrid_a_throttled_first_request_of_a_split_batch_holds_back_the_rest(app, sendgrid):
+    messages = [message(n) for n in range(4)]
+    messages[3] = Message(**{**messages[3].__dict__, "content": {"subject": "Big", "text": "x" * 12_000 + "3"}})
+    sendgrid.throttle = 1
+    results = send_batch(app, messages)
+    assert {r.outcome for r in results} == {Outcome.WAIT}
+    assert sendgrid.requests == [] and sendgrid.throttle == 0, "one request tried (throttled), the others not"

@@ -54,9 +54,11 @@ class SendGrid:
         """Send the batch (split where one recipient's differences pass SendGrid's substitution limit)."""
         request, results = None, []
         for group, fields in fitting_groups(messages):
+            if request is not None and request.outcome is not Outcome.DISPATCHED:
+                results += [request] * len(group)  # throttled or refused: the rest is not tried
+                continue
             answer = self._post_group(group, sender, fields)
-            if request is None or request.outcome is Outcome.DISPATCHED:
-                request = answer.request
+            request = answer.request
             results += answer.results
         return Answer(request, results)
 
