@@ -384,3 +384,11 @@ def test_sendgrid_a_throttled_first_request_of_a_split_batch_holds_back_the_rest
     results = send_batch(app, messages)
     assert {r.outcome for r in results} == {Outcome.WAIT}
     assert sendgrid.requests == [] and sendgrid.throttle == 0, "one request tried (throttled), the others not"
+
+
+def test_ses_a_destination_throttled_within_an_accepted_call_waits_alone(app, ses):
+    ses.throttled_addresses = {"user1@example.com"}
+    results = send_batch(app, [message(0), message(1), message(2)])
+    assert [r.outcome for r in results] == [Outcome.DISPATCHED, Outcome.WAIT, Outcome.DISPATCHED]
+    assert results[1].error_code == "ses_account_throttled" and results[1].retry_after >= 1.0
+    assert sorted(m["to"] for m in ses.mails) == ["user0@example.com", "user2@example.com"]

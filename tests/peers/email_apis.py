@@ -208,6 +208,7 @@ class SesPeer(EmailApiPeer):
         super().__init__(port)
         self.access_key, self.secret_key, self.region = access_key, secret_key, region
         self.rejected = set(rejected)
+        self.throttled_addresses: set[str] = set()  # answered ACCOUNT_THROTTLED in an accepted call
 
     @staticmethod
     def error(status: int, kind: str, message: str):
@@ -240,6 +241,9 @@ class SesPeer(EmailApiPeer):
             to = (entry.get("Destination") or {}).get("ToAddresses") or []
             if len(to) != 1 or not ADDRESS.match(to[0]):
                 results.append({"Status": "INVALID_PARAMETER", "Error": "Invalid destination"})
+                continue
+            if to[0].lower() in self.throttled_addresses:
+                results.append({"Status": "ACCOUNT_THROTTLED", "Error": "Maximum sending rate exceeded."})
                 continue
             if to[0].lower() in self.rejected:
                 results.append({"Status": "MESSAGE_REJECTED", "Error": "Email address is on the suppression list"})
