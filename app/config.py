@@ -69,13 +69,66 @@ def _email_provider_settings(env: dict[str, str]) -> dict:
     HERALD_SMTP_TIMEOUT                   seconds per SMTP connect/command (default 10)
     HERALD_UNSUBSCRIBE_MAILTO             a mailbox listed as <mailto:…> in List-Unsubscribe beside the one-click URL
     SENDGRID_WEBHOOK_PUBLIC_KEY           the Event Webhook's verification key (base64), for bounces
+    The provider APIs (EMAIL_PROVIDER and the rest) are listed on _email_api_settings.
     """
     get = env.get
     return {
+        **_email_api_settings(env),
         "SMTP_FALLBACK_URL": check_smtp_url(env["SMTP_FALLBACK_URL"]) if get("SMTP_FALLBACK_URL") else None,
         "UNSUBSCRIBE_MAILTO": get("HERALD_UNSUBSCRIBE_MAILTO") or None,
         "SMTP_TIMEOUT": parse_float("HERALD_SMTP_TIMEOUT", get("HERALD_SMTP_TIMEOUT"), 10.0, minimum=0.1),
         "SENDGRID_WEBHOOK_PUBLIC_KEY": get("SENDGRID_WEBHOOK_PUBLIC_KEY"),
+    }
+
+
+EMAIL_PROVIDERS = ("smtp", "sendgrid", "ses", "postmark")
+
+
+def _email_api_settings(env: dict[str, str]) -> dict:
+    """Email through a provider's HTTP API in batches (app/channels/email_api/).
+
+    EMAIL_PROVIDER                        smtp (default), sendgrid, ses or postmark
+    SENDGRID_API_KEY, SENDGRID_API_URL    Mail Send key; default https://api.sendgrid.com
+    SES_REGION, SES_ACCESS_KEY_ID, SES_SECRET_ACCESS_KEY   SES v2 account (SigV4)
+    SES_ENDPOINT_URL                      default https://email.<SES_REGION>.amazonaws.com
+    SES_CONFIGURATION_SET                 optional: the configuration set that publishes bounces to SNS
+    SES_SNS_TOPIC_ARNS                    topics whose signed notifications /webhooks/email/ses accepts (comma-separated)
+    POSTMARK_SERVER_TOKEN, POSTMARK_API_URL   server token; default https://api.postmarkapp.com
+    POSTMARK_STREAM, POSTMARK_BROADCAST_STREAM   message streams (default outbound; broadcast for marketing)
+    HERALD_EMAIL_DOMAIN_RATE              recipients per second per sending domain, all workers together
+                                          (default 14/second with ses -- SES's starting quota -- else 0, unlimited)
+    HERALD_SNS_TEST_CERT_PREFIX           TESTS ONLY: an http://127.0.0.1 prefix accepted for SigningCertURL and
+                                          SubscribeURL besides https://sns.<region>.amazonaws.com; never set it in production
+    """
+    get = env.get
+    provider = (get("EMAIL_PROVIDER") or "smtp").strip().lower()
+    if provider not in EMAIL_PROVIDERS:
+        raise ConfigError(f"EMAIL_PROVIDER must be one of {', '.join(EMAIL_PROVIDERS)}, got {provider!r}")
+    test_prefix = get("HERALD_SNS_TEST_CERT_PREFIX") or None
+    if test_prefix and not test_prefix.startswith(("http://127.", "https://127.")):
+        raise ConfigError("HERALD_SNS_TEST_CERT_PREFIX is for tests: a loopback URL prefix like http://127.0.0.1:8000/")
+    return {
+        "EMAIL_PROVIDER": provider,
+        "SENDGRID_API_KEY": get("SENDGRID_API_KEY"),
+        "SENDGRID_API_URL": check_http_url("SENDGRID_API_URL", get("SENDGRID_API_URL") or "https://api.sendgrid.com"),
+        "SES_REGION": get("SES_REGION"),
+        "SES_ACCESS_KEY_ID": get("SES_ACCESS_KEY_ID"),
+        "SES_SECRET_ACCESS_KEY": get("SES_SECRET_ACCESS_KEY"),
+        "SES_ENDPOINT_URL": check_http_url("SES_ENDPOINT_URL", get("SES_ENDPOINT_URL"))
+        if get("SES_ENDPOINT_URL")
+        else None,
+        "SES_CONFIGURATION_SET": get("SES_CONFIGURATION_SET") or None,
+        "SES_SNS_TOPIC_ARNS": tuple(t.strip() for t in (get("SES_SNS_TOPIC_ARNS") or "").split(",") if t.strip()),
+        "POSTMARK_SERVER_TOKEN": get("POSTMARK_SERVER_TOKEN"),
+        "POSTMARK_API_URL": check_http_url(
+            "POSTMARK_API_URL", get("POSTMARK_API_URL") or "https://api.postmarkapp.com"
+        ),
+        "POSTMARK_STREAM": get("POSTMARK_STREAM") or "outbound",
+        "POSTMARK_BROADCAST_STREAM": get("POSTMARK_BROADCAST_STREAM") or "broadcast",
+        "EMAIL_DOMAIN_RATE": parse_rate(
+            "HERALD_EMAIL_DOMAIN_RATE", get("HERALD_EMAIL_DOMAIN_RATE"), "14/second" if provider == "ses" else "0"
+        ),
+        "SNS_TEST_CERT_PREFIX": test_prefix,
     }
 
 

@@ -4,7 +4,7 @@ Import the registry's functions from here (not from ``base``): importing this
 package is what registers every adapter.
 """
 
-from app.channels import email, in_app, push, twilio_sms, web_push  # noqa: F401
+from app.channels import email, email_api, in_app, push, twilio_sms, web_push  # noqa: F401
 from app.channels.base import (
     Channel,
     DeviceTarget,

@@ -55,15 +55,16 @@ local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
 local rate = tonumber(ARGV[1])
 local capacity = tonumber(ARGV[2])
+local wanted = tonumber(ARGV[3]) or 1
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1]) or capacity
 local at = tonumber(state[2]) or now
 tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
 local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
+if tokens >= wanted then
+  tokens = tokens - wanted
 else
-  wait = (1 - tokens) / rate
+  wait = (wanted - tokens) / rate
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate * 1000) + 1000)
@@ -146,12 +147,14 @@ def _script(source: str):
     return _SCRIPTS[cache_key]
 
 
-def take_token(bucket: str, per_second: float) -> float:
-    """Take one send from the provider's bucket: 0.0 when granted, else seconds until one is free."""
+def take_token(bucket: str, per_second: float, count: int = 1) -> float:
+    """Take ``count`` sends (one batch request to many recipients) from the bucket: 0.0 when granted,
+    else seconds until that many are free. A batch is never larger than one second's worth (the caller
+    splits it), so it can always be granted."""
     if per_second <= 0:
         return 0.0
-    capacity = max(1.0, per_second)
-    return float(_script(TOKEN_BUCKET)(keys=[key("bucket", bucket)], args=[per_second, capacity]))
+    capacity = max(1.0, per_second, count)
+    return float(_script(TOKEN_BUCKET)(keys=[key("bucket", bucket)], args=[per_second, capacity, count]))
 
 
 def acquire_slot(pool: str, limit: int, lease_seconds: int) -> str | None:
@@ -202,7 +205,9 @@ def _raise(result: Result) -> Result:
     raise ProviderFault(result)
 
 
-def guarded(provider: str, send: Callable[[], Result], per_second: float = 0.0, bucket: str | None = None) -> Result:
+def guarded(
+    provider: str, send: Callable[[], Result], per_second: float = 0.0, bucket: str | None = None, tokens: int = 1
+) -> Result:
     """Call one provider under its breaker and rate limit; record the outcome in the health counters.
 
     Once the provider has answered, its answer stands: a Redis failure in the bookkeeping after the call (breaker
@@ -215,7 +220,7 @@ def guarded(provider: str, send: Callable[[], Result], per_second: float = 0.0, 
         return answers[0]
 
     try:
-        return _guarded(provider, send_once, per_second, bucket)
+        return _guarded(provider, send_once, per_second, bucket, tokens)
     except RedisError as error:
         if not answers:
             raise
@@ -228,7 +233,7 @@ def guarded(provider: str, send: Callable[[], Result], per_second: float = 0.0, 
         return answers[0]
 
 
-def _guarded(provider: str, send: Callable[[], Result], per_second: float, bucket: str | None) -> Result:
+def _guarded(provider: str, send: Callable[[], Result], per_second: float, bucket: str | None, tokens: int) -> Result:
     circuit, storage = breaker(provider)
     trusted_closed = time.monotonic() - _CLOSED_SEEN.get(id(circuit), float("-inf")) < STATE_CACHE_SECONDS
     if not trusted_closed:
@@ -241,7 +246,7 @@ def _guarded(provider: str, send: Callable[[], Result], per_second: float, bucke
                 detail=f"circuit open for {provider}",
                 retry_after=max(1.0, remaining),
             )
-    limited = _rate_limited(provider, bucket or provider, per_second)
+    limited = _rate_limited(provider, bucket or provider, per_second, tokens)
     if limited is not None:
         return limited
 
@@ -282,16 +287,16 @@ def _guarded(provider: str, send: Callable[[], Result], per_second: float, bucke
     return result
 
 
-def _rate_limited(provider: str, bucket: str, per_second: float) -> Result | None:
-    """Take a token from the bucket, sleeping through a short wait; a WAIT when none comes in time, else None."""
-    wait = take_token(bucket, per_second)
+def _rate_limited(provider: str, bucket: str, per_second: float, count: int = 1) -> Result | None:
+    """Take ``count`` tokens from the bucket, sleeping through a short wait; a WAIT when none come in time, else None."""
+    wait = take_token(bucket, per_second, count)
     if wait > MAX_INLINE_WAIT:
         return Result(
             Outcome.WAIT, provider, error_code="rate_limited", detail=f"{provider} rate limit", retry_after=wait
         )
     if wait:
         time.sleep(wait)
-        wait = take_token(bucket, per_second)
+        wait = take_token(bucket, per_second, count)
         if wait:
             return Result(
                 Outcome.WAIT, provider, error_code="rate_limited", detail=f"{provider} rate limit", retry_after=wait

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from email.utils import parseaddr
+
 from app.delivery.constants import DELIVERED, DISPATCHED, FAILED
 
 # Twilio MessageStatus values that settle a message; the rest (queued, sending, sent...) are progress.
@@ -37,3 +40,39 @@ def sendgrid_suppression_reason(event: dict) -> str | None:
     if kind == "spamreport":
         return "complaint (sendgrid)"
     return None
+
+
+# SES notifications (through SNS) that settle a message.
+SES_FINAL = {"delivery": DELIVERED, "bounce": FAILED}
+
+
+@dataclass(frozen=True)
+class SesEvent:
+    kind: str  # "bounce", "complaint", "delivery", ... lower-cased
+    message_id: str | None  # the MessageId SendBulkEmail answered
+    suppress: tuple[tuple[str, str], ...]  # (address, reason)
+    detail: str | None = None
+
+
+def ses_event(notification: dict) -> SesEvent:
+    """An SES notification (``notificationType``) or configuration-set event (``eventType``), read.
+
+    Like SendGrid's: a hard bounce (bounceType ``Permanent``) and a complaint both put the address on
+    the suppression list; a transient bounce fails the message (SES gave up on it) without suppressing.
+    """
+    kind = str(notification.get("notificationType") or notification.get("eventType") or "").lower()
+    message_id = (notification.get("mail") or {}).get("messageId")
+    suppress: list[tuple[str, str]] = []
+    detail = None
+    if kind == "bounce":
+        bounce = notification.get("bounce") or {}
+        detail = f"{bounce.get('bounceType')}/{bounce.get('bounceSubType')}"
+        if bounce.get("bounceType") == "Permanent":
+            suppress = [(r.get("emailAddress"), "hard bounce (ses)") for r in bounce.get("bouncedRecipients") or []]
+    elif kind == "complaint":
+        complaint = notification.get("complaint") or {}
+        suppress = [(r.get("emailAddress"), "complaint (ses)") for r in complaint.get("complainedRecipients") or []]
+    addresses = tuple(
+        (parseaddr(str(address))[1].lower(), reason) for address, reason in suppress if address and "@" in str(address)
+    )
+    return SesEvent(kind, str(message_id) if message_id else None, addresses, detail)

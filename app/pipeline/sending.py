@@ -40,6 +40,10 @@ def send_messages(adapter, messages: list[tuple[int, Message]]) -> list[tuple[in
     the provider leaves the rest unsent, waiting with it.
     """
     app = current_app._get_current_object()
+    # -- Batch-capable adapters (app/channels/email_api/): the claimed group goes out in provider batch requests.
+    if len(messages) > 1 and getattr(adapter, "send_batch", None) is not None:
+        return call_batch(app, adapter, messages)
+    # -- end of the batch branch
     concurrency = max(1, adapter.concurrent_sends)
     if concurrency > 1 and len(messages) > 1:
         futures = [(d, _pool(concurrency).submit(call_adapter, app, adapter, m)) for d, m in messages]
@@ -51,3 +55,17 @@ def send_messages(adapter, messages: list[tuple[int, Message]]) -> list[tuple[in
             continue
         results.append((delivery_id, call_adapter(app, adapter, message)))
     return results
+
+
+def call_batch(app, adapter, messages: list[tuple[int, Message]]) -> list[tuple[int, Result]]:
+    """``adapter.send_batch`` for the whole group: one Result per message, in order."""
+    with app.app_context():
+        try:
+            results = adapter.send_batch([m for _d, m in messages])
+            if len(results) != len(messages):
+                raise ValueError(f"send_batch answered {len(results)} results for {len(messages)} messages")
+        except Exception as error:  # an adapter bug must not lose the deliveries: they retry
+            log.exception("adapter %s raised for a batch of %d", adapter.name, len(messages))
+            failed = Result(Outcome.TRANSIENT, adapter.name, error_code="adapter_error", detail=repr(error)[:500])
+            results = [failed] * len(messages)
+    return [(d, r) for (d, _m), r in zip(messages, results, strict=True)]

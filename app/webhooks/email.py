@@ -46,7 +46,8 @@ def email_events(provider: str):
         if reason and address:
             suppress(SmtpEmail.name, address, reason)
             suppressed += 1
-        message_id = event.get("smtp-id")
+        # Sent through the Mail Send API (app/channels/email_api/), the Message-ID comes back as a custom arg.
+        message_id = event.get("herald_message_id") or event.get("smtp-id")
         if message_id and settle(
             SmtpEmail.name,
             str(message_id),
