@@ -8,6 +8,7 @@ from pathlib import Path
 from flask import Flask, send_from_directory
 
 from app import config as settings
+from app.db_pool import ping_idle_connections
 from app.extensions import csrf, db, htmx, limiter, login_manager, migrate
 
 PROJECT_ROOT = settings.PROJECT_ROOT
@@ -72,6 +73,8 @@ def create_app(config: dict | None = None) -> Flask:
     errors.init_app(app)
     cli.init_app(app)
     _enable_sqlite_concurrency(app)
+    with app.app_context():
+        ping_idle_connections(db.engine)
     return app
 
 

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app.delivery.priority import effective_priority
@@ -30,7 +30,11 @@ from app.tasks import enqueue
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 _INSERT_KEY = insert(IdempotencyKey.__table__)
-_INSERT_NOTIFICATION = insert(Notification.__table__)
+# The recipient is looked up inside the insert (no round trip of its own): an unknown user id leaves
+# recipient_id NULL, which the NOT NULL column refuses.
+_INSERT_NOTIFICATION = insert(Notification.__table__).values(
+    recipient_id=select(Recipient.id).where(Recipient.external_id == bindparam("user_id")).scalar_subquery()
+)
 
 
 class UnknownRecipient(LookupError):
@@ -89,9 +93,6 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
     loser of a race, or a replay, reads the winner's reservation instead.
     """
     fingerprint = request_fingerprint(payload)
-    recipient_id = db.session.scalar(select(Recipient.id).where(Recipient.external_id == payload.user_id))
-    if recipient_id is None:
-        raise UnknownRecipient(payload.user_id)
     template_version = None
     if payload.template:
         template_version = db.session.scalar(select(Template.current_version).where(Template.key == payload.template))
@@ -99,15 +100,16 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
             raise UnknownTemplate(payload.template)
 
     now = utcnow()
-    row = notification_row(payload, recipient_id, template_version, api_key_id, idempotency_key, now)
+    row = notification_row(payload, None, template_version, api_key_id, idempotency_key, now)
+    del row["recipient_id"]  # the insert finds it by user_id
     notification_id, priority = row["id"], row["priority"]
     for _attempt in range(2):
+        # Core inserts of constant statements (the row travels as parameters): compiled once per process,
+        # where ``insert(Model).values(**row)`` was a new statement to coerce and cache-key on every request.
+        _insert_notification(row, payload.user_id)
         try:
-            # Core inserts of constant statements (the row travels as parameters): compiled once per process,
-            # where ``insert(Model).values(**row)`` was a new statement to coerce and cache-key on every request.
-            connection = db.session.connection()
             if idempotency_key:
-                connection.execute(
+                db.session.connection().execute(
                     _INSERT_KEY,
                     {
                         "api_key_id": api_key_id,
@@ -117,7 +119,6 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
                         "created_at": now,
                     },
                 )
-            connection.execute(_INSERT_NOTIFICATION, row)
             emit(webhook_events.accepted(row, payload.user_id))
             db.session.commit()
             break
@@ -136,9 +137,20 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
     return Accepted(notification_id, "accepted", replayed=False)
 
 
+def _insert_notification(row: dict, user_id: str) -> None:
+    """Insert the row for the recipient known as ``user_id``; UnknownRecipient (nothing written) if none is."""
+    try:
+        db.session.connection().execute(_INSERT_NOTIFICATION, {**row, "user_id": user_id})
+    except IntegrityError:
+        db.session.rollback()
+        if db.session.scalar(select(Recipient.id).where(Recipient.external_id == user_id)) is None:
+            raise UnknownRecipient(user_id) from None
+        raise
+
+
 def notification_row(
     payload: NotificationCreate,
-    recipient_id: int,
+    recipient_id: int | None,
     template_version: int | None,
     api_key_id: int | None,
     idempotency_key: str | None,
