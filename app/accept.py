@@ -14,13 +14,14 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app.delivery.priority import effective_priority
 from app.extensions import db
 from app.models import IdempotencyKey, Notification, Recipient, Template
 from app.models.notifications import new_notification_id
+from app.models.outbound_webhooks import WebhookEndpoint
 from app.models.types import utcnow
 from app.outbound_webhooks import events as webhook_events
 from app.outbound_webhooks.outbox import emit
@@ -31,9 +32,14 @@ from app.tasks import enqueue
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 _INSERT_KEY = insert(IdempotencyKey.__table__)
 # The recipient is looked up inside the insert (no round trip of its own): an unknown user id leaves
-# recipient_id NULL, which the NOT NULL column refuses.
-_INSERT_NOTIFICATION = insert(Notification.__table__).values(
-    recipient_id=select(Recipient.id).where(Recipient.external_id == bindparam("user_id")).scalar_subquery()
+# recipient_id NULL, which the NOT NULL column refuses. The insert also tells whether any outbound webhook
+# endpoint is enabled: with none (most installations) the outbox has nothing to write and is not asked.
+_INSERT_NOTIFICATION = (
+    insert(Notification.__table__)
+    .values(recipient_id=select(Recipient.id).where(Recipient.external_id == bindparam("user_id")).scalar_subquery())
+    .returning(
+        select(func.count()).select_from(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True)).scalar_subquery()
+    )
 )
 
 
@@ -106,7 +112,7 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
     for _attempt in range(2):
         # Core inserts of constant statements (the row travels as parameters): compiled once per process,
         # where ``insert(Model).values(**row)`` was a new statement to coerce and cache-key on every request.
-        _insert_notification(row, payload.user_id)
+        endpoints = _insert_notification(row, payload.user_id)
         try:
             if idempotency_key:
                 db.session.connection().execute(
@@ -119,7 +125,8 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
                         "created_at": now,
                     },
                 )
-            emit(webhook_events.accepted(row, payload.user_id))
+            if endpoints:
+                emit(webhook_events.accepted(row, payload.user_id))
             db.session.commit()
             break
         except IntegrityError:
@@ -137,10 +144,13 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
     return Accepted(notification_id, "accepted", replayed=False)
 
 
-def _insert_notification(row: dict, user_id: str) -> None:
-    """Insert the row for the recipient known as ``user_id``; UnknownRecipient (nothing written) if none is."""
+def _insert_notification(row: dict, user_id: str) -> int:
+    """Insert the row for the recipient known as ``user_id``; UnknownRecipient (nothing written) if none is.
+
+    Returns how many outbound webhook endpoints are enabled, as the insert's own snapshot saw them.
+    """
     try:
-        db.session.connection().execute(_INSERT_NOTIFICATION, {**row, "user_id": user_id})
+        return db.session.connection().execute(_INSERT_NOTIFICATION, {**row, "user_id": user_id}).scalar_one()
     except IntegrityError:
         db.session.rollback()
         if db.session.scalar(select(Recipient.id).where(Recipient.external_id == user_id)) is None:
