@@ -8,6 +8,7 @@ from pathlib import Path
 from flask import Flask, send_from_directory
 
 from app import config as settings
+from app.db_pool import ping_idle_connections
 from app.extensions import csrf, db, htmx, limiter, login_manager, migrate
 
 PROJECT_ROOT = settings.PROJECT_ROOT
@@ -71,7 +72,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.add_url_rule("/favicon.ico", "favicon", _favicon)
     errors.init_app(app)
     cli.init_app(app)
-    _enable_sqlite_concurrency(app)
+    _configure_connections(app)
     return app
 
 
@@ -80,6 +81,12 @@ def _favicon():
     return send_from_directory(
         PROJECT_ROOT / "static", "favicon.ico", mimetype="image/vnd.microsoft.icon", max_age=86400
     )
+
+
+def _configure_connections(app: Flask) -> None:
+    with app.app_context():
+        ping_idle_connections(db.engine)  # app/db_pool.py: instead of a pre-ping on every checkout
+    _enable_sqlite_concurrency(app)
 
 
 def _enable_sqlite_concurrency(app: Flask) -> None:

@@ -14,13 +14,14 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app.delivery.priority import effective_priority
 from app.extensions import db
 from app.models import IdempotencyKey, Notification, Recipient, Template
 from app.models.notifications import new_notification_id
+from app.models.outbound_webhooks import WebhookEndpoint
 from app.models.types import utcnow
 from app.outbound_webhooks import events as webhook_events
 from app.outbound_webhooks.outbox import emit
@@ -30,7 +31,16 @@ from app.tasks import enqueue
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 _INSERT_KEY = insert(IdempotencyKey.__table__)
-_INSERT_NOTIFICATION = insert(Notification.__table__)
+# The recipient is looked up inside the insert (no round trip of its own): an unknown user id leaves
+# recipient_id NULL, which the NOT NULL column refuses. The insert also tells whether any outbound webhook
+# endpoint is enabled: with none (most installations) the outbox has nothing to write and is not asked.
+_INSERT_NOTIFICATION = (
+    insert(Notification.__table__)
+    .values(recipient_id=select(Recipient.id).where(Recipient.external_id == bindparam("user_id")).scalar_subquery())
+    .returning(
+        select(func.count()).select_from(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True)).scalar_subquery()
+    )
+)
 
 
 class UnknownRecipient(LookupError):
@@ -89,9 +99,6 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
     loser of a race, or a replay, reads the winner's reservation instead.
     """
     fingerprint = request_fingerprint(payload)
-    recipient_id = db.session.scalar(select(Recipient.id).where(Recipient.external_id == payload.user_id))
-    if recipient_id is None:
-        raise UnknownRecipient(payload.user_id)
     template_version = None
     if payload.template:
         template_version = db.session.scalar(select(Template.current_version).where(Template.key == payload.template))
@@ -99,15 +106,16 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
             raise UnknownTemplate(payload.template)
 
     now = utcnow()
-    row = notification_row(payload, recipient_id, template_version, api_key_id, idempotency_key, now)
+    row = notification_row(payload, None, template_version, api_key_id, idempotency_key, now)
+    del row["recipient_id"]  # the insert finds it by user_id
     notification_id, priority = row["id"], row["priority"]
     for _attempt in range(2):
+        # Core inserts of constant statements (the row travels as parameters): compiled once per process,
+        # where ``insert(Model).values(**row)`` was a new statement to coerce and cache-key on every request.
+        endpoints = _insert_notification(row, payload.user_id)
         try:
-            # Core inserts of constant statements (the row travels as parameters): compiled once per process,
-            # where ``insert(Model).values(**row)`` was a new statement to coerce and cache-key on every request.
-            connection = db.session.connection()
             if idempotency_key:
-                connection.execute(
+                db.session.connection().execute(
                     _INSERT_KEY,
                     {
                         "api_key_id": api_key_id,
@@ -117,8 +125,8 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
                         "created_at": now,
                     },
                 )
-            connection.execute(_INSERT_NOTIFICATION, row)
-            emit(webhook_events.accepted(row, payload.user_id))
+            if endpoints:
+                emit(webhook_events.accepted(row, payload.user_id))
             db.session.commit()
             break
         except IntegrityError:
@@ -136,9 +144,23 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
     return Accepted(notification_id, "accepted", replayed=False)
 
 
+def _insert_notification(row: dict, user_id: str) -> int:
+    """Insert the row for the recipient known as ``user_id``; UnknownRecipient (nothing written) if none is.
+
+    Returns how many outbound webhook endpoints are enabled, as the insert's own snapshot saw them.
+    """
+    try:
+        return db.session.connection().execute(_INSERT_NOTIFICATION, {**row, "user_id": user_id}).scalar_one()
+    except IntegrityError:
+        db.session.rollback()
+        if db.session.scalar(select(Recipient.id).where(Recipient.external_id == user_id)) is None:
+            raise UnknownRecipient(user_id) from None
+        raise
+
+
 def notification_row(
     payload: NotificationCreate,
-    recipient_id: int,
+    recipient_id: int | None,
     template_version: int | None,
     api_key_id: int | None,
     idempotency_key: str | None,
