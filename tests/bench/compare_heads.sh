@@ -15,7 +15,8 @@ ln -s "$PWD/.venv" "$old/.venv"
 trap 'git worktree remove --force "$old"' EXIT
 run() {  # directory label test
   echo "=== $2 $3 $(date +%T)"
-  (cd "$1" && .venv/bin/pytest -q -m bench -s -p no:cacheprovider "$3" 2>&1 | grep -E "\[bench\]|passed|failed")
+  # A failed run (a shared machine out of database connections) is reported and the alternation goes on.
+  (cd "$1" && .venv/bin/pytest -q -m bench -s -p no:cacheprovider "$3" 2>&1 | grep -E "\[bench\]|passed|failed") || true
 }
 default_tests="tests/bench/test_bench_delivery.py::test_transactional_latency_full
   tests/bench/test_bench_rules.py::test_rules_evaluation_full tests/bench/test_bench_campaign.py::test_campaign_fanout_million"
