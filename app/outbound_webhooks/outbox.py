@@ -5,7 +5,8 @@ exactly when the fact does: a rolled-back fact leaves no message, and a process
 that dies right after the commit leaves its messages for the dispatcher. Only
 once the transaction commits is the dispatcher nudged (one Redis round trip per
 commit that wrote messages; a missed nudge is made up by the scheduler's tick).
-With no endpoint subscribed to an event type, :func:`emit` costs one Redis GET:
+With no endpoint subscribed to an event type, :func:`emit` costs one Redis GET on PostgreSQL (on SQLite one
+small query: see :func:`subscribed_types`):
 the event types some enabled endpoint wants are cached per process, keyed by a
 generation number in Redis that every endpoint write bumps after its commit
 (create, edit, enable, disable, delete -- through the ORM, as the API and the
@@ -29,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from app.config import WEBHOOK_QUEUE
 from app.extensions import db
-from app.models.bulk import among, insert_rows
+from app.models.bulk import among, insert_rows, is_postgresql
 from app.models.outbound_webhooks import WebhookEndpoint, WebhookMessage
 from app.models.types import utcnow
 from app.outbound_webhooks.events import Fact, envelope, ordering_key
@@ -68,10 +69,16 @@ def _generation_key() -> str:
 
 def subscribed_types() -> frozenset[str]:
     """The event types some enabled endpoint wants (cached: see the module's docstring)."""
-    try:
-        generation = get_redis().get(_generation_key()) or "0"  # never bumped yet (or Redis was emptied)
-    except RedisError:
-        generation = None
+    generation = None
+    if is_postgresql():
+        # Not on SQLite: emit runs inside the caller's write transaction, and under gevent a Redis round trip
+        # yields to other greenlets while this one holds SQLite's only write lock; theirs then wait in SQLite's
+        # busy handler, which blocks the whole process (50 concurrent accepts timed out). In-process, the
+        # query costs about what the Redis GET would.
+        try:
+            generation = get_redis().get(_generation_key()) or "0"  # never bumped yet (or Redis was emptied)
+        except RedisError:
+            generation = None
     cached = _subscribed
     if generation is not None and generation == cached["generation"] and time.monotonic() < cached["until"]:
         return cached["types"]
