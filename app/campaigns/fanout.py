@@ -37,7 +37,7 @@ from app.delivery.priority import effective_priority
 from app.delivery.rendering import RenderError, VersionRenderer, renderer_for
 from app.extensions import db
 from app.models import Campaign, CampaignBatch, Delivery, DeliveryEvent, Notification, Recipient, Template
-from app.models.bulk import insert_ignoring_conflicts
+from app.models.bulk import among, insert_ignoring_conflicts, insert_returning, insert_rows
 from app.models.campaigns import BATCH_CANCELLED, BATCH_DONE, BATCH_PENDING, CANCELLED, PAUSED, RUNNING
 from app.models.notifications import new_notification_id
 from app.models.types import utcnow
@@ -54,6 +54,8 @@ ENDED = origin.CAMPAIGN_ENDED
 CANCELLED_REASON = origin.CAMPAIGN_CANCELLED
 # SQLite allows 32766 bound parameters per statement; deliveries have 12 columns.
 DELIVERY_CHUNK = 2000
+# What a batch reads back from the deliveries it inserted (ON CONFLICT DO NOTHING: only the ones it created).
+CREATED_COLUMNS = (Delivery.id, Delivery.status, Delivery.reason, Delivery.last_error, Delivery.not_before)
 
 
 # -- loading the batch -------------------------------------------------------------------------
@@ -146,8 +148,8 @@ def run_batch(campaign_id: int, batch_id: int) -> str:
     people = load_batch_people(campaign, batch, now)
     ended = campaign.ends_at is not None and now >= campaign.ends_at
     if people:
-        notification_ids = create_rows(ctx, people, now, ended)
-        report = deliver(due_deliveries(list(notification_ids.values()), now))
+        notification_ids, due = create_rows(ctx, people, now, ended)
+        report = deliver(due if due is not None else due_deliveries(list(notification_ids.values()), now))
         if campaign_status(campaign_id) == CANCELLED:
             _close_batch(batch, BATCH_CANCELLED)
             progress.finish_if_complete(campaign_id)
@@ -165,7 +167,7 @@ def due_deliveries(notification_ids: list[str], now: datetime) -> list[int]:
         db.session.execute(
             select(Delivery.id)
             .where(
-                Delivery.notification_id.in_(notification_ids),
+                among(Delivery.notification_id, notification_ids),
                 Delivery.status.in_((PENDING, SENDING)),
                 or_(Delivery.not_before.is_(None), Delivery.not_before <= now),
             )
@@ -176,8 +178,9 @@ def due_deliveries(notification_ids: list[str], now: datetime) -> list[int]:
     )
 
 
-def create_rows(ctx: Context, people: list[Person], now: datetime, ended: bool) -> dict[int, str]:
-    """Insert the batch's notifications and routed deliveries (idempotently); returns recipient -> notification id."""
+def create_rows(ctx: Context, people: list[Person], now: datetime, ended: bool) -> tuple[dict[int, str], list | None]:
+    """Insert the batch's notifications and routed deliveries (idempotently); returns recipient -> notification id,
+    and the deliveries due now when this run created them all (None on a re-run: the caller asks the database)."""
     campaign = ctx.campaign
     decisions = (
         {p.id: [routing.Decision(c, routing.SUPPRESS, ENDED) for c in ctx.channels] for p in people}
@@ -187,13 +190,14 @@ def create_rows(ctx: Context, people: list[Person], now: datetime, ended: bool) 
     notification_rows, failures = notification_rows_for(ctx, people, now)
     ids, inserted = _insert_notifications(campaign.id, people, notification_rows, now)
     delivery_rows = delivery_rows_for(people, decisions, ids, failures, now)
-    created = sum(
-        insert_ignoring_conflicts(
-            Delivery, delivery_rows[start : start + DELIVERY_CHUNK], ["notification_id", "channel"]
-        )
+    created = [
+        row
         for start in range(0, len(delivery_rows), DELIVERY_CHUNK)
-    )
-    counts, deferred = _record_created_deliveries(list(ids.values()), now) if created else ({}, {})
+        for row in insert_returning(
+            Delivery, delivery_rows[start : start + DELIVERY_CHUNK], ["notification_id", "channel"], CREATED_COLUMNS
+        )
+    ]
+    counts, deferred = _record_created_deliveries(created, now)
     db.session.commit()
 
     pipe = get_redis().pipeline(transaction=False)
@@ -204,7 +208,9 @@ def create_rows(ctx: Context, people: list[Person], now: datetime, ended: bool) 
             {p.id: ids[p.id] for p in people if any(d.action != routing.SUPPRESS for d in decisions[p.id])}, now
         )
     schedule_deferred(ctx.priority, deferred)
-    return ids
+    if len(created) < len(delivery_rows):
+        return ids, None
+    return ids, sorted(d.id for d in created if d.status == PENDING and (d.not_before is None or d.not_before <= now))
 
 
 def _insert_notifications(
@@ -218,7 +224,7 @@ def _insert_notifications(
     # a re-run: the first run's rows and ids stand
     existing = db.session.execute(
         select(Notification.recipient_id, Notification.id, Notification.created_at).where(
-            Notification.campaign_id == campaign_id, Notification.recipient_id.in_([p.id for p in people])
+            Notification.campaign_id == campaign_id, among(Notification.recipient_id, [p.id for p in people])
         )
     ).all()
     ids = {recipient_id: notification_id for recipient_id, notification_id, _at in existing}
@@ -263,18 +269,13 @@ def delivery_rows_for(
     return rows
 
 
-def _record_created_deliveries(
-    notification_ids: list[str], now: datetime
-) -> tuple[dict[str, int], dict[datetime, list[int]]]:
+def _record_created_deliveries(created: list, now: datetime) -> tuple[dict[str, int], dict[datetime, list[int]]]:
     """Events for the deliveries this run created (suppressed, failed, deferred); their progress counts and the
     deferred ones by release time."""
     counts: dict[str, int] = defaultdict(int)
     deferred: dict[datetime, list[int]] = defaultdict(list)
-    query = select(Delivery.id, Delivery.status, Delivery.reason, Delivery.last_error, Delivery.not_before).where(
-        Delivery.notification_id.in_(notification_ids), Delivery.created_at == now
-    )
     events = []
-    for delivery_id, status, reason, last_error, not_before in db.session.execute(query):
+    for delivery_id, status, reason, last_error, not_before in created:
         if status == SUPPRESSED:
             counts[f"suppressed:{reason}"] += 1
             events.append({"delivery_id": delivery_id, "status": SUPPRESSED, "detail": reason, "created_at": now})
@@ -298,8 +299,7 @@ def _record_created_deliveries(
                     "created_at": now,
                 }
             )
-    if events:
-        db.session.execute(insert(DeliveryEvent), events)
+    insert_rows(DeliveryEvent, events)
     return counts, deferred
 
 

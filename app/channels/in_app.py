@@ -3,7 +3,9 @@
 This is the one place in-app is sent, for a chunk of any size: one
 conditional UPDATE of the deliveries (PENDING -> DELIVERED, RETURNING the
 winners), one of their notifications (into the inbox), their events, then the
-realtime publishes pipelined in one Redis round trip.
+realtime publishes pipelined in one Redis round trip. On PostgreSQL the three
+writes are one statement (data-modifying CTEs fed by the claim's RETURNING):
+one round trip and one plan per chunk, and only the winners are written.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import insert, literal, select, update
 
 from app.channels.base import Channel, Message, Result, register
 from app.delivery.constants import DELIVERED, SENDING
 from app.extensions import db
 from app.models import Delivery, DeliveryEvent, Notification
-from app.models.bulk import insert_rows, update_by_id
+from app.models.bulk import among, insert_rows, is_postgresql, update_by_id
 from app.outbound_webhooks import events as webhook_events
 from app.outbound_webhooks.outbox import emit
 from app.pipeline.claims import due
@@ -52,57 +54,80 @@ class InAppChannel(Channel):
         """Put the due entries in their recipients' inboxes; returns the delivery ids this call delivered."""
         if not entries:
             return set()
-        won = _claim_delivered(entries, now)
+        if is_postgresql():
+            won = _land_in_one_statement(entries, now)
+        else:
+            won = _claim_delivered(entries, now)
         if not won:
             db.session.commit()
             return won
         landed = [e for e in entries if e.delivery_id in won]
-        _write_inbox(landed, now)
+        if not is_postgresql():
+            _write_inbox(landed, now)
+        _write_rendered(landed)
         emit(webhook_events.delivered_to_inbox(self.name, [(e.notification_id, e.recipient_id) for e in landed]))
         db.session.commit()
         _announce(landed)
         return won
 
 
+def _claim(entries: list[InboxEntry], now: datetime):
+    """The conditional UPDATE that moves the due deliveries straight to DELIVERED (one winner per delivery)."""
+    return (
+        update(Delivery)
+        .where(among(Delivery.id, [e.delivery_id for e in entries]), due(now))
+        .values(
+            status=DELIVERED,
+            provider="herald",
+            attempts=Delivery.attempts + 1,
+            claimed_at=now,
+            dispatched_at=now,
+            delivered_at=now,
+            last_error=None,
+            error_code=None,
+            updated_at=now,
+        )
+    )
+
+
 def _claim_delivered(entries: list[InboxEntry], now: datetime) -> set[int]:
-    """Move the due deliveries straight to DELIVERED in one conditional UPDATE; the ids it moved."""
+    """The claim alone; the ids it moved (SQLite: the inbox and events follow in statements of their own)."""
     return set(
         db.session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_([e.delivery_id for e in entries]), due(now))
-            .values(
-                status=DELIVERED,
-                provider="herald",
-                attempts=Delivery.attempts + 1,
-                claimed_at=now,
-                dispatched_at=now,
-                delivered_at=now,
-                last_error=None,
-                error_code=None,
-                updated_at=now,
-            )
-            .returning(Delivery.id),
-            execution_options={"synchronize_session": False},
+            _claim(entries, now).returning(Delivery.id), execution_options={"synchronize_session": False}
         ).scalars()
     )
 
 
+def _land_in_one_statement(entries: list[InboxEntry], now: datetime) -> set[int]:
+    """PostgreSQL: the claim, the inbox time of the winners' notifications and their two events in ONE statement.
+
+    Every part reads the claim's RETURNING, so only this call's winners get an inbox time and events.
+    """
+    won = _claim(entries, now).returning(Delivery.id, Delivery.notification_id).cte("won")
+    inbox = (
+        update(Notification)
+        .where(Notification.id == won.c.notification_id, Notification.inbox_at.is_(None))
+        .values(inbox_at=now)
+        .cte("inbox")
+    )
+    columns = ["delivery_id", "status", "detail", "created_at"]
+    transitions = select(won.c.id, literal(SENDING), literal(None, DeliveryEvent.detail.type), literal(now)).union_all(
+        select(won.c.id, literal(DELIVERED), literal("inbox"), literal(now))
+    )
+    events = insert(DeliveryEvent).from_select(columns, transitions).cte("events")
+    statement = select(won.c.id).add_cte(inbox, events)
+    return set(db.session.execute(statement, execution_options={"synchronize_session": False}).scalars())
+
+
 def _write_inbox(landed: list[InboxEntry], now: datetime) -> None:
-    """Show the delivered notifications in the inbox, with any rendered content, and record their events."""
+    """Show the delivered notifications in the inbox and record their events (SQLite)."""
     # Idempotent: a re-driven delivery keeps the first inbox time.
     db.session.execute(
         update(Notification)
-        .where(Notification.id.in_([e.notification_id for e in landed]), Notification.inbox_at.is_(None))
+        .where(among(Notification.id, [e.notification_id for e in landed]), Notification.inbox_at.is_(None))
         .values(inbox_at=now),
         execution_options={"synchronize_session": False},
-    )
-    update_by_id(
-        Notification,
-        [
-            {"id": e.notification_id, "title": e.rendered.get("title"), "body": e.rendered.get("body")}
-            for e in landed
-            if e.rendered
-        ],
     )
     # The same transitions as any send (claimed, then delivered), written in one statement.
     insert_rows(
@@ -111,6 +136,18 @@ def _write_inbox(landed: list[InboxEntry], now: datetime) -> None:
             {"delivery_id": e.delivery_id, "status": status, "detail": detail, "created_at": now}
             for e in landed
             for status, detail in ((SENDING, None), (DELIVERED, "inbox"))
+        ],
+    )
+
+
+def _write_rendered(landed: list[InboxEntry]) -> None:
+    """Content rendered at send time (an API send by template) is written into its notification."""
+    update_by_id(
+        Notification,
+        [
+            {"id": e.notification_id, "title": e.rendered.get("title"), "body": e.rendered.get("body")}
+            for e in landed
+            if e.rendered
         ],
     )
 

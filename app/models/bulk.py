@@ -14,15 +14,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Table, bindparam, text
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import Table, any_, bindparam, literal, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.extensions import db
 
 
-def _is_postgresql() -> bool:
+def is_postgresql() -> bool:
     return db.session.get_bind().dialect.name == "postgresql"
+
+
+def among(column, values) -> ColumnElement:
+    """``column IN values`` for a batch's keys; on PostgreSQL ``column = ANY(:array)``.
+
+    A thousand-key ``IN`` list is a thousand placeholders: SQLAlchemy expands
+    them and psycopg re-parses the statement text on every call (a new text
+    each time, so never from its cache), and PostgreSQL plans it afresh. One
+    typed array is one parameter and one statement text for every batch.
+    """
+    values = list(values)
+    if is_postgresql():
+        return column == any_(literal(values, postgresql.ARRAY(column.type)))
+    return column.in_(values)
 
 
 def _with_python_defaults(table: Table, rows: list[dict]) -> tuple[list[str], list[dict]]:
@@ -106,7 +120,7 @@ def insert_ignoring_conflicts(model, rows: list[dict], conflict_columns: list[st
     """
     if not rows:
         return 0
-    if _is_postgresql():
+    if is_postgresql():
         return _pg_insert(model.__table__, rows, conflict_columns)
     statement = sqlite.insert(model.__table__).on_conflict_do_nothing(index_elements=conflict_columns)
     result = db.session.connection().execute(statement, rows, execution_options={"preserve_rowcount": True})
@@ -117,7 +131,7 @@ def insert_rows(model, rows: list[dict]) -> None:
     """A plain multi-row INSERT (an append-only log such as delivery events); every row carries the same keys."""
     if not rows:
         return
-    if _is_postgresql():
+    if is_postgresql():
         _pg_insert(model.__table__, rows, [])
     else:
         db.session.connection().execute(model.__table__.insert(), rows)
@@ -127,7 +141,7 @@ def insert_returning(model, rows: list[dict], conflict_columns: list[str], retur
     """Like :func:`insert_ignoring_conflicts`, returning ``returning`` of the rows actually inserted (not the skipped)."""
     if not rows:
         return []
-    if _is_postgresql():
+    if is_postgresql():
         return _pg_insert(model.__table__, rows, conflict_columns, returning)
     statement = sqlite.insert(model.__table__).on_conflict_do_nothing(index_elements=conflict_columns)
     return db.session.connection().execute(statement.returning(*returning), rows).all()
@@ -138,7 +152,7 @@ def update_by_id(model, rows: list[dict]) -> None:
     if not rows:
         return
     table = model.__table__
-    if not _is_postgresql():
+    if not is_postgresql():
         db.session.connection().execute(
             table.update().where(table.c.id == bindparam("_id")),
             [{**{k: v for k, v in row.items() if k != "id"}, "_id": row["id"]} for row in rows],

@@ -22,6 +22,7 @@ from app.delivery.tracking import track
 from app.delivery.unsubscribe import list_unsubscribe_headers, unsubscribe_token
 from app.extensions import db
 from app.models import Delivery, Device, Notification, Recipient, Template
+from app.models.bulk import among
 from app.pipeline.facts import PERSON_COLUMNS, Person, render_context
 
 
@@ -72,7 +73,7 @@ def load_items(delivery_ids: list[int]) -> list[Item]:
         select(*DELIVERY_COLUMNS, *NOTE_COLUMNS, *PERSON_COLUMNS)
         .join(Notification, Notification.id == Delivery.notification_id)
         .join(Recipient, Recipient.id == Notification.recipient_id)
-        .where(Delivery.id.in_(delivery_ids))
+        .where(among(Delivery.id, delivery_ids))
         .order_by(Delivery.id)
     ).all()
     d, n = len(DELIVERY_COLUMNS), len(NOTE_COLUMNS)
@@ -145,7 +146,9 @@ def devices_of(channel: str, recipient_ids: set[int]) -> dict[int, tuple[DeviceT
     devices: dict[int, list[DeviceTarget]] = defaultdict(list)
     for d in db.session.scalars(
         select(Device)
-        .where(Device.recipient_id.in_(recipient_ids), Device.active.is_(True), Device.platform.in_(adapter.platforms))
+        .where(
+            among(Device.recipient_id, recipient_ids), Device.active.is_(True), Device.platform.in_(adapter.platforms)
+        )
         .order_by(Device.id)
     ):
         devices[d.recipient_id].append(DeviceTarget(d.id, d.platform, d.token, d.p256dh, d.auth))

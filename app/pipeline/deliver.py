@@ -37,6 +37,7 @@ from app.delivery.constants import FINAL_STATUSES, PENDING, SENDING, SUPPRESSED,
 from app.delivery.rendering import RenderError
 from app.extensions import db
 from app.models import Delivery, DeliveryEvent
+from app.models.bulk import among
 from app.models.types import utcnow
 from app.pipeline import claims, origin
 from app.pipeline.content import Item, Renderers, build_messages, load_items
@@ -156,7 +157,7 @@ def suppress_items(items: list[Item], reason: str, report: Report, now: datetime
     stopped = (
         db.session.execute(
             update(Delivery)
-            .where(Delivery.id.in_(list(by_id)), claims.due(now))
+            .where(among(Delivery.id, by_id), claims.due(now))
             .values(status=SUPPRESSED, reason=reason, updated_at=now)
             .returning(Delivery.id),
             execution_options={"synchronize_session": False},

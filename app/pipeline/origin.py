@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import Campaign, Rule, RuleSend
+from app.models.bulk import among
 from app.models.campaigns import CANCELLED, PAUSED
 from app.rules import windows
 
@@ -125,7 +126,7 @@ def verdicts(targets: list[Target], now: datetime) -> dict[int, Verdict]:
         rule_notes = [t.notification_id for t in targets if parse(t.origin)[0] == RULE]
         periods = dict(
             db.session.execute(
-                select(RuleSend.notification_id, RuleSend.local_date).where(RuleSend.notification_id.in_(rule_notes))
+                select(RuleSend.notification_id, RuleSend.local_date).where(among(RuleSend.notification_id, rule_notes))
             ).all()
         )
     result = {}

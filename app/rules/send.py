@@ -45,7 +45,7 @@ from app.delivery.priority import effective_priority
 from app.delivery.rendering import RenderError, VersionRenderer, renderer_for
 from app.extensions import db
 from app.models import Delivery, DeliveryEvent, Notification, Recipient, Rule, RuleSend, Template
-from app.models.bulk import insert_ignoring_conflicts, insert_returning, insert_rows, update_by_id
+from app.models.bulk import among, insert_ignoring_conflicts, insert_returning, insert_rows, update_by_id
 from app.models.rules import CLAIMED, EXPIRED, SENT
 from app.models.rules import SUPPRESSED as CLAIM_SUPPRESSED
 from app.pipeline import origin
@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 
 NOTIFICATION_NAMESPACE = uuid.UUID("3f0e4a53-5b1c-4a7e-9d7c-6d0b2a1f7e11")
 OUTSIDE_WINDOW = origin.OUTSIDE_WINDOW
+# A batch's deliveries as the hand-over reads them (from the INSERT's RETURNING, or read back on a re-drive).
+PENDING_COLUMNS = (Delivery.id, Delivery.notification_id, Delivery.channel, Delivery.status, Delivery.not_before)
 
 
 def notification_id_for(key: str) -> str:
@@ -174,14 +176,16 @@ def _send_batch(rule: Rule, template: Template | None, batch: list[Claim], now: 
             notifications.append(notification)
             claim_updates.append(_claim_update(claim, SENT, None, now, notification["id"]))
 
-    if notifications:
-        _insert_notifications(rule, notifications, deliveries, now)
+    created = _insert_notifications(rule, notifications, deliveries, now) if notifications else []
     update_by_id(RuleSend, [c for c in claim_updates if c["status"] != SENT])
     db.session.commit()
 
     # A claim is marked sent only once its deliveries are in the pipeline's hands: a crash before that leaves
     # it claimed, and the re-drive hands over the deliveries the first run made (with the same ids and keys).
-    pending = _pending_deliveries([n["id"] for n in notifications])
+    if len(created) == len(deliveries):  # this run made them all: no earlier run's rows to look for
+        pending = [d for d in created if d.status == PENDING]
+    else:
+        pending = _pending_deliveries([n["id"] for n in notifications])
     if rule.type == "marketing":
         routed = {d.notification_id for d in pending}
         record_marketing_sends({n["recipient_id"]: n["id"] for n in notifications if n["id"] in routed}, now)
@@ -191,13 +195,11 @@ def _send_batch(rule: Rule, template: Template | None, batch: list[Claim], now: 
     return counts
 
 
-def _insert_notifications(rule: Rule, notifications: list[dict], deliveries: list[dict], now: datetime) -> None:
+def _insert_notifications(rule: Rule, notifications: list[dict], deliveries: list[dict], now: datetime) -> list:
     """Insert the notifications and their deliveries (a re-drive inserts none twice), with an event per new
-    delivery."""
+    delivery; returns the deliveries this run created."""
     insert_ignoring_conflicts(Notification, notifications, ["id"])
-    created = insert_returning(
-        Delivery, deliveries, ["notification_id", "channel"], [Delivery.id, Delivery.status, Delivery.not_before]
-    )
+    created = insert_returning(Delivery, deliveries, ["notification_id", "channel"], PENDING_COLUMNS)
     if created:
         insert_rows(
             DeliveryEvent,
@@ -212,6 +214,7 @@ def _insert_notifications(rule: Rule, notifications: list[dict], deliveries: lis
                 for d in created
             ],
         )
+    return created
 
 
 def _pending_deliveries(notification_ids: list[str]) -> list:
@@ -219,9 +222,7 @@ def _pending_deliveries(notification_ids: list[str]) -> list:
     if not notification_ids:
         return []
     return db.session.execute(
-        select(Delivery.id, Delivery.notification_id, Delivery.channel, Delivery.not_before).where(
-            Delivery.notification_id.in_(notification_ids), Delivery.status == PENDING
-        )
+        select(*PENDING_COLUMNS).where(among(Delivery.notification_id, notification_ids), Delivery.status == PENDING)
     ).all()
 
 

@@ -36,11 +36,13 @@ from sqlalchemy import delete, func, select, text
 
 from app.campaigns import store
 from app.delivery.constants import PENDING, SENDING
+from app.delivery.rendering import renderer_for
 from app.extensions import db
 from app.models import Campaign, Delivery, Notification, Recipient
 from app.models.bulk import insert_ignoring_conflicts
 from app.models.notifications import new_notification_id
 from app.models.types import utcnow
+from tests.bench import floors
 from tests.bench.harness import gunicorn, machine, percentile, summary
 from tests.conftest import PROJECT_ROOT, free_port, stop_worker, wait_for_port
 from tests.factories import make_staff, make_template
@@ -251,6 +253,33 @@ def raw_insert_rate(template, sample: int, channels: tuple[str, ...]) -> float:
     return rate
 
 
+def in_app_on_postgresql(channels: tuple[str, ...]) -> bool:
+    return channels == ("in_app",) and db.engine.dialect.name == "postgresql"
+
+
+def lean_floors(template, sample: int) -> dict[str, float]:
+    """The lean prototype's and bare COPY's recipients/s over the same recipients (tests/bench/floors.py)."""
+    campaign = Campaign(
+        name="floors",
+        template_id=template.id,
+        template_version=1,
+        channels=["in_app"],
+        audience_filter={"all": []},
+        schedule="now",
+        status="cancelled",
+        planned=0,
+    )
+    db.session.add(campaign)
+    db.session.commit()
+    ids = db.session.scalars(select(Recipient.id).order_by(Recipient.id).limit(sample)).all()
+    db.session.commit()
+    lean = floors.lean_rate(campaign.id, template, renderer_for(template, 1), ids)
+    floors.cleanup(campaign.id, ids)
+    copied = floors.copy_rate(campaign.id, template, ids)
+    floors.cleanup(campaign.id, ids)
+    return {"lean": lean, "copy": copied}
+
+
 # -- the dashboard probe -----------------------------------------------------------------------
 
 
@@ -308,6 +337,7 @@ def campaign_benchmark(
         },
     )
     ceiling = raw_insert_rate(template, min(recipients, ceiling_sample), channels)
+    floors = lean_floors(template, min(recipients, ceiling_sample)) if in_app_on_postgresql(channels) else {}
 
     campaign = store.create_campaign(
         store.CampaignFields(
@@ -384,7 +414,14 @@ def campaign_benchmark(
         f"ratio {rate / ceiling:.2f}; dashboard GET /console/ during fan-out ({len(latencies)} samples): {dash} "
         f"({machine()})"
     )
-    return {"status": status, "done": done, "sent": sent, "rate": rate, "ceiling": ceiling, "p99_ms": p99}
+    if floors:
+        print(
+            f"[bench]   floors in the same run, one process each (sample {min(recipients, ceiling_sample)}): "
+            f"lean prototype {floors['lean']:.0f} recipients/s, bare COPY of the same rows {floors['copy']:.0f}/s; "
+            f"Herald (2 workers) / lean {rate / floors['lean']:.2f}, per worker {rate / 2 / floors['lean']:.2f}; "
+            f"Herald / COPY {rate / floors['copy']:.2f}; lean / COPY {floors['lean'] / floors['copy']:.2f}"
+        )
+    return {"status": status, "done": done, "sent": sent, "rate": rate, "ceiling": ceiling, "p99_ms": p99, **floors}
 
 
 def test_campaign_fanout_smoke(bench_env):
