@@ -3,6 +3,7 @@ out on read. Every inbox surface merges it for exactly the readers its audience 
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -14,8 +15,11 @@ from app.extensions import db
 from app.inbox import store
 from app.models import Audience, Broadcast, Campaign, CampaignBatch, Notification, Preference, Recipient
 from app.models.types import utcnow
+from app.realtime.hub import RESYNC
+from app.realtime.stream import replay
 from tests.factories import make_notification, make_recipient, make_staff
 from tests.integration.test_console_auth import sign_in
+from tests.integration.test_stream import Stream, fast_heartbeat, signed_in_client  # noqa: F401  (fixture)
 from tests.integration.test_user_tokens_embed import bearer, token
 
 PRO = {
@@ -211,3 +215,40 @@ def test_a_topic_send_over_the_threshold_is_a_broadcast_and_the_console_shows_it
     page = client.get(f"/console/campaigns/{run_id}").get_data(as_text=True)
     assert 'data-testid="broadcast-panel"' in page
     assert 'data-testid="broadcast-targeted">4<' in page and 'data-testid="broadcast-seen">1<' in page
+
+
+@pytest.mark.usefixtures("fast_heartbeat")
+def test_a_launch_reaches_open_streams_of_its_audience_within_a_second_and_no_one_else(app, api, run_jobs, threshold):
+    ids = {name: r.id for name, r in people().items()}
+    streams = {name: Stream(signed_in_client(app, name)) for name in ("a1", "free", "stopped")}
+    try:
+        for stream in streams.values():
+            stream.read_until(lambda chunk: chunk.startswith("retry:"))
+        send_to_pro(api)
+        run_jobs()
+        launched = time.monotonic()
+        [event] = streams["a1"].events(1, timeout=1.0)
+        assert time.monotonic() - launched < 1.0
+        broadcast_id = db.session.scalar(select(Broadcast.id))
+        assert f"id:{reading.item_id(broadcast_id, ids['a1'])}" in event and event.startswith("event:notification")
+        for name in ("free", "stopped"):
+            heard, deadline = [], time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                heard.append(next(streams[name].chunks).decode())
+            assert all(chunk == ": keepalive\n\n" for chunk in heard), (name, heard)
+    finally:
+        for stream in streams.values():
+            stream.close()
+
+
+def test_a_reconnect_replays_a_broadcast_launched_while_away_and_resumes_after_one(app, api, run_jobs, threshold):
+    ids = {name: r.id for name, r in people().items()}
+    before = make_notification(
+        db.session.get(Recipient, ids["a1"]), title="before", inbox_at=utcnow() - timedelta(minutes=1)
+    ).id
+    send_to_pro(api)
+    run_jobs()
+    item = reading.item_id(db.session.scalar(select(Broadcast.id)), ids["a1"])
+    [event] = replay(ids["a1"], before)
+    assert f"id:{item}" in event and "Big news" in event
+    assert replay(ids["a1"], item) == [] and replay(ids["free"], item) == [RESYNC]
