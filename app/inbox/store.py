@@ -141,10 +141,8 @@ def entries_page(
     heads_query = select(Notification).where(
         shown(Notification), or_(Notification.collapse_key.is_(None), not_(newer_in_group))
     )
-    heads = db.session.scalars(
-        _page_after(heads_query, cursor).order_by(Notification.inbox_at.desc(), Notification.id.desc()).limit(limit + 1)
-    ).all()
-    heads = _with_broadcasts(recipient_id, heads, limit, cursor)
+    heads_query = _page_after(heads_query, cursor).order_by(Notification.inbox_at.desc(), Notification.id.desc())
+    heads = _with_broadcasts(recipient_id, db.session.scalars(heads_query.limit(limit + 1)).all(), limit, cursor)
     next_cursor = encode_cursor(heads[limit - 1]) if len(heads) > limit else None
     heads = heads[:limit]
     keys = {head.collapse_key for head in heads if head.collapse_key}
