@@ -17,12 +17,13 @@ it is an ordinary inbox row: a later cancel or a change of attributes does not t
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, select
+from sqlalchemy import and_, bindparam, select
 
 from app.audiences.filters import compile_filter
 from app.campaigns.fanout import campaign_context, notification_rows_for
@@ -101,17 +102,36 @@ def live(now: datetime) -> list[Live]:
     ]
 
 
+# Built statements by (dialect, live broadcast ids, minute if a filter reads the clock): building 100 filters'
+# expressions costs more than running them, and a broadcast's filter never changes. Reused statement objects also
+# keep SQLAlchemy's memoised cache key, so the compiled SQL is found without walking the tree again.
+_STATEMENTS: dict[tuple, object] = {}
+_STATEMENTS_KEPT = 32
+
+
+def _targeting_statement(candidates: list[Live], now: datetime):
+    dialect = db.session.get_bind().dialect.name
+    clock = any("last_seen_at" in json.dumps(b.audience_filter) for b in candidates)
+    key = (dialect, tuple(b.id for b in candidates), now.replace(second=0, microsecond=0) if clock else None)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        tests = [
+            and_(compile_filter(b.audience_filter, dialect, now), Recipient.created_at <= b.launched_at).label(f"b{n}")
+            for n, b in enumerate(candidates)
+        ]
+        statement = select(*PERSON_COLUMNS, *tests).where(Recipient.id == bindparam("reader"))
+        if len(_STATEMENTS) >= _STATEMENTS_KEPT:
+            _STATEMENTS.clear()
+        _STATEMENTS[key] = statement
+    return statement
+
+
 def targeting(recipient_id: int, candidates: list[Live], now: datetime) -> tuple[Person | None, list[Live]]:
     """The reader, and those of ``candidates`` whose audience holds them now: one query for every filter at once
     (a boolean column per broadcast over the reader's row), one for their in-app preferences."""
     if not candidates:
         return None, []
-    dialect = db.session.get_bind().dialect.name
-    tests = [
-        and_(compile_filter(b.audience_filter, dialect, now), Recipient.created_at <= b.launched_at).label(f"b{n}")
-        for n, b in enumerate(candidates)
-    ]
-    row = db.session.execute(select(*PERSON_COLUMNS, *tests).where(Recipient.id == recipient_id)).first()
+    row = db.session.execute(_targeting_statement(candidates, now), {"reader": recipient_id}).first()
     if row is None:
         return None, []
     person = Person(*row[: len(PERSON_COLUMNS)])
@@ -145,8 +165,10 @@ def rows_for(person: Person, items: list[PendingItem], now: datetime) -> list[di
     """The reader's copies as notification rows, rendered by the fan-out's own row builder; a broadcast whose
     in-app content does not render for them is left out (a fanned-out one would not reach their inbox either)."""
     rows = []
+    wanted = [item.broadcast.campaign_id for item in items]
+    campaigns = {c.id: c for c in db.session.scalars(select(Campaign).where(Campaign.id.in_(wanted)))} if items else {}
     for item in items:
-        campaign = db.session.get(Campaign, item.broadcast.campaign_id)
+        campaign = campaigns[item.broadcast.campaign_id]
         built, failures = notification_rows_for(campaign_context(campaign), [person], now)
         if failures:
             continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from flask import g, has_request_context
+from flask import has_request_context, request
 from sqlalchemy import and_, exists, func, not_, or_, select, update
 from sqlalchemy.orm import aliased
 
@@ -42,11 +42,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return EPOCH + int(micros) * MICROSECOND, notification_id
 
 
+# Per request (not ``g``: an app context may outlive many requests, as in tests and CLI commands).
+READERS = "herald.broadcast_readers"
+
+
 def _reader(recipient_id: int) -> broadcasts.Reader:
     """The reader's pending broadcasts (app/broadcasts/reading.py), worked out once per request."""
     if not has_request_context():
         return broadcasts.reader(recipient_id, utcnow())
-    cache = g.setdefault("broadcast_readers", {})
+    cache = request.environ.setdefault(READERS, {})
     if recipient_id not in cache:
         cache[recipient_id] = broadcasts.reader(recipient_id, utcnow())
     return cache[recipient_id]
@@ -55,7 +59,7 @@ def _reader(recipient_id: int) -> broadcasts.Reader:
 def _materialise(recipient_id: int, ids: list[str] | None) -> None:
     """Write the reader's copies of the pending broadcasts among ``ids`` (None: all) before a row update."""
     if broadcasts.materialise(recipient_id, ids, utcnow()) and has_request_context():
-        g.setdefault("broadcast_readers", {}).pop(recipient_id, None)
+        request.environ.setdefault(READERS, {}).pop(recipient_id, None)
 
 
 def _with_broadcasts(recipient_id: int, rows: list, limit: int, cursor: str | None) -> list:
