@@ -102,7 +102,7 @@ def live(now: datetime) -> list[Live]:
     ]
 
 
-# Built statements by (dialect, live broadcast ids, minute if a filter reads the clock): building 100 filters'
+# Built statements by (dialect, live broadcasts and their filters, minute if a filter reads the clock): building 100 filters'
 # expressions costs more than running them, and a broadcast's filter never changes. Reused statement objects also
 # keep SQLAlchemy's memoised cache key, so the compiled SQL is found without walking the tree again.
 _STATEMENTS: dict[tuple, object] = {}
@@ -111,8 +111,10 @@ _STATEMENTS_KEPT = 32
 
 def _targeting_statement(candidates: list[Live], now: datetime):
     dialect = db.session.get_bind().dialect.name
-    clock = any("last_seen_at" in json.dumps(b.audience_filter) for b in candidates)
-    key = (dialect, tuple(b.id for b in candidates), now.replace(second=0, microsecond=0) if clock else None)
+    # The filter's text is in the key too: a row id alone can come back (SQLite reuses the highest rowid).
+    filters = tuple((b.id, b.launched_at, json.dumps(b.audience_filter, sort_keys=True)) for b in candidates)
+    clock = any("last_seen_at" in text for _id, _at, text in filters)
+    key = (dialect, filters, now.replace(second=0, microsecond=0) if clock else None)
     statement = _STATEMENTS.get(key)
     if statement is None:
         tests = [

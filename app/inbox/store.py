@@ -177,6 +177,17 @@ def entries_page(
     return items, next_cursor
 
 
+def broadcast_copy(notification_id: str) -> Notification | None:
+    """The notification row of a broadcast entry id, written now if the broadcast is pending for its reader;
+    None for any other id, or when the broadcast does not target that reader."""
+    parsed = broadcasts.parse_item_id(notification_id)
+    if parsed is None:
+        return None
+    _materialise(parsed[1], [notification_id])
+    db.session.commit()
+    return db.session.get(Notification, notification_id)
+
+
 def unread_count(recipient_id: int) -> int:
     stored = db.session.scalar(
         select(func.count()).select_from(Notification).where(_visible(recipient_id), Notification.read_at.is_(None))

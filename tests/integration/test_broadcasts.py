@@ -17,7 +17,7 @@ from app.models import Audience, Broadcast, Campaign, CampaignBatch, Notificatio
 from app.models.types import utcnow
 from app.realtime.hub import RESYNC
 from app.realtime.stream import replay
-from tests.factories import make_notification, make_recipient, make_staff
+from tests.factories import make_notification, make_recipient, make_staff, make_template
 from tests.integration.test_console_auth import sign_in
 from tests.integration.test_stream import Stream, fast_heartbeat, signed_in_client  # noqa: F401  (fixture)
 from tests.integration.test_user_tokens_embed import bearer, token
@@ -252,3 +252,46 @@ def test_a_reconnect_replays_a_broadcast_launched_while_away_and_resumes_after_o
     [event] = replay(ids["a1"], before)
     assert f"id:{item}" in event and "Big news" in event
     assert replay(ids["a1"], item) == [] and replay(ids["free"], item) == [RESYNC]
+
+
+def test_a_console_campaign_becomes_a_broadcast_rendered_for_each_reader(app, client, run_jobs, threshold):
+    people()
+    template = make_template(
+        "launch",
+        variants={"en": {"in_app": {"title": "Hi {{ recipient.id }}", "body": "Plan {{ recipient.attributes.plan }}"}}},
+        category="news",
+        type="marketing",
+    )
+    staff = make_staff()
+    campaign = Campaign(
+        name="Launch",
+        template_id=template.id,
+        channels=["in_app"],
+        audience_filter=PRO,
+        schedule="now",
+        status="draft",
+        planned=0,
+        created_by=staff.id,
+    )
+    db.session.add(campaign)
+    db.session.commit()
+    assert campaigns.launch(campaign, staff) == []
+    run_jobs()
+    assert db.session.scalar(select(func.count()).select_from(Notification)) == 0
+    [entry] = inbox(client, app, "a2")["entries"]
+    assert entry["headline"] == "Hi a2" and entry["body"] == "Plan pro"
+    assert headlines(client, app, "opted_out") == [] and headlines(client, app, "free") == []
+
+
+def test_the_api_marks_a_broadcast_entry_read_for_its_reader_only(app, api, run_jobs, threshold):
+    ids = {name: r.id for name, r in people().items()}
+    send_to_pro(api)
+    run_jobs()
+    listed = api.get("/v1/users/a1/notifications").json
+    assert [i["title"] for i in listed["items"]] == ["Big news"] and listed["unread_count"] == 1
+    item = listed["items"][0]["id"]
+    assert api.patch(f"/v1/notifications/{item}/read").status_code == 200
+    assert api.get("/v1/users/a1/notifications").json["unread_count"] == 0
+    outsider = reading.item_id(db.session.scalar(select(Broadcast.id)), ids["free"])
+    assert api.patch(f"/v1/notifications/{outsider}/read").status_code == 404
+    assert db.session.scalar(select(func.count()).select_from(Notification)) == 1
