@@ -17,15 +17,15 @@ it is an ordinary inbox row: a later cancel or a change of attributes does not t
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import and_, select
 
 from app.audiences.filters import compile_filter
+from app.broadcasts.evaluate import audience_hits
 from app.campaigns.fanout import campaign_context, notification_rows_for
 from app.channels import inbox_channel
 from app.delivery import routing
@@ -33,7 +33,7 @@ from app.extensions import db
 from app.models import Broadcast, Campaign, Notification, Recipient
 from app.models.bulk import insert_ignoring_conflicts
 from app.models.campaigns import RUNNING
-from app.pipeline.facts import PERSON_COLUMNS, Person, load_facts
+from app.pipeline.facts import PERSON_COLUMNS, Person, load_facts, load_people
 
 
 @dataclass(frozen=True)
@@ -102,44 +102,19 @@ def live(now: datetime) -> list[Live]:
     ]
 
 
-# Built statements by (dialect, live broadcasts and their filters, minute if a filter reads the clock): building 100 filters'
-# expressions costs more than running them, and a broadcast's filter never changes. Reused statement objects also
-# keep SQLAlchemy's memoised cache key, so the compiled SQL is found without walking the tree again.
-_STATEMENTS: dict[tuple, object] = {}
-_STATEMENTS_KEPT = 32
-
-
-def _targeting_statement(candidates: list[Live], now: datetime):
-    dialect = db.session.get_bind().dialect.name
-    # The filter's text is in the key too: a row id alone can come back (SQLite reuses the highest rowid).
-    filters = tuple((b.id, b.launched_at, json.dumps(b.audience_filter, sort_keys=True)) for b in candidates)
-    clock = any("last_seen_at" in text for _id, _at, text in filters)
-    key = (dialect, filters, now.replace(second=0, microsecond=0) if clock else None)
-    statement = _STATEMENTS.get(key)
-    if statement is None:
-        tests = [
-            and_(compile_filter(b.audience_filter, dialect, now), Recipient.created_at <= b.launched_at).label(f"b{n}")
-            for n, b in enumerate(candidates)
-        ]
-        statement = select(*PERSON_COLUMNS, *tests).where(Recipient.id == bindparam("reader"))
-        if len(_STATEMENTS) >= _STATEMENTS_KEPT:
-            _STATEMENTS.clear()
-        _STATEMENTS[key] = statement
-    return statement
-
-
 def targeting(recipient_id: int, candidates: list[Live], now: datetime) -> tuple[Person | None, list[Live]]:
-    """The reader, and those of ``candidates`` whose audience holds them now: one query for every filter at once
-    (a boolean column per broadcast over the reader's row), one for their in-app preferences."""
+    """The reader (None when no broadcast targets them), and those of ``candidates`` whose audience holds them now:
+    one query for every filter at once (app/broadcasts/evaluate.py), one for the reader, one for their in-app
+    preferences."""
     if not candidates:
         return None, []
-    row = db.session.execute(_targeting_statement(candidates, now), {"reader": recipient_id}).first()
-    if row is None:
+    hits = audience_hits(recipient_id, candidates, now)
+    if hits is None:
         return None, []
-    person = Person(*row[: len(PERSON_COLUMNS)])
-    matched = [b for b, hit in zip(candidates, row[len(PERSON_COLUMNS) :], strict=True) if hit]
+    matched = [b for b, hit in zip(candidates, hits, strict=True) if hit]
     if not matched:
-        return person, []
+        return None, []
+    person = load_people([recipient_id])[recipient_id]
     facts = load_facts([person], [inbox_channel()], False, now)[person.id]
     return person, [b for b in matched if routing.route(b.note, facts, now, 0)[0].action != routing.SUPPRESS]
 
