@@ -62,11 +62,13 @@ def launch_if_broadcast(campaign: Campaign, now: datetime) -> bool:
             return False
         _store(campaign, launched_at)
         existing = db.session.scalar(select(Broadcast).where(Broadcast.campaign_id == campaign.id))
-        if launched_at <= now:
+    if existing.targeted is None:
+        # First run, or a re-run after a crash before the count: announce (again -- a repeat only makes open
+        # pages reload their list), then count.
+        if existing.launched_at <= now:
             announce(existing.id)
         else:  # "send at" a later time: visible from then (the inbox reads launched_at), announced then
-            tasks.enqueue("jobs.campaigns.announce_broadcast", existing.id, priority="high", at=launched_at)
-    if existing.targeted is None:
+            tasks.enqueue("jobs.campaigns.announce_broadcast", existing.id, priority="high", at=existing.launched_at)
         count_targeted(existing)
     return True
 

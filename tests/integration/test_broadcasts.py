@@ -3,12 +3,15 @@ out on read. Every inbox surface merges it for exactly the readers its audience 
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
 
+from app.broadcasts import launch as launch_module
 from app.broadcasts import reading
 from app.campaigns import store as campaigns
 from app.extensions import db
@@ -16,7 +19,9 @@ from app.inbox import store
 from app.models import Audience, Broadcast, Campaign, CampaignBatch, Notification, Preference, Recipient
 from app.models.types import utcnow
 from app.realtime.hub import RESYNC
+from app.realtime.publish import broadcast_channel
 from app.realtime.stream import replay
+from app.redis_client import get_redis
 from tests.factories import make_notification, make_recipient, make_staff, make_template
 from tests.integration.test_console_auth import sign_in
 from tests.integration.test_stream import Stream, fast_heartbeat, signed_in_client  # noqa: F401  (fixture)
@@ -295,3 +300,47 @@ def test_the_api_marks_a_broadcast_entry_read_for_its_reader_only(app, api, run_
     outsider = reading.item_id(db.session.scalar(select(Broadcast.id)), ids["free"])
     assert api.patch(f"/v1/notifications/{outsider}/read").status_code == 404
     assert db.session.scalar(select(func.count()).select_from(Notification)) == 1
+
+
+def test_a_crash_after_storing_is_announced_and_counted_by_the_rerun_without_batches(app, api, run_jobs, threshold):
+    people()
+    run_id = send_to_pro(api)
+    campaign = db.session.get(Campaign, run_id)
+    launch_module._store(campaign, utcnow())  # the first run died right after this commit
+    listener = get_redis().pubsub()
+    listener.subscribe(broadcast_channel())
+    assert listener.get_message(timeout=2)["type"] == "subscribe"
+    run_jobs()  # the planning job (RQ re-runs it after a crash)
+    message = listener.get_message(timeout=2)
+    listener.close()
+    assert message is not None and json.loads(message["data"])["data"] == {
+        "broadcast": db.session.scalar(select(Broadcast.id))
+    }
+    assert db.session.scalar(select(Broadcast.targeted)) == 7
+    assert db.session.scalar(select(func.count()).select_from(CampaignBatch)) == 0
+    assert db.session.scalar(select(func.count()).select_from(Broadcast)) == 1
+
+
+def test_readers_racing_to_read_and_archive_write_one_copy(app, api, run_jobs, threshold):
+    ids = {name: r.id for name, r in people().items()}
+    send_to_pro(api)
+    run_jobs()
+    item = reading.item_id(db.session.scalar(select(Broadcast.id)), ids["a1"])
+    db.session.remove()
+    barrier = threading.Barrier(4)
+
+    def act(action):
+        with app.test_request_context():
+            barrier.wait()
+            action(ids["a1"], [item])
+            db.session.remove()
+
+    threads = [threading.Thread(target=act, args=(a,)) for a in (store.mark_ids_read, store.archive) * 2]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    copies = db.session.scalars(select(Notification).where(Notification.recipient_id == ids["a1"])).all()
+    # one copy, archived (whether a read landed first is the race's to decide, as for any row)
+    assert [c.id for c in copies] == [item] and copies[0].archived_at is not None
+    assert store.unread_count(ids["a1"]) == 0
