@@ -103,9 +103,9 @@ def live(now: datetime) -> list[Live]:
 
 
 def targeting(recipient_id: int, candidates: list[Live], now: datetime) -> tuple[Person | None, list[Live]]:
-    """The reader (None when no broadcast targets them), and those of ``candidates`` whose audience holds them now:
-    one query for every filter at once (app/broadcasts/evaluate.py), one for the reader, one for their in-app
-    preferences."""
+    """The reader (None when no broadcast targets them), and those of ``candidates`` whose audience holds them now
+    and that they have no copy of: one query for every filter at once (app/broadcasts/evaluate.py), one for the
+    reader, one for their in-app preferences."""
     if not candidates:
         return None, []
     hits = audience_hits(recipient_id, candidates, now)
@@ -120,22 +120,9 @@ def targeting(recipient_id: int, candidates: list[Live], now: datetime) -> tuple
 
 
 def reader(recipient_id: int, now: datetime) -> Reader:
-    """The reader and their pending broadcasts, newest first."""
+    """The reader and their pending broadcasts (targeted, no copy yet), newest first."""
     person, targeted = targeting(recipient_id, live(now), now)
-    if not targeted:
-        return Reader(person, [])
-    copied = set(
-        db.session.scalars(
-            select(Notification.campaign_id).where(
-                Notification.recipient_id == recipient_id,
-                Notification.campaign_id.in_([b.campaign_id for b in targeted]),
-            )
-        )
-    )
-    return Reader(
-        person,
-        [PendingItem(item_id(b.id, recipient_id), b.launched_at, b) for b in targeted if b.campaign_id not in copied],
-    )
+    return Reader(person, [PendingItem(item_id(b.id, recipient_id), b.launched_at, b) for b in targeted])
 
 
 def rows_for(person: Person, items: list[PendingItem], now: datetime) -> list[dict]:
