@@ -352,6 +352,10 @@ def _delivery_settings(env: dict[str, str]) -> dict:
         "MARKETING_CAP_PER_HOUR": parse_int(
             "HERALD_MARKETING_CAP_PER_HOUR", env.get("HERALD_MARKETING_CAP_PER_HOUR"), 3
         ),
+        # An in-app-only send to more recipients than this is stored once and fanned out on read (app/broadcasts/).
+        "BROADCAST_THRESHOLD": parse_int(
+            "HERALD_BROADCAST_THRESHOLD", env.get("HERALD_BROADCAST_THRESHOLD"), 50_000, minimum=1
+        ),
         # What one render of a user-authored template may spend; over it, the delivery fails as render_error.
         "RENDER_TIMEOUT_MS": parse_int("HERALD_RENDER_TIMEOUT_MS", env.get("HERALD_RENDER_TIMEOUT_MS"), 200, minimum=1),
         "RENDER_MAX_BYTES": parse_int(

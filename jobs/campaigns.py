@@ -14,6 +14,12 @@ def run_batch(campaign_id: int, batch_id: int) -> str:
     return _run_batch(campaign_id, batch_id)
 
 
+def announce_broadcast(broadcast_id: int) -> None:
+    from app.broadcasts.launch import announce
+
+    announce(broadcast_id)
+
+
 def send_deliveries(campaign_id: int, delivery_ids: list[int]) -> dict:
     """RQ job queued before the one pipeline existed; the pipeline re-checks the campaign itself."""
     from app.pipeline.deliver import deliver

@@ -358,7 +358,8 @@ def list_notifications(user_id: str):
 
 @bp.patch(f"/notifications/{NOTIFICATION_ID}/read")
 def read_notification(notification_id: str):
-    notification = notification_or_404(notification_id)
+    # A broadcast's entry (app/broadcasts/) has its reader's copy written first, if the broadcast targets them.
+    notification = store.broadcast_copy(notification_id) or notification_or_404(notification_id)
     store.mark_read(notification)
     return jsonify(inbox_item_json(notification))
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 
 from app import tasks
+from app.broadcasts.launch import launch_if_broadcast
 from app.campaigns import planning, progress
 from app.campaigns.fanout import audience_condition
 from app.extensions import db
@@ -88,6 +89,8 @@ def plan_campaign(campaign_id: int) -> int:
     if campaign is None or campaign.status not in (RUNNING, PAUSED):
         return 0  # planning sends nothing, so a pause does not stop it; the batches check the pause
     exists = db.session.scalar(select(CampaignBatch.id).where(CampaignBatch.campaign_id == campaign_id).limit(1))
+    if exists is None and launch_if_broadcast(campaign, utcnow()):
+        return 0  # stored once, fanned out on read (app/broadcasts/); it stays running until cancelled
     if exists is None:
         rows = plan_batches(campaign, utcnow())
         for start in range(0, len(rows), 1000):

@@ -24,7 +24,7 @@ from app.campaigns.batches import enqueue_plan
 from app.channels import in_send_order
 from app.delivery.priority import effective_priority
 from app.extensions import db
-from app.models import Campaign, CampaignBatch, IdempotencyKey, Template
+from app.models import Broadcast, Campaign, CampaignBatch, IdempotencyKey, Template
 from app.models.campaigns import RUNNING, SEND_AT, SEND_NOW
 from app.models.types import utcnow
 from app.redis_outage import enqueue_or_leave_to_reaper
@@ -125,8 +125,11 @@ def relaunch_unplanned(stale: datetime) -> int:
     """Runs (and launched campaigns) stored while Redis was down have no batches and no planning job: the
     reaper queues their planning again (planning is safe to repeat). Returns how many."""
     has_batches = select(CampaignBatch.id).where(CampaignBatch.campaign_id == Campaign.id).exists()
+    is_broadcast = select(Broadcast.id).where(Broadcast.campaign_id == Campaign.id).exists()
     ids = db.session.scalars(
-        select(Campaign.id).where(Campaign.status == RUNNING, Campaign.launched_at < stale, ~has_batches).limit(100)
+        select(Campaign.id)
+        .where(Campaign.status == RUNNING, Campaign.launched_at < stale, ~has_batches, ~is_broadcast)
+        .limit(100)
     ).all()
     db.session.commit()
     for run_id in ids:

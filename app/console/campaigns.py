@@ -15,6 +15,7 @@ from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from redis.exceptions import RedisError
 
+from app.broadcasts import stats as broadcast_stats
 from app.campaigns import planning, progress, store, testsend
 from app.console.blueprint import bp
 from app.console.forms_campaigns import CHANNEL_LABELS, SCHEDULE_LABELS, CampaignForm, TestSendForm
@@ -112,6 +113,8 @@ def _detail_context(campaign: Campaign) -> dict:
         "schedule_labels": SCHEDULE_LABELS,
         "max_polls": TEST_RESULT_POLLS,
         "audience_count": store.audience_count(campaign.audience_filter) if campaign.status == "draft" else None,
+        "broadcast": broadcast_stats.for_campaign(campaign.id) if campaign.status != "draft" else None,
+        "threshold": current_app.config["BROADCAST_THRESHOLD"],
     }
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from flask import has_request_context, request
 from sqlalchemy import and_, exists, func, not_, or_, select, update
 from sqlalchemy.orm import aliased
 
+from app.broadcasts import reading as broadcasts
 from app.extensions import db
 from app.models import Notification
 from app.models.types import utcnow
@@ -40,6 +42,45 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return EPOCH + int(micros) * MICROSECOND, notification_id
 
 
+# Per request (not ``g``: an app context may outlive many requests, as in tests and CLI commands).
+READERS = "herald.broadcast_readers"
+
+
+def _reader(recipient_id: int) -> broadcasts.Reader:
+    """The reader's pending broadcasts (app/broadcasts/reading.py), worked out once per request."""
+    if not has_request_context():
+        return broadcasts.reader(recipient_id, utcnow())
+    cache = request.environ.setdefault(READERS, {})
+    if recipient_id not in cache:
+        cache[recipient_id] = broadcasts.reader(recipient_id, utcnow())
+    return cache[recipient_id]
+
+
+def _materialise(recipient_id: int, ids: list[str] | None) -> None:
+    """Write the reader's copies of the pending broadcasts among ``ids`` (None: all) before a row update."""
+    if broadcasts.materialise(recipient_id, ids, utcnow()) and has_request_context():
+        request.environ.setdefault(READERS, {}).pop(recipient_id, None)
+
+
+def _with_broadcasts(recipient_id: int, rows: list, limit: int, cursor: str | None) -> list:
+    """``rows`` (newest first, up to ``limit`` + 1) with the reader's pending broadcasts merged in by
+    (inbox_at, id); only the broadcasts that land on the page are rendered."""
+    found = _reader(recipient_id)
+    pending = found.pending
+    if cursor:
+        at, last_id = decode_cursor(cursor)
+        pending = [p for p in pending if (p.inbox_at, p.id) < (at, last_id)]
+    if not pending:
+        return list(rows)
+    merged = sorted([*rows, *pending], key=lambda item: (item.inbox_at, item.id), reverse=True)[: limit + 1]
+    shown = broadcasts.views(found.person, [m for m in merged if isinstance(m, broadcasts.PendingItem)], utcnow())
+    return [
+        shown.get(m.id) if isinstance(m, broadcasts.PendingItem) else m
+        for m in merged
+        if m.id in shown or not isinstance(m, broadcasts.PendingItem)
+    ]
+
+
 def _visible(recipient_id: int):
     return and_(
         Notification.recipient_id == recipient_id,
@@ -59,6 +100,7 @@ def inbox_page(
     rows = db.session.scalars(
         query.order_by(Notification.inbox_at.desc(), Notification.id.desc()).limit(limit + 1)
     ).all()
+    rows = _with_broadcasts(recipient_id, rows, limit, cursor)
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return list(rows[:limit]), next_cursor
 
@@ -103,9 +145,8 @@ def entries_page(
     heads_query = select(Notification).where(
         shown(Notification), or_(Notification.collapse_key.is_(None), not_(newer_in_group))
     )
-    heads = db.session.scalars(
-        _page_after(heads_query, cursor).order_by(Notification.inbox_at.desc(), Notification.id.desc()).limit(limit + 1)
-    ).all()
+    heads_query = _page_after(heads_query, cursor).order_by(Notification.inbox_at.desc(), Notification.id.desc())
+    heads = _with_broadcasts(recipient_id, db.session.scalars(heads_query.limit(limit + 1)).all(), limit, cursor)
     next_cursor = encode_cursor(heads[limit - 1]) if len(heads) > limit else None
     heads = heads[:limit]
     keys = {head.collapse_key for head in heads if head.collapse_key}
@@ -136,10 +177,22 @@ def entries_page(
     return items, next_cursor
 
 
+def broadcast_copy(notification_id: str) -> Notification | None:
+    """The notification row of a broadcast entry id, written now if the broadcast is pending for its reader;
+    None for any other id, or when the broadcast does not target that reader."""
+    parsed = broadcasts.parse_item_id(notification_id)
+    if parsed is None:
+        return None
+    _materialise(parsed[1], [notification_id])
+    db.session.commit()
+    return db.session.get(Notification, notification_id)
+
+
 def unread_count(recipient_id: int) -> int:
-    return db.session.scalar(
+    stored = db.session.scalar(
         select(func.count()).select_from(Notification).where(_visible(recipient_id), Notification.read_at.is_(None))
     )
+    return stored + len(_reader(recipient_id).pending)
 
 
 def mark_read(notification: Notification) -> None:
@@ -153,6 +206,7 @@ def mark_read(notification: Notification) -> None:
 
 
 def mark_all_read(recipient_id: int) -> int:
+    _materialise(recipient_id, None)
     marked = (
         db.session.execute(
             update(Notification)
@@ -174,13 +228,20 @@ def find_visible(recipient_id: int, ids: list[str]) -> list[Notification]:
     """Those of ``ids`` that are in this recipient's inbox; anyone else's ids simply match nothing."""
     if not ids:
         return []
-    return list(
+    stored = list(
         db.session.scalars(select(Notification).where(_visible(recipient_id), Notification.id.in_(ids[:MAX_LIMIT])))
     )
+    wanted = set(ids[:MAX_LIMIT]) - {n.id for n in stored}
+    if not wanted or not any(broadcasts.parse_item_id(i) for i in wanted):
+        return stored
+    found = _reader(recipient_id)
+    shown = broadcasts.views(found.person, [p for p in found.pending if p.id in wanted], utcnow())
+    return stored + list(shown.values())
 
 
 def mark_ids_read(recipient_id: int, ids: list[str]) -> int:
     """Mark several of this recipient's notifications read (a collapsed group) with one realtime event."""
+    _materialise(recipient_id, ids[:MAX_LIMIT])
     marked = (
         db.session.execute(
             update(Notification)
@@ -200,6 +261,7 @@ def mark_ids_read(recipient_id: int, ids: list[str]) -> int:
 
 def archive(recipient_id: int, ids: list[str]) -> int:
     """Take notifications out of the inbox (kept for delivery history); other tabs hear it as a read change."""
+    _materialise(recipient_id, ids[:MAX_LIMIT])
     result = db.session.execute(
         update(Notification)
         .where(_visible(recipient_id), Notification.id.in_(ids[:MAX_LIMIT]))
@@ -221,6 +283,8 @@ def arrived_after(
     ``overlap_seconds`` before the cursor; the page treats repeats as no-ops.
     """
     anchor = db.session.scalar(select(Notification).where(_visible(recipient_id), Notification.id == notification_id))
+    pending = _reader(recipient_id).pending
+    anchor = anchor or next((p for p in pending if p.id == notification_id), None)
     if anchor is None:
         return None
     since = anchor.inbox_at - timedelta(seconds=overlap_seconds)
@@ -230,7 +294,10 @@ def arrived_after(
         .order_by(Notification.inbox_at, Notification.id)
         .limit(limit)
     )
-    return list(db.session.scalars(query))
+    missed = [p for p in pending if p.inbox_at >= since and p.id != anchor.id]
+    shown = broadcasts.views(_reader(recipient_id).person, missed, utcnow()) if missed else {}
+    rows = [*db.session.scalars(query), *shown.values()]
+    return sorted(rows, key=lambda n: (n.inbox_at, n.id))[:limit]
 
 
 def record_click(notification_id: str, channel: str) -> bool:

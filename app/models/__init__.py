@@ -1,6 +1,7 @@
 """SQLAlchemy models, one module per domain; importing this registers them all."""
 
 from app.models.audiences import Audience, ImportJob
+from app.models.broadcasts import Broadcast
 from app.models.campaigns import Campaign, CampaignBatch
 from app.models.content import Template, TemplateVersion
 from app.models.notifications import Delivery, DeliveryEvent, IdempotencyKey, Notification
@@ -13,6 +14,7 @@ from app.models.topics import Topic, TopicSubscription
 __all__ = [
     "Audience",
     "ImportJob",
+    "Broadcast",
     "Campaign",
     "CampaignBatch",
     "ApiKey",

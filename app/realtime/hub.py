@@ -88,8 +88,20 @@ def wire_format(raw: bytes | str) -> str | None:
 
 
 class Hub:
-    def __init__(self, redis_url: str, pattern: str, client_name: str, on_count=None, ready_timeout: float = 5.0):
+    def __init__(
+        self,
+        redis_url: str,
+        pattern: str,
+        client_name: str,
+        on_count=None,
+        ready_timeout: float = 5.0,
+        broadcast_channel: str | None = None,
+        on_broadcast=None,
+    ):
         self.redis_url, self.pattern, self.client_name = redis_url, pattern, client_name
+        # A message on ``broadcast_channel`` (under ``pattern``) is for no stream as such: ``on_broadcast(data,
+        # channels)`` says which of the channels open here get which event (app/broadcasts/).
+        self.broadcast_channel, self._on_broadcast = broadcast_channel, on_broadcast
         # Called from the listener thread only, about once a second: reporting per connect would
         # make every concurrent connect borrow its own pooled Redis connection.
         self._on_count = on_count
@@ -214,9 +226,29 @@ class Hub:
             message = pubsub.get_message(timeout=REPORT_SECONDS)
             if message is None or message["type"] != "pmessage":
                 continue
+            channel = message["channel"].decode()
+            if channel == self.broadcast_channel and self._on_broadcast is not None:
+                self._broadcast(message["data"])
+                continue
             event = wire_format(message["data"])
             if event is not None:
-                self._fan_out(message["channel"].decode(), event)
+                self._fan_out(channel, event)
+
+    def _broadcast(self, data: bytes) -> None:
+        """One event for many: ask which local streams it is for. If that fails, every stream resyncs from the
+        database (the truth), rather than anyone missing it."""
+        with self._lock:
+            channels = list(self._channels)
+        if not channels:
+            return
+        try:
+            events = self._on_broadcast(data, channels)
+        except Exception:
+            log.exception("could not work out who a broadcast is for; every stream resyncs")
+            self._resync_everyone()
+            return
+        for channel, event in events.items():
+            self._fan_out(channel, event)
 
 
 def _close_quietly(*resources) -> None:

@@ -28,3 +28,9 @@ def publish(
 
 def publish_to_user(recipient_id: int, event_type: str, data: dict, event_id: str | None = None, pipeline=None) -> None:
     publish(data, type=event_type, id=event_id, channel=user_channel(recipient_id), pipeline=pipeline)
+
+
+def broadcast_channel() -> str:
+    """Where a broadcast's launch is announced. Named under the user channels' pattern, so the hub's one
+    subscription hears it; no recipient id is ever the word ``broadcast``."""
+    return key("sse", "user", "broadcast")

@@ -8,18 +8,23 @@ saw); what reached the inbox after it is replayed from the database.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
+from functools import partial
 
 from flask import Blueprint, Response, abort, current_app, request
 from flask_sse import Message
 
+from app.broadcasts import reading as broadcasts
+from app.extensions import db
 from app.inbox.auth import session_access, token_access, token_refusal
 from app.inbox.store import arrived_after
 from app.inbox.tokens import TokenRefused
+from app.models.types import utcnow
 from app.realtime.hub import DRAIN, RESYNC, Hub, Subscriber, process_label
-from app.realtime.publish import user_channel
+from app.realtime.publish import broadcast_channel, user_channel
 from app.redis_client import connect, key
 
 bp = Blueprint("realtime", __name__)
@@ -83,9 +88,28 @@ def get_hub() -> Hub:
                 pattern=user_channel("*"),
                 client_name=hub_client_name(app.config["REDIS_PREFIX"]),
                 on_count=lambda count: reporter.set(count_key, count, ex=CLIENT_COUNT_TTL),
+                broadcast_channel=broadcast_channel(),
+                on_broadcast=partial(broadcast_events, app, user_channel("")),
             )
             app.extensions[HUB_EXTENSION] = hub
     return hub
+
+
+def broadcast_events(app, channel_prefix: str, data: bytes, channels: list[str]) -> dict[str, str]:
+    """A broadcast launched: the ``notification`` event each targeted stream open here gets (the page reloads
+    its list, which shows it); streams outside the audience hear nothing."""
+    broadcast_id = int(json.loads(data)["data"]["broadcast"])
+    by_recipient = {int(c[len(channel_prefix) :]): c for c in channels if c[len(channel_prefix) :].isdigit()}
+    with app.app_context():
+        try:
+            targeted = broadcasts.targeted_among(broadcast_id, sorted(by_recipient), utcnow())
+        finally:
+            db.session.remove()
+    events = {}
+    for recipient_id in targeted:
+        item = broadcasts.item_id(broadcast_id, recipient_id)
+        events[by_recipient[recipient_id]] = str(Message({"id": item, "broadcast": True}, type="notification", id=item))
+    return events
 
 
 def notification_event(notification) -> str:
