@@ -319,7 +319,7 @@ def campaign_benchmark(
     timeout_s: float,
     ceiling_sample: int,
     channels: tuple[str, ...] = ("in_app", "email"),
-    floor_requests: int = 4000,
+    floor_requests: int = 2000,
 ) -> dict:
     backend = db.engine.dialect.name
     seed_started = time.perf_counter()
