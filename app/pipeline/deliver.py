@@ -28,6 +28,7 @@ import time
 from datetime import datetime, timedelta
 
 from flask import current_app
+from redis.exceptions import RedisError
 from sqlalchemy import insert, update
 
 from app.campaigns import progress
@@ -243,7 +244,7 @@ def send_external(channel: str, items: list[Item], renderers: Renderers, report:
             claimed, claimed_at = _claim_window(items[start : start + size], report)
             if not claimed:
                 continue
-            slot = slot or acquire_slot(channel, config["CHANNEL_SLOTS"], config["DISPATCH_LEASE_SECONDS"])
+            slot = slot or _slot(channel, config)
             if slot is None:  # every worker slot of the channel is busy: wait (the attempt is given back)
                 record([(item, _busy(channel, config)) for item in claimed], report)
                 report.counts["busy"] += len(items) - start
@@ -268,6 +269,14 @@ def _claim_window(items: list[Item], report: Report) -> tuple[list[Item], dateti
     claimed = [_claimed(i, won[i.id]) for i in items if i.id in won]
     report.counts["not-claimed"] += len(items) - len(claimed)
     return claimed, now
+
+
+def _slot(channel: str, config) -> str | None:
+    """One of the channel's worker slots; none while Redis is down (the claimed window then waits, unsent)."""
+    try:
+        return acquire_slot(channel, config["CHANNEL_SLOTS"], config["DISPATCH_LEASE_SECONDS"])
+    except RedisError:
+        return None
 
 
 def _busy(channel: str, config) -> Result:
