@@ -3,8 +3,8 @@
 
 - While this process trusts a provider's circuit as closed (``guard.STATE_CACHE_SECONDS`` since it last saw
   it closed), a send goes straight out; its health counters and the end of the breaker's failure streak are
-  added up in memory and written in one pipelined round trip by :func:`flush_counts`, which the sender calls
-  each time it records results (and at least every ``guard.STATE_CACHE_SECONDS``).
+  added up in memory and written in one pipelined round trip by :func:`flush_counts`, which the batch sender
+  calls each time it records results (every 50 ms at most while sending) and a single send right after it.
 - A provider fault still goes through pybreaker at once (so the circuit opens after the same
   ``BREAKER_FAIL_MAX`` faults), and the pending streak reset of that provider is dropped: a fault after
   successes is what the breaker must see.
