@@ -123,7 +123,14 @@ class Channel:
     def __init__(self, app_config: dict):
         self.config = app_config
 
+    # send_async() runs on the process's HTTP loop (app/channels/http.py); send() then waits for it.
+    asynchronous: ClassVar[bool] = False
+
     def send(self, message: Message) -> Result:
+        raise NotImplementedError
+
+    async def send_async(self, message: Message) -> Result:
+        """The send as a coroutine on the HTTP loop; only adapters with ``asynchronous = True`` implement it."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
-
 from app.channels.base import Channel, Message, Outcome, Result, register
-from app.channels.guard import first_available
-from app.channels.http import pooled_client, throttled_or_down, transport_failure
+from app.channels.guard_async import first_available_async, run_and_flush
+from app.channels.http import FastClient, HttpError, HttpResponse, throttled_or_down, transport_failure
 from app.delivery.sms import count_segments, to_e164
 
 MAX_SEGMENTS = 10
@@ -54,12 +52,18 @@ class TwilioSms(Channel):
     content_fields = ("text",)
     field_limits = {"text": 1600}  # ten concatenated segments
     billed_in_segments = True
+    asynchronous = True
+    # Requests in flight at once per worker (each account's token bucket still paces what it sends).
+    concurrent_sends = 16
 
     def __init__(self, app_config: dict):
         super().__init__(app_config)
-        self.client = pooled_client(app_config)
+        self.client = FastClient(app_config, limit=self.concurrent_sends)
 
     def send(self, message: Message) -> Result:
+        return run_and_flush(self.send_async(message))
+
+    async def send_async(self, message: Message) -> Result:
         configured = accounts(self.config)
         if not configured:
             return Result(
@@ -79,7 +83,7 @@ class TwilioSms(Channel):
                 error_code="too_many_segments",
                 detail=f"{segments.count} {segments.encoding} segments; at most {MAX_SEGMENTS}",
             )
-        return first_available(
+        return await first_available_async(
             (
                 account.name,
                 (lambda account=account: self._post(account, number, text)),
@@ -88,7 +92,7 @@ class TwilioSms(Channel):
             for account in configured
         )
 
-    def _post(self, account: TwilioAccount, number: str, text: str) -> Result:
+    async def _post(self, account: TwilioAccount, number: str, text: str) -> Result:
         form = {"To": number, "Body": text, "StatusCallback": f"{self.config['BASE_URL']}/webhooks/sms/status"}
         if account.messaging_service:
             form["MessagingServiceSid"] = account.messaging_service
@@ -96,8 +100,8 @@ class TwilioSms(Channel):
             form["From"] = account.sender
         url = f"{self.config['TWILIO_API_BASE']}/2010-04-01/Accounts/{account.sid}/Messages.json"
         try:
-            response = self.client.post(url, data=form, auth=(account.sid, account.token))
-        except httpx.HTTPError as error:
+            response = await self.client.post(url, form=form, auth=(account.sid, account.token))
+        except HttpError as error:
             return transport_failure(account.name, error)
         if response.status_code in (200, 201):
             return Result(Outcome.DISPATCHED, account.name, provider_message_id=response.json()["sid"])
@@ -119,7 +123,7 @@ class TwilioSms(Channel):
         self.client.close()
 
 
-def _error_body(response: httpx.Response) -> dict:
+def _error_body(response: HttpResponse) -> dict:
     try:
         body = response.json()
     except ValueError:

@@ -23,13 +23,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import http_ece
-import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from app.channels.base import Channel, DeviceTarget, Message, Outcome, Result, register
-from app.channels.guard import guarded
-from app.channels.http import pooled_client, throttled_or_down, transport_failure
+from app.channels.guard_async import guarded_async, run_and_flush
+from app.channels.http import FastClient, HttpError, throttled_or_down, transport_failure
 from app.channels.vapid import application_server_key, ensure_vapid_keys
 from app.delivery.endpoints import push_endpoint_problem, resolved_address_problem
 from app.delivery.fanout import combine
@@ -99,19 +98,23 @@ class WebPushChannel(Channel):
     template_fallback = "push"  # same title/body shape: one mobile push variant serves both
     tracks_links = True
     # Push services answer in tens of milliseconds: one request at a time would cap a worker at a few dozen
-    # sends per second. send() is thread-safe (pooled httpx client; the caches only ever gain entries).
+    # sends per second. Sends run on the HTTP loop, this many in flight (the caches only ever gain entries).
     concurrent_sends = 16
+    asynchronous = True
 
     def __init__(self, app_config: dict):
         super().__init__(app_config)
         private_path, _public_path = ensure_vapid_keys(Path(app_config["INSTANCE_PATH"]))
         self.vapid_private = private_path.read_bytes()
         self.vapid_public = application_server_key(app_config["INSTANCE_PATH"])
-        self.client = pooled_client(app_config, http2=True)
+        self.client = FastClient(app_config, limit=self.concurrent_sends, http2=True)
         self._resolved: dict[str, tuple[float, str | None]] = {}
         self._vapid: dict[str, tuple[float, str]] = {}
 
     def send(self, message: Message) -> Result:
+        return run_and_flush(self.send_async(message))
+
+    async def send_async(self, message: Message) -> Result:
         body = json.dumps(payload_for(message), separators=(",", ":")).encode()
         results = []
         for device in message.devices:
@@ -123,17 +126,17 @@ class WebPushChannel(Channel):
                     detail=f"{len(body)} bytes; web push carries at most {MAX_PAYLOAD_BYTES}",
                 )
             else:
-                result = self.send_to(device, body, message)
+                result = await self.send_to(device, body, message)
             results.append((device.id, result))
         return combine("webpush", results)
 
-    def send_to(self, device: DeviceTarget, body: bytes, message: Message) -> Result:
+    async def send_to(self, device: DeviceTarget, body: bytes, message: Message) -> Result:
         private_hosts = self.config.get("WEB_PUSH_PRIVATE_HOSTS", frozenset())
         host = (urlparse(device.token).hostname or "").lower()
         problem = push_endpoint_problem(device.token, private_hosts) or self._address_problem(host, private_hosts)
         if problem:
             return Result(Outcome.TOKEN_GONE, "webpush", error_code="endpoint_refused", detail=problem)
-        return guarded(
+        return await guarded_async(
             f"webpush:{host}",
             lambda: self._post(device, body, message),
             self.config.get("WEB_PUSH_RATE", 0.0),
@@ -162,7 +165,7 @@ class WebPushChannel(Channel):
             cached = self._vapid[origin] = (expires, f"vapid t={token}, k={self.vapid_public}")
         return cached[1]
 
-    def _post(self, device: DeviceTarget, body: bytes, message: Message) -> Result:
+    async def _post(self, device: DeviceTarget, body: bytes, message: Message) -> Result:
         provider = f"webpush:{urlparse(device.token).hostname}"
         ttl = self.config.get("WEB_PUSH_TTL", 86400)
         try:
@@ -180,8 +183,8 @@ class WebPushChannel(Channel):
         if topic:
             headers["topic"] = topic
         try:
-            response = self.client.post(device.token, content=encrypted, headers=headers)
-        except httpx.HTTPError as error:
+            response = await self.client.post(device.token, content=encrypted, headers=headers)
+        except HttpError as error:
             return transport_failure(provider, error)
         if response.status_code in (200, 201, 202):
             return Result(Outcome.DISPATCHED, provider, provider_message_id=response.headers.get("location"))

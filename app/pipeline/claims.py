@@ -52,3 +52,21 @@ def claim(delivery_ids: list[int], now: datetime, lease: int | None = None) -> d
             [{"delivery_id": d, "status": SENDING, "detail": None, "created_at": now} for d, _a in won],
         )
     return dict(won)
+
+
+def renew(delivery_ids: list[int], claimed_at: datetime, now: datetime) -> list[int]:
+    """Move a live sender's claims (the same claim: ``claimed_at``) to ``now``, so they do not look abandoned.
+
+    Only for claims not yet handed to a provider; the attempt they counted stays counted once.
+    """
+    if not delivery_ids:
+        return []
+    return list(
+        db.session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(delivery_ids), Delivery.status == SENDING, Delivery.claimed_at == claimed_at)
+            .values(claimed_at=now, updated_at=now)
+            .returning(Delivery.id),
+            execution_options={"synchronize_session": False},
+        ).scalars()
+    )

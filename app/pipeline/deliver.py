@@ -10,12 +10,12 @@ chunk of up to a thousand) hands delivery ids to :func:`deliver`:
    a paused campaign waits, a cancelled or ended one and a rule outside its
    window are SUPPRESSED;
 3. in-app lands in bulk (:meth:`InAppChannel.send_many`); an external channel
-   holds one of its worker slots (``CHANNEL_SLOTS``) and sends in groups of
-   its ``concurrent_sends``: each group is claimed (one winner per delivery)
-   and committed, sent with its messages in flight together, and recorded in
-   bulk before the next group is claimed -- so a crash leaves unrecorded at
-   most the one group that was in flight, re-driven after its lease with the
-   same provider idempotency key;
+   holds one of its worker slots (``CHANNEL_SLOTS``) and sends a window at a
+   time: claimed in one statement (one winner per delivery) and committed,
+   streamed with the channel's concurrency in flight, results recorded in bulk
+   as they come (:mod:`app.pipeline.sending`) -- a crash leaves unrecorded only
+   what was handed to the provider, re-driven after its lease with the same
+   provider idempotency key; what was claimed but never handed goes normally;
 4. retries, "not now" answers and paused deliveries go back to the queue
    (:func:`app.tasks.deliver_later`); campaign counters move in one Redis
    round trip and a campaign with nothing left to send is finished.
@@ -24,9 +24,11 @@ chunk of up to a thousand) hands delivery ids to :func:`deliver`:
 from __future__ import annotations
 
 import random
+import time
 from datetime import datetime, timedelta
 
 from flask import current_app
+from redis.exceptions import RedisError
 from sqlalchemy import insert, update
 
 from app.campaigns import progress
@@ -39,10 +41,9 @@ from app.extensions import db
 from app.models import Delivery, DeliveryEvent
 from app.models.bulk import among
 from app.models.types import utcnow
-from app.pipeline import claims, origin
+from app.pipeline import claims, origin, sending
 from app.pipeline.content import Item, Renderers, build_messages, load_items
 from app.pipeline.outcomes import Report, record
-from app.pipeline.sending import send_messages
 from app.redis_client import get_redis
 from app.tasks import deliver_later
 
@@ -73,7 +74,8 @@ def _due_items(items: list[Item], now: datetime, report: Report) -> list[Item]:
 
     A claim whose lease ran out was in flight when its sender died: it may have reached the provider.
     Transactional and security ones go again (same provider key, so the repeat collapses); marketing
-    does not go twice -- it becomes UNCERTAIN.
+    does not go twice -- it becomes UNCERTAIN, unless its sender's hand-off note shows it never left
+    (:func:`app.pipeline.sending.never_handed`).
     """
     lease = claims.lease_seconds()
     due, uncertain = [], []
@@ -85,6 +87,9 @@ def _due_items(items: list[Item], now: datetime, report: Report) -> list[Item]:
             report.counts["rescheduled"] += 1
         elif item.status not in FINAL_STATUSES:
             report.counts["not-claimed"] += 1
+    unsent = sending.never_handed([(item.id, item.claimed_at) for item in uncertain])
+    due += [item for item in uncertain if item.id in unsent]
+    uncertain = [item for item in uncertain if item.id not in unsent]
     if uncertain:
         mark_uncertain(uncertain, report, now)
     return due
@@ -218,7 +223,10 @@ def _claimed(item: Item, attempts: int) -> Item:
 
 
 def send_external(channel: str, items: list[Item], renderers: Renderers, report: Report) -> None:
-    """Send through the channel's adapter in groups of its concurrency, each claimed, sent and recorded in turn."""
+    """Send through the channel's adapter a window at a time: claimed in one statement, streamed, recorded in bulk.
+
+    :mod:`app.pipeline.sending` explains the window and why a crash still repeats only what was in flight.
+    """
     config = current_app.config
     if channel_class(channel) is None:
         problem = Result(
@@ -230,31 +238,46 @@ def send_external(channel: str, items: list[Item], renderers: Renderers, report:
         _fail_unsendable([(item, problem) for item in items], report)
         return
     adapter = adapter_for(channel, config)
-    group_size = max(1, adapter.concurrent_sends)
+    size = max(sending.WINDOW, adapter.concurrent_sends)
     slot = None
     try:
-        for start in range(0, len(items), group_size):
-            now = utcnow()
-            won = claims.claim([i.id for i in items[start : start + group_size]], now)
-            db.session.commit()  # the claim is durable before any provider call
-            claimed = [_claimed(i, won[i.id]) for i in items[start : start + group_size] if i.id in won]
-            report.counts["not-claimed"] += min(group_size, len(items) - start) - len(claimed)
+        for start in range(0, len(items), size):
+            claimed, claimed_at = _claim_window(items[start : start + size], report)
             if not claimed:
                 continue
-            slot = slot or acquire_slot(channel, config["CHANNEL_SLOTS"], config["DISPATCH_LEASE_SECONDS"])
+            slot = slot or _slot(channel, config)
             if slot is None:  # every worker slot of the channel is busy: wait (the attempt is given back)
                 record([(item, _busy(channel, config)) for item in claimed], report)
                 report.counts["busy"] += len(items) - start
                 wait = utcnow() + timedelta(seconds=2)
             else:
-                wait = _send_group(adapter, channel, claimed, renderers, report)
+                wait = _send_window(adapter, channel, claimed, claimed_at, renderers, report)
             if wait is not None:  # the provider said "not now": the rest waits with it, unclaimed
-                for item in items[start + group_size :]:
+                for item in items[start + size :]:
                     report.send_later(item, wait)
                 break
     finally:
         if slot is not None:
             release_slot(channel, slot)
+
+
+def _claim_window(items: list[Item], report: Report) -> tuple[list[Item], datetime]:
+    """Claim a window in one statement, its hand-off notes written before the commit makes it visible."""
+    now = utcnow()
+    won = claims.claim([i.id for i in items], now)
+    sending.reserve(list(won), now)
+    db.session.commit()  # the claim is durable before any provider call
+    claimed = [_claimed(i, won[i.id]) for i in items if i.id in won]
+    report.counts["not-claimed"] += len(items) - len(claimed)
+    return claimed, now
+
+
+def _slot(channel: str, config) -> str | None:
+    """One of the channel's worker slots; none while Redis is down (the claimed window then waits, unsent)."""
+    try:
+        return acquire_slot(channel, config["CHANNEL_SLOTS"], config["DISPATCH_LEASE_SECONDS"])
+    except RedisError:
+        return None
 
 
 def _busy(channel: str, config) -> Result:
@@ -267,17 +290,28 @@ def _busy(channel: str, config) -> Result:
     )
 
 
-def _send_group(adapter, channel: str, claimed: list[Item], renderers: Renderers, report: Report) -> datetime | None:
-    """Send and record one claimed group; returns when to come back if the provider asked to wait."""
+def _send_window(
+    adapter, channel: str, claimed: list[Item], claimed_at: datetime, renderers: Renderers, report: Report
+) -> datetime | None:
+    """Render, send and record one claimed window; returns when to come back if the provider asked to wait.
+
+    A window that outlives half the lease renews the claim of what it has not handed out yet and goes on.
+    """
     built = build_messages(channel, claimed, renderers)
     db.session.commit()
-    results = [(item, _as_result(m)) for item, m in built if isinstance(m, RenderError)]
-    sendable = [(item, m) for item, m in built if not isinstance(m, RenderError)]
-    by_id = {item.id: item for item, _m in sendable}
-    results += [(by_id[d], r) for d, r in send_messages(adapter, [(item.id, m) for item, m in sendable])]
-    record(results, report)
-    waits = [r.retry_after or 1.0 for _i, r in results if r.outcome is Outcome.WAIT]
-    return utcnow() + timedelta(seconds=max(waits) + random.random()) if waits else None
+    record([(item, _as_result(m)) for item, m in built if isinstance(m, RenderError)], report)
+    pairs = [(item, m) for item, m in built if not isinstance(m, RenderError)]
+    while pairs:
+        deadline = time.monotonic() + claims.lease_seconds() / 2
+        sent = sending.send_window(adapter, channel, pairs, claimed_at, lambda done: record(done, report), deadline)
+        if sent.wait is not None:
+            return utcnow() + timedelta(seconds=sent.wait + random.random())
+        previous, claimed_at = claimed_at, utcnow()
+        kept = set(claims.renew([item.id for item, _m in sent.rest], previous, claimed_at))
+        sending.reserve(list(kept), claimed_at)
+        db.session.commit()
+        pairs = [(item, m) for item, m in sent.rest if item.id in kept]
+    return None
 
 
 def _finish(report: Report) -> None:

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from multiprocessing import Process
+from multiprocessing import Process, Queue
 
 import httpx
 import pytest
@@ -82,33 +82,66 @@ def run_sink(port: int) -> None:
     asyncio.run(main())
 
 
+CONCURRENCY = 16  # requests in flight per worker, for Herald's adapter and for the raw client floor alike
+
+
 def register_bench_email() -> None:
-    """Replace the email adapter, in this process only, with an HTTP call to the sink."""
+    """Replace the email adapter, in this process only, with an HTTP call to the sink through Herald's client."""
     from app.channels.base import Outcome, Result, register
     from app.channels.email import SmtpEmail
+    from app.channels.guard_async import guarded_async
+    from app.channels.http import FastClient
 
     @register("email")
     class BenchEmail(SmtpEmail):
-        concurrent_sends = 8  # httpx.Client is thread-safe: the batch keeps 8 requests in flight
+        asynchronous = True
+        concurrent_sends = CONCURRENCY
 
         def __init__(self, app_config):
             super().__init__(app_config)
             self.url = os.environ["HERALD_BENCH_SINK_URL"]
-            self.client = httpx.Client(
-                limits=httpx.Limits(max_connections=16, max_keepalive_connections=16), timeout=10
-            )
+            self.client = FastClient(app_config, limit=CONCURRENCY)
 
-        def send(self, message):
-            response = self.client.post(
-                self.url,
-                json={"to": message.address, "subject": message.content["subject"], "key": message.idempotency_key},
-            )
+        async def send_async(self, message):
+            body = {"to": message.address, "subject": message.content["subject"], "key": message.idempotency_key}
+            return await guarded_async("bench", lambda: self._post(body, message.idempotency_key))
+
+        async def _post(self, body, key):
+            response = await self.client.post(self.url, json_body=body)
             if response.status_code != 200:
                 return Result(Outcome.TRANSIENT, "bench", error_code=str(response.status_code), provider_fault=True)
-            return Result(Outcome.DISPATCHED, "bench", provider_message_id=message.idempotency_key)
+            return Result(Outcome.DISPATCHED, "bench", provider_message_id=key)
 
-        def close(self):
-            self.client.close()
+
+def client_alone(url: str, requests: int, answers) -> None:
+    """The raw floor in one process: Herald's client alone, ``CONCURRENCY`` in flight, the bench adapter's body."""
+    from app.channels.http import FastClient, run_sync
+
+    client = FastClient({}, limit=CONCURRENCY)
+    body = {"to": "b1@example.com", "subject": "Spring is here", "key": "k"}
+
+    async def one_lane(count):
+        for _ in range(count):
+            assert (await client.post(url, json_body=body)).status_code == 200
+
+    async def lanes():
+        started = time.perf_counter()
+        await asyncio.gather(*(one_lane(requests // CONCURRENCY) for _ in range(CONCURRENCY)))
+        return time.perf_counter() - started
+
+    answers.put((requests // CONCURRENCY * CONCURRENCY, run_sync(lanes())))
+
+
+def client_floor(url: str, processes: int, requests: int) -> float:
+    """Requests/s of the client alone in as many processes as the campaign has workers (summed)."""
+    answers = Queue()
+    runs = [Process(target=client_alone, args=(url, requests, answers)) for _ in range(processes)]
+    for run in runs:
+        run.start()
+    results = [answers.get(timeout=300) for _ in runs]
+    for run in runs:
+        run.join(30)
+    return sum(count / seconds for count, seconds in results)
 
 
 def worker_main() -> None:
@@ -315,6 +348,7 @@ def campaign_benchmark(
     timeout_s: float,
     ceiling_sample: int,
     channels: tuple[str, ...] = ("in_app", "email"),
+    floor_requests: int = 2000,
 ) -> dict:
     backend = db.engine.dialect.name
     seed_started = time.perf_counter()
@@ -356,8 +390,12 @@ def campaign_benchmark(
     )
     campaign_id = campaign.id
     latencies: list[float] = []
+    external = [c for c in channels if c != "in_app"]
+    floors = []
     with sink() as sink_url, gunicorn(bench_env, workers=1) as base:
         env = {**bench_env, "HERALD_BENCH_SINK_URL": sink_url, "HERALD_CHANNEL_SLOTS": "2"}
+        if external:  # the raw client floor, before and after the fan-out (alternating, same sink, same machine)
+            floors.append(client_floor(sink_url, 2, floor_requests))
         with bench_workers(env, 2):
             client = signed_in_client(base)
             client.get("/console/")
@@ -378,6 +416,8 @@ def campaign_benchmark(
             stop.set()
             probe.join(30)
             client.close()
+        if external:
+            floors.append(client_floor(sink_url, 2, floor_requests))
     db.session.remove()
     last = db.session.scalar(
         select(func.max(Delivery.updated_at)).join(Notification).where(Notification.campaign_id == campaign_id)
@@ -403,6 +443,13 @@ def campaign_benchmark(
     )
     seconds = (last - launched_wall).total_seconds() if last else float("inf")
     rate = done / seconds if seconds else 0.0
+    floor = sum(floors) / len(floors) if floors else float("nan")
+    floor_text = (
+        f"raw client floor (Herald's pycurl client alone, 2 processes x {CONCURRENCY} in flight, same sink) "
+        f"{' / '.join(f'{f:.0f}' for f in floors)} req/s before / after, ratio to its mean {rate / floor:.2f}; "
+        if floors
+        else ""
+    )
     dash = summary(latencies) if latencies else "no samples"
     p99 = percentile([v * 1000 for v in latencies], 99) if latencies else float("nan")
     label = " + ".join(c if c == "in_app" else f"fake HTTP {c}" for c in channels)
@@ -411,7 +458,7 @@ def campaign_benchmark(
         f"{label}, 2 workers: status {status}, {done} in inboxes, sent {sent}, {unsent} unsent; "
         f"launch -> last delivery {seconds:.1f} s = {rate:.0f} recipients/s end to end; "
         f"raw bulk insert of the same rows {ceiling:.0f} recipients/s (sample {min(recipients, ceiling_sample)}), "
-        f"ratio {rate / ceiling:.2f}; dashboard GET /console/ during fan-out ({len(latencies)} samples): {dash} "
+        f"ratio {rate / ceiling:.2f}; {floor_text}dashboard GET /console/ during fan-out ({len(latencies)} samples): {dash} "
         f"({machine()})"
     )
     if floors:
@@ -421,7 +468,16 @@ def campaign_benchmark(
             f"Herald (2 workers) / lean {rate / floors['lean']:.2f}, per worker {rate / 2 / floors['lean']:.2f}; "
             f"Herald / COPY {rate / floors['copy']:.2f}; lean / COPY {floors['lean'] / floors['copy']:.2f}"
         )
-    return {"status": status, "done": done, "sent": sent, "rate": rate, "ceiling": ceiling, "p99_ms": p99, **floors}
+    return {
+        "status": status,
+        "done": done,
+        "sent": sent,
+        "rate": rate,
+        "ceiling": ceiling,
+        "p99_ms": p99,
+        "floor": floor,
+        **floors,
+    }
 
 
 def test_campaign_fanout_smoke(bench_env):
@@ -447,5 +503,7 @@ def test_campaign_fanout_million(bench_env):
     """A run that cannot finish in ``HERALD_BENCH_FANOUT_SECONDS`` (default 40 min) reports the rate of what it did."""
     recipients = int(os.environ.get("HERALD_BENCH_RECIPIENTS", "1000000"))
     seconds = float(os.environ.get("HERALD_BENCH_FANOUT_SECONDS", "2400"))
-    result = campaign_benchmark(bench_env, recipients=recipients, timeout_s=seconds, ceiling_sample=100_000)
+    result = campaign_benchmark(
+        bench_env, recipients=recipients, timeout_s=seconds, ceiling_sample=100_000, floor_requests=100_000
+    )
     assert result["done"] > 0

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from app.channels import DeviceTarget, Message, Outcome, close_all
+from app.channels.http import FastClient
 from app.channels.web_push import WebPushChannel
 from app.pipeline.sending import send_messages
 from tests.bench.harness import machine
@@ -93,8 +94,7 @@ def webpush_benchmark(app, count: int) -> dict:
         pooled.close()
 
         fresh = WebPushChannel(app.config)
-        fresh.client.close()
-        fresh.client = httpx.Client(http2=True, limits=httpx.Limits(max_keepalive_connections=0))
+        fresh.client = FastClient(app.config, limit=WebPushChannel.concurrent_sends, reuse=False)
         before = stats(base)
         fresh_rate = run(fresh, batch)
         fresh_connections = stats(base)["connections"] - before["connections"]

@@ -99,6 +99,65 @@ def test_live_claim_is_not_stolen_but_an_expired_one_is_redriven_with_the_same_k
     assert db.session.get(Delivery, delivery_id).attempts == 2
 
 
+def routed_email_deliveries(app, count: int, kind: str) -> list[int]:
+    """``count`` PENDING email deliveries of type ``kind``, routed, that nobody has claimed yet."""
+    from app.models.bulk import insert_ignoring_conflicts
+
+    rows = []
+    for n in range(count):
+        make_recipient(external_id=f"d{n}", email=f"d{n}@example.com")
+        notification_id = email_notification(f"d{n}")
+        db.session.get(Notification, notification_id).type = kind
+        now = utcnow()
+        rows.append({"notification_id": notification_id, "channel": "email", "status": "PENDING", "attempts": 0})
+        rows[-1].update(created_at=now, updated_at=now)
+    insert_ignoring_conflicts(Delivery, rows, ["notification_id", "channel"])
+    db.session.commit()
+    get_redis().flushdb()  # drop the queued routing jobs: this test drives dispatch itself
+    return list(db.session.scalars(select(Delivery.id).order_by(Delivery.id)))
+
+
+def test_a_dead_senders_marketing_claims_become_uncertain_only_if_they_may_have_left(app, smtp_server):
+    """A window claimed in one statement and cut short by a crash: only what was handed to the client (or what
+    no hand-off note speaks for) is UNCERTAIN; a claim never handed out is sent, once."""
+    from app.pipeline import claims, sending
+    from app.pipeline.deliver import deliver
+
+    handed, never_handed, unnoted = routed_email_deliveries(app, 3, "marketing")
+    claimed_at = utcnow()
+    assert set(claims.claim([handed, never_handed, unnoted], claimed_at, 60)) == {handed, never_handed, unnoted}
+    sending.reserve([handed, never_handed], claimed_at)  # the sender died before noting ``unnoted``
+    db.session.commit()
+    assert sending._handed([(db.session.get(Delivery, handed), None)], claimed_at)
+    assert sending.never_handed([(d, claimed_at) for d in (handed, never_handed, unnoted)]) == {never_handed}
+    assert sending.never_handed([(never_handed, utcnow())]) == set(), "a note of another claim says nothing"
+
+    app.config["DISPATCH_LEASE_SECONDS"], saved = 0, app.config["DISPATCH_LEASE_SECONDS"]
+    try:
+        time.sleep(0.01)
+        deliver([handed, never_handed, unnoted])
+    finally:
+        app.config["DISPATCH_LEASE_SECONDS"] = saved
+    db.session.remove()
+    statuses = dict(db.session.execute(select(Delivery.id, Delivery.status)).all())
+    assert statuses == {handed: "UNCERTAIN", never_handed: "DISPATCHED", unnoted: "UNCERTAIN"}
+    assert len(smtp_server.messages) == 1
+
+
+def test_a_live_sender_renews_only_its_own_claims(app):
+    from app.pipeline import claims
+
+    [delivery_id] = routed_email_deliveries(app, 1, "transactional")
+    claimed_at = utcnow()
+    claims.claim([delivery_id], claimed_at, 60)
+    db.session.commit()
+    assert claims.renew([delivery_id], utcnow(), utcnow()) == [], "another claim's stamp renews nothing"
+    later = utcnow()
+    assert claims.renew([delivery_id], claimed_at, later) == [delivery_id]
+    db.session.commit()
+    assert db.session.get(Delivery, delivery_id).claimed_at == later
+
+
 def test_rerouting_a_routed_notification_creates_no_second_delivery(app, smtp_server, run_jobs):
     make_recipient(external_id="ana", email="ana@example.com")
     notification_id = email_notification("ana")

@@ -13,6 +13,7 @@ import logging
 import pytest
 from limits.storage import RedisStorage
 from limits.strategies import FixedWindowRateLimiter
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from app.extensions import db, limiter
@@ -190,3 +191,27 @@ def test_redis_down_sign_in_is_still_rate_limited_in_the_process(client, redis_d
     ]
     limiter._fallback_storage.reset()
     assert codes == [200] * 10 + [429]
+
+
+def test_redis_down_a_claimed_window_waits_unsent_with_its_attempts_given_back(app, redis_down, smtp_server):
+    """No worker slot and no hand-off note can be taken without Redis: the window claimed in the database is
+    handed back PENDING (attempts returned), nothing reaches the provider, nothing is left SENDING."""
+    from app.models import Delivery
+    from app.models.bulk import insert_ignoring_conflicts
+    from app.models.types import utcnow
+    from app.pipeline.deliver import deliver
+    from tests.integration.test_crash_and_races import email_notification
+
+    rows = []
+    for n in range(5):
+        make_recipient(external_id=f"o{n}", email=f"o{n}@example.com")
+        notification_id = email_notification(f"o{n}")
+        rows.append({"notification_id": notification_id, "channel": "email", "status": "PENDING", "attempts": 0})
+        rows[-1].update(created_at=utcnow(), updated_at=utcnow())
+    insert_ignoring_conflicts(Delivery, rows, ["notification_id", "channel"])
+    db.session.commit()
+    with pytest.raises(RedisError):  # handing them to the queue for later fails too: the reaper re-drives them
+        deliver(list(db.session.scalars(select(Delivery.id))))
+    db.session.expire_all()
+    assert {(d.status, d.attempts) for d in db.session.scalars(select(Delivery))} == {("PENDING", 0)}
+    assert smtp_server.messages == []

@@ -279,3 +279,38 @@ def test_an_answered_send_stands_when_redis_dies_before_its_bookkeeping(
         assert "the answer stands" in caplog.text
     finally:
         private.stop()
+
+
+def test_a_rate_limit_mid_window_gives_back_what_was_not_sent_without_spending_attempts(app, twilio):
+    """A window of 40 SMS claimed at once, a bucket of 2/s: what the provider got is DISPATCHED; everything
+    else -- answered "wait" by the bucket, or claimed and never handed out -- is PENDING for later with its
+    attempt given back."""
+    from app.accept import accept_notification
+    from app.models.bulk import insert_ignoring_conflicts
+    from app.models.types import utcnow
+    from app.pipeline.deliver import deliver
+    from app.schemas import NotificationCreate
+
+    app.config["SMS_RATE"] = 2.0
+    rows = []
+    for n in range(40):
+        make_recipient(external_id=f"w{n}", phone=f"+35191234{n:04d}")
+        payload = NotificationCreate(user_id=f"w{n}", type="transactional", title="Hi", body="Hi", channels=["sms"])
+        notification = accept_notification(payload, api_key_id=None, idempotency_key=None)
+        rows.append({"notification_id": notification.id, "channel": "sms", "status": "PENDING", "attempts": 0})
+        rows[-1].update(created_at=utcnow(), updated_at=utcnow())
+    insert_ignoring_conflicts(Delivery, rows, ["notification_id", "channel"])
+    db.session.commit()
+    get_redis().flushdb()  # the routing jobs: this test hands the window to the pipeline itself
+    ids = list(db.session.scalars(select(Delivery.id)))
+
+    report = deliver(ids)
+    db.session.expire_all()
+    deliveries = db.session.scalars(select(Delivery)).all()
+    sent = [d for d in deliveries if d.status == "DISPATCHED"]
+    waiting = [d for d in deliveries if d.status == "PENDING"]
+    assert len(sent) == len(twilio.messages) and 2 <= len(sent) < 40, len(sent)
+    assert len(sent) + len(waiting) == 40
+    assert {d.attempts for d in waiting} == {0}, "a send that waits spends no attempt"
+    assert all(d.not_before is not None and d.not_before > d.updated_at for d in waiting)
+    assert sorted(i for ids in report.later.values() for i in ids) == sorted(d.id for d in waiting)

@@ -2,8 +2,9 @@
 
 The ``email`` channel is :class:`Email`: with ``smtp`` (the default) it is the SMTP adapter of
 ``app/channels/email.py`` unchanged; with a provider API it sends a batch of messages per request
-(:meth:`Email.send_batch`, which ``app/pipeline/sending.py`` calls for a claimed group) and the
-group the pipeline claims at once is ``concurrent_sends`` = one request's limit x requests per group.
+(:meth:`Email.send_batch`, which the batch hook of ``app/pipeline/sending.py`` calls with ``batch_size`` messages
+at a time) and the window the pipeline claims is at least ``concurrent_sends`` = one request's limit x requests per
+group.
 
 Every request goes through the provider's breaker (:func:`app.channels.guard.guarded`) and takes one
 token per recipient from the sending domain's bucket (``HERALD_EMAIL_DOMAIN_RATE``, shared by every
@@ -31,21 +32,22 @@ REQUIRED = {
 
 
 class _GroupSize:
-    """``concurrent_sends`` per instance: a provider API's batch when one is configured, else SMTP's 1.
+    """Per instance: a provider API's group (one request's limit x requests per group) when one is configured,
+    else ``without`` (read on the class too: ``channel_class("email").concurrent_sends`` is SMTP's 1)."""
 
-    Read on the class (``channel_class("email").concurrent_sends``) it is SMTP's 1.
-    """
+    def __init__(self, without: int):
+        self.without = without
 
     def __get__(self, adapter, owner=None) -> int:
-        if adapter is None:
-            return 1
-        provider = adapter.provider()
-        return provider.batch_limit * provider.requests_per_group if provider else 1
+        provider = adapter.provider() if adapter is not None else None
+        return provider.batch_limit * provider.requests_per_group if provider else self.without
 
 
 @register("email")
 class Email(SmtpEmail):
-    concurrent_sends = _GroupSize()
+    concurrent_sends = _GroupSize(without=1)
+    # The pipeline's batch hook (app/pipeline/sending.py) hands send_batch a group this size; 0 (SMTP): one by one.
+    batch_size = _GroupSize(without=0)
 
     def __init__(self, app_config: dict):
         super().__init__(app_config)
