@@ -344,28 +344,37 @@ def test_postmark_inactive_recipient_through_the_pipeline_suppresses_the_address
     assert postmark.mails == []
 
 
-def test_the_sender_hands_a_batch_adapter_the_whole_group_and_a_raising_one_costs_it_a_retry(app):
+def test_the_window_hands_a_batch_adapter_chunks_of_its_batch_size_and_a_raising_one_costs_them_a_retry(app):
+    import time
+    from types import SimpleNamespace
+
     from app.channels import Result
     from app.channels.base import Channel
-    from app.pipeline.sending import send_messages
+    from app.models.types import utcnow
+    from app.pipeline.sending import send_window
 
     class Batching(Channel):
         name = "fake"
+        batch_size = 3
         calls: list[int] = []
 
         def send_batch(self, messages):
             self.calls.append(len(messages))
-            if messages[0].delivery_id == 99:
+            if any(m.delivery_id == 99 for m in messages):
                 raise RuntimeError("adapter bug")
             return [Result(Outcome.DISPATCHED, "fake", f"m-{m.delivery_id}") for m in messages]
 
-    adapter = Batching(app.config)
+    adapter, recorded = Batching(app.config), []
+    pairs = [(SimpleNamespace(id=n), message(n)) for n in (1, 2, 3, 4, 99)]
     with app.app_context():
-        sent = send_messages(adapter, [(n, message(n)) for n in range(5)])
-        broken = send_messages(adapter, [(n, message(n)) for n in (99, 100)])
-    assert adapter.calls == [5, 2], "one call per group"
-    assert [(d, r.provider_message_id) for d, r in sent] == [(n, f"m-{n}") for n in range(5)]
-    assert {(r.outcome, r.error_code) for _d, r in broken} == {(Outcome.TRANSIENT, "adapter_error")}
+        sent = send_window(adapter, "fake", pairs, utcnow(), recorded.extend, time.monotonic() + 60)
+    assert adapter.calls == [3, 2], "one provider call per batch_size messages"
+    assert sent.wait is None and sent.rest == []
+    assert [(item.id, r.provider_message_id) for item, r in recorded[:3]] == [(n, f"m-{n}") for n in (1, 2, 3)]
+    assert {(item.id, r.outcome, r.error_code) for item, r in recorded[3:]} == {
+        (4, Outcome.TRANSIENT, "adapter_error"),
+        (99, Outcome.TRANSIENT, "adapter_error"),
+    }
 
 
 def test_with_smtp_the_email_channel_is_the_smtp_adapter_one_message_at_a_time(app, smtp_server):
