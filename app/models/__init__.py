@@ -9,6 +9,7 @@ from app.models.recipients import Device, Preference, Recipient, Suppression
 from app.models.rules import Rule, RuleSend
 from app.models.staff import ApiKey, AuditEntry, StaffUser
 from app.models.topics import Topic, TopicSubscription
+from app.models.workflows import Workflow, WorkflowRun, WorkflowStepRun, WorkflowThrottleSlot, WorkflowVersion
 
 __all__ = [
     "Audience",
@@ -35,4 +36,9 @@ __all__ = [
     "WebhookAttempt",
     "WebhookEndpoint",
     "WebhookMessage",
+    "Workflow",
+    "WorkflowRun",
+    "WorkflowStepRun",
+    "WorkflowThrottleSlot",
+    "WorkflowVersion",
 ]

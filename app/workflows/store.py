@@ -1,0 +1,94 @@
+"""Saving workflows (every save a new, immutable version) and reading them and their runs."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, insert, select
+
+from app.campaigns.planning import missing_variants
+from app.extensions import db
+from app.models import Recipient, Template, Workflow, WorkflowRun, WorkflowStepRun, WorkflowVersion
+from app.models.types import utcnow
+from app.workflows.definitions import WorkflowSave, reference_problems
+
+
+def template_channels(keys: set[str]) -> dict[str, set[str]]:
+    """For each existing template key, the channels its current version can render (in its default locale)."""
+    from app.channels import channel_names
+
+    found = {}
+    for template in db.session.scalars(select(Template).where(Template.key.in_(keys))):
+        version = template.version()
+        variants = version.variants if version else {}
+        missing = set(missing_variants(variants, list(channel_names()), template.default_locale))
+        found[template.key] = set(channel_names()) - missing
+    return found
+
+
+def problems_of(definition: WorkflowSave) -> list[dict]:
+    keys = {step.template for step in definition.steps if hasattr(step, "template")}
+    channels = template_channels(keys)
+    return reference_problems(definition.steps, channels.get)
+
+
+def save_workflow(key: str, definition: WorkflowSave) -> tuple[Workflow, bool]:
+    """A new version of ``key`` (created with version 1 if new). Concurrent saves: the unique (workflow, version)
+    pair decides, and the loser of the race is told by an IntegrityError (a 409 in the API)."""
+    now = utcnow()
+    workflow = db.session.scalar(select(Workflow).where(Workflow.key == key))
+    created = workflow is None
+    if created:
+        workflow = Workflow(key=key, name=definition.name, current_version=0, created_at=now, updated_at=now)
+        db.session.add(workflow)
+        db.session.flush()
+    version = workflow.current_version + 1
+    db.session.execute(
+        insert(WorkflowVersion).values(
+            workflow_id=workflow.id,
+            version=version,
+            steps=[step.model_dump(mode="json", exclude_none=True) for step in definition.steps],
+            created_at=now,
+        )
+    )
+    workflow.current_version, workflow.name, workflow.updated_at = version, definition.name, now
+    db.session.commit()
+    return workflow, created
+
+
+def find_workflow(key: str) -> Workflow | None:
+    return db.session.scalar(select(Workflow).where(Workflow.key == key))
+
+
+def steps_of(workflow: Workflow, version: int | None = None) -> list[dict]:
+    return db.session.scalar(
+        select(WorkflowVersion.steps).where(
+            WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == (version or workflow.current_version)
+        )
+    )
+
+
+def list_workflows() -> list[Workflow]:
+    return list(db.session.scalars(select(Workflow).order_by(Workflow.key)))
+
+
+def delete_workflow(workflow: Workflow) -> None:
+    db.session.execute(delete(Workflow).where(Workflow.id == workflow.id))
+    db.session.commit()
+
+
+def run_view(run_id: int) -> dict | None:
+    """A run with its workflow, version, user and step rows, for ``GET /v1/workflow-runs/{id}``."""
+    found = db.session.execute(
+        select(WorkflowRun, Workflow.key, WorkflowVersion.version, WorkflowVersion.steps, Recipient.external_id)
+        .join(Workflow, Workflow.id == WorkflowRun.workflow_id)
+        .join(WorkflowVersion, WorkflowVersion.id == WorkflowRun.version_id)
+        .join(Recipient, Recipient.id == WorkflowRun.recipient_id)
+        .where(WorkflowRun.id == run_id)
+    ).first()
+    if found is None:
+        return None
+    run, key, version, steps, user_id = found
+    rows = {
+        row.step_index: row
+        for row in db.session.scalars(select(WorkflowStepRun).where(WorkflowStepRun.run_id == run_id))
+    }
+    return {"run": run, "workflow": key, "version": version, "steps": steps, "user_id": user_id, "rows": rows}
