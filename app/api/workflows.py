@@ -114,7 +114,7 @@ def run_json(view: dict) -> dict:
     found = db.session.execute(
         select(Delivery.notification_id, Delivery.status).where(Delivery.notification_id.in_(ids))
     )
-    statuses = {notification_id: status for notification_id, status in found}
+    statuses = dict(found.all())
     return dump(
         schemas.WorkflowRunOut,
         id=run.id,
