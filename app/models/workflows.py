@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -92,8 +92,42 @@ class WorkflowStepRun(db.Model):
     sent: Mapped[list] = mapped_column(Json, default=list)
     wait_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     detail: Mapped[str | None] = mapped_column(Text)
+    # A digest step: the digest this run's trigger landed in (each trigger in exactly one).
+    digest_id: Mapped[int | None] = mapped_column(ForeignKey("workflow_digests.id", ondelete="SET NULL"), index=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WorkflowDigest(db.Model):
+    """Triggers collected by a digest step: at most one open digest per (workflow, recipient, step, key). The run
+    that opened it continues with every member once it closes; the runs that joined it stop there."""
+
+    __tablename__ = "workflow_digests"
+    __table_args__ = (
+        Index(
+            "ux_workflow_digests_open",
+            "workflow_id",
+            "recipient_id",
+            "step_index",
+            "digest_key",
+            unique=True,
+            sqlite_where=text("state = 'open'"),
+            postgresql_where=text("state = 'open'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id", ondelete="CASCADE"))
+    step_index: Mapped[int] = mapped_column(Integer)
+    digest_key: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16))
+    owner_run_id: Mapped[int] = mapped_column(BigId)
+    count: Mapped[int] = mapped_column(Integer)
+    max_events: Mapped[int | None] = mapped_column(Integer)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    closes_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class WorkflowThrottleSlot(db.Model):

@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 from app.audiences.filters import validate_filter
 from app.schemas import Channel, Strict
 
-KINDS = ("channel", "delay", "condition", "escalation", "throttle")
+KINDS = ("channel", "delay", "condition", "escalation", "throttle", "digest")
 OUTCOMES = ("delivered", "read", "clicked", "failed")
 MAX_STEPS = 50
 MAX_WAIT = 30 * 24 * 3600
@@ -138,7 +138,22 @@ class ThrottleStep(Strict):
     window: Seconds
 
 
-Step = Annotated[ChannelStep | DelayStep | ConditionStep | EscalationStep | ThrottleStep, Field(discriminator="kind")]
+class DigestStep(Strict):
+    """Collect this workflow's triggers for the recipient that share ``key`` (a data field; without one, all of
+    them) for ``window`` seconds from the first, or until ``max_events`` have arrived; then the run that opened
+    the digest continues once, its later templates seeing ``data.events`` (each trigger's data, oldest first),
+    ``data.count`` and ``data.actors`` (the first three distinct ``data.actor`` values). The other runs stop
+    here (reason ``digested``). Every trigger lands in exactly one digest."""
+
+    kind: Literal["digest"]
+    window: Seconds
+    max_events: int | None = Field(None, ge=2, le=10_000, description="Close early once this many have arrived")
+    key: str | None = Field(None, pattern=r"^data\.[A-Za-z0-9_-]{1,100}$", description="e.g. data.post_id")
+
+
+Step = Annotated[
+    ChannelStep | DelayStep | ConditionStep | EscalationStep | ThrottleStep | DigestStep, Field(discriminator="kind")
+]
 STEPS = TypeAdapter(list[Step])
 
 

@@ -4,11 +4,11 @@ worker that resumes a run a killed one left mid-step)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
 from flask import current_app
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from app.audiences.filters import compile_filter
 from app.campaigns.planning import local_wave_time
@@ -16,49 +16,11 @@ from app.extensions import db
 from app.models import Recipient, WorkflowRun, WorkflowStepRun
 from app.models.bulk import insert_ignoring_conflicts
 from app.models.workflows import RUNNING
-from app.workflows import acts
+from app.workflows import acts, digest
 from app.workflows.data_filter import matches_data
 from app.workflows.facts import DONE as REACHED_UNTIL
 from app.workflows.facts import EXHAUSTED, NEXT, Decision, Facts, escalation_move, facts_of, outcome_test
-
-WAITING, DONE, SKIPPED, STOPPED = "waiting", "done", "skipped", "stopped"
-
-
-@dataclass(frozen=True)
-class Context:
-    run: WorkflowRun
-    index: int
-    step: object
-    token: str
-    now: datetime
-
-
-@dataclass(frozen=True)
-class Next:
-    skip: int = 0
-
-
-@dataclass(frozen=True)
-class Wait:
-    at: datetime
-
-
-@dataclass(frozen=True)
-class Stop:
-    reason: str
-
-
-@dataclass
-class Start:
-    """A step's first act: its row's fields and the notifications stored with the claim."""
-
-    state: str
-    outcome: str | None = None
-    sent: list = field(default_factory=list)
-    notifications: list = field(default_factory=list)
-    wait_until: datetime | None = None
-    detail: str | None = None
-    phase: int = 0
+from app.workflows.results import DONE, SKIPPED, STOPPED, WAITING, Context, Next, Start, Stop, Wait
 
 
 def poll_seconds() -> int:
@@ -84,7 +46,17 @@ def _row(run_id: int, index: int) -> WorkflowStepRun | None:
 
 
 def _claim(ctx: Context) -> WorkflowStepRun | None:
-    """Insert the (run, step) row and the step's act in one transaction, while this worker holds the run."""
+    """Insert the (run, step) row and the step's act in one transaction, while this worker holds the run. An act
+    that loses a race on a unique key (two digests opened at once) is tried again: it then finds the winner's."""
+    for _attempt in range(3):
+        try:
+            return _claim_once(ctx)
+        except IntegrityError:
+            db.session.rollback()
+    return None
+
+
+def _claim_once(ctx: Context) -> WorkflowStepRun | None:
     held = db.session.execute(
         update(WorkflowRun)
         .where(
@@ -109,6 +81,7 @@ def _claim(ctx: Context) -> WorkflowStepRun | None:
         "sent": start.sent,
         "wait_until": start.wait_until,
         "detail": start.detail,
+        "digest_id": start.digest_id,
         "started_at": ctx.now,
         "finished_at": None if start.state == WAITING else ctx.now,
     }
@@ -233,6 +206,8 @@ def _escalate(ctx: Context, row: WorkflowStepRun) -> WorkflowStepRun:
     """Send on the next channel: the phase moves from k to k+1 in the same transaction, so once."""
     channel = ctx.step.channels[row.phase].channel
     notification = acts.notification_for(ctx.run, ctx.index, channel, ctx.step.template, ctx.now)
+    if notification is None:
+        return _settle(row, DONE, "failed", ctx.now)  # its template was deleted since the definition was saved
     sent = [*row.sent, _sent_entry(channel, notification, ctx.now)] if notification else row.sent
     moved = db.session.execute(
         update(WorkflowStepRun)
@@ -288,6 +263,7 @@ START = {
     "condition": condition_start,
     "escalation": escalation_start,
     "throttle": throttle_start,
+    "digest": digest.digest_start,
 }
 FOLLOW = {
     "channel": channel_follow,
@@ -295,4 +271,5 @@ FOLLOW = {
     "condition": condition_follow,
     "escalation": escalation_follow,
     "throttle": throttle_follow,
+    "digest": digest.digest_follow,
 }

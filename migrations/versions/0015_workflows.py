@@ -62,6 +62,29 @@ def upgrade():
     op.create_index("ix_workflow_runs_workflow", "workflow_runs", ["workflow_id", "created_at"])
     op.create_index("ix_workflow_runs_recipient_id", "workflow_runs", ["recipient_id"])
     op.create_table(
+        "workflow_digests",
+        sa.Column("id", BigId, primary_key=True),
+        sa.Column("workflow_id", BigId, sa.ForeignKey("workflows.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("recipient_id", BigId, sa.ForeignKey("recipients.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("step_index", sa.Integer(), nullable=False),
+        sa.Column("digest_key", sa.String(length=255), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("owner_run_id", BigId, nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("max_events", sa.Integer(), nullable=True),
+        sa.Column("opened_at", When, nullable=False),
+        sa.Column("closes_at", When, nullable=False),
+        sa.Column("closed_at", When, nullable=True),
+    )
+    op.create_index(
+        "ux_workflow_digests_open",
+        "workflow_digests",
+        ["workflow_id", "recipient_id", "step_index", "digest_key"],
+        unique=True,
+        sqlite_where=sa.text("state = 'open'"),
+        postgresql_where=sa.text("state = 'open'"),
+    )
+    op.create_table(
         "workflow_step_runs",
         sa.Column("id", BigId, primary_key=True),
         sa.Column("run_id", BigId, sa.ForeignKey("workflow_runs.id", ondelete="CASCADE"), nullable=False),
@@ -73,10 +96,12 @@ def upgrade():
         sa.Column("sent", Json, nullable=False),
         sa.Column("wait_until", When, nullable=True),
         sa.Column("detail", sa.Text(), nullable=True),
+        sa.Column("digest_id", BigId, sa.ForeignKey("workflow_digests.id", ondelete="SET NULL"), nullable=True),
         sa.Column("started_at", When, nullable=False),
         sa.Column("finished_at", When, nullable=True),
         sa.UniqueConstraint("run_id", "step_index"),
     )
+    op.create_index("ix_workflow_step_runs_digest_id", "workflow_step_runs", ["digest_id"])
     op.create_table(
         "workflow_throttle_slots",
         sa.Column("workflow_id", BigId, sa.ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True),
@@ -106,7 +131,10 @@ def downgrade():
         batch_op.drop_constraint("fk_idempotency_keys_workflow_run_id", type_="foreignkey")
         batch_op.drop_column("workflow_run_id")
     op.drop_table("workflow_throttle_slots")
+    op.drop_index("ix_workflow_step_runs_digest_id", table_name="workflow_step_runs")
     op.drop_table("workflow_step_runs")
+    op.drop_index("ux_workflow_digests_open", table_name="workflow_digests")
+    op.drop_table("workflow_digests")
     op.drop_index("ix_workflow_runs_recipient_id", table_name="workflow_runs")
     op.drop_index("ix_workflow_runs_workflow", table_name="workflow_runs")
     op.drop_index("ix_workflow_runs_cancellation", table_name="workflow_runs")
