@@ -30,7 +30,7 @@ def problems_of(definition: WorkflowSave) -> list[dict]:
     return reference_problems(definition.steps, channels.get)
 
 
-def save_workflow(key: str, definition: WorkflowSave) -> tuple[Workflow, bool]:
+def save_workflow(key: str, definition: WorkflowSave, commit: bool = True) -> tuple[Workflow, bool]:
     """A new version of ``key`` (created with version 1 if new). Concurrent saves: the unique (workflow, version)
     pair decides, and the loser of the race is told by an IntegrityError (a 409 in the API)."""
     now = utcnow()
@@ -50,7 +50,10 @@ def save_workflow(key: str, definition: WorkflowSave) -> tuple[Workflow, bool]:
         )
     )
     workflow.current_version, workflow.name, workflow.updated_at = version, definition.name, now
-    db.session.commit()
+    if commit:
+        db.session.commit()
+    else:
+        db.session.flush()
     return workflow, created
 
 
