@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from app.campaigns.planning import missing_variants
 from app.extensions import db
@@ -95,3 +95,48 @@ def run_view(run_id: int) -> dict | None:
         for row in db.session.scalars(select(WorkflowStepRun).where(WorkflowStepRun.run_id == run_id))
     }
     return {"run": run, "workflow": key, "version": version, "steps": steps, "user_id": user_id, "rows": rows}
+
+
+def run_counts(workflow_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Runs per workflow and status."""
+    counts: dict[int, dict[str, int]] = {w: {} for w in workflow_ids}
+    for workflow_id, status, count in db.session.execute(
+        select(WorkflowRun.workflow_id, WorkflowRun.status, func.count())
+        .where(WorkflowRun.workflow_id.in_(workflow_ids))
+        .group_by(WorkflowRun.workflow_id, WorkflowRun.status)
+    ):
+        counts[workflow_id][status] = count
+    return counts
+
+
+def step_counts(workflow_id: int) -> dict[int, dict[str, int]]:
+    """Per step index: how many runs entered it and how many of those are in each state (waiting, done, skipped,
+    stopped); ``sent`` counts the notifications it made."""
+    counts: dict[int, dict[str, int]] = {}
+    for index, state, count in db.session.execute(
+        select(WorkflowStepRun.step_index, WorkflowStepRun.state, func.count())
+        .join(WorkflowRun, WorkflowRun.id == WorkflowStepRun.run_id)
+        .where(WorkflowRun.workflow_id == workflow_id)
+        .group_by(WorkflowStepRun.step_index, WorkflowStepRun.state)
+    ):
+        row = counts.setdefault(index, {"entered": 0})
+        row[state] = count
+        row["entered"] += count
+    for index, sent in db.session.execute(
+        select(WorkflowStepRun.step_index, WorkflowStepRun.sent)
+        .join(WorkflowRun, WorkflowRun.id == WorkflowStepRun.run_id)
+        .where(WorkflowRun.workflow_id == workflow_id, WorkflowStepRun.kind.in_(("channel", "escalation")))
+    ):
+        row = counts.setdefault(index, {"entered": 0})
+        row["sent"] = row.get("sent", 0) + len(sent or [])
+    return counts
+
+
+def recent_runs(workflow_id: int, limit: int = 20) -> list[tuple]:
+    return db.session.execute(
+        select(WorkflowRun, Recipient.external_id)
+        .join(Recipient, Recipient.id == WorkflowRun.recipient_id)
+        .where(WorkflowRun.workflow_id == workflow_id)
+        .order_by(WorkflowRun.id.desc())
+        .limit(limit)
+    ).all()
