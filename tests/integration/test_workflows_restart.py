@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import Notification, WorkflowRun, WorkflowStepRun
-from app.redis_client import get_redis
 from tests.conftest import kill_worker, start_worker
 from tests.factories import make_recipient, make_template
+from tests.integration.test_workflows import lose_every_job
 from tests.processes import start_scheduler
 
 
@@ -54,7 +54,7 @@ def test_a_delay_survives_a_restart_of_every_process(api, test_env, tmp_path):
         wait_for(waiting, 30, "the run to wait in its delay")
         for process in processes:
             kill_worker(process)  # SIGKILL to each process group
-        get_redis().flushdb()  # and Redis comes back empty: every queued and scheduled job is gone
+        lose_every_job()  # and Redis comes back empty: every queued and scheduled job is gone
         processes = [start_worker([], env), start_scheduler(env, tmp_path / "scheduler-2.log")]
         try:
             wait_for(lambda: db.session.get(WorkflowRun, run_id).status == "completed", 60, "the run to complete")
