@@ -61,6 +61,7 @@ class Accepted:
     status: str
     replayed: bool
     run_id: int | None = None  # a send to a topic or an audience (app/campaigns/runs.py)
+    workflow_run_id: int | None = None  # a workflow trigger (app/workflows/trigger.py)
 
 
 def request_fingerprint(payload) -> str:
@@ -88,7 +89,13 @@ def _replay(api_key_id: int, key: str, fingerprint: str) -> Accepted | None:
         return None
     if reservation.request_hash != fingerprint:
         raise IdempotencyConflict(key)
-    return Accepted(reservation.notification_id, "accepted", replayed=True, run_id=reservation.run_id)
+    return Accepted(
+        reservation.notification_id,
+        "accepted",
+        replayed=True,
+        run_id=reservation.run_id,
+        workflow_run_id=reservation.workflow_run_id,
+    )
 
 
 def accept_notification(payload: NotificationCreate, api_key_id: int | None, idempotency_key: str | None) -> Accepted:

@@ -364,6 +364,14 @@ def _delivery_settings(env: dict[str, str]) -> dict:
         "DISPATCH_LEASE_SECONDS": parse_int(
             "HERALD_DISPATCH_LEASE_SECONDS", env.get("HERALD_DISPATCH_LEASE_SECONDS"), 120, minimum=1
         ),
+        # Workflows: how long a worker holds a run it advances (a killed one's run is taken again after this), and
+        # how often a run waiting on an outcome (read, delivered) looks again.
+        "WORKFLOW_LEASE_SECONDS": parse_int(
+            "HERALD_WORKFLOW_LEASE_SECONDS", env.get("HERALD_WORKFLOW_LEASE_SECONDS"), 60, minimum=0
+        ),
+        "WORKFLOW_POLL_SECONDS": parse_int(
+            "HERALD_WORKFLOW_POLL_SECONDS", env.get("HERALD_WORKFLOW_POLL_SECONDS"), 10, minimum=1
+        ),
     }
 
 

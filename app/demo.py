@@ -35,6 +35,7 @@ from app.outbound_webhooks.endpoints import add_request_log_endpoint
 from app.rules.definitions import DEFAULT_AUDIENCE
 from app.rules.windows import COUNTRY_POLICY, DEFAULT_WINDOW
 from app.topics.store import create_topic_with
+from app.workflows.demo import add_demo_workflows
 
 ADMIN_EMAIL = "admin@herald.local"
 MARKETER_EMAIL = "marketer@herald.local"
@@ -148,6 +149,8 @@ def load_demo(instance_path: str | Path, count: int = RECIPIENT_COUNT) -> DemoCr
     db.session.flush()
     _add_templates(created_by=admin.id)
     _add_low_balance_rule()
+    db.session.flush()
+    add_demo_workflows()
     add_request_log_endpoint(current_app.config["BASE_URL"])
     db.session.execute(insert(Recipient), [_recipient_row(number, rng, now) for number in range(1, count + 1)])
     recipient_ids = db.session.scalars(

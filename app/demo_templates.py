@@ -54,6 +54,21 @@ _EN = {
         "sms": {"text": "Security alert: a new device signed in. Not you? Reset your password now."},
         "push": {"title": "Security alert", "body": "A new device signed in to your account."},
     },
+    # The "comment digest" workflow (app/workflows/demo.py): each comment in the inbox now, one email for the
+    # comments of a post collected over ten minutes (data.count, data.actors), if the first is still unread.
+    "comment": {
+        "in_app": {
+            "title": "{{ data.get('actor', 'Someone') }} commented",
+            "body": "{{ data.get('text', 'New comment on your post') }}",
+        }
+    },
+    "comment_digest": {
+        "email": {
+            "subject": "{{ data.get('count', 1) }} new comments on your post",
+            "html": "<p>{{ data.get('actors', [])|join(', ') or 'Someone' }}{% if data.get('actors') and data.get('count', 1) > data.get('actors')|length %} and {{ data.get('count', 1) - data.get('actors')|length }} others{% endif %} commented on your post.</p>",
+            "text": "{{ data.get('actors', [])|join(', ') or 'Someone' }}{% if data.get('actors') and data.get('count', 1) > data.get('actors')|length %} and {{ data.get('count', 1) - data.get('actors')|length }} others{% endif %} commented on your post.",
+        }
+    },
 }
 
 _ES = {
@@ -91,6 +106,8 @@ TEMPLATES = {
     "low_balance": ("Low balance", "transactional", "low_balance"),
     "weekly_digest": ("Weekly digest", "marketing", "marketing"),
     "security_alert": ("Security alert", "security", "security"),
+    "comment": ("Comment", "transactional", "comments"),
+    "comment_digest": ("Comment digest", "transactional", "comments"),
 }
 
 

@@ -36,6 +36,8 @@ JOBS = {
     "jobs.delivery.deliver": JobSpec(300, _RETRY),
     "jobs.campaigns.plan_campaign": JobSpec(600, _RETRY),
     "jobs.campaigns.run_batch": JobSpec(600, _RETRY),
+    # Not retried: a run left mid-step is taken again by the scheduler once its lease is over (app/workflows/engine.py).
+    "jobs.workflows.advance_run": JobSpec(300, None),
     # Not retried: the next viewer who finds the snapshot stale asks again once its lock (this timeout) expires.
     "jobs.dashboard.refresh_dashboard_counts": JobSpec(120, None, result_ttl=0, failure_ttl=120),
     # Not retried: what a pass leaves undone stays in the outbox, and the next nudge or the scheduler's tick runs it.

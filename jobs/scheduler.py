@@ -85,6 +85,13 @@ def _webhooks():
     tick()
 
 
+def _workflows():
+    """Re-drives workflow runs whose wait ended or whose worker's lease ran out: waits live in the database."""
+    from jobs.workflows import redrive_due_runs
+
+    redrive_due_runs()
+
+
 # name -> (function, interval in seconds)
 PERIODIC_JOBS = {
     "maintenance": (_maintenance, 30),
@@ -92,6 +99,7 @@ PERIODIC_JOBS = {
     "purge-expired-history": (_retention, 3600),
     "evaluate-rules": (_rules, 60),
     "outbound-webhooks": (_webhooks, 10),
+    "workflows": (_workflows, 5),
 }
 
 

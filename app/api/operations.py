@@ -6,7 +6,7 @@ app/api/openapi.py builds the document from it and app/api/auth.py checks each r
 from __future__ import annotations
 
 from app import device_schemas, schemas
-from app.api import send_schemas
+from app.api import send_schemas, workflow_operations
 from app.api.parameters import (
     BULK_IDEMPOTENCY_HEADER,
     DEVICE_ID,
@@ -96,11 +96,11 @@ OPERATIONS = [
         "post",
         "/v1/notifications",
         "notifications:send",
-        "Send a notification to a user, or to a topic's subscribers",
+        "Send a notification to a user, or to a topic's subscribers; or trigger a workflow for a user",
         [IDEMPOTENCY_HEADER],
-        send_schemas.SendRequest,
+        workflow_operations.SendOrTrigger,
         {
-            "202": send_schemas.SendAccepted,
+            "202": workflow_operations.SendOrTriggerAccepted,
             "400": schemas.ErrorResponse,
             "404": schemas.ErrorResponse,
             "409": schemas.ErrorResponse,
@@ -287,5 +287,6 @@ OPERATIONS = [
     ),
 ]
 
+OPERATIONS += workflow_operations.WORKFLOW_OPERATIONS
 
 OPERATION_SCOPES = {(method, path): scope for method, path, scope, *_ in OPERATIONS}

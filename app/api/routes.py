@@ -27,6 +27,8 @@ from app.recipients import (
     upsert_recipient,
 )
 from app.topics.send import UnknownTopic, send_to_topic
+from app.workflows.schemas import WorkflowRunAccepted, WorkflowTrigger
+from app.workflows.trigger import UnknownWorkflow, trigger_workflow
 
 bp.before_request(authenticate)
 
@@ -250,17 +252,30 @@ def idempotency_key_of(body_key: str | None) -> str | None:
 
 
 def accepted_json(accepted):
+    if accepted.workflow_run_id is not None:
+        body = dump(WorkflowRunAccepted, workflow_run_id=accepted.workflow_run_id, status=accepted.status)
+        return jsonify(body), 202
     if accepted.run_id is not None:
         return jsonify(dump(send_schemas.RunAccepted, run_id=accepted.run_id, status=accepted.status)), 202
     return jsonify(dump(schemas.NotificationAccepted, id=accepted.id, status=accepted.status)), 202
 
 
+def _is_trigger() -> bool:
+    """A body naming a workflow is a trigger (app/workflows/trigger.py); the bytes are looked at before parsing."""
+    if b'"workflow"' not in request.get_data():
+        return False
+    body = request.get_json(silent=True)
+    return isinstance(body, dict) and "workflow" in body
+
+
 @bp.post("/notifications")
 def post_notification():
-    payload = parse_body(send_schemas.SendRequest)
+    payload = parse_body(WorkflowTrigger if _is_trigger() else send_schemas.SendRequest)
     key = idempotency_key_of(payload.idempotency_key)
     try:
-        if payload.topic is not None:
+        if isinstance(payload, WorkflowTrigger):
+            accepted = trigger_workflow(payload, g.api_key.id, key)
+        elif payload.topic is not None:
             accepted = send_to_topic(payload, g.api_key.id, key)
         else:
             accepted = accept_notification(payload, g.api_key.id, key)
@@ -274,6 +289,8 @@ def post_notification():
         )
     except UnknownTemplate:
         return _error(404, "unknown_template", f"no template with key {payload.template!r}")
+    except UnknownWorkflow:
+        return _error(404, "unknown_workflow", f"no workflow with key {payload.workflow!r}")
     except IdempotencyConflict:
         return _error(
             409, "idempotency_conflict", "this Idempotency-Key was used in the last 24 h with a different request body"

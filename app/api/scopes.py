@@ -21,6 +21,8 @@ SCOPES = {
     "users:erase": "erase a recipient and all their data (GDPR); irreversible",
     "topics:read": "read topics, their subscribers and a recipient's topics",
     "topics:write": "create and change topics and their subscribers",
+    "workflows:read": "read workflow definitions",
+    "workflows:write": "create, change and delete workflow definitions",
     "webhooks:manage": "register, change and delete outbound webhook endpoints (an admin's power: they receive events "
     "about every user)",
 }

@@ -13,5 +13,6 @@ from app.console import (  # noqa: F401  (register the routes)
     topics,
     webhook_request_log,
     webhooks,
+    workflows,
 )
 from app.console.blueprint import bookmarks, bp  # noqa: F401  (create_app registers them)

@@ -10,6 +10,14 @@ from app.models.recipients import Device, Preference, Recipient, Suppression
 from app.models.rules import Rule, RuleSend
 from app.models.staff import ApiKey, AuditEntry, StaffUser
 from app.models.topics import Topic, TopicSubscription
+from app.models.workflows import (
+    Workflow,
+    WorkflowDigest,
+    WorkflowRun,
+    WorkflowStepRun,
+    WorkflowThrottleSlot,
+    WorkflowVersion,
+)
 
 __all__ = [
     "Audience",
@@ -37,4 +45,10 @@ __all__ = [
     "WebhookAttempt",
     "WebhookEndpoint",
     "WebhookMessage",
+    "Workflow",
+    "WorkflowDigest",
+    "WorkflowRun",
+    "WorkflowStepRun",
+    "WorkflowThrottleSlot",
+    "WorkflowVersion",
 ]

@@ -131,4 +131,6 @@ class IdempotencyKey(db.Model):
     # What the first request made: one notification, or a run (a topic or audience send, see app/campaigns/runs.py).
     notification_id: Mapped[str | None] = mapped_column(String(32))
     run_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    # Or a workflow run (a trigger, app/workflows/trigger.py).
+    workflow_run_id: Mapped[int | None] = mapped_column(ForeignKey("workflow_runs.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,7 +1,7 @@
 """Where a notification came from, and what that origin says about sending it now.
 
 Every notification stores its origin (``notifications.origin``): ``api``,
-``campaign:<id>`` or ``rule:<id>`` (a workflow step will be ``workflow:<id>``).
+``campaign:<id>``, ``rule:<id>`` or ``workflow:<run id>:<step index>``.
 Before *every* send -- first try, retry, the reaper's re-drive, a dead-letter
 retry from the console -- the pipeline asks :func:`verdicts` once per chunk:
 
@@ -9,7 +9,8 @@ retry from the console -- the pipeline asks :func:`verdicts` once per chunk:
 - a cancelled campaign's, or one whose campaign has ended, is SUPPRESSED
   (``campaign_cancelled`` / ``campaign_ended``);
 - a rule's delivery outside the rule's send window, in the recipient's
-  *current* zone, is SUPPRESSED ``outside_send_window`` -- nothing is sent late.
+  *current* zone, is SUPPRESSED ``outside_send_window`` -- nothing is sent late;
+- a workflow step's delivery whose run was cancelled is SUPPRESSED ``workflow_cancelled``.
 
 Nothing else decides this, and nothing parses keys to find out where a delivery came from.
 """
@@ -22,14 +23,16 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import Campaign, Rule, RuleSend
+from app.models import Campaign, Rule, RuleSend, WorkflowRun
 from app.models.bulk import among
 from app.models.campaigns import CANCELLED, PAUSED
+from app.models.workflows import CANCELLED as RUN_CANCELLED
 from app.rules import windows
 
 API = "api"
 CAMPAIGN = "campaign"
 RULE = "rule"
+WORKFLOW = "workflow"
 
 SEND = "send"
 WAIT = "wait"
@@ -39,6 +42,7 @@ CAMPAIGN_CANCELLED = "campaign_cancelled"
 CAMPAIGN_ENDED = "campaign_ended"
 OUTSIDE_WINDOW = "outside_send_window"
 RULE_REMOVED = "rule_removed"
+WORKFLOW_CANCELLED = "workflow_cancelled"
 # How long a paused campaign's delivery waits before it is looked at again.
 PAUSE_RECHECK = timedelta(seconds=30)
 
@@ -49,6 +53,10 @@ def of_campaign(campaign_id: int) -> str:
 
 def of_rule(rule_id: int) -> str:
     return f"{RULE}:{rule_id}"
+
+
+def of_workflow_step(run_id: int, step_index: int) -> str:
+    return f"{WORKFLOW}:{run_id}:{step_index}"
 
 
 def parse(origin: str | None) -> tuple[str, int | None]:
@@ -141,4 +149,23 @@ def verdicts(targets: list[Target], now: datetime) -> dict[int, Verdict]:
             )
         else:
             result[target.delivery_id] = GO
+    result.update(workflow_verdicts(targets))
     return result
+
+
+def workflow_verdicts(targets: list[Target]) -> dict[int, Verdict]:
+    """Workflow steps (``workflow:<run>:<step>``, kept apart from the kinds above): a cancelled run's sends stop."""
+    runs = {}
+    for target in targets:
+        kind, _, rest = (target.origin or "").partition(":")
+        run_id = rest.partition(":")[0]
+        if kind == WORKFLOW and run_id.isdigit():
+            runs[target.delivery_id] = int(run_id)
+    if not runs:
+        return {}
+    cancelled = set(
+        db.session.scalars(
+            select(WorkflowRun.id).where(WorkflowRun.id.in_(set(runs.values())), WorkflowRun.status == RUN_CANCELLED)
+        )
+    )
+    return {d: Verdict(SUPPRESS, WORKFLOW_CANCELLED) for d, run_id in runs.items() if run_id in cancelled}

@@ -1,7 +1,7 @@
 """broadcasts: in-app-only sends to very large audiences, stored once and fanned out on read
 
 Revision ID: 0016_broadcasts
-Revises: 0014_topics
+Revises: 0015_workflows
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0016_broadcasts"
-down_revision = "0014_topics"
+down_revision = "0015_workflows"
 branch_labels = None
 depends_on = None
 

@@ -210,6 +210,8 @@ def console_pages(ids: dict) -> dict[str, str]:
         "campaign form (edit draft)": f"/console/campaigns/{ids['draft']}/edit",
         "campaign page (launched)": f"/console/campaigns/{ids['launched']}",
         "campaign page (draft)": f"/console/campaigns/{ids['draft']}",
+        "workflows list": "/console/workflows",
+        "workflow page": "/console/workflows/comment-digest",
         "rules list": "/console/rules",
         "rule form (new)": "/console/rules/new",
         "rule form (edit)": f"/console/rules/{ids['rule']}",

@@ -48,11 +48,18 @@ ROUTE_SCOPES = {
     ("PATCH", "/v1/webhook-endpoints/{endpoint_id}"): "webhooks:manage",
     ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"): "webhooks:manage",
     ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): "webhooks:manage",
+    ("GET", "/v1/workflows"): "workflows:read",
+    ("PUT", "/v1/workflows/{key}"): "workflows:write",
+    ("GET", "/v1/workflows/{key}"): "workflows:read",
+    ("DELETE", "/v1/workflows/{key}"): "workflows:write",
+    ("GET", "/v1/workflow-runs/{run_id}"): "notifications:read",
+    ("POST", "/v1/workflow-runs/{run_id}/cancel"): "notifications:send",
+    ("POST", "/v1/workflow-runs/cancel"): "notifications:send",
 }
 
 
 def concrete(path: str) -> str:
-    return path.format(user_id="ana", device_id=1, notification_id="0" * 32, key="team", endpoint_id=1)
+    return path.format(user_id="ana", device_id=1, notification_id="0" * 32, key="team", endpoint_id=1, run_id=1)
 
 
 def test_every_v1_route_is_in_the_scope_table_and_the_openapi_document(app, client):
@@ -151,8 +158,16 @@ def test_migration_0011_gives_keys_made_before_scopes_every_scope(test_env, tmp_
     with sqlite3.connect(database) as conn:
         [(scopes,)] = conn.execute("SELECT scopes FROM api_keys").fetchall()
     # Every scope that existed then; webhooks:manage came later and, like erasure today, is granted only by name.
-    assert scopes.split() == [s for s in ALL_SCOPES if s != "webhooks:manage" and not s.startswith("topics:")]
+    assert scopes.split() == [
+        s for s in ALL_SCOPES if s != "webhooks:manage" and not s.startswith(("topics:", "workflows:"))
+    ]
     flask("db", "upgrade", "0014_topics")  # a key that could read and change users can do the same with topics
+    with sqlite3.connect(database) as conn:
+        [(scopes,)] = conn.execute("SELECT scopes FROM api_keys").fetchall()
+    assert sorted(scopes.split()) == sorted(
+        s for s in ALL_SCOPES if s != "webhooks:manage" and not s.startswith("workflows:")
+    )
+    flask("db", "upgrade", "0015_workflows")  # a key that could send anything may define workflows
     with sqlite3.connect(database) as conn:
         [(scopes,)] = conn.execute("SELECT scopes FROM api_keys").fetchall()
     assert sorted(scopes.split()) == sorted(s for s in ALL_SCOPES if s != "webhooks:manage")

@@ -96,6 +96,8 @@ def test_demo_templates_cover_each_type_and_channel(seeded):
         "low_balance": ("transactional", "low_balance"),
         "weekly_digest": ("marketing", "marketing"),
         "security_alert": ("security", "security"),
+        "comment": ("transactional", "comments"),
+        "comment_digest": ("transactional", "comments"),
     }
     low_balance = templates["low_balance"].version().variants
     assert set(low_balance) == {"en", "es"}

@@ -1,0 +1,99 @@
+"""Starting and cancelling runs. A trigger is accepted like any send: the run and the caller's idempotency key
+are committed in one transaction (app/accept.py's reservation, naming the run), then the run's job is queued;
+with Redis down the run still starts, re-driven by the scheduler (its ``next_at`` is now)."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from app.accept import Accepted, UnknownRecipient, _replay, request_fingerprint
+from app.extensions import db
+from app.models import IdempotencyKey, Recipient, Workflow, WorkflowRun, WorkflowVersion
+from app.models.types import utcnow
+from app.models.workflows import CANCELLED, RUNNING
+from app.redis_outage import enqueue_or_leave_to_reaper
+from app.tasks import enqueue
+from app.workflows.engine import ADVANCE_JOB
+
+
+class UnknownWorkflow(LookupError):
+    pass
+
+
+def _run_row(workflow_id: int, version_id: int, recipient_id: int, payload, api_key_id, key, now) -> dict:
+    return {
+        "workflow_id": workflow_id,
+        "version_id": version_id,
+        "recipient_id": recipient_id,
+        "data": payload.data,
+        "api_key_id": api_key_id,
+        "idempotency_key": key,
+        "cancellation_key": payload.cancellation_key,
+        "status": RUNNING,
+        "current_step": 0,
+        "next_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def trigger_workflow(payload, api_key_id: int | None, idempotency_key: str | None) -> Accepted:
+    found = db.session.execute(
+        select(Workflow.id, WorkflowVersion.id)
+        .join(WorkflowVersion, WorkflowVersion.workflow_id == Workflow.id)
+        .where(Workflow.key == payload.workflow, WorkflowVersion.version == Workflow.current_version)
+    ).first()
+    if found is None:
+        raise UnknownWorkflow(payload.workflow)
+    recipient_id = db.session.scalar(select(Recipient.id).where(Recipient.external_id == payload.user_id))
+    if recipient_id is None:
+        raise UnknownRecipient(payload.user_id)
+    fingerprint = request_fingerprint(payload)
+    for _attempt in range(2):
+        now = utcnow()
+        try:
+            row = _run_row(*found, recipient_id, payload, api_key_id, idempotency_key, now)
+            run_id = db.session.execute(insert(WorkflowRun).values(**row).returning(WorkflowRun.id)).scalar_one()
+            if idempotency_key:
+                db.session.execute(
+                    insert(IdempotencyKey).values(
+                        api_key_id=api_key_id,
+                        key=idempotency_key,
+                        request_hash=fingerprint,
+                        workflow_run_id=run_id,
+                        created_at=now,
+                    )
+                )
+            db.session.commit()
+            break
+        except IntegrityError:
+            db.session.rollback()
+            replay = _replay(api_key_id, idempotency_key, fingerprint) if idempotency_key else None
+            if replay is not None:
+                return replay
+    else:
+        raise RuntimeError("idempotency key could not be reserved")
+    enqueue_or_leave_to_reaper(enqueue, ADVANCE_JOB, run_id)
+    return Accepted(None, "accepted", replayed=False, workflow_run_id=run_id)
+
+
+def cancel_runs(*conditions) -> int:
+    """Cancel the running runs matching ``conditions``; a worker holding one stops at its next write, and the
+    pipeline suppresses what their steps had queued but not yet sent (app/pipeline/origin.py)."""
+    now = utcnow()
+    count = db.session.execute(
+        update(WorkflowRun)
+        .where(WorkflowRun.status == RUNNING, *conditions)
+        .values(status=CANCELLED, reason="cancelled", next_at=None, finished_at=now, updated_at=now)
+    ).rowcount
+    db.session.commit()
+    return count
+
+
+def cancel_run(run_id: int) -> int:
+    return cancel_runs(WorkflowRun.id == run_id)
+
+
+def cancel_by_key(key: str) -> int:
+    return cancel_runs(WorkflowRun.cancellation_key == key)
