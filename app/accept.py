@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -116,39 +117,53 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
     row = notification_row(payload, None, template_version, api_key_id, idempotency_key, now)
     del row["recipient_id"]  # the insert finds it by user_id
     notification_id, priority = row["id"], row["priority"]
-    for _attempt in range(2):
-        # Core inserts of constant statements (the row travels as parameters): compiled once per process,
-        # where ``insert(Model).values(**row)`` was a new statement to coerce and cache-key on every request.
-        endpoints = _insert_notification(row, payload.user_id)
-        try:
-            if idempotency_key:
-                db.session.connection().execute(
-                    _INSERT_KEY,
-                    {
-                        "api_key_id": api_key_id,
-                        "key": idempotency_key,
-                        "request_hash": fingerprint,
-                        "notification_id": notification_id,
-                        "created_at": now,
-                    },
-                )
-            if endpoints:
-                emit(webhook_events.accepted(row, payload.user_id))
-            db.session.commit()
-            break
-        except IntegrityError:
-            db.session.rollback()
-            replay = _replay(api_key_id, idempotency_key, fingerprint) if idempotency_key else None
-            if replay is not None:
-                return replay
-            # The reservation had expired and was just removed: claim the key again.
-    else:
-        raise RuntimeError("idempotency key could not be reserved")
 
+    def create() -> dict:
+        if _insert_notification(row, payload.user_id):
+            emit(webhook_events.accepted(row, payload.user_id))
+        return {"notification_id": notification_id}
+
+    accepted = create_once(create, api_key_id, idempotency_key, fingerprint, now)
+    if accepted.replayed:
+        return accepted
     enqueue_or_leave_to_reaper(
         enqueue, "jobs.delivery.route_notification", notification_id, priority=priority, at=payload.send_at
     )
-    return Accepted(notification_id, "accepted", replayed=False)
+    return accepted
+
+
+def create_once(
+    create: Callable[[], dict], api_key_id: int | None, key: str | None, fingerprint: str, now: datetime
+) -> Accepted:
+    """Run ``create`` and reserve the idempotency ``key`` in one transaction: the one path every accepted request
+    (a send, a run to a topic or audience, a workflow trigger) takes.
+
+    ``create`` inserts what the request makes and returns what the reservation points at (``notification_id``,
+    ``run_id`` or ``workflow_run_id``). Returns the answer once committed, or the first answer (``replayed``) when
+    the same request already holds the key; a different request holding it raises IdempotencyConflict.
+    """
+    for _attempt in range(2):
+        try:
+            pointer = create()
+            if key:
+                # A constant Core statement (the row travels as parameters): compiled once per process.
+                reservation = {"api_key_id": api_key_id, "key": key, "request_hash": fingerprint, "created_at": now}
+                db.session.connection().execute(_INSERT_KEY, {**reservation, **pointer})
+            db.session.commit()
+            return Accepted(
+                pointer.get("notification_id"),
+                "accepted",
+                replayed=False,
+                run_id=pointer.get("run_id"),
+                workflow_run_id=pointer.get("workflow_run_id"),
+            )
+        except IntegrityError:
+            db.session.rollback()
+            replay = _replay(api_key_id, key, fingerprint) if key else None
+            if replay is not None:
+                return replay
+            # The reservation had expired and was just removed: claim the key again.
+    raise RuntimeError("idempotency key could not be reserved")
 
 
 def _insert_notification(row: dict, user_id: str) -> int:

@@ -16,15 +16,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
 
-from app.accept import Accepted, UnknownTemplate, _replay
+from app.accept import Accepted, UnknownTemplate, create_once
 from app.campaigns import progress
 from app.campaigns.batches import enqueue_plan
 from app.channels import in_send_order
 from app.delivery.priority import effective_priority
 from app.extensions import db
-from app.models import Broadcast, Campaign, CampaignBatch, IdempotencyKey, Template
+from app.models import Broadcast, Campaign, CampaignBatch, Template
 from app.models.campaigns import RUNNING, SEND_AT, SEND_NOW
 from app.models.types import utcnow
 from app.redis_outage import enqueue_or_leave_to_reaper
@@ -84,36 +83,16 @@ def start_run(
         template = db.session.scalar(select(Template).where(Template.key == payload.template))
         if template is None or template.current_version is None:
             raise UnknownTemplate(payload.template)
-    for _attempt in range(2):
-        now = utcnow()
-        try:
-            run_id = db.session.execute(
-                insert(Campaign)
-                .values(**_run_row(payload, template, name, label, audience_filter, now))
-                .returning(Campaign.id)
-            ).scalar_one()
-            if idempotency_key:
-                db.session.execute(
-                    insert(IdempotencyKey).values(
-                        api_key_id=api_key_id,
-                        key=idempotency_key,
-                        request_hash=fingerprint,
-                        notification_id=None,
-                        run_id=run_id,
-                        created_at=now,
-                    )
-                )
-            db.session.commit()
-            break
-        except IntegrityError:
-            db.session.rollback()
-            replay = _replay(api_key_id, idempotency_key, fingerprint) if idempotency_key else None
-            if replay is not None:
-                return replay
-    else:
-        raise RuntimeError("idempotency key could not be reserved")
-    enqueue_or_leave_to_reaper(_launch, run_id)
-    return Accepted(None, "accepted", replayed=False, run_id=run_id)
+    now = utcnow()
+
+    def create() -> dict:
+        row = _run_row(payload, template, name, label, audience_filter, now)
+        return {"run_id": db.session.execute(insert(Campaign).values(**row).returning(Campaign.id)).scalar_one()}
+
+    accepted = create_once(create, api_key_id, idempotency_key, fingerprint, now)
+    if not accepted.replayed:
+        enqueue_or_leave_to_reaper(_launch, accepted.run_id)
+    return accepted
 
 
 def _launch(run_id: int) -> None:

@@ -5,11 +5,10 @@ with Redis down the run still starts, re-driven by the scheduler (its ``next_at`
 from __future__ import annotations
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
 
-from app.accept import Accepted, UnknownRecipient, _replay, request_fingerprint
+from app.accept import Accepted, UnknownRecipient, create_once, request_fingerprint
 from app.extensions import db
-from app.models import IdempotencyKey, Recipient, Workflow, WorkflowRun, WorkflowVersion
+from app.models import Recipient, Workflow, WorkflowRun, WorkflowVersion
 from app.models.types import utcnow
 from app.models.workflows import CANCELLED, RUNNING
 from app.redis_outage import enqueue_or_leave_to_reaper
@@ -50,32 +49,17 @@ def trigger_workflow(payload, api_key_id: int | None, idempotency_key: str | Non
     if recipient_id is None:
         raise UnknownRecipient(payload.user_id)
     fingerprint = request_fingerprint(payload)
-    for _attempt in range(2):
-        now = utcnow()
-        try:
-            row = _run_row(*found, recipient_id, payload, api_key_id, idempotency_key, now)
-            run_id = db.session.execute(insert(WorkflowRun).values(**row).returning(WorkflowRun.id)).scalar_one()
-            if idempotency_key:
-                db.session.execute(
-                    insert(IdempotencyKey).values(
-                        api_key_id=api_key_id,
-                        key=idempotency_key,
-                        request_hash=fingerprint,
-                        workflow_run_id=run_id,
-                        created_at=now,
-                    )
-                )
-            db.session.commit()
-            break
-        except IntegrityError:
-            db.session.rollback()
-            replay = _replay(api_key_id, idempotency_key, fingerprint) if idempotency_key else None
-            if replay is not None:
-                return replay
-    else:
-        raise RuntimeError("idempotency key could not be reserved")
-    enqueue_or_leave_to_reaper(enqueue, ADVANCE_JOB, run_id)
-    return Accepted(None, "accepted", replayed=False, workflow_run_id=run_id)
+    now = utcnow()
+
+    def create() -> dict:
+        row = _run_row(*found, recipient_id, payload, api_key_id, idempotency_key, now)
+        run_id = db.session.execute(insert(WorkflowRun).values(**row).returning(WorkflowRun.id)).scalar_one()
+        return {"workflow_run_id": run_id}
+
+    accepted = create_once(create, api_key_id, idempotency_key, fingerprint, now)
+    if not accepted.replayed:
+        enqueue_or_leave_to_reaper(enqueue, ADVANCE_JOB, accepted.workflow_run_id)
+    return accepted
 
 
 def cancel_runs(*conditions) -> int:
