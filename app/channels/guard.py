@@ -314,10 +314,20 @@ def first_available(providers: Iterable[tuple[str, Callable[[], Result], float]]
     fallbacks: list[Result] = []
     for provider, send, per_second in providers:
         result = guarded(provider, send, per_second)
-        if result.outcome is Outcome.WAIT or result.provider_fault:
+        if moves_on(result):
             fallbacks.append(result)
             continue
         return result
+    return none_answered(fallbacks)
+
+
+def moves_on(result: Result) -> bool:
+    """Whether failover tries the next provider after this answer."""
+    return result.outcome is Outcome.WAIT or result.provider_fault
+
+
+def none_answered(fallbacks: list[Result]) -> Result:
+    """The answer when every provider moved on: the last real failed try, else the shortest wait."""
     if not fallbacks:
         return Result(Outcome.PERMANENT, "herald", error_code="not_configured", detail="no provider is configured")
     tried = [r for r in fallbacks if r.outcome is not Outcome.WAIT]

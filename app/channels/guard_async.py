@@ -135,13 +135,8 @@ async def first_available_async(providers: Iterable[tuple[str, AsyncSend, float]
     fallbacks: list[Result] = []
     for provider, send, per_second in providers:
         result = await guarded_async(provider, send, per_second)
-        if result.outcome is Outcome.WAIT or result.provider_fault:
+        if guard.moves_on(result):
             fallbacks.append(result)
             continue
         return result
-    if not fallbacks:
-        return Result(Outcome.PERMANENT, "herald", error_code="not_configured", detail="no provider is configured")
-    tried = [r for r in fallbacks if r.outcome is not Outcome.WAIT]
-    if tried:
-        return tried[-1]
-    return min(fallbacks, key=lambda r: r.retry_after or 0.0)
+    return guard.none_answered(fallbacks)
