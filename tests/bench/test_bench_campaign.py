@@ -371,7 +371,7 @@ def campaign_benchmark(
         },
     )
     ceiling = raw_insert_rate(template, min(recipients, ceiling_sample), channels)
-    floors = lean_floors(template, min(recipients, ceiling_sample)) if in_app_on_postgresql(channels) else {}
+    prototype = lean_floors(template, min(recipients, ceiling_sample)) if in_app_on_postgresql(channels) else {}
 
     campaign = store.create_campaign(
         store.CampaignFields(
@@ -391,11 +391,11 @@ def campaign_benchmark(
     campaign_id = campaign.id
     latencies: list[float] = []
     external = [c for c in channels if c != "in_app"]
-    floors = []
+    client_floors = []
     with sink() as sink_url, gunicorn(bench_env, workers=1) as base:
         env = {**bench_env, "HERALD_BENCH_SINK_URL": sink_url, "HERALD_CHANNEL_SLOTS": "2"}
         if external:  # the raw client floor, before and after the fan-out (alternating, same sink, same machine)
-            floors.append(client_floor(sink_url, 2, floor_requests))
+            client_floors.append(client_floor(sink_url, 2, floor_requests))
         with bench_workers(env, 2):
             client = signed_in_client(base)
             client.get("/console/")
@@ -417,7 +417,7 @@ def campaign_benchmark(
             probe.join(30)
             client.close()
         if external:
-            floors.append(client_floor(sink_url, 2, floor_requests))
+            client_floors.append(client_floor(sink_url, 2, floor_requests))
     db.session.remove()
     last = db.session.scalar(
         select(func.max(Delivery.updated_at)).join(Notification).where(Notification.campaign_id == campaign_id)
@@ -443,11 +443,11 @@ def campaign_benchmark(
     )
     seconds = (last - launched_wall).total_seconds() if last else float("inf")
     rate = done / seconds if seconds else 0.0
-    floor = sum(floors) / len(floors) if floors else float("nan")
+    floor = sum(client_floors) / len(client_floors) if client_floors else float("nan")
     floor_text = (
         f"raw client floor (Herald's pycurl client alone, 2 processes x {CONCURRENCY} in flight, same sink) "
-        f"{' / '.join(f'{f:.0f}' for f in floors)} req/s before / after, ratio to its mean {rate / floor:.2f}; "
-        if floors
+        f"{' / '.join(f'{f:.0f}' for f in client_floors)} req/s before / after, ratio to its mean {rate / floor:.2f}; "
+        if client_floors
         else ""
     )
     dash = summary(latencies) if latencies else "no samples"
@@ -461,12 +461,12 @@ def campaign_benchmark(
         f"ratio {rate / ceiling:.2f}; {floor_text}dashboard GET /console/ during fan-out ({len(latencies)} samples): {dash} "
         f"({machine()})"
     )
-    if floors:
+    if prototype:
         print(
             f"[bench]   floors in the same run, one process each (sample {min(recipients, ceiling_sample)}): "
-            f"lean prototype {floors['lean']:.0f} recipients/s, bare COPY of the same rows {floors['copy']:.0f}/s; "
-            f"Herald (2 workers) / lean {rate / floors['lean']:.2f}, per worker {rate / 2 / floors['lean']:.2f}; "
-            f"Herald / COPY {rate / floors['copy']:.2f}; lean / COPY {floors['lean'] / floors['copy']:.2f}"
+            f"lean prototype {prototype['lean']:.0f} recipients/s, bare COPY of the same rows {prototype['copy']:.0f}/s; "
+            f"Herald (2 workers) / lean {rate / prototype['lean']:.2f}, per worker {rate / 2 / prototype['lean']:.2f}; "
+            f"Herald / COPY {rate / prototype['copy']:.2f}; lean / COPY {prototype['lean'] / prototype['copy']:.2f}"
         )
     return {
         "status": status,
@@ -476,7 +476,7 @@ def campaign_benchmark(
         "ceiling": ceiling,
         "p99_ms": p99,
         "floor": floor,
-        **floors,
+        **prototype,
     }
 
 
