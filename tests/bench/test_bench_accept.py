@@ -50,7 +50,7 @@ def port_of(base: str) -> int:
     return int(base.rsplit(":", 1)[1])
 
 
-def accept_vs_floor(bench_env, per_round: int, rounds: int) -> dict:
+def accept_vs_floor(bench_env, per_round: int, rounds: int, connections: int = CONCURRENCY) -> dict:
     recipient = make_recipient(external_id="bench-user")
     key = create_api_key("bench", rate_limit="1000000000/minute")[1]
     floor_env = {**bench_env, "FLOOR_RECIPIENT_ID": str(recipient.id)}
@@ -61,10 +61,10 @@ def accept_vs_floor(bench_env, per_round: int, rounds: int) -> dict:
     with gunicorn(bench_env) as herald, gunicorn(floor_env, target="tests.bench.floor_app:app") as floor:
         ports = {"h": port_of(herald), "f": port_of(floor)}
         for port in ports.values():  # warm up: imports, pools, compiled statements
-            raw_load(port, requests_for(port, key, 300), CONCURRENCY)
+            raw_load(port, requests_for(port, key, 300), connections)
         for round_number in range(rounds * 2):
             name = "hffh"[round_number % 4]  # ABBA: a drift in the background load falls on both
-            result = raw_load(ports[name], requests_for(ports[name], key, per_round), CONCURRENCY)
+            result = raw_load(ports[name], requests_for(ports[name], key, per_round), connections)
             total = totals[name]
             total["seconds"] += result["seconds"]
             total["accepted"] += result["codes"].count(202)
@@ -91,7 +91,7 @@ def accept_vs_floor(bench_env, per_round: int, rounds: int) -> dict:
     ratio = herald["rps"] / floor["rps"]
     load = os.getloadavg()[0]
     print(
-        f"\n[bench] accept vs floor on {db.engine.dialect.name}, {CONCURRENCY} connections, "
+        f"\n[bench] accept vs floor on {db.engine.dialect.name}, {connections} connections, "
         f"{'an' if IDEMPOTENCY_KEYS else 'no'} Idempotency-Key per Herald request, {rounds} alternating "
         f"rounds of {per_round} each: Herald {herald['rps']:,.0f} req/s (p50 {herald['p50']:.1f} ms, p99 "
         f"{herald['p99']:.1f} ms), floor {floor['rps']:,.0f} req/s (p50 {floor['p50']:.1f} ms, p99 "
@@ -103,7 +103,9 @@ def accept_vs_floor(bench_env, per_round: int, rounds: int) -> dict:
 
 def test_accept_vs_floor_smoke(bench_env):
     # Small rounds on a shared machine: noisy, so the smoke run asks only that the comparison runs and stays sane.
-    assert accept_vs_floor(bench_env, per_round=300, rounds=2)["ratio"] > 0.3
+    # 8 connections, not 32: with 32, beside the rest of the suite on the same PostgreSQL, CI once got 21 of 600
+    # answers 503 "database unavailable" (cause not pinned down; the full run keeps 32).
+    assert accept_vs_floor(bench_env, per_round=300, rounds=2, connections=8)["ratio"] > 0.3
 
 
 @pytest.mark.bench

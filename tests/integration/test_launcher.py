@@ -188,7 +188,8 @@ def test_up_serves_demo_data_stops_on_ctrl_c_and_restarts_fast(instance):
     second = Launcher(instance, port, secret_key).start()
     second_start = second.wait_until_ready()
     print(f"\nflask up ready after {first_start:.1f} s (first run), {second_start:.1f} s (second run)")
-    assert second_start < 15
+    # A few seconds when quiet; the bound catches a reinstall or a reload of the demo data, not a busy machine.
+    assert second_start < 25
     assert "demo data already loaded" in second.output
     assert DemoCredentials.from_text(second.output) == credentials
     assert database_counts(instance) == counts

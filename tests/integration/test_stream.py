@@ -195,7 +195,7 @@ def gevent_server(app, test_env, tmp_path):
         yield f"http://127.0.0.1:{port}", port, process.pid
     finally:
         process.terminate()
-        process.wait(10)
+        process.wait(30)
         log.close()
 
 
@@ -255,7 +255,8 @@ def wait_for_open_streams(redis_conn, master_pid: int, expected: int, timeout: f
 def test_under_gevent_a_client_that_vanished_is_dropped_at_the_next_heartbeat(app, gevent_server):
     base, port, master_pid = gevent_server
     ana = make_recipient(external_id="ana")
-    signin = httpx.get(f"{base}/inbox?user=ana&token={user_token(app.config['INBOX_SECRET'], 'ana')}")
+    # The worker's first request (imports, first connections) took over httpx's default 5 s once under CI load.
+    signin = httpx.get(f"{base}/inbox?user=ana&token={user_token(app.config['INBOX_SECRET'], 'ana')}", timeout=30)
     cookie = "session=" + signin.cookies["session"]
     redis_conn = get_redis()
     sockets = [open_raw_stream(port, cookie) for _ in range(3)]
