@@ -94,11 +94,12 @@ def _claim_once(ctx: Context) -> WorkflowStepRun | None:
     return _row(ctx.run.id, ctx.index)
 
 
-def _settle(row: WorkflowStepRun, state: str, outcome: str, now: datetime) -> WorkflowStepRun:
-    """Record a waiting step's result once: the first to record it wins, everyone follows what was recorded."""
+def _settle(row: WorkflowStepRun, phase: int, state: str, outcome: str, now: datetime) -> WorkflowStepRun:
+    """Record a waiting step's result once, if it is still at the ``phase`` the decision was made on: the first to
+    record it wins, everyone follows what was recorded."""
     db.session.execute(
         update(WorkflowStepRun)
-        .where(WorkflowStepRun.id == row.id, WorkflowStepRun.state == WAITING, WorkflowStepRun.phase == row.phase)
+        .where(WorkflowStepRun.id == row.id, WorkflowStepRun.state == WAITING, WorkflowStepRun.phase == phase)
         .values(state=state, outcome=outcome, finished_at=now)
     )
     db.session.commit()
@@ -145,7 +146,7 @@ def delay_follow(ctx: Context, row: WorkflowStepRun):
     if row.state == WAITING:
         if ctx.now < row.wait_until:
             return Wait(row.wait_until)
-        _settle(row, DONE, "waited", ctx.now)
+        _settle(row, row.phase, DONE, "waited", ctx.now)
     return Next()
 
 
@@ -189,7 +190,7 @@ def condition_follow(ctx: Context, row: WorkflowStepRun):
             return Wait(decision.look_at)
         passed = decision.holds != ctx.step.negate
         state = DONE if passed else (STOPPED if ctx.step.otherwise == "stop" else SKIPPED)
-        row = _settle(row, state, "passed" if passed else "not_passed", ctx.now)
+        row = _settle(row, row.phase, state, "passed" if passed else "not_passed", ctx.now)
     if row.state == STOPPED:
         return Stop("condition")
     return Next(skip=1 if row.state == SKIPPED else 0)
@@ -202,19 +203,18 @@ def escalation_start(ctx: Context) -> Start:
     return _send_start(ctx, ctx.step.channels[0].channel, WAITING)
 
 
-def _escalate(ctx: Context, row: WorkflowStepRun) -> WorkflowStepRun:
+def _escalate(ctx: Context, row: WorkflowStepRun, phase: int, sent: list[dict]) -> WorkflowStepRun:
     """Send on the next channel: the phase moves from k to k+1 in the same transaction, so once."""
-    channel = ctx.step.channels[row.phase].channel
+    channel = ctx.step.channels[phase].channel
     notification = acts.notification_for(ctx.run, ctx.index, channel, ctx.step.template, ctx.now)
     if notification is None:
-        return _settle(row, DONE, "failed", ctx.now)  # its template was deleted since the definition was saved
-    sent = [*row.sent, _sent_entry(channel, notification, ctx.now)] if notification else row.sent
+        return _settle(row, phase, DONE, "failed", ctx.now)  # its template was deleted since the definition was saved
     moved = db.session.execute(
         update(WorkflowStepRun)
-        .where(WorkflowStepRun.id == row.id, WorkflowStepRun.state == WAITING, WorkflowStepRun.phase == row.phase)
-        .values(phase=row.phase + 1, sent=sent)
+        .where(WorkflowStepRun.id == row.id, WorkflowStepRun.state == WAITING, WorkflowStepRun.phase == phase)
+        .values(phase=phase + 1, sent=[*sent, _sent_entry(channel, notification, ctx.now)])
     ).rowcount
-    if moved and notification:
+    if moved:
         acts.store_notification(notification)
     db.session.commit()
     db.session.expire_all()
@@ -223,21 +223,24 @@ def _escalate(ctx: Context, row: WorkflowStepRun) -> WorkflowStepRun:
 
 def escalation_follow(ctx: Context, row: WorkflowStepRun):
     while row.state == WAITING:
-        for entry in row.sent:
+        # Read once: routing commits, which reloads the row, and another worker may have moved it on meanwhile.
+        # A decision made on what was read and recorded on condition of it routes every notification it counts.
+        phase, sent = row.phase, list(row.sent)
+        for entry in sent:
             acts.route_if_unrouted(entry["notification_id"])
-        last = row.sent[-1]
+        last = sent[-1]
         facts = facts_of([last["notification_id"]]).get(last["notification_id"], Facts())
-        entry = ctx.step.channels[row.phase - 1]
-        is_last = row.phase == len(ctx.step.channels)
+        entry = ctx.step.channels[phase - 1]
+        is_last = phase == len(ctx.step.channels)
         move, at = escalation_move(
             facts, ctx.step.until, datetime.fromisoformat(last["at"]), entry.wait, is_last, ctx.now, poll_seconds()
         )
         if move == REACHED_UNTIL:
-            row = _settle(row, DONE, ctx.step.until, ctx.now)
+            row = _settle(row, phase, DONE, ctx.step.until, ctx.now)
         elif move == EXHAUSTED:
-            row = _settle(row, DONE, "sent" if entry.wait is None else "exhausted", ctx.now)
+            row = _settle(row, phase, DONE, "sent" if entry.wait is None else "exhausted", ctx.now)
         elif move == NEXT:
-            row = _escalate(ctx, row)
+            row = _escalate(ctx, row, phase, sent)
         else:
             return Wait(at)
     return Next()

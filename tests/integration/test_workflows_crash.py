@@ -14,6 +14,8 @@ from sqlalchemy import func, select
 from app.delivery.constants import DELIVERED
 from app.extensions import db
 from app.models import Delivery, Notification, WorkflowRun, WorkflowStepRun
+from app.models.types import utcnow
+from app.workflows import acts, engine, steps
 from app.workflows.engine import advance
 from tests.conftest import PROJECT_ROOT
 from tests.factories import make_recipient, make_template
@@ -79,16 +81,53 @@ def assert_each_step_taken_once(run_ids: list[int]) -> None:
     rows = db.session.scalar(select(func.count()).select_from(WorkflowStepRun))
     assert rows == len(run_ids) * len(STEPS)
     in_app = db.session.scalars(select(Delivery.status).where(Delivery.channel == "in_app")).all()
-    assert len(in_app) == 3 * len(run_ids) and set(in_app) == {DELIVERED}
+    assert len(in_app) == 3 * len(run_ids) and set(in_app) == {DELIVERED}, unexpected_routing()
 
 
-def test_two_workers_advancing_the_same_runs_at_once_take_each_step_once(api, test_env):
-    run_ids = make_runs(api, 20)
-    # A lease of 0: each worker takes every run whenever it looks, so both really are inside the same steps.
-    workers = [start_advancer(test_env, 0.02, run_ids, lease=0) for _ in range(2)]
+def unexpected_routing() -> list[tuple]:
+    """The notifications that did not end as expected (origin, status, its delivery): printed when a count
+    disagrees."""
+    rows = db.session.execute(
+        select(Notification.origin, Notification.status, Delivery.channel, Delivery.status)
+        .outerjoin(Delivery, Delivery.notification_id == Notification.id)
+        .order_by(Notification.origin)
+    ).all()
+    return [tuple(row) for row in rows if row[3] not in (DELIVERED, "SUPPRESSED")]
+
+
+def test_three_workers_advancing_the_same_runs_at_once_take_each_step_once(api, test_env):
+    run_ids = make_runs(api, 40)
+    # A lease of 0: each worker takes every run whenever it looks, so all really are inside the same steps. Three
+    # workers and a short pause caught an escalation settled on a row that routing had reloaded (its new
+    # notification never routed) in about one run of two; two workers and 20 runs, in one CI run of many.
+    workers = [start_advancer(test_env, 0.005, run_ids, lease=0) for _ in range(3)]
     for worker in workers:
         assert worker.wait(180) == 0
     assert_each_step_taken_once(run_ids)
+
+
+def test_an_escalation_another_worker_moves_on_while_this_one_routes_still_routes_what_it_sent(api, monkeypatch):
+    """The race the three-worker test found, made certain: while this worker routes the escalation's SMS, another
+    moves the step to its in-app phase and has not routed that notification yet. This worker must not settle the
+    step on the row routing reloaded (the in-app notification would never be routed)."""
+    [run_id] = make_runs(api, 1)
+    route = acts.route_if_unrouted
+    moved_on = []
+
+    def route_while_another_worker_escalates(notification_id: str) -> None:
+        route(notification_id)
+        row = db.session.scalar(
+            select(WorkflowStepRun).where(WorkflowStepRun.run_id == run_id, WorkflowStepRun.step_index == 1)
+        )
+        if row is not None and row.phase == 1 and not moved_on:
+            run = db.session.get(WorkflowRun, run_id)
+            other = steps.Context(run, 1, engine.definition_of(run.version_id)[1], "another worker", utcnow())
+            moved_on.append(steps._escalate(other, row, 1, list(row.sent)).sent[-1]["notification_id"])
+
+    monkeypatch.setattr(acts, "route_if_unrouted", route_while_another_worker_escalates)
+    assert advance(run_id) == "completed"
+    assert moved_on
+    assert_each_step_taken_once([run_id])
 
 
 def test_a_worker_sigkilled_mid_step_is_resumed_without_skipping_or_repeating_a_step(api, test_env):
