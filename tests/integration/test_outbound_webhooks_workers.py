@@ -52,7 +52,9 @@ def wait_for(condition, timeout: float, message: str, every=None) -> None:
 
 
 @pytest.mark.slow
-def test_a_dispatcher_killed_after_its_claim_resends_only_the_message_in_flight(app, test_env):
+def test_a_dispatcher_killed_after_its_claim_resends_only_the_message_in_flight(app, test_env, monkeypatch):
+    # This process plays the scheduler: its tick must know the workers' lease, or it waits out the default one.
+    monkeypatch.setitem(app.config, "WEBHOOK_LEASE_SECONDS", LEASE)
     peer = WebhookPeer().start()
     peer.hold_request = 2  # the second POST hangs until released: the dispatcher dies with it in flight
     try:
