@@ -110,6 +110,8 @@ def _save(form: WorkflowForm, workflow: Workflow | None, rows):
         form.key.errors.append("A workflow with this key exists already.")
         valid = False
     definition, problems = store.checked_definition({"name": form.name.data or "", "steps": definition_steps(rows)})
+    if form.name.errors:  # said next to the name field already
+        problems = [p for p in problems if p["field"] != "name"]
     failed = 200 if htmx else 422  # htmx swaps only 2xx answers
     if not valid or definition is None:
         return _render_editor(form, workflow, rows, problems, status=failed)
