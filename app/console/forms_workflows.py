@@ -219,7 +219,10 @@ def definition_steps(rows: list[StepRow]) -> list[dict]:
 
 
 def _display(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    """A filter value as typed back: text stays text unless it would read back as something else ("1", "true")."""
+    if isinstance(value, str) and _json_value(value) == value:
+        return value
+    return json.dumps(value)
 
 
 def _filter_values(tree: dict) -> dict:

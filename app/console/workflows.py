@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.accept import UnknownRecipient
+from app.api.routes import nul_path
 from app.api.workflows import run_json
 from app.audiences.filters import OPERATORS
 from app.channels import labels
@@ -109,7 +110,12 @@ def _save(form: WorkflowForm, workflow: Workflow | None, rows):
     if valid and workflow is None and store.find_workflow(form.key.data):
         form.key.errors.append("A workflow with this key exists already.")
         valid = False
-    definition, problems = store.checked_definition({"name": form.name.data or "", "steps": definition_steps(rows)})
+    body = {"name": form.name.data or "", "steps": definition_steps(rows)}
+    where = nul_path(body)
+    if where is not None:
+        definition, problems = None, [{"field": where, "message": "must not contain the character U+0000"}]
+    else:
+        definition, problems = store.checked_definition(body)
     if form.name.errors:  # said next to the name field already
         problems = [p for p in problems if p["field"] != "name"]
     failed = 200 if htmx else 422  # htmx swaps only 2xx answers
@@ -184,6 +190,9 @@ def workflow_test_run(key: str):
     data, data_error = parse_sample_data(form.data.data)
     if data_error:
         form.data.errors.append(data_error)
+    if nul_path([form.user_id.data, data]) is not None:
+        form.data.errors.append("The user id and the data must not contain the character U+0000.")
+        valid = False
     if valid and not data_error:
         user_id = form.user_id.data.strip()
         try:

@@ -129,6 +129,10 @@ def test_a_bad_definition_names_the_step_and_field_and_saves_nothing(marketer):
         ),
         (form(("condition", {"test": "outcome", "step": "", "outcome": "read"})), "Step 1 (condition) · earlier step:"),
         (form(CHANNEL, name=""), "Give the workflow a name."),
+        (
+            form(("digest", {"window": "60", "key": "data.a\x00"})),
+            "Step 1 (digest) · digest key: must not contain the character U+0000",
+        ),
         (form(), "steps:"),
     ]
     for data, expected in cases:
@@ -182,6 +186,8 @@ def test_test_run_triggers_the_saved_workflow_for_a_recipient_and_shows_its_step
     assert unknown.status_code == 422 and "No recipient has user id" in unknown.get_data(as_text=True)
     not_json = marketer.post("/console/workflows/welcome/test-run", data={"user_id": user, "data": "[1"}, headers=HTMX)
     assert "Not JSON" in not_json.get_data(as_text=True)
+    nul = marketer.post("/console/workflows/welcome/test-run", data={"user_id": "a\x00", "data": '{"x": "\\u0000"}'})
+    assert nul.status_code == 422 and "U+0000" in nul.get_data(as_text=True)
     assert db.session.scalar(select(WorkflowRun)) is None
 
     response = marketer.post(
