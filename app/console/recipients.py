@@ -31,6 +31,7 @@ from app.console.recipients_store import (
     search_suppressions,
     set_hard_stop,
     set_preference,
+    workflow_runs,
 )
 from app.console.routes import safe_next_path
 from app.extensions import htmx
@@ -91,6 +92,7 @@ def _render_recipient(recipient: Recipient):
         suppressions=recipient_suppressions(recipient),
         suppression_form=SuppressionForm(formdata=None),
         history=history,
+        workflow_runs=workflow_runs(recipient),
         address_channels=ADDRESS_CHANNELS,
     )
 

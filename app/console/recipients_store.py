@@ -12,6 +12,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
+from app.api.workflows import run_json
 from app.channels import address_fields, canonical_address, channel_names
 from app.console.audit import Page, page_of, record_change
 from app.delivery.constants import ALL_CATEGORIES
@@ -21,8 +22,10 @@ from app.models import Delivery, Notification, Preference, Recipient, Suppressio
 from app.models.types import utcnow
 from app.outbound_webhooks import events as webhook_events
 from app.outbound_webhooks.outbox import emit
+from app.workflows import store as workflow_store
 
 HISTORY_PER_PAGE = 10
+WORKFLOW_RUNS_SHOWN = 10
 # Channels whose address lives on the recipient row, so a suppression entry can be matched to them.
 ADDRESS_CHANNELS = address_fields()
 CHANNELS = channel_names()
@@ -104,6 +107,15 @@ def recipient_suppressions(recipient: Recipient) -> list[Suppression]:
             .order_by(Suppression.id)
         )
     )
+
+
+def workflow_runs(recipient: Recipient) -> list[dict]:
+    """The recipient's newest workflow runs, each with its steps' states and what they sent."""
+    views = (
+        workflow_store.run_view(run_id)
+        for run_id in workflow_store.recipient_run_ids(recipient.id, WORKFLOW_RUNS_SHOWN)
+    )
+    return [run_json(view) for view in views if view is not None]
 
 
 def notification_history(recipient: Recipient, number: int) -> Page:

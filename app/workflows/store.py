@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
+from pydantic import ValidationError
 from sqlalchemy import delete, func, insert, select
 
 from app.campaigns.planning import missing_variants
 from app.extensions import db
 from app.models import Recipient, Template, Workflow, WorkflowRun, WorkflowStepRun, WorkflowVersion
 from app.models.types import utcnow
-from app.workflows.definitions import WorkflowSave, reference_problems
+from app.workflows.definitions import WorkflowSave, reference_problems, schema_problems
 
 
 def template_channels(keys: set[str]) -> dict[str, set[str]]:
@@ -28,6 +31,17 @@ def problems_of(definition: WorkflowSave) -> list[dict]:
     keys = {step.template for step in definition.steps if hasattr(step, "template")}
     channels = template_channels(keys)
     return reference_problems(definition.steps, channels.get)
+
+
+def checked_definition(body: dict) -> tuple[WorkflowSave | None, list[dict]]:
+    """``body`` checked as ``PUT /v1/workflows/{key}`` checks its JSON: the schema, then templates and step
+    references; the definition, or None and every problem named ``steps.<index>.<field>``."""
+    try:
+        definition = WorkflowSave.model_validate_json(json.dumps(body))
+    except ValidationError as error:
+        return None, schema_problems(error)
+    problems = problems_of(definition)
+    return (None if problems else definition), problems
 
 
 def save_workflow(key: str, definition: WorkflowSave, commit: bool = True) -> tuple[Workflow, bool]:
@@ -65,6 +79,17 @@ def steps_of(workflow: Workflow, version: int | None = None) -> list[dict]:
     return db.session.scalar(
         select(WorkflowVersion.steps).where(
             WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == (version or workflow.current_version)
+        )
+    )
+
+
+def versions_of(workflow: Workflow) -> list[WorkflowVersion]:
+    """Every saved version, newest first."""
+    return list(
+        db.session.scalars(
+            select(WorkflowVersion)
+            .where(WorkflowVersion.workflow_id == workflow.id)
+            .order_by(WorkflowVersion.version.desc())
         )
     )
 
@@ -130,6 +155,18 @@ def step_counts(workflow_id: int) -> dict[int, dict[str, int]]:
         row = counts.setdefault(index, {"entered": 0})
         row["sent"] = row.get("sent", 0) + len(sent or [])
     return counts
+
+
+def recipient_run_ids(recipient_id: int, limit: int = 10) -> list[int]:
+    """The recipient's newest runs of any workflow."""
+    return list(
+        db.session.scalars(
+            select(WorkflowRun.id)
+            .where(WorkflowRun.recipient_id == recipient_id)
+            .order_by(WorkflowRun.id.desc())
+            .limit(limit)
+        )
+    )
 
 
 def recent_runs(workflow_id: int, limit: int = 20) -> list[tuple]:

@@ -212,6 +212,8 @@ def console_pages(ids: dict) -> dict[str, str]:
         "campaign page (draft)": f"/console/campaigns/{ids['draft']}",
         "workflows list": "/console/workflows",
         "workflow page": "/console/workflows/comment-digest",
+        "workflow editor (new)": "/console/workflows/new",
+        "workflow editor (edit)": "/console/workflows/security-alert/edit",
         "rules list": "/console/rules",
         "rule form (new)": "/console/rules/new",
         "rule form (edit)": f"/console/rules/{ids['rule']}",
