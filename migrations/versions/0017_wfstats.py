@@ -1,4 +1,4 @@
-"""workflow sends carry their workflow and step (analytics by workflow and step)
+"""workflow sends carry their workflow and step (analytics by workflow and step); digest frequency per category
 
 Existing workflow notifications are backfilled from their origin (``workflow:<run>:<step>``), once, here.
 
@@ -45,9 +45,18 @@ def upgrade():
         sqlite_where=WORKFLOW_SENDS,
         postgresql_where=WORKFLOW_SENDS,
     )
+    op.create_table(
+        "digest_preferences",
+        sa.Column("recipient_id", BigId, sa.ForeignKey("recipients.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("category", sa.String(length=64), nullable=False),
+        sa.Column("frequency", sa.String(length=8), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("recipient_id", "category"),
+    )
 
 
 def downgrade():
+    op.drop_table("digest_preferences")
     op.drop_index("ix_notifications_workflow", table_name="notifications")
     with op.batch_alter_table("notifications", schema=None) as batch_op:
         batch_op.drop_column("workflow_step")
