@@ -21,6 +21,7 @@ from app.channels import in_list_order
 from app.delivery.constants import DELIVERED, DISPATCHED, FAILED, PRIORITIES, SUPPRESSED
 from app.extensions import db
 from app.models import Delivery, Notification
+from app.workflows.stats import WorkflowSends, sends_by_workflow_step
 
 PERIODS = {
     "24h": ("Last 24 hours", timedelta(hours=24)),
@@ -330,6 +331,7 @@ class Report:
     latency: list[Latency]
     sends: list[tuple[datetime, int]]
     chart: Chart
+    workflows: list[WorkflowSends]  # none when a campaign is chosen: a campaign's sends are not a workflow's
 
 
 def report(period: Period, campaign=None) -> Report:
@@ -343,4 +345,5 @@ def report(period: Period, campaign=None) -> Report:
         latency_percentiles(period, campaign),
         sends,
         bar_chart(sends),
+        sends_by_workflow_step(period.start, period.end) if campaign is None else [],
     )

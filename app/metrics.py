@@ -26,6 +26,7 @@ from app.models import Delivery, Notification
 from app.redis_client import get_redis, key
 from app.redis_outage import outage
 from app.tasks import queue_depths
+from app.workflows import stats as workflow_stats
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,32 @@ class DatabaseCollector:
         yield notifications
         yield deliveries
         yield GaugeMetricFamily("herald_dead_letters", "Deliveries on the dead-letter list", value=dead or 0)
+
+
+class WorkflowCollector:
+    """Workflow runs and step executions, and what the steps sent; labelled by workflow key and step index only."""
+
+    def collect(self):
+        runs = GaugeMetricFamily(
+            "herald_workflow_runs", "Workflow runs, by workflow and status", labels=["workflow", "status"]
+        )
+        for workflow, status, count in workflow_stats.runs_by_status():
+            runs.add_metric([workflow, status], count)
+        steps = GaugeMetricFamily(
+            "herald_workflow_step_executions",
+            "Workflow step executions, by workflow, step index, state (waiting, done, skipped, stopped) and outcome",
+            labels=["workflow", "step", "state", "outcome"],
+        )
+        for workflow, step, state, outcome, count in workflow_stats.step_executions():
+            steps.add_metric([workflow, str(step), state, outcome], count)
+        deliveries = GaugeMetricFamily(
+            "herald_workflow_deliveries",
+            "Deliveries of workflow steps' notifications, by workflow, step index and status",
+            labels=["workflow", "step", "status"],
+        )
+        for workflow, step, status, count in workflow_stats.step_deliveries():
+            deliveries.add_metric([workflow, str(step), status], count)
+        yield from (runs, steps, deliveries)
 
 
 class QueueCollector:
@@ -135,6 +162,7 @@ def metrics():
         )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector())
+    registry.register(WorkflowCollector())
     registry.register(QueueCollector())
     registry.register(RedisOutageCollector())
     return Response(generate_latest(registry) + provider_metrics(), content_type=CONTENT_TYPE_LATEST)

@@ -7,11 +7,12 @@ from sqlalchemy import delete, select
 from app.delivery import routing
 from app.device_schemas import DeviceCreate
 from app.extensions import db
-from app.models import AuditEntry, Device, Preference, Recipient
+from app.models import AuditEntry, Device, DigestPreference, Preference, Recipient
 from app.models.types import utcnow
 from app.outbound_webhooks import events as webhook_events
 from app.outbound_webhooks.outbox import emit
-from app.schemas import PreferencesUpdate, UserUpsert
+from app.schemas import Preferences, PreferencesUpdate, UserUpsert
+from app.workflows.digest_frequency import DEFAULT
 
 
 def find_recipient(external_id: str) -> Recipient | None:
@@ -85,6 +86,7 @@ def set_preferences(recipient: Recipient, update: PreferencesUpdate) -> None:
             existing[(item.channel, item.category)] = row
         else:
             row.enabled = item.enabled
+    _set_digests(recipient, update)
     if update.quiet_hours is not None:
         recipient.quiet_start, recipient.quiet_end = update.quiet_hours.as_times()
     elif update.clear_quiet_hours:
@@ -93,6 +95,43 @@ def set_preferences(recipient: Recipient, update: PreferencesUpdate) -> None:
         recipient.hard_stop = update.hard_stop
     recipient.updated_at = utcnow()
     db.session.commit()
+
+
+def _set_digests(recipient: Recipient, update: PreferencesUpdate) -> None:
+    """Upsert each category's digest frequency; ``default`` removes the choice."""
+    existing = {row.category: row for row in recipient.digest_preferences}
+    for item in update.digests:
+        row = existing.get(item.category)
+        if item.frequency == DEFAULT:
+            if row is not None:
+                recipient.digest_preferences.remove(row)
+                del existing[item.category]
+        elif row is None:
+            row = DigestPreference(recipient_id=recipient.id, category=item.category, frequency=item.frequency)
+            recipient.digest_preferences.append(row)
+            existing[item.category] = row
+        else:
+            row.frequency = item.frequency
+
+
+def preferences_of(r: Recipient) -> dict:
+    """``GET /v1/users/{id}/preferences``: switches, digest frequencies, quiet hours, hard stop."""
+    quiet = (
+        {"start": r.quiet_start.strftime("%H:%M"), "end": r.quiet_end.strftime("%H:%M")}
+        if r.quiet_start and r.quiet_end
+        else None
+    )
+    items = [
+        {"channel": p.channel, "category": p.category, "enabled": p.enabled}
+        for p in sorted(r.preferences, key=lambda p: (p.channel, p.category))
+    ]
+    digests = [
+        {"category": d.category, "frequency": d.frequency}
+        for d in sorted(r.digest_preferences, key=lambda d: d.category)
+    ]
+    return Preferences.model_validate(
+        {"preferences": items, "digests": digests, "quiet_hours": quiet, "hard_stop": r.hard_stop}
+    ).model_dump(mode="json")
 
 
 def register_device(recipient: Recipient, fields: DeviceCreate) -> tuple[Device, bool]:

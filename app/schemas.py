@@ -138,8 +138,21 @@ class PreferenceItem(Strict):
     enabled: bool = Field(description="true or false; nothing else is a boolean")
 
 
+class DigestItem(Strict):
+    category: str = Field(pattern=CATEGORY_PATTERN, description="A category (templates name theirs)")
+    frequency: Literal["default", "off", "hourly", "daily"] = Field(
+        description="How a workflow's digest step bundles this category for the recipient: `off` = not held, each "
+        "notification goes on at once; `hourly` = windows of at least an hour; `daily` = until the next 09:00 in "
+        "the recipient's time zone (UTC without one); either way at least the workflow's own window. `default` "
+        "(in a request) removes the choice: the workflow's own window. Security notices ignore it."
+    )
+
+
 class PreferencesUpdate(Strict):
     preferences: list[PreferenceItem] = Field(default_factory=list, max_length=500)
+    digests: list[DigestItem] = Field(
+        default_factory=list, max_length=500, description="Digest frequency per category; unlisted ones keep theirs"
+    )
     quiet_hours: QuietHours | None = None
     clear_quiet_hours: bool = False
     hard_stop: bool | None = Field(None, description="Global stop: nothing is sent while true")
@@ -147,6 +160,7 @@ class PreferencesUpdate(Strict):
 
 class Preferences(BaseModel):
     preferences: list[PreferenceItem]
+    digests: list[DigestItem] = Field(description="The categories with a digest frequency chosen")
     quiet_hours: QuietHours | None
     hard_stop: bool
 

@@ -21,6 +21,7 @@ from app.models import Notification, Recipient
 from app.recipients import (
     erase_recipient,
     find_recipient,
+    preferences_of,
     register_device,
     remove_device,
     set_preferences,
@@ -187,27 +188,14 @@ def delete_user(user_id: str):
 @bp.get(f"/users/{USER_ID}/preferences")
 def get_preferences(user_id: str):
     recipient = recipient_or_404(user_id)
-    return jsonify(preferences_json(recipient))
+    return jsonify(preferences_of(recipient))
 
 
 @bp.put(f"/users/{USER_ID}/preferences")
 def put_preferences(user_id: str):
     recipient = recipient_or_404(user_id)
     set_preferences(recipient, parse_body(schemas.PreferencesUpdate))
-    return jsonify(preferences_json(recipient))
-
-
-def preferences_json(r: Recipient) -> dict:
-    quiet = (
-        {"start": r.quiet_start.strftime("%H:%M"), "end": r.quiet_end.strftime("%H:%M")}
-        if r.quiet_start and r.quiet_end
-        else None
-    )
-    items = [
-        {"channel": p.channel, "category": p.category, "enabled": p.enabled}
-        for p in sorted(r.preferences, key=lambda p: (p.channel, p.category))
-    ]
-    return dump(schemas.Preferences, preferences=items, quiet_hours=quiet, hard_stop=r.hard_stop)
+    return jsonify(preferences_of(recipient))
 
 
 @bp.post(f"/users/{USER_ID}/devices")

@@ -16,6 +16,15 @@ from app.channels import needs_marketing_opt_in, preference_channels
 from app.delivery.constants import ALL_CATEGORIES
 from app.delivery.routing import MARKETING_CATEGORY
 from app.schemas import PreferencesUpdate
+from app.workflows.digest_frequency import DEFAULT, FREQUENCIES
+
+DIGEST_LABELS = dict(
+    zip(
+        (DEFAULT, *FREQUENCIES),
+        ("As the sender bundles them", "Off: each one at once", "At most hourly", "Daily, at 09:00 your time"),
+        strict=True,
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -65,20 +74,35 @@ def default_on(channel: str, category: str) -> bool:
     return not (needs_marketing_opt_in(channel) and category == MARKETING_CATEGORY)
 
 
+def digest_rows(rows: list[Row], saved: dict[str, str]) -> list[tuple[str, str]]:
+    """(category, chosen frequency or ``default``) for every category but security ones, which are never held."""
+    return [(row.category, saved.get(row.category, DEFAULT)) for row in rows if not row.security]
+
+
 class FormError(ValueError):
     pass
 
 
 def parse_form(
-    shown: list[str], checked: list[str], pause: bool, quiet_start: str, quiet_end: str
+    shown: list[str],
+    checked: list[str],
+    pause: bool,
+    quiet_start: str,
+    quiet_end: str,
+    digests: dict[str, str] | None = None,
 ) -> PreferencesUpdate:
-    """Checkboxes send only when ticked, so every switch on the page is listed in ``shown``: shown but not checked = off."""
+    """Checkboxes send only when ticked, so every switch on the page is listed in ``shown``: shown but not checked = off.
+    ``digests`` is each category's digest select (category -> frequency)."""
     on = set(checked)
     items = []
     for value in dict.fromkeys(shown):
         channel, _, category = value.partition("|")
         items.append({"channel": channel, "category": category, "enabled": value in on})
-    fields: dict = {"preferences": items, "hard_stop": pause}
+    fields: dict = {
+        "preferences": items,
+        "digests": [{"category": c, "frequency": f} for c, f in (digests or {}).items()],
+        "hard_stop": pause,
+    }
     if quiet_start and quiet_end:
         fields["quiet_hours"] = {"start": quiet_start[:5], "end": quiet_end[:5]}
     elif quiet_start or quiet_end:

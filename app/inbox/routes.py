@@ -190,11 +190,14 @@ def _render_preferences(recipient: Recipient, error: str | None = None, status: 
     categories, security = _categories(recipient)
     saved = {(p.channel, p.category): p.enabled for p in recipient.preferences}
     switches, rows = prefs_form.grid(categories, security, saved)
+    chosen = {d.category: d.frequency for d in recipient.digest_preferences}
     return render_template(
         "inbox/preferences.html",
         recipient=recipient,
         switches=switches,
         rows=rows,
+        digests=prefs_form.digest_rows(rows, chosen),
+        digest_labels=prefs_form.DIGEST_LABELS,
         channels=preference_channels(),
         labels=labels(),
         error=error,
@@ -227,6 +230,7 @@ def save_preferences(recipient: Recipient):
             form.get("pause") == "on",
             form.get("quiet_start", ""),
             form.get("quiet_end", ""),
+            {name.removeprefix("digest-"): form[name] for name in form if name.startswith("digest-")},
         )
         zone = parse_timezone(form.get("timezone") or None)
     except (prefs_form.FormError, ValueError) as error:

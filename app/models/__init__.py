@@ -6,7 +6,7 @@ from app.models.campaigns import Campaign, CampaignBatch
 from app.models.content import Template, TemplateVersion
 from app.models.notifications import Delivery, DeliveryEvent, IdempotencyKey, Notification
 from app.models.outbound_webhooks import WebhookAttempt, WebhookEndpoint, WebhookMessage
-from app.models.recipients import Device, Preference, Recipient, Suppression
+from app.models.recipients import Device, DigestPreference, Preference, Recipient, Suppression
 from app.models.rules import Rule, RuleSend
 from app.models.staff import ApiKey, AuditEntry, StaffUser
 from app.models.topics import Topic, TopicSubscription
@@ -30,6 +30,7 @@ __all__ = [
     "Delivery",
     "DeliveryEvent",
     "Device",
+    "DigestPreference",
     "IdempotencyKey",
     "Notification",
     "Preference",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.delivery.constants import PENDING
@@ -51,6 +51,10 @@ class Notification(db.Model):
     # Who made it: "api", "campaign:<id>" or "rule:<id>" -- the pipeline re-checks that origin's policy before
     # every send (app/pipeline/origin.py).
     origin: Mapped[str] = mapped_column(String(64), default="api", server_default="api")
+    # Workflow steps only: the workflow and step index that made it, for analytics and /metrics by workflow and
+    # step. Not a foreign key: sends outlive a deleted workflow (they then drop out of the breakdown).
+    workflow_id: Mapped[int | None] = mapped_column(BigId)
+    workflow_step: Mapped[int | None] = mapped_column(Integer)
 
     deliveries: Mapped[list[Delivery]] = relationship(
         back_populates="notification", cascade="all, delete-orphan", passive_deletes=True, order_by="Delivery.id"
@@ -61,6 +65,13 @@ class Notification(db.Model):
         Index("ix_notifications_status_created", "status", "created_at"),
         Index("ix_notifications_created", "created_at"),
         Index("ix_notifications_campaign_recipient", "campaign_id", "recipient_id", unique=True),
+        Index(
+            "ix_notifications_workflow",
+            "workflow_id",
+            "created_at",
+            sqlite_where=text("workflow_id IS NOT NULL"),
+            postgresql_where=text("workflow_id IS NOT NULL"),
+        ),
     )
 
 

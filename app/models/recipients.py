@@ -33,6 +33,9 @@ class Recipient(db.Model):
         back_populates="recipient", cascade="all, delete-orphan", passive_deletes=True
     )
     preferences: Mapped[list[Preference]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+    digest_preferences: Mapped[list[DigestPreference]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
 
     def __repr__(self) -> str:
         return f"<Recipient {self.external_id}>"
@@ -68,6 +71,18 @@ class Preference(db.Model):
     channel: Mapped[str] = mapped_column(String(16), primary_key=True)
     category: Mapped[str] = mapped_column(String(64), primary_key=True)
     enabled: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class DigestPreference(db.Model):
+    """Recipient x category -> how often a workflow's digest step may bundle that category for them (``off``,
+    ``hourly``, ``daily``); no row = the workflow's own window (see app/workflows/digest_frequency.py)."""
+
+    __tablename__ = "digest_preferences"
+
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id", ondelete="CASCADE"), primary_key=True)
+    category: Mapped[str] = mapped_column(String(64), primary_key=True)
+    frequency: Mapped[str] = mapped_column(String(8))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

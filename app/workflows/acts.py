@@ -38,6 +38,7 @@ def notification_for(run, index: int, channel: str, template_key: str, now: date
     )
     row = notification_row(payload, run.recipient_id, template.current_version, run.api_key_id, None, now)
     row["origin"] = origin.of_workflow_step(run.id, index)
+    row["workflow_id"], row["workflow_step"] = run.workflow_id, index
     return row
 
 

@@ -143,7 +143,9 @@ class DigestStep(Strict):
     them) for ``window`` seconds from the first, or until ``max_events`` have arrived; then the run that opened
     the digest continues once, its later templates seeing ``data.events`` (each trigger's data, oldest first),
     ``data.count`` and ``data.actors`` (the first three distinct ``data.actor`` values). The other runs stop
-    here (reason ``digested``). Every trigger lands in exactly one digest."""
+    here (reason ``digested``). Every trigger lands in exactly one digest. A recipient's digest frequency for the
+    category of the first sending step after it (``digests`` in their preferences) applies: ``off`` = not held,
+    ``hourly`` / ``daily`` = at least an hour / until their next 09:00, never shorter than ``window``."""
 
     kind: Literal["digest"]
     window: Seconds

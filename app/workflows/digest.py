@@ -4,13 +4,12 @@ with the members after it) or opens the next digest -- every trigger lands in ex
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, insert, select, update
 
 from app.extensions import db
-from app.models import WorkflowDigest, WorkflowRun, WorkflowStepRun
+from app.models import DigestPreference, Recipient, Template, WorkflowDigest, WorkflowRun, WorkflowStepRun
 from app.models.workflows import RUNNING
+from app.workflows import digest_frequency
 from app.workflows import results as steps
 
 OPEN, CLOSED = "open", "closed"
@@ -43,9 +42,36 @@ def _open_digest(ctx, key: str):
     )
 
 
+def recipient_choice(ctx) -> tuple[str | None, bool, str | None]:
+    """(the recipient's digest frequency, whether it is a security notice, their time zone) for the category of
+    what this digest leads to: the template of the first sending step after it. One query."""
+    template = next(
+        (step.template for step in ctx.definition[ctx.index + 1 :] if step.kind in ("channel", "escalation")), None
+    )
+    if template is None:
+        return None, False, None
+    found = db.session.execute(
+        select(DigestPreference.frequency, Template.type, Recipient.timezone)
+        .select_from(Recipient)
+        .join(Template, Template.key == template)
+        .outerjoin(
+            DigestPreference,
+            and_(DigestPreference.recipient_id == Recipient.id, DigestPreference.category == Template.category),
+        )
+        .where(Recipient.id == ctx.run.recipient_id)
+    ).first()
+    if found is None:
+        return None, False, None
+    return found.frequency, found.type == "security", found.timezone
+
+
 def digest_start(ctx) -> steps.Start:
-    """Join the open digest (this run then stops there), or open one (this run continues with all of them)."""
+    """Join the open digest (this run then stops there), or open one (this run continues with all of them). A
+    recipient who chose ``off`` for the category gets a digest of one, closed as it opens: not held, still counted."""
     key = key_value(ctx.step, ctx.run.data)
+    closes_at = digest_frequency.closes_at(*recipient_choice(ctx), ctx.step.window, ctx.now)
+    if closes_at is None:
+        return _digest_of_one(ctx, key)
     joined = db.session.execute(
         update(WorkflowDigest)
         .where(*_open_digest(ctx, key))
@@ -67,23 +93,33 @@ def digest_start(ctx) -> steps.Start:
                 .values(next_at=ctx.now)
             )
         return steps.Start(steps.STOPPED, "digested", digest_id=joined.id)
-    digest_id = db.session.execute(
+    return steps.Start(steps.WAITING, "collecting", digest_id=_insert_digest(ctx, key, OPEN, closes_at))
+
+
+def _insert_digest(ctx, key: str, state: str, closes_at) -> int:
+    return db.session.execute(
         insert(WorkflowDigest)
         .values(
             workflow_id=ctx.run.workflow_id,
             recipient_id=ctx.run.recipient_id,
             step_index=ctx.index,
             digest_key=key,
-            state=OPEN,
+            state=state,
             owner_run_id=ctx.run.id,
             count=1,
             max_events=ctx.step.max_events,
             opened_at=ctx.now,
-            closes_at=ctx.now + timedelta(seconds=ctx.step.window),
+            closes_at=closes_at,
+            closed_at=ctx.now if state == CLOSED else None,
         )
         .returning(WorkflowDigest.id)
     ).scalar_one()
-    return steps.Start(steps.WAITING, "collecting", digest_id=digest_id)
+
+
+def _digest_of_one(ctx, key: str) -> steps.Start:
+    """Closed from the start (the unique index covers open digests only), so nothing joins it; the run's follow
+    reads its one member and continues at once."""
+    return steps.Start(steps.WAITING, "collecting", digest_id=_insert_digest(ctx, key, CLOSED, ctx.now))
 
 
 def _members(digest_id: int) -> list[dict]:

@@ -90,7 +90,7 @@ def advance(run_id: int, now: datetime | None = None) -> str:
         index = run.current_step
         if index >= len(definition):
             return _finish(lease, COMPLETED, None)
-        result = steps.take(steps.Context(run, index, definition[index], lease.token, utcnow()))
+        result = steps.take(steps.Context(run, index, definition[index], lease.token, utcnow(), definition))
         if result is None:
             return "lost"
         if isinstance(result, steps.Wait):

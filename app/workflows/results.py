@@ -17,6 +17,7 @@ class Context:
     step: object
     token: str
     now: datetime
+    definition: list = field(default_factory=list)  # the run's steps, for a step that looks at the ones after it
 
 
 @dataclass(frozen=True)

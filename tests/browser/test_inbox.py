@@ -148,6 +148,18 @@ def test_a_preference_switched_off_on_the_page_suppresses_the_next_notification(
     expect(headlines(page)).to_have_text(["Receipt"])
 
 
+def test_a_digest_frequency_chosen_on_the_page_is_what_the_api_reads(app, live_server, users, api, page: Page):
+    page.goto(f"/inbox?user=ana&token={user_token(app.config['INBOX_SECRET'], 'ana')}")
+    page.get_by_role("link", name="Preferences").click()
+    choice = page.get_by_test_id("digests").get_by_label("Promotions")
+    expect(choice).to_have_value("default")
+    choice.select_option(label="Daily, at 09:00 your time")
+    page.get_by_role("button", name="Save preferences").click()
+    expect(page.get_by_text("Your preferences are saved")).to_be_visible()
+    expect(page.get_by_test_id("digests").get_by_label("Promotions")).to_have_value("daily")
+    assert api.get("/v1/users/ana/preferences").json["digests"] == [{"category": "promotions", "frequency": "daily"}]
+
+
 @pytest.mark.parametrize("grant", [False, True], ids=["never-asked", "granted-nothing"])
 def test_push_opt_in_explains_a_denied_permission(app, live_server, users, new_context, grant):
     context = new_context()
