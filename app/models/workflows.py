@@ -68,6 +68,9 @@ class WorkflowRun(db.Model):
     next_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The worker advancing the run holds it until next_at (its lease); every write it makes names this token.
     lease_token: Mapped[str | None] = mapped_column(String(32))
+    # Set when the run fired a digest of several triggers: it then speaks for all of them, so cancelling it (its
+    # own trigger) no longer stops it. A column of the run, so a cancel racing the firing sees it under the row lock.
+    carries_digest_id: Mapped[int | None] = mapped_column(BigId)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -99,8 +102,9 @@ class WorkflowStepRun(db.Model):
 
 
 class WorkflowDigest(db.Model):
-    """Triggers collected by a digest step: at most one open digest per (workflow, recipient, step, key). The run
-    that opened it continues with every member once it closes; the runs that joined it stop there."""
+    """Triggers collected by a digest step: at most one open digest per (workflow, recipient, step, key). Its owner
+    (the run that opened it) continues with every member once it closes; the runs that joined it stop there. A
+    cancelled owner hands the role to the oldest member still standing (app/workflows/digest.py)."""
 
     __tablename__ = "workflow_digests"
     __table_args__ = (
@@ -121,6 +125,7 @@ class WorkflowDigest(db.Model):
     recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id", ondelete="CASCADE"))
     step_index: Mapped[int] = mapped_column(Integer)
     digest_key: Mapped[str] = mapped_column(String(255))
+    # open -> closed -> fired (members read, owner moving on) | dropped (every member cancelled)
     state: Mapped[str] = mapped_column(String(16))
     owner_run_id: Mapped[int] = mapped_column(BigId)
     count: Mapped[int] = mapped_column(Integer)

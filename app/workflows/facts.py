@@ -91,6 +91,18 @@ def outcome_test(happened_at, sent_at: datetime, within: int | None, now: dateti
     return Decision(None, min(deadline, now + timedelta(seconds=poll)))
 
 
+def step_failed_at(sent: list[Facts], exhausted_at: datetime | None) -> datetime | None:
+    """When a finished step failed as a whole, or None: nothing it sent was delivered, and either every
+    notification it sent ended undelivered (a channel step's one; every channel an escalation tried) or the
+    escalation ran out of channels and time without a delivery (``exhausted_at``, when it ended so)."""
+    if not sent or any(facts.delivered_at is not None for facts in sent):
+        return None
+    failed = [facts.failed_at for facts in sent]
+    if all(at is not None for at in failed):
+        return max(failed)
+    return exhausted_at
+
+
 DONE, NEXT, EXHAUSTED, WAIT = "done", "next", "exhausted", "wait"
 
 

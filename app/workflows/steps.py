@@ -19,7 +19,16 @@ from app.models.workflows import RUNNING
 from app.workflows import acts, digest
 from app.workflows.data_filter import matches_data
 from app.workflows.facts import DONE as REACHED_UNTIL
-from app.workflows.facts import EXHAUSTED, NEXT, Decision, Facts, escalation_move, facts_of, outcome_test
+from app.workflows.facts import (
+    EXHAUSTED,
+    NEXT,
+    Decision,
+    Facts,
+    escalation_move,
+    facts_of,
+    outcome_test,
+    step_failed_at,
+)
 from app.workflows.results import DONE, SKIPPED, STOPPED, WAITING, Context, Next, Start, Stop, Wait
 
 
@@ -175,7 +184,8 @@ def _evaluate(ctx: Context) -> Decision:
     facts = facts_of([entry["notification_id"] for entry in target.sent])
     sent = [facts.get(entry["notification_id"], Facts()) for entry in target.sent]
     if step.outcome == "failed":
-        happened = sent[-1].failed_at if target.state != WAITING or len(sent) == 1 else None
+        exhausted_at = target.finished_at if target.outcome == "exhausted" else None
+        happened = None if target.state == WAITING else step_failed_at(sent, exhausted_at)
     else:
         times = [f.at(step.outcome) for f in sent if f.at(step.outcome) is not None]
         happened = min(times) if times else None

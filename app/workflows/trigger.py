@@ -13,6 +13,7 @@ from app.models.types import utcnow
 from app.models.workflows import CANCELLED, RUNNING
 from app.redis_outage import enqueue_or_leave_to_reaper
 from app.tasks import enqueue
+from app.workflows import digest
 from app.workflows.engine import ADVANCE_JOB
 
 
@@ -63,15 +64,24 @@ def trigger_workflow(payload, api_key_id: int | None, idempotency_key: str | Non
 
 
 def cancel_runs(*conditions) -> int:
-    """Cancel the running runs matching ``conditions``; a worker holding one stops at its next write, and the
-    pipeline suppresses what their steps had queued but not yet sent (app/pipeline/origin.py)."""
+    """Cancel the runs matching ``conditions``: running ones -- unless one fired a digest of several triggers, which
+    it now carries for all of them -- and ones stopped as they joined a digest not fired yet (their triggers drop out
+    of it). A worker holding one stops at its next write, the pipeline suppresses what their steps had queued but
+    not yet sent (app/pipeline/origin.py), and a digest they owned passes to another member in the same transaction
+    (app/workflows/digest.py)."""
     now = utcnow()
-    count = db.session.execute(
+    values = {"status": CANCELLED, "reason": "cancelled", "next_at": None, "finished_at": now, "updated_at": now}
+    running = db.session.scalars(
         update(WorkflowRun)
-        .where(WorkflowRun.status == RUNNING, *conditions)
-        .values(status=CANCELLED, reason="cancelled", next_at=None, finished_at=now, updated_at=now)
-    ).rowcount
+        .where(WorkflowRun.status == RUNNING, WorkflowRun.carries_digest_id.is_(None), *conditions)
+        .values(**values)
+        .returning(WorkflowRun.id)
+    ).all()
+    count, woken = digest.hand_over(running, conditions, now)
+    count += digest.drop_joined(conditions, values)
     db.session.commit()
+    for run_id, at in woken:
+        enqueue_or_leave_to_reaper(enqueue, ADVANCE_JOB, run_id, at=at)
     return count
 
 

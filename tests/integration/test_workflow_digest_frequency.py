@@ -44,7 +44,7 @@ def test_off_sends_each_trigger_at_once_as_a_digest_of_one(api, run_jobs):
     drain(run_jobs)
     assert set(db.session.scalars(select(WorkflowRun.status))) == {"completed"}
     assert counts_sent() == [1, 1, 1]
-    assert [(d.state, d.count) for d in digests()] == [("closed", 1)] * 3
+    assert [(d.state, d.count) for d in digests()] == [("fired", 1)] * 3
     members = db.session.scalars(select(WorkflowStepRun.digest_id).where(WorkflowStepRun.kind == "digest")).all()
     assert len(set(members)) == 3  # each trigger in exactly one digest, its own
 

@@ -9,7 +9,17 @@ from pydantic import ValidationError
 
 from app.workflows.data_filter import matches_data
 from app.workflows.definitions import WorkflowSave, reference_problems, schema_problems
-from app.workflows.facts import DONE, EXHAUSTED, NEXT, WAIT, Facts, escalation_move, outcome_test, summarise
+from app.workflows.facts import (
+    DONE,
+    EXHAUSTED,
+    NEXT,
+    WAIT,
+    Facts,
+    escalation_move,
+    outcome_test,
+    step_failed_at,
+    summarise,
+)
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -60,6 +70,20 @@ def test_escalation_moves_on_failure_or_timeout_and_finishes_on_until():
     assert escalation_move(Facts(failed_at=NOW), "delivered", sent, 30, True, NOW, 10)[0] == EXHAUSTED
     assert escalation_move(Facts(delivered_at=NOW), "read", sent, 3, False, NOW, 10)[0] == NEXT
     assert escalation_move(Facts(), "read", sent, 30, False, NOW, 10) == (WAIT, NOW + timedelta(seconds=10))
+
+
+def test_a_step_fails_as_a_whole_not_by_its_last_channel():
+    earlier = NOW - timedelta(seconds=30)
+    assert step_failed_at([Facts(failed_at=NOW)], None) == NOW  # a channel step
+    assert step_failed_at([Facts()], None) is None  # not known yet
+    # an escalation: every channel failed -> failed when the last one did
+    assert step_failed_at([Facts(failed_at=earlier), Facts(failed_at=NOW)], None) == NOW
+    # the first channel came through late, the last failed: the escalation did not fail
+    assert step_failed_at([Facts(delivered_at=NOW), Facts(failed_at=NOW)], None) is None
+    # out of channels and time with nothing delivered: failed when it ended so
+    assert step_failed_at([Facts(failed_at=earlier), Facts()], NOW) == NOW
+    assert step_failed_at([Facts(failed_at=earlier), Facts()], None) is None  # the last one is still on its way
+    assert step_failed_at([], NOW) is None
 
 
 def test_a_notification_fails_when_every_delivery_ended_undelivered():
