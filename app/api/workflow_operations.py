@@ -80,7 +80,11 @@ WORKFLOW_OPERATIONS = [
         "post",
         "/v1/workflow-runs/{run_id}/cancel",
         "notifications:send",
-        "Cancel a running workflow run (what its steps queued but did not send yet is suppressed)",
+        (
+            "Cancel a running workflow run (what its steps queued but did not send yet is suppressed). A run waiting"
+            " in a digest that has not fired leaves it: its trigger drops out, and if it opened the digest the next"
+            " member fires it; a run that fired a digest of several triggers is no longer cancelled"
+        ),
         [RUN_ID],
         None,
         {"200": workflow_schemas.CancelResult, "404": ERROR},
@@ -89,7 +93,7 @@ WORKFLOW_OPERATIONS = [
         "post",
         "/v1/workflow-runs/cancel",
         "notifications:send",
-        "Cancel every running workflow run triggered with this cancellation_key",
+        "Cancel every running workflow run triggered with this cancellation_key (digests: as for one run)",
         [CANCELLATION_KEY],
         None,
         {"200": workflow_schemas.CancelResult, "400": ERROR},

@@ -80,4 +80,7 @@ class WorkflowRunOut(BaseModel):
 
 
 class CancelResult(BaseModel):
-    cancelled: int = Field(description="How many running runs were cancelled (0 when none was running)")
+    cancelled: int = Field(
+        description="How many runs were cancelled: running ones, and ones whose trigger waits in a digest not fired"
+        " yet (0 when none was)"
+    )
