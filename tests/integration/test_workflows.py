@@ -350,7 +350,8 @@ def test_throttle_lets_n_runs_per_window_through_and_stops_the_rest(api, run_job
 
 def test_cancel_by_id_and_by_key_stops_waiting_runs(api, run_jobs):
     make_template("hello", IN_APP_ONLY)
-    save(api, steps=[{"kind": "delay", "seconds": 1}, {"kind": "channel", "channel": "in_app", "template": "hello"}])
+    # A delay long enough that a loaded machine cannot let it run out before the cancels below.
+    save(api, steps=[{"kind": "delay", "seconds": 3}, {"kind": "channel", "channel": "in_app", "template": "hello"}])
     user = make_recipient()
     one = run_of(trigger(api, user.external_id))
     two = run_of(trigger(api, user.external_id, cancellation_key="order-7"))
@@ -361,7 +362,7 @@ def test_cancel_by_id_and_by_key_stops_waiting_runs(api, run_jobs):
     assert api.post("/v1/workflow-runs/cancel?key=order-7").json == {"cancelled": 2}
     assert api.post("/v1/workflow-runs/cancel").status_code == 400
     assert api.post("/v1/workflow-runs/999/cancel").status_code == 404
-    time.sleep(1.1)
+    time.sleep(3.1)
     redrive_due_runs()
     drain(run_jobs, include_scheduled=True)
     db.session.expire_all()
