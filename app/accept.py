@@ -59,11 +59,7 @@ def _insert_notification_and_key(columns: tuple[str, ...]) -> Executable:
             if column.name not in values and column.default is not None and column.default.is_scalar
         }
     )
-    stored = (
-        _NEW_NOTIFICATION.values(values)
-        .returning(table.c.id)
-        .cte("stored")
-    )
+    stored = _NEW_NOTIFICATION.values(values).returning(table.c.id).cte("stored")
     reservation = [bindparam(f"reservation_{name}", type_=keys.c[name].type) for name in _RESERVATION_COLUMNS]
     reserved = _INSERT_KEY.from_select(
         [*_RESERVATION_COLUMNS, "notification_id"], select(*reservation, stored.c.id)
