@@ -14,8 +14,9 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
-from sqlalchemy import bindparam, delete, func, insert, select
+from sqlalchemy import Executable, bindparam, delete, func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 
 from app.delivery.priority import effective_priority
@@ -35,13 +36,38 @@ _INSERT_KEY = insert(IdempotencyKey.__table__)
 # The recipient is looked up inside the insert (no round trip of its own): an unknown user id leaves
 # recipient_id NULL, which the NOT NULL column refuses. The insert also tells whether any outbound webhook
 # endpoint is enabled: with none (most installations) the outbox has nothing to write and is not asked.
-_INSERT_NOTIFICATION = (
-    insert(Notification.__table__)
-    .values(recipient_id=select(Recipient.id).where(Recipient.external_id == bindparam("user_id")).scalar_subquery())
-    .returning(
-        select(func.count()).select_from(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True)).scalar_subquery()
-    )
+_NEW_NOTIFICATION = insert(Notification.__table__).values(
+    recipient_id=select(Recipient.id).where(Recipient.external_id == bindparam("user_id")).scalar_subquery()
 )
+_ENABLED_ENDPOINTS = select(func.count()).select_from(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True))
+_INSERT_NOTIFICATION = _NEW_NOTIFICATION.returning(_ENABLED_ENDPOINTS.scalar_subquery())
+
+
+@cache
+def _insert_notification_and_key(columns: tuple[str, ...]) -> Executable:
+    """PostgreSQL: the notification (its ``columns`` as parameters) and its idempotency key reservation in ONE
+    statement (data-modifying CTEs), a round trip and a statement fewer per keyed send. A key already held makes
+    the whole statement fail on the unique pair, so nothing is written, as when the two were separate statements.
+    """
+    table, keys = Notification.__table__, IdempotencyKey.__table__
+    values = {name: bindparam(name, type_=table.c[name].type) for name in columns}
+    # An insert inside a CTE gets no column defaults from SQLAlchemy: the constant ones travel as literals here.
+    values.update(
+        {
+            column.name: literal(column.default.arg, column.type)
+            for column in table.columns
+            if column.name not in values and column.default is not None and column.default.is_scalar
+        }
+    )
+    stored = _NEW_NOTIFICATION.values(values).returning(table.c.id).cte("stored")
+    reservation = [bindparam(f"reservation_{name}", type_=keys.c[name].type) for name in _RESERVATION_COLUMNS]
+    reserved = _INSERT_KEY.from_select(
+        [*_RESERVATION_COLUMNS, "notification_id"], select(*reservation, stored.c.id)
+    ).cte("reserved")
+    return _ENABLED_ENDPOINTS.add_cte(stored, reserved)
+
+
+_RESERVATION_COLUMNS = ("api_key_id", "key", "request_hash", "created_at")
 
 
 class UnknownRecipient(LookupError):
@@ -118,12 +144,13 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
     del row["recipient_id"]  # the insert finds it by user_id
     notification_id, priority = row["id"], row["priority"]
 
-    def create() -> dict:
-        if _insert_notification(row, payload.user_id):
+    def create(reservation: dict | None) -> dict:
+        pointer = {"notification_id": notification_id}
+        if _insert_notification(row, payload.user_id, reservation, pointer):
             emit(webhook_events.accepted(row, payload.user_id))
-        return {"notification_id": notification_id}
+        return pointer
 
-    accepted = create_once(create, api_key_id, idempotency_key, fingerprint, now)
+    accepted = create_once(create, api_key_id, idempotency_key, fingerprint, now, reserves_key=True)
     if accepted.replayed:
         return accepted
     enqueue_or_leave_to_reaper(
@@ -133,22 +160,34 @@ def accept_notification(payload: NotificationCreate, api_key_id: int | None, ide
 
 
 def create_once(
-    create: Callable[[], dict], api_key_id: int | None, key: str | None, fingerprint: str, now: datetime
+    create: Callable[..., dict],
+    api_key_id: int | None,
+    key: str | None,
+    fingerprint: str,
+    now: datetime,
+    *,
+    reserves_key: bool = False,
 ) -> Accepted:
     """Run ``create`` and reserve the idempotency ``key`` in one transaction: the one path every accepted request
     (a send, a run to a topic or audience, a workflow trigger) takes.
 
     ``create`` inserts what the request makes and returns what the reservation points at (``notification_id``,
-    ``run_id`` or ``workflow_run_id``). Returns the answer once committed, or the first answer (``replayed``) when
-    the same request already holds the key; a different request holding it raises IdempotencyConflict.
+    ``run_id`` or ``workflow_run_id``). With ``reserves_key`` it is called with the reservation row (None without
+    a key) and stores it itself, through :func:`reserve`, so a send can write both in one statement. Returns the
+    answer once committed, or the first answer (``replayed``) when the same request already holds the key; a
+    different request holding it raises IdempotencyConflict.
     """
+    reservation = (
+        {"api_key_id": api_key_id, "key": key, "request_hash": fingerprint, "created_at": now} if key else None
+    )
     for _attempt in range(2):
         try:
-            pointer = create()
-            if key:
-                # A constant Core statement (the row travels as parameters): compiled once per process.
-                reservation = {"api_key_id": api_key_id, "key": key, "request_hash": fingerprint, "created_at": now}
-                db.session.connection().execute(_INSERT_KEY, {**reservation, **pointer})
+            if reserves_key:
+                pointer = create(reservation)
+            else:
+                pointer = create()
+                if reservation:
+                    reserve(reservation, pointer)
             db.session.commit()
             return Accepted(
                 pointer.get("notification_id"),
@@ -166,18 +205,34 @@ def create_once(
     raise RuntimeError("idempotency key could not be reserved")
 
 
-def _insert_notification(row: dict, user_id: str) -> int:
-    """Insert the row for the recipient known as ``user_id``; UnknownRecipient (nothing written) if none is.
+def reserve(reservation: dict, pointer: dict) -> None:
+    """Insert the key's reservation row, pointing at what the request made."""
+    # A constant Core statement (the row travels as parameters): compiled once per process.
+    db.session.connection().execute(_INSERT_KEY, {**reservation, **pointer})
+
+
+def _insert_notification(row: dict, user_id: str, reservation: dict | None, pointer: dict) -> int:
+    """Insert the row for the recipient known as ``user_id`` and the key's ``reservation`` (if any); UnknownRecipient
+    (nothing written) if no recipient has that id.
 
     Returns how many outbound webhook endpoints are enabled, as the insert's own snapshot saw them.
     """
+    connection = db.session.connection()
+    together = reservation is not None and connection.dialect.name == "postgresql"
     try:
-        return db.session.connection().execute(_INSERT_NOTIFICATION, {**row, "user_id": user_id}).scalar_one()
+        if together:
+            statement = _insert_notification_and_key(tuple(row))
+            reserved_as = {f"reservation_{name}": value for name, value in reservation.items()}
+            return connection.execute(statement, {**row, "user_id": user_id, **reserved_as}).scalar_one()
+        enabled = connection.execute(_INSERT_NOTIFICATION, {**row, "user_id": user_id}).scalar_one()
     except IntegrityError:
         db.session.rollback()
         if db.session.scalar(select(Recipient.id).where(Recipient.external_id == user_id)) is None:
             raise UnknownRecipient(user_id) from None
-        raise
+        raise  # the key is held: create_once replays or refuses
+    if reservation is not None:
+        reserve(reservation, pointer)
+    return enabled
 
 
 def notification_row(

@@ -62,6 +62,14 @@ def test_unknown_user_and_unknown_template_are_404(api):
     assert "'nope'" in response.json["error"]["message"]
 
 
+def test_a_keyed_send_to_an_unknown_user_reserves_nothing(api):
+    # On PostgreSQL the notification and its key are one statement: the refused row takes the reservation with it.
+    assert send(api, user_id="ghost", idempotency_key="order-9").status_code == 404
+    assert db.session.scalar(select(func.count()).select_from(IdempotencyKey)) == 0
+    make_recipient(external_id="ghost")
+    assert send(api, user_id="ghost", idempotency_key="order-9").status_code == 202
+
+
 def test_accepted_notification_is_durable_before_the_202(api):
     make_recipient(external_id="ana")
     response = send(api)
