@@ -3,15 +3,15 @@
 This is the one place in-app is sent, for a chunk of any size: one
 conditional UPDATE of the deliveries (PENDING -> DELIVERED, RETURNING the
 winners), one of their notifications (into the inbox), their events, then the
-realtime publishes pipelined in one Redis round trip. On PostgreSQL the three
+realtime events, all published by one Redis command. On PostgreSQL the three
 writes are one statement (data-modifying CTEs fed by the claim's RETURNING):
 one round trip and one plan per chunk, and only the winners are written.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import insert, literal, select, update
 
@@ -21,14 +21,12 @@ from app.extensions import db
 from app.models import Delivery, DeliveryEvent, Notification
 from app.models.bulk import among, insert_rows, is_postgresql, update_by_id
 from app.outbound_webhooks import events as webhook_events
-from app.outbound_webhooks.outbox import emit
+from app.outbound_webhooks.outbox import emit, subscribed_types
 from app.pipeline.claims import due
-from app.realtime.publish import publish_to_user
-from app.redis_client import get_redis
+from app.realtime.publish import publish_to_users
 
 
-@dataclass(frozen=True)
-class InboxEntry:
+class InboxEntry(NamedTuple):
     delivery_id: int
     notification_id: str
     recipient_id: int
@@ -65,7 +63,8 @@ class InAppChannel(Channel):
         if not is_postgresql():
             _write_inbox(landed, now)
         _write_rendered(landed)
-        emit(webhook_events.delivered_to_inbox(self.name, [(e.notification_id, e.recipient_id) for e in landed]))
+        if webhook_events.DELIVERY_DELIVERED in subscribed_types():  # the facts are built only for a listener
+            emit(webhook_events.delivered_to_inbox(self.name, [(e.notification_id, e.recipient_id) for e in landed]))
         db.session.commit()
         _announce(landed)
         return won
@@ -153,15 +152,19 @@ def _write_rendered(landed: list[InboxEntry]) -> None:
 
 
 def _announce(landed: list[InboxEntry]) -> None:
-    """Tell the recipients' open pages, all publishes pipelined in one Redis round trip."""
-    pipe = get_redis().pipeline(transaction=False)
-    for e in landed:
-        title = e.rendered.get("title") if e.rendered else e.title
-        publish_to_user(
-            e.recipient_id,
-            "notification",
-            {"id": e.notification_id, "title": title, "category": e.category},
-            event_id=e.notification_id,
-            pipeline=pipe,
-        )
-    pipe.execute()
+    """Tell the recipients' open pages, all in one Redis command."""
+    publish_to_users(
+        "notification",
+        [
+            (
+                e.recipient_id,
+                {
+                    "id": e.notification_id,
+                    "title": e.rendered.get("title") if e.rendered else e.title,
+                    "category": e.category,
+                },
+                e.notification_id,
+            )
+            for e in landed
+        ],
+    )

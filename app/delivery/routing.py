@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, time
+from typing import NamedTuple
 
 from app.channels import interrupting_channels, needs_marketing_opt_in, reachable
 from app.delivery.constants import ALL_CATEGORIES
@@ -48,8 +49,7 @@ class NotificationFacts:
     channels: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     channel: str
     action: str
     reason: str | None = None

@@ -27,6 +27,7 @@ import gc
 import operator
 import re
 import threading
+import weakref
 from functools import wraps
 from itertools import islice
 from time import perf_counter, thread_time
@@ -34,6 +35,7 @@ from time import perf_counter, thread_time
 from jinja2 import filters as jinja_filters
 from jinja2 import pass_environment, pass_eval_context
 from jinja2.compiler import CodeGenerator
+from jinja2.runtime import Context, new_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 DEFAULT_TIMEOUT_MS = 200
@@ -362,17 +364,24 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         return check_value(value, current_budget())
 
 
-def render_within(template, context: dict, budget: Budget) -> str:
-    """``template.render(context)``, streamed so that neither time nor output may run past ``budget``.
+_flat_globals: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    Chunks are taken a batch at a time (C-level ``islice``/``sum``), which keeps a
-    normal render's overhead to one pass of the loop below.
-    """
+
+def _new_context(template, context: dict) -> Context:
+    """``template.new_context(context)``, its globals (a ChainMap Jinja walks in Python twice) flattened once."""
+    if (flat := _flat_globals.get(template)) is None:
+        flat = _flat_globals[template] = dict(template.globals)
+    return new_context(template.environment, template.name, template.blocks, {**flat, **context}, True, flat)
+
+
+def render_within(template, context: dict, budget: Budget) -> str:
+    """``template.render(context)``, streamed so that neither time nor output may run past ``budget``. Chunks are
+    taken a batch at a time (C-level ``islice``/``sum``): a normal render's overhead is one pass of the loop below."""
     outer = getattr(_active, "budget", None)
     _active.budget = budget
     try:
         chunks, size = [], 0
-        stream = template.root_render_func(template.new_context(context))
+        stream = template.root_render_func(_new_context(template, context))
         while batch := list(islice(stream, ITEMS_PER_CHECK)):
             size += sum(map(len, batch))
             if size > budget.max_bytes:

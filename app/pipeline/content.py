@@ -10,8 +10,9 @@ template source).
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
+from typing import NamedTuple
 
 from flask import current_app
 from sqlalchemy import select
@@ -26,8 +27,7 @@ from app.models.bulk import among
 from app.pipeline.facts import PERSON_COLUMNS, Person, render_context
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One delivery of a chunk with its notification and recipient, loaded in one query for the chunk."""
 
     id: int
@@ -80,8 +80,7 @@ def load_items(delivery_ids: list[int]) -> list[Item]:
     return [Item(*row[:d], notification=_Note(*row[d : d + n]), person=Person(*row[d + n :])) for row in rows]
 
 
-@dataclass(frozen=True)
-class _Note:
+class _Note(NamedTuple):
     id: str
     type: str
     category: str
@@ -93,6 +92,24 @@ class _Note:
     data: dict | None
     collapse_key: str | None
     origin: str | None
+
+
+_note_values = itemgetter(*(column.key for column in NOTE_COLUMNS))
+
+
+def item_of(delivery, notification: dict, person: Person) -> Item:
+    """The :class:`Item` of a delivery its producer has just inserted (``delivery``: its ``RETURNING`` row, with
+    the DELIVERY_COLUMNS' names; ``notification``: the inserted row's values), so the chunk is not read again."""
+    return Item(
+        delivery.id,
+        delivery.channel,
+        delivery.status,
+        delivery.not_before,
+        None,
+        0,
+        notification=_Note._make(_note_values(notification)),
+        person=person,
+    )
 
 
 _inline: dict[tuple[bool, bool], VersionRenderer] = {}

@@ -8,8 +8,8 @@ read live (no cache), so a change applies to the next send.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from flask import current_app
 from sqlalchemy import and_, or_, select
@@ -21,8 +21,7 @@ from app.models.bulk import among
 from app.redis_client import get_redis, key
 
 
-@dataclass(frozen=True)
-class Person:
+class Person(NamedTuple):
     """A recipient as plain values (half the cost of an ORM object in a batch of a thousand)."""
 
     id: int

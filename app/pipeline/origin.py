@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import NamedTuple
 
 from sqlalchemy import select
 
@@ -59,8 +61,9 @@ def of_workflow_step(run_id: int, step_index: int) -> str:
     return f"{WORKFLOW}:{run_id}:{step_index}"
 
 
+@lru_cache(maxsize=4096)
 def parse(origin: str | None) -> tuple[str, int | None]:
-    """``("campaign", 12)``, ``("rule", 7)`` or ``("api", None)``."""
+    """``("campaign", 12)``, ``("rule", 7)`` or ``("api", None)``. Cached: a chunk has a few origins, read per delivery."""
     kind, _, ident = (origin or API).partition(":")
     return (kind, int(ident)) if ident.isdigit() else (API, None)
 
@@ -74,8 +77,7 @@ class Verdict:
 GO = Verdict(SEND)
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """What the policy needs to know about one delivery."""
 
     delivery_id: int

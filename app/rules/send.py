@@ -31,9 +31,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from types import SimpleNamespace
+from typing import NamedTuple
 
 from flask import current_app
 from sqlalchemy import select
@@ -49,7 +48,8 @@ from app.models.bulk import among, insert_ignoring_conflicts, insert_returning, 
 from app.models.rules import CLAIMED, EXPIRED, SENT
 from app.models.rules import SUPPRESSED as CLAIM_SUPPRESSED
 from app.pipeline import origin
-from app.pipeline.deliver import deliver
+from app.pipeline.content import item_of
+from app.pipeline.deliver import deliver, deliver_items
 from app.pipeline.facts import PERSON_COLUMNS, Person, record_marketing_sends, render_context, route_people
 from app.rules import windows
 from app.tasks import deliver_later
@@ -67,8 +67,7 @@ def notification_id_for(key: str) -> str:
     return uuid.uuid5(NOTIFICATION_NAMESPACE, key).hex
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(NamedTuple):
     id: int
     local_date: date
     person: Person
@@ -159,6 +158,7 @@ def _send_batch(rule: Rule, template: Template | None, batch: list[Claim], now: 
     note = routing.NotificationFacts(rule.type, rule.category, priority, tuple(rule.channels))
     decisions = route_people(note, sendable, now) if sendable else {}
     renderer = _renderer(template)
+    shared = _shared_columns(rule, template, priority, now)
 
     notifications, deliveries, claim_updates = [], [], []
     counts = {"sent": 0, "waiting": 0, "expired": 0, "suppressed": 0}
@@ -171,7 +171,7 @@ def _send_batch(rule: Rule, template: Template | None, batch: list[Claim], now: 
         elif outcome == "suppressed":
             claim_updates.append(_claim_update(claim, CLAIM_SUPPRESSED, decisions[person.id][0].reason))
         elif outcome == "sent":
-            notification = _notification_row(rule, template, claim, priority, now)
+            notification = _notification_row(shared, rule.id, claim)
             deliveries += _delivery_rows(rule, renderer, notification, person, decisions[person.id], now)
             notifications.append(notification)
             claim_updates.append(_claim_update(claim, SENT, None, now, notification["id"]))
@@ -182,14 +182,17 @@ def _send_batch(rule: Rule, template: Template | None, batch: list[Claim], now: 
 
     # A claim is marked sent only once its deliveries are in the pipeline's hands: a crash before that leaves
     # it claimed, and the re-drive hands over the deliveries the first run made (with the same ids and keys).
+    in_hand = None
     if len(created) == len(deliveries):  # this run made them all: no earlier run's rows to look for
         pending = [d for d in created if d.status == PENDING]
+        people = {claim.person.id: claim.person for claim in batch}
+        in_hand = {n["id"]: (n, people[n["recipient_id"]]) for n in notifications}
     else:
         pending = _pending_deliveries([n["id"] for n in notifications])
     if rule.type == "marketing":
         routed = {d.notification_id for d in pending}
         record_marketing_sends({n["recipient_id"]: n["id"] for n in notifications if n["id"] in routed}, now)
-    _hand_over(pending, priority, now)
+    _hand_over(pending, priority, in_hand)
     update_by_id(RuleSend, [c for c in claim_updates if c["status"] == SENT])
     db.session.commit()
     return counts
@@ -226,11 +229,9 @@ def _pending_deliveries(notification_ids: list[str]) -> list:
     ).all()
 
 
-def _notification_row(rule: Rule, template: Template | None, claim: Claim, priority: str, now: datetime) -> dict:
-    key = windows.idempotency_key(rule.id, claim.person.id, claim.local_date)
+def _shared_columns(rule: Rule, template: Template | None, priority: str, now: datetime) -> dict:
+    """The columns every notification of a batch has in common (read from the rule once per batch)."""
     return {
-        "id": notification_id_for(key),
-        "recipient_id": claim.person.id,
         "type": rule.type,
         "category": rule.category,
         "priority": priority,
@@ -238,15 +239,24 @@ def _notification_row(rule: Rule, template: Template | None, claim: Claim, prior
         "template_version": template.current_version if template else None,
         "title": None,
         "body": None,
-        "data": {"rule_id": rule.id, "local_date": claim.local_date.isoformat()},
         "channels": list(rule.channels),
         "collapse_key": f"rule-{rule.id}",
-        "idempotency_key": key,
         "status": "routed",
         "created_at": now,
         "routed_at": now,
         "inbox_at": None,
         "origin": origin.of_rule(rule.id),
+    }
+
+
+def _notification_row(shared: dict, rule_id: int, claim: Claim) -> dict:
+    key = windows.idempotency_key(rule_id, claim.person.id, claim.local_date)
+    return {
+        **shared,
+        "id": notification_id_for(key),
+        "recipient_id": claim.person.id,
+        "data": {"rule_id": rule_id, "local_date": claim.local_date.isoformat()},
+        "idempotency_key": key,
     }
 
 
@@ -259,7 +269,7 @@ def _delivery_rows(
     now: datetime,
 ) -> list[dict]:
     """One row per channel; the in-app content is rendered into the notification (the inbox shows the row)."""
-    rows = []
+    rows, inbox = [], inbox_channel()
     for decision in decisions:
         row = {
             "notification_id": notification["id"],
@@ -275,14 +285,14 @@ def _delivery_rows(
         }
         if decision.action == routing.SUPPRESS:
             row["status"] = SUPPRESSED
-        elif decision.channel == inbox_channel():
+        elif decision.channel == inbox:
             try:
                 if renderer is None:
                     raise RenderError(
                         decision.channel, "template", f"the rule's template {rule.template_key!r} no longer exists"
                     )
                 content = renderer.render(
-                    decision.channel, person.locale, render_context(person, SimpleNamespace(**notification))
+                    decision.channel, person.locale, render_context(person, _unrendered(notification))
                 )
             except RenderError as error:
                 row.update(status=FAILED, error_code="render_error", last_error=str(error))
@@ -292,9 +302,27 @@ def _delivery_rows(
     return rows
 
 
-def _hand_over(pending, priority: str, now: datetime) -> None:
+class _Unrendered(NamedTuple):
+    """What a template sees of a notification before its content is rendered (:func:`render_context`)."""
+
+    id: str
+    type: str
+    category: str
+    data: dict
+    title: None = None
+    body: None = None
+
+
+def _unrendered(notification: dict) -> _Unrendered:
+    return _Unrendered(notification["id"], notification["type"], notification["category"], notification["data"])
+
+
+def _hand_over(pending, priority: str, in_hand: dict[str, tuple[dict, Person]] | None) -> None:
     """In-app goes to the pipeline at once (in bulk, inline); external deliveries in batch jobs (one job per
-    batch, never one per recipient); deliveries deferred past quiet hours in one job per minute of release."""
+    batch, never one per recipient); deliveries deferred past quiet hours in one job per minute of release.
+
+    ``in_hand``: the notifications this run wrote, with their recipients, by id -- the pipeline then takes the
+    in-app chunk as it is instead of reading it back (None on a re-drive: it reads the rows)."""
     inline, by_time = [], defaultdict(list)
     for delivery in pending:
         adapter = channel_class(delivery.channel)
@@ -302,11 +330,14 @@ def _hand_over(pending, priority: str, now: datetime) -> None:
         if at is not None and (at.second or at.microsecond):
             at = at.replace(second=0, microsecond=0) + timedelta(minutes=1)
         if at is None and adapter is not None and not adapter.external:
-            inline.append(delivery.id)
+            inline.append(delivery)
         else:
             by_time[at].append(delivery.id)
-    if inline:
-        deliver(inline)  # stamped when it lands, so analytics measure the real accept-to-inbox time
+    # Stamped when it lands, so analytics measure the real accept-to-inbox time.
+    if inline and in_hand is not None:
+        deliver_items([item_of(d, *in_hand[d.notification_id]) for d in inline])
+    elif inline:
+        deliver([d.id for d in inline])
     size = current_app.config["RULES_SEND_BATCH"]
     for at, ids in by_time.items():
         deliver_later(ids, priority, at, chunk=size)
