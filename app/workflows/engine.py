@@ -49,10 +49,23 @@ def _definition(steps_json: str) -> list:
     return STEPS.validate_python(json.loads(steps_json))
 
 
-def definition_of(version_id: int) -> list:
+def steps_of(raw_steps: list) -> list:
     """A version's steps as models (versions never change; the cache is keyed by their content)."""
-    raw = db.session.scalar(select(WorkflowVersion.steps).where(WorkflowVersion.id == version_id))
-    return _definition(json.dumps(raw, sort_keys=True))
+    return _definition(json.dumps(raw_steps, sort_keys=True))
+
+
+def definition_of(version_id: int) -> list:
+    return steps_of(db.session.scalar(select(WorkflowVersion.steps).where(WorkflowVersion.id == version_id)))
+
+
+def _load(run_id: int) -> tuple[WorkflowRun | None, list]:
+    """The run with its version's steps, in one read."""
+    found = db.session.execute(
+        select(WorkflowRun, WorkflowVersion.steps)
+        .join(WorkflowVersion, WorkflowVersion.id == WorkflowRun.version_id)
+        .where(WorkflowRun.id == run_id)
+    ).first()
+    return (found[0], found[1]) if found else (None, [])
 
 
 def take(run_id: int, now: datetime) -> Lease | None:
@@ -82,11 +95,13 @@ def advance(run_id: int, now: datetime | None = None) -> str:
         return "busy"
     for _ in range(MAX_STEPS_PER_PASS):
         db.session.expire_all()
-        run = db.session.get(WorkflowRun, run_id)
+        run, raw_steps = _load(run_id)
         if run is None or run.status != RUNNING or run.lease_token != lease.token:
             db.session.commit()
             return "lost"
-        definition = definition_of(run.version_id)
+        # The step reads the run as it was taken: detached, so the step's commits do not reload it on every read.
+        db.session.expunge(run)
+        definition = steps_of(raw_steps)
         index = run.current_step
         if index >= len(definition):
             return _finish(lease, COMPLETED, None)
