@@ -24,12 +24,13 @@ from app.models import WorkflowRun, WorkflowVersion
 from app.models.types import utcnow
 from app.models.workflows import COMPLETED, RUNNING, STOPPED
 from app.redis_outage import enqueue_or_leave_to_reaper
-from app.tasks import enqueue, enqueue_all
+from app.tasks import enqueue, enqueue_all, get_queue
 from app.workflows import steps
 from app.workflows.definitions import STEPS
 
 ADVANCE_JOB = "jobs.workflows.advance_run"
 REDRIVE_BATCH = 1000
+REDRIVE_QUEUE = "normal"
 # A run's steps are at most MAX_STEPS long, skips only move forward: one pass never needs more.
 MAX_STEPS_PER_PASS = 200
 
@@ -49,10 +50,23 @@ def _definition(steps_json: str) -> list:
     return STEPS.validate_python(json.loads(steps_json))
 
 
-def definition_of(version_id: int) -> list:
+def steps_of(raw_steps: list) -> list:
     """A version's steps as models (versions never change; the cache is keyed by their content)."""
-    raw = db.session.scalar(select(WorkflowVersion.steps).where(WorkflowVersion.id == version_id))
-    return _definition(json.dumps(raw, sort_keys=True))
+    return _definition(json.dumps(raw_steps, sort_keys=True))
+
+
+def definition_of(version_id: int) -> list:
+    return steps_of(db.session.scalar(select(WorkflowVersion.steps).where(WorkflowVersion.id == version_id)))
+
+
+def _load(run_id: int) -> tuple[WorkflowRun | None, list]:
+    """The run with its version's steps, in one read."""
+    found = db.session.execute(
+        select(WorkflowRun, WorkflowVersion.steps)
+        .join(WorkflowVersion, WorkflowVersion.id == WorkflowRun.version_id)
+        .where(WorkflowRun.id == run_id)
+    ).first()
+    return (found[0], found[1]) if found else (None, [])
 
 
 def take(run_id: int, now: datetime) -> Lease | None:
@@ -82,11 +96,13 @@ def advance(run_id: int, now: datetime | None = None) -> str:
         return "busy"
     for _ in range(MAX_STEPS_PER_PASS):
         db.session.expire_all()
-        run = db.session.get(WorkflowRun, run_id)
+        run, raw_steps = _load(run_id)
         if run is None or run.status != RUNNING or run.lease_token != lease.token:
             db.session.commit()
             return "lost"
-        definition = definition_of(run.version_id)
+        # The step reads the run as it was taken: detached, so the step's commits do not reload it on every read.
+        db.session.expunge(run)
+        definition = steps_of(raw_steps)
         index = run.current_step
         if index >= len(definition):
             return _finish(lease, COMPLETED, None)
@@ -136,7 +152,14 @@ def _finish(lease: Lease, status: str, reason: str | None) -> str:
 
 def redrive_due(now: datetime) -> int:
     """The scheduler's pass: queue every running run whose time has come (a wait that ended, a lease that ran out,
-    a trigger whose job was lost). A duplicate of a job already queued is harmless: one of them takes the lease."""
+    a trigger whose job was lost). A duplicate of a job already queued is harmless: one of them takes the lease.
+
+    While the queue already holds a batch's worth of jobs the workers are behind, and what is due is most likely
+    queued: the pass then queues nothing (the runs stay due in the database; a later pass finds them). Without
+    this, a backlog of triggers was queued again, 1,000 runs every pass, and the duplicates took half the workers'
+    time (tests/bench/test_bench_workflows.py)."""
+    if get_queue(REDRIVE_QUEUE).count >= REDRIVE_BATCH:
+        return 0
     ids = db.session.scalars(
         select(WorkflowRun.id)
         .where(WorkflowRun.status == RUNNING, WorkflowRun.next_at <= now)
@@ -145,5 +168,5 @@ def redrive_due(now: datetime) -> int:
     ).all()
     db.session.commit()
     if ids:
-        enqueue_all(ADVANCE_JOB, [((run_id,), now) for run_id in ids], "normal")
+        enqueue_all(ADVANCE_JOB, [((run_id,), now) for run_id in ids], REDRIVE_QUEUE)
     return len(ids)

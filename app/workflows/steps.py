@@ -47,9 +47,12 @@ def take(ctx: Context):
 
 
 def _row(run_id: int, index: int) -> WorkflowStepRun | None:
+    """The step's row as read now, detached: later commits do not reload it (read it again to see changes)."""
     row = db.session.scalar(
         select(WorkflowStepRun).where(WorkflowStepRun.run_id == run_id, WorkflowStepRun.step_index == index)
     )
+    if row is not None:
+        db.session.expunge(row)
     db.session.commit()
     return row
 
@@ -97,9 +100,8 @@ def _claim_once(ctx: Context) -> WorkflowStepRun | None:
     if insert_ignoring_conflicts(WorkflowStepRun, [row], ["run_id", "step_index"]):
         for notification in start.notifications:
             acts.store_notification(notification)
-        db.session.commit()
-    else:
-        db.session.rollback()  # taken by another worker: its act stands, this one's is undone
+        return _row(ctx.run.id, ctx.index)  # read in the claim's transaction, which its commit ends
+    db.session.rollback()  # taken by another worker: its act stands, this one's is undone
     return _row(ctx.run.id, ctx.index)
 
 
@@ -233,8 +235,8 @@ def _escalate(ctx: Context, row: WorkflowStepRun, phase: int, sent: list[dict]) 
 
 def escalation_follow(ctx: Context, row: WorkflowStepRun):
     while row.state == WAITING:
-        # Read once: routing commits, which reloads the row, and another worker may have moved it on meanwhile.
-        # A decision made on what was read and recorded on condition of it routes every notification it counts.
+        # Read once (another worker may have moved the row on meanwhile): a decision made on what was read and
+        # recorded on condition of it routes every notification it counts.
         phase, sent = row.phase, list(row.sent)
         for entry in sent:
             acts.route_if_unrouted(entry["notification_id"])

@@ -330,6 +330,21 @@ def test_escalation_moves_on_when_the_channel_is_not_read_in_time(api, run_jobs)
     assert [s["channel"] for s in view["steps"][0]["sent"]] == ["in_app", "sms"], view
 
 
+def test_the_redrive_leaves_due_runs_to_a_queue_that_is_behind(api, run_jobs, monkeypatch):
+    from app.workflows import engine
+
+    make_template("hello", IN_APP_ONLY)
+    save(api, steps=[{"kind": "channel", "channel": "in_app", "template": "hello"}])
+    monkeypatch.setattr(engine, "REDRIVE_BATCH", 2)
+    runs = [run_of(trigger(api, make_recipient().external_id)) for _ in range(2)]
+    assert redrive_due_runs() == 0  # both are due, and both their jobs are still queued: none queued again
+    lose_every_job()
+    assert redrive_due_runs() == 2  # the queue is empty: the due runs are queued from the database
+    run_jobs()
+    db.session.expire_all()
+    assert [db.session.get(WorkflowRun, r.id).status for r in runs] == ["completed", "completed"]
+
+
 def test_throttle_lets_n_runs_per_window_through_and_stops_the_rest(api, run_jobs):
     make_template("hello", IN_APP_ONLY)
     save(
