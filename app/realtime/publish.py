@@ -9,6 +9,7 @@ the app's connection. Channels are per recipient and derived on the server.
 from __future__ import annotations
 
 import json
+from functools import cache
 
 from flask_sse import Message
 
@@ -19,11 +20,15 @@ def user_channel(recipient_id: int) -> str:
     return key("sse", "user", recipient_id)
 
 
+def wire_message(data, type: str | None = None, id: str | None = None, retry: int | None = None) -> str:
+    """The message as Flask-SSE publishes it (its stream reads this format back)."""
+    return json.dumps(Message(data, type=type, id=id, retry=retry).to_dict())
+
+
 def publish(
     data, type: str | None = None, id: str | None = None, retry: int | None = None, channel: str = "sse", pipeline=None
 ) -> None:
-    message = json.dumps(Message(data, type=type, id=id, retry=retry).to_dict())
-    (pipeline or get_redis()).publish(channel, message)
+    (pipeline or get_redis()).publish(channel, wire_message(data, type=type, id=id, retry=retry))
 
 
 def publish_to_user(recipient_id: int, event_type: str, data: dict, event_id: str | None = None, pipeline=None) -> None:
@@ -31,9 +36,14 @@ def publish_to_user(recipient_id: int, event_type: str, data: dict, event_id: st
 
 
 # A batch's events in ONE Redis command: a script publishes each on the server (a pipeline of one PUBLISH per
-# recipient cost more in redis-py's packing and reply parsing than in Redis).
+# recipient cost more in redis-py's packing and reply parsing than in Redis). Registered once per process, run on
+# whichever client the caller has (redis-py loads it there on first use).
 _PUBLISH_EACH = "for i, channel in ipairs(KEYS) do redis.call('PUBLISH', channel, ARGV[i]) end return #KEYS"
-_scripts: dict[int, object] = {}
+
+
+@cache
+def _publish_each():
+    return get_redis().register_script(_PUBLISH_EACH)
 
 
 def publish_to_users(event_type: str, events: list[tuple[int, dict, str | None]]) -> None:
@@ -41,13 +51,10 @@ def publish_to_users(event_type: str, events: list[tuple[int, dict, str | None]]
     sends, all in one round trip."""
     if not events:
         return
-    client = get_redis()
-    if id(client) not in _scripts:
-        _scripts[id(client)] = client.register_script(_PUBLISH_EACH)
-    prefix = key("sse", "user", "")
-    _scripts[id(client)](
-        keys=[f"{prefix}{recipient_id}" for recipient_id, _data, _id in events],
-        args=[json.dumps(Message(data, type=event_type, id=event_id).to_dict()) for _r, data, event_id in events],
+    _publish_each()(
+        keys=[user_channel(recipient_id) for recipient_id, _data, _id in events],
+        args=[wire_message(data, type=event_type, id=event_id) for _r, data, event_id in events],
+        client=get_redis(),
     )
 
 
