@@ -71,14 +71,19 @@ def cancel_runs(*conditions) -> int:
     (app/workflows/digest.py)."""
     now = utcnow()
     values = {"status": CANCELLED, "reason": "cancelled", "next_at": None, "finished_at": now, "updated_at": now}
-    running = db.session.scalars(
-        update(WorkflowRun)
-        .where(WorkflowRun.status == RUNNING, WorkflowRun.carries_digest_id.is_(None), *conditions)
-        .values(**values)
-        .returning(WorkflowRun.id)
-    ).all()
-    count, woken = digest.hand_over(running, conditions, now)
-    count += digest.drop_joined(conditions, values)
+    count, woken = 0, []
+    # A second pass catches a joiner that a concurrent cancel of its digest's owner revived (stopped -> running)
+    # while this one waited for the digest's lock: the first pass found it neither running nor still joined.
+    for _pass in range(2):
+        running = db.session.scalars(
+            update(WorkflowRun)
+            .where(WorkflowRun.status == RUNNING, WorkflowRun.carries_digest_id.is_(None), *conditions)
+            .values(**values)
+            .returning(WorkflowRun.id)
+        ).all()
+        stays_cancelled, revived = digest.hand_over(running, conditions, now)
+        count += stays_cancelled + digest.drop_joined(conditions, values)
+        woken += revived
     db.session.commit()
     for run_id, at in woken:
         enqueue_or_leave_to_reaper(enqueue, ADVANCE_JOB, run_id, at=at)
