@@ -342,6 +342,8 @@ def recorded_push(monkeypatch):
     sent = []
 
     class RecordingPush(MobilePush):
+        asynchronous = False  # a plain send, through the pipeline's thread pool
+
         def __init__(self, app_config):
             base.Channel.__init__(self, app_config)  # no APNs/FCM clients
 

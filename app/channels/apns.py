@@ -14,12 +14,11 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import jwt
 
 from app.channels.base import DeviceTarget, Message, Outcome, Result
-from app.channels.guard import guarded
-from app.channels.http import pooled_client, retry_after, transport_failure
+from app.channels.guard_async import guarded_async
+from app.channels.http import FastClient, HttpError, HttpResponse, retry_after, transport_failure
 
 MAX_PAYLOAD_BYTES = 4096
 JWT_REFRESH_SECONDS = 50 * 60
@@ -50,14 +49,14 @@ def apns_headers(message: Message, device_id: int, topic: str, background: bool)
 
 
 class ApnsClient:
-    """Sends to iOS devices; one HTTP/2 connection per worker carries every request."""
+    """Sends to iOS devices on the worker's HTTP loop: libcurl multiplexes them over one HTTP/2 connection."""
 
     name = "apns"
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, limit: int = 16):
         self.config = config
         base = config["APNS_BASE"]
-        self.client = pooled_client(config, http2=True, prior_knowledge=base.startswith("http://"))
+        self.client = FastClient(config, limit=limit, http2=True, prior_knowledge=base.startswith("http://"))
         self._jwt: tuple[float, str] | None = None
         self._lock = threading.Lock()
 
@@ -75,7 +74,7 @@ class ApnsClient:
                 self._jwt = (issued, token)
             return self._jwt[1]
 
-    def send(self, device: DeviceTarget, message: Message) -> Result:
+    async def send(self, device: DeviceTarget, message: Message) -> Result:
         if not all(self.config.get(s) for s in ("APNS_TEAM_ID", "APNS_KEY_ID", "APNS_KEY_FILE", "APNS_TOPIC")):
             return Result(
                 Outcome.PERMANENT, self.name, error_code="not_configured", detail="APNS_* settings are not set"
@@ -90,15 +89,17 @@ class ApnsClient:
                 detail=f"{len(body)} bytes; APNs takes at most {MAX_PAYLOAD_BYTES}",
             )
         headers = apns_headers(message, device.id, self.config["APNS_TOPIC"], background="alert" not in payload["aps"])
-        return guarded(self.name, lambda: self._post(device.token, body, headers), self.config.get("APNS_RATE", 0.0))
+        return await guarded_async(
+            self.name, lambda: self._post(device.token, body, headers), self.config.get("APNS_RATE", 0.0)
+        )
 
-    def _post(self, token: str, body: bytes, headers: dict[str, str]) -> Result:
+    async def _post(self, token: str, body: bytes, headers: dict[str, str]) -> Result:
         url = f"{self.config['APNS_BASE']}/3/device/{token}"
         try:
-            response = self.client.post(
+            response = await self.client.post(
                 url, content=body, headers={**headers, "authorization": f"bearer {self.provider_token()}"}
             )
-        except httpx.HTTPError as error:
+        except HttpError as error:
             return transport_failure(self.name, error)
         if response.status_code == 200:
             return Result(Outcome.DISPATCHED, self.name, provider_message_id=response.headers.get("apns-id"))
@@ -126,7 +127,7 @@ class ApnsClient:
         self.client.close()
 
 
-def _reason(response: httpx.Response) -> str | None:
+def _reason(response: HttpResponse) -> str | None:
     try:
         return response.json().get("reason")
     except (ValueError, AttributeError):

@@ -8,18 +8,21 @@ considers it close to expiry.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import google.auth.exceptions
 import google.auth.transport.requests
-import httpx
 import requests
 from google.oauth2 import service_account
 
 from app.channels.base import DeviceTarget, Message, Outcome, Result
-from app.channels.guard import guarded
-from app.channels.http import pooled_client, retry_after, transport_failure
+from app.channels.guard_async import guarded_async
+from app.channels.http import FastClient, HttpError, HttpResponse, retry_after, transport_failure
 
 SCOPES = ["https://www.googleapis.com/auth/firebase.messaging"]
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -41,7 +44,7 @@ def fcm_body(message: Message, token: str) -> dict:
     return {"message": body}
 
 
-def fcm_error(response: httpx.Response) -> tuple[str, bool]:
+def fcm_error(response: HttpResponse) -> tuple[str, bool]:
     """(error code, whether the error is about the registration token)."""
     try:
         error = response.json().get("error", {})
@@ -57,16 +60,17 @@ def fcm_error(response: httpx.Response) -> tuple[str, bool]:
 
 
 class FcmClient:
-    """Sends to Android devices through one pooled client; the OAuth token is shared by every send."""
+    """Sends to Android devices on the worker's HTTP loop; the OAuth token is shared by every send."""
 
     name = "fcm"
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, limit: int = 16):
         self.config = config
-        self.client = pooled_client(config)
+        self.client = FastClient(config, limit=limit)
         self._credentials = None
         self._session = requests.Session()
         self._lock = threading.Lock()
+        self._refresher: tuple[int, ThreadPoolExecutor] | None = None  # (pid, executor): none survives a fork
 
     def access_token(self, force: bool = False) -> str:
         with self._lock:
@@ -78,20 +82,34 @@ class FcmClient:
                 self._credentials.refresh(google.auth.transport.requests.Request(self._session))
             return self._credentials.token
 
-    def send(self, device: DeviceTarget, message: Message) -> Result:
+    async def fresh_access_token(self) -> str:
+        """The token without blocking the loop: a valid one at once, a refresh (an HTTP exchange) in a thread.
+
+        The refresh has a thread of its own: the loop's default executor can be full of sends that wait for
+        this very token (a circuit not yet trusted as closed sends through :func:`guard.guarded` there).
+        """
+        credentials = self._credentials
+        if credentials is not None and credentials.valid:
+            return credentials.token
+        if self._refresher is None or self._refresher[0] != os.getpid():
+            self._refresher = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="fcm-token"))
+        refresh = contextvars.copy_context().run
+        return await asyncio.get_running_loop().run_in_executor(self._refresher[1], refresh, self.access_token)
+
+    async def send(self, device: DeviceTarget, message: Message) -> Result:
         if not (self.config.get("FCM_PROJECT_ID") and self.config.get("FCM_SERVICE_ACCOUNT_FILE")):
             return Result(
                 Outcome.PERMANENT, self.name, error_code="not_configured", detail="FCM_* settings are not set"
             )
         body = fcm_body(message, device.token)
-        return guarded(self.name, lambda: self._post(body), self.config.get("FCM_RATE", 0.0))
+        return await guarded_async(self.name, lambda: self._post(body), self.config.get("FCM_RATE", 0.0))
 
-    def _post(self, body: dict) -> Result:
+    async def _post(self, body: dict) -> Result:
         url = f"{self.config['FCM_BASE']}/v1/projects/{self.config['FCM_PROJECT_ID']}/messages:send"
         try:
-            token = self.access_token()
-            response = self.client.post(url, json=body, headers={"authorization": f"Bearer {token}"})
-        except httpx.HTTPError as error:
+            token = await self.fresh_access_token()
+            response = await self.client.post(url, json_body=body, headers={"authorization": f"Bearer {token}"})
+        except HttpError as error:
             return transport_failure(self.name, error)
         except google.auth.exceptions.GoogleAuthError as error:
             return Result(
@@ -121,3 +139,6 @@ class FcmClient:
     def close(self) -> None:
         self.client.close()
         self._session.close()
+        if self._refresher is not None:
+            self._refresher[1].shutdown(wait=False)
+            self._refresher = None

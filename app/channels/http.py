@@ -34,7 +34,7 @@ import pycurl
 from app.channels.base import Outcome, Result
 from app.models.types import utcnow
 
-# httpx logs every request at INFO (APNs still speaks through it).
+# httpx logs every request at INFO (the email API adapters still speak through it).
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 

@@ -6,8 +6,9 @@ in one statement (PENDING -> SENDING, one winner per delivery, committed before 
 messages are rendered; then they are handed to the client ``concurrency`` at a time, at most ``AHEAD`` handed
 and not yet answered, while the results are recorded in bulk every ``FLUSH_EVERY`` results or
 ``FLUSH_SECONDS`` (one UPDATE + one INSERT + one commit for the lot). An adapter with ``asynchronous = True``
-sends on the process's one HTTP loop (:mod:`app.channels.http`); any other through the thread pool below
-(SMTP's one connection, APNs' HTTP/2 client), one group of its ``concurrent_sends`` at a time.
+sends on the process's one HTTP loop (:mod:`app.channels.http`); any other through a thread pool of its
+``concurrent_sends`` threads (APNs' HTTP/2 client, FCM), the same pump either way. A channel that sends one at a
+time (SMTP's one connection) has one in flight, so a "not now" stops the very next message.
 
 Why a crash still repeats only what was in flight. A claimed window is SENDING with one ``claimed_at``; a
 sender that dies leaves it so, and after the lease the reaper re-drives it. Unrecorded then means one of:
@@ -83,8 +84,10 @@ _running: set[asyncio.Task] = set()
 
 
 def ahead(adapter) -> int:
-    """Deliveries handed to the client and not yet answered, at most: four rounds of the channel's concurrency."""
-    return 4 * max(1, adapter.concurrent_sends)
+    """Deliveries handed to the client and not yet answered, at most: four rounds of the channel's concurrency;
+    one for a channel that sends one at a time (SMTP's one connection), so a "not now" stops the very next."""
+    concurrency = max(1, adapter.concurrent_sends)
+    return 4 * concurrency if concurrency > 1 else 1
 
 
 # -- the hand-off notes ------------------------------------------------------------------------------------------
@@ -149,9 +152,7 @@ def send_window(
         return Sent(None, [])
     if getattr(adapter, "send_batch", None) and getattr(adapter, "batch_size", 0) > 0:
         return _send_batches(adapter, channel, pairs, claimed_at, record, deadline)
-    if adapter.asynchronous:
-        return _pump(adapter, channel, pairs, claimed_at, record, deadline)
-    return _send_groups(adapter, channel, pairs, claimed_at, record, deadline)
+    return _pump(adapter, channel, pairs, claimed_at, record, deadline)
 
 
 def _handed(pairs: list[tuple[object, Message]], claimed_at: datetime) -> bool:
@@ -212,11 +213,11 @@ def _adapter_error(adapter, error: Exception) -> Result:
     return Result(Outcome.TRANSIENT, adapter.name, error_code="adapter_error", detail=repr(error)[:500])
 
 
-# -- synchronous adapters: a thread pool, one group of concurrent_sends at a time ---------------------------------
+# -- handing out: the HTTP loop for asynchronous adapters, a thread pool for the others --------------------------
 
 
 def _pool(size: int) -> ThreadPoolExecutor:
-    """One thread pool per worker process and size, reused across chunks."""
+    """One thread pool per worker process and size, reused across windows."""
     if size not in _pools:
         _pools[size] = ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"send-{size}")
     return _pools[size]
@@ -229,44 +230,6 @@ def call_adapter(app, adapter, message: Message) -> Result:
         except Exception as error:  # an adapter bug must not lose the delivery: it retries
             log.exception("adapter %s raised for delivery %s", adapter.name, message.delivery_id)
             return _adapter_error(adapter, error)
-
-
-def send_messages(adapter, messages: list[tuple[int, Message]]) -> list[tuple[int, Result]]:
-    """Send ``(delivery id, message)`` pairs through one synchronous adapter; results in the same order.
-
-    With ``concurrent_sends`` > 1 (a thread-safe pooled client) up to N are in flight at once; with 1 (SMTP's
-    single connection) they go one by one, and a "not now" leaves the rest unsent, waiting with it.
-    """
-    app = current_app._get_current_object()
-    concurrency = max(1, adapter.concurrent_sends)
-    if concurrency > 1 and len(messages) > 1:
-        futures = [(d, _pool(concurrency).submit(call_adapter, app, adapter, m)) for d, m in messages]
-        return [(d, future.result()) for d, future in futures]
-    results: list[tuple[int, Result]] = []
-    for delivery_id, message in messages:
-        if results and results[-1][1].outcome is Outcome.WAIT:
-            results.append((delivery_id, results[-1][1]))
-            continue
-        results.append((delivery_id, call_adapter(app, adapter, message)))
-    return results
-
-
-def _send_groups(adapter, channel, pairs, claimed_at, record, deadline) -> Sent:
-    size, rest, wait = max(1, adapter.concurrent_sends), deque(pairs), None
-    while rest and wait is None and _may_hand(len(rest) < len(pairs), deadline):
-        group = [rest.popleft() for _ in range(min(size, len(rest)))]
-        if not _handed(group, claimed_at):
-            rest.extendleft(reversed(group))
-            wait = 1.0
-            break
-        by_id = {item.id: item for item, _m in group}
-        results = [(by_id[d], r) for d, r in send_messages(adapter, [(item.id, m) for item, m in group])]
-        record(results)
-        wait = _wait_of(results)
-    return _stop(channel, rest, wait, record)
-
-
-# -- asynchronous adapters: the HTTP loop, ``concurrency`` in flight, results streamed back ------------------------
 
 
 async def _send_one(adapter, item, message: Message, done: queue.SimpleQueue) -> None:
@@ -287,6 +250,17 @@ async def _send_step(adapter, step, done: queue.SimpleQueue) -> None:
         task.add_done_callback(_running.discard)
 
 
+def _hand_out(adapter, step, done: queue.SimpleQueue) -> None:
+    """Give ``step`` to the client; each answer arrives on ``done`` as ``(item, Result)``."""
+    if adapter.asynchronous:
+        submit(_send_step(adapter, step, done))
+        return
+    app, pool = current_app._get_current_object(), _pool(max(1, adapter.concurrent_sends))
+    for item, message in step:
+        future = pool.submit(call_adapter, app, adapter, message)
+        future.add_done_callback(lambda answered, item=item: done.put((item, answered.result())))
+
+
 def _pump(adapter, channel, pairs, claimed_at, record, deadline) -> Sent:
     """Hand out steps of ``concurrency`` (write-ahead noted), collect answers, record every K results or T s."""
     done: queue.SimpleQueue = queue.SimpleQueue()
@@ -300,7 +274,7 @@ def _pump(adapter, channel, pairs, claimed_at, record, deadline) -> Sent:
                 rest.extendleft(reversed(step))
                 wait = 1.0
                 break
-            submit(_send_step(adapter, step, done))
+            _hand_out(adapter, step, done)
             outstanding += len(step)
         if not outstanding:
             break

@@ -9,18 +9,17 @@ jobs handed over) and the push dispatch to a local fake provider over HTTP.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import subprocess
 import sys
 import time
 
-import httpx
 import pytest
 from sqlalchemy import func, select, text
 
 from app.channels import Outcome, Result, base
 from app.channels.base import _REGISTRY, Channel
+from app.channels.http import FastClient
 from app.channels.push import MobilePush
 from app.extensions import db
 from app.models import Delivery, RuleSend
@@ -86,27 +85,26 @@ asyncio.run(main())
 
 
 class FakePush(MobilePush):
-    """Stands in for FCM: one pooled HTTP POST per device to a local server, carrying the idempotency key.
-    As many sends in flight as the real mobile push adapter allows."""
+    """Stands in for FCM: one POST per device to a local server, carrying the idempotency key, on the worker's
+    HTTP loop with as many in flight as the real mobile push adapter (whose FCM client does the same)."""
 
     url = ""
 
     def __init__(self, app_config):
-        Channel.__init__(self, app_config)  # no APNs/FCM clients
-        self.client = httpx.Client(timeout=10)
+        Channel.__init__(self, app_config)
+        self.clients = {}  # no APNs/FCM clients
+        self.client = FastClient(app_config, limit=self.concurrent_sends)
 
-    def send(self, message):
+    async def send_async(self, message):
         for device in message.devices:
-            response = self.client.post(
+            response = await self.client.post(
                 self.url,
-                content=json.dumps({"token": device.token, "title": message.content.get("title")}),
+                json_body={"token": device.token, "title": message.content.get("title")},
                 headers={"Idempotency-Key": message.idempotency_key},
             )
-            response.raise_for_status()
+            if response.status_code != 200:
+                return Result(Outcome.TRANSIENT, "fake-push", error_code=f"http_{response.status_code}")
         return Result(Outcome.DISPATCHED, "fake-push", "1")
-
-    def close(self):
-        self.client.close()
 
 
 def seed(count: int) -> None:

@@ -5,8 +5,8 @@ only counts: decryption of every payload is proven by
 tests/integration/test_webpush.py. What is timed is everything one worker
 does per subscription -- send-time SSRF check, RFC 8291 encryption, the
 cached VAPID header, breaker and health counters in Redis, the HTTP POST --
-through ``app.pipeline.sending.send_messages`` with the adapter's ``concurrent_sends``
-requests in flight, exactly as a campaign or rule batch sends.
+through ``app.pipeline.sending.send_window`` with the adapter's ``concurrent_sends``
+requests in flight, exactly as a campaign or rule batch sends (hand-off notes and bulk recording included).
 `make bench` runs 10,000 subscriptions per mode; the default run a smoke size.
 """
 
@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -24,7 +26,7 @@ import pytest
 from app.channels import DeviceTarget, Message, Outcome, close_all
 from app.channels.http import FastClient
 from app.channels.web_push import WebPushChannel
-from app.pipeline.sending import send_messages
+from app.pipeline.sending import send_window
 from tests.bench.harness import machine
 from tests.conftest import PROJECT_ROOT, free_port, wait_for_port
 from tests.peers.webpush import Subscription
@@ -66,9 +68,12 @@ def messages(base: str, count: int) -> list[Message]:
 
 
 def run(adapter: WebPushChannel, batch: list[Message]) -> float:
+    recorded: list = []
+    pairs = [(SimpleNamespace(id=m.delivery_id), m) for m in batch]
     started = time.perf_counter()
-    results = send_messages(adapter, [(m.delivery_id, m) for m in batch])
+    send_window(adapter, "web_push", pairs, datetime.now(UTC), recorded.extend, time.monotonic() + 600)
     elapsed = time.perf_counter() - started
+    results = [(item.id, result) for item, result in recorded]
     failures = Counter(f"{r.error_code}: {r.detail}"[:120] for _d, r in results if r.outcome is not Outcome.DISPATCHED)
     # Back-to-back full runs can exhaust loopback's ephemeral ports (10,000 fresh connections a run, in TIME_WAIT
     # for a minute): that shows here as connect errors.

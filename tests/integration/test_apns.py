@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from app.channels import DeviceTarget, Message, Outcome, close_all
 from app.channels.apns import ApnsClient
+from app.channels.http import run_sync
 from app.extensions import db
 from app.models import Delivery, Device
 from tests.factories import make_recipient
@@ -115,12 +116,12 @@ def test_provider_jwt_is_reused_then_renewed_once_it_is_old(app, apns):
         content={"title": "Hi", "body": "There"},
     )
     device = DeviceTarget(1, "ios", TOKEN)
-    assert client.send(device, message).outcome is Outcome.DISPATCHED
-    assert client.send(device, message).outcome is Outcome.DISPATCHED
+    assert run_sync(client.send(device, message)).outcome is Outcome.DISPATCHED
+    assert run_sync(client.send(device, message)).outcome is Outcome.DISPATCHED
     assert len(apns.tokens_seen) == 1, "one JWT for both sends"
     issued, token = client._jwt
     client._jwt = (issued - 51 * 60, token)  # as if signed 51 minutes ago
-    assert client.send(device, message).outcome is Outcome.DISPATCHED
+    assert run_sync(client.send(device, message)).outcome is Outcome.DISPATCHED
     assert len(apns.tokens_seen) == 2 and time.time() - apns.requests[-1]["claims"]["iat"] < 60
     client.close()
 

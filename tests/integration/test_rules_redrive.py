@@ -85,6 +85,8 @@ def test_a_failed_push_retries_through_the_pipeline_job(app, monkeypatch):
     from app.channels.push import MobilePush
 
     class FailingPush(MobilePush):
+        asynchronous = False  # a plain send, through the pipeline's thread pool
+
         def __init__(self, app_config):
             base.Channel.__init__(self, app_config)  # no APNs/FCM clients
 
