@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from flask import Flask, send_from_directory
+from flask.sessions import SecureCookieSessionInterface
 
 from app import config as settings
 from app.db_pool import ping_idle_connections
@@ -66,14 +67,44 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(realtime_bp)
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(metrics_bp)
-    csrf.exempt(webhooks_bp)
-    csrf.exempt(api_bp)
-    csrf.exempt(inbox_api_bp)  # user token in a header only, never a cookie: nothing to forge
+    _keep_browser_machinery_off_the_api(app, console_bp, token_authenticated=(webhooks_bp, api_bp, inbox_api_bp))
     app.add_url_rule("/favicon.ico", "favicon", _favicon)
     errors.init_app(app)
     cli.init_app(app)
     _configure_connections(app)
     return app
+
+
+class CookieSessionOutsideApi(SecureCookieSessionInterface):
+    """/v1 is authenticated by API key and never by cookie: its requests neither open nor save the signed session
+    (building the signer alone cost every accept tens of microseconds); writing to it there raises."""
+
+    def open_session(self, app, request):
+        if request.path.startswith("/v1/"):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
+
+def _keep_browser_machinery_off_the_api(app: Flask, console_bp, token_authenticated) -> None:
+    """No CSRF check on the ``token_authenticated`` blueprints (a key or token in a header, never a cookie: nothing
+    to forge), no cookie session on /v1 (:class:`CookieSessionOutsideApi`), and Flask-Limiter's hooks only where
+    its limits are (the console's sign-in), not on every request of the app.
+
+    /v1 is limited per API key (app/api/auth.py) and nothing else declares a Flask-Limiter limit, yet its
+    app-wide before/after/teardown pass cost each accept more than its idempotency check's Python.
+    """
+    for blueprint in token_authenticated:
+        csrf.exempt(blueprint)
+    app.session_interface = CookieSessionOutsideApi()
+
+    def ours(hook) -> bool:
+        return getattr(hook, "__self__", None) is limiter or limiter in getattr(hook, "args", ())
+
+    for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
+        moved = [hook for hook in hooks.get(None, []) if ours(hook)]
+        assert moved, "Flask-Limiter registers its hooks differently: check its init_app"
+        hooks[None] = [hook for hook in hooks[None] if not ours(hook)]
+        hooks[console_bp.name] = moved + hooks.get(console_bp.name, [])
 
 
 def _favicon():

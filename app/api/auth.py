@@ -14,12 +14,6 @@ from app.redis_outage import charge_api_key
 PUBLIC_ENDPOINTS = {"api.openapi_document", "api.docs"}
 
 
-@limiter.request_filter
-def _limited_per_key_instead() -> bool:
-    """Flask-Limiter's own pass (the console's limits) skips /v1, which counts each API key in :func:`_charge`."""
-    return request.blueprint == "api"
-
-
 def _unauthorized(message: str):
     response = jsonify({"error": {"code": "unauthorized", "message": message}})
     response.status_code = 401

@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import Delivery, IdempotencyKey, Notification, Preference, Recipient
+from tests.conftest import ApiClient
 from tests.factories import make_recipient, make_template, web_push_keys
 
 
@@ -60,6 +61,16 @@ def test_unknown_user_and_unknown_template_are_404(api):
     response = send(api, template="nope", title=None, body=None)
     assert response.status_code == 404 and response.json["error"]["code"] == "unknown_template"
     assert "'nope'" in response.json["error"]["message"]
+
+
+def test_the_api_neither_opens_nor_sets_the_cookie_session(client, api_key):
+    make_recipient(external_id="ana")
+    client.set_cookie("session", "a browser's stale cookie")  # API keys authenticate /v1; a cookie counts for nothing
+    response = send(ApiClient(client, api_key))
+    assert response.status_code == 202
+    assert "Set-Cookie" not in response.headers
+    assert "Cookie" not in response.vary
+    assert "X-RateLimit-Limit" not in response.headers  # the per-key limit is Herald's own, not Flask-Limiter's
 
 
 def test_a_keyed_send_to_an_unknown_user_reserves_nothing(api):
