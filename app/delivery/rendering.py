@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from flask import current_app, g, has_app_context, has_request_context
-from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta, nodes
 
 from app.channels import content_fields, field_limits, optional_fields, variant_sources
 from app.delivery.sandbox import (
@@ -242,17 +242,37 @@ class CompiledVariant:
                 compiled = RenderError(channel, field, error.message or "syntax error", error.lineno)
             except RecursionError:
                 compiled = RenderError(channel, field, TOO_DEEP)
-            self.fields.append((field, compiled))
+            self.fields.append((field, _static_text(channel, field, source, compiled)))
 
     def render(self, context: dict) -> dict[str, str]:
         rendered, budget = {}, render_budget()
         for field, compiled in self.fields:
             if isinstance(compiled, RenderError):
                 raise compiled
+            if isinstance(compiled, str):  # static text: rendered once, when compiled
+                rendered[field] = checked_field(self.channel, field, compiled)
+                continue
             rendered[field] = checked_field(
                 self.channel, field, render_bounded(self.channel, field, compiled, context, budget)
             )
         return rendered
+
+
+def _static_text(channel: str, field: str, source: str, compiled):
+    """A field with no Jinja in it (text only: a campaign's subject, its plain-text part) as the text it always
+    renders to, so a batch renders it once instead of once per recipient; any other field as compiled."""
+    if isinstance(compiled, RenderError):
+        return compiled
+    try:
+        body = (_html_env if field == "html" else _text_env).parse(source).body
+    except (TemplateSyntaxError, RecursionError):
+        return compiled
+    if not all(isinstance(n, nodes.Output) and all(isinstance(c, nodes.TemplateData) for c in n.nodes) for n in body):
+        return compiled
+    try:
+        return render_bounded(channel, field, compiled, {}, render_budget())
+    except RenderError:
+        return compiled  # over the size budget: each render reports it as before
 
 
 class VersionRenderer:

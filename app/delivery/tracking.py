@@ -22,11 +22,13 @@ import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from urllib.parse import urlparse
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature
 
 from app.channels.base import Message, channel_class
+from app.delivery.signed import serializer
 
 SALT = "herald-click"
 CLICK_PATH = "/c/"
@@ -49,13 +51,13 @@ class Click:
 
 
 def click_token(secret: str, notification_id: str, channel: str, url: str) -> str:
-    return URLSafeSerializer(secret, salt=SALT).dumps([notification_id, channel, url])
+    return serializer(secret, SALT).dumps([notification_id, channel, url])
 
 
 def read_click_token(secret: str, token: str) -> Click | None:
     """The click a token we signed stands for, or None for anything else (tampered, foreign, not a web URL)."""
     try:
-        payload = URLSafeSerializer(secret, salt=SALT).loads(token)
+        payload = serializer(secret, SALT).loads(token)
     except BadSignature:
         return None
     if not (isinstance(payload, list) and len(payload) == 3 and all(isinstance(part, str) for part in payload)):
@@ -69,6 +71,7 @@ def is_web_url(url: str) -> bool:
     return parsed.scheme in ("http", "https") and bool(parsed.netloc)
 
 
+@lru_cache(maxsize=4096)  # a campaign's recipients share their links: parsed once per worker, not per recipient
 def trackable(url: str, base_url: str) -> bool:
     """An absolute http(s) link, not too long to track, that is not one of Herald's own (unsubscribe, tracked links)."""
     if len(url) > MAX_TRACKED_URL or not is_web_url(url):

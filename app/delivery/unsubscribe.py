@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature
+
+from app.delivery.signed import serializer
 
 SALT = "herald-unsubscribe"
 
 
 def unsubscribe_token(secret: str, external_id: str, category: str) -> str:
-    return URLSafeSerializer(secret, salt=SALT).dumps({"u": external_id, "c": category})
+    return serializer(secret, SALT).dumps({"u": external_id, "c": category})
 
 
 def read_unsubscribe_token(secret: str, token: str) -> tuple[str, str] | None:
     """(external user id, category) from a token we signed, or None for anything else."""
     try:
-        payload = URLSafeSerializer(secret, salt=SALT).loads(token)
+        payload = serializer(secret, SALT).loads(token)
     except BadSignature:
         return None
     if not isinstance(payload, dict) or not isinstance(payload.get("u"), str) or not isinstance(payload.get("c"), str):

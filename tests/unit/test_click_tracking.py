@@ -122,3 +122,22 @@ def test_sms_is_never_rewritten_and_the_setting_turns_tracking_off():
     email = message("email", content={"text": "Sale: https://shop.example/sale"})
     assert track(email, config).content["text"] != email.content["text"]
     assert track(email, {**config, "TRACK_CLICKS": False}) is email
+
+
+def test_batch_signed_tokens_are_itsdangerous_tokens_byte_for_byte():
+    """The key is derived once per worker (app.delivery.signed), yet old links and new ones read either way."""
+    from itsdangerous import URLSafeSerializer
+
+    from app.delivery.unsubscribe import SALT as UNSUBSCRIBE_SALT
+    from app.delivery.unsubscribe import read_unsubscribe_token, unsubscribe_token
+
+    reference = URLSafeSerializer(SECRET, salt="herald-click")
+    for url in ("https://shop.example/spring", "https://a.example/" + "a" * 300, "https://zoë.example/ñ?q=✓"):
+        token = click_token(SECRET, "n1", "email", url)
+        assert token == reference.dumps(["n1", "email", url])
+        assert read_click_token(SECRET, reference.dumps(["n1", "email", url])).url == url
+    token = unsubscribe_token(SECRET, "Zoë-1", "promo")
+    assert token == URLSafeSerializer(SECRET, salt=UNSUBSCRIBE_SALT).dumps({"u": "Zoë-1", "c": "promo"})
+    assert read_unsubscribe_token(SECRET, token) == ("Zoë-1", "promo")
+    assert read_unsubscribe_token("another-secret", token) is None
+    assert read_click_token(SECRET, token) is None  # another salt: never a click

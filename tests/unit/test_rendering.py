@@ -59,3 +59,27 @@ def test_literal_title_and_body_are_not_template_code_and_are_escaped_in_html():
     assert out["subject"] == "Hi <b>"
     assert out["text"] == "Tom & Jerry {{ 7*7 }}"
     assert out["html"] == "<p>Tom &amp; Jerry {{ 7*7 }}</p>"
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"subject": "Spring is here", "html": "<p>Hi {{ recipient.id }}</p>", "text": "New colours\n"},
+        {"subject": "a {# note #} b", "html": "<b>&amp;</b>", "text": "{% raw %}{{ x }}{% endraw %}"},
+        {"subject": "   ", "html": "<p>x</p>", "text": "y"},
+    ],
+)
+def test_a_compiled_variant_renders_static_fields_once_and_exactly_as_render_fields(variant):
+    from app.delivery.rendering import CompiledVariant
+
+    compiled = CompiledVariant("email", variant)
+    assert isinstance(dict(compiled.fields)["html" if "{{" not in variant["html"] else "subject"], str)
+    context = {"recipient": {"id": "u<1"}}
+    try:
+        expected = render_fields("email", variant, context)
+    except RenderError as error:
+        with pytest.raises(RenderError) as raised:
+            compiled.render(context)
+        assert str(raised.value) == str(error)
+        return
+    assert compiled.render(context) == expected
