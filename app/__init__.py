@@ -102,7 +102,8 @@ def _keep_browser_machinery_off_the_api(app: Flask, console_bp, token_authentica
 
     for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
         moved = [hook for hook in hooks.get(None, []) if ours(hook)]
-        assert moved, "Flask-Limiter registers its hooks differently: check its init_app"
+        if not moved:  # a check that must hold under ``python -O`` too
+            raise RuntimeError("Flask-Limiter registers its hooks differently: check its init_app")
         hooks[None] = [hook for hook in hooks[None] if not ours(hook)]
         hooks[console_bp.name] = moved + hooks.get(console_bp.name, [])
 
