@@ -6,6 +6,13 @@ winners), one of their notifications (into the inbox), their events, then the
 realtime events, all published by one Redis command. On PostgreSQL the three
 writes are one statement (data-modifying CTEs fed by the claim's RETURNING):
 one round trip and one plan per chunk, and only the winners are written.
+
+A producer that decides to send in-app in the very transaction that creates
+the rows (a daily rule's batch, whose send window was just checked) lands them
+as it inserts them instead (:func:`landed_row`, :func:`landing_events`,
+:meth:`InAppChannel.land_inserted`): the INSERT is the claim, since
+``ON CONFLICT DO NOTHING`` on (notification, channel) lets only one run write
+a row, and the rows are written once instead of inserted and then updated.
 """
 
 from __future__ import annotations
@@ -63,11 +70,38 @@ class InAppChannel(Channel):
         if not is_postgresql():
             _write_inbox(landed, now)
         _write_rendered(landed)
-        if webhook_events.DELIVERY_DELIVERED in subscribed_types():  # the facts are built only for a listener
-            emit(webhook_events.delivered_to_inbox(self.name, [(e.notification_id, e.recipient_id) for e in landed]))
+        self.land_inserted(landed)
         db.session.commit()
-        _announce(landed)
+        announce(landed)
         return won
+
+    def land_inserted(self, landed: list[InboxEntry]) -> None:
+        """What follows a landing inside its transaction (its webhook facts, in the outbox); the caller commits,
+        then :func:`announce` tells the open pages."""
+        if landed and webhook_events.DELIVERY_DELIVERED in subscribed_types():  # facts built only for a listener
+            emit(webhook_events.delivered_to_inbox(self.name, [(e.notification_id, e.recipient_id) for e in landed]))
+
+
+def landed_row(row: dict, now: datetime) -> dict:
+    """A new delivery row as it is inserted already DELIVERED (the INSERT is its claim: see the module)."""
+    return {
+        **row,
+        "status": DELIVERED,
+        "provider": "herald",
+        "attempts": 1,
+        "claimed_at": now,
+        "dispatched_at": now,
+        "delivered_at": now,
+        "updated_at": now,
+    }
+
+
+def landing_events(delivery_id: int, now: datetime, claimed_by: str | None = None) -> list[dict]:
+    """The transitions of a landed delivery, the same as any send's: claimed (by ``claimed_by``), then delivered."""
+    return [
+        {"delivery_id": delivery_id, "status": SENDING, "detail": claimed_by, "created_at": now},
+        {"delivery_id": delivery_id, "status": DELIVERED, "detail": "inbox", "created_at": now},
+    ]
 
 
 def _claim(entries: list[InboxEntry], now: datetime):
@@ -128,15 +162,7 @@ def _write_inbox(landed: list[InboxEntry], now: datetime) -> None:
         .values(inbox_at=now),
         execution_options={"synchronize_session": False},
     )
-    # The same transitions as any send (claimed, then delivered), written in one statement.
-    insert_rows(
-        DeliveryEvent,
-        [
-            {"delivery_id": e.delivery_id, "status": status, "detail": detail, "created_at": now}
-            for e in landed
-            for status, detail in ((SENDING, None), (DELIVERED, "inbox"))
-        ],
-    )
+    insert_rows(DeliveryEvent, [event for e in landed for event in landing_events(e.delivery_id, now)])
 
 
 def _write_rendered(landed: list[InboxEntry]) -> None:
@@ -151,7 +177,7 @@ def _write_rendered(landed: list[InboxEntry]) -> None:
     )
 
 
-def _announce(landed: list[InboxEntry]) -> None:
+def announce(landed: list[InboxEntry]) -> None:
     """Tell the recipients' open pages, all in one Redis command."""
     publish_to_users(
         "notification",

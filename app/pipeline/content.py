@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
-from operator import itemgetter
 from typing import NamedTuple
 
 from flask import current_app
@@ -92,24 +91,6 @@ class _Note(NamedTuple):
     data: dict | None
     collapse_key: str | None
     origin: str | None
-
-
-_note_values = itemgetter(*(column.key for column in NOTE_COLUMNS))
-
-
-def item_of(delivery, notification: dict, person: Person) -> Item:
-    """The :class:`Item` of a delivery its producer has just inserted (``delivery``: its ``RETURNING`` row, with
-    the DELIVERY_COLUMNS' names; ``notification``: the inserted row's values), so the chunk is not read again."""
-    return Item(
-        delivery.id,
-        delivery.channel,
-        delivery.status,
-        delivery.not_before,
-        None,
-        0,
-        notification=_Note._make(_note_values(notification)),
-        person=person,
-    )
 
 
 _inline: dict[tuple[bool, bool], VersionRenderer] = {}

@@ -50,16 +50,9 @@ from app.tasks import deliver_later
 
 def deliver(delivery_ids: list[int], now: datetime | None = None) -> Report:
     """Deliver a chunk. Idempotent: only due deliveries are claimed, so a re-run or re-drive sends nothing twice."""
-    return deliver_items(load_items(list(delivery_ids)), now)
-
-
-def deliver_items(items: list[Item], now: datetime | None = None) -> Report:
-    """Deliver a chunk whose rows are already in hand: :func:`deliver` after its read, or a producer that has
-    just written them (:func:`app.pipeline.content.item_of`). The same steps either way: the claim, not the
-    rows in hand, decides who sends."""
     now = now or utcnow()
     report = Report()
-    items = _due_items(items, now, report)
+    items = _due_items(load_items(list(delivery_ids)), now, report)
     db.session.commit()  # end the read (nothing written): claims run in transactions of their own
     renderers = Renderers()
     channels = sorted({i.channel for i in items}, key=send_rank)

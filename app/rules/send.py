@@ -4,16 +4,18 @@ A claim (``rule_sends`` row, status ``claimed``) becomes, in ONE transaction:
 a notification whose id is derived from the claim's key
 (``rule:{rule}:{recipient}:{local_date}``) and whose origin is
 ``rule:<id>``, one delivery per channel (routing decisions read live: an
-opt-out after the claim suppresses it), and the claim marked ``sent``. The
-deliveries then go to the one pipeline: in-app at once, in bulk; external
-channels (push, SMS, email...) in batch jobs of ``RULES_SEND_BATCH``. The
+opt-out after the claim suppresses it), and the claim marked ``sent``. In-app
+lands in that same transaction: its row is inserted already delivered and its
+notification in the inbox (:func:`app.channels.in_app.landed_row`; the INSERT
+is the claim), then the open pages are told. External channels (push, SMS,
+email...) go to the one pipeline in batch jobs of ``RULES_SEND_BATCH``. The
 provider idempotency key ``herald-{notification id}-{channel}`` is derived
 from the claim key too.
 
 A crash before the commit leaves the claim ``claimed``: the next evaluation
-re-drives it with the same key (the notification insert is ON CONFLICT DO
-NOTHING on that derived id), it never claims again. A crash after the commit
-and before the hand-over leaves PENDING deliveries, which the maintenance
+re-drives it with the same key (the inserts are ON CONFLICT DO NOTHING on
+that derived id), it never claims again. A crash after the commit and before
+the hand-over leaves PENDING external deliveries, which the maintenance
 reaper hands to the pipeline.
 
 The recipient's local time is checked again with their *current* zone
@@ -37,9 +39,10 @@ from typing import NamedTuple
 from flask import current_app
 from sqlalchemy import select
 
-from app.channels import channel_class, inbox_channel
+from app.channels import adapter_for, channel_class, inbox_channel
+from app.channels.in_app import InboxEntry, announce, landed_row, landing_events
 from app.delivery import routing
-from app.delivery.constants import FAILED, PENDING, SUPPRESSED
+from app.delivery.constants import DELIVERED, FAILED, PENDING, SUPPRESSED
 from app.delivery.priority import effective_priority
 from app.delivery.rendering import RenderError, VersionRenderer, renderer_for
 from app.extensions import db
@@ -47,9 +50,9 @@ from app.models import Delivery, DeliveryEvent, Notification, Recipient, Rule, R
 from app.models.bulk import among, insert_ignoring_conflicts, insert_returning, insert_rows, update_by_id
 from app.models.rules import CLAIMED, EXPIRED, SENT
 from app.models.rules import SUPPRESSED as CLAIM_SUPPRESSED
+from app.models.types import utcnow
 from app.pipeline import origin
-from app.pipeline.content import item_of
-from app.pipeline.deliver import deliver, deliver_items
+from app.pipeline.deliver import deliver
 from app.pipeline.facts import PERSON_COLUMNS, Person, record_marketing_sends, render_context, route_people
 from app.rules import windows
 from app.tasks import deliver_later
@@ -59,7 +62,14 @@ log = logging.getLogger(__name__)
 NOTIFICATION_NAMESPACE = uuid.UUID("3f0e4a53-5b1c-4a7e-9d7c-6d0b2a1f7e11")
 OUTSIDE_WINDOW = origin.OUTSIDE_WINDOW
 # A batch's deliveries as the hand-over reads them (from the INSERT's RETURNING, or read back on a re-drive).
-PENDING_COLUMNS = (Delivery.id, Delivery.notification_id, Delivery.channel, Delivery.status, Delivery.not_before)
+PENDING_COLUMNS = (
+    Delivery.id,
+    Delivery.notification_id,
+    Delivery.channel,
+    Delivery.status,
+    Delivery.not_before,
+    Delivery.delivered_at,
+)
 
 
 def notification_id_for(key: str) -> str:
@@ -176,25 +186,25 @@ def _send_batch(rule: Rule, template: Template | None, batch: list[Claim], now: 
             notifications.append(notification)
             claim_updates.append(_claim_update(claim, SENT, None, now, notification["id"]))
 
+    _land_in_app(notifications, deliveries)
     created = _insert_notifications(rule, notifications, deliveries, now) if notifications else []
-    update_by_id(RuleSend, [c for c in claim_updates if c["status"] != SENT])
+    landed = _landed_entries(rule, notifications, created)
+    inbox = adapter_for(inbox_channel(), current_app.config)
+    inbox.land_inserted(landed)
+    update_by_id(RuleSend, claim_updates)
+    if rule.type == "marketing":
+        routed = {d.notification_id for d in created if d.status in (PENDING, DELIVERED)}
+        record_marketing_sends({n["recipient_id"]: n["id"] for n in notifications if n["id"] in routed}, now)
     db.session.commit()
+    announce(landed)
 
-    # A claim is marked sent only once its deliveries are in the pipeline's hands: a crash before that leaves
-    # it claimed, and the re-drive hands over the deliveries the first run made (with the same ids and keys).
-    in_hand = None
-    if len(created) == len(deliveries):  # this run made them all: no earlier run's rows to look for
+    # A crash here leaves the claims sent and the external deliveries PENDING: the maintenance reaper hands
+    # them to the pipeline. A re-drive (rows an earlier run wrote) hands over what that run left PENDING.
+    if len(created) == len(deliveries):
         pending = [d for d in created if d.status == PENDING]
-        people = {claim.person.id: claim.person for claim in batch}
-        in_hand = {n["id"]: (n, people[n["recipient_id"]]) for n in notifications}
     else:
         pending = _pending_deliveries([n["id"] for n in notifications])
-    if rule.type == "marketing":
-        routed = {d.notification_id for d in pending}
-        record_marketing_sends({n["recipient_id"]: n["id"] for n in notifications if n["id"] in routed}, now)
-    _hand_over(pending, priority, in_hand)
-    update_by_id(RuleSend, [c for c in claim_updates if c["status"] == SENT])
-    db.session.commit()
+    _hand_over(pending, priority)
     return counts
 
 
@@ -203,21 +213,42 @@ def _insert_notifications(rule: Rule, notifications: list[dict], deliveries: lis
     delivery; returns the deliveries this run created."""
     insert_ignoring_conflicts(Notification, notifications, ["id"])
     created = insert_returning(Delivery, deliveries, ["notification_id", "channel"], PENDING_COLUMNS)
-    if created:
-        insert_rows(
-            DeliveryEvent,
-            [
-                {
-                    "delivery_id": d.id,
-                    "status": d.status,
-                    "created_at": now,
-                    "detail": f"rule {rule.id}"
-                    + (f"; deferred until {d.not_before.isoformat()}" if d.not_before else ""),
-                }
-                for d in created
-            ],
-        )
+    events = []
+    for d in created:
+        detail = f"rule {rule.id}" + (f"; deferred until {d.not_before.isoformat()}" if d.not_before else "")
+        if d.status == DELIVERED:
+            events += landing_events(d.id, d.delivered_at, detail)
+        else:
+            events.append({"delivery_id": d.id, "status": d.status, "created_at": now, "detail": detail})
+    insert_rows(DeliveryEvent, events)
     return created
+
+
+def _land_in_app(notifications: list[dict], deliveries: list[dict]) -> None:
+    """In-app rows routing did not defer are inserted already delivered (:func:`app.channels.in_app.landed_row`),
+    their notifications in the inbox: the window was checked at this batch's ``now``. They are stamped with the
+    clock as they are written, so analytics see the real time from the batch to the inbox."""
+    landed_at, inbox, by_id = utcnow(), inbox_channel(), {n["id"]: n for n in notifications}
+    for index, row in enumerate(deliveries):
+        if row["channel"] == inbox and row["status"] == PENDING and row["not_before"] is None:
+            deliveries[index] = landed_row(row, landed_at)
+            by_id[row["notification_id"]]["inbox_at"] = landed_at
+
+
+def _landed_entries(rule: Rule, notifications: list[dict], created: list) -> list[InboxEntry]:
+    """The in-app deliveries this run inserted already DELIVERED, as the inbox announces them."""
+    by_id = {n["id"]: n for n in notifications}
+    return [
+        InboxEntry(
+            d.id,
+            d.notification_id,
+            by_id[d.notification_id]["recipient_id"],
+            rule.category,
+            by_id[d.notification_id]["title"],
+        )
+        for d in created
+        if d.status == DELIVERED
+    ]
 
 
 def _pending_deliveries(notification_ids: list[str]) -> list:
@@ -278,6 +309,10 @@ def _delivery_rows(
             "reason": decision.reason,
             "not_before": decision.not_before,
             "attempts": 0,
+            "provider": None,
+            "claimed_at": None,
+            "dispatched_at": None,
+            "delivered_at": None,
             "last_error": None,
             "error_code": None,
             "created_at": now,
@@ -317,12 +352,9 @@ def _unrendered(notification: dict) -> _Unrendered:
     return _Unrendered(notification["id"], notification["type"], notification["category"], notification["data"])
 
 
-def _hand_over(pending, priority: str, in_hand: dict[str, tuple[dict, Person]] | None) -> None:
-    """In-app goes to the pipeline at once (in bulk, inline); external deliveries in batch jobs (one job per
-    batch, never one per recipient); deliveries deferred past quiet hours in one job per minute of release.
-
-    ``in_hand``: the notifications this run wrote, with their recipients, by id -- the pipeline then takes the
-    in-app chunk as it is instead of reading it back (None on a re-drive: it reads the rows)."""
+def _hand_over(pending, priority: str) -> None:
+    """External deliveries go to batch jobs (one job per batch, never one per recipient), deferred ones in one
+    job per minute of release. In-app left PENDING by an earlier run goes to the pipeline at once."""
     inline, by_time = [], defaultdict(list)
     for delivery in pending:
         adapter = channel_class(delivery.channel)
@@ -330,14 +362,11 @@ def _hand_over(pending, priority: str, in_hand: dict[str, tuple[dict, Person]] |
         if at is not None and (at.second or at.microsecond):
             at = at.replace(second=0, microsecond=0) + timedelta(minutes=1)
         if at is None and adapter is not None and not adapter.external:
-            inline.append(delivery)
+            inline.append(delivery.id)
         else:
             by_time[at].append(delivery.id)
-    # Stamped when it lands, so analytics measure the real accept-to-inbox time.
-    if inline and in_hand is not None:
-        deliver_items([item_of(d, *in_hand[d.notification_id]) for d in inline])
-    elif inline:
-        deliver([d.id for d in inline])
+    if inline:
+        deliver(inline)
     size = current_app.config["RULES_SEND_BATCH"]
     for at, ids in by_time.items():
         deliver_later(ids, priority, at, chunk=size)

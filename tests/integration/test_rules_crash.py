@@ -62,9 +62,9 @@ with app.app_context():
 
 
 def test_sigkilled_evaluator_is_re_driven_without_duplicates_or_losses(app, test_env):
-    """The evaluator reaches Redis over a slow link (each reply held 0.3 s), so every batch's in-app hand-over
-    takes at least that long and the SIGKILL lands mid-run, most often inside a batch: its notifications and
-    deliveries committed, its claims not yet marked sent."""
+    """The evaluator reaches Redis over a slow link (each reply held 0.3 s), so every batch's realtime
+    announcement takes at least that long and the SIGKILL lands mid-run: most often between a batch's commit
+    (its claims sent, its in-app landed) and its announcement, or inside the next batch's transaction."""
     count = 3000
     seed(count)
     rule = make_rule()

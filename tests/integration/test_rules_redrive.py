@@ -9,15 +9,16 @@ import pytest
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import Delivery, Device, Notification, Rule, RuleSend
+from app.models import Delivery, Device, Notification, Recipient, Rule, RuleSend
 from app.models.rules import SUPPRESSED as CLAIM_SUPPRESSED
 from app.models.types import utcnow
 from app.pipeline.deliver import deliver
 from app.redis_client import get_redis, key
+from app.rules import send as rule_send
 from app.rules.evaluate import evaluate_rule
 from app.tasks import get_queue
 from jobs.maintenance import redrive_stuck_work
-from tests.integration.test_rules import at, low, make_rule
+from tests.integration.test_rules import at, low, make_rule, notified
 
 
 def queued_calls(priority: str = "normal") -> list[tuple[str, tuple]]:
@@ -42,6 +43,39 @@ def test_a_push_deferred_past_quiet_hours_waits_in_a_pipeline_job_for_its_time(a
     # Released through the pipeline's job, which re-checks the rule's window by the notification's origin.
     assert ("deliver", ([push.id],)) in calls
     assert db.session.get(Notification, push.notification_id).origin == f"rule:{rule.id}"
+
+
+def test_a_crash_between_the_batch_commit_and_the_push_hand_over_loses_nothing_and_repeats_nothing(
+    app, monkeypatch, recorded_push
+):
+    """In-app landed with the batch's commit; the push it never handed over is found by the reaper and sent once."""
+    rule = make_rule(channels=["in_app", "push"])
+    person_id = with_phone(low("Europe/Lisbon"), "tok-c").id
+    nine = at("Europe/Lisbon", 2026, 6, 15, 9)
+
+    def crash(*args):
+        raise SystemExit("killed after the commit, before the hand-over")
+
+    with monkeypatch.context() as patched, pytest.raises(SystemExit):
+        patched.setattr(rule_send, "_hand_over", crash)
+        evaluate_rule(rule, nine)
+    db.session.rollback()
+    in_app, push = (
+        db.session.scalar(select(Delivery).where(Delivery.channel == channel)) for channel in ("in_app", "push")
+    )
+    assert (in_app.status, in_app.attempts, push.status) == ("DELIVERED", 1, "PENDING")
+    assert db.session.get(Notification, in_app.notification_id).inbox_at == in_app.delivered_at
+    assert db.session.scalar(select(RuleSend.status)) == "sent"
+    assert queued_calls() == []
+    rule_id, push_id, key = rule.id, push.id, f"herald-{push.notification_id}-push"
+
+    assert evaluate_rule(db.session.get(Rule, rule_id), nine + timedelta(minutes=5)).sent == 0  # nothing re-sent
+    later = nine + timedelta(minutes=15)  # the reaper's STALE_AFTER (10 min) is over, still inside the window
+    assert redrive_stuck_work(later, lease_seconds=60)["deliveries"] == 1
+    assert queued_calls() == [("deliver", ([push_id],))]
+    assert deliver([push_id], later).counts["sent:push"] == 1
+    assert [m.idempotency_key for m in recorded_push] == [key]
+    assert notified(db.session.get(Recipient, person_id)) == 1
 
 
 def test_reaper_hands_a_stuck_rule_delivery_to_the_pipeline_and_it_is_not_sent_outside_the_window(app, recorded_push):
