@@ -9,8 +9,7 @@ one round trip and one plan per chunk, and only the winners are written.
 
 A producer that decides to send in-app in the very transaction that creates
 the rows (a daily rule's batch, whose send window was just checked) lands them
-as it inserts them instead (:func:`landed_row`, :func:`landing_events`,
-:meth:`InAppChannel.land_inserted`): the INSERT is the claim, since
+as it inserts them instead (:func:`land_on_insert`): the INSERT is the claim, since
 ``ON CONFLICT DO NOTHING`` on (notification, channel) lets only one run write
 a row, and the rows are written once instead of inserted and then updated.
 """
@@ -23,7 +22,7 @@ from typing import NamedTuple
 from sqlalchemy import insert, literal, select, update
 
 from app.channels.base import Channel, Message, Result, register
-from app.delivery.constants import DELIVERED, SENDING
+from app.delivery.constants import DELIVERED, PENDING, SENDING
 from app.extensions import db
 from app.models import Delivery, DeliveryEvent, Notification
 from app.models.bulk import among, insert_rows, is_postgresql, update_by_id
@@ -70,16 +69,42 @@ class InAppChannel(Channel):
         if not is_postgresql():
             _write_inbox(landed, now)
         _write_rendered(landed)
-        self.land_inserted(landed)
+        record_landing(landed)
         db.session.commit()
         announce(landed)
         return won
 
-    def land_inserted(self, landed: list[InboxEntry]) -> None:
-        """What follows a landing inside its transaction (its webhook facts, in the outbox); the caller commits,
-        then :func:`announce` tells the open pages."""
-        if landed and webhook_events.DELIVERY_DELIVERED in subscribed_types():  # facts built only for a listener
-            emit(webhook_events.delivered_to_inbox(self.name, [(e.notification_id, e.recipient_id) for e in landed]))
+
+def land_on_insert(notifications: list[dict], deliveries: list[dict], at: datetime) -> None:
+    """Turn a producer's new in-app rows that routing let go now (PENDING, not deferred) into rows landed at
+    ``at`` (:func:`landed_row`), their notifications into the inbox; the producer then inserts them, writes their
+    :func:`landing_events`, calls :func:`record_landing` for the rows its INSERT created, commits and
+    announces them (:func:`announce`). Every notification and delivery row must have the ``inbox_at`` and landing keys."""
+    by_id = {n["id"]: n for n in notifications}
+    for index, row in enumerate(deliveries):
+        if row["channel"] == InAppChannel.name and row["status"] == PENDING and row["not_before"] is None:
+            deliveries[index] = landed_row(row, at)
+            by_id[row["notification_id"]]["inbox_at"] = at
+
+
+def landed_entries(created, notifications: list[dict]) -> list[InboxEntry]:
+    """The rows an INSERT created already DELIVERED (``created``: its RETURNING, with id, notification_id and
+    status), as the inbox announces them; ``notifications``: the inserted notification rows."""
+    by_id = {n["id"]: n for n in notifications}
+    entries = []
+    for d in created:
+        if d.status == DELIVERED:
+            note = by_id[d.notification_id]
+            entries.append(InboxEntry(d.id, d.notification_id, note["recipient_id"], note["category"], note["title"]))
+    return entries
+
+
+def record_landing(landed: list[InboxEntry]) -> None:
+    """What a landing writes besides its rows, in its transaction: the webhook facts, in the outbox."""
+    if landed and webhook_events.DELIVERY_DELIVERED in subscribed_types():  # the facts are built only for a listener
+        emit(
+            webhook_events.delivered_to_inbox(InAppChannel.name, [(e.notification_id, e.recipient_id) for e in landed])
+        )
 
 
 def landed_row(row: dict, now: datetime) -> dict:

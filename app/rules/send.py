@@ -39,8 +39,8 @@ from typing import NamedTuple
 from flask import current_app
 from sqlalchemy import select
 
-from app.channels import adapter_for, channel_class, inbox_channel
-from app.channels.in_app import InboxEntry, announce, landed_row, landing_events
+from app.channels import channel_class, inbox_channel
+from app.channels.in_app import announce, land_on_insert, landed_entries, landing_events, record_landing
 from app.delivery import routing
 from app.delivery.constants import DELIVERED, FAILED, PENDING, SUPPRESSED
 from app.delivery.priority import effective_priority
@@ -186,11 +186,11 @@ def _send_batch(rule: Rule, template: Template | None, batch: list[Claim], now: 
             notifications.append(notification)
             claim_updates.append(_claim_update(claim, SENT, None, now, notification["id"]))
 
-    _land_in_app(notifications, deliveries)
+    # Checked at this batch's ``now``: in-app lands as it is inserted, stamped with the clock as it is written.
+    land_on_insert(notifications, deliveries, utcnow())
     created = _insert_notifications(rule, notifications, deliveries, now) if notifications else []
-    landed = _landed_entries(rule, notifications, created)
-    inbox = adapter_for(inbox_channel(), current_app.config)
-    inbox.land_inserted(landed)
+    landed = landed_entries(created, notifications)
+    record_landing(landed)
     update_by_id(RuleSend, claim_updates)
     if rule.type == "marketing":
         routed = {d.notification_id for d in created if d.status in (PENDING, DELIVERED)}
@@ -222,33 +222,6 @@ def _insert_notifications(rule: Rule, notifications: list[dict], deliveries: lis
             events.append({"delivery_id": d.id, "status": d.status, "created_at": now, "detail": detail})
     insert_rows(DeliveryEvent, events)
     return created
-
-
-def _land_in_app(notifications: list[dict], deliveries: list[dict]) -> None:
-    """In-app rows routing did not defer are inserted already delivered (:func:`app.channels.in_app.landed_row`),
-    their notifications in the inbox: the window was checked at this batch's ``now``. They are stamped with the
-    clock as they are written, so analytics see the real time from the batch to the inbox."""
-    landed_at, inbox, by_id = utcnow(), inbox_channel(), {n["id"]: n for n in notifications}
-    for index, row in enumerate(deliveries):
-        if row["channel"] == inbox and row["status"] == PENDING and row["not_before"] is None:
-            deliveries[index] = landed_row(row, landed_at)
-            by_id[row["notification_id"]]["inbox_at"] = landed_at
-
-
-def _landed_entries(rule: Rule, notifications: list[dict], created: list) -> list[InboxEntry]:
-    """The in-app deliveries this run inserted already DELIVERED, as the inbox announces them."""
-    by_id = {n["id"]: n for n in notifications}
-    return [
-        InboxEntry(
-            d.id,
-            d.notification_id,
-            by_id[d.notification_id]["recipient_id"],
-            rule.category,
-            by_id[d.notification_id]["title"],
-        )
-        for d in created
-        if d.status == DELIVERED
-    ]
 
 
 def _pending_deliveries(notification_ids: list[str]) -> list:
