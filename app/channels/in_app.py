@@ -93,8 +93,8 @@ def landed_entries(created, notifications: list[dict]) -> list[InboxEntry]:
     by_id = {n["id"]: n for n in notifications}
     entries = []
     for d in created:
-        if d.status == DELIVERED:
-            note = by_id[d.notification_id]
+        note = by_id.get(d.notification_id)
+        if d.status == DELIVERED and note is not None:  # (a notification an earlier run wrote keeps its own rows)
             entries.append(InboxEntry(d.id, d.notification_id, note["recipient_id"], note["category"], note["title"]))
     return entries
 
