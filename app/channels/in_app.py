@@ -78,7 +78,7 @@ class InAppChannel(Channel):
 def land_on_insert(notifications: list[dict], deliveries: list[dict], at: datetime) -> None:
     """Turn a producer's new in-app rows that routing let go now (PENDING, not deferred) into rows landed at
     ``at`` (:func:`landed_row`), their notifications into the inbox; the producer then inserts them, writes their
-    :func:`landing_events`, calls :func:`record_landing` for the rows its INSERT created, commits and
+    :func:`landing_event`, calls :func:`record_landing` for the rows its INSERT created, commits and
     announces them (:func:`announce`). Every notification and delivery row must have the ``inbox_at`` and landing keys."""
     by_id = {n["id"]: n for n in notifications}
     for index, row in enumerate(deliveries):
@@ -121,12 +121,14 @@ def landed_row(row: dict, now: datetime) -> dict:
     }
 
 
-def landing_events(delivery_id: int, now: datetime, claimed_by: str | None = None) -> list[dict]:
-    """The transitions of a landed delivery, the same as any send's: claimed (by ``claimed_by``), then delivered."""
-    return [
-        {"delivery_id": delivery_id, "status": SENDING, "detail": claimed_by, "created_at": now},
-        {"delivery_id": delivery_id, "status": DELIVERED, "detail": "inbox", "created_at": now},
-    ]
+def landing_event(delivery_id: int, at: datetime, producer: str | None = None) -> dict:
+    """The one event of a row inserted already delivered: it was never PENDING nor SENDING, its INSERT claimed it."""
+    return {
+        "delivery_id": delivery_id,
+        "status": DELIVERED,
+        "detail": f"inbox; {producer}" if producer else "inbox",
+        "created_at": at,
+    }
 
 
 def _claim(entries: list[InboxEntry], now: datetime):
@@ -187,7 +189,15 @@ def _write_inbox(landed: list[InboxEntry], now: datetime) -> None:
         .values(inbox_at=now),
         execution_options={"synchronize_session": False},
     )
-    insert_rows(DeliveryEvent, [event for e in landed for event in landing_events(e.delivery_id, now)])
+    # The same transitions as any send (claimed, then delivered), written in one statement.
+    insert_rows(
+        DeliveryEvent,
+        [
+            {"delivery_id": e.delivery_id, "status": status, "detail": detail, "created_at": now}
+            for e in landed
+            for status, detail in ((SENDING, None), (DELIVERED, "inbox"))
+        ],
+    )
 
 
 def _write_rendered(landed: list[InboxEntry]) -> None:

@@ -7,14 +7,21 @@ on the rule send pass (1,000 notifications + 2,000 deliveries per batch):
 psycopg's pipelined ``executemany`` spent ~100 µs per row, and SQLAlchemy's
 multi-row ``VALUES ... RETURNING`` spent more still, most of it in psycopg
 splitting a 30,000-placeholder statement on every call.
+The arrays travel in psycopg's binary format (:func:`_binary_arrays`):
+turning a list into PostgreSQL's array text quotes every element in Python
+(a regular-expression search per element); the binary dumper does not. A
+1,000-row, three-column unnest INSERT took 7.4 ms of CPU with text arrays and
+1.0 ms with binary ones (wall 9.1 ms vs 1.9 ms); on the rule send pass the
+text arrays were a fifth of its time.
 On SQLite (in-process, no round trips) a plain ``executemany`` is the fast way.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
-from sqlalchemy import Table, any_, bindparam, literal, text
+from sqlalchemy import Engine, Table, any_, bindparam, event, literal, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -37,6 +44,19 @@ def among(column, values) -> ColumnElement:
     if is_postgresql():
         return column == any_(literal(values, postgresql.ARRAY(column.type)))
     return column.in_(values)
+
+
+# Marks a statement built by _unnest_arrays; its array parameters are named a0, a1, ...
+BINARY_ARRAYS = {"herald_binary_arrays": True}
+_ARRAY_PLACEHOLDER = re.compile(r"%\((a\d+)\)s")
+
+
+@event.listens_for(Engine, "before_cursor_execute", retval=True)
+def _binary_arrays(conn, cursor, statement, parameters, context, executemany):
+    """Send a bulk statement's arrays in binary (psycopg's ``%(name)b`` placeholder; see the module)."""
+    if context is not None and context.execution_options.get("herald_binary_arrays"):
+        statement = _ARRAY_PLACEHOLDER.sub(r"%(\1)b", statement)
+    return statement, parameters
 
 
 def _with_python_defaults(table: Table, rows: list[dict]) -> tuple[list[str], list[dict]]:
@@ -107,8 +127,9 @@ def _pg_insert(table: Table, rows: list[dict], conflict_columns: list[str], retu
         sql += f" ON CONFLICT ({_quoted(conflict_columns)}) DO NOTHING"
     if returning:
         statement = text(sql + " RETURNING " + _quoted(c.name for c in returning)).columns(*returning)
-        return db.session.connection().execute(statement, params).all()
-    return db.session.connection().execute(text(sql), params, execution_options={"preserve_rowcount": True}).rowcount
+        return db.session.connection().execute(statement, params, execution_options=BINARY_ARRAYS).all()
+    options = {**BINARY_ARRAYS, "preserve_rowcount": True}
+    return db.session.connection().execute(text(sql), params, execution_options=options).rowcount
 
 
 def insert_ignoring_conflicts(model, rows: list[dict], conflict_columns: list[str]) -> int:
@@ -168,4 +189,5 @@ def update_by_id(model, rows: list[dict]) -> None:
             f"UPDATE {name} SET {assignments} FROM ({source}) AS source ({_quoted(columns)}) WHERE {name}.id = source.id"
         ),
         params,
+        execution_options=BINARY_ARRAYS,
     )

@@ -40,7 +40,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from app.channels import channel_class, inbox_channel
-from app.channels.in_app import announce, land_on_insert, landed_entries, landing_events, record_landing
+from app.channels.in_app import announce, land_on_insert, landed_entries, landing_event, record_landing
 from app.delivery import routing
 from app.delivery.constants import DELIVERED, FAILED, PENDING, SUPPRESSED
 from app.delivery.priority import effective_priority
@@ -217,7 +217,7 @@ def _insert_notifications(rule: Rule, notifications: list[dict], deliveries: lis
     for d in created:
         detail = f"rule {rule.id}" + (f"; deferred until {d.not_before.isoformat()}" if d.not_before else "")
         if d.status == DELIVERED:
-            events += landing_events(d.id, d.delivered_at, detail)
+            events.append(landing_event(d.id, d.delivered_at, detail))
         else:
             events.append({"delivery_id": d.id, "status": d.status, "created_at": now, "detail": detail})
     insert_rows(DeliveryEvent, events)
